@@ -1,0 +1,86 @@
+import Foundation
+
+/// A named set of nodes, usually of one GPU model; allocations are granted per pool.
+public struct Pool: Hashable, Codable, Sendable {
+    public var name: String
+    public var gpuModel: String?
+    /// Organisations allowed to use the pool; empty means every organisation.
+    public var restrictedTo: [String]
+    public init(name: String, gpuModel: String? = nil, restrictedTo: [String] = []) {
+        self.name = name
+        self.gpuModel = gpuModel
+        self.restrictedTo = restrictedTo
+    }
+}
+
+/// The state's grant to one organisation in one pool for a validity window (or per calendar month).
+public struct Allocation: Hashable, Codable, Sendable {
+    public var pool: String
+    public var guaranteedGPUs: Int
+    public var limitGPUs: Int
+    public var gpuHours: Int64
+    /// Days as `YYYY-MM-DD`; both nil means the entitlement renews every calendar month.
+    public var validFrom: String?
+    public var validUntil: String?
+    public init(pool: String, guaranteedGPUs: Int, limitGPUs: Int, gpuHours: Int64, validFrom: String? = nil, validUntil: String? = nil) {
+        self.pool = pool
+        self.guaranteedGPUs = guaranteedGPUs
+        self.limitGPUs = limitGPUs
+        self.gpuHours = gpuHours
+        self.validFrom = validFrom
+        self.validUntil = validUntil
+    }
+}
+
+public struct Organization: Hashable, Codable, Sendable {
+    public var name: String
+    public var allocations: [Allocation]
+    public init(name: String, allocations: [Allocation] = []) {
+        self.name = name
+        self.allocations = allocations
+    }
+}
+
+/// Orders the queue and says who may stop whom (SPEC §3).
+public struct PriorityClass: Hashable, Codable, Sendable {
+    public var name: String
+    public var value: Int
+    public var preemptible: Bool
+    public var preempts: Bool
+    public var maxTimeSeconds: Int64?
+    public init(name: String, value: Int, preemptible: Bool = false, preempts: Bool = false, maxTimeSeconds: Int64? = nil) {
+        self.name = name
+        self.value = value
+        self.preemptible = preemptible
+        self.preempts = preempts
+        self.maxTimeSeconds = maxTimeSeconds
+    }
+}
+
+/// Cluster-wide defaults from `Policies/`.
+public struct PolicyDefaults: Hashable, Codable, Sendable {
+    public var priorityClass: String?
+    public var gracePeriodSeconds: Int
+    public var reclaimDeadlineSeconds: Int
+    public var heartbeatTimeoutSeconds: Int
+    public init(priorityClass: String? = nil, gracePeriodSeconds: Int = 60, reclaimDeadlineSeconds: Int = 300, heartbeatTimeoutSeconds: Int = 30) {
+        self.priorityClass = priorityClass
+        self.gracePeriodSeconds = gracePeriodSeconds
+        self.reclaimDeadlineSeconds = reclaimDeadlineSeconds
+        self.heartbeatTimeoutSeconds = heartbeatTimeoutSeconds
+    }
+}
+
+/// Everything `Policies/` declares, merged over all its files.
+public struct Policy: Hashable, Codable, Sendable {
+    public var pools: [Pool]
+    public var organizations: [Organization]
+    public var priorityClasses: [PriorityClass]
+    public var defaults: PolicyDefaults
+    public init(pools: [Pool] = [], organizations: [Organization] = [], priorityClasses: [PriorityClass] = [], defaults: PolicyDefaults = .init()) {
+        self.pools = pools
+        self.organizations = organizations
+        self.priorityClasses = priorityClasses
+        self.defaults = defaults
+    }
+}

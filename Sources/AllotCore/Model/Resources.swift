@@ -1,0 +1,19 @@
+/// What one node of a job asks for. GPUs are either whole (`gpus` ≥ 0) or one fraction of a GPU (`fractionMilli`).
+public struct NodeRequest: Hashable, Codable, Sendable {
+    /// Whole GPUs per node; 0 for CPU-only work or a fractional replica.
+    public var gpus: Int
+    /// A share of a single GPU in thousandths (1…999), or nil for whole GPUs.
+    public var fractionMilli: Int?
+    public var cpuMilli: Int
+    public var memoryMiB: Int
+
+    public init(gpus: Int, fractionMilli: Int? = nil, cpuMilli: Int = 0, memoryMiB: Int = 0) {
+        self.gpus = gpus
+        self.fractionMilli = fractionMilli
+        self.cpuMilli = cpuMilli
+        self.memoryMiB = memoryMiB
+    }
+
+    /// GPU capacity this node request takes, in thousandths of a GPU.
+    public var gpuMilli: Int { self.fractionMilli ?? self.gpus * 1000 }
+}

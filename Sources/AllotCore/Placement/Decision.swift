@@ -1,0 +1,76 @@
+/// Where one rank of a job runs: its node and the GPUs it holds there.
+public struct RankAssignment: Hashable, Codable, Sendable {
+    public var rank: Int
+    public var node: String
+    public var gpuIndices: [Int]
+    /// Thousandths held on each listed GPU: 1000 for whole GPUs, the fraction for a shared one.
+    public var milliPerGPU: Int
+
+    public init(rank: Int, node: String, gpuIndices: [Int], milliPerGPU: Int) {
+        self.rank = rank
+        self.node = node
+        self.gpuIndices = gpuIndices
+        self.milliPerGPU = milliPerGPU
+    }
+}
+
+/// The core's decision to start one job: every rank of it, or (for a gang) nothing at all.
+public struct Placement: Hashable, Sendable {
+    public var jobID: Int64
+    public var ranks: [RankAssignment]
+}
+
+/// Why a node was not chosen for a job. Counted per cycle so operators see what blocks the queue.
+public enum Rejection: String, Hashable, Sendable, CaseIterable, Codable {
+    case pool = "not in the job's pool"
+    case nodeState = "node not ready"
+    case gpuModel = "no acceptable GPU model"
+    case gpuHealth = "GPUs unhealthy"
+    case gpus = "not enough free GPUs"
+    case gpuShare = "no GPU with enough free share"
+    case cpu = "not enough free CPU"
+    case memory = "not enough free memory"
+}
+
+/// Why a job is still waiting after a cycle: data, rendered to text at the edge.
+public enum WaitReason: Hashable, Sendable {
+    /// The pool has no nodes at all.
+    case emptyPool(pool: String)
+    /// No node of the pool could hold one rank even if it were empty.
+    case neverFits(pool: String, detail: String)
+    /// Nodes exist that could hold it, but not enough are free now.
+    case capacity(needed: Int, feasible: Int, topRejection: Rejection?)
+
+    /// The short machine-readable reason code, as `allot jobs show --output json` prints it.
+    public var code: String {
+        switch self {
+        case .emptyPool: "capacity"
+        case .neverFits: "unschedulable"
+        case .capacity: "capacity"
+        }
+    }
+
+    /// One line for people.
+    public var text: String {
+        switch self {
+        case .emptyPool(let pool):
+            return "capacity: pool \(pool) has no nodes"
+        case .neverFits(let pool, let detail):
+            return "no node in pool \(pool) fits \(detail)"
+        case .capacity(let needed, let feasible, let top):
+            let why = top.map { " (most nodes: \($0.rawValue))" } ?? ""
+            return needed > 1
+                ? "capacity: gang needs \(needed) nodes, \(feasible) can take a rank now\(why)"
+                : "capacity: no node has room now\(why)"
+        }
+    }
+}
+
+/// The outcome of one scheduling cycle.
+public struct Plan: Sendable {
+    public var placements: [Placement] = []
+    public var waiting: [Int64: WaitReason] = [:]
+    /// How often each rejection was met this cycle, over all jobs and nodes.
+    public var rejections: [Rejection: Int] = [:]
+    public init() {}
+}

@@ -1,0 +1,237 @@
+/// How the placer ranks the nodes that can take a rank. Chosen by policy; benchmarks compare them side by side.
+public enum ScoringStrategy: String, CaseIterable, Sendable, Codable {
+    /// Fill the node that is left with the least free capacity, keeping whole nodes free for big jobs.
+    case bestFit = "best-fit"
+    /// Take the first feasible node in name order.
+    case firstFit = "first-fit"
+    /// Take the node with the most free capacity (least allocated).
+    case spread
+
+    /// Lower is better. `freeAfter` is the node's free GPU capacity in thousandths once the rank is placed,
+    /// `position` its place in name order, so every strategy is deterministic.
+    func score(freeAfterMilli: Int, position: Int) -> Int {
+        switch self {
+        case .bestFit: freeAfterMilli
+        case .firstFit: position
+        case .spread: -freeAfterMilli
+        }
+    }
+}
+
+/// The outcome of checking one node for one rank of a job.
+public enum NodeFit: Hashable, Sendable {
+    case fits(gpuPositions: [Int])
+    case rejected(Rejection)
+}
+
+/// The placement core: a pure function from a queue and a cluster snapshot to a plan.
+///
+/// ```swift
+/// let plan = Placer(strategy: .bestFit).place(queue, on: snapshot.nodes)
+/// ```
+/// Jobs go in order (priority, then submit time); each one either gets every rank placed, consuming
+/// capacity on a private copy of the snapshot, or a `WaitReason`. No I/O, no clock, no randomness.
+public struct Placer: Sendable {
+    public var strategy: ScoringStrategy
+
+    public init(strategy: ScoringStrategy = .bestFit) {
+        self.strategy = strategy
+    }
+
+    /// The queue order of SPEC §4.1: higher priority first, then earlier submission, then lower id.
+    public static func inQueueOrder(_ a: PendingJob, _ b: PendingJob) -> Bool {
+        if a.priority != b.priority { return a.priority > b.priority }
+        if a.submittedAt != b.submittedAt { return a.submittedAt < b.submittedAt }
+        return a.id < b.id
+    }
+
+    public func place(_ queue: [PendingJob], on snapshot: [NodeSnapshot]) -> Plan {
+        var nodes = snapshot.sorted { $0.name < $1.name }
+        var byPool: [String: [Int]] = [:]
+        for (i, node) in nodes.enumerated() { byPool[node.pool, default: []].append(i) }
+
+        var plan = Plan()
+        for job in queue.sorted(by: Self.inQueueOrder) {
+            let candidates = byPool[job.pool] ?? []
+            switch self.placeOne(job, candidates: candidates, nodes: nodes, rejections: &plan.rejections) {
+            case .success(let ranks):
+                for r in ranks { Self.consume(r, of: job, in: &nodes[r.position]) }
+                plan.placements.append(
+                    Placement(jobID: job.id, ranks: ranks.map { r in
+                        RankAssignment(
+                            rank: r.rank, node: nodes[r.position].name,
+                            gpuIndices: r.gpuPositions.map { nodes[r.position].gpus[$0].index },
+                            milliPerGPU: job.perNode.fractionMilli ?? 1000)
+                    }))
+            case .failure(let reason):
+                plan.waiting[job.id] = reason.reason
+            }
+        }
+        return plan
+    }
+
+    /// Checks whether `node` can take one rank of `job` now; on success, which GPUs (by position in `node.gpus`).
+    public static func fit(_ job: PendingJob, on node: NodeSnapshot) -> NodeFit {
+        // Cheap, node-wide checks first: most nodes of a busy pool fail here.
+        guard node.pool == job.pool else { return .rejected(.pool) }
+        guard node.state.acceptsWork else { return .rejected(.nodeState) }
+        let request = job.perNode
+        if request.cpuMilli > node.cpuMilli - node.usedCPUMilli { return .rejected(.cpu) }
+        if request.memoryMiB > node.memoryMiB - node.usedMemoryMiB { return .rejected(.memory) }
+        if request.gpuMilli == 0 { return .fits(gpuPositions: []) }
+
+        var acceptable = 0
+        var healthy: [Int] = []
+        for (p, gpu) in node.gpus.enumerated() where job.accepts(model: gpu.model) {
+            acceptable += 1
+            if gpu.health.isSchedulable { healthy.append(p) }
+        }
+        if acceptable == 0 { return .rejected(.gpuModel) }
+        if let fraction = request.fractionMilli {
+            return Self.pickShare(fraction, among: healthy, of: node).map { .fits(gpuPositions: [$0]) }
+                ?? .rejected(healthy.isEmpty ? .gpuHealth : .gpuShare)
+        }
+        let free = healthy.filter { node.gpus[$0].isFree }
+        if free.count >= request.gpus {
+            return .fits(gpuPositions: Self.pickWhole(request.gpus, among: free, of: node))
+        }
+        return .rejected(healthy.count < request.gpus && acceptable >= request.gpus ? .gpuHealth : .gpus)
+    }
+
+    /// Why no node of the pool could ever take the job, even empty, or nil when one could.
+    /// Nodes whose agents have not reported GPUs yet are unknown and do not count against the job.
+    public static func neverFitsReason(_ job: PendingJob, nodes: [NodeSnapshot]) -> WaitReason? {
+        let pool = nodes.filter { $0.pool == job.pool && !($0.gpus.isEmpty && $0.cpuMilli == 0) }
+        if pool.isEmpty { return nil }
+        var couldFit = 0
+        var rejection: Rejection?
+        for var node in pool {
+            node.state = .ready
+            node.usedCPUMilli = 0
+            node.usedMemoryMiB = 0
+            for i in node.gpus.indices {
+                node.gpus[i].usedMilli = 0
+                node.gpus[i].health = .healthy
+            }
+            switch self.fit(job, on: node) {
+            case .fits: couldFit += 1
+            case .rejected(let r): rejection = rejection ?? r
+            }
+        }
+        if couldFit >= job.nodes { return nil }
+        let shape = job.perNode.fractionMilli.map { "\($0) milli of a GPU per node" } ?? "\(job.perNode.gpus) GPUs per node"
+        let models = job.gpuModels.isEmpty ? "" : " of model \(job.gpuModels.joined(separator: "|"))"
+        let extra = job.perNode.cpuMilli > 0 || job.perNode.memoryMiB > 0
+            ? " with \(job.perNode.cpuMilli / 1000) CPUs and \(job.perNode.memoryMiB) MiB" : ""
+        if couldFit == 0 {
+            let why = rejection.map { " (\($0.rawValue))" } ?? ""
+            return .neverFits(pool: job.pool, detail: "\(shape)\(models)\(extra)\(why)")
+        }
+        return .neverFits(pool: job.pool, detail: "a gang of \(job.nodes) nodes with \(shape)\(models): only \(couldFit) nodes could")
+    }
+
+    // MARK: - One job
+
+    private struct ChosenRank {
+        var rank: Int
+        var position: Int
+        var gpuPositions: [Int]
+    }
+
+    private struct Waiting: Error { var reason: WaitReason }
+
+    private struct Candidate {
+        var position: Int
+        var gpuPositions: [Int]
+        var score: Int
+        var block: String?
+    }
+
+    private func placeOne(
+        _ job: PendingJob, candidates: [Int], nodes: [NodeSnapshot], rejections: inout [Rejection: Int]
+    ) -> Result<[ChosenRank], Waiting> {
+        if candidates.isEmpty { return .failure(Waiting(reason: .emptyPool(pool: job.pool))) }
+        var feasible: [Candidate] = []
+        var counts: [Rejection: Int] = [:]
+        for position in candidates {
+            let node = nodes[position]
+            switch Self.fit(job, on: node) {
+            case .fits(let gpus):
+                let freeAfter = Self.freeMilli(node) - job.perNode.gpuMilli
+                feasible.append(
+                    Candidate(
+                        position: position, gpuPositions: gpus,
+                        score: self.strategy.score(freeAfterMilli: freeAfter, position: position), block: node.block))
+            case .rejected(let r):
+                counts[r, default: 0] += 1
+            }
+        }
+        for (r, n) in counts { rejections[r, default: 0] += n }
+        guard feasible.count >= job.nodes else {
+            if let never = Self.neverFitsReason(job, nodes: candidates.map { nodes[$0] }) {
+                return .failure(Waiting(reason: never))
+            }
+            let top = counts.max { a, b in a.value != b.value ? a.value < b.value : a.key.rawValue > b.key.rawValue }?.key
+            return .failure(Waiting(reason: .capacity(needed: job.nodes, feasible: feasible.count, topRejection: top)))
+        }
+        let chosen = Self.chooseGang(job.nodes, from: feasible)
+        return .success(
+            chosen.sorted { $0.position < $1.position }.enumerated().map { rank, c in
+                ChosenRank(rank: rank, position: c.position, gpuPositions: c.gpuPositions)
+            })
+    }
+
+    /// Picks `count` distinct nodes: the best-scoring ones inside a single block when one block has enough,
+    /// else the best-scoring ones overall. A single rank is a gang of one.
+    private static func chooseGang(_ count: Int, from feasible: [Candidate]) -> [Candidate] {
+        let ranked = feasible.sorted { $0.score != $1.score ? $0.score < $1.score : $0.position < $1.position }
+        if count == 1 { return [ranked[0]] }
+        var byBlock: [String: [Candidate]] = [:]
+        for c in ranked { if let b = c.block { byBlock[b, default: []].append(c) } }
+        let inOneBlock = byBlock.values
+            .filter { $0.count >= count }
+            .map { Array($0.prefix(count)) }
+            .min { a, b in
+                let (sa, sb) = (a.reduce(0) { $0 + $1.score }, b.reduce(0) { $0 + $1.score })
+                return sa != sb ? sa < sb : a[0].position < b[0].position
+            }
+        return inOneBlock ?? Array(ranked.prefix(count))
+    }
+
+    // MARK: - GPUs within a node
+
+    /// Chooses `count` free GPUs, inside one NVLink domain when one has enough: the smallest such domain,
+    /// so larger domains stay whole for larger jobs. Otherwise spans domains, largest first.
+    static func pickWhole(_ count: Int, among free: [Int], of node: NodeSnapshot) -> [Int] {
+        var domains: [Int: [Int]] = [:]
+        for p in free { domains[node.gpus[p].nvlinkDomain ?? -1, default: []].append(p) }
+        if let best = domains.values.filter({ $0.count >= count }).min(by: { a, b in
+            a.count != b.count ? a.count < b.count : a[0] < b[0]
+        }) {
+            return Array(best.prefix(count))
+        }
+        let largestFirst = domains.values.sorted { a, b in a.count != b.count ? a.count > b.count : a[0] < b[0] }
+        return Array(largestFirst.joined().prefix(count))
+    }
+
+    /// Chooses the GPU whose leftover the share fits best, so shared GPUs fill up before free ones are cut.
+    static func pickShare(_ milli: Int, among healthy: [Int], of node: NodeSnapshot) -> Int? {
+        healthy
+            .filter { node.gpus[$0].leftoverMilli >= milli }
+            .min { a, b in
+                let (la, lb) = (node.gpus[a].leftoverMilli, node.gpus[b].leftoverMilli)
+                return la != lb ? la < lb : a < b
+            }
+    }
+
+    private static func freeMilli(_ node: NodeSnapshot) -> Int {
+        node.gpus.reduce(0) { $0 + ($1.health.isSchedulable ? $1.leftoverMilli : 0) }
+    }
+
+    private static func consume(_ rank: ChosenRank, of job: PendingJob, in node: inout NodeSnapshot) {
+        node.usedCPUMilli += job.perNode.cpuMilli
+        node.usedMemoryMiB += job.perNode.memoryMiB
+        let milli = job.perNode.fractionMilli ?? 1000
+        for p in rank.gpuPositions { node.gpus[p].usedMilli += milli }
+    }
+}

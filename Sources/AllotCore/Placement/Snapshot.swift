@@ -1,0 +1,90 @@
+/// One GPU as the placement core sees it: what it is and how much of it is taken.
+public struct GPUSlot: Hashable, Sendable {
+    public var index: Int
+    public var model: String
+    /// GPUs sharing a domain talk over NVLink; nil when the node does not report one.
+    public var nvlinkDomain: Int?
+    public var health: GPUHealth
+    /// Thousandths of this GPU held by live attempts (0…1000).
+    public var usedMilli: Int
+
+    public init(index: Int, model: String, nvlinkDomain: Int? = nil, health: GPUHealth = .healthy, usedMilli: Int = 0) {
+        self.index = index
+        self.model = model
+        self.nvlinkDomain = nvlinkDomain
+        self.health = health
+        self.usedMilli = usedMilli
+    }
+
+    public var isFree: Bool { self.usedMilli == 0 }
+    public var leftoverMilli: Int { 1000 - self.usedMilli }
+}
+
+/// A node as the placement core sees it: capacity, what is in use, and whether it takes work.
+public struct NodeSnapshot: Hashable, Sendable {
+    public var name: String
+    public var pool: String
+    /// The network switch or rack; gangs prefer nodes of one block.
+    public var block: String?
+    public var state: NodeState
+    public var cpuMilli: Int
+    public var memoryMiB: Int
+    public var usedCPUMilli: Int
+    public var usedMemoryMiB: Int
+    public var gpus: [GPUSlot]
+
+    public init(
+        name: String, pool: String, block: String? = nil, state: NodeState = .ready,
+        cpuMilli: Int = 0, memoryMiB: Int = 0, usedCPUMilli: Int = 0, usedMemoryMiB: Int = 0, gpus: [GPUSlot]
+    ) {
+        self.name = name
+        self.pool = pool
+        self.block = block
+        self.state = state
+        self.cpuMilli = cpuMilli
+        self.memoryMiB = memoryMiB
+        self.usedCPUMilli = usedCPUMilli
+        self.usedMemoryMiB = usedMemoryMiB
+        self.gpus = gpus
+    }
+
+    public var freeWholeGPUs: Int { self.gpus.reduce(0) { $0 + ($1.isFree && $1.health.isSchedulable ? 1 : 0) } }
+}
+
+/// A job waiting to be placed, reduced to what placement needs.
+public struct PendingJob: Hashable, Sendable {
+    public var id: Int64
+    public var org: String
+    public var pool: String
+    /// Acceptable GPU models; empty accepts any.
+    public var gpuModels: [String]
+    /// Number of nodes; more than one makes a gang.
+    public var nodes: Int
+    public var perNode: NodeRequest
+    public var priority: Int
+    /// Seconds since the epoch; older jobs go first among equals.
+    public var submittedAt: Int64
+    public var timeLimitSeconds: Int64?
+
+    public init(
+        id: Int64, org: String = "", pool: String, gpuModels: [String] = [], nodes: Int = 1, perNode: NodeRequest,
+        priority: Int = 0, submittedAt: Int64 = 0, timeLimitSeconds: Int64? = nil
+    ) {
+        self.id = id
+        self.org = org
+        self.pool = pool
+        self.gpuModels = gpuModels
+        self.nodes = nodes
+        self.perNode = perNode
+        self.priority = priority
+        self.submittedAt = submittedAt
+        self.timeLimitSeconds = timeLimitSeconds
+    }
+
+    /// Whether a GPU of this model is acceptable (case-insensitive, as operators type models loosely).
+    public func accepts(model: String) -> Bool {
+        self.gpuModels.isEmpty || self.gpuModels.contains { $0.caseInsensitiveCompare(model) == .orderedSame }
+    }
+}
+
+import Foundation

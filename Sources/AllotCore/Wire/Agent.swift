@@ -1,0 +1,114 @@
+/// Names one rank of one attempt: the key by which launches are idempotent.
+public struct RankKey: Hashable, Codable, Sendable, CustomStringConvertible {
+    public var jobID: Int64
+    public var attempt: Int
+    public var rank: Int
+    public init(jobID: Int64, attempt: Int, rank: Int) {
+        self.jobID = jobID
+        self.attempt = attempt
+        self.rank = rank
+    }
+    public var description: String { "\(self.jobID).\(self.attempt).\(self.rank)" }
+}
+
+/// The rendezvous of a gang, from which the agent sets MASTER_ADDR, NODE_RANK and their PET_ twins.
+public struct GangInfo: Hashable, Codable, Sendable {
+    public var masterAddr: String
+    public var masterPort: Int
+    public var nnodes: Int
+    public var nodeRank: Int
+    public var nprocPerNode: Int
+    public init(masterAddr: String, masterPort: Int, nnodes: Int, nodeRank: Int, nprocPerNode: Int) {
+        self.masterAddr = masterAddr
+        self.masterPort = masterPort
+        self.nnodes = nnodes
+        self.nodeRank = nodeRank
+        self.nprocPerNode = nprocPerNode
+    }
+}
+
+/// What the dispatcher asks an agent to start (`POST /v1/attempts`).
+public struct LaunchRequest: Hashable, Codable, Sendable {
+    public var key: RankKey
+    public var command: String
+    public var env: [String: String]
+    public var workingDir: String?
+    public var gpuIndices: [Int]
+    public var gang: GangInfo
+    public var gracePeriodSeconds: Int
+    public init(
+        key: RankKey, command: String, env: [String: String], workingDir: String?, gpuIndices: [Int], gang: GangInfo,
+        gracePeriodSeconds: Int
+    ) {
+        self.key = key
+        self.command = command
+        self.env = env
+        self.workingDir = workingDir
+        self.gpuIndices = gpuIndices
+        self.gang = gang
+        self.gracePeriodSeconds = gracePeriodSeconds
+    }
+}
+
+/// What an agent knows of one rank it runs or ran.
+public struct RankStatus: Hashable, Codable, Sendable {
+    public enum State: String, Codable, Sendable {
+        case running
+        case exited
+        /// The agent lost track of the process (it restarted and the process is gone): the exit code is unknown.
+        case vanished
+    }
+    public var key: RankKey
+    public var state: State
+    public var exitCode: Int?
+    /// The signal that ended it, if one did.
+    public var signal: Int?
+    public var pid: Int32?
+    public init(key: RankKey, state: State, exitCode: Int? = nil, signal: Int? = nil, pid: Int32? = nil) {
+        self.key = key
+        self.state = state
+        self.exitCode = exitCode
+        self.signal = signal
+        self.pid = pid
+    }
+}
+
+/// The agent's register and heartbeat body: its inventory and the state of every rank it knows.
+public struct AgentReport: Hashable, Codable, Sendable {
+    public var node: String
+    /// Where the scheduler reaches this agent's API.
+    public var agentURL: String
+    /// The bearer token the scheduler presents when it calls this agent.
+    public var callbackToken: String
+    public var cpuMilli: Int
+    public var memoryMiB: Int
+    public var gpus: [GPUInfo]
+    public var ranks: [RankStatus]
+    public init(node: String, agentURL: String, callbackToken: String, cpuMilli: Int, memoryMiB: Int, gpus: [GPUInfo], ranks: [RankStatus]) {
+        self.node = node
+        self.agentURL = agentURL
+        self.callbackToken = callbackToken
+        self.cpuMilli = cpuMilli
+        self.memoryMiB = memoryMiB
+        self.gpus = gpus
+        self.ranks = ranks
+    }
+}
+
+/// The scheduler's answer to a heartbeat: the ranks it still considers live on this node.
+/// The agent stops any other process it runs that it started before sending the heartbeat.
+public struct HeartbeatReply: Hashable, Codable, Sendable {
+    public var live: [RankKey]
+    /// Ranks whose reports the scheduler has recorded; the agent may forget them.
+    public var acknowledged: [RankKey]
+    public init(live: [RankKey], acknowledged: [RankKey]) {
+        self.live = live
+        self.acknowledged = acknowledged
+    }
+}
+
+/// `POST /v1/attempts/{job}/{attempt}/{rank}/stop`: SIGTERM, then SIGKILL after the grace period.
+public struct StopRequest: Hashable, Codable, Sendable {
+    public var gracePeriodSeconds: Int
+    public init(gracePeriodSeconds: Int) { self.gracePeriodSeconds = gracePeriodSeconds }
+}

@@ -1,0 +1,54 @@
+/// A job as submitted (SPEC §3), after parsing and validation: every size in base units.
+/// The same shape travels from the CLI to the server and is printed by `allot submit --dry-run`.
+public struct JobSpec: Hashable, Codable, Sendable {
+    public var name: String
+    public var org: String?
+    public var project: String?
+    public var kind: JobKind
+    public var pool: String
+    /// Acceptable GPU models; empty accepts any model of the pool.
+    public var gpuModel: [String]
+    public var nodes: Int
+    public var gpusPerNode: Int
+    /// A fraction of one GPU (1…999 thousandths) for an inference replica; nil for whole GPUs.
+    public var gpuMilli: Int?
+    public var cpuMilliPerNode: Int
+    public var memoryMiBPerNode: Int
+    public var priorityClass: String?
+    public var timeLimitSeconds: Int64?
+    public var command: String
+    public var env: [String: String]
+    public var workingDir: String?
+    public var maxAttempts: Int
+
+    public init(
+        name: String, org: String? = nil, project: String? = nil, kind: JobKind = .training, pool: String,
+        gpuModel: [String] = [], nodes: Int = 1, gpusPerNode: Int = 0, gpuMilli: Int? = nil,
+        cpuMilliPerNode: Int = 0, memoryMiBPerNode: Int = 0, priorityClass: String? = nil,
+        timeLimitSeconds: Int64? = nil, command: String, env: [String: String] = [:], workingDir: String? = nil,
+        maxAttempts: Int = 3
+    ) {
+        self.name = name
+        self.org = org
+        self.project = project
+        self.kind = kind
+        self.pool = pool
+        self.gpuModel = gpuModel
+        self.nodes = nodes
+        self.gpusPerNode = gpusPerNode
+        self.gpuMilli = gpuMilli
+        self.cpuMilliPerNode = cpuMilliPerNode
+        self.memoryMiBPerNode = memoryMiBPerNode
+        self.priorityClass = priorityClass
+        self.timeLimitSeconds = timeLimitSeconds
+        self.command = command
+        self.env = env
+        self.workingDir = workingDir
+        self.maxAttempts = maxAttempts
+    }
+
+    /// What one node of this job asks of the placement core.
+    public var nodeRequest: NodeRequest {
+        NodeRequest(gpus: self.gpusPerNode, fractionMilli: self.gpuMilli, cpuMilli: self.cpuMilliPerNode, memoryMiB: self.memoryMiBPerNode)
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+
+/// The error body of every failed request: `{"error": {"code": …, "message": …, "field": …}}`.
+public struct APIErrorBody: Codable, Sendable, Error, CustomStringConvertible {
+    public struct Detail: Codable, Sendable {
+        public var code: String
+        public var message: String
+        public var field: String?
+    }
+    public var error: Detail
+    public init(code: String, message: String, field: String? = nil) {
+        self.error = Detail(code: code, message: message, field: field)
+    }
+    public var description: String {
+        self.error.field.map { "\(self.error.code): \($0): \(self.error.message)" } ?? "\(self.error.code): \(self.error.message)"
+    }
+}
+
+/// One rank of an attempt: where it ran and on which GPUs.
+public struct RankView: Codable, Hashable, Sendable {
+    public var rank: Int
+    public var node: String
+    public var gpus: [Int]
+    /// Thousandths of each listed GPU held (1000 for whole GPUs).
+    public var gpuMilli: Int
+    public var state: String
+    public var exitCode: Int?
+    public init(rank: Int, node: String, gpus: [Int], gpuMilli: Int, state: String, exitCode: Int?) {
+        self.rank = rank
+        self.node = node
+        self.gpus = gpus
+        self.gpuMilli = gpuMilli
+        self.state = state
+        self.exitCode = exitCode
+    }
+}
+
+/// One try of a job as users see it.
+public struct AttemptView: Codable, Hashable, Sendable {
+    public var number: Int
+    public var state: AttemptState
+    public var reason: String?
+    public var exitCode: Int?
+    public var placedAt: Date
+    public var startedAt: Date?
+    public var endedAt: Date?
+    public var nodes: [RankView]
+    public init(
+        number: Int, state: AttemptState, reason: String?, exitCode: Int?, placedAt: Date, startedAt: Date?, endedAt: Date?,
+        nodes: [RankView]
+    ) {
+        self.number = number
+        self.state = state
+        self.reason = reason
+        self.exitCode = exitCode
+        self.placedAt = placedAt
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.nodes = nodes
+    }
+}
+
+/// A job as `allot jobs` and `allot jobs show` print it (SPEC §5 keys: id, name, org, state, reason, exitCode, attempts).
+public struct JobView: Codable, Hashable, Sendable {
+    public var id: Int64
+    public var name: String
+    public var org: String
+    public var project: String?
+    public var owner: String
+    public var kind: JobKind
+    public var pool: String
+    public var state: JobState
+    /// Why it waits, or how it ended.
+    public var reason: String?
+    public var exitCode: Int?
+    public var nodes: Int
+    public var gpusPerNode: Int
+    public var gpuMilli: Int?
+    public var priorityClass: String
+    public var priority: Int
+    public var timeLimitSeconds: Int64?
+    public var maxAttempts: Int
+    public var command: String
+    public var submittedAt: Date
+    public var updatedAt: Date
+    public var attempts: [AttemptView]
+
+    public init(
+        id: Int64, name: String, org: String, project: String?, owner: String, kind: JobKind, pool: String, state: JobState,
+        reason: String?, exitCode: Int?, nodes: Int, gpusPerNode: Int, gpuMilli: Int?, priorityClass: String, priority: Int,
+        timeLimitSeconds: Int64?, maxAttempts: Int, command: String, submittedAt: Date, updatedAt: Date, attempts: [AttemptView]
+    ) {
+        self.id = id
+        self.name = name
+        self.org = org
+        self.project = project
+        self.owner = owner
+        self.kind = kind
+        self.pool = pool
+        self.state = state
+        self.reason = reason
+        self.exitCode = exitCode
+        self.nodes = nodes
+        self.gpusPerNode = gpusPerNode
+        self.gpuMilli = gpuMilli
+        self.priorityClass = priorityClass
+        self.priority = priority
+        self.timeLimitSeconds = timeLimitSeconds
+        self.maxAttempts = maxAttempts
+        self.command = command
+        self.submittedAt = submittedAt
+        self.updatedAt = updatedAt
+        self.attempts = attempts
+    }
+}
+
+/// A GPU as an agent reports it and `allot nodes` prints it.
+public struct GPUInfo: Codable, Hashable, Sendable {
+    public var index: Int
+    public var uuid: String
+    public var model: String
+    public var memoryMiB: Int
+    public var nvlinkDomain: Int?
+    /// "Enabled"/"Disabled" as nvidia-smi says, nil where the GPU has no MIG.
+    public var migMode: String?
+    public var health: GPUHealth
+    /// Why the agent thinks the GPU is not healthy, when it is not.
+    public var healthDetail: String?
+    public init(
+        index: Int, uuid: String, model: String, memoryMiB: Int, nvlinkDomain: Int? = nil, migMode: String? = nil,
+        health: GPUHealth = .healthy, healthDetail: String? = nil
+    ) {
+        self.index = index
+        self.uuid = uuid
+        self.model = model
+        self.memoryMiB = memoryMiB
+        self.nvlinkDomain = nvlinkDomain
+        self.migMode = migMode
+        self.health = health
+        self.healthDetail = healthDetail
+    }
+}
+
+/// A node as `allot nodes` prints it.
+public struct NodeView: Codable, Hashable, Sendable {
+    public var name: String
+    public var pool: String
+    public var block: String?
+    public var state: NodeState
+    public var agentURL: String?
+    public var cpuMilli: Int
+    public var memoryMiB: Int
+    public var lastHeartbeat: Date?
+    public var gpus: [GPUInfo]
+    /// GPU indices held by live attempts, with the thousandths held on each.
+    public var usedGPUMilli: [String: Int]
+    public init(
+        name: String, pool: String, block: String?, state: NodeState, agentURL: String?, cpuMilli: Int, memoryMiB: Int,
+        lastHeartbeat: Date?, gpus: [GPUInfo], usedGPUMilli: [String: Int]
+    ) {
+        self.name = name
+        self.pool = pool
+        self.block = block
+        self.state = state
+        self.agentURL = agentURL
+        self.cpuMilli = cpuMilli
+        self.memoryMiB = memoryMiB
+        self.lastHeartbeat = lastHeartbeat
+        self.gpus = gpus
+        self.usedGPUMilli = usedGPUMilli
+    }
+}

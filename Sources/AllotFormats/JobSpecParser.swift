@@ -1,0 +1,134 @@
+import AllotCore
+import Foundation
+import Yams
+
+/// Reads a job spec (YAML or JSON, SPEC §3/§6) into a validated `JobSpec`, reporting every bad field.
+///
+/// People write `timeLimit: 2h`, `memoryPerNode: 64G`, `cpusPerNode: 8`; the normalized keys that `JobSpec`
+/// encodes to (`timeLimitSeconds`, `memoryMiBPerNode`, `cpuMilliPerNode`) are accepted too, so a dry-run's
+/// output can be submitted as it is.
+public enum JobSpecParser {
+    static let fields: Set<String> = [
+        "name", "org", "project", "kind", "pool", "gpuModel", "nodes", "gpusPerNode", "gpuMilli", "cpusPerNode",
+        "cpuMilliPerNode", "memoryPerNode", "memoryMiBPerNode", "priorityClass", "timeLimit", "timeLimitSeconds",
+        "command", "env", "workingDir", "maxAttempts", "replicas",
+    ]
+
+    public static func parse(_ text: String, file: String? = nil) throws(FormatErrors) -> JobSpec {
+        let reader = FieldReader(file: file)
+        guard let root = reader.compose(text) else {
+            if reader.issues.isEmpty { throw FormatErrors([FormatIssue(file: file, field: "", message: "the job spec is empty")]) }
+            throw FormatErrors(reader.issues)
+        }
+        guard let f = reader.mapping(root, "", allowed: self.fields) else { throw FormatErrors(reader.issues) }
+        let spec = self.read(f, reader: reader)
+        if let spec, reader.issues.isEmpty { return spec }
+        throw FormatErrors(reader.issues)
+    }
+
+    private static func read(_ f: Fields, reader: FieldReader) -> JobSpec? {
+        let name = f.name("name") ?? (f.has("name") ? nil : "job")
+        let org = f.name("org")
+        let project = f.name("project")
+        let pool = f.name("pool", required: true)
+        var kind = JobKind.training
+        if let k = f.string("kind") {
+            if let parsed = JobKind(rawValue: k.lowercased()) { kind = parsed } else {
+                reader.error(f.values["kind"], "kind", "must be training or inference, not '\(k)'")
+            }
+        }
+        let models = f.stringList("gpuModel") ?? []
+        let nodes = f.int("nodes", in: 1...4096) ?? 1
+        var gpus = f.int("gpusPerNode", in: 0...64) ?? 0
+        let milli = f.int("gpuMilli", in: 1...999)
+        if milli != nil {
+            if gpus > 1 {
+                reader.error(f.values["gpusPerNode"], "gpuMilli", "a fraction of a GPU needs gpusPerNode 0 or 1, not \(gpus)")
+            }
+            gpus = 0
+        }
+        if f.has("replicas"), let r = f.int("replicas", in: 1...4096), r != 1 {
+            reader.error(f.values["replicas"], "replicas", "more than one replica per job is not supported yet: submit one job per replica")
+        }
+        var cpuMilli = 0
+        if f.has("cpusPerNode") && f.has("cpuMilliPerNode") {
+            reader.error(f.node, "cpusPerNode", "give either cpusPerNode or cpuMilliPerNode, not both")
+        } else if let cpus = f.double("cpusPerNode", in: 0...4096) {
+            cpuMilli = Int((cpus * 1000).rounded(.up))
+        } else if let m = f.int("cpuMilliPerNode", in: 0...4_096_000) {
+            cpuMilli = m
+        }
+        var memory = 0
+        if f.has("memoryPerNode") && f.has("memoryMiBPerNode") {
+            reader.error(f.node, "memoryPerNode", "give either memoryPerNode or memoryMiBPerNode, not both")
+        } else if let m = f.mebibytes("memoryPerNode") {
+            memory = m
+        } else if let m = f.int("memoryMiBPerNode", in: 0...(1 << 40)) {
+            memory = m
+        }
+        var timeLimit: Int64?
+        if f.has("timeLimit") && f.has("timeLimitSeconds") {
+            reader.error(f.node, "timeLimit", "give either timeLimit or timeLimitSeconds, not both")
+        } else if f.has("timeLimit") {
+            timeLimit = f.duration("timeLimit")
+        } else if let s = f.int("timeLimitSeconds", in: 1...(366 * 86400)) {
+            timeLimit = Int64(s)
+        }
+        let command = self.command(f, reader: reader)
+        let env = f.stringMap("env") ?? [:]
+        for key in env.keys.sorted() where !self.isEnvName(key) {
+            reader.error(f.values["env"], "env.\(key)", "must be a variable name: letters, digits and '_', not starting with a digit")
+        }
+        let workingDir = f.string("workingDir")
+        if let w = workingDir, !w.hasPrefix("/") {
+            reader.error(f.values["workingDir"], "workingDir", "must be an absolute path, not '\(w)'")
+        }
+        let maxAttempts = f.int("maxAttempts", in: 1...100) ?? 3
+        let priorityClass = f.name("priorityClass")
+        guard let name, let pool, let command, reader.issues.isEmpty else { return nil }
+        return JobSpec(
+            name: name, org: org, project: project, kind: kind, pool: pool, gpuModel: models, nodes: nodes, gpusPerNode: gpus,
+            gpuMilli: milli, cpuMilliPerNode: cpuMilli, memoryMiBPerNode: memory, priorityClass: priorityClass,
+            timeLimitSeconds: timeLimit, command: command, env: env, workingDir: workingDir, maxAttempts: maxAttempts)
+    }
+
+    /// The command: one shell line (or script), or a list of arguments that is quoted into one.
+    private static func command(_ f: Fields, reader: FieldReader) -> String? {
+        guard let node = f.values["command"], !Fields.isNull(node) else {
+            reader.error(f.node, "command", "is required")
+            return nil
+        }
+        if case .sequence = node {
+            guard let args = f.stringList("command"), !args.isEmpty else {
+                reader.error(node, "command", "must not be empty")
+                return nil
+            }
+            return args.map(self.shellQuote).joined(separator: " ")
+        }
+        guard let s = f.string("command") else { return nil }
+        if s.utf8.count > 1 << 20 {
+            reader.error(node, "command", "must be at most 1 MiB")
+            return nil
+        }
+        return s
+    }
+
+    static func isEnvName(_ s: String) -> Bool {
+        guard let first = s.unicodeScalars.first, !CharacterSet.decimalDigits.contains(first) else { return false }
+        return s.unicodeScalars.allSatisfy { ($0.isASCII && CharacterSet.alphanumerics.contains($0)) || $0 == "_" }
+    }
+
+    /// Quotes one argument for `/bin/sh` unless it needs none.
+    public static func shellQuote(_ s: String) -> String {
+        let safe = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:@%+,")
+        if !s.isEmpty && s.unicodeScalars.allSatisfy({ safe.contains($0) }) { return s }
+        return "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// The spec as pretty JSON with sorted keys: what `--dry-run` prints and what the CLI sends.
+    public static func json(_ spec: JobSpec) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(spec)) ?? Data(), as: UTF8.self)
+    }
+}

@@ -1,0 +1,183 @@
+import AllotCore
+import Foundation
+import Yams
+
+/// Reads `Policies/` (a folder of YAML files, or one file) into a `Policy`, reporting every error as
+/// `file:line: field: reason` — not just the first.
+public enum PolicyParser {
+    /// Reads every `.yaml`/`.yml` file of a folder (sorted by name), or the one file named.
+    public static func load(path: String) throws(FormatErrors) -> Policy {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw FormatErrors([FormatIssue(file: path, field: "", message: "no such file or folder")])
+        }
+        var files: [(String, String)] = []
+        let paths: [String]
+        if isDirectory.boolValue {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+            paths = names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.sorted().map { (path as NSString).appendingPathComponent($0) }
+            if paths.isEmpty { throw FormatErrors([FormatIssue(file: path, field: "", message: "the folder holds no .yaml files")]) }
+        } else {
+            paths = [path]
+        }
+        for p in paths {
+            guard let data = FileManager.default.contents(atPath: p), let text = String(data: data, encoding: .utf8) else {
+                throw FormatErrors([FormatIssue(file: p, field: "", message: "cannot be read as UTF-8 text")])
+            }
+            files.append((p, text))
+        }
+        return try self.parse(files: files)
+    }
+
+    /// Parses and validates several files as one policy.
+    public static func parse(files: [(name: String, text: String)]) throws(FormatErrors) -> Policy {
+        var policy = Policy()
+        var issues: [FormatIssue] = []
+        var located = Located()
+        var sawDefaults = false
+        for (name, text) in files {
+            let reader = FieldReader(file: name)
+            if let root = reader.compose(text),
+                let f = reader.mapping(root, "", allowed: ["pools", "organizations", "priorityClasses", "defaults"])
+            {
+                self.readPools(f, reader, &policy, &located)
+                self.readOrganizations(f, reader, &policy, &located)
+                self.readClasses(f, reader, &policy, &located)
+                if let d = reader.mapping(f.node("defaults"), "defaults", allowed: ["priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout"]) {
+                    if sawDefaults { reader.error(f.values["defaults"], "defaults", "is declared in more than one file") }
+                    sawDefaults = true
+                    policy.defaults = PolicyDefaults(
+                        priorityClass: d.name("priorityClass"),
+                        gracePeriodSeconds: Int(d.duration("gracePeriod", max: 86400) ?? 60),
+                        reclaimDeadlineSeconds: Int(d.duration("reclaimDeadline", max: 7 * 86400) ?? 300),
+                        heartbeatTimeoutSeconds: Int(d.duration("heartbeatTimeout", max: 3600) ?? 30))
+                    if let pc = policy.defaults.priorityClass { located.defaultClass = (name, d.values["priorityClass"]?.mark?.line, pc) }
+                }
+            }
+            issues += reader.issues
+        }
+        issues += self.crossCheck(policy, located)
+        if !issues.isEmpty { throw FormatErrors(issues) }
+        return policy
+    }
+
+    /// Where each declared thing came from, for errors found only once every file is read.
+    private struct Located {
+        var pools: [String: (file: String, line: Int?)] = [:]
+        var orgs: [String: (file: String, line: Int?)] = [:]
+        var classes: [String: (file: String, line: Int?)] = [:]
+        var allocationPools: [(file: String, line: Int?, field: String, pool: String)] = []
+        var restrictions: [(file: String, line: Int?, field: String, org: String)] = []
+        var defaultClass: (file: String, line: Int?, name: String)?
+    }
+
+    private static func readPools(_ f: Fields, _ reader: FieldReader, _ policy: inout Policy, _ located: inout Located) {
+        guard let items = reader.sequence(f.node("pools"), "pools") else { return }
+        for (i, item) in items.enumerated() {
+            let path = "pools[\(i)]"
+            guard let p = reader.mapping(item, path, allowed: ["name", "gpuModel", "restrictedTo"]), let name = p.name("name", required: true) else { continue }
+            if let first = located.pools[name] {
+                reader.error(item, "\(path).name", "pool '\(name)' is already declared at \(first.file):\(first.line ?? 0)")
+                continue
+            }
+            located.pools[name] = (reader.file ?? "", item.mark?.line)
+            let restricted = p.stringList("restrictedTo") ?? []
+            for (j, org) in restricted.enumerated() {
+                located.restrictions.append((reader.file ?? "", p.values["restrictedTo"]?.mark?.line, "\(path).restrictedTo[\(j)]", org))
+            }
+            policy.pools.append(Pool(name: name, gpuModel: p.string("gpuModel"), restrictedTo: restricted))
+        }
+    }
+
+    private static func readOrganizations(_ f: Fields, _ reader: FieldReader, _ policy: inout Policy, _ located: inout Located) {
+        guard let items = reader.sequence(f.node("organizations"), "organizations") else { return }
+        for (i, item) in items.enumerated() {
+            let path = "organizations[\(i)]"
+            guard let o = reader.mapping(item, path, allowed: ["name", "allocations"]), let name = o.name("name", required: true) else { continue }
+            if let first = located.orgs[name] {
+                reader.error(item, "\(path).name", "organization '\(name)' is already declared at \(first.file):\(first.line ?? 0)")
+                continue
+            }
+            located.orgs[name] = (reader.file ?? "", item.mark?.line)
+            var allocations: [Allocation] = []
+            for (j, a) in (reader.sequence(o.node("allocations"), "\(path).allocations") ?? []).enumerated() {
+                let ap = "\(path).allocations[\(j)]"
+                guard let fields = reader.mapping(a, ap, allowed: ["pool", "guaranteedGPUs", "limitGPUs", "gpuHours", "validFrom", "validUntil"])
+                else { continue }
+                let pool = fields.name("pool", required: true)
+                let guaranteed = fields.int("guaranteedGPUs", required: true, in: 0...1_000_000)
+                let limit = fields.int("limitGPUs", in: 0...1_000_000) ?? guaranteed
+                let hours = fields.int("gpuHours", required: true, in: 0...1_000_000_000_000)
+                let from = self.day(fields, "validFrom")
+                let until = self.day(fields, "validUntil")
+                if (from == nil) != (until == nil), fields.has("validFrom") != fields.has("validUntil") {
+                    reader.error(a, "\(ap).validUntil", "validFrom and validUntil go together (without both, the period is the calendar month)")
+                }
+                if let from, let until, from > until { reader.error(fields.values["validUntil"], "\(ap).validUntil", "is before validFrom \(from)") }
+                if let g = guaranteed, let l = limit, l < g {
+                    reader.error(fields.values["limitGPUs"], "\(ap).limitGPUs", "must be at least guaranteedGPUs (\(g)), not \(l)")
+                }
+                guard let pool, let guaranteed, let limit, let hours else { continue }
+                located.allocationPools.append((reader.file ?? "", fields.values["pool"]?.mark?.line, "\(ap).pool", pool))
+                allocations.append(
+                    Allocation(pool: pool, guaranteedGPUs: guaranteed, limitGPUs: limit, gpuHours: Int64(hours), validFrom: from, validUntil: until))
+            }
+            policy.organizations.append(Organization(name: name, allocations: allocations))
+        }
+    }
+
+    private static func readClasses(_ f: Fields, _ reader: FieldReader, _ policy: inout Policy, _ located: inout Located) {
+        guard let items = reader.sequence(f.node("priorityClasses"), "priorityClasses") else { return }
+        for (i, item) in items.enumerated() {
+            let path = "priorityClasses[\(i)]"
+            guard let c = reader.mapping(item, path, allowed: ["name", "value", "preemptible", "preempts", "maxTime"]),
+                let name = c.name("name", required: true)
+            else { continue }
+            if let first = located.classes[name] {
+                reader.error(item, "\(path).name", "priority class '\(name)' is already declared at \(first.file):\(first.line ?? 0)")
+                continue
+            }
+            located.classes[name] = (reader.file ?? "", item.mark?.line)
+            guard let value = c.int("value", required: true, in: -1_000_000...1_000_000) else { continue }
+            policy.priorityClasses.append(
+                PriorityClass(
+                    name: name, value: value, preemptible: c.bool("preemptible") ?? false, preempts: c.bool("preempts") ?? false,
+                    maxTimeSeconds: c.duration("maxTime")))
+        }
+    }
+
+    /// A calendar day `YYYY-MM-DD` (YAML may already have read it as a timestamp; its text is kept).
+    private static func day(_ f: Fields, _ key: String) -> String? {
+        guard let s = f.string(key) else { return nil }
+        let parts = s.split(separator: "-")
+        guard parts.count == 3, parts[0].count == 4, let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]),
+            (1...12).contains(m), (1...31).contains(d), y >= 2000
+        else {
+            f.reader.error(f.values[key], f.field(key), "must be a day as YYYY-MM-DD, not '\(s)'")
+            return nil
+        }
+        var components = DateComponents()
+        (components.year, components.month, components.day) = (y, m, d)
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        guard let date = calendar.date(from: components), calendar.component(.day, from: date) == d else {
+            f.reader.error(f.values[key], f.field(key), "is not a real day: '\(s)'")
+            return nil
+        }
+        return String(format: "%04d-%02d-%02d", y, m, d)
+    }
+
+    private static func crossCheck(_ policy: Policy, _ located: Located) -> [FormatIssue] {
+        var issues: [FormatIssue] = []
+        for a in located.allocationPools where located.pools[a.pool] == nil {
+            issues.append(FormatIssue(file: a.file, line: a.line, field: a.field, message: "unknown pool '\(a.pool)'"))
+        }
+        for r in located.restrictions where located.orgs[r.org] == nil {
+            issues.append(FormatIssue(file: r.file, line: r.line, field: r.field, message: "unknown organization '\(r.org)'"))
+        }
+        if let d = located.defaultClass, located.classes[d.name] == nil {
+            issues.append(FormatIssue(file: d.file, line: d.line, field: "defaults.priorityClass", message: "unknown priority class '\(d.name)'"))
+        }
+        return issues
+    }
+}

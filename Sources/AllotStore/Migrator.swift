@@ -1,0 +1,85 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Applies `Migrations/NNNN_name.sql` in order, each once, in its own transaction, recording a checksum;
+/// refuses to go on when a file already applied has changed since.
+public struct Migrator: Sendable {
+    public struct File: Sendable {
+        public var version: Int
+        public var name: String
+        public var sql: String
+    }
+
+    public let database: Database
+
+    public init(database: Database) { self.database = database }
+
+    /// Reads the numbered files of a folder, rejecting gaps in numbering and duplicate numbers.
+    public static func files(in folder: String) throws -> [File] {
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".sql") }.sorted()
+        var files: [File] = []
+        for name in names {
+            guard let version = Int(name.prefix { $0.isNumber }), name.first?.isNumber == true else {
+                throw StoreError.migration("\(folder)/\(name): migration files must start with their number, as 0001_init.sql")
+            }
+            if let last = files.last, last.version == version {
+                throw StoreError.migration("\(folder): two migrations are numbered \(version): \(last.name) and \(name)")
+            }
+            let sql = try String(contentsOfFile: (folder as NSString).appendingPathComponent(name), encoding: .utf8)
+            files.append(File(version: version, name: name, sql: sql))
+        }
+        return files
+    }
+
+    /// Finds the `Migrations` folder: the one named, else next to the executable's package, else the working directory's.
+    public static func locateFolder(_ explicit: String?) -> String {
+        if let explicit { return explicit }
+        if let env = ProcessInfo.processInfo.environment["ALLOT_MIGRATIONS"] { return env }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<6 {
+            let candidate = dir.appendingPathComponent("Migrations").path
+            if FileManager.default.fileExists(atPath: candidate) { return candidate }
+            dir.deleteLastPathComponent()
+        }
+        return FileManager.default.currentDirectoryPath + "/Migrations"
+    }
+
+    /// Applies what is missing; returns the names applied now.
+    @discardableResult
+    public func migrate(_ files: [File]) async throws -> [String] {
+        try await self.database.query(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now())
+            """)
+        var applied: [String] = []
+        for file in files {
+            let didApply = try await self.database.transaction { connection -> Bool in
+                // One migrator at a time, whichever allotd runs it.
+                try await connection.query("SELECT pg_advisory_xact_lock(7321000)", logger: self.database.logger)
+                let sum = try await connection.query(
+                    "SELECT encode(sha256(convert_to(\(file.sql), 'UTF8')), 'hex')", logger: self.database.logger
+                ).decode(String.self).first { _ in true } ?? ""
+                let rows = try await connection.query(
+                    "SELECT name, checksum FROM schema_migrations WHERE version = \(file.version)", logger: self.database.logger)
+                for try await (name, checksum) in rows.decode((String, String).self) {
+                    guard checksum == sum else {
+                        throw StoreError.migration(
+                            "migration \(name) was applied with checksum \(checksum.prefix(12))… but the file now has \(sum.prefix(12))…: "
+                                + "applied migrations must not change; add a new numbered file instead")
+                    }
+                    return false
+                }
+                _ = try await connection.simpleQuery(file.sql).get()
+                try await connection.query(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (\(file.version), \(file.name), \(sum))",
+                    logger: self.database.logger)
+                return true
+            }
+            if didApply { applied.append(file.name) }
+        }
+        return applied
+    }
+}

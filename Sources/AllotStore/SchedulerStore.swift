@@ -1,0 +1,145 @@
+import AllotCore
+import Foundation
+import PostgresNIO
+
+/// What the scheduling loop reads (a snapshot) and writes (a plan), each in one round of queries.
+public struct SchedulerStore: Sendable {
+    public let database: Database
+    public init(database: Database) { self.database = database }
+
+    /// Nodes whose agents have reported, with what live attempts hold on them. Nodes that never reported
+    /// are left out: nothing is known of their GPUs yet.
+    public func nodeSnapshots(pool: String? = nil) async throws -> [NodeSnapshot] {
+        var nodes: [String: NodeSnapshot] = [:]
+        let rows = try await self.database.query(
+            """
+            SELECT name, pool, block, state::text, cpu_milli, memory_mib FROM nodes
+            WHERE last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR pool = \(pool))
+            """)
+        for try await (name, pool, block, state, cpu, memory) in rows.decode((String, String, String?, String, Int, Int).self) {
+            nodes[name] = NodeSnapshot(
+                name: name, pool: pool, block: block, state: NodeState(rawValue: state) ?? .lost, cpuMilli: cpu, memoryMiB: memory, gpus: [])
+        }
+        let gpus = try await self.database.query(
+            """
+            SELECT g.node, g.idx, g.model, g.nvlink_domain, g.health::text, g.claimed_milli FROM gpus g JOIN nodes n ON n.name = g.node
+            WHERE g.present AND n.last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR n.pool = \(pool)) ORDER BY g.node, g.idx
+            """)
+        for try await (node, idx, model, domain, health, claimed) in gpus.decode((String, Int, String, Int?, String, Int).self) {
+            nodes[node]?.gpus.append(
+                GPUSlot(index: idx, model: model, nvlinkDomain: domain, health: GPUHealth(rawValue: health) ?? .quarantined, usedMilli: claimed))
+        }
+        let used = try await self.database.query(
+            """
+            SELECT r.node, sum(j.cpu_milli_per_node)::bigint, sum(j.memory_mib_per_node)::bigint
+            FROM attempt_ranks r
+            JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
+            JOIN jobs j ON j.id = r.job_id
+            WHERE a.state IN ('placed', 'starting', 'running') AND r.state IN ('pending', 'running')
+            GROUP BY r.node
+            """)
+        for try await (node, cpu, memory) in used.decode((String, Int64, Int64).self) {
+            nodes[node]?.usedCPUMilli = Int(cpu)
+            nodes[node]?.usedMemoryMiB = Int(memory)
+        }
+        return nodes.values.sorted { $0.name < $1.name }
+    }
+
+    /// Queued jobs, not being cancelled, reduced to what placement needs.
+    public func queue() async throws -> [PendingJob] {
+        let rows = try await self.database.query(
+            """
+            SELECT id, org, pool, gpu_models, nodes, gpus_per_node, gpu_milli, cpu_milli_per_node, memory_mib_per_node, priority,
+                   extract(epoch FROM submitted_at)::bigint, time_limit_s
+            FROM jobs WHERE state = 'queued' AND NOT cancel_requested
+            ORDER BY priority DESC, submitted_at, id
+            """)
+        var jobs: [PendingJob] = []
+        for try await row in rows {
+            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit) = try row.decode(
+                (Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?).self)
+            jobs.append(
+                PendingJob(
+                    id: id, org: org, pool: pool, gpuModels: models, nodes: nodes,
+                    perNode: NodeRequest(gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory), priority: priority,
+                    submittedAt: submitted, timeLimitSeconds: limit))
+        }
+        return jobs
+    }
+
+    /// Commits a plan in one transaction: each placement in a savepoint, so a placement that the database
+    /// refuses (the job was cancelled, a node left, a GPU was claimed meanwhile) is skipped and the rest stand.
+    /// Returns the ids of the jobs placed.
+    public func commit(_ plan: Plan) async throws -> [Int64] {
+        if plan.placements.isEmpty && plan.waiting.isEmpty { return [] }
+        return try await self.database.transaction { connection in
+            let logger = self.database.logger
+            var placed: [Int64] = []
+            for placement in plan.placements {
+                try await connection.query("SAVEPOINT placement", logger: logger)
+                do {
+                    if try await self.insert(placement, on: connection) {
+                        placed.append(placement.jobID)
+                        try await connection.query("RELEASE SAVEPOINT placement", logger: logger)
+                    } else {
+                        try await connection.query("ROLLBACK TO SAVEPOINT placement", logger: logger)
+                    }
+                } catch let error as PSQLError {
+                    try await connection.query("ROLLBACK TO SAVEPOINT placement", logger: logger)
+                    logger.debug(
+                        "placement refused by the database",
+                        metadata: ["job": "\(placement.jobID)", "constraint": "\(error.constraint ?? "-")", "message": "\(error.serverMessage ?? "\(error)")"])
+                }
+            }
+            if !plan.waiting.isEmpty {
+                let ids = Array(plan.waiting.keys)
+                let reasons = ids.map { plan.waiting[$0]!.text }
+                try await connection.query(
+                    """
+                    UPDATE jobs j SET reason = w.reason, updated_at = now()
+                    FROM unnest(\(ids)::bigint[], \(reasons)::text[]) AS w(id, reason)
+                    WHERE j.id = w.id AND j.state = 'queued' AND j.reason IS DISTINCT FROM w.reason
+                    """, logger: logger)
+            }
+            return placed
+        }
+    }
+
+    private func insert(_ placement: Placement, on connection: PostgresConnection) async throws -> Bool {
+        let logger = self.database.logger
+        let job = placement.jobID
+        guard
+            let number = try await connection.query(
+                """
+                UPDATE jobs SET state = 'placed', attempts = attempts + 1, reason = NULL, updated_at = now()
+                WHERE id = \(job) AND state = 'queued' AND NOT cancel_requested RETURNING attempts
+                """, logger: logger
+            ).decode(Int.self).first(where: { _ in true })
+        else { return false }
+        let names = placement.ranks.map(\.node)
+        let ready = try await connection.query(
+            "SELECT name FROM nodes WHERE name = ANY(\(names)) AND state = 'ready' FOR SHARE", logger: logger
+        ).decode(String.self).reduce(into: 0) { n, _ in n += 1 }
+        guard ready == Set(names).count else { return false }
+        try await connection.query("INSERT INTO attempts (job_id, number) VALUES (\(job), \(number))", logger: logger)
+        for r in placement.ranks {
+            try await connection.query(
+                """
+                INSERT INTO attempt_ranks (job_id, attempt, rank, node, gpu_indices, milli_per_gpu)
+                VALUES (\(job), \(number), \(r.rank), \(r.node), \(r.gpuIndices)::integer[], \(r.milliPerGPU))
+                """, logger: logger)
+            if !r.gpuIndices.isEmpty {
+                try await connection.query(
+                    """
+                    INSERT INTO gpu_claims (job_id, attempt, rank, node, gpu_index, milli)
+                    SELECT \(job), \(number), \(r.rank), \(r.node), g, \(r.milliPerGPU) FROM unnest(\(r.gpuIndices)::integer[]) AS g
+                    """, logger: logger)
+            }
+        }
+        let detail = placement.ranks.map { "\($0.node):\($0.gpuIndices.map(String.init).joined(separator: ","))" }.joined(separator: " ")
+        try await AuditStore.append(
+            connection, logger: logger, actor: .scheduler, action: "job.place", target: "job/\(job)", outcome: "attempt \(number)",
+            detail: ["ranks": detail])
+        return true
+    }
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# A private PostgreSQL cluster for development and tests.
+#   ops/postgres.sh start DIR [--fast]   initdb (once) and start on a free loopback port; prints the database URL
+#   ops/postgres.sh stop DIR             fast shutdown
+# The server refuses to run as root, so as root it runs as the `postgres` user, with data, log and socket in
+# a folder under /tmp that this user owns (the checkout may be where `postgres` cannot enter); DIR then keeps
+# only a link to it. --fast turns durability off (fsync, synchronous_commit): for tests only.
+set -euo pipefail
+
+PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+[ -x "$PGBIN/initdb" ] || { echo "postgres.sh: PostgreSQL server binaries not found (install postgresql)" >&2; exit 1; }
+
+cmd=${1:-}; dir=${2:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR [--fast]" >&2; exit 2; }
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# Where the cluster lives: DIR itself, or (as root) a postgres-owned folder under /tmp that DIR links to.
+home="$dir/cluster"
+if [ "$(id -u)" = 0 ]; then
+  if [ ! -L "$home" ]; then
+    rm -rf "$home"
+    target=$(mktemp -d /tmp/allot-pg.XXXXXX)
+    chown postgres:postgres "$target"
+    ln -s "$target" "$home"
+  fi
+  home=$(readlink "$home")
+  [ -d "$home" ] || { mkdir -p "$home"; chown postgres:postgres "$home"; }
+fi
+
+case "$cmd" in
+start)
+  if [ ! -f "$home/data/PG_VERSION" ]; then
+    as_pg "$PGBIN/initdb" -D "$home/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$home/initdb.log" 2>&1 \
+      || { cat "$home/initdb.log" >&2; exit 1; }
+  fi
+  if as_pg "$PGBIN/pg_ctl" -D "$home/data" status >/dev/null 2>&1; then
+    port=$(cat "$home/port")
+  else
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    opts="-c listen_addresses=127.0.0.1 -p $port -k $home -c max_connections=200"
+    if [ "${3:-}" = "--fast" ]; then opts="$opts -c fsync=off -c synchronous_commit=off -c full_page_writes=off"; fi
+    as_pg "$PGBIN/pg_ctl" -D "$home/data" -l "$home/server.log" -o "$opts" -w -t 60 start >/dev/null \
+      || { cat "$home/server.log" >&2; exit 1; }
+    echo "$port" | as_pg tee "$home/port" >/dev/null
+  fi
+  as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='allot'" | grep -q 1 \
+    || as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres allot
+  echo "postgres://postgres@127.0.0.1:$port/allot"
+  ;;
+stop)
+  if [ -f "$home/data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$home/data" -m fast -w stop >/dev/null 2>&1 || true; fi
+  ;;
+*) echo "usage: $0 start|stop DIR [--fast]" >&2; exit 2 ;;
+esac
