@@ -38,11 +38,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        // What the server and the agent share over HTTP: JSON bodies, the error shape, bearer tokens, a client.
+        .target(
+            name: "AllotHTTP",
+            dependencies: [
+                "AllotCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict),
         // allotd as a library: HTTP API, scheduler loop, dispatcher, node monitor.
         .target(
             name: "AllotServer",
             dependencies: [
-                "AllotCore", "AllotFormats", "AllotStore",
+                "AllotCore", "AllotFormats", "AllotStore", "AllotHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -53,7 +62,7 @@ let package = Package(
         .target(
             name: "AllotAgent",
             dependencies: [
-                "AllotCore",
+                "AllotCore", "AllotHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -64,7 +73,7 @@ let package = Package(
         .target(
             name: "AllotCLI",
             dependencies: [
-                "AllotCore", "AllotFormats",
+                "AllotCore", "AllotFormats", "AllotHTTP",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

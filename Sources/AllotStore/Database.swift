@@ -116,3 +116,19 @@ extension PSQLError {
     public var constraint: String? { self.serverInfo?[.constraintName] }
     public var serverMessage: String? { self.serverInfo?[.message] }
 }
+
+extension Database {
+    /// Runs the client for the duration of `body`, for one-shot commands (migrate, bootstrap) and tests.
+    public func withRunningClient<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                await self.client.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            // Let run() start first: the client warns about leases asked for before it runs.
+            try await Task.sleep(for: .milliseconds(20))
+            return try await body()
+        }
+    }
+}

@@ -72,7 +72,9 @@ public struct Migrator: Sendable {
                     }
                     return false
                 }
-                _ = try await connection.simpleQuery(file.sql).get()
+                for statement in SQLScript.statements(file.sql) {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: self.database.logger)
+                }
                 try await connection.query(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (\(file.version), \(file.name), \(sum))",
                     logger: self.database.logger)

@@ -1,1 +1,4 @@
-print("x")
+import AllotCLI
+import Foundation
+
+exit(await Allot.main(arguments: Array(CommandLine.arguments.dropFirst())))

@@ -1,0 +1,164 @@
+import AllotCore
+import Foundation
+
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// Finds a node's GPUs: simulated (`--gpus 8xH200`) or from `nvidia-smi -q -x`.
+public enum GPUDiscovery {
+    public enum Failure: Error, CustomStringConvertible {
+        case badSimulation(String)
+        case nvidiaSMIMissing(String)
+        case nvidiaSMIFailed(status: Int32, output: String)
+        case unreadableXML(String)
+
+        public var description: String {
+            switch self {
+            case .badSimulation(let s): "--gpus: '\(s)' must be COUNTxMODEL, as 8xH200 (several separated by commas)"
+            case .nvidiaSMIMissing(let path): "nvidia-smi not found at \(path) (set ALLOT_NVIDIA_SMI, or use --gpus to simulate)"
+            case .nvidiaSMIFailed(let status, let output): "nvidia-smi -q -x exited with \(status): \(output.prefix(500))"
+            case .unreadableXML(let why): "cannot read nvidia-smi's XML: \(why)"
+            }
+        }
+    }
+
+    /// Memory of a simulated GPU by model, in MiB, as nvidia-smi reports for the real part.
+    static let simulatedMemoryMiB: [String: Int] = [
+        "H200": 143_771, "H100": 81_559, "A100": 81_920, "L40S": 46_068, "B200": 183_359, "GH200": 97_871, "A10": 23_028,
+    ]
+
+    /// `8xH200`, or `4xH100,4xA100`: indices in order, one NVLink domain per model group.
+    public static func simulated(_ spec: String, node: String) throws(Failure) -> [GPUInfo] {
+        var gpus: [GPUInfo] = []
+        for (domain, part) in spec.split(separator: ",").enumerated() {
+            let pieces = part.lowercased().split(separator: "x", maxSplits: 1)
+            guard pieces.count == 2, let count = Int(pieces[0]), (1...64).contains(count), !pieces[1].isEmpty else {
+                throw .badSimulation(spec)
+            }
+            let model = String(part.split(separator: "x", maxSplits: 1)[1]).uppercased()
+            for _ in 0..<count {
+                let i = gpus.count
+                gpus.append(
+                    GPUInfo(
+                        index: i, uuid: "GPU-sim-\(node)-\(i)", model: model, memoryMiB: self.simulatedMemoryMiB[model] ?? 81_920,
+                        nvlinkDomain: domain, migMode: "Disabled"))
+            }
+        }
+        if gpus.isEmpty { throw .badSimulation(spec) }
+        return gpus
+    }
+
+    /// The nvidia-smi to run: `ALLOT_NVIDIA_SMI`, else the first on PATH.
+    public static func nvidiaSMIPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let explicit = environment["ALLOT_NVIDIA_SMI"], !explicit.isEmpty { return explicit }
+        for dir in (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let candidate = "\(dir)/nvidia-smi"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return "nvidia-smi"
+    }
+
+    /// Runs `nvidia-smi -q -x` and parses its XML.
+    public static func nvidiaSMI(path: String) throws -> [GPUInfo] {
+        guard FileManager.default.isExecutableFile(atPath: path) else { throw Failure.nvidiaSMIMissing(path) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["-q", "-x"]
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        let errors = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        // nvidia-smi exits non-zero when one GPU is lost but still prints the others: parse what there is.
+        if data.isEmpty || (process.terminationStatus != 0 && !String(decoding: data, as: UTF8.self).contains("<gpu")) {
+            throw Failure.nvidiaSMIFailed(
+                status: process.terminationStatus, output: String(decoding: errors + data, as: UTF8.self))
+        }
+        return try self.parse(xml: data)
+    }
+
+    /// Parses `nvidia-smi -q -x`. The index of a GPU is its position in the document: nvidia-smi lists GPUs
+    /// in PCI bus order, which is also the order `CUDA_DEVICE_ORDER=PCI_BUS_ID` gives CUDA.
+    public static func parse(xml data: Data) throws -> [GPUInfo] {
+        let document: XMLDocument
+        do {
+            document = try XMLDocument(data: data, options: [])
+        } catch {
+            throw Failure.unreadableXML("\(error)")
+        }
+        guard let root = document.rootElement(), root.name == "nvidia_smi_log" else {
+            throw Failure.unreadableXML("the root element is not <nvidia_smi_log>")
+        }
+        return root.elements(forName: "gpu").enumerated().map { index, gpu in self.gpu(gpu, index: index) }
+    }
+
+    static func gpu(_ gpu: XMLElement, index: Int) -> GPUInfo {
+        let busID = gpu.attribute(forName: "id")?.stringValue ?? "unknown"
+        let name = self.text(gpu, "product_name") ?? "unknown"
+        let uuid = self.text(gpu, "uuid") ?? "GPU-unknown-\(busID)"
+        let memory = self.text(gpu, "fb_memory_usage/total").flatMap(self.mebibytes) ?? 0
+        let mig = self.text(gpu, "mig_mode/current_mig")
+        // A clique is the set of GPUs joined by one NVLink fabric (NVSwitch systems report it under <fabric>).
+        let clique = self.text(gpu, "fabric/cliqueId").flatMap { Int($0) }
+        let (health, detail) = self.health(gpu, productName: name)
+        return GPUInfo(
+            index: index, uuid: uuid, model: self.model(from: name), memoryMiB: memory, nvlinkDomain: clique, migMode: mig,
+            health: health, healthDetail: detail)
+    }
+
+    /// Grades what nvidia-smi says of a GPU's memory and bus. Uncorrectable ECC errors since boot, pages
+    /// pending retirement, pending row remaps or a failed remap, and a GPU that fell off the bus are hardware
+    /// faults: the GPU is quarantined. (Correctable errors are normal and ignored.)
+    static func health(_ gpu: XMLElement, productName: String) -> (GPUHealth, String?) {
+        let all = gpu.xmlString
+        if all.contains("GPU is lost") || all.localizedCaseInsensitiveContains("fallen off the bus") || productName == "Unknown Error" {
+            return (.quarantined, "the GPU fell off the bus (nvidia-smi: GPU is lost)")
+        }
+        var problems: [String] = []
+        let uncorrectable = ["ecc_errors/volatile/double_bit/total", "ecc_errors/volatile/dram_uncorrectable", "ecc_errors/volatile/sram_uncorrectable"]
+            .compactMap { self.text(gpu, $0).flatMap { Int($0) } }.reduce(0, +)
+        if uncorrectable > 0 { problems.append("\(uncorrectable) uncorrectable ECC errors since boot") }
+        if let pending = self.text(gpu, "retired_pages/pending_retirement") ?? self.text(gpu, "retired_pages/pending_blacklist"),
+            pending.lowercased() == "yes"
+        {
+            problems.append("memory pages pending retirement")
+        }
+        if self.text(gpu, "remapped_rows/remapped_row_pending")?.lowercased() == "yes" { problems.append("row remapping pending (reset needed)") }
+        if self.text(gpu, "remapped_rows/remapped_row_failure")?.lowercased() == "yes" { problems.append("row remapping failed") }
+        return problems.isEmpty ? (.healthy, nil) : (.quarantined, problems.joined(separator: "; "))
+    }
+
+    /// `NVIDIA H100 80GB HBM3` → `H100`; `NVIDIA A100-SXM4-80GB` → `A100`; `Tesla V100-SXM2-32GB` → `V100`.
+    public static func model(from productName: String) -> String {
+        let words = productName.replacingOccurrences(of: "-", with: " ").split(separator: " ").map(String.init)
+        let skip: Set<String> = ["NVIDIA", "TESLA", "QUADRO", "GEFORCE", "RTX"]
+        for w in words where !skip.contains(w.uppercased()) {
+            if w.first?.isLetter == true && w.contains(where: \.isNumber) { return w.uppercased() }
+        }
+        return words.last { !skip.contains($0.uppercased()) }?.uppercased() ?? productName
+    }
+
+    static func text(_ element: XMLElement, _ path: String) -> String? {
+        var current: XMLElement? = element
+        for part in path.split(separator: "/") { current = current?.elements(forName: String(part)).first }
+        guard let value = current?.stringValue?.trimmingCharacters(in: .whitespacesAndNewlines), !value.isEmpty else { return nil }
+        // nvidia-smi writes N/A (and a few other words) for what a GPU does not support.
+        if ["N/A", "Not Supported", "[N/A]", "Unknown Error", "[Not Supported]"].contains(value) { return nil }
+        return value
+    }
+
+    /// `81559 MiB` → 81559.
+    static func mebibytes(_ text: String) -> Int? {
+        let parts = text.split(separator: " ")
+        guard let n = parts.first.flatMap({ Int($0) }) else { return nil }
+        switch parts.count > 1 ? parts[1].lowercased() : "mib" {
+        case "gib": return n * 1024
+        case "kib": return n / 1024
+        default: return n
+        }
+    }
+}

@@ -1,0 +1,103 @@
+import AllotCore
+import AllotHTTP
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// What the agent reports of its node, apart from its ranks.
+public struct NodeInventory: Sendable {
+    public var gpus: [GPUInfo]
+    public var cpuMilli: Int
+    public var memoryMiB: Int
+    public init(gpus: [GPUInfo], cpuMilli: Int, memoryMiB: Int) {
+        self.gpus = gpus
+        self.cpuMilli = cpuMilli
+        self.memoryMiB = memoryMiB
+    }
+}
+
+/// Registers with allotd, then reports every `interval`: inventory and ranks. Applies the answer: stops ranks
+/// the scheduler no longer holds live (reconciliation after a loss) and forgets acknowledged endings.
+/// Also polls the supervisor, so exits are noticed within a fraction of a second.
+public struct Heartbeat: Service {
+    public let server: APIClient
+    public let node: String
+    public let agentURL: String
+    public let callbackToken: String
+    public let supervisor: Supervisor
+    public let interval: Duration
+    /// Re-discovers the inventory (GPU health changes) at most this often.
+    public let discover: @Sendable () throws -> NodeInventory
+    public let logger: Logger
+
+    public init(
+        server: APIClient, node: String, agentURL: String, callbackToken: String, supervisor: Supervisor, interval: Duration,
+        logger: Logger, discover: @escaping @Sendable () throws -> NodeInventory
+    ) {
+        self.server = server
+        self.node = node
+        self.agentURL = agentURL
+        self.callbackToken = callbackToken
+        self.supervisor = supervisor
+        self.interval = interval
+        self.discover = discover
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        var inventory = try self.discover()
+        var lastDiscovery = ContinuousClock.now
+        var registered = false
+        var nextBeat = ContinuousClock.now
+        var failures = 0
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            await self.supervisor.poll()
+            if ContinuousClock.now >= nextBeat {
+                if ContinuousClock.now - lastDiscovery > .seconds(30) {
+                    do {
+                        inventory = try self.discover()
+                    } catch {
+                        self.logger.warning("GPU discovery failed; reporting the last inventory", metadata: ["error": "\(error)"])
+                    }
+                    lastDiscovery = ContinuousClock.now
+                }
+                do {
+                    try await self.beat(inventory, path: registered ? "/v1/agents/heartbeat" : "/v1/agents/register")
+                    if !registered { self.logger.info("registered with allotd", metadata: ["node": "\(self.node)", "gpus": "\(inventory.gpus.count)"]) }
+                    registered = true
+                    failures = 0
+                    nextBeat = ContinuousClock.now + self.interval
+                } catch {
+                    failures += 1
+                    // Keep trying, a little slower each time, up to the heartbeat interval.
+                    let wait = min(self.interval, .milliseconds(250 * (1 << min(failures, 4))))
+                    if failures == 1 || failures % 10 == 0 {
+                        self.logger.warning("heartbeat failed", metadata: ["error": "\(error)", "failures": "\(failures)"])
+                    }
+                    nextBeat = ContinuousClock.now + wait
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    func beat(_ inventory: NodeInventory, path: String) async throws {
+        let sentAt = Date()
+        let report = AgentReport(
+            node: self.node, agentURL: self.agentURL, callbackToken: self.callbackToken, cpuMilli: inventory.cpuMilli,
+            memoryMiB: inventory.memoryMiB, gpus: inventory.gpus, ranks: await self.supervisor.statuses())
+        let reply: HeartbeatReply = try await self.server.post(path, json: report)
+        await self.supervisor.acknowledge(reply.acknowledged)
+        let stopped = await self.supervisor.reconcile(live: Set(reply.live), heartbeatSentAt: sentAt)
+        if !stopped.isEmpty {
+            self.logger.warning("stopping ranks the scheduler no longer knows", metadata: ["ranks": "\(stopped)"])
+        }
+    }
+}
+
+extension NodeInventory {
+    /// CPU and memory of this machine, for `--cpus`/`--memory` left unset.
+    public static func hostResources() -> (cpuMilli: Int, memoryMiB: Int) {
+        (ProcessInfo.processInfo.activeProcessorCount * 1000, Int(ProcessInfo.processInfo.physicalMemory / (1 << 20)))
+    }
+}

@@ -1,0 +1,38 @@
+import AllotHTTP
+import ArgumentParser
+import Foundation
+
+/// The `allot` command line.
+public struct Allot: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "allot", abstract: "Submit and follow jobs on an Allot GPU pool; operate its nodes and policy.",
+        subcommands: [Submit.self, Jobs.self, Cancel.self, Logs.self, Nodes.self, PolicyCommand.self, Tokens.self, Audit.self])
+    public init() {}
+
+    /// Runs the CLI; errors are printed in one line and exit non-zero.
+    public static func main(arguments: [String]) async -> Int32 {
+        do {
+            var command = try Self.parseAsRoot(arguments)
+            if var async = command as? any AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+            return 0
+        } catch let error as CLIError {
+            FileHandle.standardError.write(Data("allot: \(error.description)\n".utf8))
+            return 1
+        } catch let error as APIClient.Failure {
+            FileHandle.standardError.write(Data("allot: \(error.description)\n".utf8))
+            return 1
+        } catch {
+            let code = Self.exitCode(for: error)
+            let message = Self.fullMessage(for: error)
+            if !message.isEmpty {
+                let out = code == .success ? FileHandle.standardOutput : FileHandle.standardError
+                out.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
+            }
+            return code.rawValue
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import AllotCore
+import AllotFormats
+import AllotHTTP
+import ArgumentParser
+import Foundation
+
+struct Submit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Submit a job spec (YAML or JSON).")
+    @Argument(help: "The job spec file, or - for standard input.") var file: String
+    @Flag(help: "Print the job spec that would be submitted, and exit.") var dryRun = false
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let text: String
+        if self.file == "-" {
+            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else {
+            guard let data = FileManager.default.contents(atPath: self.file) else { throw CLIError("cannot read \(self.file)") }
+            text = String(decoding: data, as: UTF8.self)
+        }
+        let spec: JobSpec
+        do {
+            spec = try JobSpecParser.parse(text, file: self.file)
+        } catch {
+            throw CLIError(error.issues.map(\.description).joined(separator: "; "))
+        }
+        if self.dryRun {
+            print(JobSpecParser.json(spec))
+            return
+        }
+        let job: JobView = try await self.connection.client().post("/v1/jobs", json: spec)
+        if self.connection.output == .json { try printJSON(job) } else { print("submitted job \(job.id) (\(job.name)): \(job.state.rawValue)") }
+    }
+}
+
+struct Jobs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List jobs, or show one.", subcommands: [ListJobs.self, ShowJob.self], defaultSubcommand: ListJobs.self)
+}
+
+struct ListJobs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List jobs, newest first.")
+    @Option(help: "Only jobs in this state.") var state: String?
+    @Option(help: "Only this organization's jobs.") var org: String?
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        var query: [String] = []
+        if let state { query.append("state=\(state)") }
+        if let org { query.append("org=\(org.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? org)") }
+        let jobs: [JobView] = try await self.connection.client().get("/v1/jobs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+        switch self.connection.output {
+        case .json: try printJSON(jobs)
+        default:
+            print(
+                table(
+                    ["ID", "NAME", "ORG", "POOL", "GPUS", "STATE", "SUBMITTED", "REASON"],
+                    jobs.map { j in
+                        [String(j.id), j.name, j.org, j.pool, gpuText(j), j.state.rawValue, ago(j.submittedAt), j.reason ?? ""]
+                    }))
+        }
+    }
+}
+
+struct ShowJob: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show a job: state, why it waits, its attempts and their GPUs.")
+    @Argument(help: "The job id.") var id: Int64
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let job: JobView = try await self.connection.client().get("/v1/jobs/\(self.id)")
+        if self.connection.output == .json { return try printJSON(job) }
+        print(render(job))
+    }
+}
+
+/// The `allot jobs show` text.
+func render(_ job: JobView) -> String {
+    var lines = [
+        "Job \(job.id): \(job.name)",
+        "  state:     \(job.state.rawValue)" + (job.exitCode.map { " (exit code \($0))" } ?? ""),
+        "  reason:    \(job.reason ?? "-")",
+        "  org:       \(job.org)\(job.project.map { " / \($0)" } ?? "")   owner: \(job.owner)",
+        "  pool:      \(job.pool)   shape: \(job.nodes) node(s) × \(job.gpuMilli.map { "\(Double($0) / 1000) GPU" } ?? "\(job.gpusPerNode) GPUs")",
+        "  priority:  \(job.priorityClass) (\(job.priority))   time limit: \(job.timeLimitSeconds.map { human(seconds: Int($0)) } ?? "none")",
+        "  submitted: \(ISO8601DateFormatter().string(from: job.submittedAt)) (\(ago(job.submittedAt)))",
+        "  command:   \(job.command.split(separator: "\n").first.map(String.init) ?? "")\(job.command.contains("\n") ? " …" : "")",
+        "  attempts:  \(job.attempts.count) of at most \(job.maxAttempts)",
+    ]
+    for a in job.attempts {
+        var head = "    #\(a.number) \(a.state.rawValue)"
+        if let e = a.exitCode { head += " exit \(e)" }
+        if let r = a.reason { head += " — \(r)" }
+        lines.append(head)
+        for r in a.nodes {
+            let gpus = r.gpus.isEmpty ? "no GPUs" : "GPUs " + r.gpus.map(String.init).joined(separator: ",") + (r.gpuMilli < 1000 ? " (\(r.gpuMilli) milli)" : "")
+            lines.append("       rank \(r.rank) on \(r.node): \(gpus), \(r.state)\(r.exitCode.map { " exit \($0)" } ?? "")")
+        }
+    }
+    return lines.joined(separator: "\n")
+}
+
+struct Cancel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel a job: a queued one at once, a running one with its grace period.")
+    @Argument(help: "The job id.") var id: Int64
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let job: JobView = try await self.connection.client().post("/v1/jobs/\(self.id)/cancel", json: [String: String]())
+        if self.connection.output == .json { return try printJSON(job) }
+        print(job.state == .cancelled ? "job \(job.id) cancelled" : "job \(job.id) is being stopped (\(job.state.rawValue))")
+    }
+}
+
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a job's output (rank 0 of its latest attempt by default).")
+    @Argument(help: "The job id.") var id: Int64
+    @Option(help: "Which attempt (default: the latest).") var attempt: Int?
+    @Option(help: "Which rank (node) of the attempt.") var rank: Int = 0
+    @Flag(name: .shortAndLong, help: "Keep printing until the job ends.") var follow = false
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let client = try self.connection.client()
+        var offset = 0
+        while true {
+            var path = "/v1/jobs/\(self.id)/log?rank=\(self.rank)&offset=\(offset)"
+            if let attempt { path += "&attempt=\(attempt)" }
+            do {
+                let data = try await client.send(.GET, path)
+                if !data.isEmpty {
+                    FileHandle.standardOutput.write(data)
+                    offset += data.count
+                }
+            } catch APIClient.Failure.api(let status, let body) where status == 404 && self.follow {
+                _ = body  // not started yet: keep waiting
+            }
+            guard self.follow else { return }
+            let job: JobView = try await client.get("/v1/jobs/\(self.id)")
+            if job.state.isTerminal {
+                // One last read for what was written just before the end.
+                if let data = try? await client.send(.GET, "/v1/jobs/\(self.id)/log?rank=\(self.rank)&offset=\(offset)"), !data.isEmpty {
+                    FileHandle.standardOutput.write(data)
+                }
+                return
+            }
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+}

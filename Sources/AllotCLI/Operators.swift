@@ -1,0 +1,181 @@
+import AllotCore
+import AllotFormats
+import AllotHTTP
+import ArgumentParser
+import Foundation
+
+struct Nodes: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List nodes, or add one.", subcommands: [ListNodes.self, AddNode.self], defaultSubcommand: ListNodes.self)
+}
+
+struct ListNodes: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List nodes with their GPUs and what is in use.")
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let nodes: [NodeView] = try await self.connection.client().get("/v1/nodes")
+        if self.connection.output == .json { return try printJSON(nodes) }
+        print(
+            table(
+                ["NAME", "POOL", "BLOCK", "STATE", "GPUS", "USED", "CPUS", "MEMORY", "HEARTBEAT"],
+                nodes.map { n in
+                    let used = n.usedGPUMilli.values.reduce(0, +)
+                    let models = Set(n.gpus.map(\.model)).sorted().joined(separator: "|")
+                    let unhealthy = n.gpus.filter { $0.health != .healthy }.count
+                    return [
+                        n.name, n.pool, n.block ?? "-", n.state.rawValue,
+                        n.gpus.isEmpty ? "-" : "\(n.gpus.count)x\(models)" + (unhealthy > 0 ? " (\(unhealthy) unhealthy)" : ""),
+                        used % 1000 == 0 ? "\(used / 1000)" : String(format: "%.2f", Double(used) / 1000),
+                        "\(n.cpuMilli / 1000)", "\(n.memoryMiB / 1024)G", ago(n.lastHeartbeat),
+                    ]
+                }))
+    }
+}
+
+struct AddNode: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "add", abstract: "Register a node and write its agent token.")
+    @Argument(help: "The node's name.") var name: String
+    @Option(help: "The pool it belongs to.") var pool: String
+    @Option(help: "Its network block (switch or rack); gangs prefer one block.") var block: String?
+    @Option(help: "Where to write the agent's token (mode 0600).")
+    var tokenFile: String
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let response: AddNodeResponse = try await self.connection.client().post(
+            "/v1/nodes", json: AddNodeRequest(name: self.name, pool: self.pool, block: self.block))
+        try writeSecret(response.token, to: self.tokenFile)
+        if self.connection.output == .json { return try printJSON(["node": response.node, "tokenFile": self.tokenFile]) }
+        print("node \(response.node) added to pool \(self.pool); agent token written to \(self.tokenFile)")
+    }
+}
+
+struct PolicyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy", abstract: "Validate or apply Policies/.", subcommands: [ValidatePolicy.self, ApplyPolicy.self])
+}
+
+struct ValidatePolicy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "validate", abstract: "Check Policies/ (a folder or one file); every error with its line.")
+    @Argument(help: "Policies/ or one YAML file.") var path: String
+
+    func run() async throws {
+        do {
+            let policy = try PolicyParser.load(path: self.path)
+            print(
+                "\(self.path): valid (\(policy.pools.count) pools, \(policy.organizations.count) organizations, "
+                    + "\(policy.organizations.reduce(0) { $0 + $1.allocations.count }) allocations, \(policy.priorityClasses.count) priority classes)")
+        } catch {
+            for issue in error.issues { print(issue.description) }
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct ApplyPolicy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "apply", abstract: "Make the cluster's policy match Policies/; prints what changes.")
+    @Argument(help: "Policies/ or one YAML file.") var path: String
+    @Flag(help: "Print what would change, and change nothing.") var dryRun = false
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let policy: Policy
+        do {
+            policy = try PolicyParser.load(path: self.path)
+        } catch {
+            for issue in error.issues { FileHandle.standardError.write(Data("\(issue)\n".utf8)) }
+            throw ExitCode(1)
+        }
+        let changes: [PolicyChange] = try await self.connection.client().post("/v1/policy" + (self.dryRun ? "?dryRun=true" : ""), json: policy)
+        if self.connection.output == .json { return try printJSON(changes) }
+        if changes.isEmpty { print("no changes") }
+        for c in changes { print("\(c.kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(c.what)\(c.detail.map { ": \($0)" } ?? "")") }
+        if self.dryRun { print("(dry run: nothing changed)") }
+    }
+}
+
+/// `PolicyChange` as the server sends it (the CLI does not link the store).
+struct PolicyChange: Codable {
+    enum Kind: String, Codable { case added, changed, removed, kept }
+    var kind: Kind
+    var what: String
+    var detail: String?
+}
+
+struct Tokens: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Make tokens.", subcommands: [CreateToken.self])
+}
+
+struct CreateToken: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Make a token and write it to a file (mode 0600).")
+    @Option(help: "Its name (a person or service).") var name: String?
+    @Option(help: "member, org-admin, operator or auditor.") var role: String = "member"
+    @Option(help: "The organization, for members and org-admins.") var org: String?
+    @Option(help: "Where to write the token.") var tokenFile: String
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        guard let role = Role(rawValue: self.role), role != .agent else {
+            throw CLIError("--role: must be member, org-admin, operator or auditor, not '\(self.role)'")
+        }
+        let name = self.name ?? URL(fileURLWithPath: self.tokenFile).deletingPathExtension().lastPathComponent
+        let response: CreateTokenResponse = try await self.connection.client().post(
+            "/v1/tokens", json: CreateTokenRequest(name: name, role: role, org: self.org))
+        try writeSecret(response.token, to: self.tokenFile)
+        if self.connection.output == .json { return try printJSON(["name": name, "role": role.rawValue, "tokenFile": self.tokenFile]) }
+        print("\(role.rawValue) token '\(name)' written to \(self.tokenFile)")
+    }
+}
+
+struct Audit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read or verify the audit log.", subcommands: [ListAudit.self, VerifyAudit.self], defaultSubcommand: ListAudit.self)
+}
+
+struct ListAudit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "Print audit records.")
+    @Option(help: "Only records since this time (ISO 8601).") var since: String?
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let records: [AuditRow] = try await self.connection.client().get(
+            "/v1/audit" + (self.since.map { "?since=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? ""))
+        if self.connection.output == .json { return try printJSON(records) }
+        print(
+            table(
+                ["ID", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME"],
+                records.map { [String($0.id), ISO8601DateFormatter().string(from: $0.at), $0.actor, $0.action, $0.target, $0.outcome] }))
+    }
+}
+
+struct AuditRow: Codable {
+    var id: Int64
+    var at: Date
+    var actor: String
+    var action: String
+    var target: String
+    var outcome: String
+    var detail: String?
+}
+
+struct VerifyAudit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "verify", abstract: "Recompute the audit log's hash chain.")
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let result: AuditVerification = try await self.connection.client().get("/v1/audit/verify")
+        if self.connection.output == .json { try printJSON(result) } else {
+            print(result.intact ? "audit log intact: \(result.checked) records" : "audit log BROKEN at record \(result.firstBrokenID ?? 0) (of \(result.checked))")
+        }
+        if !result.intact { throw ExitCode(2) }
+    }
+}
+
+func writeSecret(_ secret: String, to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    guard FileManager.default.createFile(atPath: path, contents: Data((secret + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+        throw CLIError("cannot write \(path)")
+    }
+}

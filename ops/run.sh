@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Runs Allot for real on this machine, end to end:
+#   a private PostgreSQL (in .allot/, when ALLOT_DATABASE_URL is unset) → allotd migrate → bootstrap →
+#   allotd serve → allot policy apply Policies/ → two nodes with agents (simulated 8xH200 each, real processes) →
+#   submits examples/gang.yaml (a 2-node × 4-GPU gang) → shows it running, then finished, with each rank's log.
+# Options: --keep   leave everything running afterwards (Ctrl-C stops it all)
+#          --job F  submit F instead of examples/gang.yaml
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+work=$root/.allot
+keep=0; job=examples/gang.yaml
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --keep) keep=1 ;;
+    --job) job=$2; shift ;;
+    *) echo "usage: $0 [--keep] [--job FILE]" >&2; exit 2 ;;
+  esac
+  shift
+done
+mkdir -p "$work/agents" "$work/logs"
+
+echo "== building (first build fetches and compiles dependencies: a few minutes)"
+swift build 2>&1 | grep -E "error|warning: unre|Compiling|Build complete" | grep -v Compiling || true
+bin=$(swift build --show-bin-path)
+export PATH="$bin:$PATH"
+
+pids=()
+started_pg=0
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$started_pg" = 1 ]; then ops/postgres.sh stop "$work/postgres"; fi
+}
+trap cleanup EXIT INT TERM
+
+if [ -z "${ALLOT_DATABASE_URL:-}" ]; then
+  echo "== starting a private PostgreSQL in $work/postgres"
+  ALLOT_DATABASE_URL=$(ops/postgres.sh start "$work/postgres")
+  started_pg=1
+fi
+export ALLOT_DATABASE_URL
+echo "   database: ${ALLOT_DATABASE_URL%%\?*}"
+
+echo "== allotd migrate"
+allotd migrate --migrations "$root/Migrations"
+if [ ! -s "$work/operator.token" ]; then
+  echo "== allotd bootstrap"
+  allotd bootstrap --token-file "$work/operator.token"
+fi
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+echo "== allotd serve --listen 127.0.0.1:$port   (log: .allot/logs/allotd.log)"
+allotd serve --listen "127.0.0.1:$port" --heartbeat-timeout 15s >"$work/logs/allotd.log" 2>&1 &
+pids+=($!)
+export ALLOT_SERVER="http://127.0.0.1:$port" ALLOT_TOKEN_FILE="$work/operator.token"
+for _ in $(seq 100); do curl -fs "$ALLOT_SERVER/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fs "$ALLOT_SERVER/readyz" >/dev/null || { echo "allotd did not start:"; tail -20 "$work/logs/allotd.log"; exit 1; }
+
+echo "== allot policy apply Policies/"
+allot policy apply Policies/
+
+for n in gpu-001 gpu-002; do
+  if [ ! -s "$work/$n.token" ]; then
+    allot nodes add "$n" --pool h200 --block rack-1 --token-file "$work/$n.token"
+  fi
+  aport=$(free_port)
+  allot-agent --server "$ALLOT_SERVER" --node "$n" --token-file "$work/$n.token" --listen "127.0.0.1:$aport" \
+    --gpus 8xH200 --cpus 32 --memory 256G --state-dir "$work/agents/$n" >"$work/logs/$n.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 100); do
+  [ "$(allot nodes --output json | python3 -c 'import json,sys; print(sum(1 for n in json.load(sys.stdin) if n["state"]=="ready" and n["gpus"]))')" -ge 2 ] && break
+  sleep 0.2
+done
+echo "== allot nodes"
+allot nodes
+
+echo "== allot submit $job"
+id=$(allot submit "$job" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+echo "   job $id submitted"
+state=""
+for _ in $(seq 600); do
+  state=$(allot jobs show "$id" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+  if [ "$state" = running ]; then echo "== job $id is running"; allot jobs show "$id"; break; fi
+  case "$state" in succeeded|failed|cancelled) break ;; esac
+  sleep 0.5
+done
+for _ in $(seq 1200); do
+  state=$(allot jobs show "$id" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+  case "$state" in succeeded|failed|cancelled) break ;; esac
+  sleep 0.5
+done
+echo "== job $id ended: $state"
+allot jobs show "$id"
+nodes=$(allot jobs show "$id" --output json | python3 -c 'import json,sys; a=json.load(sys.stdin)["attempts"]; print(len(a[-1]["nodes"]) if a else 0)')
+for ((r = 0; r < nodes; r++)); do
+  echo "== allot logs $id --rank $r"
+  allot logs "$id" --rank "$r"
+done
+
+if [ "$keep" = 1 ]; then
+  echo
+  echo "Allot is running. In another shell:"
+  echo "  export PATH=$bin:\$PATH ALLOT_SERVER=$ALLOT_SERVER ALLOT_TOKEN_FILE=$work/operator.token"
+  echo "  allot nodes; allot jobs; allot submit examples/gang.yaml"
+  echo "Ctrl-C stops allotd, the agents and PostgreSQL."
+  wait
+fi
+[ "$state" = succeeded ]
