@@ -117,8 +117,8 @@ public enum PolicyParser {
                 if let g = guaranteed, let l = limit, l < g {
                     reader.error(fields.values["limitGPUs"], "\(ap).limitGPUs", "must be at least guaranteedGPUs (\(g)), not \(l)")
                 }
+                if let pool { located.allocationPools.append((reader.file ?? "", fields.values["pool"]?.mark?.line, "\(ap).pool", pool)) }
                 guard let pool, let guaranteed, let limit, let hours else { continue }
-                located.allocationPools.append((reader.file ?? "", fields.values["pool"]?.mark?.line, "\(ap).pool", pool))
                 allocations.append(
                     Allocation(pool: pool, guaranteedGPUs: guaranteed, limitGPUs: limit, gpuHours: Int64(hours), validFrom: from, validUntil: until))
             }

@@ -1,0 +1,85 @@
+import AllotStore
+import Foundation
+import Logging
+import PostgresNIO
+
+/// A fresh, migrated PostgreSQL database per test, on the server named by `ALLOT_TEST_DATABASE_URL`
+/// (which `ops/test.sh` starts). Dropped when the test ends.
+///
+/// ```swift
+/// @Test func claims() async throws {
+///     try await TestDatabase.with { db in … }
+/// }
+/// ```
+public enum TestDatabase {
+    /// The server's URL (its `postgres` database), or nil when tests run without one.
+    public static var adminURL: String? {
+        ProcessInfo.processInfo.environment["ALLOT_TEST_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    public static var isConfigured: Bool { self.adminURL != nil }
+
+    /// The repository's Migrations folder, found from this file's path.
+    public static var migrationsFolder: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Migrations").path
+    }
+
+    public static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    /// Makes a database, migrates it, runs `body` with a running client, then drops it.
+    public static func with<T: Sendable>(
+        migrate: Bool = true, _ body: @Sendable (Database) async throws -> T
+    ) async throws -> T {
+        let (database, name, admin) = try await self.create(migrate: migrate)
+        defer { Task { try? await self.drop(name, admin: admin) } }
+        return try await database.withRunningClient { try await body(database) }
+    }
+
+    /// Creates and migrates a database; returns it (its client not running) with its name, for tests
+    /// that hand the URL to other processes.
+    public static func create(migrate: Bool = true) async throws -> (Database, String, DatabaseURL) {
+        guard let text = self.adminURL else { throw TestDatabaseError.notConfigured }
+        let admin = try DatabaseURL(text)
+        let name = "allot_test_\(UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: ""))"
+        var logger = Logger(label: "test")
+        logger.logLevel = .error
+        let adminDB = Database(url: admin, logger: logger)
+        try await adminDB.withRunningClient {
+            try await adminDB.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
+        }
+        var url = admin
+        url.database = name
+        let database = Database(url: url, logger: logger)
+        if migrate {
+            try await database.withRunningClient {
+                try await Migrator(database: database).migrate(try Migrator.files(in: self.migrationsFolder))
+            }
+        }
+        return (database, name, admin)
+    }
+
+    public static func drop(_ name: String, admin: DatabaseURL) async throws {
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let adminDB = Database(url: admin, logger: logger)
+        try await adminDB.withRunningClient {
+            try await adminDB.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"))
+        }
+    }
+}
+
+public enum TestDatabaseError: Error, CustomStringConvertible {
+    case notConfigured
+    public var description: String { "ALLOT_TEST_DATABASE_URL is not set: run the tests through ops/test.sh, which starts PostgreSQL" }
+}
+
+extension DatabaseURL {
+    /// The URL as text, with its password, for handing to a child process.
+    public var urlString: String {
+        let auth = self.password.map { "\(self.user):\($0)" } ?? self.user
+        return "postgres://\(auth)@\(self.host):\(self.port)/\(self.database)"
+    }
+}

@@ -1,0 +1,121 @@
+import AllotCore
+import AllotTesting
+import Testing
+
+@Suite("Placer: choices on hand-built clusters")
+struct PlacerTests {
+    let placer = Placer(strategy: .bestFit)
+
+    @Test("best fit fills the node that is left with the least free capacity")
+    func bestFitPrefersFullestNode() {
+        let nodes: [NodeSnapshot] = [
+            .node("empty"),  // 8 free → 6 free after: score 6000
+            .node("half").using([0, 1, 2, 3]),  // 4 free → 2 free after: score 2000 (best)
+            .node("busy").using([0, 1, 2, 3, 4, 5, 6]),  // 1 free: cannot take 2
+        ]
+        let plan = self.placer.place([.job(1, gpus: 2)], on: nodes)
+        #expect(plan.placements.first?.ranks.first?.node == "half")
+        #expect(plan.placements.first?.ranks.first?.gpuIndices == [4, 5])
+    }
+
+    @Test("spread takes the least allocated node; first-fit the first in name order", arguments: [
+        (ScoringStrategy.spread, "a-empty"), (.firstFit, "a-empty"), (.bestFit, "b-half"),
+    ])
+    func strategies(strategy: ScoringStrategy, expected: String) {
+        let nodes: [NodeSnapshot] = [.node("a-empty"), .node("b-half").using([0, 1, 2, 3])]
+        let plan = Placer(strategy: strategy).place([.job(1, gpus: 1)], on: nodes)
+        #expect(plan.placements.first?.ranks.first?.node == expected)
+    }
+
+    @Test("GPUs come from one NVLink domain, the smallest that fits")
+    func nvlinkDomain() {
+        // Domain 0 = GPUs 0-3, domain 1 = GPUs 4-7; 0 and 1 are taken, so domain 0 has 2 free and domain 1 has 4.
+        let node = NodeSnapshot.node("n", domains: 2).using([0, 1])
+        let two = self.placer.place([.job(1, gpus: 2)], on: [node])
+        #expect(two.placements.first?.ranks.first?.gpuIndices == [2, 3])  // smallest domain that holds 2
+        let three = self.placer.place([.job(1, gpus: 3)], on: [node])
+        #expect(three.placements.first?.ranks.first?.gpuIndices == [4, 5, 6])  // only domain 1 holds 3
+    }
+
+    @Test("a gang is placed whole, on distinct nodes, preferring one block")
+    func gangPrefersOneBlock() {
+        let nodes: [NodeSnapshot] = [
+            .node("a1", block: "r1"), .node("b1", block: "r2"), .node("b2", block: "r2"), .node("c1", block: "r3"),
+        ]
+        let plan = self.placer.place([.job(1, nodes: 2, gpus: 8)], on: nodes)
+        let ranks = plan.placements.first?.ranks ?? []
+        #expect(ranks.map(\.node) == ["b1", "b2"])
+        #expect(ranks.map(\.rank) == [0, 1])
+    }
+
+    @Test("a gang that does not fit whole is not placed at all, and says why")
+    func gangAllOrNothing() {
+        let nodes: [NodeSnapshot] = [.node("a"), .node("b").using([0])]
+        let plan = self.placer.place([.job(1, nodes: 2, gpus: 8)], on: nodes)
+        #expect(plan.placements.isEmpty)
+        #expect(plan.waiting[1] == .capacity(needed: 2, feasible: 1, topRejection: .gpus))
+    }
+
+    @Test("a fraction goes on the shared GPU whose leftover it fits best")
+    func fractionBestLeftover() {
+        // GPU 0 has 300 left, GPU 1 has 600 left, the rest are free: 250 fits GPU 0 best (50 left over).
+        let node = NodeSnapshot.node("n", gpus: 4).using([0], milli: 700).using([1], milli: 400)
+        let plan = self.placer.place([.job(1, milli: 250)], on: [node])
+        #expect(plan.placements.first?.ranks.first?.gpuIndices == [0])
+        #expect(plan.placements.first?.ranks.first?.milliPerGPU == 250)
+    }
+
+    @Test("fractions pack onto one GPU before cutting into another")
+    func fractionsPack() {
+        let plan = self.placer.place((1...4).map { .job(Int64($0), milli: 250) }, on: [.node("n", gpus: 2)])
+        #expect(Set(plan.placements.flatMap { $0.ranks.flatMap(\.gpuIndices) }) == [0])
+    }
+
+    @Test("quarantined GPUs, other models, other pools and nodes not ready are never used")
+    func filters() {
+        let nodes: [NodeSnapshot] = [
+            .node("sick", gpus: 2).unhealthy([0, 1]),
+            .node("other-model", gpus: 2, model: "A100"),
+            .node("other-pool", pool: "h100", gpus: 2),
+            .node("cordoned", gpus: 2, state: .cordoned),
+        ]
+        let plan = self.placer.place([.job(1, gpus: 1, models: ["H200"])], on: nodes)
+        #expect(plan.placements.isEmpty)
+        #expect(plan.rejections[.gpuHealth] == 1)
+        #expect(plan.rejections[.gpuModel] == 1)
+        #expect(plan.rejections[.nodeState] == 1)
+    }
+
+    @Test("a job accepts any of several models")
+    func severalModels() {
+        let plan = self.placer.place([.job(1, gpus: 1, models: ["H100", "A100"])], on: [.node("x", model: "H200"), .node("y", model: "A100")])
+        #expect(plan.placements.first?.ranks.first?.node == "y")
+    }
+
+    @Test("CPU-only work takes no GPU but counts its CPU and memory")
+    func zeroGPUJobs() {
+        let node = NodeSnapshot.node("n", cpus: 8, memoryGiB: 16)
+        let plan = self.placer.place([.job(1, gpus: 0, cpus: 6), .job(2, gpus: 0, cpus: 6)], on: [node])
+        #expect(plan.placements.map(\.jobID) == [1])
+        #expect(plan.placements.first?.ranks.first?.gpuIndices == [])
+        #expect(plan.waiting[2] != nil)
+    }
+
+    @Test("higher priority goes first, then the earlier submission")
+    func queueOrder() {
+        let jobs: [PendingJob] = [.job(1, gpus: 8, priority: 1, submittedAt: 5), .job(2, gpus: 8, priority: 9, submittedAt: 9), .job(3, gpus: 8, priority: 9, submittedAt: 1)]
+        let plan = self.placer.place(jobs, on: [.node("n")])
+        #expect(plan.placements.map(\.jobID) == [3])
+    }
+
+    @Test("a job bigger than any node of its pool never fits, and says so")
+    func neverFits() {
+        let nodes: [NodeSnapshot] = [.node("a"), .node("b")]
+        #expect(Placer.neverFitsReason(.job(1, gpus: 16), nodes: nodes)?.text == "no node in pool h200 fits 16 GPUs per node (not enough free GPUs)")
+        #expect(Placer.neverFitsReason(.job(1, nodes: 3, gpus: 8), nodes: nodes) != nil)
+        #expect(Placer.neverFitsReason(.job(1, nodes: 2, gpus: 8), nodes: nodes) == nil)
+        #expect(Placer.neverFitsReason(.job(1, gpus: 1, models: ["B200"]), nodes: nodes) != nil)
+        // Busy or quarantined now does not mean never.
+        #expect(Placer.neverFitsReason(.job(1, gpus: 8), nodes: [NodeSnapshot.node("a").using([0]).unhealthy([1])]) == nil)
+    }
+}
