@@ -104,9 +104,10 @@ public enum GPUDiscovery {
         let mig = self.text(gpu, "mig_mode/current_mig")
         // A clique is the set of GPUs joined by one NVLink fabric (NVSwitch systems report it under <fabric>).
         let clique = self.text(gpu, "fabric/cliqueId").flatMap { Int($0) }
-        let (health, detail) = self.health(gpu, productName: name)
+        let rawName = gpu.elements(forName: "product_name").first?.stringValue ?? ""
+        let (health, detail) = self.health(gpu, productName: rawName)
         return GPUInfo(
-            index: index, uuid: uuid, model: self.model(from: name), memoryMiB: memory, nvlinkDomain: clique, migMode: mig,
+            index: index, uuid: uuid, model: name == "unknown" ? name : self.model(from: name), memoryMiB: memory, nvlinkDomain: clique, migMode: mig,
             health: health, healthDetail: detail)
     }
 

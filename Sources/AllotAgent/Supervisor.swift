@@ -7,6 +7,9 @@ import Glibc
 import Darwin
 #endif
 
+/// Whether a process runs (and is no zombie); for tests and diagnostics.
+public func processIsAlive(_ pid: Int32) -> Bool { Supervisor.isAlive(pid: pid, startTicks: nil) }
+
 /// Errors the agent's API turns into HTTP statuses.
 public enum SupervisorError: Error, CustomStringConvertible, Equatable {
     case staleAttempt(requested: Int, newest: Int)
@@ -251,9 +254,15 @@ public actor Supervisor {
         return fields.count > 19 ? UInt64(fields[19]) : nil
     }
 
+    /// Whether the process still runs: it exists, is the same process (same start time), and is not a zombie
+    /// (an exited process its parent has not reaped yet, such as one adopted from before a restart).
     static func isAlive(pid: Int32, startTicks: UInt64?) -> Bool {
         guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
-        if let startTicks, let now = self.startTicks(pid: pid) { return now == startTicks }
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") {
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.first == "Z" || fields.first == "X" { return false }
+            if let startTicks, fields.count > 19, let now = UInt64(fields[19]) { return now == startTicks }
+        }
         return true
     }
 }

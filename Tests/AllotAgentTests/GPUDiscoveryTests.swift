@@ -1,0 +1,93 @@
+import AllotAgent
+import AllotCore
+import Foundation
+import Testing
+
+@Suite("GPU discovery from nvidia-smi -q -x")
+struct GPUDiscoveryTests {
+    static func fixture(_ name: String) throws -> Data {
+        let url = try #require(Bundle.module.url(forResource: name, withExtension: "xml", subdirectory: "Fixtures"))
+        return try Data(contentsOf: url)
+    }
+
+    @Test("H100 SXM: index by document order, model, memory, fabric clique as NVLink domain; historical errors that were remapped are not a fault")
+    func h100() throws {
+        let gpus = try GPUDiscovery.parse(xml: Self.fixture("h100-sxm"))
+        #expect(gpus.map(\.index) == [0, 1])  // not minor_number (2, 0): nvidia-smi's index is PCI order
+        #expect(gpus.map(\.model) == ["H100", "H100"])
+        #expect(gpus[0].uuid == "GPU-3f2a0c1e-8b7d-4c55-9a1e-0d3b6f7e2a11")
+        #expect(gpus[0].memoryMiB == 81559)
+        #expect(gpus[0].nvlinkDomain == 0 && gpus[1].nvlinkDomain == 0)
+        #expect(gpus[0].migMode == "Disabled")
+        #expect(gpus.allSatisfy { $0.health == .healthy })
+    }
+
+    @Test("A100 with MIG enabled: N/A fields are absent, not zero and not errors")
+    func a100MIG() throws {
+        let gpus = try GPUDiscovery.parse(xml: Self.fixture("a100-mig"))
+        #expect(gpus.count == 1)
+        #expect(gpus[0].model == "A100")
+        #expect(gpus[0].migMode == "Enabled")
+        #expect(gpus[0].memoryMiB == 81920)
+        #expect(gpus[0].nvlinkDomain == nil)
+        #expect(gpus[0].health == .healthy)
+    }
+
+    @Test("V100, older schema: double-bit ECC errors and pages pending retirement quarantine the GPU")
+    func v100() throws {
+        let gpus = try GPUDiscovery.parse(xml: Self.fixture("v100-legacy"))
+        #expect(gpus.map(\.model) == ["V100", "V100"])
+        #expect(gpus[0].health == .healthy)
+        #expect(gpus[0].migMode == nil)
+        #expect(gpus[1].health == .quarantined)
+        #expect(gpus[1].healthDetail?.contains("2 uncorrectable ECC errors") == true)
+        #expect(gpus[1].healthDetail?.contains("pending retirement") == true)
+    }
+
+    @Test("H200 faults: uncorrectable DRAM errors with a pending row remap, and a GPU that fell off the bus")
+    func h200Faults() throws {
+        let gpus = try GPUDiscovery.parse(xml: Self.fixture("h200-faults"))
+        #expect(gpus.count == 3)
+        #expect(gpus[0].health == .healthy && gpus[0].model == "H200" && gpus[0].memoryMiB == 143_771)
+        #expect(gpus[1].health == .quarantined)
+        #expect(gpus[1].healthDetail?.contains("row remapping pending") == true)
+        #expect(gpus[2].health == .quarantined)
+        #expect(gpus[2].healthDetail?.contains("fell off the bus") == true)
+        #expect(gpus[2].memoryMiB == 0)
+    }
+
+    @Test("product names to models", arguments: [
+        ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA A100-SXM4-80GB", "A100"), ("Tesla V100-SXM2-32GB", "V100"), ("NVIDIA H200", "H200"),
+        ("NVIDIA GeForce RTX 4090", "4090"), ("NVIDIA L40S", "L40S"), ("NVIDIA GH200 480GB", "GH200"), ("NVIDIA B200", "B200"),
+    ])
+    func models(name: String, model: String) { #expect(GPUDiscovery.model(from: name) == model) }
+
+    @Test("not XML, or not nvidia-smi's, is a clear error")
+    func garbage() {
+        #expect(throws: (any Error).self) { try GPUDiscovery.parse(xml: Data("not xml".utf8)) }
+        #expect(throws: (any Error).self) { try GPUDiscovery.parse(xml: Data("<other/>".utf8)) }
+    }
+
+    @Test("runs the nvidia-smi that ALLOT_NVIDIA_SMI names")
+    func runsBinary() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fake-smi-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let fixture = try #require(Bundle.module.url(forResource: "h100-sxm", withExtension: "xml", subdirectory: "Fixtures"))
+        let script = dir.appendingPathComponent("nvidia-smi")
+        try "#!/bin/sh\n[ \"$1 $2\" = \"-q -x\" ] || exit 9\ncat '\(fixture.path)'\n".write(to: script, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
+        let path = GPUDiscovery.nvidiaSMIPath(environment: ["ALLOT_NVIDIA_SMI": script.path])
+        #expect(try GPUDiscovery.nvidiaSMI(path: path).count == 2)
+        #expect(throws: (any Error).self) { try GPUDiscovery.nvidiaSMI(path: dir.appendingPathComponent("missing").path) }
+    }
+
+    @Test("simulated GPUs")
+    func simulated() throws {
+        let gpus = try GPUDiscovery.simulated("4xH100,2xA100", node: "n1")
+        #expect(gpus.map(\.model) == ["H100", "H100", "H100", "H100", "A100", "A100"])
+        #expect(gpus.map(\.nvlinkDomain) == [0, 0, 0, 0, 1, 1])
+        #expect(Set(gpus.map(\.uuid)).count == 6)
+        #expect(throws: (any Error).self) { try GPUDiscovery.simulated("eightxH200", node: "n") }
+        #expect(throws: (any Error).self) { try GPUDiscovery.simulated("0xH200", node: "n") }
+    }
+}

@@ -1,0 +1,112 @@
+import AllotAgent
+import AllotCore
+import Foundation
+import Testing
+
+@Suite("Supervisor: real processes")
+struct SupervisorTests {
+    static func stateDir() -> URL { FileManager.default.temporaryDirectory.appendingPathComponent("allot-sup-\(UUID().uuidString)") }
+
+    static func launch(_ key: RankKey, _ command: String, gpus: [Int] = [2, 3], grace: Int = 5) -> LaunchRequest {
+        LaunchRequest(
+            key: key, command: command, env: ["JOB_VAR": "x y"], workingDir: nil, gpuIndices: gpus,
+            gang: GangInfo(masterAddr: "10.0.0.1", masterPort: 29511, nnodes: 2, nodeRank: key.rank, nprocPerNode: gpus.count),
+            gracePeriodSeconds: grace)
+    }
+
+    /// Polls until the rank is no longer running, or fails after `seconds`.
+    static func waitForEnd(_ s: Supervisor, _ key: RankKey, seconds: Double = 15) async throws -> RankStatus {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            await s.poll()
+            if let st = await s.all().first(where: { $0.key == key }), st.state != .running { return st }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw CancellationError()
+    }
+
+    @Test("a rank sees its GPUs, the gang variables and the job's own, and its exit code is kept")
+    func environmentAndExit() async throws {
+        let s = try Supervisor(stateDir: Self.stateDir(), node: "n1")
+        let key = RankKey(jobID: 7, attempt: 1, rank: 1)
+        _ = try await s.launch(Self.launch(key, "env | sort; exit 3"))
+        let end = try await Self.waitForEnd(s, key)
+        #expect(end.state == .exited && end.exitCode == 3)
+        let log = try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8)
+        for line in [
+            "CUDA_VISIBLE_DEVICES=2,3", "CUDA_DEVICE_ORDER=PCI_BUS_ID", "ALLOT_JOB_ID=7", "ALLOT_ATTEMPT=1", "NODE_RANK=1", "NNODES=2",
+            "NPROC_PER_NODE=2", "MASTER_ADDR=10.0.0.1", "MASTER_PORT=29511", "PET_NODE_RANK=1", "PET_NNODES=2", "PET_NPROC_PER_NODE=2",
+            "PET_MASTER_ADDR=10.0.0.1", "PET_MASTER_PORT=29511", "JOB_VAR=x y",
+        ] {
+            #expect(log.contains(line + "\n"), "missing \(line)")
+        }
+    }
+
+    @Test("launching the same rank twice starts one process; an older attempt than one already run is refused")
+    func idempotent() async throws {
+        let s = try Supervisor(stateDir: Self.stateDir(), node: "n1")
+        let key = RankKey(jobID: 8, attempt: 2, rank: 0)
+        let first = try await s.launch(Self.launch(key, "sleep 30"))
+        let second = try await s.launch(Self.launch(key, "sleep 30"))
+        #expect(first.pid == second.pid)
+        await #expect(throws: SupervisorError.self) { try await s.launch(Self.launch(RankKey(jobID: 8, attempt: 1, rank: 0), "true")) }
+        _ = try await s.stop(key, gracePeriodSeconds: 0)
+        _ = try await Self.waitForEnd(s, key)
+    }
+
+    @Test("stop sends SIGTERM to the whole group, which may checkpoint within its grace period")
+    func gracefulStop() async throws {
+        let dir = Self.stateDir()
+        let s = try Supervisor(stateDir: dir, node: "n1")
+        let key = RankKey(jobID: 9, attempt: 1, rank: 0)
+        let marker = dir.appendingPathComponent("checkpointed").path
+        _ = try await s.launch(Self.launch(key, "trap 'echo saved > \(marker); exit 0' TERM; sleep 60 & wait"))
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await s.stop(key, gracePeriodSeconds: 10)
+        let end = try await Self.waitForEnd(s, key)
+        #expect(end.state == .exited && end.exitCode == 0)
+        #expect(FileManager.default.fileExists(atPath: marker))
+    }
+
+    @Test("a rank that ignores SIGTERM is killed when the grace period ends, with its children")
+    func killAfterGrace() async throws {
+        let dir = Self.stateDir()
+        let s = try Supervisor(stateDir: dir, node: "n1")
+        let key = RankKey(jobID: 10, attempt: 1, rank: 0)
+        let pidFile = dir.appendingPathComponent("child.pid").path
+        _ = try await s.launch(Self.launch(key, "trap '' TERM; sleep 60 & echo $! > \(pidFile); wait"))
+        try await Task.sleep(for: .milliseconds(300))
+        let started = Date()
+        _ = try await s.stop(key, gracePeriodSeconds: 1)
+        let end = try await Self.waitForEnd(s, key)
+        #expect(end.signal == 9 && end.exitCode == 137)
+        #expect(Date().timeIntervalSince(started) < 5)
+        let child = Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines))!
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!processIsAlive(child), "the rank's child survived")
+    }
+
+    @Test("after a restart with the same state folder, the agent still knows what it ran and adopts what still runs")
+    func restart() async throws {
+        let dir = Self.stateDir()
+        let running = RankKey(jobID: 11, attempt: 1, rank: 0)
+        let finished = RankKey(jobID: 12, attempt: 1, rank: 0)
+        do {
+            let s = try Supervisor(stateDir: dir, node: "n1")
+            _ = try await s.launch(Self.launch(running, "sleep 30"))
+            _ = try await s.launch(Self.launch(finished, "exit 4"))
+            _ = try await Self.waitForEnd(s, finished)
+        }
+        let again = try Supervisor(stateDir: dir, node: "n1")
+        let statuses = await again.statuses()
+        #expect(statuses.first { $0.key == running }?.state == .running)
+        #expect(statuses.first { $0.key == finished }?.exitCode == 4)
+        // The scheduler no longer holds the adopted rank live: reconciliation stops it.
+        let stopped = await again.reconcile(live: [], heartbeatSentAt: Date())
+        #expect(stopped == [running])
+        let end = try await Self.waitForEnd(again, running)
+        #expect(end.state == .vanished)  // not our child: its exit status cannot be known
+        await again.acknowledge([finished, running])
+        #expect(await again.statuses().isEmpty)
+    }
+}
