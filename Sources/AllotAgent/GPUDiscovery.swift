@@ -2,7 +2,7 @@ import AllotCore
 import Foundation
 
 #if canImport(FoundationXML)
-import FoundationXML
+    import FoundationXML
 #endif
 
 /// Finds a node's GPUs: simulated (`--gpus 8xH200`) or from `nvidia-smi -q -x`.
@@ -120,8 +120,10 @@ public enum GPUDiscovery {
             return (.quarantined, "the GPU fell off the bus (nvidia-smi: GPU is lost)")
         }
         var problems: [String] = []
-        let uncorrectable = ["ecc_errors/volatile/double_bit/total", "ecc_errors/volatile/dram_uncorrectable", "ecc_errors/volatile/sram_uncorrectable"]
-            .compactMap { self.text(gpu, $0).flatMap { Int($0) } }.reduce(0, +)
+        let uncorrectable = [
+            "ecc_errors/volatile/double_bit/total", "ecc_errors/volatile/dram_uncorrectable", "ecc_errors/volatile/sram_uncorrectable",
+        ]
+        .compactMap { self.text(gpu, $0).flatMap { Int($0) } }.reduce(0, +)
         if uncorrectable > 0 { problems.append("\(uncorrectable) uncorrectable ECC errors since boot") }
         if let pending = self.text(gpu, "retired_pages/pending_retirement") ?? self.text(gpu, "retired_pages/pending_blacklist"),
             pending.lowercased() == "yes"

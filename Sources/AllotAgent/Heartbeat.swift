@@ -63,7 +63,9 @@ public struct Heartbeat: Service {
                 }
                 do {
                     try await self.beat(inventory, path: registered ? "/v1/agents/heartbeat" : "/v1/agents/register")
-                    if !registered { self.logger.info("registered with allotd", metadata: ["node": "\(self.node)", "gpus": "\(inventory.gpus.count)"]) }
+                    if !registered {
+                        self.logger.info("registered with allotd", metadata: ["node": "\(self.node)", "gpus": "\(inventory.gpus.count)"])
+                    }
                     registered = true
                     failures = 0
                     nextBeat = ContinuousClock.now + self.interval

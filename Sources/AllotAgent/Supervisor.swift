@@ -2,9 +2,9 @@ import AllotCore
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Whether a process runs (and is no zombie); for tests and diagnostics.

@@ -93,7 +93,9 @@ func render(_ job: JobView) -> String {
         if let r = a.reason { head += " — \(r)" }
         lines.append(head)
         for r in a.nodes {
-            let gpus = r.gpus.isEmpty ? "no GPUs" : "GPUs " + r.gpus.map(String.init).joined(separator: ",") + (r.gpuMilli < 1000 ? " (\(r.gpuMilli) milli)" : "")
+            let gpus =
+                r.gpus.isEmpty
+                ? "no GPUs" : "GPUs " + r.gpus.map(String.init).joined(separator: ",") + (r.gpuMilli < 1000 ? " (\(r.gpuMilli) milli)" : "")
             lines.append("       rank \(r.rank) on \(r.node): \(gpus), \(r.state)\(r.exitCode.map { " exit \($0)" } ?? "")")
         }
     }

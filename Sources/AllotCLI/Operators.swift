@@ -57,7 +57,8 @@ struct PolicyCommand: AsyncParsableCommand {
 }
 
 struct ValidatePolicy: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "validate", abstract: "Check Policies/ (a folder or one file); every error with its line.")
+    static let configuration = CommandConfiguration(
+        commandName: "validate", abstract: "Check Policies/ (a folder or one file); every error with its line.")
     @Argument(help: "Policies/ or one YAML file.") var path: String
 
     func run() async throws {
@@ -65,7 +66,8 @@ struct ValidatePolicy: AsyncParsableCommand {
             let policy = try PolicyParser.load(path: self.path)
             print(
                 "\(self.path): valid (\(policy.pools.count) pools, \(policy.organizations.count) organizations, "
-                    + "\(policy.organizations.reduce(0) { $0 + $1.allocations.count }) allocations, \(policy.priorityClasses.count) priority classes)")
+                    + "\(policy.organizations.reduce(0) { $0 + $1.allocations.count }) allocations, \(policy.priorityClasses.count) priority classes)"
+            )
         } catch {
             for issue in error.issues { print(issue.description) }
             throw ExitCode(1)
@@ -90,7 +92,9 @@ struct ApplyPolicy: AsyncParsableCommand {
         let changes: [PolicyChange] = try await self.connection.client().post("/v1/policy" + (self.dryRun ? "?dryRun=true" : ""), json: policy)
         if self.connection.output == .json { return try printJSON(changes) }
         if changes.isEmpty { print("no changes") }
-        for c in changes { print("\(c.kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(c.what)\(c.detail.map { ": \($0)" } ?? "")") }
+        for c in changes {
+            print("\(c.kind.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(c.what)\(c.detail.map { ": \($0)" } ?? "")")
+        }
         if self.dryRun { print("(dry run: nothing changed)") }
     }
 }
@@ -165,8 +169,13 @@ struct VerifyAudit: AsyncParsableCommand {
 
     func run() async throws {
         let result: AuditVerification = try await self.connection.client().get("/v1/audit/verify")
-        if self.connection.output == .json { try printJSON(result) } else {
-            print(result.intact ? "audit log intact: \(result.checked) records" : "audit log BROKEN at record \(result.firstBrokenID ?? 0) (of \(result.checked))")
+        if self.connection.output == .json {
+            try printJSON(result)
+        } else {
+            print(
+                result.intact
+                    ? "audit log intact: \(result.checked) records" : "audit log BROKEN at record \(result.firstBrokenID ?? 0) (of \(result.checked))"
+            )
         }
         if !result.intact { throw ExitCode(2) }
     }

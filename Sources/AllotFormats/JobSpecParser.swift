@@ -33,7 +33,9 @@ public enum JobSpecParser {
         let pool = f.name("pool", required: true)
         var kind = JobKind.training
         if let k = f.string("kind") {
-            if let parsed = JobKind(rawValue: k.lowercased()) { kind = parsed } else {
+            if let parsed = JobKind(rawValue: k.lowercased()) {
+                kind = parsed
+            } else {
                 reader.error(f.values["kind"], "kind", "must be training or inference, not '\(k)'")
             }
         }

@@ -43,7 +43,9 @@ public enum PolicyParser {
                 self.readPools(f, reader, &policy, &located)
                 self.readOrganizations(f, reader, &policy, &located)
                 self.readClasses(f, reader, &policy, &located)
-                if let d = reader.mapping(f.node("defaults"), "defaults", allowed: ["priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout"]) {
+                if let d = reader.mapping(
+                    f.node("defaults"), "defaults", allowed: ["priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout"])
+                {
                     if sawDefaults { reader.error(f.values["defaults"], "defaults", "is declared in more than one file") }
                     sawDefaults = true
                     policy.defaults = PolicyDefaults(
@@ -75,7 +77,9 @@ public enum PolicyParser {
         guard let items = reader.sequence(f.node("pools"), "pools") else { return }
         for (i, item) in items.enumerated() {
             let path = "pools[\(i)]"
-            guard let p = reader.mapping(item, path, allowed: ["name", "gpuModel", "restrictedTo"]), let name = p.name("name", required: true) else { continue }
+            guard let p = reader.mapping(item, path, allowed: ["name", "gpuModel", "restrictedTo"]), let name = p.name("name", required: true) else {
+                continue
+            }
             if let first = located.pools[name] {
                 reader.error(item, "\(path).name", "pool '\(name)' is already declared at \(first.file):\(first.line ?? 0)")
                 continue

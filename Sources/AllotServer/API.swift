@@ -131,7 +131,9 @@ public struct API: Sendable {
         v1.post("/tokens") { request, _ in
             try await self.handle {
                 let principal = try await self.authenticate(request)
-                guard principal.role == .operator || (principal.role == .orgAdmin) else { throw APIError.forbidden("only operators and org-admins make tokens") }
+                guard principal.role == .operator || (principal.role == .orgAdmin) else {
+                    throw APIError.forbidden("only operators and org-admins make tokens")
+                }
                 let body = try await JSON.body(CreateTokenRequest.self, from: request)
                 if principal.role == .orgAdmin && (body.org != principal.org || body.role != .member) {
                     throw APIError.forbidden("an org-admin makes member tokens of its own organization only")

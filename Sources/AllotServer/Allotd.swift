@@ -40,7 +40,8 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
         Dispatcher(
             database: database, leadership: leadership, wake: dispatch, interval: options.dispatchInterval, maxTries: options.dispatchMaxTries,
             logger: logger),
-        NodeMonitor(database: database, leadership: leadership, wake: wake, heartbeatTimeoutOverride: options.heartbeatTimeoutSeconds, logger: logger),
+        NodeMonitor(
+            database: database, leadership: leadership, wake: wake, heartbeatTimeoutOverride: options.heartbeatTimeoutSeconds, logger: logger),
     ]
     return Application(
         router: router, configuration: .init(address: .hostname(options.host, port: options.port), serverName: "allotd"),

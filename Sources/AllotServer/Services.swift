@@ -17,7 +17,11 @@ public final class Wakeup: Sendable {
     public func wait(upTo interval: Duration) async {
         let deadline = ContinuousClock.now + interval
         while ContinuousClock.now < deadline {
-            if self.pending.withLock({ p in defer { p = false }; return p }) { return }
+            if self.pending.withLock({ p in
+                defer { p = false }; return p
+            }) {
+                return
+            }
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
@@ -145,7 +149,9 @@ public struct Dispatcher: Service {
         await withTaskGroup(of: (LaunchWork.Rank, (any Error)?).self) { group in
             for rank in work.ranks where !rank.dispatched {
                 group.addTask {
-                    guard let url = rank.agentURL else { return (rank, APIClient.Failure.unreachable(url: "-", underlying: "no agent has registered")) }
+                    guard let url = rank.agentURL else {
+                        return (rank, APIClient.Failure.unreachable(url: "-", underlying: "no agent has registered"))
+                    }
                     let request = LaunchRequest(
                         key: RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank), command: work.command, env: work.env,
                         workingDir: work.workingDir, gpuIndices: rank.gpuIndices,
@@ -177,7 +183,8 @@ public struct Dispatcher: Service {
         if let failure {
             self.logger.info("dispatch failed", metadata: ["job": "\(work.jobID)", "node": "\(failure.node)", "error": "\(failure.error)"])
             do {
-                try await store.dispatchFailed(jobID: work.jobID, attempt: work.attempt, node: failure.node, error: failure.error, maxTries: self.maxTries)
+                try await store.dispatchFailed(
+                    jobID: work.jobID, attempt: work.attempt, node: failure.node, error: failure.error, maxTries: self.maxTries)
             } catch {
                 self.logger.warning("recording a dispatch failure failed", metadata: ["error": "\(error)"])
             }
@@ -187,7 +194,9 @@ public struct Dispatcher: Service {
     func stop(_ work: StopWork) async {
         do {
             let _: RankStatus = try await APIClient(baseURL: work.agentURL, token: work.callbackToken, timeout: .seconds(3))
-                .post("/v1/attempts/\(work.key.jobID)/\(work.key.attempt)/\(work.key.rank)/stop", json: StopRequest(gracePeriodSeconds: work.gracePeriodSeconds))
+                .post(
+                    "/v1/attempts/\(work.key.jobID)/\(work.key.attempt)/\(work.key.rank)/stop",
+                    json: StopRequest(gracePeriodSeconds: work.gracePeriodSeconds))
         } catch {
             self.logger.info("stop not delivered; will retry", metadata: ["rank": "\(work.key)", "node": "\(work.node)", "error": "\(error)"])
         }

@@ -1,5 +1,6 @@
 import AllotCore
 import Foundation
+import Logging
 import PostgresNIO
 
 /// One attempt's ranks that the dispatcher must start, with everything the agents need.
@@ -161,7 +162,9 @@ public struct AttemptStore: Sendable {
             var out: [StopWork] = []
             for try await (job, attempt, rank, node, url, token, grace) in rows.decode((Int64, Int, Int, String, String, String?, Int).self) {
                 out.append(
-                    StopWork(key: RankKey(jobID: job, attempt: attempt, rank: rank), node: node, agentURL: url, callbackToken: token, gracePeriodSeconds: grace))
+                    StopWork(
+                        key: RankKey(jobID: job, attempt: attempt, rank: rank), node: node, agentURL: url, callbackToken: token,
+                        gracePeriodSeconds: grace))
             }
             return out
         }
@@ -179,8 +182,10 @@ public struct AttemptStore: Sendable {
             WHERE a.job_id = \(jobID) AND a.number = \(attempt)
             GROUP BY a.state, a.stop_state, a.reason, a.exit_code
             """, logger: self.logger)
-        guard let (state, stopState, reason, exitCode, active, succeeded, total) = try await rows.decode(
-            (String, String?, String?, Int?, Int, Int, Int).self).first(where: { _ in true }),
+        guard
+            let (state, stopState, reason, exitCode, active, succeeded, total) = try await rows.decode(
+                (String, String?, String?, Int?, Int, Int, Int).self
+            ).first(where: { _ in true }),
             AttemptState(rawValue: state)?.isLive == true, active == 0
         else { return }
         let ending = stopState.flatMap(AttemptState.init(rawValue:)) ?? (succeeded == total ? .succeeded : .failed)
@@ -296,8 +301,10 @@ public struct AttemptStore: Sendable {
             WHERE a.job_id = \(jobID) AND a.number = \(attempt)
             GROUP BY a.state, a.stop_requested_at
             """, logger: self.logger)
-        guard let (state, stopping, running, succeeded, total, failedRank, vanishedRank) = try await rows.decode(
-            (String, Bool, Int, Int, Int, String?, String?).self).first(where: { _ in true }),
+        guard
+            let (state, stopping, running, succeeded, total, failedRank, vanishedRank) = try await rows.decode(
+                (String, Bool, Int, Int, Int, String?, String?).self
+            ).first(where: { _ in true }),
             let current = AttemptState(rawValue: state), current.isLive
         else { return }
         if !stopping {
@@ -374,5 +381,3 @@ public struct AttemptStore: Sendable {
         }
     }
 }
-
-import Logging

@@ -42,7 +42,8 @@ public struct JobStore: Sendable {
             if !restricted.isEmpty && !restricted.contains(org) {
                 throw StoreError.forbidden("pool \(spec.pool) is restricted to \(restricted.joined(separator: ", "))")
             }
-            let orgExists = try await connection.query("SELECT 1 FROM organizations WHERE name = \(org)", logger: logger)
+            let orgExists =
+                try await connection.query("SELECT 1 FROM organizations WHERE name = \(org)", logger: logger)
                 .decode(Int.self).first { _ in true } != nil
             guard orgExists else { throw StoreError.invalid(field: "org", message: "unknown organization '\(org)'") }
 
@@ -79,7 +80,8 @@ public struct JobStore: Sendable {
         let logger = self.database.logger
         var wanted = name
         if wanted == nil {
-            wanted = try await connection.query("SELECT priority_class FROM policy_defaults", logger: logger)
+            wanted =
+                try await connection.query("SELECT priority_class FROM policy_defaults", logger: logger)
                 .decode(String?.self).first { _ in true } ?? nil
         }
         if let wanted {
@@ -142,7 +144,8 @@ public struct JobStore: Sendable {
                     jobID: id, attempt: live, endAs: .cancelled, reason: "cancelled by \(principal.name)", exitCode: nil, on: connection)
             }
             try await AuditStore.append(
-                connection, logger: logger, actor: principal, action: "job.cancel", target: "job/\(id)", outcome: job.state.isTerminal ? "already \(job.state.rawValue)" : "ok",
+                connection, logger: logger, actor: principal, action: "job.cancel", target: "job/\(id)",
+                outcome: job.state.isTerminal ? "already \(job.state.rawValue)" : "ok",
                 detail: [:])
         }
         return try await self.show(id, visibleTo: principal)

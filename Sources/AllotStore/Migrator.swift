@@ -59,9 +59,10 @@ public struct Migrator: Sendable {
             let didApply = try await self.database.transaction { connection -> Bool in
                 // One migrator at a time, whichever allotd runs it.
                 try await connection.query("SELECT pg_advisory_xact_lock(7321000)", logger: self.database.logger)
-                let sum = try await connection.query(
-                    "SELECT encode(sha256(convert_to(\(file.sql), 'UTF8')), 'hex')", logger: self.database.logger
-                ).decode(String.self).first { _ in true } ?? ""
+                let sum =
+                    try await connection.query(
+                        "SELECT encode(sha256(convert_to(\(file.sql), 'UTF8')), 'hex')", logger: self.database.logger
+                    ).decode(String.self).first { _ in true } ?? ""
                 let rows = try await connection.query(
                     "SELECT name, checksum FROM schema_migrations WHERE version = \(file.version)", logger: self.database.logger)
                 for try await (name, checksum) in rows.decode((String, String).self) {

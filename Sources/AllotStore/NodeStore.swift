@@ -13,7 +13,8 @@ public struct NodeStore: Sendable {
     public func add(name: String, pool: String, block: String?, by actor: Principal) async throws -> String {
         guard actor.role == .operator else { throw StoreError.forbidden("only operators add nodes") }
         return try await self.database.transaction { connection in
-            let poolExists = try await connection.query("SELECT 1 FROM pools WHERE name = \(pool)", logger: self.logger)
+            let poolExists =
+                try await connection.query("SELECT 1 FROM pools WHERE name = \(pool)", logger: self.logger)
                 .decode(Int.self).first { _ in true } != nil
             guard poolExists else { throw StoreError.invalid(field: "pool", message: "unknown pool '\(pool)' (apply Policies/ first)") }
             do {

@@ -78,7 +78,9 @@ public struct PolicyStore: Sendable {
             FROM allocations
             """, logger: self.logger)
         for try await (id, org, pool, g, l, h, from, until) in rows.decode((Int64, String, String, Int, Int, Int64, String?, String?).self) {
-            current["\(org)/\(pool)/\(from ?? "monthly")"] = (id, Allocation(pool: pool, guaranteedGPUs: g, limitGPUs: l, gpuHours: h, validFrom: from, validUntil: until))
+            current["\(org)/\(pool)/\(from ?? "monthly")"] = (
+                id, Allocation(pool: pool, guaranteedGPUs: g, limitGPUs: l, gpuHours: h, validFrom: from, validUntil: until)
+            )
         }
         var wanted = Set<String>()
         for org in policy.organizations {
@@ -103,7 +105,9 @@ public struct PolicyStore: Sendable {
                                 \(a.validUntil)::date, \(actor.name))
                         """, logger: self.logger)
                     changes.append(
-                        PolicyChange(kind: .added, what: "allocation \(key)", detail: "guaranteed \(a.guaranteedGPUs), limit \(a.limitGPUs), \(a.gpuHours) GPU-hours"))
+                        PolicyChange(
+                            kind: .added, what: "allocation \(key)",
+                            detail: "guaranteed \(a.guaranteedGPUs), limit \(a.limitGPUs), \(a.gpuHours) GPU-hours"))
                 }
             }
         }
@@ -159,15 +163,18 @@ public struct PolicyStore: Sendable {
             changes.append(
                 PolicyChange(
                     kind: .changed, what: "defaults",
-                    detail: "priorityClass \(d.priorityClass ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s"))
+                    detail:
+                        "priorityClass \(d.priorityClass ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s"
+                ))
         }
 
         // Pools and organisations no longer declared: removed when nothing uses them.
         let declaredPools = Set(policy.pools.map(\.name))
         for name in pools.keys.sorted() where !declaredPools.contains(name) {
-            let used = try await connection.query(
-                "SELECT (SELECT count(*) FROM nodes WHERE pool = \(name)) + (SELECT count(*) FROM jobs WHERE pool = \(name))", logger: self.logger
-            ).decode(Int.self).first { _ in true } ?? 0
+            let used =
+                try await connection.query(
+                    "SELECT (SELECT count(*) FROM nodes WHERE pool = \(name)) + (SELECT count(*) FROM jobs WHERE pool = \(name))", logger: self.logger
+                ).decode(Int.self).first { _ in true } ?? 0
             if used > 0 {
                 changes.append(PolicyChange(kind: .kept, what: "pool \(name)", detail: "not declared, but nodes or jobs use it"))
             } else {
@@ -177,10 +184,11 @@ public struct PolicyStore: Sendable {
         }
         let declaredOrgs = Set(policy.organizations.map(\.name))
         for name in orgs.sorted() where !declaredOrgs.contains(name) {
-            let used = try await connection.query(
-                "SELECT (SELECT count(*) FROM jobs WHERE org = \(name)) + (SELECT count(*) FROM tokens WHERE org = \(name) AND revoked_at IS NULL)",
-                logger: self.logger
-            ).decode(Int.self).first { _ in true } ?? 0
+            let used =
+                try await connection.query(
+                    "SELECT (SELECT count(*) FROM jobs WHERE org = \(name)) + (SELECT count(*) FROM tokens WHERE org = \(name) AND revoked_at IS NULL)",
+                    logger: self.logger
+                ).decode(Int.self).first { _ in true } ?? 0
             if used > 0 {
                 changes.append(PolicyChange(kind: .kept, what: "organization \(name)", detail: "not declared, but jobs or tokens use it"))
             } else {
@@ -190,14 +198,17 @@ public struct PolicyStore: Sendable {
         }
         try await AuditStore.append(
             connection, logger: self.logger, actor: actor, action: "policy.apply", target: "policy",
-            outcome: changes.isEmpty ? "unchanged" : "\(changes.count) changes", detail: ["changes": changes.map(\.description).joined(separator: "; ")])
+            outcome: changes.isEmpty ? "unchanged" : "\(changes.count) changes",
+            detail: ["changes": changes.map(\.description).joined(separator: "; ")])
         return changes
     }
 
     /// The fields that differ between two values, as `field: old → new`.
     static func describe<T: Encodable>(_ old: T, _ new: T) -> String {
         func fields(_ v: T) -> [String: String] {
-            guard let data = try? JSONEncoder().encode(v), let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [:] }
+            guard let data = try? JSONEncoder().encode(v), let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                return [:]
+            }
             return object.mapValues { "\($0)" }
         }
         let (a, b) = (fields(old), fields(new))

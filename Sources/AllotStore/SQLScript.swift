@@ -1,3 +1,5 @@
+import Foundation
+
 /// Splits a SQL script into statements, since PostgresNIO sends one statement per query (extended protocol).
 /// Semicolons inside quotes ('…', E'…', "…"), dollar quotes ($$…$$, $tag$…$tag$) and comments do not split.
 public enum SQLScript {
@@ -21,8 +23,11 @@ public enum SQLScript {
             if c == "/" && next == "*" {
                 var depth = 0
                 repeat {
-                    if chars[i] == "/" && i + 1 < chars.count && chars[i + 1] == "*" { depth += 1; current.append(chars[i]); i += 1 }
-                    else if chars[i] == "*" && i + 1 < chars.count && chars[i + 1] == "/" { depth -= 1; current.append(chars[i]); i += 1 }
+                    if chars[i] == "/" && i + 1 < chars.count && chars[i + 1] == "*" {
+                        depth += 1; current.append(chars[i]); i += 1
+                    } else if chars[i] == "*" && i + 1 < chars.count && chars[i + 1] == "/" {
+                        depth -= 1; current.append(chars[i]); i += 1
+                    }
                     current.append(chars[i])
                     i += 1
                 } while i < chars.count && depth > 0
@@ -87,8 +92,8 @@ public enum SQLScript {
     }
 
     static func onlyComments(_ s: String) -> Bool {
-        s.split(separator: "\n").allSatisfy { $0.trimmingCharacters(in: .whitespaces).hasPrefix("--") || $0.trimmingCharacters(in: .whitespaces).isEmpty }
+        s.split(separator: "\n").allSatisfy {
+            $0.trimmingCharacters(in: .whitespaces).hasPrefix("--") || $0.trimmingCharacters(in: .whitespaces).isEmpty
+        }
     }
 }
-
-import Foundation

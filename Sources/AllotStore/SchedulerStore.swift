@@ -88,7 +88,10 @@ public struct SchedulerStore: Sendable {
                     try await connection.query("ROLLBACK TO SAVEPOINT placement", logger: logger)
                     logger.debug(
                         "placement refused by the database",
-                        metadata: ["job": "\(placement.jobID)", "constraint": "\(error.constraint ?? "-")", "message": "\(error.serverMessage ?? "\(error)")"])
+                        metadata: [
+                            "job": "\(placement.jobID)", "constraint": "\(error.constraint ?? "-")",
+                            "message": "\(error.serverMessage ?? "\(error)")",
+                        ])
                 }
             }
             if !plan.waiting.isEmpty {

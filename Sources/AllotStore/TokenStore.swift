@@ -46,9 +46,10 @@ public struct TokenStore: Sendable {
     public func bootstrap() async throws -> String {
         try await self.database.transaction { connection in
             try await connection.query("LOCK TABLE tokens IN EXCLUSIVE MODE", logger: self.database.logger)
-            let count = try await connection.query(
-                "SELECT count(*) FROM tokens WHERE role = 'operator' AND revoked_at IS NULL", logger: self.database.logger
-            ).decode(Int.self).first { _ in true } ?? 0
+            let count =
+                try await connection.query(
+                    "SELECT count(*) FROM tokens WHERE role = 'operator' AND revoked_at IS NULL", logger: self.database.logger
+                ).decode(Int.self).first { _ in true } ?? 0
             if count > 0 { throw StoreError.conflict("an operator token exists already: bootstrap runs once") }
             let secret = try await self.create(name: "bootstrap-operator", role: .operator, org: nil, node: nil, on: connection)
             try await AuditStore.append(

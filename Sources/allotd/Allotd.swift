@@ -93,7 +93,9 @@ struct Serve: AsyncParsableCommand {
         options.host = String(self.listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         options.port = port
         if let text = self.heartbeatTimeout {
-            guard let seconds = parseSeconds(text), seconds > 0 else { throw ValidationError("--heartbeat-timeout: '\(text)' is not a duration like 30s") }
+            guard let seconds = parseSeconds(text), seconds > 0 else {
+                throw ValidationError("--heartbeat-timeout: '\(text)' is not a duration like 30s")
+            }
             options.heartbeatTimeoutSeconds = seconds
         }
         guard let strategy = ScoringStrategy(rawValue: self.strategy) else { throw ValidationError("--strategy: unknown '\(self.strategy)'") }

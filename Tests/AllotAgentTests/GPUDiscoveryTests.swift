@@ -56,10 +56,12 @@ struct GPUDiscoveryTests {
         #expect(gpus[2].memoryMiB == 0)
     }
 
-    @Test("product names to models", arguments: [
-        ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA A100-SXM4-80GB", "A100"), ("Tesla V100-SXM2-32GB", "V100"), ("NVIDIA H200", "H200"),
-        ("NVIDIA GeForce RTX 4090", "4090"), ("NVIDIA L40S", "L40S"), ("NVIDIA GH200 480GB", "GH200"), ("NVIDIA B200", "B200"),
-    ])
+    @Test(
+        "product names to models",
+        arguments: [
+            ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA A100-SXM4-80GB", "A100"), ("Tesla V100-SXM2-32GB", "V100"), ("NVIDIA H200", "H200"),
+            ("NVIDIA GeForce RTX 4090", "4090"), ("NVIDIA L40S", "L40S"), ("NVIDIA GH200 480GB", "GH200"), ("NVIDIA B200", "B200"),
+        ])
     func models(name: String, model: String) { #expect(GPUDiscovery.model(from: name) == model) }
 
     @Test("not XML, or not nvidia-smi's, is a clear error")

@@ -14,7 +14,9 @@ struct PlacementPropertyTests {
         return (0..<UInt64(runs)).map { $0 &* 7919 &+ 17 }
     }
 
-    @Test("no GPU over 1000 milli, no node over its CPU or memory; gangs whole on distinct nodes; only ready nodes of the pool, acceptable models and healthy GPUs")
+    @Test(
+        "no GPU over 1000 milli, no node over its CPU or memory; gangs whole on distinct nodes; only ready nodes of the pool, acceptable models and healthy GPUs"
+    )
     func invariants() {
         for strategy in ScoringStrategy.allCases {
             for seed in Self.seeds {

@@ -18,9 +18,11 @@ struct PlacerTests {
         #expect(plan.placements.first?.ranks.first?.gpuIndices == [4, 5])
     }
 
-    @Test("spread takes the least allocated node; first-fit the first in name order", arguments: [
-        (ScoringStrategy.spread, "a-empty"), (.firstFit, "a-empty"), (.bestFit, "b-half"),
-    ])
+    @Test(
+        "spread takes the least allocated node; first-fit the first in name order",
+        arguments: [
+            (ScoringStrategy.spread, "a-empty"), (.firstFit, "a-empty"), (.bestFit, "b-half"),
+        ])
     func strategies(strategy: ScoringStrategy, expected: String) {
         let nodes: [NodeSnapshot] = [.node("a-empty"), .node("b-half").using([0, 1, 2, 3])]
         let plan = Placer(strategy: strategy).place([.job(1, gpus: 1)], on: nodes)
@@ -103,7 +105,10 @@ struct PlacerTests {
 
     @Test("higher priority goes first, then the earlier submission")
     func queueOrder() {
-        let jobs: [PendingJob] = [.job(1, gpus: 8, priority: 1, submittedAt: 5), .job(2, gpus: 8, priority: 9, submittedAt: 9), .job(3, gpus: 8, priority: 9, submittedAt: 1)]
+        let jobs: [PendingJob] = [
+            .job(1, gpus: 8, priority: 1, submittedAt: 5), .job(2, gpus: 8, priority: 9, submittedAt: 9),
+            .job(3, gpus: 8, priority: 9, submittedAt: 1),
+        ]
         let plan = self.placer.place(jobs, on: [.node("n")])
         #expect(plan.placements.map(\.jobID) == [3])
     }

@@ -34,27 +34,30 @@ struct JobSpecParserTests {
 
     @Test("JSON works too, and a dry run's output parses back to the same spec")
     func roundTrip() throws {
-        let spec = try JobSpecParser.parse(#"{"name": "x", "pool": "h200", "gpuMilli": 250, "kind": "inference", "command": "serve", "gpuModel": "H200|H100"}"#)
+        let spec = try JobSpecParser.parse(
+            #"{"name": "x", "pool": "h200", "gpuMilli": 250, "kind": "inference", "command": "serve", "gpuModel": "H200|H100"}"#)
         #expect(spec.gpuMilli == 250 && spec.gpusPerNode == 0 && spec.kind == .inference && spec.gpuModel == ["H200", "H100"])
         #expect(try JobSpecParser.parse(JobSpecParser.json(spec)) == spec)
     }
 
-    @Test("bad input names the field and the reason", arguments: [
-        ("pool: h200\ncommand: x\ngpus: 4", "gpus", "unknown field"),
-        ("pool: h200\ncommand: x\ngpusPerNode: -1", "gpusPerNode", "between 0 and 64"),
-        ("pool: h200\ncommand: x\ngpusPerNode: 100000", "gpusPerNode", "between 0 and 64"),
-        ("pool: h200\ncommand: x\nnodes: two", "nodes", "whole number"),
-        ("command: x", "pool", "required"),
-        ("pool: h200", "command", "required"),
-        ("pool: h200\ncommand: x\ntimeLimit: soon", "timeLimit", "duration"),
-        ("pool: h200\ncommand: x\nmemoryPerNode: lots", "memoryPerNode", "size"),
-        ("pool: h200\ncommand: x\ngpuMilli: 1500", "gpuMilli", "between 1 and 999"),
-        ("pool: h200\ncommand: x\nkind: batch", "kind", "training or inference"),
-        ("pool: h200\ncommand: x\nenv: {1BAD: x}", "env.1BAD", "variable name"),
-        ("pool: h200\ncommand: x\nworkingDir: relative/dir", "workingDir", "absolute"),
-        ("pool: h200\ncommand: x\nPool: h100", "Pool", "did you mean pool"),
-        ("pool: bad name!\ncommand: x", "pool", "letters, digits"),
-    ])
+    @Test(
+        "bad input names the field and the reason",
+        arguments: [
+            ("pool: h200\ncommand: x\ngpus: 4", "gpus", "unknown field"),
+            ("pool: h200\ncommand: x\ngpusPerNode: -1", "gpusPerNode", "between 0 and 64"),
+            ("pool: h200\ncommand: x\ngpusPerNode: 100000", "gpusPerNode", "between 0 and 64"),
+            ("pool: h200\ncommand: x\nnodes: two", "nodes", "whole number"),
+            ("command: x", "pool", "required"),
+            ("pool: h200", "command", "required"),
+            ("pool: h200\ncommand: x\ntimeLimit: soon", "timeLimit", "duration"),
+            ("pool: h200\ncommand: x\nmemoryPerNode: lots", "memoryPerNode", "size"),
+            ("pool: h200\ncommand: x\ngpuMilli: 1500", "gpuMilli", "between 1 and 999"),
+            ("pool: h200\ncommand: x\nkind: batch", "kind", "training or inference"),
+            ("pool: h200\ncommand: x\nenv: {1BAD: x}", "env.1BAD", "variable name"),
+            ("pool: h200\ncommand: x\nworkingDir: relative/dir", "workingDir", "absolute"),
+            ("pool: h200\ncommand: x\nPool: h100", "Pool", "did you mean pool"),
+            ("pool: bad name!\ncommand: x", "pool", "letters, digits"),
+        ])
     func rejected(text: String, field: String, reason: String) {
         do {
             _ = try JobSpecParser.parse(text)

@@ -13,7 +13,9 @@ struct PolicyParserTests {
         #expect(policy.organizations.count >= 4)
         #expect(policy.pools.contains { $0.name == "defense-secure" && $0.restrictedTo == ["defense"] })
         #expect(policy.priorityClasses.map(\.name).sorted() == ["critical", "preemptible", "standard"])
-        #expect(policy.defaults == PolicyDefaults(priorityClass: "standard", gracePeriodSeconds: 60, reclaimDeadlineSeconds: 300, heartbeatTimeoutSeconds: 30))
+        #expect(
+            policy.defaults
+                == PolicyDefaults(priorityClass: "standard", gracePeriodSeconds: 60, reclaimDeadlineSeconds: 300, heartbeatTimeoutSeconds: 30))
         let defense = try #require(policy.organizations.first { $0.name == "defense" })
         #expect(defense.allocations.first { $0.pool == "defense-secure" }?.validUntil == "2027-06-30")
     }

@@ -57,12 +57,14 @@ public struct Placer: Sendable {
             case .success(let ranks):
                 for r in ranks { Self.consume(r, of: job, in: &nodes[r.position]) }
                 plan.placements.append(
-                    Placement(jobID: job.id, ranks: ranks.map { r in
-                        RankAssignment(
-                            rank: r.rank, node: nodes[r.position].name,
-                            gpuIndices: r.gpuPositions.map { nodes[r.position].gpus[$0].index },
-                            milliPerGPU: job.perNode.fractionMilli ?? 1000)
-                    }))
+                    Placement(
+                        jobID: job.id,
+                        ranks: ranks.map { r in
+                            RankAssignment(
+                                rank: r.rank, node: nodes[r.position].name,
+                                gpuIndices: r.gpuPositions.map { nodes[r.position].gpus[$0].index },
+                                milliPerGPU: job.perNode.fractionMilli ?? 1000)
+                        }))
             case .failure(let reason):
                 plan.waiting[job.id] = reason.reason
             }
@@ -121,7 +123,8 @@ public struct Placer: Sendable {
         if couldFit >= job.nodes { return nil }
         let shape = job.perNode.fractionMilli.map { "\($0) milli of a GPU per node" } ?? "\(job.perNode.gpus) GPUs per node"
         let models = job.gpuModels.isEmpty ? "" : " of model \(job.gpuModels.joined(separator: "|"))"
-        let extra = job.perNode.cpuMilli > 0 || job.perNode.memoryMiB > 0
+        let extra =
+            job.perNode.cpuMilli > 0 || job.perNode.memoryMiB > 0
             ? " with \(job.perNode.cpuMilli / 1000) CPUs and \(job.perNode.memoryMiB) MiB" : ""
         if couldFit == 0 {
             let why = rejection.map { " (\($0.rawValue))" } ?? ""

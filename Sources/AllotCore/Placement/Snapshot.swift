@@ -1,3 +1,5 @@
+import Foundation
+
 /// One GPU as the placement core sees it: what it is and how much of it is taken.
 public struct GPUSlot: Hashable, Sendable {
     public var index: Int
@@ -86,5 +88,3 @@ public struct PendingJob: Hashable, Sendable {
         self.gpuModels.isEmpty || self.gpuModels.contains { $0.caseInsensitiveCompare(model) == .orderedSame }
     }
 }
-
-import Foundation
