@@ -2,6 +2,7 @@
 # A private PostgreSQL cluster for development and tests.
 #   ops/postgres.sh start DIR [--fast]   initdb (once) and start on a free loopback port; prints the database URL
 #   ops/postgres.sh stop DIR             fast shutdown
+#   ops/postgres.sh destroy DIR          stop, and delete the cluster's data
 # The server refuses to run as root, so as root it runs as the `postgres` user, with data, log and socket in
 # a folder under /tmp that this user owns (the checkout may be where `postgres` cannot enter); DIR then keeps
 # only a link to it. --fast turns durability off (fsync, synchronous_commit): for tests only.
@@ -11,7 +12,7 @@ PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n
 [ -x "$PGBIN/initdb" ] || { echo "postgres.sh: PostgreSQL server binaries not found (install postgresql)" >&2; exit 1; }
 
 cmd=${1:-}; dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR [--fast]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|destroy DIR [--fast]" >&2; exit 2; }
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
@@ -53,5 +54,9 @@ start)
 stop)
   if [ -f "$home/data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$home/data" -m fast -w stop >/dev/null 2>&1 || true; fi
   ;;
-*) echo "usage: $0 start|stop DIR [--fast]" >&2; exit 2 ;;
+destroy)
+  if [ -f "$home/data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$home/data" -m immediate -w stop >/dev/null 2>&1 || true; fi
+  rm -rf "$home" "$dir/cluster"
+  ;;
+*) echo "usage: $0 start|stop|destroy DIR [--fast]" >&2; exit 2 ;;
 esac

@@ -52,13 +52,14 @@ public enum TestDatabase {
         }
         var url = admin
         url.database = name
-        let database = Database(url: url, logger: logger)
         if migrate {
-            try await database.withRunningClient {
-                try await Migrator(database: database).migrate(try Migrator.files(in: self.migrationsFolder))
+            // A client runs once: migrate with one, hand the caller another.
+            let migrating = Database(url: url, logger: logger)
+            try await migrating.withRunningClient {
+                try await Migrator(database: migrating).migrate(try Migrator.files(in: self.migrationsFolder))
             }
         }
-        return (database, name, admin)
+        return (Database(url: url, logger: logger), name, admin)
     }
 
     public static func drop(_ name: String, admin: DatabaseURL) async throws {

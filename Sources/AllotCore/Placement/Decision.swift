@@ -18,6 +18,10 @@ public struct RankAssignment: Hashable, Codable, Sendable {
 public struct Placement: Hashable, Sendable {
     public var jobID: Int64
     public var ranks: [RankAssignment]
+    public init(jobID: Int64, ranks: [RankAssignment]) {
+        self.jobID = jobID
+        self.ranks = ranks
+    }
 }
 
 /// Why a node was not chosen for a job. Counted per cycle so operators see what blocks the queue.

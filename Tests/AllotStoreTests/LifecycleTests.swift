@@ -1,0 +1,166 @@
+import AllotCore
+import AllotStore
+import AllotTesting
+import Foundation
+import Testing
+
+@Suite("Jobs and attempts through the store", databaseTests)
+struct LifecycleTests {
+    static func running(_ key: RankKey) -> RankStatus { RankStatus(key: key, state: .running) }
+    static func exited(_ key: RankKey, _ code: Int) -> RankStatus { RankStatus(key: key, state: .exited, exitCode: code) }
+
+    @Test("a gang goes queued → placed → starting → running → succeeded, holding its GPUs until it ends")
+    func happyGang() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            let id = try await f.submit(JobSpec(name: "g", org: "lab", pool: "h200", nodes: 2, gpusPerNode: 4, command: "true"))
+            #expect(try await f.job(id).state == .queued)
+            #expect(try await f.schedule() == [id])
+            let placed = try await f.job(id)
+            #expect(placed.state == .placed)
+            let ranks = try #require(placed.attempts.first?.nodes)
+            #expect(Set(ranks.map(\.node)) == ["n1", "n2"])
+            #expect(ranks.allSatisfy { $0.gpus.count == 4 })
+
+            let store = AttemptStore(database: db)
+            let work = try await store.dueLaunches()
+            #expect(work.count == 1 && work[0].ranks.count == 2)
+            for r in ranks { try await store.markDispatched(RankKey(jobID: id, attempt: 1, rank: r.rank)) }
+            #expect(try await f.job(id).state == .starting)
+            #expect(try await store.dueLaunches().isEmpty)
+
+            for r in ranks { try await f.report(r.node, ranks: [Self.running(RankKey(jobID: id, attempt: 1, rank: r.rank))]) }
+            #expect(try await f.job(id).state == .running)
+            #expect(try await f.scalar("SELECT sum(claimed_milli)::bigint FROM gpus", as: Int64.self) == 8000)
+
+            // Rank 0 finishes first: the job keeps running until every rank has.
+            let r0 = try #require(ranks.first { $0.rank == 0 })
+            let r1 = try #require(ranks.first { $0.rank == 1 })
+            let reply = try await f.report(r0.node, ranks: [Self.exited(RankKey(jobID: id, attempt: 1, rank: 0), 0)])
+            #expect(reply.acknowledged == [RankKey(jobID: id, attempt: 1, rank: 0)])
+            #expect(try await f.job(id).state == .running)
+            try await f.report(r1.node, ranks: [Self.exited(RankKey(jobID: id, attempt: 1, rank: 1), 0)])
+            let done = try await f.job(id)
+            #expect(done.state == .succeeded && done.exitCode == 0)
+            #expect(try await f.scalar("SELECT sum(claimed_milli)::bigint FROM gpus", as: Int64.self) == 0)
+            #expect(try await f.scalar("SELECT count(*) FROM usage WHERE ended_at IS NOT NULL AND gpu_milli = 8000", as: Int.self) == 1)
+        }
+    }
+
+    @Test("a rank that exits 3 stops its gang and ends the job failed with exit code 3")
+    func failingRank() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            let id = try await f.submit(JobSpec(name: "g", org: "lab", pool: "h200", nodes: 2, gpusPerNode: 4, command: "exit 3"))
+            try await f.schedule()
+            let ranks = try #require(try await f.job(id).attempts.first?.nodes)
+            let store = AttemptStore(database: db)
+            for r in ranks {
+                try await store.markDispatched(RankKey(jobID: id, attempt: 1, rank: r.rank))
+                try await f.report(r.node, ranks: [Self.running(RankKey(jobID: id, attempt: 1, rank: r.rank))])
+            }
+            let failing = ranks[1]
+            try await f.report(failing.node, ranks: [Self.exited(RankKey(jobID: id, attempt: 1, rank: failing.rank), 3)])
+            // The other rank is asked to stop; the job ends once it has.
+            let stops = try await store.dueStops()
+            #expect(stops.map(\.key) == [RankKey(jobID: id, attempt: 1, rank: ranks[0].rank)])
+            try await f.report(ranks[0].node, ranks: [RankStatus(key: stops[0].key, state: .exited, exitCode: 143, signal: 15)])
+            let job = try await f.job(id)
+            #expect(job.state == .failed)
+            #expect(job.exitCode == 3)
+            #expect(job.reason?.contains("exited with code 3") == true)
+        }
+    }
+
+    @Test("cancelling a queued job ends it at once; a running one once its ranks have stopped")
+    func cancel() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1"])
+            let jobs = JobStore(database: db)
+            let running = try await f.submit(JobSpec(name: "r", org: "lab", pool: "h200", gpusPerNode: 8, command: "sleep 600"))
+            let queued = try await f.submit(JobSpec(name: "q", org: "lab", pool: "h200", gpusPerNode: 8, command: "sleep 600"))
+            try await f.schedule()
+            #expect(try await f.job(queued).reason?.hasPrefix("capacity") == true)
+            #expect(try await jobs.cancel(queued, by: f.op).state == .cancelled)
+
+            let key = RankKey(jobID: running, attempt: 1, rank: 0)
+            try await AttemptStore(database: db).markDispatched(key)
+            try await f.report("n1", ranks: [Self.running(key)])
+            #expect(try await jobs.cancel(running, by: f.op).state == .running)
+            #expect(try await AttemptStore(database: db).dueStops().map(\.key) == [key])
+            try await f.report("n1", ranks: [RankStatus(key: key, state: .exited, exitCode: 143, signal: 15)])
+            #expect(try await f.job(running).state == .cancelled)
+        }
+    }
+
+    @Test("a node without heartbeats is lost; its job is requeued and placed on another node")
+    func nodeLost() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            let id = try await f.submit(JobSpec(name: "big", org: "lab", pool: "h200", gpusPerNode: 8, command: "sleep 600"))
+            try await f.schedule()
+            let node = try #require(try await f.job(id).attempts.first?.nodes.first?.node)
+            try await db.query("UPDATE nodes SET last_heartbeat = now() - interval '1 minute' WHERE name = \(node)")
+            #expect(try await AttemptStore(database: db).markLostNodes(timeoutSeconds: 30) == [node])
+            let requeued = try await f.job(id)
+            #expect(requeued.state == .queued)
+            #expect(requeued.attempts.first?.state == .lost)
+            #expect(requeued.reason?.contains("node \(node) lost") == true)
+            #expect(try await f.schedule() == [id])
+            let again = try await f.job(id)
+            #expect(again.attempts.count == 2)
+            #expect(again.attempts[1].nodes.first?.node != node)
+            // The lost node's agent comes back: the node is ready again and learns that nothing of it is live.
+            let reply = try await f.report(node, ranks: [Self.running(RankKey(jobID: id, attempt: 1, rank: 0))])
+            #expect(reply.live.isEmpty)
+            #expect(try await NodeStore(database: db).list().first { $0.name == node }?.state == .ready)
+        }
+    }
+
+    @Test("after maxAttempts infrastructure endings the job fails instead of requeueing forever")
+    func maxAttempts() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1"])
+            let id = try await f.submit(JobSpec(name: "x", org: "lab", pool: "h200", gpusPerNode: 1, command: "true", maxAttempts: 2))
+            for attempt in 1...2 {
+                try await f.schedule()
+                let failedOut = try await AttemptStore(database: db).dispatchFailed(jobID: id, attempt: attempt, node: "n1", error: "refused", maxTries: 1)
+                #expect(failedOut)
+            }
+            let job = try await f.job(id)
+            #expect(job.state == .failed)
+            #expect(job.reason?.contains("maxAttempts (2) spent") == true)
+        }
+    }
+
+    @Test("submissions are checked against the database: pool, organisation, restriction, class, size")
+    func submitValidation() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            func field(_ spec: JobSpec, as p: Principal? = nil) async -> String? {
+                do {
+                    _ = try await f.submit(spec, as: p)
+                    return nil
+                } catch let StoreError.invalid(field, _) {
+                    return field
+                } catch let StoreError.forbidden(message) {
+                    return "forbidden: \(message)"
+                } catch {
+                    return "\(error)"
+                }
+            }
+            #expect(await field(JobSpec(name: "x", org: "lab", pool: "nope", command: "true")) == "pool")
+            #expect(await field(JobSpec(name: "x", org: "nobody", pool: "h200", command: "true")) == "org")
+            #expect(await field(JobSpec(name: "x", pool: "h200", command: "true")) == "org")
+            #expect(await field(JobSpec(name: "x", org: "lab", pool: "h200", gpusPerNode: 16, command: "true")) == "gpusPerNode")
+            #expect(await field(JobSpec(name: "x", org: "lab", pool: "h200", priorityClass: "vip", command: "true")) == "priorityClass")
+            #expect(await field(JobSpec(name: "x", org: "lab", pool: "h200", priorityClass: "short", timeLimitSeconds: 7200, command: "true")) == "timeLimit")
+            #expect(await field(JobSpec(name: "x", org: "lab", pool: "secure", command: "true"))?.hasPrefix("forbidden") == true)
+            let member = Principal(name: "alice", role: .member, org: "lab")
+            #expect(await field(JobSpec(name: "x", org: "defense", pool: "h200", command: "true"), as: member)?.hasPrefix("forbidden") == true)
+            #expect(await field(JobSpec(name: "x", pool: "h200", command: "true"), as: member) == nil)
+            // Nothing but the member's job was stored.
+            #expect(try await f.scalar("SELECT count(*) FROM jobs", as: Int.self) == 1)
+        }
+    }
+}
