@@ -119,6 +119,7 @@ extension PSQLError {
 
 extension Database {
     /// Runs the client for the duration of `body`, for one-shot commands (migrate, bootstrap) and tests.
+    @discardableResult
     public func withRunningClient<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
         try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {

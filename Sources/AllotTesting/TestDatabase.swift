@@ -47,7 +47,7 @@ public enum TestDatabase {
         var logger = Logger(label: "test")
         logger.logLevel = .error
         let adminDB = Database(url: admin, logger: logger)
-        try await adminDB.withRunningClient {
+        _ = try await adminDB.withRunningClient {
             try await adminDB.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
         }
         var url = admin
@@ -66,7 +66,7 @@ public enum TestDatabase {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let adminDB = Database(url: admin, logger: logger)
-        try await adminDB.withRunningClient {
+        _ = try await adminDB.withRunningClient {
             try await adminDB.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"))
         }
     }

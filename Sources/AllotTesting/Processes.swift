@@ -1,0 +1,81 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A free TCP port on 127.0.0.1, found by binding port 0.
+public func freeLoopbackPort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// The folder holding the package's built executables (next to the test bundle).
+public var builtExecutablesFolder: URL {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+    // On Linux the test runner is `.build/<triple>/debug/allotPackageTests.xctest`; elsewhere it may sit deeper.
+    for _ in 0..<4 where !FileManager.default.fileExists(atPath: dir.appendingPathComponent("allotd").path) {
+        dir.deleteLastPathComponent()
+    }
+    return dir
+}
+
+/// A child process of a test, its output in a file, killed when the test is done with it.
+public final class TestProcess: @unchecked Sendable {
+    public let process = Process()
+    public let logURL: URL
+    public let name: String
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], name: String? = nil) throws {
+        self.name = name ?? executable
+        self.logURL = FileManager.default.temporaryDirectory.appendingPathComponent("allot-\(self.name)-\(UUID().uuidString.prefix(8)).log")
+        _ = FileManager.default.createFile(atPath: self.logURL.path, contents: nil)
+        let log = try FileHandle(forWritingTo: self.logURL)
+        self.process.executableURL = builtExecutablesFolder.appendingPathComponent(executable)
+        self.process.arguments = arguments
+        self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        self.process.standardOutput = log
+        self.process.standardError = log
+        try self.process.run()
+    }
+
+    public var output: String { (try? String(contentsOf: self.logURL, encoding: .utf8)) ?? "" }
+
+    /// SIGKILL, as a crash would be.
+    public func crash() {
+        kill(self.process.processIdentifier, SIGKILL)
+        self.process.waitUntilExit()
+    }
+
+    public func stop() {
+        if self.process.isRunning {
+            self.process.terminate()
+            self.process.waitUntilExit()
+        }
+    }
+
+    deinit { self.stop() }
+}
+
+/// Runs a built executable to completion; returns its exit status and output.
+public func runBuilt(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = builtExecutablesFolder.appendingPathComponent(executable)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}

@@ -1,0 +1,139 @@
+import AllotCore
+import AllotHTTP
+import AllotServer
+import AllotStore
+import AllotTesting
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import Testing
+
+let databaseTests = ConditionTrait.enabled(if: TestDatabase.isConfigured, "needs ALLOT_TEST_DATABASE_URL (ops/test.sh sets it)")
+
+/// The HTTP API against a real database, through Hummingbird's router test client.
+@Suite("HTTP API", databaseTests)
+struct APITests {
+    struct Setup {
+        let app: Application<RouterResponder<BasicRequestContext>>
+        let operatorToken: String
+        let memberToken: String
+        let agentToken: String
+    }
+
+    static func setUp(_ db: Database) async throws -> Setup {
+        let op = Principal(name: "op", role: .operator)
+        _ = try await PolicyStore(database: db).apply(
+            Policy(
+                pools: [Pool(name: "h200")],
+                organizations: [Organization(name: "lab"), Organization(name: "uni")],
+                priorityClasses: [PriorityClass(name: "standard", value: 100)],
+                defaults: PolicyDefaults(priorityClass: "standard")),
+            by: op, dryRun: false)
+        let operatorToken = try await TokenStore(database: db).bootstrap()
+        let memberToken = try await TokenStore(database: db).create(name: "alice", role: .member, org: "lab", actor: op)
+        let agentToken = try await NodeStore(database: db).add(name: "n1", pool: "h200", block: nil, by: op)
+        _ = try await NodeStore(database: db).report(
+            AgentReport(
+                node: "n1", agentURL: "http://127.0.0.1:1", callbackToken: "cb", cpuMilli: 8000, memoryMiB: 65536,
+                gpus: (0..<8).map { GPUInfo(index: $0, uuid: "g\($0)", model: "H200", memoryMiB: 1) }, ranks: []),
+            from: Principal(name: "agent:n1", role: .agent, node: "n1"))
+        let router = Router(context: BasicRequestContext.self)
+        API(database: db, wake: Wakeup(), logger: db.logger).addRoutes(to: router)
+        return Setup(app: Application(router: router), operatorToken: operatorToken, memberToken: memberToken, agentToken: agentToken)
+    }
+
+    static func error(_ response: TestResponse) throws -> APIErrorBody.Detail {
+        try JSONDecoder().decode(APIErrorBody.self, from: Data(buffer: response.body)).error
+    }
+
+    @Test("bad job specs get 400 with the field and reason, and nothing is stored", arguments: [
+        ("pool: h200\ncommand: x\ngpusPerNode: -2", "gpusPerNode"),
+        ("pool: h200\ncommand: x\ngpusPerNode: 9", "gpusPerNode"),  // more than any node of the pool has
+        ("pool: h200\ncommand: x\nflavour: mild", "flavour"),
+        ("pool: nowhere\ncommand: x", "pool"),
+        ("pool: h200\ncommand: [x\n", nil),  // malformed YAML
+        ("{\"pool\": \"h200\", \"command\": \"x\", \"nodes\": 1e9}", "nodes"),
+    ] as [(String, String?)])
+    func badSpecs(body: String, field: String?) async throws {
+        try await TestDatabase.with { db in
+            let s = try await Self.setUp(db)
+            try await s.app.test(.router) { client in
+                try await client.execute(
+                    uri: "/v1/jobs", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"], body: ByteBuffer(string: body)
+                ) { response in
+                    #expect(response.status == .badRequest)
+                    let error = try Self.error(response)
+                    #expect(error.field == field)
+                    #expect(!error.message.isEmpty)
+                }
+            }
+            let count = try await db.query("SELECT count(*) FROM jobs").decode(Int.self).first { _ in true }
+            #expect(count == 0)
+        }
+    }
+
+    @Test("tokens: none is 401; members see only their organisation; an agent acts only for its node")
+    func authorization() async throws {
+        try await TestDatabase.with { db in
+            let s = try await Self.setUp(db)
+            try await s.app.test(.router) { client in
+                try await client.execute(uri: "/v1/jobs", method: .get) { #expect($0.status == .unauthorized) }
+                try await client.execute(uri: "/v1/jobs", method: .get, headers: [.authorization: "Bearer nope"]) {
+                    #expect($0.status == .unauthorized)
+                }
+                // An operator submits for uni; alice (lab) cannot see it, the operator can.
+                var id: Int64 = 0
+                try await client.execute(
+                    uri: "/v1/jobs", method: .post, headers: [.authorization: "Bearer \(s.operatorToken)"],
+                    body: ByteBuffer(string: "org: uni\npool: h200\ngpusPerNode: 1\ncommand: sleep 1")
+                ) { response in
+                    #expect(response.status == .created)
+                    let job = try JSON.decoder.decode(JobView.self, from: Data(buffer: response.body))
+                    #expect(job.org == "uni" && job.state == .queued)
+                    id = job.id
+                }
+                try await client.execute(uri: "/v1/jobs/\(id)", method: .get, headers: [.authorization: "Bearer \(s.memberToken)"]) {
+                    #expect($0.status == .notFound)
+                }
+                try await client.execute(uri: "/v1/jobs", method: .get, headers: [.authorization: "Bearer \(s.memberToken)"]) { response in
+                    let jobs = try JSON.decoder.decode([JobView].self, from: Data(buffer: response.body))
+                    #expect(jobs.isEmpty)
+                }
+                try await client.execute(uri: "/v1/jobs/\(id)/cancel", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"]) {
+                    #expect($0.status == .notFound)
+                }
+                // A member cannot add nodes or apply policy.
+                try await client.execute(
+                    uri: "/v1/nodes", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"],
+                    body: ByteBuffer(string: #"{"name": "n9", "pool": "h200"}"#)
+                ) { #expect($0.status == .forbidden) }
+                // The agent of n1 cannot report for n2.
+                let report = AgentReport(node: "n2", agentURL: "http://x", callbackToken: "c", cpuMilli: 0, memoryMiB: 0, gpus: [], ranks: [])
+                try await client.execute(
+                    uri: "/v1/agents/heartbeat", method: .post, headers: [.authorization: "Bearer \(s.agentToken)"],
+                    body: ByteBuffer(data: try JSONEncoder().encode(report))
+                ) { #expect($0.status == .forbidden) }
+                try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
+                try await client.execute(uri: "/readyz", method: .get) { #expect($0.status == .ok) }
+            }
+        }
+    }
+
+    @Test("a job listed as JSON carries the keys scripts rely on")
+    func jobJSONKeys() async throws {
+        try await TestDatabase.with { db in
+            let s = try await Self.setUp(db)
+            try await s.app.test(.router) { client in
+                try await client.execute(
+                    uri: "/v1/jobs", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"],
+                    body: ByteBuffer(string: "pool: h200\ngpusPerNode: 2\ncommand: 'true'")
+                ) { #expect($0.status == .created) }
+                try await client.execute(uri: "/v1/jobs", method: .get, headers: [.authorization: "Bearer \(s.memberToken)"]) { response in
+                    let jobs = try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [[String: Any]])
+                    let keys = Set(jobs.first?.keys.map { $0 } ?? [])
+                    #expect(keys.isSuperset(of: ["id", "name", "org", "state", "reason", "attempts"]))
+                }
+            }
+        }
+    }
+}
