@@ -118,6 +118,16 @@ public struct APIClient: Sendable {
     }
 
     /// Sends a request and returns the raw body of a 2xx answer.
+    /// One client for the process. Connection failures are not retried inside the client: every caller
+    /// (the CLI, the dispatcher's backoff, the heartbeat loop) has its own retry policy, and a refused
+    /// connection should say so at once rather than at the deadline.
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.timeout.connect = .seconds(3)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
     public func send(_ method: HTTPMethod, _ path: String, body: Data? = nil, contentType: String = "application/json") async throws -> Data {
         var request = HTTPClientRequest(url: self.baseURL + path)
         request.method = method
@@ -128,7 +138,7 @@ public struct APIClient: Sendable {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: self.timeout)
+            response = try await Self.http.execute(request, timeout: self.timeout)
         } catch {
             throw Failure.unreachable(url: self.baseURL, underlying: "\(error)")
         }

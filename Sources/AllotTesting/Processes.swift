@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A free TCP port on 127.0.0.1, found by binding port 0.
@@ -52,13 +52,16 @@ public final class TestProcess: @unchecked Sendable {
     /// SIGKILL, as a crash would be.
     public func crash() {
         kill(self.process.processIdentifier, SIGKILL)
-        self.process.waitUntilExit()
+        _ = reap(self.process)
     }
 
+    /// SIGTERM, then SIGKILL after 10 s.
     public func stop() {
-        if self.process.isRunning {
-            self.process.terminate()
-            self.process.waitUntilExit()
+        guard self.process.isRunning else { return }
+        self.process.terminate()
+        if reap(self.process, within: 10) == nil {
+            kill(self.process.processIdentifier, SIGKILL)
+            _ = reap(self.process)
         }
     }
 
@@ -76,6 +79,22 @@ public func runBuilt(_ executable: String, _ arguments: [String], environment: [
     process.standardError = pipe
     try process.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    return (reap(process) ?? -1, String(decoding: data, as: UTF8.self))
+}
+
+/// Waits for a child to exit and returns its status (128 + signal when killed). `Process.waitUntilExit` can
+/// miss the exit of a child when called from a concurrency thread on Linux, so this also reaps it directly.
+@discardableResult
+public func reap(_ process: Process, within seconds: Double = 60) -> Int32? {
+    let deadline = Date().addingTimeInterval(seconds)
+    let pid = process.processIdentifier
+    while Date() < deadline {
+        if !process.isRunning { return process.terminationStatus }
+        var status: Int32 = 0
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid { return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
+        if r == -1 && errno == ECHILD && !process.isRunning { return process.terminationStatus }
+        usleep(10_000)
+    }
+    return nil
 }

@@ -46,14 +46,16 @@ struct APITests {
         try JSONDecoder().decode(APIErrorBody.self, from: Data(buffer: response.body)).error
     }
 
-    @Test("bad job specs get 400 with the field and reason, and nothing is stored", arguments: [
-        ("pool: h200\ncommand: x\ngpusPerNode: -2", "gpusPerNode"),
-        ("pool: h200\ncommand: x\ngpusPerNode: 9", "gpusPerNode"),  // more than any node of the pool has
-        ("pool: h200\ncommand: x\nflavour: mild", "flavour"),
-        ("pool: nowhere\ncommand: x", "pool"),
-        ("pool: h200\ncommand: [x\n", nil),  // malformed YAML
-        ("{\"pool\": \"h200\", \"command\": \"x\", \"nodes\": 1e9}", "nodes"),
-    ] as [(String, String?)])
+    @Test(
+        "bad job specs get 400 with the field and reason, and nothing is stored",
+        arguments: [
+            ("pool: h200\ncommand: x\ngpusPerNode: -2", "gpusPerNode"),
+            ("pool: h200\ncommand: x\ngpusPerNode: 9", "gpusPerNode"),  // more than any node of the pool has
+            ("pool: h200\ncommand: x\nflavour: mild", "flavour"),
+            ("pool: nowhere\ncommand: x", "pool"),
+            ("pool: h200\ncommand: [x\n", nil),  // malformed YAML
+            ("{\"pool\": \"h200\", \"command\": \"x\", \"nodes\": 1e9}", "nodes"),
+        ] as [(String, String?)])
     func badSpecs(body: String, field: String?) async throws {
         try await TestDatabase.with { db in
             let s = try await Self.setUp(db)

@@ -40,11 +40,14 @@ struct AuditAndPolicyTests {
             changed.organizations[0].allocations[0].limitGPUs = 32
             changed.priorityClasses.removeLast()
             let dry = try await store.apply(changed, by: op, dryRun: true)
-            #expect(dry.contains { $0.kind == .changed && $0.what == "allocation lab/h200/monthly" && $0.detail?.contains("limitGPUs: 16 → 32") == true })
+            #expect(
+                dry.contains { $0.kind == .changed && $0.what == "allocation lab/h200/monthly" && $0.detail?.contains("limitGPUs: 16 → 32") == true })
             #expect(dry.contains { $0.kind == .removed && $0.what == "priority class short" })
             #expect(try await store.apply(changed, by: op, dryRun: true) == dry)  // the dry run changed nothing
             #expect(try await store.apply(changed, by: op, dryRun: false) == dry)
-            await #expect(throws: StoreError.self) { try await store.apply(changed, by: Principal(name: "m", role: .member, org: "lab"), dryRun: false) }
+            await #expect(throws: StoreError.self) {
+                try await store.apply(changed, by: Principal(name: "m", role: .member, org: "lab"), dryRun: false)
+            }
         }
     }
 

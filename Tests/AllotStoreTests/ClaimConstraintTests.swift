@@ -80,7 +80,9 @@ struct ClaimConstraintTests {
             let store = SchedulerStore(database: db)
             // A stale plan: both jobs on GPUs 0-3 (as if two schedulers raced).
             var plan = Plan()
-            plan.placements = [a, b].map { Placement(jobID: $0, ranks: [RankAssignment(rank: 0, node: "n1", gpuIndices: [0, 1, 2, 3], milliPerGPU: 1000)]) }
+            plan.placements = [a, b].map {
+                Placement(jobID: $0, ranks: [RankAssignment(rank: 0, node: "n1", gpuIndices: [0, 1, 2, 3], milliPerGPU: 1000)])
+            }
             #expect(try await store.commit(plan) == [a])
             #expect(try await f.job(b).state == .queued)
             #expect(try await f.job(b).attempts.isEmpty)

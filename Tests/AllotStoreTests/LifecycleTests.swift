@@ -124,7 +124,8 @@ struct LifecycleTests {
             let id = try await f.submit(JobSpec(name: "x", org: "lab", pool: "h200", gpusPerNode: 1, command: "true", maxAttempts: 2))
             for attempt in 1...2 {
                 try await f.schedule()
-                let failedOut = try await AttemptStore(database: db).dispatchFailed(jobID: id, attempt: attempt, node: "n1", error: "refused", maxTries: 1)
+                let failedOut = try await AttemptStore(database: db).dispatchFailed(
+                    jobID: id, attempt: attempt, node: "n1", error: "refused", maxTries: 1)
                 #expect(failedOut)
             }
             let job = try await f.job(id)
@@ -154,7 +155,9 @@ struct LifecycleTests {
             #expect(await field(JobSpec(name: "x", pool: "h200", command: "true")) == "org")
             #expect(await field(JobSpec(name: "x", org: "lab", pool: "h200", gpusPerNode: 16, command: "true")) == "gpusPerNode")
             #expect(await field(JobSpec(name: "x", org: "lab", pool: "h200", priorityClass: "vip", command: "true")) == "priorityClass")
-            #expect(await field(JobSpec(name: "x", org: "lab", pool: "h200", priorityClass: "short", timeLimitSeconds: 7200, command: "true")) == "timeLimit")
+            #expect(
+                await field(JobSpec(name: "x", org: "lab", pool: "h200", priorityClass: "short", timeLimitSeconds: 7200, command: "true"))
+                    == "timeLimit")
             #expect(await field(JobSpec(name: "x", org: "lab", pool: "secure", command: "true"))?.hasPrefix("forbidden") == true)
             let member = Principal(name: "alice", role: .member, org: "lab")
             #expect(await field(JobSpec(name: "x", org: "defense", pool: "h200", command: "true"), as: member)?.hasPrefix("forbidden") == true)

@@ -1,0 +1,243 @@
+import AllotCore
+import AllotHTTP
+import AllotStore
+import AllotTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The whole system as an operator runs it: `allotd` and two `allot-agent` processes over real HTTP, the
+/// `allot` CLI, a real PostgreSQL, and real job processes.
+@Suite("End to end: allotd, two agents and the CLI", databaseTests, .serialized)
+struct EndToEndTests {
+    /// A running cluster: allotd plus agents, with the CLI pointed at it.
+    final class Cluster: @unchecked Sendable {
+        let work: URL
+        let env: [String: String]
+        let allotd: TestProcess
+        var agents: [String: TestProcess] = [:]
+        let dbName: String
+        let admin: DatabaseURL
+
+        init() async throws {
+            let (database, name, admin) = try await TestDatabase.create(migrate: false)
+            self.dbName = name
+            self.admin = admin
+            self.work = FileManager.default.temporaryDirectory.appendingPathComponent("allot-e2e-\(UUID().uuidString.prefix(8))")
+            try FileManager.default.createDirectory(at: self.work, withIntermediateDirectories: true)
+            let url = database.url.urlString
+            let port = freeLoopbackPort()
+            var env = ["ALLOT_DATABASE_URL": url, "ALLOT_SERVER": "http://127.0.0.1:\(port)", "ALLOT_LOG_LEVEL": "warning"]
+            env["ALLOT_TOKEN"] = nil
+            env["ALLOT_TOKEN_FILE"] = self.work.appendingPathComponent("op.token").path
+            self.env = env
+            // SPEC §5's set-up, step by step.
+            let migrate = try runBuilt("allotd", ["migrate", "--migrations", TestDatabase.migrationsFolder], environment: env)
+            try #require(migrate.status == 0, "\(migrate.output)")
+            let bootstrap = try runBuilt("allotd", ["bootstrap", "--token-file", env["ALLOT_TOKEN_FILE"]!], environment: env)
+            try #require(bootstrap.status == 0, "\(bootstrap.output)")
+            self.allotd = try TestProcess(
+                "allotd", ["serve", "--listen", "127.0.0.1:\(port)", "--heartbeat-timeout", "4s"], environment: env, name: "allotd")
+            try await Self.waitFor("allotd ready", seconds: 30) {
+                (try? await APIClient(baseURL: "http://127.0.0.1:\(port)", token: nil, timeout: .seconds(1)).send(.GET, "/readyz")) != nil
+            }
+            try self.cli(["policy", "apply", TestDatabase.repositoryRoot + "/Policies"])
+            for node in ["gpu-001", "gpu-002"] {
+                try self.cli([
+                    "nodes", "add", node, "--pool", "h200", "--block", "rack-1", "--token-file",
+                    self.work.appendingPathComponent("\(node).token").path,
+                ])
+                try self.startAgent(node)
+            }
+            try await Self.waitFor("both nodes ready", seconds: 30) {
+                let nodes = try self.json(["nodes"], as: [NodeView].self)
+                return nodes.filter { $0.state == .ready && $0.gpus.count == 8 }.count == 2
+            }
+        }
+
+        func startAgent(_ node: String) throws {
+            self.agents[node] = try TestProcess(
+                "allot-agent",
+                [
+                    "--server", self.env["ALLOT_SERVER"]!, "--node", node, "--token-file", self.work.appendingPathComponent("\(node).token").path,
+                    "--listen", "127.0.0.1:\(freeLoopbackPort())", "--gpus", "8xH200", "--cpus", "16", "--memory", "64G",
+                    "--state-dir", self.work.appendingPathComponent("agent-\(node)").path, "--heartbeat-interval", "0.5",
+                ], environment: self.env, name: "agent-\(node)")
+        }
+
+        @discardableResult
+        func cli(_ arguments: [String]) throws -> String {
+            let result = try runBuilt("allot", arguments, environment: self.env)
+            try #require(result.status == 0, "allot \(arguments.joined(separator: " ")) failed: \(result.output)")
+            return result.output
+        }
+
+        func json<T: Decodable>(_ arguments: [String], as type: T.Type) throws -> T {
+            try JSON.decoder.decode(type, from: Data(try self.cli(arguments + ["--output", "json"]).utf8))
+        }
+
+        func submit(_ spec: String) throws -> Int64 {
+            let file = self.work.appendingPathComponent("job-\(UUID().uuidString.prefix(6)).yaml")
+            try spec.write(to: file, atomically: true, encoding: .utf8)
+            return try self.json(["submit", file.path], as: JobView.self).id
+        }
+
+        func job(_ id: Int64) throws -> JobView { try self.json(["jobs", "show", "\(id)"], as: JobView.self) }
+
+        func waitForJob(_ id: Int64, seconds: Double = 60, until done: @escaping (JobView) -> Bool) async throws -> JobView {
+            var last: JobView?
+            try await Self.waitFor("job \(id)", seconds: seconds) {
+                last = try self.job(id)
+                return done(last!)
+            }
+            return last!
+        }
+
+        static func waitFor(_ what: String, seconds: Double, _ condition: () async throws -> Bool) async throws {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if try await condition() { return }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            Issue.record("timed out waiting for \(what)")
+            throw CancellationError()
+        }
+
+        func shutdown() async {
+            for agent in self.agents.values { agent.stop() }
+            self.allotd.stop()
+            // Agents leave their ranks running when they stop (a restart adopts them): end what this test started.
+            // Each rank leads its own process group, named by its folder under this test's work folder.
+            let pgrep = Process()
+            pgrep.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+            pgrep.arguments = ["-f", self.work.path + "/"]
+            let pipe = Pipe()
+            pgrep.standardOutput = pipe
+            if (try? pgrep.run()) != nil {
+                let pids = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n").compactMap {
+                    Int32($0)
+                }
+                reap(pgrep)
+                for pid in pids { kill(-pid, SIGKILL) }
+            }
+            try? await TestDatabase.drop(self.dbName, admin: self.admin)
+        }
+
+        var diagnostics: String {
+            "allotd:\n\(self.allotd.output.suffix(3000))\n"
+                + self.agents.map { "\($0.key):\n\($0.value.output.suffix(1500))" }.joined(separator: "\n")
+        }
+    }
+
+    @Test(
+        "a 2-node × 4-GPU gang runs; each rank sees 4 distinct GPUs, its rank and the rendezvous; exit 3 fails; cancel stops; a crashed agent's job runs again elsewhere"
+    )
+    func cluster() async throws {
+        let c = try await Cluster()
+        do {
+            try await self.gang(c)
+            try await self.exitCode(c)
+            try await self.cancel(c)
+            try await self.agentCrash(c)
+        } catch {
+            Issue.record("\(error)\n\(c.diagnostics)")
+            await c.shutdown()
+            throw error
+        }
+        await c.shutdown()
+    }
+
+    func gang(_ c: Cluster) async throws {
+        let id = try c.submit(
+            """
+            name: env-gang
+            org: national-ai-lab
+            pool: h200
+            nodes: 2
+            gpusPerNode: 4
+            command: env | sort
+            """)
+        let job = try await c.waitForJob(id) { $0.state.isTerminal }
+        #expect(job.state == .succeeded, "\(job)")
+        var ranks: [String] = []
+        var masters = Set<String>()
+        for rank in 0..<2 {
+            let log = try c.cli(["logs", "\(id)", "--rank", "\(rank)"])
+            var env: [String: String] = [:]
+            for line in log.split(separator: "\n") {
+                let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+                if parts.count == 2 { env[parts[0]] = parts[1] }
+            }
+            let gpus = (env["CUDA_VISIBLE_DEVICES"] ?? "").split(separator: ",")
+            #expect(gpus.count == 4 && Set(gpus).count == 4, "rank \(rank) saw CUDA_VISIBLE_DEVICES=\(env["CUDA_VISIBLE_DEVICES"] ?? "-")")
+            ranks.append(env["NODE_RANK"] ?? "-")
+            #expect(env["NNODES"] == "2" && env["PET_NNODES"] == "2")
+            #expect(env["NPROC_PER_NODE"] == "4" && env["PET_NPROC_PER_NODE"] == "4")
+            #expect(env["PET_NODE_RANK"] == env["NODE_RANK"])
+            #expect(env["ALLOT_JOB_ID"] == "\(id)")
+            masters.insert("\(env["MASTER_ADDR"] ?? "-"):\(env["MASTER_PORT"] ?? "-")")
+        }
+        #expect(Set(ranks) == ["0", "1"])
+        #expect(masters.count == 1 && !masters.contains("-:-"))
+        #expect(Set(job.attempts[0].nodes.map(\.node)) == ["gpu-001", "gpu-002"])
+    }
+
+    func exitCode(_ c: Cluster) async throws {
+        let id = try c.submit("org: startups\npool: h200\ngpusPerNode: 1\ncommand: exit 3")
+        let job = try await c.waitForJob(id) { $0.state.isTerminal }
+        #expect(job.state == .failed)
+        #expect(job.exitCode == 3)
+        #expect(try c.cli(["jobs", "show", "\(id)"]).contains("failed (exit code 3)"))
+    }
+
+    func cancel(_ c: Cluster) async throws {
+        let marker = "allot-e2e-\(UUID().uuidString.prefix(8))"
+        let id = try c.submit("org: defense\npool: h200\ngpusPerNode: 2\ncommand: sleep 600 # \(marker)")
+        _ = try await c.waitForJob(id) { $0.state == .running }
+        let cancelledAt = Date()
+        try c.cli(["cancel", "\(id)"])
+        let job = try await c.waitForJob(id, seconds: 70) { $0.state.isTerminal }
+        #expect(job.state == .cancelled)
+        #expect(Date().timeIntervalSince(cancelledAt) < 60)  // within the grace period
+        let survivors = Process()
+        survivors.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+        survivors.arguments = ["-f", marker]
+        try survivors.run()
+        survivors.waitUntilExit()
+        #expect(survivors.terminationStatus == 1, "a process of the cancelled job is still running")
+    }
+
+    func agentCrash(_ c: Cluster) async throws {
+        let id = try c.submit("org: defense\npool: h200\ngpusPerNode: 8\ncommand: sleep 600")
+        let running = try await c.waitForJob(id) { $0.state == .running }
+        let node = try #require(running.attempts.last?.nodes.first?.node)
+        let other = node == "gpu-001" ? "gpu-002" : "gpu-001"
+        c.agents[node]?.crash()
+        let crashedAt = Date()
+        let requeued = try await c.waitForJob(id, seconds: 30) { $0.attempts.count == 2 && $0.state == .running }
+        #expect(requeued.attempts[0].state == .lost)
+        #expect(requeued.attempts[1].nodes.first?.node == other)
+        #expect(Date().timeIntervalSince(crashedAt) < 20)
+        let nodes = try c.json(["nodes"], as: [NodeView].self)
+        #expect(nodes.first { $0.name == node }?.state == .lost)
+
+        // The agent comes back with the same state folder: it stops the orphaned first attempt and nothing runs twice.
+        try c.startAgent(node)
+        try await Cluster.waitFor("\(node) ready again", seconds: 20) {
+            try c.json(["nodes"], as: [NodeView].self).first { $0.name == node }?.state == .ready
+        }
+        try await Cluster.waitFor("the orphan stopped", seconds: 20) {
+            let pgrep = Process()
+            pgrep.executableURL = URL(fileURLWithPath: "/usr/bin/pgrep")
+            pgrep.arguments = ["-f", "\(c.work.path)/agent-\(node)/ranks/\(id).1.0"]
+            try pgrep.run()
+            pgrep.waitUntilExit()
+            return pgrep.terminationStatus == 1
+        }
+        try c.cli(["cancel", "\(id)"])
+        _ = try await c.waitForJob(id, seconds: 70) { $0.state.isTerminal }
+    }
+}
