@@ -83,8 +83,16 @@ public actor Supervisor {
         let folder = self.folder(for: request.key)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let env = Self.environment(for: request, node: self.node, agent: agentEnvironment)
+        var command = request.command
+        if command.hasPrefix("#!") {
+            // A script with its own interpreter (a batch script, say): run it as a file, so its #! line is honoured.
+            let script = folder.appendingPathComponent("script")
+            try Data(command.utf8).write(to: script)
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
+            command = "exec \(JobShell.quote(script.path))"
+        }
         let pid = try Self.spawn(
-            command: request.command, environment: env, workingDir: request.workingDir ?? folder.path, logPath: self.logPath(for: request.key))
+            command: command, environment: env, workingDir: request.workingDir ?? folder.path, logPath: self.logPath(for: request.key))
         self.children.insert(pid)
         let record = Record(
             key: request.key, pid: pid, startTicks: Self.startTicks(pid: pid), launchedAt: Date(), state: .running,

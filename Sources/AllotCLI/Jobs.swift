@@ -5,8 +5,8 @@ import ArgumentParser
 import Foundation
 
 struct Submit: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Submit a job spec (YAML or JSON).")
-    @Argument(help: "The job spec file, or - for standard input.") var file: String
+    static let configuration = CommandConfiguration(abstract: "Submit a job spec (YAML or JSON) or a batch script with #SBATCH lines.")
+    @Argument(help: "The job spec or batch script, or - for standard input.") var file: String
     @Flag(help: "Print the job spec that would be submitted, and exit.") var dryRun = false
     @OptionGroup var connection: Connection
 
@@ -18,9 +18,15 @@ struct Submit: AsyncParsableCommand {
             guard let data = FileManager.default.contents(atPath: self.file) else { throw CLIError("cannot read \(self.file)") }
             text = String(decoding: data, as: UTF8.self)
         }
-        let spec: JobSpec
+        var spec: JobSpec
         do {
-            spec = try JobSpecParser.parse(text, file: self.file)
+            if SbatchParser.isBatchScript(text) {
+                let parsed = try SbatchParser.parse(text, file: self.file)
+                for warning in parsed.warnings { FileHandle.standardError.write(Data("allot: warning: \(self.file): \(warning)\n".utf8)) }
+                spec = parsed.spec
+            } else {
+                spec = try JobSpecParser.parse(text, file: self.file)
+            }
         } catch {
             throw CLIError(error.issues.map(\.description).joined(separator: "; "))
         }

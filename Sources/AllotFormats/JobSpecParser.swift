@@ -11,7 +11,7 @@ public enum JobSpecParser {
     static let fields: Set<String> = [
         "name", "org", "project", "kind", "pool", "gpuModel", "nodes", "gpusPerNode", "gpuMilli", "cpusPerNode",
         "cpuMilliPerNode", "memoryPerNode", "memoryMiBPerNode", "priorityClass", "timeLimit", "timeLimitSeconds",
-        "command", "env", "workingDir", "maxAttempts", "replicas",
+        "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory",
     ]
 
     public static func parse(_ text: String, file: String? = nil) throws(FormatErrors) -> JobSpec {
@@ -86,12 +86,18 @@ public enum JobSpecParser {
             reader.error(f.values["workingDir"], "workingDir", "must be an absolute path, not '\(w)'")
         }
         let maxAttempts = f.int("maxAttempts", in: 1...100) ?? 3
+        let exclusive = f.bool("exclusive") ?? false
+        let wholeNodeMemory = f.bool("wholeNodeMemory") ?? false
+        if wholeNodeMemory && memory > 0 {
+            reader.error(f.values["wholeNodeMemory"], "wholeNodeMemory", "asks for all of each node's memory: leave memoryPerNode out")
+        }
         let priorityClass = f.name("priorityClass")
         guard let name, let pool, let command, reader.issues.isEmpty else { return nil }
         return JobSpec(
             name: name, org: org, project: project, kind: kind, pool: pool, gpuModel: models, nodes: nodes, gpusPerNode: gpus,
             gpuMilli: milli, cpuMilliPerNode: cpuMilli, memoryMiBPerNode: memory, priorityClass: priorityClass,
-            timeLimitSeconds: timeLimit, command: command, env: env, workingDir: workingDir, maxAttempts: maxAttempts)
+            timeLimitSeconds: timeLimit, command: command, env: env, workingDir: workingDir, maxAttempts: maxAttempts,
+            exclusive: exclusive, wholeNodeMemory: wholeNodeMemory)
     }
 
     /// The command: one shell line (or script), or a list of arguments that is quoted into one.

@@ -58,11 +58,11 @@ public struct JobStore: Sendable {
                 """
                 INSERT INTO jobs (name, org, project, owner, kind, pool, gpu_models, nodes, gpus_per_node, gpu_milli,
                                   cpu_milli_per_node, memory_mib_per_node, priority_class, priority, time_limit_s, command, env,
-                                  working_dir, max_attempts, reason)
+                                  working_dir, max_attempts, exclusive, whole_node_memory, reason)
                 VALUES (\(spec.name), \(org), \(spec.project), \(principal.name), \(spec.kind.rawValue)::job_kind, \(spec.pool),
                         \(spec.gpuModel), \(spec.nodes), \(spec.gpusPerNode), \(spec.gpuMilli), \(spec.cpuMilliPerNode),
                         \(spec.memoryMiBPerNode), \(className), \(priority), \(timeLimit), \(spec.command), \(envJSON)::jsonb,
-                        \(spec.workingDir), \(spec.maxAttempts), 'waiting for the scheduler')
+                        \(spec.workingDir), \(spec.maxAttempts), \(spec.exclusive), \(spec.wholeNodeMemory), 'waiting for the scheduler')
                 RETURNING id
                 """, logger: logger)
             guard let id = try await rows.decode(Int64.self).first(where: { _ in true }) else {

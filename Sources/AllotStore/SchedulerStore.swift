@@ -31,10 +31,9 @@ public struct SchedulerStore: Sendable {
         }
         let used = try await self.database.query(
             """
-            SELECT r.node, sum(j.cpu_milli_per_node)::bigint, sum(j.memory_mib_per_node)::bigint
+            SELECT r.node, sum(r.cpu_milli)::bigint, sum(r.memory_mib)::bigint
             FROM attempt_ranks r
             JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
-            JOIN jobs j ON j.id = r.job_id
             WHERE a.state IN ('placed', 'starting', 'running') AND r.state IN ('pending', 'running')
             GROUP BY r.node
             """)
@@ -50,18 +49,20 @@ public struct SchedulerStore: Sendable {
         let rows = try await self.database.query(
             """
             SELECT id, org, pool, gpu_models, nodes, gpus_per_node, gpu_milli, cpu_milli_per_node, memory_mib_per_node, priority,
-                   extract(epoch FROM submitted_at)::bigint, time_limit_s
+                   extract(epoch FROM submitted_at)::bigint, time_limit_s, exclusive, whole_node_memory
             FROM jobs WHERE state = 'queued' AND NOT cancel_requested
             ORDER BY priority DESC, submitted_at, id
             """)
         var jobs: [PendingJob] = []
         for try await row in rows {
-            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit) = try row.decode(
-                (Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?).self)
+            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory) = try row.decode(
+                (Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?, Bool, Bool).self)
             jobs.append(
                 PendingJob(
                     id: id, org: org, pool: pool, gpuModels: models, nodes: nodes,
-                    perNode: NodeRequest(gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory), priority: priority,
+                    perNode: NodeRequest(
+                        gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory, exclusive: exclusive, allMemory: allMemory),
+                    priority: priority,
                     submittedAt: submitted, timeLimitSeconds: limit))
         }
         return jobs
@@ -128,8 +129,8 @@ public struct SchedulerStore: Sendable {
         for r in placement.ranks {
             try await connection.query(
                 """
-                INSERT INTO attempt_ranks (job_id, attempt, rank, node, gpu_indices, milli_per_gpu)
-                VALUES (\(job), \(number), \(r.rank), \(r.node), \(r.gpuIndices)::integer[], \(r.milliPerGPU))
+                INSERT INTO attempt_ranks (job_id, attempt, rank, node, gpu_indices, milli_per_gpu, cpu_milli, memory_mib)
+                VALUES (\(job), \(number), \(r.rank), \(r.node), \(r.gpuIndices)::integer[], \(r.milliPerGPU), \(r.cpuMilli), \(r.memoryMiB))
                 """, logger: logger)
             if !r.gpuIndices.isEmpty {
                 try await connection.query(

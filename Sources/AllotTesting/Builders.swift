@@ -98,6 +98,8 @@ public enum RandomCluster {
             job.perNode.memoryMiB = Int.random(in: 0...64, using: &rng) * 1024
             if Bool.random(using: &rng) { job.gpuModels = [models.randomElement(using: &rng)!] }
             if Int.random(in: 0..<5, using: &rng) == 0 { job.gpuModels = ["H200", "H100"] }
+            if Int.random(in: 0..<20, using: &rng) == 0 { job.perNode.exclusive = true }
+            if Int.random(in: 0..<20, using: &rng) == 0 { job.perNode.allMemory = true }
             queue.append(job)
         }
         return (nodes, queue)

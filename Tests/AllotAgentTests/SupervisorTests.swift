@@ -110,3 +110,16 @@ struct SupervisorTests {
         #expect(await again.statuses().isEmpty)
     }
 }
+
+@Suite("Supervisor: batch scripts")
+struct ScriptTests {
+    @Test("a command with a #! line runs under its own interpreter")
+    func shebang() async throws {
+        let s = try Supervisor(stateDir: SupervisorTests.stateDir(), node: "n1")
+        let key = RankKey(jobID: 20, attempt: 1, rank: 0)
+        _ = try await s.launch(SupervisorTests.launch(key, "#!/bin/bash\n#SBATCH -p h200\necho \"bash $BASH_VERSION\"; [[ 1 == 1 ]] && exit 5"))
+        let end = try await SupervisorTests.waitForEnd(s, key)
+        #expect(end.exitCode == 5)
+        #expect(try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8).hasPrefix("bash "))
+    }
+}

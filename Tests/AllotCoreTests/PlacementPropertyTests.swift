@@ -48,8 +48,15 @@ struct PlacementPropertyTests {
                 if node.pool != job.pool { return "job \(job.id) outside its pool on \(node.name)" }
                 if node.state != .ready { return "job \(job.id) on \(node.state) node \(node.name)" }
                 let expectedCount = job.perNode.fractionMilli != nil ? 1 : job.perNode.gpus
-                if r.gpuIndices.count != expectedCount || Set(r.gpuIndices).count != expectedCount {
+                let countOK = job.perNode.exclusive ? r.gpuIndices.count >= expectedCount : r.gpuIndices.count == expectedCount
+                if !countOK || Set(r.gpuIndices).count != r.gpuIndices.count {
                     return "job \(job.id) got GPUs \(r.gpuIndices), wanted \(expectedCount)"
+                }
+                if job.perNode.exclusive && (node.usedCPUMilli > 0 || node.usedMemoryMiB > 0 || node.gpus.contains { $0.usedMilli > 0 }) {
+                    return "exclusive job \(job.id) on busy node \(node.name)"
+                }
+                if r.cpuMilli < job.perNode.cpuMilli || r.memoryMiB < job.perNode.memoryMiB {
+                    return "job \(job.id) reserved less than it asked on \(node.name)"
                 }
                 if r.milliPerGPU != (job.perNode.fractionMilli ?? 1000) { return "job \(job.id) milli \(r.milliPerGPU)" }
                 for idx in r.gpuIndices {
@@ -59,8 +66,8 @@ struct PlacementPropertyTests {
                     node.gpus[g].usedMilli += r.milliPerGPU
                     if node.gpus[g].usedMilli > 1000 { return "GPU \(node.name)/\(idx) booked to \(node.gpus[g].usedMilli) milli" }
                 }
-                node.usedCPUMilli += job.perNode.cpuMilli
-                node.usedMemoryMiB += job.perNode.memoryMiB
+                node.usedCPUMilli += r.cpuMilli
+                node.usedMemoryMiB += r.memoryMiB
                 if node.usedCPUMilli > node.cpuMilli { return "node \(node.name) CPU over capacity" }
                 if node.usedMemoryMiB > node.memoryMiB { return "node \(node.name) memory over capacity" }
                 byName[r.node] = node

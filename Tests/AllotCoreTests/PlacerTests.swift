@@ -124,3 +124,29 @@ struct PlacerTests {
         #expect(Placer.neverFitsReason(.job(1, gpus: 8), nodes: [NodeSnapshot.node("a").using([0]).unhealthy([1])]) == nil)
     }
 }
+
+@Suite("Placer: whole nodes")
+struct ExclusiveTests {
+    @Test("an exclusive job takes an idle node whole: every GPU, all CPU and memory")
+    func exclusive() {
+        var job = PendingJob.job(1, gpus: 2)
+        job.perNode.exclusive = true
+        let plan = Placer().place([job, .job(2, gpus: 1)], on: [.node("busy").using([0]), .node("idle", cpus: 32, memoryGiB: 256)])
+        let rank = plan.placements.first { $0.jobID == 1 }?.ranks.first
+        #expect(rank?.node == "idle")
+        #expect(rank?.gpuIndices == Array(0..<8))
+        #expect(rank?.cpuMilli == 32000 && rank?.memoryMiB == 256 * 1024)
+        #expect(plan.placements.first { $0.jobID == 2 }?.ranks.first?.node == "busy")
+    }
+
+    @Test("--mem=0 reserves all of a node's memory, so only a node with none in use fits")
+    func allMemory() {
+        var job = PendingJob.job(1, gpus: 1)
+        job.perNode.allMemory = true
+        var used = NodeSnapshot.node("a-used", memoryGiB: 64)
+        used.usedMemoryMiB = 1
+        let plan = Placer().place([job], on: [used, .node("b-free", memoryGiB: 64)])
+        #expect(plan.placements.first?.ranks.first?.node == "b-free")
+        #expect(plan.placements.first?.ranks.first?.memoryMiB == 64 * 1024)
+    }
+}

@@ -6,12 +6,18 @@ public struct NodeRequest: Hashable, Codable, Sendable {
     public var fractionMilli: Int?
     public var cpuMilli: Int
     public var memoryMiB: Int
+    /// The whole node: every GPU, CPU and byte of memory, and no one else on it (Slurm's `--exclusive`).
+    public var exclusive: Bool
+    /// All of the node's memory, whatever its size (Slurm's `--mem=0`).
+    public var allMemory: Bool
 
-    public init(gpus: Int, fractionMilli: Int? = nil, cpuMilli: Int = 0, memoryMiB: Int = 0) {
+    public init(gpus: Int, fractionMilli: Int? = nil, cpuMilli: Int = 0, memoryMiB: Int = 0, exclusive: Bool = false, allMemory: Bool = false) {
         self.gpus = gpus
         self.fractionMilli = fractionMilli
         self.cpuMilli = cpuMilli
         self.memoryMiB = memoryMiB
+        self.exclusive = exclusive
+        self.allMemory = allMemory
     }
 
     /// GPU capacity this node request takes, in thousandths of a GPU.

@@ -5,12 +5,17 @@ public struct RankAssignment: Hashable, Codable, Sendable {
     public var gpuIndices: [Int]
     /// Thousandths held on each listed GPU: 1000 for whole GPUs, the fraction for a shared one.
     public var milliPerGPU: Int
+    /// CPU and memory reserved on the node (all of it for an exclusive rank).
+    public var cpuMilli: Int
+    public var memoryMiB: Int
 
-    public init(rank: Int, node: String, gpuIndices: [Int], milliPerGPU: Int) {
+    public init(rank: Int, node: String, gpuIndices: [Int], milliPerGPU: Int, cpuMilli: Int = 0, memoryMiB: Int = 0) {
         self.rank = rank
         self.node = node
         self.gpuIndices = gpuIndices
         self.milliPerGPU = milliPerGPU
+        self.cpuMilli = cpuMilli
+        self.memoryMiB = memoryMiB
     }
 }
 
@@ -34,6 +39,7 @@ public enum Rejection: String, Hashable, Sendable, CaseIterable, Codable {
     case gpuShare = "no GPU with enough free share"
     case cpu = "not enough free CPU"
     case memory = "not enough free memory"
+    case notIdle = "node not idle (exclusive job)"
 }
 
 /// Why a job is still waiting after a cycle: data, rendered to text at the edge.

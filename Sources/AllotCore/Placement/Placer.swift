@@ -55,16 +55,16 @@ public struct Placer: Sendable {
             let candidates = byPool[job.pool] ?? []
             switch self.placeOne(job, candidates: candidates, nodes: nodes, rejections: &plan.rejections) {
             case .success(let ranks):
-                for r in ranks { Self.consume(r, of: job, in: &nodes[r.position]) }
-                plan.placements.append(
-                    Placement(
-                        jobID: job.id,
-                        ranks: ranks.map { r in
-                            RankAssignment(
-                                rank: r.rank, node: nodes[r.position].name,
-                                gpuIndices: r.gpuPositions.map { nodes[r.position].gpus[$0].index },
-                                milliPerGPU: job.perNode.fractionMilli ?? 1000)
-                        }))
+                var assignments: [RankAssignment] = []
+                for r in ranks {
+                    let (cpu, memory) = Self.reservation(job.perNode, on: nodes[r.position])
+                    assignments.append(
+                        RankAssignment(
+                            rank: r.rank, node: nodes[r.position].name, gpuIndices: r.gpuPositions.map { nodes[r.position].gpus[$0].index },
+                            milliPerGPU: job.perNode.fractionMilli ?? 1000, cpuMilli: cpu, memoryMiB: memory))
+                    Self.consume(r, of: job, in: &nodes[r.position])
+                }
+                plan.placements.append(Placement(jobID: job.id, ranks: assignments))
             case .failure(let reason):
                 plan.waiting[job.id] = reason.reason
             }
@@ -78,9 +78,13 @@ public struct Placer: Sendable {
         guard node.pool == job.pool else { return .rejected(.pool) }
         guard node.state.acceptsWork else { return .rejected(.nodeState) }
         let request = job.perNode
+        if request.exclusive && (node.usedCPUMilli > 0 || node.usedMemoryMiB > 0 || node.gpus.contains { $0.usedMilli > 0 }) {
+            return .rejected(.notIdle)
+        }
         if request.cpuMilli > node.cpuMilli - node.usedCPUMilli { return .rejected(.cpu) }
         if request.memoryMiB > node.memoryMiB - node.usedMemoryMiB { return .rejected(.memory) }
-        if request.gpuMilli == 0 { return .fits(gpuPositions: []) }
+        if request.allMemory && node.usedMemoryMiB > 0 { return .rejected(.memory) }
+        if request.gpuMilli == 0 && !request.exclusive { return .fits(gpuPositions: []) }
 
         var acceptable = 0
         var healthy: [Int] = []
@@ -94,6 +98,8 @@ public struct Placer: Sendable {
                 ?? .rejected(healthy.isEmpty ? .gpuHealth : .gpuShare)
         }
         let free = healthy.filter { node.gpus[$0].isFree }
+        // An exclusive rank holds every usable GPU of the node, however many it asked for.
+        if request.exclusive { return free.count >= request.gpus ? .fits(gpuPositions: free) : .rejected(.gpus) }
         if free.count >= request.gpus {
             return .fits(gpuPositions: Self.pickWhole(request.gpus, among: free, of: node))
         }
@@ -160,7 +166,7 @@ public struct Placer: Sendable {
             let node = nodes[position]
             switch Self.fit(job, on: node) {
             case .fits(let gpus):
-                let freeAfter = Self.freeMilli(node) - job.perNode.gpuMilli
+                let freeAfter = job.perNode.exclusive ? 0 : Self.freeMilli(node) - job.perNode.gpuMilli
                 feasible.append(
                     Candidate(
                         position: position, gpuPositions: gpus,
@@ -231,9 +237,18 @@ public struct Placer: Sendable {
         node.gpus.reduce(0) { $0 + ($1.health.isSchedulable ? $1.leftoverMilli : 0) }
     }
 
+    /// The CPU and memory a rank reserves: what it asked, or the whole node's for exclusive and `allMemory` ranks.
+    static func reservation(_ request: NodeRequest, on node: NodeSnapshot) -> (cpuMilli: Int, memoryMiB: Int) {
+        (
+            request.exclusive ? node.cpuMilli - node.usedCPUMilli : request.cpuMilli,
+            request.exclusive || request.allMemory ? node.memoryMiB - node.usedMemoryMiB : request.memoryMiB
+        )
+    }
+
     private static func consume(_ rank: ChosenRank, of job: PendingJob, in node: inout NodeSnapshot) {
-        node.usedCPUMilli += job.perNode.cpuMilli
-        node.usedMemoryMiB += job.perNode.memoryMiB
+        let (cpu, memory) = self.reservation(job.perNode, on: node)
+        node.usedCPUMilli += cpu
+        node.usedMemoryMiB += memory
         let milli = job.perNode.fractionMilli ?? 1000
         for p in rank.gpuPositions { node.gpus[p].usedMilli += milli }
     }

@@ -20,13 +20,17 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var env: [String: String]
     public var workingDir: String?
     public var maxAttempts: Int
+    /// Whole nodes: every GPU, CPU and byte of memory of each (Slurm's `--exclusive`).
+    public var exclusive: Bool
+    /// All of each node's memory (Slurm's `--mem=0`).
+    public var wholeNodeMemory: Bool
 
     public init(
         name: String, org: String? = nil, project: String? = nil, kind: JobKind = .training, pool: String,
         gpuModel: [String] = [], nodes: Int = 1, gpusPerNode: Int = 0, gpuMilli: Int? = nil,
         cpuMilliPerNode: Int = 0, memoryMiBPerNode: Int = 0, priorityClass: String? = nil,
         timeLimitSeconds: Int64? = nil, command: String, env: [String: String] = [:], workingDir: String? = nil,
-        maxAttempts: Int = 3
+        maxAttempts: Int = 3, exclusive: Bool = false, wholeNodeMemory: Bool = false
     ) {
         self.name = name
         self.org = org
@@ -45,10 +49,14 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.env = env
         self.workingDir = workingDir
         self.maxAttempts = maxAttempts
+        self.exclusive = exclusive
+        self.wholeNodeMemory = wholeNodeMemory
     }
 
     /// What one node of this job asks of the placement core.
     public var nodeRequest: NodeRequest {
-        NodeRequest(gpus: self.gpusPerNode, fractionMilli: self.gpuMilli, cpuMilli: self.cpuMilliPerNode, memoryMiB: self.memoryMiBPerNode)
+        NodeRequest(
+            gpus: self.gpusPerNode, fractionMilli: self.gpuMilli, cpuMilli: self.cpuMilliPerNode, memoryMiB: self.memoryMiBPerNode,
+            exclusive: self.exclusive, allMemory: self.wholeNodeMemory)
     }
 }
