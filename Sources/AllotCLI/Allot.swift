@@ -6,7 +6,9 @@ import Foundation
 public struct Allot: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "allot", abstract: "Submit and follow jobs on an Allot GPU pool; operate its nodes and policy.",
-        subcommands: [Submit.self, Jobs.self, Cancel.self, Logs.self, Nodes.self, PolicyCommand.self, Tokens.self, Audit.self])
+        subcommands: [
+            Submit.self, Jobs.self, Cancel.self, Logs.self, QuotaCommand.self, Nodes.self, PolicyCommand.self, Tokens.self, Audit.self,
+        ])
     public init() {}
 
     /// Runs the CLI; errors are printed in one line and exit non-zero.

@@ -11,11 +11,13 @@ import PostgresNIO
 public struct API: Sendable {
     public let database: Database
     public let wake: Wakeup
+    public let metrics: Metrics
     public let logger: Logger
 
-    public init(database: Database, wake: Wakeup, logger: Logger) {
+    public init(database: Database, wake: Wakeup, metrics: Metrics = Metrics(), logger: Logger) {
         self.database = database
         self.wake = wake
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -32,7 +34,28 @@ public struct API: Sendable {
                 return JSON.text("database unreachable: \(error)\n", status: .serviceUnavailable)
             }
         }
+        router.get("/metrics") { _, _ in
+            try await self.handle {
+                JSON.text(try await self.metrics.render(database: self.database), contentType: "text/plain; version=0.0.4; charset=utf-8")
+            }
+        }
+        router.get("/") { _, _ in
+            try await self.handle { JSON.text(try await Dashboard(database: self.database).html(), contentType: "text/html; charset=utf-8") }
+        }
         let v1 = router.group("/v1")
+        v1.get("/quota") { request, _ in
+            try await self.handle {
+                let principal = try await self.authenticate(request)
+                let asked = request.uri.queryParameters.get("org")
+                if !principal.seesAllOrganizations, let asked, asked != principal.org {
+                    throw APIError.forbidden("members see their own organization's quota only")
+                }
+                let org = principal.seesAllOrganizations ? asked : principal.org
+                return JSON.response(
+                    try await QuotaStore(database: self.database).rows(
+                        org: org, pool: request.uri.queryParameters.get("pool"), period: request.uri.queryParameters.get("period")))
+            }
+        }
 
         // Jobs.
         v1.post("/jobs") { request, _ in

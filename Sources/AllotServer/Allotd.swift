@@ -28,20 +28,22 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
     let wake = Wakeup()
     let dispatch = Wakeup()
     let leadership = Leadership()
+    let metrics = Metrics()
     let router = Router(context: BasicRequestContext.self)
-    API(database: database, wake: wake, logger: logger).addRoutes(to: router)
+    API(database: database, wake: wake, metrics: metrics, logger: logger).addRoutes(to: router)
     let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UUID().uuidString.prefix(8))"
     let services: [any Service] = [
         database.client,
         LeaderElector(lease: LeaderLease(database: database, holder: holder), leadership: leadership, logger: logger),
         SchedulerLoop(
             database: database, placer: Placer(strategy: options.strategy), leadership: leadership, wake: wake, dispatch: dispatch,
-            interval: options.schedulerInterval, logger: logger),
+            interval: options.schedulerInterval, metrics: metrics, logger: logger),
         Dispatcher(
             database: database, leadership: leadership, wake: dispatch, interval: options.dispatchInterval, maxTries: options.dispatchMaxTries,
-            logger: logger),
+            metrics: metrics, logger: logger),
         NodeMonitor(
-            database: database, leadership: leadership, wake: wake, heartbeatTimeoutOverride: options.heartbeatTimeoutSeconds, logger: logger),
+            database: database, leadership: leadership, wake: wake, heartbeatTimeoutOverride: options.heartbeatTimeoutSeconds, metrics: metrics,
+            logger: logger),
     ]
     return Application(
         router: router, configuration: .init(address: .hostname(options.host, port: options.port), serverName: "allotd"),

@@ -69,6 +69,7 @@ public struct SchedulerLoop: Service {
     public let wake: Wakeup
     public let dispatch: Wakeup
     public let interval: Duration
+    public let metrics: Metrics
     public let logger: Logger
 
     public func run() async throws {
@@ -96,6 +97,8 @@ public struct SchedulerLoop: Service {
         let plan = self.placer.place(queue, on: nodes)
         let decided = ContinuousClock.now - started
         let placed = try await store.commit(plan)
+        self.metrics.observeCycle(
+            decisionSeconds: Double(decided.components.attoseconds) / 1e18 + Double(decided.components.seconds), placed: placed.count)
         if !placed.isEmpty { self.dispatch.signal() }
         self.logger.debug(
             "cycle", metadata: ["queued": "\(queue.count)", "placed": "\(placed.count)", "decide": "\(decided)", "rejections": "\(plan.rejections)"])
@@ -111,6 +114,7 @@ public struct Dispatcher: Service {
     public let interval: Duration
     /// Tries per attempt before it ends `dispatch_failed` and the job is requeued.
     public let maxTries: Int
+    public let metrics: Metrics
     public let logger: Logger
 
     public func run() async throws {
@@ -181,6 +185,7 @@ public struct Dispatcher: Service {
             }
         }
         if let failure {
+            self.metrics.dispatchFailed()
             self.logger.info("dispatch failed", metadata: ["job": "\(work.jobID)", "node": "\(failure.node)", "error": "\(failure.error)"])
             do {
                 try await store.dispatchFailed(
@@ -217,6 +222,7 @@ public struct NodeMonitor: Service {
     public let wake: Wakeup
     /// Overrides the policy's heartbeat timeout (for tests and `allotd serve --heartbeat-timeout`).
     public let heartbeatTimeoutOverride: Int?
+    public let metrics: Metrics
     public let logger: Logger
 
     public func run() async throws {
@@ -231,6 +237,7 @@ public struct NodeMonitor: Service {
                     }
                     let lost = try await AttemptStore(database: self.database).markLostNodes(timeoutSeconds: timeout)
                     if !lost.isEmpty {
+                        self.metrics.nodesLost(lost.count)
                         self.logger.warning("nodes lost", metadata: ["nodes": "\(lost)", "timeout": "\(timeout)s"])
                         self.wake.signal()
                     }

@@ -1,0 +1,59 @@
+import AllotCore
+import ArgumentParser
+import Foundation
+
+struct QuotaCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quota", abstract: "Allocations against use, per organisation × pool: in use, borrowed, queued, GPU-hours, exhaustion.")
+    @Option(help: "Only this organisation (members see only their own).") var org: String?
+    @Option(help: "Only this pool.") var pool: String?
+    @Option(help: "The statement of a calendar month, YYYY-MM (default: now).") var period: String?
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        var query: [String] = []
+        for (k, v) in [("org", self.org), ("pool", self.pool), ("period", self.period)] {
+            if let v { query.append("\(k)=\(v.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? v)") }
+        }
+        let rows: [QuotaRow] = try await self.connection.client().get("/v1/quota" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+        let number = { (v: Double) in v == v.rounded() ? String(Int64(v)) : String(format: "%.2f", v) }
+        let day = { (d: Date?) -> String in
+            guard let d else { return "" }
+            let f = ISO8601DateFormatter()
+            f.formatOptions = [.withFullDate]
+            return f.string(from: d)
+        }
+        switch self.connection.output {
+        case .json: try printJSON(rows)
+        case .csv:
+            print(
+                "org,pool,guaranteedGPUs,limitGPUs,inUseGPUs,borrowedGPUs,lentGPUs,queuedGPUs,gpuHoursUsed,gpuHours,creditedGPUHours,exhaustsAt,periodStart,periodEnd"
+            )
+            for r in rows {
+                print(
+                    [
+                        r.org, r.pool, "\(r.guaranteedGPUs)", "\(r.limitGPUs)", number(r.inUseGPUs), number(r.borrowedGPUs), number(r.lentGPUs),
+                        number(r.queuedGPUs), String(format: "%.3f", r.gpuHoursUsed), number(r.gpuHours), String(format: "%.3f", r.creditedGPUHours),
+                        r.exhaustsAt.map { ISO8601DateFormatter().string(from: $0) } ?? "", day(r.periodStart), day(r.periodEnd),
+                    ].map(csvField).joined(separator: ","))
+            }
+        case .table:
+            print(
+                table(
+                    ["ORG", "POOL", "GUARANTEED", "LIMIT", "IN USE", "BORROWED", "LENT", "QUEUED", "GPU-HOURS", "CREDITED", "EXHAUSTS", "PERIOD"],
+                    rows.map { r in
+                        [
+                            r.org, r.pool, "\(r.guaranteedGPUs)", "\(r.limitGPUs)", number(r.inUseGPUs), number(r.borrowedGPUs), number(r.lentGPUs),
+                            number(r.queuedGPUs), "\(String(format: "%.1f", r.gpuHoursUsed)) / \(number(r.gpuHours))",
+                            String(format: "%.1f", r.creditedGPUHours), day(r.exhaustsAt).isEmpty ? "-" : day(r.exhaustsAt),
+                            "\(day(r.periodStart))…\(day(r.periodEnd))",
+                        ]
+                    }))
+        }
+    }
+}
+
+/// RFC 4180: quote fields holding commas, quotes or line breaks.
+func csvField(_ s: String) -> String {
+    s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+}

@@ -1,0 +1,48 @@
+import Foundation
+
+/// One organisation × pool row of `allot quota` (SPEC §5 keys).
+public struct QuotaRow: Codable, Hashable, Sendable {
+    public var org: String
+    public var pool: String
+    public var guaranteedGPUs: Int
+    public var limitGPUs: Int
+    /// GPUs its live attempts hold now (fractions count their share).
+    public var inUseGPUs: Double
+    /// In use beyond the guarantee: capacity lent by others.
+    public var borrowedGPUs: Double
+    /// Guaranteed GPUs it does not use, which others may borrow.
+    public var lentGPUs: Double
+    /// GPUs its queued jobs ask for.
+    public var queuedGPUs: Double
+    public var gpuHoursUsed: Double
+    /// The entitlement for the period.
+    public var gpuHours: Double
+    /// GPU-hours lost to the infrastructure and given back.
+    public var creditedGPUHours: Double
+    /// When the entitlement runs out at the current burn rate; nil when not in sight.
+    public var exhaustsAt: Date?
+    /// The accounting period: the allocation's window, or the calendar month.
+    public var periodStart: Date
+    public var periodEnd: Date
+
+    public init(
+        org: String, pool: String, guaranteedGPUs: Int, limitGPUs: Int, inUseGPUs: Double, borrowedGPUs: Double, lentGPUs: Double,
+        queuedGPUs: Double, gpuHoursUsed: Double, gpuHours: Double, creditedGPUHours: Double, exhaustsAt: Date?, periodStart: Date,
+        periodEnd: Date
+    ) {
+        self.org = org
+        self.pool = pool
+        self.guaranteedGPUs = guaranteedGPUs
+        self.limitGPUs = limitGPUs
+        self.inUseGPUs = inUseGPUs
+        self.borrowedGPUs = borrowedGPUs
+        self.lentGPUs = lentGPUs
+        self.queuedGPUs = queuedGPUs
+        self.gpuHoursUsed = gpuHoursUsed
+        self.gpuHours = gpuHours
+        self.creditedGPUHours = creditedGPUHours
+        self.exhaustsAt = exhaustsAt
+        self.periodStart = periodStart
+        self.periodEnd = periodEnd
+    }
+}
