@@ -108,6 +108,8 @@ public final class Metrics: Sendable {
         for q in quota { out.sample("allot_quota_guaranteed_gpus", ["org": q.org, "pool": q.pool], Double(q.guaranteedGPUs)) }
         out.family("allot_quota_limit_gpus", "gauge", "The most GPUs an organisation may hold in a pool, borrowing.")
         for q in quota { out.sample("allot_quota_limit_gpus", ["org": q.org, "pool": q.pool], Double(q.limitGPUs)) }
+        out.family("allot_quota_queued_gpus", "gauge", "GPUs an organisation's queued jobs ask for in a pool.")
+        for q in quota { out.sample("allot_quota_queued_gpus", ["org": q.org, "pool": q.pool], q.queuedGPUs) }
         out.family("allot_quota_used_gpu_seconds", "gauge", "GPU time used in the current period (GPU-hours × 3600).")
         for q in quota { out.sample("allot_quota_used_gpu_seconds", ["org": q.org, "pool": q.pool], (q.gpuHoursUsed * 3600).rounded()) }
         out.family("allot_quota_entitlement_gpu_seconds", "gauge", "GPU time entitled in the current period (GPU-hours × 3600).")

@@ -141,3 +141,28 @@ struct ObservabilityTests {
         }
     }
 }
+
+@Suite("ops/ files")
+struct OpsFilesTests {
+    @Test("the Prometheus config and alert rules pass promtool; the Grafana dashboard is JSON with panels")
+    func prometheusAndGrafana() throws {
+        let ops = TestDatabase.repositoryRoot + "/ops"
+        if let promtool = ObservabilityTests.which("promtool") {
+            let rules = try ObservabilityTests.run(promtool, ["check", "rules", ops + "/prometheus/alerts.yml"])
+            #expect(rules.0 == 0, "\(rules.1)")
+            let config = try ObservabilityTests.run(promtool, ["check", "config", ops + "/prometheus/prometheus.yml"])
+            #expect(config.0 == 0, "\(config.1)")
+        } else {
+            #expect(!ObservabilityTests.inCI, "promtool is missing in CI")
+        }
+        let data = try Data(contentsOf: URL(fileURLWithPath: ops + "/grafana/allot-dashboard.json"))
+        let dashboard = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let panels = try #require(dashboard["panels"] as? [[String: Any]])
+        #expect(panels.count >= 8)
+        // Every panel queries a metric allotd exports.
+        for p in panels {
+            let expr = ((p["targets"] as? [[String: Any]])?.first?["expr"] as? String) ?? ""
+            #expect(expr.contains("allot_"), "panel \(p["title"] ?? "?") queries no Allot metric")
+        }
+    }
+}
