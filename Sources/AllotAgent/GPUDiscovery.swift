@@ -108,7 +108,7 @@ public enum GPUDiscovery {
         let (health, detail) = self.health(gpu, productName: rawName)
         return GPUInfo(
             index: index, uuid: uuid, model: name == "unknown" ? name : self.model(from: name), memoryMiB: memory, nvlinkDomain: clique, migMode: mig,
-            health: health, healthDetail: detail)
+            health: health, healthDetail: detail, pciBusID: busID == "unknown" ? nil : busID)
     }
 
     /// Grades what nvidia-smi says of a GPU's memory and bus. Uncorrectable ECC errors since boot, pages

@@ -6,7 +6,8 @@ import Foundation
 
 struct Nodes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List nodes, or add one.", subcommands: [ListNodes.self, AddNode.self], defaultSubcommand: ListNodes.self)
+        abstract: "List nodes, show or add one.",
+        subcommands: [ListNodes.self, ShowNode.self, AddNode.self, RestoreGPU.self, DeclareLost.self], defaultSubcommand: ListNodes.self)
 }
 
 struct ListNodes: AsyncParsableCommand {

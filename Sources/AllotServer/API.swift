@@ -129,6 +129,76 @@ public struct API: Sendable {
                 return JSON.response(AddNodeResponse(node: body.name, token: token), status: .created)
             }
         }
+        let lifecycle = NodeLifecycleStore(database: self.database)
+        v1.get("/nodes/:name") { request, context in
+            try await self.handle {
+                _ = try await self.authenticate(request)
+                return JSON.response(try await lifecycle.detail(try Self.name(context)))
+            }
+        }
+        for (action, change) in [
+            ("cordon", lifecycle.cordon), ("uncordon", lifecycle.uncordon), ("undrain", lifecycle.undrain), ("lost", lifecycle.declareLost),
+        ] as [(String, @Sendable (String, Principal) async throws -> Void)] {
+            v1.post(RouterPath(stringLiteral: "/nodes/:name/\(action)")) { request, context in
+                try await self.handle {
+                    let principal = try await self.authenticate(request)
+                    let node = try Self.name(context)
+                    try await change(node, principal)
+                    self.wake.signal()
+                    return JSON.response(try await lifecycle.detail(node))
+                }
+            }
+        }
+        v1.post("/nodes/:name/gpus/:index/restore") { request, context in
+            try await self.handle {
+                let principal = try await self.authenticate(request)
+                let node = try Self.name(context)
+                guard let index = context.parameters.get("index", as: Int.self) else {
+                    throw APIError.badRequest("must be a GPU index", field: "index")
+                }
+                let body = try await JSON.body([String: String].self, from: request)
+                try await lifecycle.restoreGPU(node: node, index: index, reason: body["reason"] ?? "returned to service", by: principal)
+                self.wake.signal()
+                return JSON.response(try await lifecycle.detail(node))
+            }
+        }
+        v1.post("/drains") { request, _ in
+            try await self.handle {
+                let principal = try await self.authenticate(request)
+                let body = try await JSON.body(DrainRequest.self, from: request)
+                let id = try await lifecycle.drain(body.nodes, reason: body.reason, deadlineSeconds: body.deadlineSeconds, by: principal)
+                try await lifecycle.advanceDrains()
+                return JSON.response(try await lifecycle.drainView(id), status: .created)
+            }
+        }
+        v1.get("/drains/:id") { request, context in
+            try await self.handle {
+                _ = try await self.authenticate(request)
+                return JSON.response(try await lifecycle.drainView(try Self.id(context)))
+            }
+        }
+        v1.get("/maintenance") { request, _ in
+            try await self.handle {
+                _ = try await self.authenticate(request)
+                return JSON.response(try await lifecycle.listMaintenance(includeEnded: request.uri.queryParameters.get("all") == "true"))
+            }
+        }
+        v1.post("/maintenance") { request, _ in
+            try await self.handle {
+                let principal = try await self.authenticate(request)
+                let window = try await lifecycle.addMaintenance(try await JSON.body(MaintenanceRequest.self, from: request), by: principal)
+                self.wake.signal()
+                return JSON.response(window, status: .created)
+            }
+        }
+        v1.delete("/maintenance/:id") { request, context in
+            try await self.handle {
+                let principal = try await self.authenticate(request)
+                try await lifecycle.removeMaintenance(try Self.id(context), by: principal)
+                self.wake.signal()
+                return JSON.response(["removed": true])
+            }
+        }
         for path in ["/agents/register", "/agents/heartbeat"] {
             v1.post(RouterPath(stringLiteral: path)) { request, _ in
                 try await self.handle {
@@ -208,6 +278,11 @@ public struct API: Sendable {
             throw APIError.unauthorized
         }
         return principal
+    }
+
+    static func name(_ context: BasicRequestContext) throws -> String {
+        guard let name = context.parameters.get("name"), !name.isEmpty else { throw APIError.badRequest("must name a node", field: "name") }
+        return name
     }
 
     static func id(_ context: BasicRequestContext) throws -> Int64 {

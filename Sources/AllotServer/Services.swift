@@ -235,12 +235,20 @@ public struct NodeMonitor: Service {
                     } else {
                         timeout = try await NodeStore(database: self.database).heartbeatTimeoutSeconds()
                     }
-                    let lost = try await AttemptStore(database: self.database).markLostNodes(timeoutSeconds: timeout)
+                    let (lost, held) = try await AttemptStore(database: self.database).markLostNodes(timeoutSeconds: timeout)
                     if !lost.isEmpty {
                         self.metrics.nodesLost(lost.count)
                         self.logger.warning("nodes lost", metadata: ["nodes": "\(lost)", "timeout": "\(timeout)s"])
                         self.wake.signal()
                     }
+                    if !held.isEmpty {
+                        self.logger.error(
+                            "most of a pool went silent at once: holding instead of requeueing; `allot nodes declare-lost` decides",
+                            metadata: ["pools": "\(held)"])
+                    }
+                    let lifecycle = NodeLifecycleStore(database: self.database)
+                    try await lifecycle.advanceMaintenance()
+                    try await lifecycle.advanceDrains()
                 } catch {
                     self.logger.warning("node monitor round failed", metadata: ["error": "\(error)"])
                 }

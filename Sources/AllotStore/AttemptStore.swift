@@ -348,36 +348,80 @@ public struct AttemptStore: Sendable {
 
     // MARK: - Node loss
 
-    /// Marks nodes `lost` whose last heartbeat is older than `timeoutSeconds`, and stops their attempts
-    /// (ending `lost`, so the jobs requeue). Returns the nodes newly lost.
-    public func markLostNodes(timeoutSeconds: Int) async throws -> [String] {
+    /// Marks nodes `lost` whose last heartbeat is older than `timeoutSeconds`, and stops their attempts (ending
+    /// `lost`, so the jobs requeue). When more than half of a pool's reporting nodes go silent together, that is
+    /// more likely the network or the scheduler's side than the nodes: the pool is held instead (nothing is
+    /// requeued, an audit record and a metric say so) until the nodes return or an operator declares them lost.
+    /// Returns the nodes newly lost and the pools newly held.
+    public func markLostNodes(timeoutSeconds: Int) async throws -> (lost: [String], held: [String]) {
         try await self.database.transaction { connection in
-            let lost = try await connection.query(
+            let nodes = try await connection.query(
                 """
-                UPDATE nodes SET state = 'lost', state_reason = 'no heartbeat for ' || \(timeoutSeconds) || 's'
-                WHERE state <> 'lost' AND last_heartbeat < now() - make_interval(secs => \(Double(timeoutSeconds)))
-                RETURNING name
+                SELECT n.pool, n.name, n.last_heartbeat < now() - make_interval(secs => \(Double(timeoutSeconds)))
+                FROM nodes n WHERE n.last_heartbeat IS NOT NULL AND n.state <> 'lost' ORDER BY n.name FOR UPDATE
                 """, logger: self.logger
-            ).decode(String.self).reduce(into: [String]()) { $0.append($1) }
-            guard !lost.isEmpty else { return [] }
-            let attempts = try await connection.query(
-                """
-                SELECT DISTINCT a.job_id, a.number, r.node FROM attempts a
-                JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
-                WHERE a.state IN ('placed', 'starting', 'running') AND r.node = ANY(\(lost))
-                """, logger: self.logger
-            ).decode((Int64, Int, String).self).reduce(into: [(Int64, Int, String)]()) { $0.append($1) }
-            for (job, attempt, node) in attempts {
-                try await self.requestStop(
-                    jobID: job, attempt: attempt, endAs: .lost, reason: "node \(node) lost (no heartbeat for \(timeoutSeconds)s)",
-                    exitCode: nil, on: connection)
+            ).decode((String, String, Bool).self).reduce(into: [(String, String, Bool)]()) { $0.append($1) }
+            var byPool: [String: (silent: [String], reporting: Int)] = [:]
+            for (pool, name, isSilent) in nodes {
+                byPool[pool, default: ([], 0)].reporting += 1
+                if isSilent { byPool[pool]!.silent.append(name) }
             }
-            for node in lost {
-                try await AuditStore.append(
-                    connection, logger: self.logger, actor: .scheduler, action: "node.lost", target: "node/\(node)",
-                    outcome: "lost", detail: ["timeout": "\(timeoutSeconds)s"])
+            var lost: [String] = []
+            var held: [String] = []
+            for (pool, p) in byPool.sorted(by: { $0.key < $1.key }) {
+                if p.silent.isEmpty {
+                    try await connection.query("DELETE FROM pool_holds WHERE pool = \(pool)", logger: self.logger)
+                    continue
+                }
+                if p.reporting >= 2 && p.silent.count * 2 > p.reporting {
+                    let inserted =
+                        try await connection.query(
+                            """
+                            INSERT INTO pool_holds (pool, silent_nodes) VALUES (\(pool), \(p.silent))
+                            ON CONFLICT (pool) DO UPDATE SET silent_nodes = EXCLUDED.silent_nodes RETURNING (xmax = 0)
+                            """, logger: self.logger
+                        ).decode(Bool.self).first { _ in true } ?? false
+                    if inserted {
+                        held.append(pool)
+                        try await AuditStore.append(
+                            connection, logger: self.logger, actor: .scheduler, action: "pool.hold", target: "pool/\(pool)",
+                            outcome: "\(p.silent.count) of \(p.reporting) nodes silent: nothing requeued; an operator decides",
+                            detail: ["nodes": p.silent.joined(separator: ",")])
+                    }
+                    continue
+                }
+                try await connection.query("DELETE FROM pool_holds WHERE pool = \(pool)", logger: self.logger)
+                try await self.markLost(p.silent, reason: "no heartbeat for \(timeoutSeconds)s", actor: .scheduler, on: connection)
+                lost += p.silent
             }
-            return lost
+            return (lost, held)
+        }
+    }
+
+    /// Marks nodes lost now and stops their attempts so their jobs requeue; their ranks count as ended.
+    public func markLost(_ nodes: [String], reason: String, actor: Principal, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            "UPDATE nodes SET state = 'lost', state_reason = \(reason) WHERE name = ANY(\(nodes)) AND state <> 'lost'", logger: self.logger)
+        try await connection.query(
+            """
+            INSERT INTO node_downtime (node, kind, reason) SELECT n, 'lost', \(reason) FROM unnest(\(nodes)::text[]) AS n
+            ON CONFLICT DO NOTHING
+            """, logger: self.logger)
+        let attempts = try await connection.query(
+            """
+            SELECT DISTINCT a.job_id, a.number, r.node FROM attempts a
+            JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
+            WHERE a.state IN ('placed', 'starting', 'running') AND r.node = ANY(\(nodes))
+            """, logger: self.logger
+        ).decode((Int64, Int, String).self).reduce(into: [(Int64, Int, String)]()) { $0.append($1) }
+        for (job, attempt, node) in attempts {
+            try await self.requestStop(
+                jobID: job, attempt: attempt, endAs: .lost, reason: "node \(node) lost (\(reason))", exitCode: nil, on: connection)
+        }
+        for node in nodes {
+            try await AuditStore.append(
+                connection, logger: self.logger, actor: actor, action: "node.lost", target: "node/\(node)", outcome: "lost",
+                detail: ["reason": reason])
         }
     }
 }

@@ -75,21 +75,41 @@ public struct NodeStore: Sendable {
             let previous = try await connection.query(
                 """
                 UPDATE nodes n SET last_heartbeat = now(), agent_url = \(report.agentURL), callback_token = \(report.callbackToken),
-                       cpu_milli = \(report.cpuMilli), memory_mib = \(report.memoryMiB),
-                       state = CASE WHEN n.state = 'lost' THEN 'ready'::node_state ELSE n.state END,
-                       state_reason = CASE WHEN n.state = 'lost' THEN NULL ELSE n.state_reason END
+                       cpu_milli = \(report.cpuMilli), memory_mib = \(report.memoryMiB)
                 FROM nodes old WHERE n.name = \(report.node) AND old.name = n.name
                 RETURNING old.state::text
                 """, logger: self.logger
             ).decode(String.self).first { _ in true }
             guard let previous else { throw StoreError.notFound("node \(report.node)") }
-            if previous == NodeState.lost.rawValue {
-                try await AuditStore.append(
-                    connection, logger: self.logger, actor: principal, action: "node.return", target: "node/\(report.node)",
-                    outcome: "ready", detail: [:])
-            }
             try await self.upsertGPUs(report.gpus, node: report.node, on: connection)
             let acknowledged = try await AttemptStore(database: self.database).apply(report.ranks, node: report.node, on: connection)
+            if previous == NodeState.lost.rawValue {
+                // A lost node's GPUs go back to work only once its agent shows that nothing the scheduler no
+                // longer knows still runs there (the reply below asks it to stop such processes).
+                let liveHere = try await connection.query(
+                    """
+                    SELECT r.job_id, r.attempt, r.rank FROM attempt_ranks r JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
+                    WHERE r.node = \(report.node) AND a.state IN ('placed', 'starting', 'running')
+                    """, logger: self.logger
+                ).decode((Int64, Int, Int).self).reduce(into: Set<RankKey>()) { $0.insert(RankKey(jobID: $1.0, attempt: $1.1, rank: $1.2)) }
+                let orphans = report.ranks.filter { $0.state == .running && !liveHere.contains($0.key) }
+                if orphans.isEmpty {
+                    try await connection.query(
+                        "UPDATE nodes SET state = 'ready', state_reason = NULL WHERE name = \(report.node)", logger: self.logger)
+                    try await connection.query(
+                        "UPDATE node_downtime SET ended_at = now() WHERE node = \(report.node) AND kind = 'lost' AND ended_at IS NULL",
+                        logger: self.logger)
+                    try await AuditStore.append(
+                        connection, logger: self.logger, actor: principal, action: "node.return", target: "node/\(report.node)",
+                        outcome: "ready", detail: [:])
+                } else {
+                    try await connection.query(
+                        """
+                        UPDATE nodes SET state_reason = 'returning: waiting for ' || \(orphans.count) || ' orphaned processes to stop'
+                        WHERE name = \(report.node)
+                        """, logger: self.logger)
+                }
+            }
             let live = try await connection.query(
                 """
                 SELECT r.job_id, r.attempt, r.rank FROM attempt_ranks r
@@ -103,6 +123,40 @@ public struct NodeStore: Sendable {
 
     private func upsertGPUs(_ gpus: [GPUInfo], node: String, on connection: PostgresConnection) async throws {
         let idx = gpus.map(\.index)
+        var before: [Int: GPUHealth] = [:]
+        for try await (i, h) in try await connection.query("SELECT idx, health::text FROM gpus WHERE node = \(node)", logger: self.logger)
+            .decode((Int, String).self)
+        { before[i] = GPUHealth(rawValue: h) }
+        var gpus = gpus
+        var events: [(index: Int, from: GPUHealth, to: GPUHealth, cause: String, xid: Int?)] = []
+        for (k, gpu) in gpus.enumerated() {
+            var current = before[gpu.index] ?? .healthy
+            // XIDs grade the GPU: the application's faults make it suspect, the hardware's quarantine it.
+            for event in gpu.xids {
+                let fresh =
+                    try await connection.query(
+                        "INSERT INTO gpu_xid_seen (node, gpu_index, xid, at) VALUES (\(node), \(gpu.index), \(event.xid), \(event.at)) ON CONFLICT DO NOTHING RETURNING 1",
+                        logger: self.logger
+                    ).decode(Int.self).first { _ in true } != nil
+                guard fresh, before[gpu.index] != nil else { continue }
+                let target: GPUHealth? =
+                    switch XidEvent.grade(event.xid) {
+                    case .hardware: .quarantined
+                    case .application: current == .healthy ? .suspect : nil
+                    case .informational: nil
+                    }
+                if let target, target != current {
+                    events.append((gpu.index, current, target, "XID \(event.xid): \(event.message)", event.xid))
+                    current = target
+                }
+            }
+            if gpu.health == .quarantined && current != .quarantined, before[gpu.index] != nil {
+                events.append((gpu.index, current, .quarantined, gpu.healthDetail ?? "reported unhealthy by the agent", nil))
+                current = .quarantined
+            }
+            if current != .healthy && gpu.health != .quarantined { gpus[k].health = current }
+            if current == .quarantined && gpus[k].healthDetail == nil { gpus[k].healthDetail = events.last { $0.index == gpu.index }?.cause }
+        }
         try await connection.query(
             """
             INSERT INTO gpus (node, idx, uuid, model, memory_mib, nvlink_domain, mig_mode, health, health_detail, present)
@@ -114,10 +168,24 @@ public struct NodeStore: Sendable {
             ON CONFLICT (node, idx) DO UPDATE SET
                 uuid = EXCLUDED.uuid, model = EXCLUDED.model, memory_mib = EXCLUDED.memory_mib, nvlink_domain = EXCLUDED.nvlink_domain,
                 mig_mode = EXCLUDED.mig_mode, present = true,
-                -- A quarantined GPU stays so until an operator returns it; the agent can only make things worse.
-                health = CASE WHEN gpus.health = 'quarantined' THEN gpus.health ELSE EXCLUDED.health END,
-                health_detail = CASE WHEN gpus.health = 'quarantined' THEN gpus.health_detail ELSE EXCLUDED.health_detail END
+                -- Health only worsens here: back to healthy is an operator's call (allot nodes restore-gpu).
+                health = CASE WHEN gpus.health = 'quarantined' OR (gpus.health = 'suspect' AND EXCLUDED.health = 'healthy')
+                              THEN gpus.health ELSE EXCLUDED.health END,
+                health_detail = CASE WHEN gpus.health = 'quarantined' OR (gpus.health = 'suspect' AND EXCLUDED.health = 'healthy')
+                              THEN gpus.health_detail ELSE EXCLUDED.health_detail END
             """, logger: self.logger)
+        for e in events {
+            try await connection.query(
+                """
+                INSERT INTO gpu_health_events (node, gpu_index, from_health, to_health, cause, xid, job_id, actor)
+                VALUES (\(node), \(e.index), \(e.from.rawValue)::gpu_health, \(e.to.rawValue)::gpu_health, \(e.cause), \(e.xid),
+                        (SELECT job_id FROM gpu_claims WHERE node = \(node) AND gpu_index = \(e.index) AND released_at IS NULL LIMIT 1),
+                        'agent:' || \(node))
+                """, logger: self.logger)
+            try await AuditStore.append(
+                connection, logger: self.logger, actor: Principal(name: "agent:\(node)", role: .agent, node: node), action: "gpu.health",
+                target: "node/\(node)/gpu/\(e.index)", outcome: "\(e.from.rawValue) → \(e.to.rawValue)", detail: ["cause": e.cause])
+        }
         try await connection.query(
             "UPDATE gpus SET present = false WHERE node = \(node) AND present AND NOT (idx = ANY(\(idx)::integer[]))", logger: self.logger)
     }

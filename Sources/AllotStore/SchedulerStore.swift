@@ -41,6 +41,9 @@ public struct SchedulerStore: Sendable {
             nodes[node]?.usedCPUMilli = Int(cpu)
             nodes[node]?.usedMemoryMiB = Int(memory)
         }
+        for (node, seconds) in try await NodeLifecycleStore(database: self.database).upcomingMaintenance() {
+            nodes[node]?.maintenanceInSeconds = seconds
+        }
         return nodes.values.sorted { $0.name < $1.name }
     }
 

@@ -18,7 +18,7 @@ struct GPUOptions: ParsableArguments {
 
     func discover(node: String) throws -> [GPUInfo] {
         if let gpus { return try GPUDiscovery.simulated(gpus, node: node) }
-        return try GPUDiscovery.nvidiaSMI(path: GPUDiscovery.nvidiaSMIPath())
+        return KernelLog.attachXids(to: try GPUDiscovery.nvidiaSMI(path: GPUDiscovery.nvidiaSMIPath()))
     }
 }
 

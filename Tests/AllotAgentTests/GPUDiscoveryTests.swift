@@ -93,3 +93,34 @@ struct GPUDiscoveryTests {
         #expect(throws: (any Error).self) { try GPUDiscovery.simulated("0xH200", node: "n") }
     }
 }
+
+@Suite("XIDs from the kernel log")
+struct KernelLogTests {
+    @Test("XID lines are matched to GPUs by PCI bus id, whatever case and domain width")
+    func parse() throws {
+        let log = """
+            [    2.000000] nvidia: loading out-of-tree module taints kernel.
+            [ 8134.567890] NVRM: Xid (PCI:0000:3b:00): 79, pid=2417, name=python3, GPU has fallen off the bus.
+            [ 9000.000001] NVRM: Xid (PCI:0000:18:00): 13, Graphics SM Warp Exception on (GPC 0, TPC 1, SM 0): Out Of Range Address
+            [ 9100.000002] NVRM: Xid (PCI:0000:99:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error
+            """
+        let events = KernelLog.parse(log)
+        #expect(events.map(\.event.xid) == [79, 13, 48])
+        #expect(events[0].event.at == "8134.567890")
+        let gpus = KernelLog.attach(
+            events,
+            to: [
+                GPUInfo(index: 0, uuid: "a", model: "H100", memoryMiB: 1, pciBusID: "00000000:18:00.0"),
+                GPUInfo(index: 1, uuid: "b", model: "H100", memoryMiB: 1, pciBusID: "00000000:3B:00.0"),
+            ])
+        #expect(gpus[0].xids.map(\.xid) == [13])
+        #expect(gpus[1].xids.map(\.xid) == [79])
+        #expect(XidEvent.grade(13) == .application && XidEvent.grade(79) == .hardware && XidEvent.grade(48) == .hardware)
+    }
+
+    @Test("the PCI bus id of each GPU comes from nvidia-smi")
+    func busIDs() throws {
+        let gpus = try GPUDiscovery.parse(xml: GPUDiscoveryTests.fixture("h100-sxm"))
+        #expect(gpus.map(\.pciBusID) == ["00000000:18:00.0", "00000000:2A:00.0"])
+    }
+}

@@ -101,7 +101,7 @@ struct LifecycleTests {
             try await f.schedule()
             let node = try #require(try await f.job(id).attempts.first?.nodes.first?.node)
             try await db.query("UPDATE nodes SET last_heartbeat = now() - interval '1 minute' WHERE name = \(node)")
-            #expect(try await AttemptStore(database: db).markLostNodes(timeoutSeconds: 30) == [node])
+            #expect(try await AttemptStore(database: db).markLostNodes(timeoutSeconds: 30).lost == [node])
             let requeued = try await f.job(id)
             #expect(requeued.state == .queued)
             #expect(requeued.attempts.first?.state == .lost)
@@ -110,9 +110,13 @@ struct LifecycleTests {
             let again = try await f.job(id)
             #expect(again.attempts.count == 2)
             #expect(again.attempts[1].nodes.first?.node != node)
-            // The lost node's agent comes back: the node is ready again and learns that nothing of it is live.
-            let reply = try await f.report(node, ranks: [Self.running(RankKey(jobID: id, attempt: 1, rank: 0))])
+            // The lost node's agent comes back still running the old rank: it learns that nothing of it is live, and
+            // the node stays out of service until the agent shows the orphan gone.
+            let orphan = RankKey(jobID: id, attempt: 1, rank: 0)
+            let reply = try await f.report(node, ranks: [Self.running(orphan)])
             #expect(reply.live.isEmpty)
+            #expect(try await NodeStore(database: db).list().first { $0.name == node }?.state == .lost)
+            _ = try await f.report(node, ranks: [RankStatus(key: orphan, state: .exited, exitCode: 143, signal: 15)])
             #expect(try await NodeStore(database: db).list().first { $0.name == node }?.state == .ready)
         }
     }

@@ -40,6 +40,7 @@ public enum Rejection: String, Hashable, Sendable, CaseIterable, Codable {
     case cpu = "not enough free CPU"
     case memory = "not enough free memory"
     case notIdle = "node not idle (exclusive job)"
+    case maintenance = "maintenance window before the job's time limit ends"
 }
 
 /// Why a job is still waiting after a cycle: data, rendered to text at the edge.

@@ -77,6 +77,8 @@ public struct Placer: Sendable {
         // Cheap, node-wide checks first: most nodes of a busy pool fail here.
         guard node.pool == job.pool else { return .rejected(.pool) }
         guard node.state.acceptsWork else { return .rejected(.nodeState) }
+        // A job must end before the node's next maintenance window; one without a time limit might not.
+        if let window = node.maintenanceInSeconds, (job.timeLimitSeconds ?? .max) > window { return .rejected(.maintenance) }
         let request = job.perNode
         if request.exclusive && (node.usedCPUMilli > 0 || node.usedMemoryMiB > 0 || node.gpus.contains { $0.usedMilli > 0 }) {
             return .rejected(.notIdle)
@@ -115,6 +117,7 @@ public struct Placer: Sendable {
         var rejection: Rejection?
         for var node in pool {
             node.state = .ready
+            node.maintenanceInSeconds = nil
             node.usedCPUMilli = 0
             node.usedMemoryMiB = 0
             for i in node.gpus.indices {

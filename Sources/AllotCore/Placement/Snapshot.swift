@@ -34,6 +34,8 @@ public struct NodeSnapshot: Hashable, Sendable {
     public var usedCPUMilli: Int
     public var usedMemoryMiB: Int
     public var gpus: [GPUSlot]
+    /// Seconds until the node's next maintenance window starts, if one is planned.
+    public var maintenanceInSeconds: Int64?
 
     public init(
         name: String, pool: String, block: String? = nil, state: NodeState = .ready,

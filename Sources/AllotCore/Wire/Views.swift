@@ -126,10 +126,16 @@ public struct GPUInfo: Codable, Hashable, Sendable {
     public var health: GPUHealth
     /// Why the agent thinks the GPU is not healthy, when it is not.
     public var healthDetail: String?
+    /// PCI bus id as nvidia-smi writes it, to match kernel log lines to GPUs.
+    public var pciBusID: String?
+    /// XID events read from the kernel log since the agent started.
+    public var xids: [XidEvent]
     public init(
         index: Int, uuid: String, model: String, memoryMiB: Int, nvlinkDomain: Int? = nil, migMode: String? = nil,
-        health: GPUHealth = .healthy, healthDetail: String? = nil
+        health: GPUHealth = .healthy, healthDetail: String? = nil, pciBusID: String? = nil, xids: [XidEvent] = []
     ) {
+        self.pciBusID = pciBusID
+        self.xids = xids
         self.index = index
         self.uuid = uuid
         self.model = model

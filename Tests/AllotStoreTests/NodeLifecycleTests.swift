@@ -1,0 +1,200 @@
+import AllotCore
+import AllotStore
+import AllotTesting
+import Foundation
+import Testing
+
+@Suite("Node lifecycle: drains, maintenance, GPU health, silent pools", databaseTests)
+struct NodeLifecycleTests {
+    static func start(_ f: StoreFixture, _ id: Int64) async throws {
+        let job = try await f.job(id)
+        for r in try #require(job.attempts.last?.nodes) {
+            let key = RankKey(jobID: id, attempt: job.attempts.count, rank: r.rank)
+            try await AttemptStore(database: f.db).markDispatched(key)
+            try await f.report(r.node, ranks: [RankStatus(key: key, state: .running)])
+        }
+    }
+
+    @Test("a window starting in one hour keeps a 2 h job off the node; a 30 min job goes there")
+    func maintenanceWindow() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            let lifecycle = NodeLifecycleStore(database: db)
+            _ = try await lifecycle.addMaintenance(
+                MaintenanceRequest(
+                    nodes: ["n1"], startsAt: Date().addingTimeInterval(3600), endsAt: Date().addingTimeInterval(7200), reason: "firmware"),
+                by: f.op)
+            // n2 busy, so n1 is the only place with room.
+            let filler = try await f.submit(JobSpec(name: "fill", org: "lab", pool: "h200", gpusPerNode: 8, timeLimitSeconds: 600, command: "x"))
+            try await db.query("UPDATE nodes SET state = 'cordoned' WHERE name = 'n1'")
+            try await f.schedule()
+            try await db.query("UPDATE nodes SET state = 'ready' WHERE name = 'n1'")
+            #expect(try await f.job(filler).attempts.first?.nodes.first?.node == "n2")
+
+            let long = try await f.submit(JobSpec(name: "long", org: "lab", pool: "h200", gpusPerNode: 1, timeLimitSeconds: 7200, command: "x"))
+            let unbounded = try await f.submit(JobSpec(name: "unbounded", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
+            let short = try await f.submit(JobSpec(name: "short", org: "lab", pool: "h200", gpusPerNode: 1, timeLimitSeconds: 1800, command: "x"))
+            #expect(try await f.schedule() == [short])
+            #expect(try await f.job(short).attempts.first?.nodes.first?.node == "n1")
+            #expect(try await f.job(long).reason?.contains("maintenance") == true)
+            #expect(try await f.job(unbounded).state == .queued)
+        }
+    }
+
+    @Test("a window drains its nodes at its start and returns them at its end, as planned downtime")
+    func windowStartsAndEnds() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            let lifecycle = NodeLifecycleStore(database: db)
+            let w = try await lifecycle.addMaintenance(
+                MaintenanceRequest(nodes: ["n1"], startsAt: Date().addingTimeInterval(1), endsAt: Date().addingTimeInterval(3), reason: "cables"),
+                by: f.op)
+            try await Task.sleep(for: .milliseconds(1200))
+            try await lifecycle.advanceMaintenance()
+            try await lifecycle.advanceDrains()
+            #expect(try await NodeStore(database: db).list().first { $0.name == "n1" }?.state == .drained)
+            try await Task.sleep(for: .milliseconds(2000))
+            try await lifecycle.advanceMaintenance()
+            #expect(try await NodeStore(database: db).list().first { $0.name == "n1" }?.state == .ready)
+            #expect(try await lifecycle.listMaintenance(includeEnded: true).first { $0.id == w.id }?.endedAt != nil)
+            #expect(
+                try await f.scalar("SELECT count(*) FROM node_downtime WHERE node = 'n1' AND kind = 'planned' AND ended_at IS NOT NULL", as: Int.self)
+                    == 1)
+        }
+    }
+
+    @Test("drain: no new work at once; at the deadline the whole gang is stopped and requeued; the node ends drained; undrain returns it")
+    func drainDeadline() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1", "n2", "n3"])
+            let gang = try await f.submit(JobSpec(name: "gang", org: "lab", pool: "h200", nodes: 2, gpusPerNode: 8, command: "x"))
+            try await f.schedule()
+            try await Self.start(f, gang)
+            let nodes = try #require(try await f.job(gang).attempts.first?.nodes.map(\.node))
+            let lifecycle = NodeLifecycleStore(database: db)
+            let drain = try await lifecycle.drain([nodes[0]], reason: "firmware", deadlineSeconds: 0, by: f.op)
+            try await lifecycle.advanceDrains()
+            // Both ranks are asked to stop, not only the one on the drained node.
+            let stops = try await AttemptStore(database: db).dueStops()
+            #expect(Set(stops.map(\.key.rank)) == [0, 1])
+            for s in stops { try await f.report(s.node, ranks: [RankStatus(key: s.key, state: .exited, exitCode: 143, signal: 15)]) }
+            let requeued = try await f.job(gang)
+            #expect(requeued.state == .queued)
+            #expect(requeued.attempts[0].state == .drained)
+            try await lifecycle.advanceDrains()
+            #expect(try await lifecycle.drainView(drain).nodes.map(\.state) == [.drained])
+            #expect(try await lifecycle.drainView(drain).finishedAt != nil)
+            // Requeued keeping its submit time, it runs again on the two nodes not drained.
+            #expect(try await f.schedule() == [gang])
+            #expect(try await f.job(gang).attempts[1].nodes.allSatisfy { $0.node != nodes[0] })
+            #expect(try await f.job(gang).submittedAt == requeued.submittedAt)
+            try await lifecycle.undrain(nodes[0], by: f.op)
+            #expect(try await NodeStore(database: db).list().first { $0.name == nodes[0] }?.state == .ready)
+            #expect(try await f.scalar("SELECT count(*) FROM usage WHERE job_id = \(gang) AND credited", as: Int.self) == 1)
+        }
+    }
+
+    @Test("work that ends before the deadline just finishes; members cannot drain")
+    func drainWithoutDeadline() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1"])
+            let id = try await f.submit(JobSpec(name: "j", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
+            try await f.schedule()
+            try await Self.start(f, id)
+            let lifecycle = NodeLifecycleStore(database: db)
+            await #expect(throws: StoreError.self) {
+                _ = try await lifecycle.drain(["n1"], reason: "x", deadlineSeconds: nil, by: Principal(name: "m", role: .member, org: "lab"))
+            }
+            _ = try await lifecycle.drain(["n1"], reason: "x", deadlineSeconds: 3600, by: f.op)
+            let other = try await f.submit(JobSpec(name: "k", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
+            #expect(try await f.schedule().isEmpty)  // no new placements on a draining node
+            try await lifecycle.advanceDrains()
+            #expect(try await AttemptStore(database: db).dueStops().isEmpty)  // before the deadline nothing is stopped
+            try await f.report("n1", ranks: [RankStatus(key: RankKey(jobID: id, attempt: 1, rank: 0), state: .exited, exitCode: 0)])
+            #expect(try await f.job(id).state == .succeeded)
+            try await lifecycle.advanceDrains()
+            #expect(try await NodeStore(database: db).list().first?.state == .drained)
+            #expect(try await f.job(other).state == .queued)
+        }
+    }
+
+    @Test("a fatal fault reported by the agent quarantines the GPU, with the job that was on it; placement skips it; an operator restores it")
+    func quarantine() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1"], gpus: 2)
+            let id = try await f.submit(JobSpec(name: "j", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
+            try await f.schedule()
+            let gpu = try #require(try await f.job(id).attempts.first?.nodes.first?.gpus.first)
+            var inventory = (0..<2).map { GPUInfo(index: $0, uuid: "u\($0)", model: "H200", memoryMiB: 1) }
+            inventory[gpu].health = .quarantined
+            inventory[gpu].healthDetail = "3 uncorrectable ECC errors since boot"
+            _ = try await NodeStore(database: db).report(
+                AgentReport(node: "n1", agentURL: "http://x", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory, ranks: []),
+                from: f.agent("n1"))
+            let detail = try await NodeLifecycleStore(database: db).detail("n1")
+            #expect(detail.node.gpus[gpu].health == .quarantined)
+            #expect(detail.healthEvents.map(\.jobID) == [id])
+            #expect(detail.healthEvents.first?.cause.contains("uncorrectable ECC") == true)
+            // The job on it is released; the next 1-GPU job lands on the other GPU only, then nothing fits.
+            try await db.query("UPDATE gpu_claims SET released_at = now()")
+            let a = try await f.submit(JobSpec(name: "a", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
+            let b = try await f.submit(JobSpec(name: "b", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
+            #expect(try await f.schedule() == [a])
+            #expect(try await f.job(a).attempts.first?.nodes.first?.gpus == [1 - gpu])
+            #expect(try await f.job(b).reason?.hasPrefix("capacity") == true)
+            // A healthy report does not undo a quarantine; an operator does.
+            _ = try await f.report("n1", gpus: 2)
+            #expect(try await NodeLifecycleStore(database: db).detail("n1").node.gpus[gpu].health == .quarantined)
+            try await NodeLifecycleStore(database: db).restoreGPU(node: "n1", index: gpu, reason: "reseated, diag passed", by: f.op)
+            #expect(try await NodeLifecycleStore(database: db).detail("n1").node.gpus[gpu].health == .healthy)
+            #expect(try await f.schedule() == [b])
+        }
+    }
+
+    @Test("XIDs: an application error makes a GPU suspect, a hardware error quarantines it; a line read twice counts once")
+    func xids() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1"], gpus: 2)
+            func report(_ xids: [XidEvent]) async throws {
+                var inventory = (0..<2).map { GPUInfo(index: $0, uuid: "u\($0)", model: "H200", memoryMiB: 1) }
+                inventory[0].xids = xids
+                _ = try await NodeStore(database: db).report(
+                    AgentReport(
+                        node: "n1", agentURL: "http://x", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory, ranks: []),
+                    from: f.agent("n1"))
+            }
+            let app = XidEvent(xid: 13, at: "100.5", message: "Graphics SM Warp Exception")
+            try await report([app])
+            try await report([app])
+            var detail = try await NodeLifecycleStore(database: db).detail("n1")
+            #expect(detail.node.gpus[0].health == .suspect)
+            #expect(detail.healthEvents.count == 1)
+            try await report([app, XidEvent(xid: 79, at: "200.1", message: "GPU has fallen off the bus.")])
+            detail = try await NodeLifecycleStore(database: db).detail("n1")
+            #expect(detail.node.gpus[0].health == .quarantined)
+            #expect(detail.healthEvents.map(\.to) == [.suspect, .quarantined])
+            #expect(detail.healthEvents.last?.xid == 79)
+        }
+    }
+
+    @Test("when more than half of a pool goes silent at once, nothing is requeued: the pool is held and the hold audited")
+    func silentPool() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1", "n2", "n3"])
+            let id = try await f.submit(JobSpec(name: "j", org: "lab", pool: "h200", gpusPerNode: 8, command: "x"))
+            try await f.schedule()
+            let node = try #require(try await f.job(id).attempts.first?.nodes.first?.node)
+            let silent = [node] + ["n1", "n2", "n3"].filter { $0 != node }.prefix(1)
+            try await db.query("UPDATE nodes SET last_heartbeat = now() - interval '5 minutes' WHERE name = ANY(\(Array(silent)))")
+            let (lost, held) = try await AttemptStore(database: db).markLostNodes(timeoutSeconds: 30)
+            #expect(lost.isEmpty && held == ["h200"])
+            #expect(try await f.job(id).state == .placed)
+            #expect(try await AuditStore(database: db).list(since: nil).contains { $0.action == "pool.hold" })
+            // Held, not forgotten: the next round changes nothing and records nothing new.
+            #expect(try await AttemptStore(database: db).markLostNodes(timeoutSeconds: 30).held.isEmpty)
+            // An operator decides: the node with the job is declared lost, and the job requeues.
+            try await NodeLifecycleStore(database: db).declareLost(node, by: f.op)
+            #expect(try await f.job(id).state == .queued)
+        }
+    }
+}
