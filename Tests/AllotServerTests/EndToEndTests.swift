@@ -141,6 +141,7 @@ struct EndToEndTests {
             try await self.gang(c)
             try await self.exitCode(c)
             try await self.cancel(c)
+            try await self.drain(c)
             try await self.agentCrash(c)
         } catch {
             Issue.record("\(error)\n\(c.diagnostics)")
@@ -208,6 +209,30 @@ struct EndToEndTests {
         try survivors.run()
         survivors.waitUntilExit()
         #expect(survivors.terminationStatus == 1, "a process of the cancelled job is still running")
+    }
+
+    /// Drain with a 10 s deadline: the job traps SIGTERM and checkpoints, is requeued and runs on the other node;
+    /// the node ends drained; undrain returns it.
+    func drain(_ c: Cluster) async throws {
+        let marker = c.work.appendingPathComponent("checkpoint").path
+        let id = try c.submit(
+            "org: defense\npool: h200\ngpusPerNode: 8\ncommand: trap 'echo saved > \(marker)-$ALLOT_ATTEMPT; exit 0' TERM; sleep 600 & wait")
+        let running = try await c.waitForJob(id) { $0.state == .running }
+        let node = try #require(running.attempts.last?.nodes.first?.node)
+        let started = Date()
+        let output = try c.cli(["drain", node, "--reason", "firmware", "--deadline", "10s", "--wait"])
+        #expect(Date().timeIntervalSince(started) >= 9)
+        #expect(output.contains("deadline in"))
+        #expect(output.contains("1/1 nodes drained"))
+        #expect(FileManager.default.fileExists(atPath: "\(marker)-1"), "the job did not checkpoint on SIGTERM")
+        let again = try await c.waitForJob(id, seconds: 30) { $0.attempts.count == 2 && $0.state == .running }
+        #expect(again.attempts[0].state == .drained)
+        #expect(again.attempts[1].nodes.first?.node != node)
+        #expect(try c.json(["nodes"], as: [NodeView].self).first { $0.name == node }?.state == .drained)
+        try c.cli(["undrain", node])
+        #expect(try c.json(["nodes"], as: [NodeView].self).first { $0.name == node }?.state == .ready)
+        try c.cli(["cancel", "\(id)"])
+        _ = try await c.waitForJob(id, seconds: 70) { $0.state.isTerminal }
     }
 
     func agentCrash(_ c: Cluster) async throws {
