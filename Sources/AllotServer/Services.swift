@@ -72,6 +72,20 @@ public struct SchedulerLoop: Service {
     public let metrics: Metrics
     public let logger: Logger
 
+    public init(
+        database: Database, placer: Placer, leadership: Leadership, wake: Wakeup, dispatch: Wakeup, interval: Duration, metrics: Metrics,
+        logger: Logger
+    ) {
+        self.database = database
+        self.placer = placer
+        self.leadership = leadership
+        self.wake = wake
+        self.dispatch = dispatch
+        self.interval = interval
+        self.metrics = metrics
+        self.logger = logger
+    }
+
     public func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if self.leadership.isLeader {
@@ -85,6 +99,29 @@ public struct SchedulerLoop: Service {
         }
     }
 
+    /// Gives organisations their guarantee back (SPEC §4.5): for the first job per pool that waits on capacity
+    /// while its organisation is within its guarantee, preempt the fewest borrowers that make room. One reclaim
+    /// per pool at a time: the next waits until the victims have stopped.
+    func reclaim(queue: [PendingJob], plan: Plan, book: QuotaBook, store: SchedulerStore) async throws {
+        let blocked = queue.filter { job in
+            if case .capacity = plan.waiting[job.id] { return true }
+            return false
+        }
+        guard !blocked.isEmpty else { return }
+        var busy = try await store.poolsReclaiming()
+        // Placement changed the cluster: reason over a fresh snapshot.
+        let nodes = try await store.nodeSnapshots()
+        let running = try await store.running()
+        let now = Int64(Date().timeIntervalSince1970)
+        for job in blocked.sorted(by: Placer.inQueueOrder) where !busy.contains(job.pool) {
+            guard let victims = self.placer.reclaim(for: job, on: nodes, running: running, book: book, now: now), !victims.isEmpty else { continue }
+            try await store.preempt(victims, for: job)
+            busy.insert(job.pool)
+            self.logger.info("reclaiming guaranteed GPUs", metadata: ["job": "\(job.id)", "org": "\(job.org)", "victims": "\(victims.map(\.jobID))"])
+            self.dispatch.signal()
+        }
+    }
+
     /// One cycle; returns the jobs placed.
     @discardableResult
     public func cycle() async throws -> [Int64] {
@@ -93,10 +130,12 @@ public struct SchedulerLoop: Service {
         let queue = try await store.queue()
         guard !queue.isEmpty else { return [] }
         let nodes = try await store.nodeSnapshots()
+        let book = try await store.quotaBook()
         let started = ContinuousClock.now
-        let plan = self.placer.place(queue, on: nodes)
+        let plan = self.placer.place(queue, on: nodes, quota: book)
         let decided = ContinuousClock.now - started
         let placed = try await store.commit(plan)
+        try await self.reclaim(queue: queue, plan: plan, book: book, store: store)
         self.metrics.observeCycle(
             decisionSeconds: Double(decided.components.attoseconds) / 1e18 + Double(decided.components.seconds), placed: placed.count)
         if !placed.isEmpty { self.dispatch.signal() }

@@ -201,7 +201,7 @@ public struct AttemptStore: Sendable {
             logger: self.logger)
         try await connection.query(
             """
-            UPDATE usage SET ended_at = now(), credited = \(ending.requeuesJob)
+            UPDATE usage SET ended_at = now(), credited = \(ending == .lost || ending == .drained || ending == .dispatchFailed)
             WHERE job_id = \(jobID) AND attempt = \(attempt) AND ended_at IS NULL
             """, logger: self.logger)
 
@@ -339,8 +339,11 @@ public struct AttemptStore: Sendable {
             "UPDATE jobs SET state = 'running', updated_at = now() WHERE id = \(jobID) AND state IN ('placed', 'starting')", logger: self.logger)
         try await connection.query(
             """
-            INSERT INTO usage (job_id, attempt, org, pool, gpu_milli, started_at)
-            SELECT j.id, \(attempt), j.org, j.pool, (SELECT coalesce(sum(milli), 0) FROM gpu_claims WHERE job_id = j.id AND attempt = \(attempt)), now()
+            INSERT INTO usage (job_id, attempt, org, pool, gpu_milli, started_at, allocation_id)
+            SELECT j.id, \(attempt), j.org, j.pool, (SELECT coalesce(sum(milli), 0) FROM gpu_claims WHERE job_id = j.id AND attempt = \(attempt)), now(),
+                   (SELECT al.id FROM allocations al WHERE al.org = j.org AND al.pool = j.pool
+                      AND (al.valid_from IS NULL OR current_date BETWEEN al.valid_from AND al.valid_until)
+                    ORDER BY al.valid_from NULLS LAST LIMIT 1)
             FROM jobs j WHERE j.id = \(jobID)
             ON CONFLICT DO NOTHING
             """, logger: self.logger)

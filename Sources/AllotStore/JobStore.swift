@@ -47,6 +47,16 @@ public struct JobStore: Sendable {
                 .decode(Int.self).first { _ in true } != nil
             guard orgExists else { throw StoreError.invalid(field: "org", message: "unknown organization '\(org)'") }
 
+            let allocated =
+                try await connection.query(
+                    """
+                    SELECT 1 FROM allocations WHERE org = \(org) AND pool = \(spec.pool)
+                      AND (valid_from IS NULL OR current_date BETWEEN valid_from AND valid_until)
+                    """, logger: logger
+                ).decode(Int.self).first { _ in true } != nil
+            guard allocated else {
+                throw StoreError.invalid(field: "pool", message: "\(org) has no allocation in force in pool \(spec.pool)")
+            }
             let (className, priority, maxTime) = try await self.priorityClass(spec.priorityClass, on: connection)
             if let maxTime, let limit = spec.timeLimitSeconds, limit > maxTime {
                 throw StoreError.invalid(

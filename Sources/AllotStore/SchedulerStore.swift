@@ -47,6 +47,71 @@ public struct SchedulerStore: Sendable {
         return nodes.values.sorted { $0.name < $1.name }
     }
 
+    /// Each organisation × pool with an allocation in force: guarantee, limit, GPUs held, entitlement left, share used.
+    public func quotaBook() async throws -> QuotaBook {
+        var book = QuotaBook()
+        for r in try await QuotaStore(database: self.database).rows() {
+            book[r.org, r.pool] = QuotaEntry(
+                guaranteedMilli: r.guaranteedGPUs * 1000, limitMilli: r.limitGPUs * 1000, inUseMilli: Int((r.inUseGPUs * 1000).rounded()),
+                remainingGPUSeconds: (r.gpuHours - r.gpuHoursUsed) * 3600, shareUsed: r.gpuHoursUsed / Double(max(r.guaranteedGPUs, 1)))
+        }
+        return book
+    }
+
+    /// Live attempts not being stopped, with where they run, for preemption.
+    public func running() async throws -> [RunningAttempt] {
+        var out: [RunningAttempt] = []
+        let rows = try await self.database.query(
+            """
+            SELECT a.job_id, a.number, j.org, j.pool, a.borrowed, floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint,
+                   r.rank, r.node, r.gpu_indices, r.milli_per_gpu, r.cpu_milli, r.memory_mib
+            FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
+            WHERE a.state IN ('placed', 'starting', 'running') AND a.stop_requested_at IS NULL
+            ORDER BY a.job_id, a.number, r.rank
+            """)
+        for try await row in rows {
+            let (job, attempt, org, pool, borrowed, started, rank, node, gpus, milli, cpu, memory) = try row.decode(
+                (Int64, Int, String, String, Bool, Int64, Int, String, [Int], Int, Int, Int).self)
+            let r = RankAssignment(rank: rank, node: node, gpuIndices: gpus, milliPerGPU: milli, cpuMilli: cpu, memoryMiB: memory)
+            if let last = out.last, last.jobID == job, last.attempt == attempt {
+                out[out.count - 1].ranks.append(r)
+            } else {
+                out.append(RunningAttempt(jobID: job, attempt: attempt, org: org, pool: pool, borrowing: borrowed, startedAt: started, ranks: [r]))
+            }
+        }
+        return out
+    }
+
+    /// Pools where preempted attempts are still stopping: no further reclaim there until they have.
+    public func poolsReclaiming() async throws -> Set<String> {
+        try await self.database.query(
+            """
+            SELECT DISTINCT j.pool FROM attempts a JOIN jobs j ON j.id = a.job_id
+            WHERE a.state IN ('placed', 'starting', 'running') AND a.stop_state = 'preempted'
+            """
+        ).decode(String.self).reduce(into: Set<String>()) { $0.insert($1) }
+    }
+
+    /// Preempts `victims` so that `job` gets its organisation's guarantee back: each gets SIGTERM and its grace
+    /// period, then is requeued. The reclaim is recorded, and timed once the job is placed.
+    public func preempt(_ victims: [RunningAttempt], for job: PendingJob) async throws {
+        try await self.database.transaction { connection in
+            let attempts = AttemptStore(database: self.database)
+            for v in victims {
+                try await attempts.requestStop(
+                    jobID: v.jobID, attempt: v.attempt, endAs: .preempted,
+                    reason: "preempted: \(job.org) reclaims its guaranteed GPUs in pool \(job.pool) (for job \(job.id))", exitCode: nil,
+                    on: connection)
+            }
+            try await connection.query(
+                "INSERT INTO reclaims (job_id, org, pool, victims) VALUES (\(job.id), \(job.org), \(job.pool), \(victims.map(\.jobID)))",
+                logger: self.database.logger)
+            try await AuditStore.append(
+                connection, logger: self.database.logger, actor: .scheduler, action: "job.preempt", target: "job/\(job.id)",
+                outcome: "reclaim for \(job.org)", detail: ["victims": victims.map { "\($0.jobID).\($0.attempt)" }.joined(separator: ",")])
+        }
+    }
+
     /// Queued jobs, not being cancelled, reduced to what placement needs.
     public func queue() async throws -> [PendingJob] {
         let rows = try await self.database.query(
@@ -128,7 +193,9 @@ public struct SchedulerStore: Sendable {
             "SELECT name FROM nodes WHERE name = ANY(\(names)) AND state = 'ready' FOR SHARE", logger: logger
         ).decode(String.self).reduce(into: 0) { n, _ in n += 1 }
         guard ready == Set(names).count else { return false }
-        try await connection.query("INSERT INTO attempts (job_id, number) VALUES (\(job), \(number))", logger: logger)
+        try await connection.query(
+            "INSERT INTO attempts (job_id, number, borrowed) VALUES (\(job), \(number), \(placement.borrowing))", logger: logger)
+        try await connection.query("UPDATE reclaims SET satisfied_at = now() WHERE job_id = \(job) AND satisfied_at IS NULL", logger: logger)
         for r in placement.ranks {
             try await connection.query(
                 """

@@ -25,7 +25,10 @@ struct APITests {
         _ = try await PolicyStore(database: db).apply(
             Policy(
                 pools: [Pool(name: "h200")],
-                organizations: [Organization(name: "lab"), Organization(name: "uni")],
+                organizations: [
+                    Organization(name: "lab", allocations: [Allocation(pool: "h200", guaranteedGPUs: 8, limitGPUs: 8, gpuHours: 100)]),
+                    Organization(name: "uni", allocations: [Allocation(pool: "h200", guaranteedGPUs: 8, limitGPUs: 8, gpuHours: 100)]),
+                ],
                 priorityClasses: [PriorityClass(name: "standard", value: 100)],
                 defaults: PolicyDefaults(priorityClass: "standard")),
             by: op, dryRun: false)

@@ -187,7 +187,7 @@ struct EndToEndTests {
     }
 
     func exitCode(_ c: Cluster) async throws {
-        let id = try c.submit("org: startups\npool: h200\ngpusPerNode: 1\ncommand: exit 3")
+        let id = try c.submit("org: university-consortium\npool: h200\ngpusPerNode: 1\ncommand: exit 3")
         let job = try await c.waitForJob(id) { $0.state.isTerminal }
         #expect(job.state == .failed)
         #expect(job.exitCode == 3)

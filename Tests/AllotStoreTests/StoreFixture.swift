@@ -51,7 +51,8 @@ struct StoreFixture {
     @discardableResult
     func schedule() async throws -> [Int64] {
         let store = SchedulerStore(database: self.db)
-        return try await store.commit(Placer().place(try await store.queue(), on: try await store.nodeSnapshots()))
+        return try await store.commit(
+            Placer().place(try await store.queue(), on: try await store.nodeSnapshots(), quota: try await store.quotaBook()))
     }
 
     func job(_ id: Int64) async throws -> JobView { try await JobStore(database: self.db).show(id, visibleTo: self.op) }

@@ -23,9 +23,12 @@ public struct RankAssignment: Hashable, Codable, Sendable {
 public struct Placement: Hashable, Sendable {
     public var jobID: Int64
     public var ranks: [RankAssignment]
-    public init(jobID: Int64, ranks: [RankAssignment]) {
+    /// Runs beyond its organisation's guarantee on lent capacity: preemptible, to give the capacity back.
+    public var borrowing: Bool
+    public init(jobID: Int64, ranks: [RankAssignment], borrowing: Bool = false) {
         self.jobID = jobID
         self.ranks = ranks
+        self.borrowing = borrowing
     }
 }
 
@@ -51,6 +54,12 @@ public enum WaitReason: Hashable, Sendable {
     case neverFits(pool: String, detail: String)
     /// Nodes exist that could hold it, but not enough are free now.
     case capacity(needed: Int, feasible: Int, topRejection: Rejection?)
+    /// Its organisation holds as many GPUs in the pool as its allocation's limit allows.
+    case quota(org: String, limitGPUs: Double, inUseGPUs: Double)
+    /// Its GPUs × time limit do not fit in what is left of the entitlement.
+    case budget(org: String, neededGPUHours: Double, leftGPUHours: Double)
+    /// Its organisation has no allocation in force in the pool.
+    case noAllocation(org: String, pool: String)
 
     /// The short machine-readable reason code, as `allot jobs show --output json` prints it.
     public var code: String {
@@ -58,8 +67,13 @@ public enum WaitReason: Hashable, Sendable {
         case .emptyPool: "capacity"
         case .neverFits: "unschedulable"
         case .capacity: "capacity"
+        case .quota: "quota"
+        case .budget: "budget"
+        case .noAllocation: "quota"
         }
     }
+
+    static func gpus(_ v: Double) -> String { v == v.rounded() ? String(Int(v)) : String(format: "%.2f", v) }
 
     /// One line for people.
     public var text: String {
@@ -68,6 +82,12 @@ public enum WaitReason: Hashable, Sendable {
             return "capacity: pool \(pool) has no nodes"
         case .neverFits(let pool, let detail):
             return "no node in pool \(pool) fits \(detail)"
+        case .quota(let org, let limit, let inUse):
+            return "quota: \(org) holds \(Self.gpus(inUse)) GPUs of its limit of \(Self.gpus(limit)) in this pool"
+        case .budget(let org, let needed, let left):
+            return String(format: "budget: the job needs %.1f GPU-hours (GPUs × time limit), \(org) has %.1f left this period", needed, left)
+        case .noAllocation(let org, let pool):
+            return "quota: \(org) has no allocation in force in pool \(pool)"
         case .capacity(let needed, let feasible, let top):
             let why = top.map { " (most nodes: \($0.rawValue))" } ?? ""
             return needed > 1

@@ -45,13 +45,26 @@ public struct Placer: Sendable {
         return a.id < b.id
     }
 
-    public func place(_ queue: [PendingJob], on snapshot: [NodeSnapshot]) -> Plan {
+    /// Places what fits. With a `quota` book, jobs are also admitted by their organisation's allocation
+    /// (limit, entitlement) and ordered by fair share among equal priorities; without one, by capacity alone.
+    public func place(_ queue: [PendingJob], on snapshot: [NodeSnapshot], quota: QuotaBook? = nil) -> Plan {
         var nodes = snapshot.sorted { $0.name < $1.name }
         var byPool: [String: [Int]] = [:]
         for (i, node) in nodes.enumerated() { byPool[node.pool, default: []].append(i) }
+        var book = quota
 
         var plan = Plan()
-        for job in queue.sorted(by: Self.inQueueOrder) {
+        let ordered = quota.map { q in queue.sorted { Self.inFairShareOrder($0, $1, q) } } ?? queue.sorted(by: Self.inQueueOrder)
+        for job in ordered {
+            var borrowing = false
+            if let q = book {
+                switch q.admit(job) {
+                case .waits(let reason):
+                    plan.waiting[job.id] = reason
+                    continue
+                case .admitted(let borrows): borrowing = borrows
+                }
+            }
             let candidates = byPool[job.pool] ?? []
             switch self.placeOne(job, candidates: candidates, nodes: nodes, rejections: &plan.rejections) {
             case .success(let ranks):
@@ -64,12 +77,22 @@ public struct Placer: Sendable {
                             milliPerGPU: job.perNode.fractionMilli ?? 1000, cpuMilli: cpu, memoryMiB: memory))
                     Self.consume(r, of: job, in: &nodes[r.position])
                 }
-                plan.placements.append(Placement(jobID: job.id, ranks: assignments))
+                plan.placements.append(Placement(jobID: job.id, ranks: assignments, borrowing: borrowing))
+                book?.charge(job)
             case .failure(let reason):
                 plan.waiting[job.id] = reason.reason
             }
         }
         return plan
+    }
+
+    /// SPEC §4.1 with allocations: priority, then the organisation's share used (GPU-hours ÷ guarantee, lowest
+    /// first), then submit time.
+    static func inFairShareOrder(_ a: PendingJob, _ b: PendingJob, _ book: QuotaBook) -> Bool {
+        if a.priority != b.priority { return a.priority > b.priority }
+        let (sa, sb) = (book[a.org, a.pool]?.shareUsed ?? .infinity, book[b.org, b.pool]?.shareUsed ?? .infinity)
+        if sa != sb { return sa < sb }
+        return self.inQueueOrder(a, b)
     }
 
     /// Checks whether `node` can take one rank of `job` now; on success, which GPUs (by position in `node.gpus`).

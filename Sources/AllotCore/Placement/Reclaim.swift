@@ -1,0 +1,83 @@
+/// A live attempt as preemption sees it.
+public struct RunningAttempt: Hashable, Sendable {
+    public var jobID: Int64
+    public var attempt: Int
+    public var org: String
+    public var pool: String
+    /// Placed beyond its organisation's guarantee.
+    public var borrowing: Bool
+    /// Seconds since the epoch.
+    public var startedAt: Int64
+    public var ranks: [RankAssignment]
+
+    public init(jobID: Int64, attempt: Int, org: String, pool: String, borrowing: Bool, startedAt: Int64, ranks: [RankAssignment]) {
+        self.jobID = jobID
+        self.attempt = attempt
+        self.org = org
+        self.pool = pool
+        self.borrowing = borrowing
+        self.startedAt = startedAt
+        self.ranks = ranks
+    }
+
+    public var totalGPUMilli: Int { self.ranks.reduce(0) { $0 + $1.gpuIndices.count * $1.milliPerGPU } }
+}
+
+extension Placer {
+    /// Reclaim (SPEC §4.5): when `job` waits for capacity although its organisation is within its guarantee,
+    /// the fewest borrowing attempts of other organisations in the pool — youngest first, none younger than
+    /// `minimumRuntime` seconds — whose GPUs let the job fit. An organisation gives back at most what it
+    /// borrows, so it keeps its own guarantee. Nil when no such set exists.
+    public func reclaim(
+        for job: PendingJob, on nodes: [NodeSnapshot], running: [RunningAttempt], book: QuotaBook, now: Int64, minimumRuntime: Int64 = 0
+    ) -> [RunningAttempt]? {
+        guard let owner = book[job.org, job.pool], owner.inUseMilli + job.totalGPUMilli <= owner.guaranteedMilli else { return nil }
+        var lendable: [String: Int] = [:]
+        for (key, e) in book.entries where key.pool == job.pool && key.org != job.org {
+            lendable[key.org] = max(0, e.inUseMilli - e.guaranteedMilli)
+        }
+        let candidates =
+            running
+            .filter { $0.pool == job.pool && $0.org != job.org && $0.borrowing && now - $0.startedAt >= minimumRuntime }
+            .sorted { $0.startedAt != $1.startedAt ? $0.startedAt > $1.startedAt : $0.jobID > $1.jobID }
+
+        var freed = nodes
+        var victims: [RunningAttempt] = []
+        var fits = false
+        for c in candidates {
+            guard let room = lendable[c.org], c.totalGPUMilli <= room else { continue }
+            lendable[c.org] = room - c.totalGPUMilli
+            Self.release(c, in: &freed)
+            victims.append(c)
+            if self.fitsWhole(job, on: freed) {
+                fits = true
+                break
+            }
+        }
+        guard fits else { return nil }
+        // Fewest victims: give back any whose release turns out not to be needed, oldest first.
+        for v in victims.sorted(by: { $0.startedAt < $1.startedAt }) {
+            var without = nodes
+            for other in victims where other != v { Self.release(other, in: &without) }
+            if self.fitsWhole(job, on: without) { victims.removeAll { $0 == v } }
+        }
+        return victims
+    }
+
+    private func fitsWhole(_ job: PendingJob, on nodes: [NodeSnapshot]) -> Bool {
+        !self.place([job], on: nodes).placements.isEmpty
+    }
+
+    static func release(_ attempt: RunningAttempt, in nodes: inout [NodeSnapshot]) {
+        for r in attempt.ranks {
+            guard let n = nodes.firstIndex(where: { $0.name == r.node }) else { continue }
+            nodes[n].usedCPUMilli = max(0, nodes[n].usedCPUMilli - r.cpuMilli)
+            nodes[n].usedMemoryMiB = max(0, nodes[n].usedMemoryMiB - r.memoryMiB)
+            for idx in r.gpuIndices {
+                if let g = nodes[n].gpus.firstIndex(where: { $0.index == idx }) {
+                    nodes[n].gpus[g].usedMilli = max(0, nodes[n].gpus[g].usedMilli - r.milliPerGPU)
+                }
+            }
+        }
+    }
+}

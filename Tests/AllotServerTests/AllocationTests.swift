@@ -1,0 +1,183 @@
+import AllotCore
+import AllotServer
+import AllotStore
+import AllotTesting
+import Foundation
+import Logging
+import Testing
+
+/// Allocations at work: guarantees, borrowing and reclaim, budgets, and the ledger behind `allot quota`.
+@Suite("Allocations: borrow, reclaim, budget, ledger", databaseTests, .serialized)
+struct AllocationTests {
+    static let op = Principal(name: "op", role: .operator)
+
+    static func setUp(_ db: Database, orgs: [Organization], nodes: Int = 2, gpus: Int = 8) async throws {
+        _ = try await PolicyStore(database: db).apply(
+            Policy(
+                pools: [Pool(name: "h200")], organizations: orgs, priorityClasses: [PriorityClass(name: "standard", value: 100)],
+                defaults: PolicyDefaults(priorityClass: "standard", gracePeriodSeconds: 5)),
+            by: op, dryRun: false)
+        for i in 1...nodes {
+            _ = try await NodeStore(database: db).add(name: "n\(i)", pool: "h200", block: nil, by: op)
+            _ = try await Self.report(db, "n\(i)", [], gpus: gpus)
+        }
+    }
+
+    static func report(_ db: Database, _ node: String, _ ranks: [RankStatus], gpus: Int? = nil) async throws -> HeartbeatReply {
+        var count = gpus ?? 8
+        if gpus == nil, let known = try await db.query("SELECT count(*) FROM gpus WHERE node = \(node)").decode(Int.self).first(where: { _ in true }),
+            known > 0
+        {
+            count = known
+        }
+        return try await NodeStore(database: db).report(
+            AgentReport(
+                node: node, agentURL: "http://127.0.0.1:1", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20,
+                gpus: (0..<count).map { GPUInfo(index: $0, uuid: "\(node)-\($0)", model: "H200", memoryMiB: 1) }, ranks: ranks),
+            from: Principal(name: "agent:\(node)", role: .agent, node: node))
+    }
+
+    static func loop(_ db: Database) -> SchedulerLoop {
+        SchedulerLoop(
+            database: db, placer: Placer(), leadership: Leadership(), wake: Wakeup(), dispatch: Wakeup(), interval: .seconds(1), metrics: Metrics(),
+            logger: db.logger)
+    }
+
+    static func submit(_ db: Database, _ org: String, nodes: Int = 1, gpus: Int, limit: Int64? = nil) async throws -> Int64 {
+        try await JobStore(database: db).submit(
+            JobSpec(name: "\(org)-\(gpus)", org: org, pool: "h200", nodes: nodes, gpusPerNode: gpus, timeLimitSeconds: limit, command: "x"), by: op
+        ) { _ in nil }
+    }
+
+    /// Acts as the agents: every placed rank starts running.
+    static func startAll(_ db: Database) async throws {
+        let store = AttemptStore(database: db)
+        for work in try await store.dueLaunches() {
+            for r in work.ranks {
+                let key = RankKey(jobID: work.jobID, attempt: work.attempt, rank: r.rank)
+                try await store.markDispatched(key)
+                _ = try await Self.report(db, r.node, [RankStatus(key: key, state: .running)])
+            }
+        }
+    }
+
+    static func job(_ db: Database, _ id: Int64) async throws -> JobView { try await JobStore(database: db).show(id, visibleTo: op) }
+
+    @Test("A idle, B borrows: when A asks for its guarantee, B's borrowed jobs are preempted and requeued, A runs, B keeps its own")
+    func borrowAndReclaim() async throws {
+        try await TestDatabase.with { db in
+            try await Self.setUp(
+                db,
+                orgs: [
+                    Organization(name: "a", allocations: [Allocation(pool: "h200", guaranteedGPUs: 8, limitGPUs: 8, gpuHours: 10_000)]),
+                    Organization(name: "b", allocations: [Allocation(pool: "h200", guaranteedGPUs: 4, limitGPUs: 16, gpuHours: 10_000)]),
+                ], nodes: 3, gpus: 4)
+            let loop = Self.loop(db)
+            // B runs 12 GPUs of work: its own 4, and 8 borrowed from A's idle guarantee.
+            var bJobs: [Int64] = []
+            for _ in 0..<3 {
+                bJobs.append(try await Self.submit(db, "b", gpus: 4))
+                try await loop.cycle()
+                try await Self.startAll(db)
+                try await Task.sleep(for: .milliseconds(20))  // distinct start times: youngest first must mean something
+            }
+            let bAttempts = try await SchedulerStore(database: db).running()
+            #expect(bAttempts.filter(\.borrowing).count == 2)
+            #expect(!bAttempts.first { $0.jobID == bJobs[0] }!.borrowing)
+            var quota = try await QuotaStore(database: db).rows()
+            #expect(quota.first { $0.org == "b" }?.borrowedGPUs == 8)
+            #expect(quota.first { $0.org == "a" }?.lentGPUs == 8)
+
+            // A asks for 8 (two nodes × 4): nothing is free, so B's two borrowed jobs are asked to stop; its own is not.
+            let aJob = try await Self.submit(db, "a", nodes: 2, gpus: 4)
+            try await loop.cycle()
+            let stops = try await AttemptStore(database: db).dueStops()
+            #expect(Set(stops.map(\.key.jobID)) == Set(bJobs[1...]))
+            for s in stops {
+                _ = try await Self.report(db, s.node, [RankStatus(key: s.key, state: .exited, exitCode: 143, signal: 15)])
+            }
+            for id in bJobs[1...] {
+                let j = try await Self.job(db, id)
+                #expect(j.state == .queued)
+                #expect(j.attempts.first?.state == .preempted)
+                #expect(j.reason?.contains("reclaims its guaranteed GPUs") == true)
+            }
+            // A runs; B's own job never stopped.
+            try await loop.cycle()
+            try await Self.startAll(db)
+            #expect(try await Self.job(db, aJob).state == .running)
+            #expect(try await Self.job(db, bJobs[0]).state == .running)
+            let seconds =
+                try await db.query(
+                    "SELECT extract(epoch FROM satisfied_at - requested_at)::float8 FROM reclaims WHERE job_id = \(aJob)"
+                ).decode(Double?.self).first { _ in true } ?? nil
+            #expect(seconds != nil && seconds! < 300)  // within the default reclaim deadline
+            quota = try await QuotaStore(database: db).rows()
+            #expect(quota.first { $0.org == "a" }?.inUseGPUs == 8)
+            #expect((quota.first { $0.org == "b" }?.inUseGPUs ?? 0) >= 4)
+        }
+    }
+
+    @Test("a job whose GPUs × time limit exceed what is left of the entitlement waits with reason budget; a shorter one runs")
+    func budget() async throws {
+        try await TestDatabase.with { db in
+            try await Self.setUp(
+                db, orgs: [Organization(name: "u", allocations: [Allocation(pool: "h200", guaranteedGPUs: 8, limitGPUs: 8, gpuHours: 10)])])
+            let long = try await Self.submit(db, "u", gpus: 4, limit: 4 * 3600)  // 16 GPU-hours > 10
+            let short = try await Self.submit(db, "u", gpus: 4, limit: 3600)  // 4 GPU-hours
+            try await Self.loop(db).cycle()
+            let waiting = try await Self.job(db, long)
+            #expect(waiting.state == .queued)
+            #expect(waiting.reason?.hasPrefix("budget") == true, "\(waiting.reason ?? "-")")
+            #expect(try await Self.job(db, short).state == .placed)
+        }
+    }
+
+    @Test("a job beyond its organisation's limit waits with reason quota; an organisation without an allocation is refused at submission")
+    func limitAndNoAllocation() async throws {
+        try await TestDatabase.with { db in
+            try await Self.setUp(
+                db,
+                orgs: [
+                    Organization(name: "u", allocations: [Allocation(pool: "h200", guaranteedGPUs: 2, limitGPUs: 4, gpuHours: 1000)]),
+                    Organization(name: "none"),
+                ])
+            _ = try await Self.submit(db, "u", gpus: 4)
+            let over = try await Self.submit(db, "u", gpus: 1)
+            try await Self.loop(db).cycle()
+            #expect(try await Self.job(db, over).reason?.hasPrefix("quota") == true)
+            await #expect(throws: StoreError.invalid(field: "pool", message: "none has no allocation in force in pool h200")) {
+                _ = try await Self.submit(db, "none", gpus: 1)
+            }
+        }
+    }
+
+    @Test("the ledger is exact: GPU-hours are the sum over attempts of GPUs × duration, running ones counted live, lost time credited")
+    func ledger() async throws {
+        try await TestDatabase.with { db in
+            try await Self.setUp(
+                db, orgs: [Organization(name: "u", allocations: [Allocation(pool: "h200", guaranteedGPUs: 16, limitGPUs: 16, gpuHours: 1000)])])
+            let loop = Self.loop(db)
+            let ids = [try await Self.submit(db, "u", gpus: 4), try await Self.submit(db, "u", gpus: 2), try await Self.submit(db, "u", gpus: 1)]
+            try await loop.cycle()
+            try await Self.startAll(db)
+            // Give the attempts known histories: 4 GPUs for 90 minutes (ended), 2 GPUs running for 30 minutes,
+            // 1 GPU for 2 hours ended by a lost node (credited, not charged).
+            try await db.query(
+                "UPDATE usage SET started_at = now() - interval '2 hours', ended_at = now() - interval '30 minutes' WHERE job_id = \(ids[0])")
+            try await db.query("UPDATE usage SET started_at = now() - interval '30 minutes' WHERE job_id = \(ids[1])")
+            try await db.query(
+                "UPDATE usage SET started_at = now() - interval '3 hours', ended_at = now() - interval '1 hour', credited = true WHERE job_id = \(ids[2])"
+            )
+            // Nothing is kept in allotd's memory: the rows come from the ledger, so a restart changes nothing.
+            let row = try #require(try await QuotaStore(database: db).rows().first)
+            #expect(abs(row.gpuHoursUsed - (4 * 1.5 + 2 * 0.5)) < 2.0 / 3600)  // to the second
+            #expect(abs(row.creditedGPUHours - 2.0) < 1.0 / 3600)
+            let sum =
+                try await db.query(
+                    "SELECT sum(gpu_milli::float8 / 1000 * extract(epoch FROM coalesce(ended_at, now()) - started_at) / 3600) FROM usage WHERE NOT credited"
+                ).decode(Double.self).first { _ in true } ?? -1
+            #expect(abs(row.gpuHoursUsed - sum) < 2.0 / 3600)
+        }
+    }
+}
