@@ -85,7 +85,10 @@ func render(_ job: JobView) -> String {
     var lines = [
         "Job \(job.id): \(job.name)",
         "  state:     \(job.state.rawValue)" + (job.exitCode.map { " (exit code \($0))" } ?? ""),
-        "  reason:    \(job.reason ?? "-")",
+        "  reason:    \(job.reason ?? "-")"
+            + (job.state == .queued
+                ? "\n  estimated start: \(job.estimatedStart.map { "\(ISO8601DateFormatter().string(from: $0)) (\(ago($0)))" } ?? "not in sight (running jobs without time limits, or it never fits)")"
+                : ""),
         "  org:       \(job.org)\(job.project.map { " / \($0)" } ?? "")   owner: \(job.owner)",
         "  pool:      \(job.pool)   shape: \(job.nodes) node(s) × \(job.gpuMilli.map { "\(Double($0) / 1000) GPU" } ?? "\(job.gpusPerNode) GPUs")",
         "  priority:  \(job.priorityClass) (\(job.priority))   time limit: \(job.timeLimitSeconds.map { human(seconds: Int($0)) } ?? "none")",

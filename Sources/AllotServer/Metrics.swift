@@ -94,6 +94,10 @@ public final class Metrics: Sendable {
                 out.sample("allot_nodes", ["pool": pool, "state": state.rawValue], counts[pool]?[state.rawValue] ?? 0)
             }
         }
+        out.family("allot_pool_held", "gauge", "1 while most of a pool went silent at once and requeueing waits for an operator.")
+        var held = Set<String>()
+        for try await pool in try await database.query("SELECT pool FROM pool_holds").decode(String.self) { held.insert(pool) }
+        for pool in counts.keys.sorted() { out.sample("allot_pool_held", ["pool": pool], held.contains(pool) ? 1 : 0) }
         out.family("allot_node_heartbeat_age_seconds", "gauge", "Seconds since each node's agent last reported.")
         for try await (node, age) in try await database.query(
             "SELECT name, extract(epoch FROM now() - last_heartbeat)::float8 FROM nodes WHERE last_heartbeat IS NOT NULL ORDER BY name"

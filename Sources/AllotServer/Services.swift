@@ -71,6 +71,7 @@ public struct SchedulerLoop: Service {
     public let interval: Duration
     public let metrics: Metrics
     public let logger: Logger
+    let estimates = Every(seconds: 10)
 
     public init(
         database: Database, placer: Placer, leadership: Leadership, wake: Wakeup, dispatch: Wakeup, interval: Duration, metrics: Metrics,
@@ -122,6 +123,24 @@ public struct SchedulerLoop: Service {
         }
     }
 
+    /// Estimated start times for jobs waiting on capacity, from the running jobs' time limits: the first 100 in
+    /// queue order, at most every 10 seconds (each estimate replays placement against a changing cluster).
+    func estimate(queue: [PendingJob], plan: Plan, store: SchedulerStore) async throws {
+        let now = Date()
+        let waiting = queue.filter { job in
+            if case .capacity = plan.waiting[job.id] { return true }
+            return false
+        }.sorted(by: Placer.inQueueOrder).prefix(100)
+        guard !waiting.isEmpty, self.estimates.due(now) else { return }
+        let nodes = try await store.nodeSnapshots()
+        let running = try await store.running()
+        var estimates: [Int64: Int64?] = [:]
+        for job in waiting {
+            estimates[job.id] = self.placer.estimatedStart(for: job, on: nodes, running: running, now: Int64(now.timeIntervalSince1970))
+        }
+        try await store.recordEstimates(estimates)
+    }
+
     /// One cycle; returns the jobs placed.
     @discardableResult
     public func cycle() async throws -> [Int64] {
@@ -136,6 +155,7 @@ public struct SchedulerLoop: Service {
         let decided = ContinuousClock.now - started
         let placed = try await store.commit(plan)
         try await self.reclaim(queue: queue, plan: plan, book: book, store: store)
+        try await self.estimate(queue: queue, plan: plan, store: store)
         self.metrics.observeCycle(
             decisionSeconds: Double(decided.components.attoseconds) / 1e18 + Double(decided.components.seconds), placed: placed.count)
         if !placed.isEmpty { self.dispatch.signal() }
@@ -243,6 +263,20 @@ public struct Dispatcher: Service {
                     json: StopRequest(gracePeriodSeconds: work.gracePeriodSeconds))
         } catch {
             self.logger.info("stop not delivered; will retry", metadata: ["rank": "\(work.key)", "node": "\(work.node)", "error": "\(error)"])
+        }
+    }
+}
+
+/// A rate limit for periodic work inside a faster loop.
+final class Every: Sendable {
+    private let last = Mutex<Date?>(nil)
+    private let seconds: Double
+    init(seconds: Double) { self.seconds = seconds }
+    func due(_ now: Date) -> Bool {
+        self.last.withLock { last in
+            if let l = last, now.timeIntervalSince(l) < self.seconds { return false }
+            last = now
+            return true
         }
     }
 }

@@ -163,7 +163,7 @@ public struct JobStore: Sendable {
 
     static let jobColumns = """
         id, name, org, project, owner, kind::text, pool, state::text, reason, exit_code, nodes, gpus_per_node, gpu_milli,
-        priority_class, priority, time_limit_s, max_attempts, command, submitted_at, updated_at
+        priority_class, priority, time_limit_s, max_attempts, command, submitted_at, updated_at, estimated_start
         """
 
     static func decodeJobs(_ rows: PostgresRowSequence) async throws -> [JobView] {
@@ -180,7 +180,8 @@ public struct JobStore: Sendable {
                     gpuMilli: try columns[12].decode(Int?.self), priorityClass: try columns[13].decode(String.self),
                     priority: try columns[14].decode(Int.self), timeLimitSeconds: try columns[15].decode(Int64?.self),
                     maxAttempts: try columns[16].decode(Int.self), command: try columns[17].decode(String.self),
-                    submittedAt: try columns[18].decode(Date.self), updatedAt: try columns[19].decode(Date.self), attempts: []))
+                    submittedAt: try columns[18].decode(Date.self), updatedAt: try columns[19].decode(Date.self), attempts: [],
+                    estimatedStart: try columns[20].decode(Date?.self)))
         }
         return jobs
     }

@@ -64,19 +64,22 @@ public struct SchedulerStore: Sendable {
         let rows = try await self.database.query(
             """
             SELECT a.job_id, a.number, j.org, j.pool, a.borrowed, floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint,
-                   r.rank, r.node, r.gpu_indices, r.milli_per_gpu, r.cpu_milli, r.memory_mib
+                   r.rank, r.node, r.gpu_indices, r.milli_per_gpu, r.cpu_milli, r.memory_mib,
+                   floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint + j.time_limit_s
             FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
             WHERE a.state IN ('placed', 'starting', 'running') AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, r.rank
             """)
         for try await row in rows {
-            let (job, attempt, org, pool, borrowed, started, rank, node, gpus, milli, cpu, memory) = try row.decode(
-                (Int64, Int, String, String, Bool, Int64, Int, String, [Int], Int, Int, Int).self)
+            let (job, attempt, org, pool, borrowed, started, rank, node, gpus, milli, cpu, memory, endsAt) = try row.decode(
+                (Int64, Int, String, String, Bool, Int64, Int, String, [Int], Int, Int, Int, Int64?).self)
             let r = RankAssignment(rank: rank, node: node, gpuIndices: gpus, milliPerGPU: milli, cpuMilli: cpu, memoryMiB: memory)
             if let last = out.last, last.jobID == job, last.attempt == attempt {
                 out[out.count - 1].ranks.append(r)
             } else {
-                out.append(RunningAttempt(jobID: job, attempt: attempt, org: org, pool: pool, borrowing: borrowed, startedAt: started, ranks: [r]))
+                out.append(
+                    RunningAttempt(
+                        jobID: job, attempt: attempt, org: org, pool: pool, borrowing: borrowed, startedAt: started, ranks: [r], endsAt: endsAt))
             }
         }
         return out
@@ -110,6 +113,20 @@ public struct SchedulerStore: Sendable {
                 connection, logger: self.database.logger, actor: .scheduler, action: "job.preempt", target: "job/\(job.id)",
                 outcome: "reclaim for \(job.org)", detail: ["victims": victims.map { "\($0.jobID).\($0.attempt)" }.joined(separator: ",")])
         }
+    }
+
+    /// Records when waiting jobs are expected to start (nil where it cannot be told).
+    public func recordEstimates(_ estimates: [Int64: Int64?]) async throws {
+        guard !estimates.isEmpty else { return }
+        let ids = Array(estimates.keys)
+        // -1 stands for "cannot be told" in the array; it becomes NULL.
+        let seconds = ids.map { Double(estimates[$0]! ?? -1) }
+        try await self.database.query(
+            """
+            UPDATE jobs j SET estimated_start = CASE WHEN e.t < 0 THEN NULL ELSE to_timestamp(e.t) END
+            FROM unnest(\(ids)::bigint[], \(seconds)::float8[]) AS e(id, t)
+            WHERE j.id = e.id AND j.state = 'queued'
+            """)
     }
 
     /// Queued jobs, not being cancelled, reduced to what placement needs.
@@ -183,7 +200,7 @@ public struct SchedulerStore: Sendable {
         guard
             let number = try await connection.query(
                 """
-                UPDATE jobs SET state = 'placed', attempts = attempts + 1, reason = NULL, updated_at = now()
+                UPDATE jobs SET state = 'placed', attempts = attempts + 1, reason = NULL, estimated_start = NULL, updated_at = now()
                 WHERE id = \(job) AND state = 'queued' AND NOT cancel_requested RETURNING attempts
                 """, logger: logger
             ).decode(Int.self).first(where: { _ in true })

@@ -150,3 +150,52 @@ struct ExclusiveTests {
         #expect(plan.placements.first?.ranks.first?.memoryMiB == 64 * 1024)
     }
 }
+
+@Suite("Reclaim and estimated start")
+struct ReclaimTests {
+    static func attempt(_ id: Int64, org: String, node: String, gpus: [Int], borrowing: Bool, started: Int64, endsAt: Int64? = nil) -> RunningAttempt
+    {
+        RunningAttempt(
+            jobID: id, attempt: 1, org: org, pool: "h200", borrowing: borrowing, startedAt: started,
+            ranks: [RankAssignment(rank: 0, node: node, gpuIndices: gpus, milliPerGPU: 1000)], endsAt: endsAt)
+    }
+
+    @Test("the fewest borrowers, youngest first, and never an organisation's own guaranteed share")
+    func victims() {
+        // B: guarantee 4, holds 8 on n1 (jobs 1 = own, 2 = borrowed) and 4 on n2 (job 3, borrowed, youngest).
+        let nodes: [NodeSnapshot] = [.node("n1").using(Array(0..<8)), .node("n2").using([0, 1, 2, 3])]
+        let running = [
+            Self.attempt(1, org: "b", node: "n1", gpus: [0, 1, 2, 3], borrowing: false, started: 100),
+            Self.attempt(2, org: "b", node: "n1", gpus: [4, 5, 6, 7], borrowing: true, started: 200),
+            Self.attempt(3, org: "b", node: "n2", gpus: [0, 1, 2, 3], borrowing: true, started: 300),
+        ]
+        var book = QuotaBook()
+        book["a", "h200"] = QuotaEntry(guaranteedMilli: 8000, limitMilli: 8000)
+        book["b", "h200"] = QuotaEntry(guaranteedMilli: 4000, limitMilli: 16000, inUseMilli: 12000)
+        let placer = Placer()
+        // A needs 8 GPUs on one node: freeing job 3 empties n2: one victim is enough.
+        #expect(placer.reclaim(for: .job(10, gpus: 8, org: "a"), on: nodes, running: running, book: book, now: 1000)?.map(\.jobID) == [3])
+        // A needs 4 GPUs: the 4 free on n2 already fit, so nobody is preempted.
+        #expect(placer.reclaim(for: .job(11, gpus: 4, org: "a"), on: nodes, running: running, book: book, now: 1000)?.isEmpty == true)
+        // Too young to preempt.
+        #expect(placer.reclaim(for: .job(10, gpus: 8, org: "a"), on: nodes, running: running, book: book, now: 1000, minimumRuntime: 900) == nil)
+        // An organisation over its own guarantee gets nothing back.
+        var over = book
+        over["a", "h200"]!.inUseMilli = 4000
+        #expect(placer.reclaim(for: .job(10, gpus: 8, org: "a"), on: nodes, running: running, book: over, now: 1000) == nil)
+    }
+
+    @Test("a waiting job's estimated start is the end of the running job after which it fits")
+    func estimatedStart() {
+        let nodes: [NodeSnapshot] = [.node("n1").using(Array(0..<8))]
+        let placer = Placer()
+        let early = Self.attempt(1, org: "x", node: "n1", gpus: [0, 1, 2, 3], borrowing: false, started: 0, endsAt: 5000)
+        let late = Self.attempt(2, org: "x", node: "n1", gpus: [4, 5, 6, 7], borrowing: false, started: 0, endsAt: 9000)
+        #expect(placer.estimatedStart(for: .job(3, gpus: 4), on: nodes, running: [late, early], now: 1000) == 5000)
+        #expect(placer.estimatedStart(for: .job(3, gpus: 8), on: nodes, running: [late, early], now: 1000) == 9000)
+        var unbounded = late
+        unbounded.endsAt = nil
+        #expect(placer.estimatedStart(for: .job(3, gpus: 8), on: nodes, running: [unbounded, early], now: 1000) == nil)
+        #expect(placer.estimatedStart(for: .job(3, gpus: 8), on: [.node("n2")], running: [], now: 1000) == 1000)
+    }
+}

@@ -133,6 +133,24 @@ struct AllocationTests {
         }
     }
 
+    @Test("a job waiting for capacity gets an estimated start from the running jobs' time limits")
+    func estimatedStart() async throws {
+        try await TestDatabase.with { db in
+            try await Self.setUp(
+                db, orgs: [Organization(name: "u", allocations: [Allocation(pool: "h200", guaranteedGPUs: 16, limitGPUs: 16, gpuHours: 10_000)])],
+                nodes: 1)
+            let loop = Self.loop(db)
+            _ = try await Self.submit(db, "u", gpus: 8, limit: 7200)
+            try await loop.cycle()
+            try await Self.startAll(db)
+            let waiting = try await Self.submit(db, "u", gpus: 8, limit: 600)
+            try await loop.cycle()
+            let job = try await Self.job(db, waiting)
+            let eta = try #require(job.estimatedStart)
+            #expect(abs(eta.timeIntervalSinceNow - 7200) < 5)
+        }
+    }
+
     @Test("a job beyond its organisation's limit waits with reason quota; an organisation without an allocation is refused at submission")
     func limitAndNoAllocation() async throws {
         try await TestDatabase.with { db in

@@ -9,8 +9,13 @@ public struct RunningAttempt: Hashable, Sendable {
     /// Seconds since the epoch.
     public var startedAt: Int64
     public var ranks: [RankAssignment]
+    /// When its time limit runs out (seconds since the epoch); nil without a time limit.
+    public var endsAt: Int64?
 
-    public init(jobID: Int64, attempt: Int, org: String, pool: String, borrowing: Bool, startedAt: Int64, ranks: [RankAssignment]) {
+    public init(
+        jobID: Int64, attempt: Int, org: String, pool: String, borrowing: Bool, startedAt: Int64, ranks: [RankAssignment], endsAt: Int64? = nil
+    ) {
+        self.endsAt = endsAt
         self.jobID = jobID
         self.attempt = attempt
         self.org = org
@@ -62,6 +67,19 @@ extension Placer {
             if self.fitsWhole(job, on: without) { victims.removeAll { $0 == v } }
         }
         return victims
+    }
+
+    /// When `job` could start if every running attempt ends at its time limit: now when it fits now, else the
+    /// end of the running attempt after which it first fits (the reservation EASY backfill computes). Nil when
+    /// it would not fit even then, or depends on jobs without time limits.
+    public func estimatedStart(for job: PendingJob, on nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64) -> Int64? {
+        if self.fitsWhole(job, on: nodes) { return now }
+        var freed = nodes
+        for r in running.filter({ $0.endsAt != nil && $0.pool == job.pool }).sorted(by: { $0.endsAt! < $1.endsAt! }) {
+            Self.release(r, in: &freed)
+            if self.fitsWhole(job, on: freed) { return max(now, r.endsAt!) }
+        }
+        return nil
     }
 
     private func fitsWhole(_ job: PendingJob, on nodes: [NodeSnapshot]) -> Bool {

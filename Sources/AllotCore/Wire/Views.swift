@@ -84,12 +84,16 @@ public struct JobView: Codable, Hashable, Sendable {
     public var submittedAt: Date
     public var updatedAt: Date
     public var attempts: [AttemptView]
+    /// When a waiting job is expected to start, if running jobs end at their time limits.
+    public var estimatedStart: Date?
 
     public init(
         id: Int64, name: String, org: String, project: String?, owner: String, kind: JobKind, pool: String, state: JobState,
         reason: String?, exitCode: Int?, nodes: Int, gpusPerNode: Int, gpuMilli: Int?, priorityClass: String, priority: Int,
-        timeLimitSeconds: Int64?, maxAttempts: Int, command: String, submittedAt: Date, updatedAt: Date, attempts: [AttemptView]
+        timeLimitSeconds: Int64?, maxAttempts: Int, command: String, submittedAt: Date, updatedAt: Date, attempts: [AttemptView],
+        estimatedStart: Date? = nil
     ) {
+        self.estimatedStart = estimatedStart
         self.id = id
         self.name = name
         self.org = org
