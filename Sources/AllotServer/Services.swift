@@ -145,6 +145,12 @@ public struct SchedulerLoop: Service {
     @discardableResult
     public func cycle() async throws -> [Int64] {
         let store = SchedulerStore(database: self.database)
+        // 0. Inference replicas on draining nodes are started elsewhere first (before the queue: they run already).
+        let replacements = try await store.replacementsNeeded()
+        if !replacements.isEmpty {
+            let placed = try await store.commitReplacements(self.placer.place(replacements, on: try await store.nodeSnapshots()).placements)
+            if !placed.isEmpty { self.dispatch.signal() }
+        }
         // 1. Snapshot. 2. Decide (pure). 3. Commit. 4. Hand over to the dispatcher.
         let queue = try await store.queue()
         guard !queue.isEmpty else { return [] }

@@ -205,6 +205,20 @@ public struct AttemptStore: Sendable {
             WHERE job_id = \(jobID) AND attempt = \(attempt) AND ended_at IS NULL
             """, logger: self.logger)
 
+        // While another attempt of the job is live (a replacement, or the attempt it replaces), ending this one
+        // does not move the job: the other carries on, and becomes the job's current attempt.
+        let others = try await connection.query(
+            "SELECT number FROM attempts WHERE job_id = \(jobID) AND number <> \(attempt) AND state IN ('placed', 'starting', 'running')",
+            logger: self.logger
+        ).decode(Int.self).reduce(into: [Int]()) { $0.append($1) }
+        if !others.isEmpty {
+            try await connection.query(
+                "UPDATE attempts SET replaces = NULL WHERE job_id = \(jobID) AND replaces = \(attempt)", logger: self.logger)
+            try await AuditStore.append(
+                connection, logger: self.logger, actor: .scheduler, action: "attempt.end", target: "job/\(jobID)",
+                outcome: "attempt \(attempt) \(ending.rawValue); attempt \(others[0]) carries on", detail: ["reason": why])
+            return
+        }
         let jobState: JobState
         let jobReason: String
         let job = try await connection.query(
@@ -333,6 +347,16 @@ public struct AttemptStore: Sendable {
     }
 
     private func markRunning(jobID: Int64, attempt: Int, on connection: PostgresConnection) async throws {
+        // A replacement that runs takes over: the attempt it replaces (on a draining node) is stopped now.
+        let replaced =
+            try await connection.query(
+                "SELECT replaces FROM attempts WHERE job_id = \(jobID) AND number = \(attempt)", logger: self.logger
+            ).decode(Int?.self).first { _ in true } ?? nil
+        if let replaced {
+            try await self.requestStop(
+                jobID: jobID, attempt: replaced, endAs: .drained,
+                reason: "replaced by attempt \(attempt), started elsewhere before its node was drained", exitCode: nil, on: connection)
+        }
         try await connection.query(
             "UPDATE attempts SET state = 'running', started_at = now() WHERE job_id = \(jobID) AND number = \(attempt)", logger: self.logger)
         try await connection.query(

@@ -146,12 +146,13 @@ public struct JobStore: Sendable {
             try await connection.query(
                 "UPDATE jobs SET cancel_requested = true, updated_at = now() WHERE id = \(id) AND state NOT IN ('succeeded', 'failed', 'cancelled')",
                 logger: logger)
+            // Every live attempt: a job being moved off a draining node has two for a while.
             let live = try await connection.query(
                 "SELECT number FROM attempts WHERE job_id = \(id) AND state IN ('placed', 'starting', 'running')", logger: logger
-            ).decode(Int.self).first { _ in true }
-            if let live {
+            ).decode(Int.self).reduce(into: [Int]()) { $0.append($1) }
+            for attempt in live {
                 try await AttemptStore(database: self.database).requestStop(
-                    jobID: id, attempt: live, endAs: .cancelled, reason: "cancelled by \(principal.name)", exitCode: nil, on: connection)
+                    jobID: id, attempt: attempt, endAs: .cancelled, reason: "cancelled by \(principal.name)", exitCode: nil, on: connection)
             }
             try await AuditStore.append(
                 connection, logger: logger, actor: principal, action: "job.cancel", target: "job/\(id)",

@@ -194,15 +194,79 @@ public struct SchedulerStore: Sendable {
         }
     }
 
-    private func insert(_ placement: Placement, on connection: PostgresConnection) async throws -> Bool {
+    /// Inference jobs whose current attempt runs on a draining node and has no replacement yet: they are placed
+    /// elsewhere first, and their old attempt is stopped once the replacement runs.
+    public func replacementsNeeded() async throws -> [PendingJob] {
+        let rows = try await self.database.query(
+            """
+            SELECT DISTINCT j.id, j.org, j.pool, j.gpu_models, j.nodes, j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node,
+                   j.memory_mib_per_node, j.priority, extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory
+            FROM jobs j
+            JOIN attempts a ON a.job_id = j.id AND a.state = 'running' AND a.replaces IS NULL AND a.stop_requested_at IS NULL
+            JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
+            JOIN nodes n ON n.name = r.node AND n.state = 'draining'
+            WHERE j.kind = 'inference' AND j.state = 'running' AND NOT j.cancel_requested AND j.attempts < j.max_attempts
+              AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.job_id = j.id AND x.replaces IS NOT NULL AND x.state IN ('placed', 'starting', 'running'))
+            """)
+        var jobs: [PendingJob] = []
+        for try await row in rows {
+            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory) = try row.decode(
+                (Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?, Bool, Bool).self)
+            jobs.append(
+                PendingJob(
+                    id: id, org: org, pool: pool, gpuModels: models, nodes: nodes,
+                    perNode: NodeRequest(
+                        gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory, exclusive: exclusive, allMemory: allMemory),
+                    priority: priority, submittedAt: submitted, timeLimitSeconds: limit))
+        }
+        return jobs
+    }
+
+    /// Commits replacement attempts for running jobs (see `replacementsNeeded`).
+    public func commitReplacements(_ placements: [Placement]) async throws -> [Int64] {
+        guard !placements.isEmpty else { return [] }
+        return try await self.database.transaction { connection in
+            var placed: [Int64] = []
+            for p in placements {
+                try await connection.query("SAVEPOINT replacement", logger: self.database.logger)
+                do {
+                    if try await self.insert(p, replacing: true, on: connection) {
+                        placed.append(p.jobID)
+                        try await connection.query("RELEASE SAVEPOINT replacement", logger: self.database.logger)
+                    } else {
+                        try await connection.query("ROLLBACK TO SAVEPOINT replacement", logger: self.database.logger)
+                    }
+                } catch is PSQLError {
+                    try await connection.query("ROLLBACK TO SAVEPOINT replacement", logger: self.database.logger)
+                }
+            }
+            return placed
+        }
+    }
+
+    private func insert(_ placement: Placement, replacing: Bool = false, on connection: PostgresConnection) async throws -> Bool {
         let logger = self.database.logger
         let job = placement.jobID
+        var replaces: Int?
+        if replacing {
+            replaces = try await connection.query(
+                """
+                SELECT number FROM attempts WHERE job_id = \(job) AND state = 'running' AND replaces IS NULL AND stop_requested_at IS NULL FOR UPDATE
+                """, logger: logger
+            ).decode(Int.self).first { _ in true }
+            guard replaces != nil else { return false }
+        }
         guard
             let number = try await connection.query(
-                """
-                UPDATE jobs SET state = 'placed', attempts = attempts + 1, reason = NULL, estimated_start = NULL, updated_at = now()
-                WHERE id = \(job) AND state = 'queued' AND NOT cancel_requested RETURNING attempts
-                """, logger: logger
+                replacing
+                    ? """
+                    UPDATE jobs SET attempts = attempts + 1, updated_at = now()
+                    WHERE id = \(job) AND state = 'running' AND NOT cancel_requested RETURNING attempts
+                    """
+                    : """
+                    UPDATE jobs SET state = 'placed', attempts = attempts + 1, reason = NULL, estimated_start = NULL, updated_at = now()
+                    WHERE id = \(job) AND state = 'queued' AND NOT cancel_requested RETURNING attempts
+                    """, logger: logger
             ).decode(Int.self).first(where: { _ in true })
         else { return false }
         let names = placement.ranks.map(\.node)
@@ -211,7 +275,8 @@ public struct SchedulerStore: Sendable {
         ).decode(String.self).reduce(into: 0) { n, _ in n += 1 }
         guard ready == Set(names).count else { return false }
         try await connection.query(
-            "INSERT INTO attempts (job_id, number, borrowed) VALUES (\(job), \(number), \(placement.borrowing))", logger: logger)
+            "INSERT INTO attempts (job_id, number, borrowed, replaces) VALUES (\(job), \(number), \(placement.borrowing), \(replaces))",
+            logger: logger)
         try await connection.query("UPDATE reclaims SET satisfied_at = now() WHERE job_id = \(job) AND satisfied_at IS NULL", logger: logger)
         for r in placement.ranks {
             try await connection.query(

@@ -199,3 +199,46 @@ struct AllocationTests {
         }
     }
 }
+
+@Suite("Draining inference", databaseTests)
+struct DrainInferenceTests {
+    @Test("an inference replica on a draining node is started elsewhere before it is stopped; the job never leaves running")
+    func startedElsewhereFirst() async throws {
+        try await TestDatabase.with { db in
+            try await AllocationTests.setUp(
+                db, orgs: [Organization(name: "u", allocations: [Allocation(pool: "h200", guaranteedGPUs: 16, limitGPUs: 16, gpuHours: 10_000)])],
+                nodes: 2)
+            let loop = AllocationTests.loop(db)
+            let id = try await JobStore(database: db).submit(
+                JobSpec(name: "serve", org: "u", kind: .inference, pool: "h200", gpusPerNode: 2, command: "serve"), by: AllocationTests.op
+            ) { _ in nil }
+            try await loop.cycle()
+            try await AllocationTests.startAll(db)
+            let first = try #require(try await AllocationTests.job(db, id).attempts.first?.nodes.first?.node)
+            let lifecycle = NodeLifecycleStore(database: db)
+            _ = try await lifecycle.drain([first], reason: "firmware", deadlineSeconds: 3600, by: AllocationTests.op)
+            try await loop.cycle()
+            var job = try await AllocationTests.job(db, id)
+            #expect(job.state == .running)
+            #expect(job.attempts.count == 2)
+            #expect(job.attempts[1].nodes.first?.node != first)
+            // Before the replacement runs, the old one is not touched.
+            #expect(try await AttemptStore(database: db).dueStops().isEmpty)
+            try await AllocationTests.startAll(db)
+            let stops = try await AttemptStore(database: db).dueStops()
+            #expect(stops.map(\.key.attempt) == [1])
+            _ = try await AllocationTests.report(db, first, [RankStatus(key: stops[0].key, state: .exited, exitCode: 0)])
+            job = try await AllocationTests.job(db, id)
+            #expect(job.state == .running)
+            #expect(job.attempts.map(\.state) == [.drained, .running])
+            try await lifecycle.advanceDrains()
+            #expect(try await NodeStore(database: db).list().first { $0.name == first }?.state == .drained)
+            // The replacement is now the job's attempt: cancelling ends the job.
+            _ = try await JobStore(database: db).cancel(id, by: AllocationTests.op)
+            for s in try await AttemptStore(database: db).dueStops() {
+                _ = try await AllocationTests.report(db, s.node, [RankStatus(key: s.key, state: .exited, exitCode: 143, signal: 15)])
+            }
+            #expect(try await AllocationTests.job(db, id).state == .cancelled)
+        }
+    }
+}
