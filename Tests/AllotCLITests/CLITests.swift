@@ -61,3 +61,31 @@ struct CLITests {
         #expect(missing.output.contains("nvidia-smi not found"))
     }
 }
+
+@Suite("allot simulate")
+struct SimulateCLITests {
+    @Test("replays the example trace and prints the JSON fields SPEC §6 lists")
+    func example() throws {
+        let root = TestDatabase.repositoryRoot + "/ops/simulation/"
+        let result = try runBuilt("allot", ["simulate", "--cluster", root + "cluster.csv", "--trace", root + "trace.csv", "--output", "json"])
+        #expect(result.status == 0, "\(result.output)")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
+        for key in [
+            "gpus", "allocatedGPUMilli", "peakAllocatedGPUMilli", "placed", "unplaced", "waitsByOrg", "waitsByPriority", "decisionsPerSecond",
+        ] {
+            #expect(json[key] != nil, "missing \(key)")
+        }
+        #expect(json["gpus"] as? Int == 128)
+    }
+
+    @Test("a malformed trace names the file, line and column")
+    func malformed() throws {
+        let root = TestDatabase.repositoryRoot + "/ops/simulation/"
+        let trace = try CLITests.temporaryFile(
+            "id,submit_s,duration_s,org,kind,pool,nodes,gpus_per_node,gpu_milli,gpu_model,cpu_milli,memory_mib,priority,time_limit_s\n1,0,10,o,training,h200,one,1,,,0,0,1,\n",
+            extension: "csv")
+        let result = try runBuilt("allot", ["simulate", "--cluster", root + "cluster.csv", "--trace", trace])
+        #expect(result.status != 0)
+        #expect(result.output.contains("\(trace):2: nodes"))
+    }
+}
