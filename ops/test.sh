@@ -16,4 +16,11 @@ export ALLOT_TEST_DATABASE_URL="${url%/*}/postgres"
 echo "test PostgreSQL: $ALLOT_TEST_DATABASE_URL"
 
 swift build --build-tests
-swift test --skip-build "$@"
+if [ $# -gt 0 ]; then
+  swift test --skip-build "$@"
+else
+  # The end-to-end suite runs real daemons and agents against timeouts: run it on its own, after the rest,
+  # so the CPU-heavy property tests running in parallel cannot starve it.
+  swift test --skip-build --skip EndToEndTests
+  swift test --skip-build --filter EndToEndTests
+fi

@@ -105,7 +105,7 @@ func render(_ job: JobView) -> String {
             let gpus =
                 r.gpus.isEmpty
                 ? "no GPUs" : "GPUs " + r.gpus.map(String.init).joined(separator: ",") + (r.gpuMilli < 1000 ? " (\(r.gpuMilli) milli)" : "")
-            lines.append("       rank \(r.rank) on \(r.node): \(gpus), \(r.state)\(r.exitCode.map { " exit \($0)" } ?? "")")
+            lines.append("       rank \(r.rank) on \(r.node): \(gpus), \(r.state)\(r.exitCode.map { " (exit code \($0))" } ?? "")")
         }
     }
     return lines.joined(separator: "\n")

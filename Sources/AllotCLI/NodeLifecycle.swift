@@ -208,6 +208,7 @@ struct RemoveMaintenance: AsyncParsableCommand {
 
     func run() async throws {
         _ = try await self.connection.client().send(.DELETE, "/v1/maintenance/\(self.id)")
+        if self.connection.output == .json { return try printJSON(["id": self.id]) }
         print("maintenance \(self.id) removed")
     }
 }

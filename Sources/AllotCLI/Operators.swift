@@ -61,18 +61,28 @@ struct ValidatePolicy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "validate", abstract: "Check Policies/ (a folder or one file); every error with its line.")
     @Argument(help: "Policies/ or one YAML file.") var path: String
+    @Option(help: "table or json") var output: OutputFormat = .table
 
     func run() async throws {
+        let policy: Policy
         do {
-            let policy = try PolicyParser.load(path: self.path)
-            print(
-                "\(self.path): valid (\(policy.pools.count) pools, \(policy.organizations.count) organizations, "
-                    + "\(policy.organizations.reduce(0) { $0 + $1.allocations.count }) allocations, \(policy.priorityClasses.count) priority classes)"
-            )
+            policy = try PolicyParser.load(path: self.path)
         } catch {
-            for issue in error.issues { print(issue.description) }
+            if self.output == .json {
+                let rows: [[String: String]] = error.issues.map { issue in
+                    let line: String = issue.line.map { String($0) } ?? ""
+                    return ["file": issue.file ?? "", "line": line, "field": issue.field, "message": issue.message]
+                }
+                try printJSON(rows)
+            } else {
+                for issue in error.issues { print(issue.description) }
+            }
             throw ExitCode(1)
         }
+        if self.output == .json { return try printJSON(["valid": true]) }
+        print(
+            "\(self.path): valid (\(policy.pools.count) pools, \(policy.organizations.count) organizations, "
+                + "\(policy.organizations.reduce(0) { $0 + $1.allocations.count }) allocations, \(policy.priorityClasses.count) priority classes)")
     }
 }
 

@@ -138,7 +138,7 @@ public struct NodeStore: Sendable {
                         "INSERT INTO gpu_xid_seen (node, gpu_index, xid, at) VALUES (\(node), \(gpu.index), \(event.xid), \(event.at)) ON CONFLICT DO NOTHING RETURNING 1",
                         logger: self.logger
                     ).decode(Int.self).first { _ in true } != nil
-                guard fresh, before[gpu.index] != nil else { continue }
+                guard fresh else { continue }
                 let target: GPUHealth? =
                     switch XidEvent.grade(event.xid) {
                     case .hardware: .quarantined
@@ -150,7 +150,7 @@ public struct NodeStore: Sendable {
                     current = target
                 }
             }
-            if gpu.health == .quarantined && current != .quarantined, before[gpu.index] != nil {
+            if gpu.health == .quarantined && current != .quarantined {
                 events.append((gpu.index, current, .quarantined, gpu.healthDetail ?? "reported unhealthy by the agent", nil))
                 current = .quarantined
             }

@@ -1,3 +1,4 @@
+import AllotAgent
 import AllotCore
 import AllotServer
 import AllotStore
@@ -17,7 +18,7 @@ struct AllocationTests {
                 pools: [Pool(name: "h200")], organizations: orgs, priorityClasses: [PriorityClass(name: "standard", value: 100)],
                 defaults: PolicyDefaults(priorityClass: "standard", gracePeriodSeconds: 5)),
             by: op, dryRun: false)
-        for i in 1...nodes {
+        for i in stride(from: 1, through: nodes, by: 1) {
             _ = try await NodeStore(database: db).add(name: "n\(i)", pool: "h200", block: nil, by: op)
             _ = try await Self.report(db, "n\(i)", [], gpus: gpus)
         }
@@ -239,6 +240,32 @@ struct DrainInferenceTests {
                 _ = try await AllocationTests.report(db, s.node, [RankStatus(key: s.key, state: .exited, exitCode: 143, signal: 15)])
             }
             #expect(try await AllocationTests.job(db, id).state == .cancelled)
+        }
+    }
+}
+
+@Suite("Faults from nvidia-smi reach placement", databaseTests)
+struct FaultFixtureTests {
+    @Test("the H200 fault fixture, reported by an agent, quarantines its faulty GPUs and placement skips them")
+    func fixtureQuarantines() async throws {
+        let xml = try Data(contentsOf: URL(fileURLWithPath: TestDatabase.repositoryRoot + "/Tests/AllotAgentTests/Fixtures/h200-faults.xml"))
+        let gpus = try GPUDiscovery.parse(xml: xml)
+        try await TestDatabase.with { db in
+            try await AllocationTests.setUp(
+                db, orgs: [Organization(name: "u", allocations: [Allocation(pool: "h200", guaranteedGPUs: 8, limitGPUs: 8, gpuHours: 1000)])],
+                nodes: 0)
+            _ = try await NodeStore(database: db).add(name: "f1", pool: "h200", block: nil, by: AllocationTests.op)
+            _ = try await NodeStore(database: db).report(
+                AgentReport(node: "f1", agentURL: "http://x", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: gpus, ranks: []),
+                from: Principal(name: "agent:f1", role: .agent, node: "f1"))
+            let detail = try await NodeLifecycleStore(database: db).detail("f1")
+            #expect(detail.node.gpus.map(\.health) == [.healthy, .quarantined, .quarantined])
+            #expect(detail.healthEvents.map(\.gpuIndex) == [1, 2])  // recorded from the agent's first report
+            let one = try await AllocationTests.submit(db, "u", gpus: 1)
+            let two = try await AllocationTests.submit(db, "u", gpus: 1)
+            try await AllocationTests.loop(db).cycle()
+            #expect(try await AllocationTests.job(db, one).attempts.first?.nodes.first?.gpus == [0])
+            #expect(try await AllocationTests.job(db, two).state == .queued)
         }
     }
 }

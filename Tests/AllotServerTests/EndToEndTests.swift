@@ -30,7 +30,7 @@ struct EndToEndTests {
             try FileManager.default.createDirectory(at: self.work, withIntermediateDirectories: true)
             let url = database.url.urlString
             let port = freeLoopbackPort()
-            var env = ["ALLOT_DATABASE_URL": url, "ALLOT_SERVER": "http://127.0.0.1:\(port)", "ALLOT_LOG_LEVEL": "warning"]
+            var env = ["ALLOT_DATABASE_URL": url, "ALLOT_SERVER": "http://127.0.0.1:\(port)", "ALLOT_LOG_LEVEL": "info"]
             env["ALLOT_TOKEN"] = nil
             env["ALLOT_TOKEN_FILE"] = self.work.appendingPathComponent("op.token").path
             self.env = env
@@ -87,11 +87,16 @@ struct EndToEndTests {
 
         func job(_ id: Int64) throws -> JobView { try self.json(["jobs", "show", "\(id)"], as: JobView.self) }
 
-        func waitForJob(_ id: Int64, seconds: Double = 60, until done: @escaping (JobView) -> Bool) async throws -> JobView {
+        func waitForJob(_ id: Int64, seconds: Double = 90, until done: @escaping (JobView) -> Bool) async throws -> JobView {
             var last: JobView?
-            try await Self.waitFor("job \(id)", seconds: seconds) {
-                last = try self.job(id)
-                return done(last!)
+            do {
+                try await Self.waitFor("job \(id)", seconds: seconds) {
+                    last = try self.job(id)
+                    return done(last!)
+                }
+            } catch {
+                Issue.record("job \(id) as last seen: \((try? self.cli(["jobs", "show", "\(id)"])) ?? "\(String(describing: last))")")
+                throw error
             }
             return last!
         }
