@@ -133,11 +133,19 @@ public struct SchedulerStore: Sendable {
     public func queue() async throws -> [PendingJob] {
         let rows = try await self.database.query(
             """
-            SELECT id, org, pool, gpu_models, nodes, gpus_per_node, gpu_milli, cpu_milli_per_node, memory_mib_per_node, priority,
-                   extract(epoch FROM submitted_at)::bigint, time_limit_s, exclusive, whole_node_memory
-            FROM jobs WHERE state = 'queued' AND NOT cancel_requested
-            ORDER BY priority DESC, submitted_at, id
+            SELECT \(unescaped: Self.pendingColumns) FROM jobs j WHERE j.state = 'queued' AND NOT j.cancel_requested
+            ORDER BY j.priority DESC, j.submitted_at, j.id
             """)
+        return try await Self.pendingJobs(rows)
+    }
+
+    /// The columns `pendingJobs` reads, in its order (a constant, so splicing it in unescaped is safe).
+    static let pendingColumns = """
+        j.id, j.org, j.pool, j.gpu_models, j.nodes, j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.priority,
+        extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory
+        """
+
+    static func pendingJobs(_ rows: PostgresRowSequence) async throws -> [PendingJob] {
         var jobs: [PendingJob] = []
         for try await row in rows {
             let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory) = try row.decode(
@@ -147,8 +155,7 @@ public struct SchedulerStore: Sendable {
                     id: id, org: org, pool: pool, gpuModels: models, nodes: nodes,
                     perNode: NodeRequest(
                         gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory, exclusive: exclusive, allMemory: allMemory),
-                    priority: priority,
-                    submittedAt: submitted, timeLimitSeconds: limit))
+                    priority: priority, submittedAt: submitted, timeLimitSeconds: limit))
         }
         return jobs
     }
@@ -199,8 +206,7 @@ public struct SchedulerStore: Sendable {
     public func replacementsNeeded() async throws -> [PendingJob] {
         let rows = try await self.database.query(
             """
-            SELECT DISTINCT j.id, j.org, j.pool, j.gpu_models, j.nodes, j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node,
-                   j.memory_mib_per_node, j.priority, extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory
+            SELECT DISTINCT \(unescaped: Self.pendingColumns)
             FROM jobs j
             JOIN attempts a ON a.job_id = j.id AND a.state = 'running' AND a.replaces IS NULL AND a.stop_requested_at IS NULL
             JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
@@ -208,18 +214,7 @@ public struct SchedulerStore: Sendable {
             WHERE j.kind = 'inference' AND j.state = 'running' AND NOT j.cancel_requested AND j.attempts < j.max_attempts
               AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.job_id = j.id AND x.replaces IS NOT NULL AND x.state IN ('placed', 'starting', 'running'))
             """)
-        var jobs: [PendingJob] = []
-        for try await row in rows {
-            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory) = try row.decode(
-                (Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?, Bool, Bool).self)
-            jobs.append(
-                PendingJob(
-                    id: id, org: org, pool: pool, gpuModels: models, nodes: nodes,
-                    perNode: NodeRequest(
-                        gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory, exclusive: exclusive, allMemory: allMemory),
-                    priority: priority, submittedAt: submitted, timeLimitSeconds: limit))
-        }
-        return jobs
+        return try await Self.pendingJobs(rows)
     }
 
     /// Commits replacement attempts for running jobs (see `replacementsNeeded`).
