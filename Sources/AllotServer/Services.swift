@@ -156,8 +156,9 @@ public struct SchedulerLoop: Service {
         guard !queue.isEmpty else { return [] }
         let nodes = try await store.nodeSnapshots()
         let book = try await store.quotaBook()
+        let backfill = Backfill(running: try await store.running(), now: Int64(Date().timeIntervalSince1970))
         let started = ContinuousClock.now
-        let plan = self.placer.place(queue, on: nodes, quota: book)
+        let plan = self.placer.place(queue, on: nodes, quota: book, backfill: backfill)
         let decided = ContinuousClock.now - started
         let placed = try await store.commit(plan)
         try await self.reclaim(queue: queue, plan: plan, book: book, store: store)
@@ -325,6 +326,7 @@ public struct NodeMonitor: Service {
                             "most of a pool went silent at once: holding instead of requeueing; `allot nodes declare-lost` decides",
                             metadata: ["pools": "\(held)"])
                     }
+                    try await AttemptStore(database: self.database).stopOverdue()
                     let lifecycle = NodeLifecycleStore(database: self.database)
                     try await lifecycle.advanceMaintenance()
                     try await lifecycle.advanceDrains()

@@ -253,6 +253,26 @@ public struct AttemptStore: Sendable {
             outcome: "attempt \(attempt) \(ending.rawValue); job \(jobState.rawValue)", detail: ["reason": why])
     }
 
+    /// Stops attempts that ran past their job's time limit (SIGTERM, grace, SIGKILL); they end `failed`, with
+    /// the reason saying so, as Slurm's TIMEOUT does. Backfill relies on jobs ending by their limits.
+    public func stopOverdue() async throws {
+        try await self.database.transaction { connection in
+            let overdue = try await connection.query(
+                """
+                SELECT a.job_id, a.number, j.time_limit_s FROM attempts a JOIN jobs j ON j.id = a.job_id
+                WHERE a.state = 'running' AND a.stop_requested_at IS NULL AND j.time_limit_s IS NOT NULL
+                  AND a.started_at + make_interval(secs => j.time_limit_s) < now()
+                FOR UPDATE OF a
+                """, logger: self.logger
+            ).decode((Int64, Int, Int64).self).reduce(into: [(Int64, Int, Int64)]()) { $0.append($1) }
+            for (job, attempt, limit) in overdue {
+                try await self.requestStop(
+                    jobID: job, attempt: attempt, endAs: .failed, reason: "timeout: the time limit of \(limit)s was reached", exitCode: nil,
+                    on: connection)
+            }
+        }
+    }
+
     // MARK: - Agent reports
 
     /// Applies what an agent reports of its ranks. Returns the ranks whose endings are now recorded.

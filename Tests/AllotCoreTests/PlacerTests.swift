@@ -199,3 +199,109 @@ struct ReclaimTests {
         #expect(placer.estimatedStart(for: .job(3, gpus: 8), on: [.node("n2")], running: [], now: 1000) == 1000)
     }
 }
+
+@Suite("Backfill")
+struct BackfillTests {
+    static func running(_ id: Int64, node: String, gpus: [Int], endsAt: Int64?) -> RunningAttempt {
+        RunningAttempt(
+            jobID: id, attempt: 1, org: "o", pool: "h200", borrowing: false, startedAt: 0,
+            ranks: [RankAssignment(rank: 0, node: node, gpuIndices: gpus, milliPerGPU: 1000)], endsAt: endsAt)
+    }
+
+    @Test("a blocked gang gets a reservation; later jobs start only where they cannot delay it")
+    func easy() {
+        // a: busy until 1000; b: half busy until 5000; c: idle. The 2-node gang fits at 1000, on a and c.
+        let nodes: [NodeSnapshot] = [.node("a").using(Array(0..<8)), .node("b").using([0, 1, 2, 3]), .node("c")]
+        let running = [Self.running(1, node: "a", gpus: Array(0..<8), endsAt: 1000), Self.running(2, node: "b", gpus: [0, 1, 2, 3], endsAt: 5000)]
+        var gang = PendingJob.job(10, nodes: 2, gpus: 8, priority: 9)
+        gang.timeLimitSeconds = 3600
+        var short = PendingJob.job(11, gpus: 4, submittedAt: 1)
+        short.timeLimitSeconds = 500  // ends at 500, before the reservation: may go anywhere (best fit: b)
+        var long = PendingJob.job(12, gpus: 4, submittedAt: 2)
+        long.timeLimitSeconds = 10_000  // would still run at 1000: not on a or c; b is full now
+        let plan = Placer().place([gang, short, long], on: nodes, backfill: Backfill(running: running, now: 0))
+        #expect(plan.reservations["h200"] == Reservation(jobID: 10, startsAt: 1000, nodes: ["a", "c"]))
+        #expect(plan.placements.map(\.jobID) == [11])
+        #expect(plan.placements.first?.ranks.first?.node == "b")
+        #expect(plan.waiting[12] == .reserved(forJob: 10))
+        #expect(plan.waiting[12]?.text == "reserved for job 10: the nodes it fits on are held for an earlier job")
+        // Without backfill, the long job would take c and push the gang back past 1000.
+        #expect(Placer().place([gang, short, long], on: nodes).placements.first { $0.jobID == 12 }?.ranks.first?.node == "c")
+    }
+
+    /// Replays one cycle's aftermath at the reservation's start: running jobs and this cycle's placements that
+    /// end by then are gone; the reserved job must fit on its reserved nodes.
+    static func reservationHolds(_ plan: Plan, nodes: [NodeSnapshot], running: [RunningAttempt], queue: [PendingJob], now: Int64) -> String? {
+        for (pool, r) in plan.reservations {
+            guard let job = queue.first(where: { $0.id == r.jobID }) else { return "reservation for unknown job" }
+            var after = nodes
+            var live = running
+            for p in plan.placements {
+                let j = queue.first { $0.id == p.jobID }!
+                live.append(
+                    RunningAttempt(
+                        jobID: p.jobID, attempt: 0, org: j.org, pool: j.pool, borrowing: false, startedAt: now, ranks: p.ranks,
+                        endsAt: j.timeLimitSeconds.map { now + $0 }))
+                for rank in p.ranks {
+                    let n = after.firstIndex { $0.name == rank.node }!
+                    after[n].usedCPUMilli += rank.cpuMilli
+                    after[n].usedMemoryMiB += rank.memoryMiB
+                    for idx in rank.gpuIndices { after[n].gpus[after[n].gpus.firstIndex { $0.index == idx }!].usedMilli += rank.milliPerGPU }
+                }
+            }
+            var released = after
+            for a in live where a.endsAt != nil && a.endsAt! <= r.startsAt {
+                for rank in a.ranks {
+                    let n = released.firstIndex { $0.name == rank.node }!
+                    released[n].usedCPUMilli -= rank.cpuMilli
+                    released[n].usedMemoryMiB -= rank.memoryMiB
+                    for idx in rank.gpuIndices { released[n].gpus[released[n].gpus.firstIndex { $0.index == idx }!].usedMilli -= rank.milliPerGPU }
+                }
+            }
+            if Placer().place([job], on: released.filter { r.nodes.contains($0.name) }).placements.isEmpty {
+                return "backfill delayed job \(r.jobID)'s reservation in pool \(pool) at \(r.startsAt)"
+            }
+        }
+        return nil
+    }
+
+    @Test("backfill never delays the reservation, over many random clusters")
+    func neverDelays() {
+        let runs = PlacementPropertyTests.seeds.prefix(2000)
+        for seed in runs {
+            var (nodes, queue) = RandomCluster.make(seed: seed)
+            var rng = SeededRandom(seed: seed ^ 0xBAC_F111)
+            // What runs now: a first cycle's placements, ending at random times (some without a limit).
+            for i in nodes.indices {
+                for g in nodes[i].gpus.indices { nodes[i].gpus[g].usedMilli = 0 }; nodes[i].usedCPUMilli = 0; nodes[i].usedMemoryMiB = 0
+            }
+            let first = Placer().place(Array(queue.prefix(queue.count / 2)), on: nodes)
+            var running: [RunningAttempt] = []
+            for p in first.placements {
+                let ends: Int64? = Int.random(in: 0..<5, using: &rng) == 0 ? nil : Int64.random(in: 1...10_000, using: &rng)
+                running.append(
+                    RunningAttempt(
+                        jobID: p.jobID, attempt: 1, org: "o", pool: queue.first { $0.id == p.jobID }!.pool, borrowing: false,
+                        startedAt: 0, ranks: p.ranks, endsAt: ends))
+                for rank in p.ranks {
+                    let n = nodes.firstIndex { $0.name == rank.node }!
+                    nodes[n].usedCPUMilli += rank.cpuMilli
+                    nodes[n].usedMemoryMiB += rank.memoryMiB
+                    for idx in rank.gpuIndices { nodes[n].gpus[nodes[n].gpus.firstIndex { $0.index == idx }!].usedMilli += rank.milliPerGPU }
+                }
+            }
+            queue = Array(queue.dropFirst(queue.count / 2)).map { j in
+                var j = j
+                j.timeLimitSeconds = Int.random(in: 0..<4, using: &rng) == 0 ? nil : Int64.random(in: 60...20_000, using: &rng)
+                return j
+            }
+            let plan = Placer().place(queue, on: nodes, backfill: Backfill(running: running, now: 0))
+            if let problem = Self.reservationHolds(plan, nodes: nodes, running: running, queue: queue, now: 0)
+                ?? PlacementPropertyTests.violation(plan, nodes: nodes, queue: queue)
+            {
+                Issue.record("seed \(seed): \(problem) (replay: ALLOT_PROPERTY_SEED=\(seed))")
+                return
+            }
+        }
+    }
+}

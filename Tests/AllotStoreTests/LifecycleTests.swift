@@ -171,3 +171,27 @@ struct LifecycleTests {
         }
     }
 }
+
+@Suite("Time limits", databaseTests)
+struct TimeLimitTests {
+    @Test("an attempt past its time limit is stopped and the job ends failed, saying timeout")
+    func timeout() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1"])
+            let id = try await f.submit(JobSpec(name: "t", org: "lab", pool: "h200", gpusPerNode: 1, timeLimitSeconds: 60, command: "sleep 600"))
+            try await f.schedule()
+            let key = RankKey(jobID: id, attempt: 1, rank: 0)
+            try await AttemptStore(database: db).markDispatched(key)
+            try await f.report("n1", ranks: [RankStatus(key: key, state: .running)])
+            try await AttemptStore(database: db).stopOverdue()
+            #expect(try await AttemptStore(database: db).dueStops().isEmpty)  // not yet
+            try await db.query("UPDATE attempts SET started_at = now() - interval '61 seconds' WHERE job_id = \(id)")
+            try await AttemptStore(database: db).stopOverdue()
+            #expect(try await AttemptStore(database: db).dueStops().map(\.key) == [key])
+            try await f.report("n1", ranks: [RankStatus(key: key, state: .exited, exitCode: 143, signal: 15)])
+            let job = try await f.job(id)
+            #expect(job.state == .failed)
+            #expect(job.reason?.hasPrefix("timeout") == true)
+        }
+    }
+}

@@ -60,6 +60,8 @@ public enum WaitReason: Hashable, Sendable {
     case budget(org: String, neededGPUHours: Double, leftGPUHours: Double)
     /// Its organisation has no allocation in force in the pool.
     case noAllocation(org: String, pool: String)
+    /// It would fit, but only on nodes held back for an earlier job (EASY backfill).
+    case reserved(forJob: Int64)
 
     /// The short machine-readable reason code, as `allot jobs show --output json` prints it.
     public var code: String {
@@ -70,6 +72,7 @@ public enum WaitReason: Hashable, Sendable {
         case .quota: "quota"
         case .budget: "budget"
         case .noAllocation: "quota"
+        case .reserved: "reserved"
         }
     }
 
@@ -88,6 +91,8 @@ public enum WaitReason: Hashable, Sendable {
             return String(format: "budget: the job needs %.1f GPU-hours (GPUs × time limit), \(org) has %.1f left this period", needed, left)
         case .noAllocation(let org, let pool):
             return "quota: \(org) has no allocation in force in pool \(pool)"
+        case .reserved(let job):
+            return "reserved for job \(job): the nodes it fits on are held for an earlier job"
         case .capacity(let needed, let feasible, let top):
             let why = top.map { " (most nodes: \($0.rawValue))" } ?? ""
             return needed > 1
@@ -103,5 +108,30 @@ public struct Plan: Sendable {
     public var waiting: [Int64: WaitReason] = [:]
     /// How often each rejection was met this cycle, over all jobs and nodes.
     public var rejections: [Rejection: Int] = [:]
+    /// Per pool, the first job waiting for capacity and when and where it will start (EASY backfill).
+    public var reservations: [String: Reservation] = [:]
     public init() {}
+}
+
+/// What backfill needs beyond the snapshot: the running attempts (with their time limits) and the time now.
+public struct Backfill: Sendable {
+    public var running: [RunningAttempt]
+    /// Seconds since the epoch.
+    public var now: Int64
+    public init(running: [RunningAttempt], now: Int64) {
+        self.running = running
+        self.now = now
+    }
+}
+
+/// Nodes held for a waiting job from the time it can start.
+public struct Reservation: Hashable, Sendable {
+    public var jobID: Int64
+    public var startsAt: Int64
+    public var nodes: Set<String>
+    public init(jobID: Int64, startsAt: Int64, nodes: Set<String>) {
+        self.jobID = jobID
+        self.startsAt = startsAt
+        self.nodes = nodes
+    }
 }

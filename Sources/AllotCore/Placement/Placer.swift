@@ -47,11 +47,17 @@ public struct Placer: Sendable {
 
     /// Places what fits. With a `quota` book, jobs are also admitted by their organisation's allocation
     /// (limit, entitlement) and ordered by fair share among equal priorities; without one, by capacity alone.
-    public func place(_ queue: [PendingJob], on snapshot: [NodeSnapshot], quota: QuotaBook? = nil) -> Plan {
+    ///
+    /// With `backfill` (the running attempts and the current time), EASY backfill applies per pool: the first
+    /// job that waits for capacity gets a reservation — the earliest time it fits if running jobs end at their
+    /// time limits, and the nodes it would take then — and later jobs start only where they cannot delay it:
+    /// off those nodes, or ending before the reservation starts.
+    public func place(_ queue: [PendingJob], on snapshot: [NodeSnapshot], quota: QuotaBook? = nil, backfill: Backfill? = nil) -> Plan {
         var nodes = snapshot.sorted { $0.name < $1.name }
         var byPool: [String: [Int]] = [:]
         for (i, node) in nodes.enumerated() { byPool[node.pool, default: []].append(i) }
         var book = quota
+        var runningNow = backfill?.running ?? []
 
         var plan = Plan()
         let ordered = quota.map { q in queue.sorted { Self.inFairShareOrder($0, $1, q) } } ?? queue.sorted(by: Self.inQueueOrder)
@@ -65,7 +71,14 @@ public struct Placer: Sendable {
                 case .admitted(let borrows): borrowing = borrows
                 }
             }
-            let candidates = byPool[job.pool] ?? []
+            var candidates = byPool[job.pool] ?? []
+            let reservation = plan.reservations[job.pool]
+            var restricted = false
+            if let r = reservation, let b = backfill, b.now + (job.timeLimitSeconds ?? Int64.max / 2) > r.startsAt {
+                // Would still run when the reservation starts: keep off its nodes.
+                candidates.removeAll { r.nodes.contains(nodes[$0].name) }
+                restricted = true
+            }
             switch self.placeOne(job, candidates: candidates, nodes: nodes, rejections: &plan.rejections) {
             case .success(let ranks):
                 var assignments: [RankAssignment] = []
@@ -79,11 +92,44 @@ public struct Placer: Sendable {
                 }
                 plan.placements.append(Placement(jobID: job.id, ranks: assignments, borrowing: borrowing))
                 book?.charge(job)
+                if let b = backfill {
+                    runningNow.append(
+                        RunningAttempt(
+                            jobID: job.id, attempt: 0, org: job.org, pool: job.pool, borrowing: borrowing, startedAt: b.now, ranks: assignments,
+                            endsAt: job.timeLimitSeconds.map { b.now + $0 }))
+                }
             case .failure(let reason):
                 plan.waiting[job.id] = reason.reason
+                guard let b = backfill else { continue }
+                if let r = reservation {
+                    if restricted {
+                        // Say what holds it back: the reservation, or the cluster itself.
+                        var scratch: [Rejection: Int] = [:]
+                        switch self.placeOne(job, candidates: byPool[job.pool] ?? [], nodes: nodes, rejections: &scratch) {
+                        case .success: plan.waiting[job.id] = .reserved(forJob: r.jobID)
+                        case .failure(let unrestricted): plan.waiting[job.id] = unrestricted.reason
+                        }
+                    }
+                } else if case .capacity = reason.reason, let r = self.reserve(job, nodes: nodes, running: runningNow, now: b.now) {
+                    plan.reservations[job.pool] = r
+                }
             }
         }
         return plan
+    }
+
+    /// The earliest time `job` fits if running attempts end at their time limits, and the nodes it takes then.
+    func reserve(_ job: PendingJob, nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64) -> Reservation? {
+        var freed = nodes
+        var ignored: [Rejection: Int] = [:]
+        let candidates = freed.indices.filter { freed[$0].pool == job.pool }
+        for r in running.filter({ $0.endsAt != nil && $0.pool == job.pool }).sorted(by: { $0.endsAt! < $1.endsAt! }) {
+            Self.release(r, in: &freed)
+            if case .success(let ranks) = self.placeOne(job, candidates: candidates, nodes: freed, rejections: &ignored) {
+                return Reservation(jobID: job.id, startsAt: max(now, r.endsAt!), nodes: Set(ranks.map { freed[$0.position].name }))
+            }
+        }
+        return nil
     }
 
     /// SPEC §4.1 with allocations: priority, then the organisation's share used (GPU-hours ÷ guarantee, lowest
