@@ -8,6 +8,8 @@ let package = Package(
     name: "allot",
     platforms: [.macOS(.v15)],
     products: [
+        // The pure core, for the benchmarks package (Benchmarks/) and for tools that replay traces.
+        .library(name: "AllotCore", targets: ["AllotCore"]),
         .executable(name: "allotd", targets: ["allotd"]),
         .executable(name: "allot-agent", targets: ["allot-agent"]),
         .executable(name: "allot", targets: ["allot"]),
