@@ -80,7 +80,8 @@ func cycles(nodes n: Int, queued q: Int, repeats: Int) -> CycleFigures {
         placed = plan.placements.count
     }
     return CycleFigures(
-        nodes: n, queued: q, cycles: repeats, placedPerCycle: placed, cycleP50Seconds: percentile(times, 0.5), cycleP99Seconds: percentile(times, 0.99),
+        nodes: n, queued: q, cycles: repeats, placedPerCycle: placed, cycleP50Seconds: percentile(times, 0.5),
+        cycleP99Seconds: percentile(times, 0.99),
         decisionsPerSecond: Double(q) / percentile(times, 0.5))
 }
 
@@ -149,6 +150,7 @@ if args.contains("--json") {
     for (k, v) in ratios.sorted(by: { $0.key < $1.key }) { print("\(k): \(String(format: "%.2f", v))") }
     print("STRATEGY    DEMAND  UNALLOCATED")
     for p in quality {
-        print(p.strategy.padding(toLength: 12, withPad: " ", startingAt: 0) + String(format: "%-7s %.1f%%", "\(Int(p.demand * 100))%", p.unallocatedGPUShare * 100))
+        let demand = "\(Int(p.demand * 100))%".padding(toLength: 8, withPad: " ", startingAt: 0)
+        print(p.strategy.padding(toLength: 12, withPad: " ", startingAt: 0) + demand + String(format: "%.1f%%", p.unallocatedGPUShare * 100))
     }
 }
