@@ -143,38 +143,48 @@ public struct Placer: Sendable {
 
     /// Checks whether `node` can take one rank of `job` now; on success, which GPUs (by position in `node.gpus`).
     public static func fit(_ job: PendingJob, on node: NodeSnapshot) -> NodeFit {
-        // Cheap, node-wide checks first: most nodes of a busy pool fail here.
-        guard node.pool == job.pool else { return .rejected(.pool) }
-        guard node.state.acceptsWork else { return .rejected(.nodeState) }
-        // A job must end before the node's next maintenance window; one without a time limit might not.
-        if let window = node.maintenanceInSeconds, (job.timeLimitSeconds ?? .max) > window { return .rejected(.maintenance) }
+        if let rejection = self.reject(job, on: node) { return .rejected(rejection) }
         let request = job.perNode
-        if request.exclusive && (node.usedCPUMilli > 0 || node.usedMemoryMiB > 0 || node.gpus.contains { $0.usedMilli > 0 }) {
-            return .rejected(.notIdle)
-        }
-        if request.cpuMilli > node.cpuMilli - node.usedCPUMilli { return .rejected(.cpu) }
-        if request.memoryMiB > node.memoryMiB - node.usedMemoryMiB { return .rejected(.memory) }
-        if request.allMemory && node.usedMemoryMiB > 0 { return .rejected(.memory) }
         if request.gpuMilli == 0 && !request.exclusive { return .fits(gpuPositions: []) }
-
-        var acceptable = 0
         var healthy: [Int] = []
-        for (p, gpu) in node.gpus.enumerated() where job.accepts(model: gpu.model) {
-            acceptable += 1
-            if gpu.health.isSchedulable { healthy.append(p) }
-        }
-        if acceptable == 0 { return .rejected(.gpuModel) }
-        if let fraction = request.fractionMilli {
-            return Self.pickShare(fraction, among: healthy, of: node).map { .fits(gpuPositions: [$0]) }
-                ?? .rejected(healthy.isEmpty ? .gpuHealth : .gpuShare)
-        }
+        for (p, gpu) in node.gpus.enumerated() where job.accepts(model: gpu.model) && gpu.health.isSchedulable { healthy.append(p) }
+        if let fraction = request.fractionMilli { return .fits(gpuPositions: [Self.pickShare(fraction, among: healthy, of: node)!]) }
         let free = healthy.filter { node.gpus[$0].isFree }
         // An exclusive rank holds every usable GPU of the node, however many it asked for.
-        if request.exclusive { return free.count >= request.gpus ? .fits(gpuPositions: free) : .rejected(.gpus) }
-        if free.count >= request.gpus {
-            return .fits(gpuPositions: Self.pickWhole(request.gpus, among: free, of: node))
+        return .fits(gpuPositions: request.exclusive ? free : Self.pickWhole(request.gpus, among: free, of: node))
+    }
+
+    /// Why `node` cannot take one rank of `job` now, or nil when it can. Counts only, no allocation: the
+    /// placer calls it for every node of the pool, and `fit` picks GPUs only on the nodes chosen.
+    public static func reject(_ job: PendingJob, on node: NodeSnapshot) -> Rejection? {
+        // Cheap, node-wide checks first: most nodes of a busy pool fail here.
+        guard node.pool == job.pool else { return .pool }
+        guard node.state.acceptsWork else { return .nodeState }
+        // A job must end before the node's next maintenance window; one without a time limit might not.
+        if let window = node.maintenanceInSeconds, (job.timeLimitSeconds ?? .max) > window { return .maintenance }
+        let request = job.perNode
+        if request.exclusive && (node.usedCPUMilli > 0 || node.usedMemoryMiB > 0 || node.gpus.contains { $0.usedMilli > 0 }) {
+            return .notIdle
         }
-        return .rejected(healthy.count < request.gpus && acceptable >= request.gpus ? .gpuHealth : .gpus)
+        if request.cpuMilli > node.cpuMilli - node.usedCPUMilli { return .cpu }
+        if request.memoryMiB > node.memoryMiB - node.usedMemoryMiB { return .memory }
+        if request.allMemory && node.usedMemoryMiB > 0 { return .memory }
+        if request.gpuMilli == 0 && !request.exclusive { return nil }
+        var acceptable = 0
+        var healthy = 0
+        var free = 0
+        var shareFits = false
+        for gpu in node.gpus where job.accepts(model: gpu.model) {
+            acceptable += 1
+            guard gpu.health.isSchedulable else { continue }
+            healthy += 1
+            if gpu.isFree { free += 1 }
+            if let f = request.fractionMilli, gpu.leftoverMilli >= f { shareFits = true }
+        }
+        if acceptable == 0 { return .gpuModel }
+        if request.fractionMilli != nil { return shareFits ? nil : (healthy == 0 ? .gpuHealth : .gpuShare) }
+        if request.exclusive || free >= request.gpus { return free >= request.gpus ? nil : .gpus }
+        return healthy < request.gpus && acceptable >= request.gpus ? .gpuHealth : .gpus
     }
 
     /// Why no node of the pool could ever take the job, even empty, or nil when one could.
@@ -223,7 +233,6 @@ public struct Placer: Sendable {
 
     private struct Candidate {
         var position: Int
-        var gpuPositions: [Int]
         var score: Int
         var block: String?
     }
@@ -233,32 +242,38 @@ public struct Placer: Sendable {
     ) -> Result<[ChosenRank], Waiting> {
         if candidates.isEmpty { return .failure(Waiting(reason: .emptyPool(pool: job.pool))) }
         var feasible: [Candidate] = []
+        var best: Candidate?
+        var found = 0
         var counts: [Rejection: Int] = [:]
         for position in candidates {
             let node = nodes[position]
-            switch Self.fit(job, on: node) {
-            case .fits(let gpus):
-                let freeAfter = job.perNode.exclusive ? 0 : Self.freeMilli(node) - job.perNode.gpuMilli
-                feasible.append(
-                    Candidate(
-                        position: position, gpuPositions: gpus,
-                        score: self.strategy.score(freeAfterMilli: freeAfter, position: position), block: node.block))
-            case .rejected(let r):
+            if let r = Self.reject(job, on: node) {
                 counts[r, default: 0] += 1
+                continue
+            }
+            found += 1
+            let freeAfter = job.perNode.exclusive ? 0 : Self.freeMilli(node) - job.perNode.gpuMilli
+            let c = Candidate(position: position, score: self.strategy.score(freeAfterMilli: freeAfter, position: position), block: node.block)
+            // A single rank needs only the best node; a gang needs them all to choose a block.
+            if job.nodes == 1 {
+                if best.map({ c.score < $0.score || (c.score == $0.score && c.position < $0.position) }) ?? true { best = c }
+            } else {
+                feasible.append(c)
             }
         }
         for (r, n) in counts { rejections[r, default: 0] += n }
-        guard feasible.count >= job.nodes else {
+        guard found >= job.nodes else {
             if let never = Self.neverFitsReason(job, nodes: candidates.map { nodes[$0] }) {
                 return .failure(Waiting(reason: never))
             }
             let top = counts.max { a, b in a.value != b.value ? a.value < b.value : a.key.rawValue > b.key.rawValue }?.key
-            return .failure(Waiting(reason: .capacity(needed: job.nodes, feasible: feasible.count, topRejection: top)))
+            return .failure(Waiting(reason: .capacity(needed: job.nodes, feasible: found, topRejection: top)))
         }
-        let chosen = Self.chooseGang(job.nodes, from: feasible)
+        let chosen = job.nodes == 1 ? [best!] : Self.chooseGang(job.nodes, from: feasible)
         return .success(
             chosen.sorted { $0.position < $1.position }.enumerated().map { rank, c in
-                ChosenRank(rank: rank, position: c.position, gpuPositions: c.gpuPositions)
+                guard case .fits(let gpus) = Self.fit(job, on: nodes[c.position]) else { preconditionFailure("reject and fit disagree") }
+                return ChosenRank(rank: rank, position: c.position, gpuPositions: gpus)
             })
     }
 
