@@ -115,10 +115,19 @@ public struct SchedulerLoop: Service {
         let running = try await store.running()
         let now = Int64(Date().timeIntervalSince1970)
         for job in blocked.sorted(by: Placer.inQueueOrder) where !busy.contains(job.pool) {
-            guard let victims = self.placer.reclaim(for: job, on: nodes, running: running, book: book, now: now), !victims.isEmpty else { continue }
-            try await store.preempt(victims, for: job)
+            var byClass = false
+            var victims = self.placer.reclaim(for: job, on: nodes, running: running, book: book, now: now) ?? []
+            if victims.isEmpty, job.preempts {
+                // A class that preempts stops preemptible or borrowing work of lower priority, none younger than a minute.
+                victims = self.placer.preemption(for: job, on: nodes, running: running, now: now, minimumRuntime: 60) ?? []
+                byClass = true
+            }
+            guard !victims.isEmpty else { continue }
+            try await store.preempt(victims, for: job, byClass: byClass)
             busy.insert(job.pool)
-            self.logger.info("reclaiming guaranteed GPUs", metadata: ["job": "\(job.id)", "org": "\(job.org)", "victims": "\(victims.map(\.jobID))"])
+            self.logger.info(
+                byClass ? "preempting for a higher class" : "reclaiming guaranteed GPUs",
+                metadata: ["job": "\(job.id)", "org": "\(job.org)", "victims": "\(victims.map(\.jobID))"])
             self.dispatch.signal()
         }
     }

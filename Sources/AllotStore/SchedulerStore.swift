@@ -65,21 +65,24 @@ public struct SchedulerStore: Sendable {
             """
             SELECT a.job_id, a.number, j.org, j.pool, a.borrowed, floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint,
                    r.rank, r.node, r.gpu_indices, r.milli_per_gpu, r.cpu_milli, r.memory_mib,
-                   floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint + j.time_limit_s
+                   floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint + j.time_limit_s,
+                   coalesce((SELECT pc.preemptible FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.priority
             FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
             WHERE a.state IN ('placed', 'starting', 'running') AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, r.rank
             """)
         for try await row in rows {
-            let (job, attempt, org, pool, borrowed, started, rank, node, gpus, milli, cpu, memory, endsAt) = try row.decode(
-                (Int64, Int, String, String, Bool, Int64, Int, String, [Int], Int, Int, Int, Int64?).self)
+            let (job, attempt, org, pool, borrowed, started, rank, node, gpus, milli, cpu, memory, endsAt, preemptible, priority) = try row.decode(
+                (Int64, Int, String, String, Bool, Int64, Int, String, [Int], Int, Int, Int, Int64?, Bool, Int).self)
             let r = RankAssignment(rank: rank, node: node, gpuIndices: gpus, milliPerGPU: milli, cpuMilli: cpu, memoryMiB: memory)
             if let last = out.last, last.jobID == job, last.attempt == attempt {
                 out[out.count - 1].ranks.append(r)
             } else {
-                out.append(
-                    RunningAttempt(
-                        jobID: job, attempt: attempt, org: org, pool: pool, borrowing: borrowed, startedAt: started, ranks: [r], endsAt: endsAt))
+                var running = RunningAttempt(
+                    jobID: job, attempt: attempt, org: org, pool: pool, borrowing: borrowed, startedAt: started, ranks: [r], endsAt: endsAt)
+                running.preemptible = preemptible
+                running.priority = priority
+                out.append(running)
             }
         }
         return out
@@ -97,18 +100,22 @@ public struct SchedulerStore: Sendable {
 
     /// Preempts `victims` so that `job` gets its organisation's guarantee back: each gets SIGTERM and its grace
     /// period, then is requeued. The reclaim is recorded, and timed once the job is placed.
-    public func preempt(_ victims: [RunningAttempt], for job: PendingJob) async throws {
+    public func preempt(_ victims: [RunningAttempt], for job: PendingJob, byClass: Bool = false) async throws {
         try await self.database.transaction { connection in
             let attempts = AttemptStore(database: self.database)
             for v in victims {
                 try await attempts.requestStop(
                     jobID: v.jobID, attempt: v.attempt, endAs: .preempted,
-                    reason: "preempted: \(job.org) reclaims its guaranteed GPUs in pool \(job.pool) (for job \(job.id))", exitCode: nil,
+                    reason: byClass
+                        ? "preempted by job \(job.id), whose priority class preempts this one's"
+                        : "preempted: \(job.org) reclaims its guaranteed GPUs in pool \(job.pool) (for job \(job.id))", exitCode: nil,
                     on: connection)
             }
-            try await connection.query(
-                "INSERT INTO reclaims (job_id, org, pool, victims) VALUES (\(job.id), \(job.org), \(job.pool), \(victims.map(\.jobID)))",
-                logger: self.database.logger)
+            if !byClass {
+                try await connection.query(
+                    "INSERT INTO reclaims (job_id, org, pool, victims) VALUES (\(job.id), \(job.org), \(job.pool), \(victims.map(\.jobID)))",
+                    logger: self.database.logger)
+            }
             try await AuditStore.append(
                 connection, logger: self.database.logger, actor: .scheduler, action: "job.preempt", target: "job/\(job.id)",
                 outcome: "reclaim for \(job.org)", detail: ["victims": victims.map { "\($0.jobID).\($0.attempt)" }.joined(separator: ",")])
@@ -142,20 +149,23 @@ public struct SchedulerStore: Sendable {
     /// The columns `pendingJobs` reads, in its order (a constant, so splicing it in unescaped is safe).
     static let pendingColumns = """
         j.id, j.org, j.pool, j.gpu_models, j.nodes, j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.priority,
-        extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory
+        extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory,
+        coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false)
         """
 
     static func pendingJobs(_ rows: PostgresRowSequence) async throws -> [PendingJob] {
         var jobs: [PendingJob] = []
         for try await row in rows {
-            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory) = try row.decode(
-                (Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?, Bool, Bool).self)
-            jobs.append(
+            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory, preempts) =
+                try row.decode((Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?, Bool, Bool, Bool).self)
+            var job =
                 PendingJob(
                     id: id, org: org, pool: pool, gpuModels: models, nodes: nodes,
                     perNode: NodeRequest(
                         gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory, exclusive: exclusive, allMemory: allMemory),
-                    priority: priority, submittedAt: submitted, timeLimitSeconds: limit))
+                    priority: priority, submittedAt: submitted, timeLimitSeconds: limit)
+            job.preempts = preempts
+            jobs.append(job)
         }
         return jobs
     }

@@ -305,3 +305,74 @@ struct BackfillTests {
         }
     }
 }
+
+@Suite("Preemption by priority class")
+struct ClassPreemptionTests {
+    @Test("a class that preempts stops preemptible work of lower priority, borrowers first, then the youngest; never a job too young")
+    func victims() {
+        let nodes: [NodeSnapshot] = [.node("n1").using(Array(0..<8))]
+        func attempt(_ id: Int64, gpus: [Int], started: Int64, preemptible: Bool, borrowing: Bool = false, priority: Int = 10) -> RunningAttempt {
+            var a = ReclaimTests.attempt(id, org: "x", node: "n1", gpus: gpus, borrowing: borrowing, started: started)
+            a.preemptible = preemptible
+            a.priority = priority
+            return a
+        }
+        let running = [
+            attempt(1, gpus: [0, 1, 2, 3], started: 100, preemptible: true),
+            attempt(2, gpus: [4, 5], started: 300, preemptible: true),
+            attempt(3, gpus: [6, 7], started: 200, preemptible: false, priority: 100),
+        ]
+        var urgent = PendingJob.job(9, gpus: 4, priority: 1000)
+        urgent.preempts = true
+        // 4 GPUs: job 2 (youngest preemptible) frees only 2, so job 1 too; pruning keeps only job 1.
+        #expect(Placer().preemption(for: urgent, on: nodes, running: running, now: 1000, minimumRuntime: 0)?.map(\.jobID) == [1])
+        // Job 1 is younger than the minimum runtime, job 3 is not preemptible: nothing can be done.
+        #expect(Placer().preemption(for: urgent, on: nodes, running: running, now: 1000, minimumRuntime: 950) == nil)
+        // Without `preempts`, no preemption at all.
+        #expect(Placer().preemption(for: .job(9, gpus: 4, priority: 1000), on: nodes, running: running, now: 1000, minimumRuntime: 0) == nil)
+    }
+
+    @Test("preemption touches only allowed victims and frees enough, over many random clusters")
+    func property() {
+        for seed in PlacementPropertyTests.seeds.prefix(2000) {
+            var (nodes, queue) = RandomCluster.make(seed: seed)
+            var rng = SeededRandom(seed: seed ^ 0x9E3)
+            for i in nodes.indices {
+                for g in nodes[i].gpus.indices { nodes[i].gpus[g].usedMilli = 0 }
+                nodes[i].usedCPUMilli = 0
+                nodes[i].usedMemoryMiB = 0
+            }
+            let first = Placer().place(Array(queue.prefix(queue.count / 2)), on: nodes)
+            var running: [RunningAttempt] = []
+            for p in first.placements {
+                var a = RunningAttempt(
+                    jobID: p.jobID, attempt: 1, org: "o", pool: queue.first { $0.id == p.jobID }!.pool, borrowing: Bool.random(using: &rng),
+                    startedAt: Int64.random(in: 0...1000, using: &rng), ranks: p.ranks)
+                a.preemptible = Bool.random(using: &rng)
+                a.priority = Int.random(in: 0...3, using: &rng)
+                running.append(a)
+                for r in p.ranks {
+                    let n = nodes.firstIndex { $0.name == r.node }!
+                    nodes[n].usedCPUMilli += r.cpuMilli
+                    nodes[n].usedMemoryMiB += r.memoryMiB
+                    for idx in r.gpuIndices { nodes[n].gpus[nodes[n].gpus.firstIndex { $0.index == idx }!].usedMilli += r.milliPerGPU }
+                }
+            }
+            for var job in queue.dropFirst(queue.count / 2) {
+                job.preempts = true
+                guard let victims = Placer().preemption(for: job, on: nodes, running: running, now: 1000, minimumRuntime: 300) else { continue }
+                for v in victims where v.pool != job.pool || !(v.preemptible || v.borrowing) || v.priority >= job.priority || 1000 - v.startedAt < 300
+                {
+                    Issue.record("seed \(seed): job \(job.id) would preempt \(v.jobID), which is not allowed (replay: ALLOT_PROPERTY_SEED=\(seed))")
+                    return
+                }
+                var freed = nodes
+                for v in victims { Placer.release(v, in: &freed) }
+                if Placer().place([job], on: freed).placements.isEmpty {
+                    Issue.record("seed \(seed): preempting \(victims.map(\.jobID)) does not make room for job \(job.id)")
+                    return
+                }
+            }
+        }
+    }
+}

@@ -11,6 +11,9 @@ public struct RunningAttempt: Hashable, Sendable {
     public var ranks: [RankAssignment]
     /// When its time limit runs out (seconds since the epoch); nil without a time limit.
     public var endsAt: Int64?
+    /// Its priority class is preemptible.
+    public var preemptible: Bool = false
+    public var priority: Int = 0
 
     public init(
         jobID: Int64, attempt: Int, org: String, pool: String, borrowing: Bool, startedAt: Int64, ranks: [RankAssignment], endsAt: Int64? = nil
@@ -45,19 +48,41 @@ extension Placer {
             running
             .filter { $0.pool == job.pool && $0.org != job.org && $0.borrowing && now - $0.startedAt >= minimumRuntime }
             .sorted { $0.startedAt != $1.startedAt ? $0.startedAt > $1.startedAt : $0.jobID > $1.jobID }
+            .filter { c in
+                // An organisation gives back at most what it borrows.
+                guard let room = lendable[c.org], c.totalGPUMilli <= room else { return false }
+                lendable[c.org] = room - c.totalGPUMilli
+                return true
+            }
+        return self.fewestVictims(for: job, on: nodes, from: candidates)
+    }
 
+    /// Preemption by class (SPEC §4.5): a job whose class `preempts` may stop preemptible or borrowing work of
+    /// lower priority in its pool — borrowers first, then the youngest, none younger than `minimumRuntime`
+    /// seconds, as few as make it fit. Nil when no such set exists.
+    public func preemption(
+        for job: PendingJob, on nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64, minimumRuntime: Int64
+    ) -> [RunningAttempt]? {
+        guard job.preempts else { return nil }
+        let candidates = running.filter {
+            $0.pool == job.pool && ($0.preemptible || $0.borrowing) && $0.priority < job.priority && now - $0.startedAt >= minimumRuntime
+        }
+        .sorted { a, b in
+            if a.borrowing != b.borrowing { return a.borrowing }
+            return a.startedAt != b.startedAt ? a.startedAt > b.startedAt : a.jobID > b.jobID
+        }
+        return self.fewestVictims(for: job, on: nodes, from: candidates)
+    }
+
+    /// Releases candidates in order until the job fits, then gives back any whose release was not needed.
+    func fewestVictims(for job: PendingJob, on nodes: [NodeSnapshot], from candidates: [RunningAttempt]) -> [RunningAttempt]? {
         var freed = nodes
         var victims: [RunningAttempt] = []
-        var fits = false
-        for c in candidates {
-            guard let room = lendable[c.org], c.totalGPUMilli <= room else { continue }
-            lendable[c.org] = room - c.totalGPUMilli
+        var fits = self.fitsWhole(job, on: freed)
+        for c in candidates where !fits {
             Self.release(c, in: &freed)
             victims.append(c)
-            if self.fitsWhole(job, on: freed) {
-                fits = true
-                break
-            }
+            fits = self.fitsWhole(job, on: freed)
         }
         guard fits else { return nil }
         // Fewest victims: give back any whose release turns out not to be needed, oldest first.
@@ -86,7 +111,7 @@ extension Placer {
         !self.place([job], on: nodes).placements.isEmpty
     }
 
-    static func release(_ attempt: RunningAttempt, in nodes: inout [NodeSnapshot]) {
+    public static func release(_ attempt: RunningAttempt, in nodes: inout [NodeSnapshot]) {
         for r in attempt.ranks {
             guard let n = nodes.firstIndex(where: { $0.name == r.node }) else { continue }
             nodes[n].usedCPUMilli = max(0, nodes[n].usedCPUMilli - r.cpuMilli)

@@ -69,6 +69,8 @@ public struct PendingJob: Hashable, Sendable {
     /// Seconds since the epoch; older jobs go first among equals.
     public var submittedAt: Int64
     public var timeLimitSeconds: Int64?
+    /// Its priority class may preempt preemptible (or borrowing) work of lower priority.
+    public var preempts: Bool = false
 
     public init(
         id: Int64, org: String = "", pool: String, gpuModels: [String] = [], nodes: Int = 1, perNode: NodeRequest,
