@@ -100,6 +100,9 @@ for ((r = 0; r < nodes; r++)); do
   allot logs "$id" --rank "$r"
 done
 
+echo "== allot quota"
+allot quota --org national-ai-lab
+
 if [ "$keep" = 1 ]; then
   echo
   echo "Allot is running. In another shell:"

@@ -44,9 +44,10 @@ struct QuotaCommand: AsyncParsableCommand {
                     rows.map { r in
                         [
                             r.org, r.pool, "\(r.guaranteedGPUs)", "\(r.limitGPUs)", number(r.inUseGPUs), number(r.borrowedGPUs), number(r.lentGPUs),
-                            number(r.queuedGPUs), "\(String(format: "%.1f", r.gpuHoursUsed)) / \(number(r.gpuHours))",
-                            String(format: "%.1f", r.creditedGPUHours), day(r.exhaustsAt).isEmpty ? "-" : day(r.exhaustsAt),
-                            "\(day(r.periodStart))…\(day(r.periodEnd))",
+                            number(r.queuedGPUs), "\(String(format: "%.2f", r.gpuHoursUsed)) / \(number(r.gpuHours))",
+                            String(format: "%.2f", r.creditedGPUHours), day(r.exhaustsAt).isEmpty ? "-" : day(r.exhaustsAt),
+                            // The period's end is exclusive; people read the last day.
+                            "\(day(r.periodStart))…\(day(r.periodEnd.addingTimeInterval(-1)))",
                         ]
                     }))
         }
