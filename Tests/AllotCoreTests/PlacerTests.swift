@@ -242,21 +242,11 @@ struct BackfillTests {
                     RunningAttempt(
                         jobID: p.jobID, attempt: 0, org: j.org, pool: j.pool, borrowing: false, startedAt: now, ranks: p.ranks,
                         endsAt: j.timeLimitSeconds.map { now + $0 }))
-                for rank in p.ranks {
-                    let n = after.firstIndex { $0.name == rank.node }!
-                    after[n].usedCPUMilli += rank.cpuMilli
-                    after[n].usedMemoryMiB += rank.memoryMiB
-                    for idx in rank.gpuIndices { after[n].gpus[after[n].gpus.firstIndex { $0.index == idx }!].usedMilli += rank.milliPerGPU }
-                }
+                for rank in p.ranks { after.hold(rank) }
             }
             var released = after
             for a in live where a.endsAt != nil && a.endsAt! <= r.startsAt {
-                for rank in a.ranks {
-                    let n = released.firstIndex { $0.name == rank.node }!
-                    released[n].usedCPUMilli -= rank.cpuMilli
-                    released[n].usedMemoryMiB -= rank.memoryMiB
-                    for idx in rank.gpuIndices { released[n].gpus[released[n].gpus.firstIndex { $0.index == idx }!].usedMilli -= rank.milliPerGPU }
-                }
+                for rank in a.ranks { released.hold(rank, releasing: true) }
             }
             if Placer().place([job], on: released.filter { r.nodes.contains($0.name) }).placements.isEmpty {
                 return "backfill delayed job \(r.jobID)'s reservation in pool \(pool) at \(r.startsAt)"
@@ -283,12 +273,7 @@ struct BackfillTests {
                     RunningAttempt(
                         jobID: p.jobID, attempt: 1, org: "o", pool: queue.first { $0.id == p.jobID }!.pool, borrowing: false,
                         startedAt: 0, ranks: p.ranks, endsAt: ends))
-                for rank in p.ranks {
-                    let n = nodes.firstIndex { $0.name == rank.node }!
-                    nodes[n].usedCPUMilli += rank.cpuMilli
-                    nodes[n].usedMemoryMiB += rank.memoryMiB
-                    for idx in rank.gpuIndices { nodes[n].gpus[nodes[n].gpus.firstIndex { $0.index == idx }!].usedMilli += rank.milliPerGPU }
-                }
+                for rank in p.ranks { nodes.hold(rank) }
             }
             queue = Array(queue.dropFirst(queue.count / 2)).map { j in
                 var j = j
@@ -351,12 +336,7 @@ struct ClassPreemptionTests {
                 a.preemptible = Bool.random(using: &rng)
                 a.priority = Int.random(in: 0...3, using: &rng)
                 running.append(a)
-                for r in p.ranks {
-                    let n = nodes.firstIndex { $0.name == r.node }!
-                    nodes[n].usedCPUMilli += r.cpuMilli
-                    nodes[n].usedMemoryMiB += r.memoryMiB
-                    for idx in r.gpuIndices { nodes[n].gpus[nodes[n].gpus.firstIndex { $0.index == idx }!].usedMilli += r.milliPerGPU }
-                }
+                for r in p.ranks { nodes.hold(r) }
             }
             for var job in queue.dropFirst(queue.count / 2) {
                 job.preempts = true

@@ -100,14 +100,7 @@ func packing(_ strategy: ScoringStrategy, demand: Double, nodes n: Int = 64) -> 
         if Double(arrived) >= demand * Double(capacity) { break }
         arrived += job.nodes * job.perNode.gpuMilli
         let plan = Placer(strategy: strategy).place([job], on: nodes)
-        for p in plan.placements {
-            for r in p.ranks {
-                let i = nodes.firstIndex { $0.name == r.node }!
-                nodes[i].usedCPUMilli += r.cpuMilli
-                nodes[i].usedMemoryMiB += r.memoryMiB
-                for g in r.gpuIndices { nodes[i].gpus[g].usedMilli += r.milliPerGPU }
-            }
-        }
+        for p in plan.placements { for r in p.ranks { nodes.hold(r) } }
     }
     let used = nodes.reduce(0) { $0 + $1.gpus.reduce(0) { $0 + $1.usedMilli } }
     return Packing(strategy: strategy.rawValue, demand: demand, unallocatedGPUShare: 1 - Double(used) / Double(capacity))

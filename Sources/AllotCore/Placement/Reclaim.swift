@@ -112,15 +112,6 @@ extension Placer {
     }
 
     public static func release(_ attempt: RunningAttempt, in nodes: inout [NodeSnapshot]) {
-        for r in attempt.ranks {
-            guard let n = nodes.firstIndex(where: { $0.name == r.node }) else { continue }
-            nodes[n].usedCPUMilli = max(0, nodes[n].usedCPUMilli - r.cpuMilli)
-            nodes[n].usedMemoryMiB = max(0, nodes[n].usedMemoryMiB - r.memoryMiB)
-            for idx in r.gpuIndices {
-                if let g = nodes[n].gpus.firstIndex(where: { $0.index == idx }) {
-                    nodes[n].gpus[g].usedMilli = max(0, nodes[n].gpus[g].usedMilli - r.milliPerGPU)
-                }
-            }
-        }
+        for r in attempt.ranks { nodes.hold(r, releasing: true) }
     }
 }

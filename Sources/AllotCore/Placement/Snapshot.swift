@@ -92,3 +92,19 @@ public struct PendingJob: Hashable, Sendable {
         self.gpuModels.isEmpty || self.gpuModels.contains { $0.caseInsensitiveCompare(model) == .orderedSame }
     }
 }
+
+extension Array where Element == NodeSnapshot {
+    /// Marks what a rank holds (its GPUs' thousandths, CPU and memory) as in use on its node, or with
+    /// `releasing` as free again: how replays, benchmarks and preemption planning move a snapshot on.
+    public mutating func hold(_ rank: RankAssignment, releasing: Bool = false) {
+        guard let n = self.firstIndex(where: { $0.name == rank.node }) else { return }
+        let sign = releasing ? -1 : 1
+        self[n].usedCPUMilli = Swift.max(0, self[n].usedCPUMilli + sign * rank.cpuMilli)
+        self[n].usedMemoryMiB = Swift.max(0, self[n].usedMemoryMiB + sign * rank.memoryMiB)
+        for idx in rank.gpuIndices {
+            if let g = self[n].gpus.firstIndex(where: { $0.index == idx }) {
+                self[n].gpus[g].usedMilli = Swift.max(0, self[n].gpus[g].usedMilli + sign * rank.milliPerGPU)
+            }
+        }
+    }
+}

@@ -77,10 +77,7 @@ public struct Simulator: Sendable {
             // Completions first: what ends now frees room for what arrives now.
             for e in ends where e.time == now {
                 for r in e.ranks {
-                    guard let n = nodes.firstIndex(where: { $0.name == r.node }) else { continue }
-                    nodes[n].usedCPUMilli -= r.cpuMilli
-                    nodes[n].usedMemoryMiB -= r.memoryMiB
-                    for idx in r.gpuIndices { nodes[n].gpus[idx].usedMilli -= r.milliPerGPU }
+                    nodes.hold(r, releasing: true)
                     allocated -= r.gpuIndices.count * r.milliPerGPU
                 }
             }
@@ -98,10 +95,7 @@ public struct Simulator: Sendable {
                 guard let t = queue.removeValue(forKey: p.jobID) else { continue }
                 placedCount += 1
                 for r in p.ranks {
-                    guard let n = nodes.firstIndex(where: { $0.name == r.node }) else { continue }
-                    nodes[n].usedCPUMilli += r.cpuMilli
-                    nodes[n].usedMemoryMiB += r.memoryMiB
-                    for idx in r.gpuIndices { nodes[n].gpus[idx].usedMilli += r.milliPerGPU }
+                    nodes.hold(r)
                     allocated += r.gpuIndices.count * r.milliPerGPU
                 }
                 peak = max(peak, allocated)
