@@ -98,7 +98,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "allot-agent",
-            dependencies: ["AllotAgent", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["AllotAgent", "AllotFormats", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
         .executableTarget(name: "allot", dependencies: ["AllotCLI"], swiftSettings: strict),
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore", "AllotTesting"], swiftSettings: strict),

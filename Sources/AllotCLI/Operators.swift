@@ -110,14 +110,6 @@ struct ApplyPolicy: AsyncParsableCommand {
     }
 }
 
-/// `PolicyChange` as the server sends it (the CLI does not link the store).
-struct PolicyChange: Codable {
-    enum Kind: String, Codable { case added, changed, removed, kept }
-    var kind: Kind
-    var what: String
-    var detail: String?
-}
-
 struct Tokens: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Make tokens.", subcommands: [CreateToken.self])
 }
@@ -154,7 +146,7 @@ struct ListAudit: AsyncParsableCommand {
     @OptionGroup var connection: Connection
 
     func run() async throws {
-        let records: [AuditRow] = try await self.connection.client().get(
+        let records: [AuditRecord] = try await self.connection.client().get(
             "/v1/audit" + (self.since.map { "?since=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? ""))
         if self.connection.output == .json { return try printJSON(records) }
         print(
@@ -162,16 +154,6 @@ struct ListAudit: AsyncParsableCommand {
                 ["ID", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME"],
                 records.map { [String($0.id), ISO8601DateFormatter().string(from: $0.at), $0.actor, $0.action, $0.target, $0.outcome] }))
     }
-}
-
-struct AuditRow: Codable {
-    var id: Int64
-    var at: Date
-    var actor: String
-    var action: String
-    var target: String
-    var outcome: String
-    var detail: String?
 }
 
 struct VerifyAudit: AsyncParsableCommand {

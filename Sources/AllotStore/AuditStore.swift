@@ -3,17 +3,6 @@ import Foundation
 import Logging
 import PostgresNIO
 
-/// One audit record as `allot audit` prints it.
-public struct AuditRecord: Codable, Sendable, Hashable {
-    public var id: Int64
-    public var at: Date
-    public var actor: String
-    public var action: String
-    public var target: String
-    public var outcome: String
-    public var detail: String?
-}
-
 /// The append-only, hash-chained audit log. Appends happen inside the transaction that makes the change,
 /// so a change and its record commit together or not at all.
 public struct AuditStore: Sendable {

@@ -3,15 +3,6 @@ import Foundation
 import Logging
 import PostgresNIO
 
-/// One difference between `Policies/` and the database, as `allot policy apply` prints it.
-public struct PolicyChange: Codable, Sendable, Hashable, CustomStringConvertible {
-    public enum Kind: String, Codable, Sendable { case added, changed, removed, kept }
-    public var kind: Kind
-    public var what: String
-    public var detail: String?
-    public var description: String { "\(self.kind.rawValue) \(self.what)\(self.detail.map { ": \($0)" } ?? "")" }
-}
-
 /// Pools, organisations, allocations, priority classes and defaults, as `Policies/` declares them.
 public struct PolicyStore: Sendable {
     public let database: Database

@@ -1,5 +1,6 @@
 import AllotAgent
 import AllotCore
+import AllotFormats
 import AllotHTTP
 import ArgumentParser
 import Foundation
@@ -87,7 +88,7 @@ struct Run: AsyncParsableCommand {
         let cpuMilli = self.cpus.map { Int($0 * 1000) } ?? host_.cpuMilli
         var memoryMiB = host_.memoryMiB
         if let memory {
-            guard let m = parseMebibytes(memory) else { throw ValidationError("--memory: '\(memory)' is not a size like 512G") }
+            guard let m = Units.mebibytes(memory) else { throw ValidationError("--memory: '\(memory)' is not a size like 512G") }
             memoryMiB = m
         }
         let node = self.node
@@ -112,21 +113,5 @@ struct Run: AsyncParsableCommand {
     static func defaultStateDir(node: String) -> String {
         if getuid() == 0 { return "/var/lib/allot-agent/\(node)" }
         return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/state/allot-agent/\(node)").path
-    }
-}
-
-/// `512G`, `64Gi`, `1024M`, or MiB.
-func parseMebibytes(_ text: String) -> Int? {
-    var s = text.uppercased()
-    if s.hasSuffix("I") { s.removeLast() }
-    if s.hasSuffix("IB") { s.removeLast(2) }
-    guard let unit = s.last else { return nil }
-    if unit.isNumber { return Int(s) }
-    guard let n = Double(s.dropLast()) else { return nil }
-    switch unit {
-    case "M": return Int(n)
-    case "G": return Int(n * 1024)
-    case "T": return Int(n * 1024 * 1024)
-    default: return nil
     }
 }
