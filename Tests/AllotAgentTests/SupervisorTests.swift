@@ -17,12 +17,13 @@ struct SupervisorTests {
     /// Polls until the rank is no longer running, or fails after `seconds`.
     static func waitForEnd(_ s: Supervisor, _ key: RankKey, seconds: Double = 15) async throws -> RankStatus {
         let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
+        // Look before checking the clock: a task woken late (the test pool is shared) still looks once more.
+        while true {
             await s.poll()
             if let st = await s.all().first(where: { $0.key == key }), st.state != .running { return st }
+            if Date() >= deadline { throw CancellationError() }
             try await Task.sleep(for: .milliseconds(50))
         }
-        throw CancellationError()
     }
 
     @Test("a rank sees its GPUs, the gang variables and the job's own, and its exit code is kept")

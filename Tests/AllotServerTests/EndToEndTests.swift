@@ -103,8 +103,10 @@ struct EndToEndTests {
 
         static func waitFor(_ what: String, seconds: Double, _ condition: () async throws -> Bool) async throws {
             let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
+            // Look before checking the clock: a task woken late still looks once more.
+            while true {
                 if try await condition() { return }
+                if Date() >= deadline { break }
                 try await Task.sleep(for: .milliseconds(200))
             }
             Issue.record("timed out waiting for \(what)")
