@@ -1,21 +1,15 @@
 /// How the placer ranks the nodes that can take a rank. Chosen by policy; benchmarks compare them side by side.
 public enum ScoringStrategy: String, CaseIterable, Sendable, Codable {
+    /// Place where the expected unusable GPU capacity grows least, for the job shapes expected (learnt from
+    /// the queue and recent history): fragmentation gradient descent (Weng et al., USENIX ATC'23). Ties go to
+    /// best fit. The default.
+    case fragmentationAware = "fragmentation-aware"
     /// Fill the node that is left with the least free capacity, keeping whole nodes free for big jobs.
     case bestFit = "best-fit"
     /// Take the first feasible node in name order.
     case firstFit = "first-fit"
     /// Take the node with the most free capacity (least allocated).
     case spread
-
-    /// Lower is better. `freeAfter` is the node's free GPU capacity in thousandths once the rank is placed,
-    /// `position` its place in name order, so every strategy is deterministic.
-    func score(freeAfterMilli: Int, position: Int) -> Int {
-        switch self {
-        case .bestFit: freeAfterMilli
-        case .firstFit: position
-        case .spread: -freeAfterMilli
-        }
-    }
 }
 
 /// The outcome of checking one node for one rank of a job.
@@ -33,9 +27,12 @@ public enum NodeFit: Hashable, Sendable {
 /// capacity on a private copy of the snapshot, or a `WaitReason`. No I/O, no clock, no randomness.
 public struct Placer: Sendable {
     public var strategy: ScoringStrategy
+    /// Job shapes expected besides those queued (recent history), for the fragmentation-aware strategy.
+    public var expected: WorkloadMix
 
-    public init(strategy: ScoringStrategy = .bestFit) {
+    public init(strategy: ScoringStrategy = .fragmentationAware, expected: WorkloadMix = WorkloadMix()) {
         self.strategy = strategy
+        self.expected = expected
     }
 
     /// The queue order of SPEC §4.1: higher priority first, then earlier submission, then lower id.
@@ -52,12 +49,17 @@ public struct Placer: Sendable {
     /// job that waits for capacity gets a reservation — the earliest time it fits if running jobs end at their
     /// time limits, and the nodes it would take then — and later jobs start only where they cannot delay it:
     /// off those nodes, or ending before the reservation starts.
+    ///
+    /// Rejections are counted for the jobs that wait. Within one call capacity only shrinks, so a job of a
+    /// shape that already failed fails again for the same reason: that answer is reused, not recomputed.
     public func place(_ queue: [PendingJob], on snapshot: [NodeSnapshot], quota: QuotaBook? = nil, backfill: Backfill? = nil) -> Plan {
-        var nodes = snapshot.sorted { $0.name < $1.name }
-        var byPool: [String: [Int]] = [:]
-        for (i, node) in nodes.enumerated() { byPool[node.pool, default: []].append(i) }
+        let mix = self.strategy == .fragmentationAware ? self.expected.blended(with: WorkloadMix(queue.map(\.perNode))) : WorkloadMix()
+        var cluster = Cluster(snapshot, book: ProfileBook(strategy: self.strategy, mix: mix))
         var book = quota
         var runningNow = backfill?.running ?? []
+        var failed: [FailureKey: Waiting] = [:]
+        var reserveTried: Set<FailureKey> = []
+        var reservedPositions: [String: Set<Int>] = [:]
 
         var plan = Plan()
         let ordered = quota.map { q in queue.sorted { Self.inFairShareOrder($0, $1, q) } } ?? queue.sorted(by: Self.inQueueOrder)
@@ -71,24 +73,31 @@ public struct Placer: Sendable {
                 case .admitted(let borrows): borrowing = borrows
                 }
             }
-            var candidates = byPool[job.pool] ?? []
             let reservation = plan.reservations[job.pool]
-            var restricted = false
+            var excluded: Set<Int>?
             if let r = reservation, let b = backfill, b.now + (job.timeLimitSeconds ?? Int64.max / 2) > r.startsAt {
                 // Would still run when the reservation starts: keep off its nodes.
-                candidates.removeAll { r.nodes.contains(nodes[$0].name) }
-                restricted = true
+                excluded = reservedPositions[job.pool]
             }
-            switch self.placeOne(job, candidates: candidates, nodes: nodes, rejections: &plan.rejections) {
+            let key = FailureKey(job, restricted: excluded != nil, cluster: cluster)
+            let outcome: Result<[ChosenRank], Waiting>
+            if let known = failed[key] {
+                outcome = .failure(known)
+            } else {
+                outcome = self.placeOne(job, in: cluster, excluding: excluded)
+                if case .failure(let w) = outcome { failed[key] = w }
+            }
+            switch outcome {
             case .success(let ranks):
                 var assignments: [RankAssignment] = []
                 for r in ranks {
-                    let (cpu, memory) = Self.reservation(job.perNode, on: nodes[r.position])
-                    assignments.append(
-                        RankAssignment(
-                            rank: r.rank, node: nodes[r.position].name, gpuIndices: r.gpuPositions.map { nodes[r.position].gpus[$0].index },
-                            milliPerGPU: job.perNode.fractionMilli ?? 1000, cpuMilli: cpu, memoryMiB: memory))
-                    Self.consume(r, of: job, in: &nodes[r.position])
+                    let node = cluster.nodes[r.position]
+                    let (cpu, memory) = Self.reservation(job.perNode, on: node)
+                    let assignment = RankAssignment(
+                        rank: r.rank, node: node.name, gpuIndices: r.gpuPositions.map { node.gpus[$0].index },
+                        milliPerGPU: job.perNode.fractionMilli ?? 1000, cpuMilli: cpu, memoryMiB: memory)
+                    assignments.append(assignment)
+                    cluster.hold(assignment)
                 }
                 plan.placements.append(Placement(jobID: job.id, ranks: assignments, borrowing: borrowing))
                 book?.charge(job)
@@ -98,35 +107,71 @@ public struct Placer: Sendable {
                             jobID: job.id, attempt: 0, org: job.org, pool: job.pool, borrowing: borrowing, startedAt: b.now, ranks: assignments,
                             endsAt: job.timeLimitSeconds.map { b.now + $0 }))
                 }
-            case .failure(let reason):
-                plan.waiting[job.id] = reason.reason
+            case .failure(let waiting):
+                plan.waiting[job.id] = waiting.reason
+                for (r, n) in waiting.rejections { plan.rejections[r, default: 0] += n }
                 guard let b = backfill else { continue }
                 if let r = reservation {
-                    if restricted {
+                    if excluded != nil {
                         // Say what holds it back: the reservation, or the cluster itself.
-                        var scratch: [Rejection: Int] = [:]
-                        switch self.placeOne(job, candidates: byPool[job.pool] ?? [], nodes: nodes, rejections: &scratch) {
-                        case .success: plan.waiting[job.id] = .reserved(forJob: r.jobID)
-                        case .failure(let unrestricted): plan.waiting[job.id] = unrestricted.reason
+                        let free = FailureKey(job, restricted: false, cluster: cluster)
+                        if let known = failed[free] {
+                            plan.waiting[job.id] = known.reason
+                        } else {
+                            switch self.placeOne(job, in: cluster, excluding: nil) {
+                            case .success: plan.waiting[job.id] = .reserved(forJob: r.jobID)
+                            case .failure(let unrestricted):
+                                failed[free] = unrestricted
+                                plan.waiting[job.id] = unrestricted.reason
+                            }
                         }
                     }
-                } else if case .capacity = reason.reason, let r = self.reserve(job, nodes: nodes, running: runningNow, now: b.now) {
+                } else if case .capacity = waiting.reason, reserveTried.insert(key).inserted,
+                    let r = self.reserve(job, in: cluster, running: runningNow, now: b.now)
+                {
                     plan.reservations[job.pool] = r
+                    reservedPositions[job.pool] = Set(r.nodes.compactMap { cluster.positionByName[$0] })
                 }
             }
         }
         return plan
     }
 
+    /// What decides whether a job fits, so jobs alike share one failure within a placement call: the time
+    /// limit only where maintenance windows make it matter.
+    private struct FailureKey: Hashable {
+        var pool: String
+        var gpuModels: [String]
+        var nodes: Int
+        var perNode: NodeRequest
+        var timeLimitSeconds: Int64?
+        var restricted: Bool
+
+        init(_ job: PendingJob, restricted: Bool, cluster: Cluster) {
+            self.pool = job.pool
+            self.gpuModels = job.gpuModels
+            self.nodes = job.nodes
+            self.perNode = job.perNode
+            self.timeLimitSeconds = cluster.poolsWithMaintenance.contains(job.pool) ? job.timeLimitSeconds : nil
+            self.restricted = restricted
+        }
+    }
+
     /// The earliest time `job` fits if running attempts end at their time limits, and the nodes it takes then.
-    func reserve(_ job: PendingJob, nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64) -> Reservation? {
-        var freed = nodes
-        var ignored: [Rejection: Int] = [:]
-        let candidates = freed.indices.filter { freed[$0].pool == job.pool }
-        for r in running.filter({ $0.endsAt != nil && $0.pool == job.pool }).sorted(by: { $0.endsAt! < $1.endsAt! }) {
-            Self.release(r, in: &freed)
-            if case .success(let ranks) = self.placeOne(job, candidates: candidates, nodes: freed, rejections: &ignored) {
-                return Reservation(jobID: job.id, startsAt: max(now, r.endsAt!), nodes: Set(ranks.map { freed[$0.position].name }))
+    private func reserve(_ job: PendingJob, in cluster: Cluster, running: [RunningAttempt], now: Int64) -> Reservation? {
+        var freed = cluster
+        let shape = freed.shape(of: job)
+        let ending = running.filter { $0.endsAt != nil && $0.pool == job.pool }.sorted { $0.endsAt! < $1.endsAt! }
+        var i = 0
+        while i < ending.count {
+            // Everything that ends at one moment is freed together before looking again.
+            let end = ending[i].endsAt!
+            while i < ending.count && ending[i].endsAt! == end {
+                for rank in ending[i].ranks { freed.hold(rank, releasing: true) }
+                i += 1
+            }
+            if let chosen = Self.choose(job, shape: shape, in: freed, excluding: nil) {
+                return Reservation(jobID: job.id, startsAt: max(now, end), nodes: Set(chosen.map { freed.nodes[$0.position].name }))
             }
         }
         return nil
@@ -229,66 +274,51 @@ public struct Placer: Sendable {
         var gpuPositions: [Int]
     }
 
-    private struct Waiting: Error { var reason: WaitReason }
-
-    private struct Candidate {
-        var position: Int
-        var score: Int
-        var block: String?
+    private struct Waiting: Error {
+        var reason: WaitReason
+        var rejections: [Rejection: Int] = [:]
     }
 
-    private func placeOne(
-        _ job: PendingJob, candidates: [Int], nodes: [NodeSnapshot], rejections: inout [Rejection: Int]
-    ) -> Result<[ChosenRank], Waiting> {
+    private func placeOne(_ job: PendingJob, in cluster: Cluster, excluding excluded: Set<Int>?) -> Result<[ChosenRank], Waiting> {
+        let candidates = cluster.poolMembers[job.pool] ?? []
         if candidates.isEmpty { return .failure(Waiting(reason: .emptyPool(pool: job.pool))) }
-        var feasible: [Candidate] = []
-        var best: Candidate?
+        if let chosen = Self.choose(job, shape: cluster.shape(of: job), in: cluster, excluding: excluded) {
+            return .success(
+                chosen.sorted { $0.position < $1.position }.enumerated().map { rank, c in
+                    ChosenRank(rank: rank, position: c.position, gpuPositions: cluster.gpus(for: job, on: c))
+                })
+        }
+        // It waits: look at every node of the pool once to say why.
         var found = 0
         var counts: [Rejection: Int] = [:]
-        for position in candidates {
-            let node = nodes[position]
-            if let r = Self.reject(job, on: node) {
-                counts[r, default: 0] += 1
-                continue
-            }
-            found += 1
-            let freeAfter = job.perNode.exclusive ? 0 : Self.freeMilli(node) - job.perNode.gpuMilli
-            let c = Candidate(position: position, score: self.strategy.score(freeAfterMilli: freeAfter, position: position), block: node.block)
-            // A single rank needs only the best node; a gang needs them all to choose a block.
-            if job.nodes == 1 {
-                if best.map({ c.score < $0.score || (c.score == $0.score && c.position < $0.position) }) ?? true { best = c }
-            } else {
-                feasible.append(c)
-            }
+        for position in candidates where excluded?.contains(position) != true {
+            if let r = Self.reject(job, on: cluster.nodes[position]) { counts[r, default: 0] += 1 } else { found += 1 }
         }
-        for (r, n) in counts { rejections[r, default: 0] += n }
-        guard found >= job.nodes else {
-            if let never = Self.neverFitsReason(job, nodes: candidates.map { nodes[$0] }) {
-                return .failure(Waiting(reason: never))
-            }
-            let top = counts.max { a, b in a.value != b.value ? a.value < b.value : a.key.rawValue > b.key.rawValue }?.key
-            return .failure(Waiting(reason: .capacity(needed: job.nodes, feasible: found, topRejection: top)))
+        if let never = Self.neverFitsReason(job, nodes: candidates.map { cluster.nodes[$0] }) {
+            return .failure(Waiting(reason: never, rejections: counts))
         }
-        let chosen = job.nodes == 1 ? [best!] : Self.chooseGang(job.nodes, from: feasible)
-        return .success(
-            chosen.sorted { $0.position < $1.position }.enumerated().map { rank, c in
-                guard case .fits(let gpus) = Self.fit(job, on: nodes[c.position]) else { preconditionFailure("reject and fit disagree") }
-                return ChosenRank(rank: rank, position: c.position, gpuPositions: gpus)
-            })
+        let top = counts.max { a, b in a.value != b.value ? a.value < b.value : a.key.rawValue > b.key.rawValue }?.key
+        return .failure(Waiting(reason: .capacity(needed: job.nodes, feasible: found, topRejection: top), rejections: counts))
+    }
+
+    /// The nodes for every rank of `job`, or nil when not enough can take one now.
+    private static func choose(_ job: PendingJob, shape: Int, in cluster: Cluster, excluding excluded: Set<Int>?) -> [Cluster.Candidate]? {
+        if job.nodes == 1 { return cluster.best(for: job, shape: shape, excluding: excluded).map { [$0] } }
+        let feasible = cluster.feasible(for: job, shape: shape, excluding: excluded)
+        return feasible.count >= job.nodes ? Self.chooseGang(job.nodes, from: feasible) : nil
     }
 
     /// Picks `count` distinct nodes: the best-scoring ones inside a single block when one block has enough,
-    /// else the best-scoring ones overall. A single rank is a gang of one.
-    private static func chooseGang(_ count: Int, from feasible: [Candidate]) -> [Candidate] {
+    /// else the best-scoring ones overall.
+    private static func chooseGang(_ count: Int, from feasible: [Cluster.Candidate]) -> [Cluster.Candidate] {
         let ranked = feasible.sorted { $0.score != $1.score ? $0.score < $1.score : $0.position < $1.position }
-        if count == 1 { return [ranked[0]] }
-        var byBlock: [String: [Candidate]] = [:]
+        var byBlock: [String: [Cluster.Candidate]] = [:]
         for c in ranked { if let b = c.block { byBlock[b, default: []].append(c) } }
         let inOneBlock = byBlock.values
             .filter { $0.count >= count }
             .map { Array($0.prefix(count)) }
             .min { a, b in
-                let (sa, sb) = (a.reduce(0) { $0 + $1.score }, b.reduce(0) { $0 + $1.score })
+                let (sa, sb) = (a.reduce(Score.zero) { $0 + $1.score }, b.reduce(Score.zero) { $0 + $1.score })
                 return sa != sb ? sa < sb : a[0].position < b[0].position
             }
         return inOneBlock ?? Array(ranked.prefix(count))
@@ -320,23 +350,11 @@ public struct Placer: Sendable {
             }
     }
 
-    private static func freeMilli(_ node: NodeSnapshot) -> Int {
-        node.gpus.reduce(0) { $0 + ($1.health.isSchedulable ? $1.leftoverMilli : 0) }
-    }
-
     /// The CPU and memory a rank reserves: what it asked, or the whole node's for exclusive and `allMemory` ranks.
     static func reservation(_ request: NodeRequest, on node: NodeSnapshot) -> (cpuMilli: Int, memoryMiB: Int) {
         (
             request.exclusive ? node.cpuMilli - node.usedCPUMilli : request.cpuMilli,
             request.exclusive || request.allMemory ? node.memoryMiB - node.usedMemoryMiB : request.memoryMiB
         )
-    }
-
-    private static func consume(_ rank: ChosenRank, of job: PendingJob, in node: inout NodeSnapshot) {
-        let (cpu, memory) = self.reservation(job.perNode, on: node)
-        node.usedCPUMilli += cpu
-        node.usedMemoryMiB += memory
-        let milli = job.perNode.fractionMilli ?? 1000
-        for p in rank.gpuPositions { node.gpus[p].usedMilli += milli }
     }
 }

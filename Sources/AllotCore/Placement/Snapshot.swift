@@ -98,6 +98,11 @@ extension Array where Element == NodeSnapshot {
     /// `releasing` as free again: how replays, benchmarks and preemption planning move a snapshot on.
     public mutating func hold(_ rank: RankAssignment, releasing: Bool = false) {
         guard let n = self.firstIndex(where: { $0.name == rank.node }) else { return }
+        self.hold(rank, at: n, releasing: releasing)
+    }
+
+    /// The same, for the node at position `n` (which must be the rank's node).
+    public mutating func hold(_ rank: RankAssignment, at n: Int, releasing: Bool = false) {
         let sign = releasing ? -1 : 1
         self[n].usedCPUMilli = Swift.max(0, self[n].usedCPUMilli + sign * rank.cpuMilli)
         self[n].usedMemoryMiB = Swift.max(0, self[n].usedMemoryMiB + sign * rank.memoryMiB)

@@ -1,0 +1,295 @@
+/// How good a node is for a rank: lower is better, compared field by field. `tie` breaks equal primaries
+/// (the fragmentation-aware strategy breaks ties by best fit); node name order breaks what is left.
+struct Score: Comparable, Hashable {
+    var primary: Int
+    var tie: Int
+
+    static func < (a: Score, b: Score) -> Bool { a.primary != b.primary ? a.primary < b.primary : a.tie < b.tie }
+    static func + (a: Score, b: Score) -> Score { Score(primary: a.primary + b.primary, tie: a.tie + b.tie) }
+    static let zero = Score(primary: 0, tie: 0)
+}
+
+/// What a job shape does to a group of alike nodes: how it scores there, and which share it takes.
+struct Transition {
+    var score: Score
+    /// For a share: the GPU it goes on, as (model, thousandths left before), so the node's GPU is found fast.
+    var share: (model: Int, leftover: Int)?
+}
+
+/// The per-GPU part of a request together with the models it accepts: jobs of one shape score alike.
+struct JobShape: Hashable {
+    var gpus: Int
+    var fraction: Int?
+    var exclusive: Bool
+    /// Accepted model ids, sorted; nil accepts any.
+    var models: [Int]?
+}
+
+/// A profile: the usable (schedulable) GPUs of a node as sorted (model id << 16 | thousandths left) entries,
+/// within one pool. Nodes with one profile are alike for every GPU question the placer asks.
+struct Profile: Hashable {
+    var pool: Int
+    var gpus: [Int32]
+
+    static func entry(model: Int, leftover: Int) -> Int32 { Int32(model << 16 | leftover) }
+    static func model(_ e: Int32) -> Int { Int(e >> 16) }
+    static func leftover(_ e: Int32) -> Int { Int(e & 0xFFFF) }
+}
+
+/// Interned profiles and job shapes with everything computed from them, shared by a cluster and the copies
+/// it makes to look ahead (backfill reservations), so each is worked out once per placement call.
+final class ProfileBook {
+    let strategy: ScoringStrategy
+    let mix: WorkloadMix
+    private(set) var profiles: [Profile] = []
+    private var profileIDs: [Profile: Int] = [:]
+    private var freeMilli: [Int] = []
+    private var fragmentation: [Double?] = []
+    private var shapeIDs: [JobShape: Int] = [:]
+    private var shapes: [JobShape] = []
+    private var transitions: [Int: Transition?] = [:]
+
+    init(strategy: ScoringStrategy, mix: WorkloadMix) {
+        self.strategy = strategy
+        self.mix = mix
+    }
+
+    func id(of profile: Profile) -> Int {
+        if let id = self.profileIDs[profile] { return id }
+        let id = self.profiles.count
+        self.profiles.append(profile)
+        self.profileIDs[profile] = id
+        self.freeMilli.append(profile.gpus.reduce(0) { $0 + Profile.leftover($1) })
+        self.fragmentation.append(nil)
+        return id
+    }
+
+    func id(of shape: JobShape) -> Int {
+        if let id = self.shapeIDs[shape] { return id }
+        self.shapes.append(shape)
+        self.shapeIDs[shape] = self.shapes.count - 1
+        return self.shapes.count - 1
+    }
+
+    /// How `shape` scores on nodes of `profile`, or nil when their GPUs cannot take it (CPU, memory, health of
+    /// GPUs outside the profile and maintenance are checked per node).
+    func transition(profile: Int, shape: Int) -> Transition? {
+        let key = profile << 24 | shape
+        if let known = self.transitions[key] { return known }
+        let t = self.computeTransition(profile: profile, shape: self.shapes[shape])
+        self.transitions[key] = t
+        return t
+    }
+
+    private func fragmentation(of profile: Int) -> Double {
+        if let f = self.fragmentation[profile] { return f }
+        let f = self.mix.fragmentation(leftovers: self.profiles[profile].gpus.map(Profile.leftover))
+        self.fragmentation[profile] = f
+        return f
+    }
+
+    private func computeTransition(profile id: Int, shape: JobShape) -> Transition? {
+        let entries = self.profiles[id].gpus
+        let free = self.freeMilli[id]
+        func accepts(_ e: Int32) -> Bool { shape.models.map { $0.contains(Profile.model(e)) } ?? true }
+        // The thousandths left on each usable GPU once the rank is placed, and what it takes.
+        var after = entries.map(Profile.leftover)
+        var takes = 0
+        var share: (model: Int, leftover: Int)?
+        if shape.exclusive {
+            guard entries.allSatisfy({ Profile.leftover($0) == 1000 }) else { return nil }
+            let acceptable = entries.indices.filter { accepts(entries[$0]) }
+            guard acceptable.count >= shape.gpus else { return nil }
+            for i in acceptable { after[i] = 0 }
+            takes = free
+        } else if let f = shape.fraction {
+            // Each distinct (model, leftover) it fits is a choice; best fit takes the smallest leftover, the
+            // fragmentation-aware strategy the one that leaves the least expected unusable capacity.
+            var best: (score: Double, leftover: Int, index: Int)?
+            var seen = Set<Int32>()
+            for (i, e) in entries.enumerated() where accepts(e) && Profile.leftover(e) >= f && seen.insert(e).inserted {
+                var trial = after
+                trial[i] -= f
+                let expected = self.strategy == .fragmentationAware ? self.mix.fragmentation(leftovers: trial) : 0
+                let candidate = (score: expected, leftover: Profile.leftover(e), index: i)
+                if best.map({ (candidate.score, candidate.leftover) < ($0.score, $0.leftover) }) ?? true { best = candidate }
+            }
+            guard let choice = best else { return nil }
+            after[choice.index] -= f
+            share = (Profile.model(entries[choice.index]), choice.leftover)
+            takes = f
+        } else if shape.gpus > 0 {
+            let wholeFree = entries.indices.filter { accepts(entries[$0]) && Profile.leftover(entries[$0]) == 1000 }
+            guard wholeFree.count >= shape.gpus else { return nil }
+            for i in wholeFree.prefix(shape.gpus) { after[i] = 0 }
+            takes = shape.gpus * 1000
+        }
+        let freeAfter = free - takes
+        let score: Score
+        switch self.strategy {
+        case .fragmentationAware:
+            // Thousandths of a thousandth, so scores compare exactly and equal inputs tie.
+            let growth = self.mix.fragmentation(leftovers: after) - self.fragmentation(of: id)
+            score = Score(primary: Int((growth * 1000).rounded()), tie: freeAfter)
+        case .bestFit: score = Score(primary: freeAfter, tie: 0)
+        case .spread: score = Score(primary: -freeAfter, tie: 0)
+        case .firstFit: score = .zero
+        }
+        return Transition(score: score, share: share)
+    }
+}
+
+/// The nodes of one placement call, with their usable GPU capacity indexed by profile, so that one decision
+/// looks at the few groups of alike nodes (scored once per job shape) and at nodes of the best group in name
+/// order until one passes every per-node check — rather than at every node of the pool.
+struct Cluster {
+    private(set) var nodes: [NodeSnapshot]
+    let book: ProfileBook
+    private(set) var positionByName: [String: Int] = [:]
+    /// Every node of each pool in name order, for explanations that look at all of them.
+    private(set) var poolMembers: [String: [Int]] = [:]
+    private var poolIDs: [String: Int] = [:]
+    private var modelIDs: [String: Int] = [:]
+    /// Pools where some node has a maintenance window, so time limits matter to placement there.
+    private(set) var poolsWithMaintenance: Set<String> = []
+    /// The profile of each node, or -1 for nodes that take no work.
+    private var profileOf: [Int]
+    /// Per profile, its nodes' positions, ascending.
+    private var members: [[Int32]] = []
+    /// Per pool, the profiles that have nodes.
+    private var live: [[Int]] = []
+
+    init(_ snapshot: [NodeSnapshot], book: ProfileBook) {
+        self.nodes = snapshot.sorted { $0.name < $1.name }
+        self.book = book
+        self.profileOf = Array(repeating: -1, count: self.nodes.count)
+        for (p, node) in self.nodes.enumerated() {
+            self.positionByName[node.name] = p
+            self.poolMembers[node.pool, default: []].append(p)
+            if self.poolIDs[node.pool] == nil {
+                self.poolIDs[node.pool] = self.live.count
+                self.live.append([])
+            }
+            if node.maintenanceInSeconds != nil { self.poolsWithMaintenance.insert(node.pool) }
+            for gpu in node.gpus where self.modelIDs[gpu.model.lowercased()] == nil {
+                self.modelIDs[gpu.model.lowercased()] = self.modelIDs.count
+            }
+            self.index(p)
+        }
+    }
+
+    /// The job's shape in this cluster's terms.
+    func shape(of job: PendingJob) -> Int {
+        let models: [Int]? =
+            job.gpuModels.isEmpty ? nil : Array(Set(job.gpuModels.map { self.modelIDs[$0.lowercased()] ?? -1 })).sorted()
+        return self.book.id(
+            of: JobShape(
+                gpus: job.perNode.gpus, fraction: job.perNode.fractionMilli, exclusive: job.perNode.exclusive, models: models))
+    }
+
+    // MARK: Searching
+
+    struct Candidate {
+        var position: Int
+        var score: Score
+        var block: String?
+        var share: (model: Int, leftover: Int)?
+    }
+
+    /// The best node for a single rank: lowest score, then first in name order; nil when none can take it.
+    func best(for job: PendingJob, shape: Int, excluding excluded: Set<Int>? = nil) -> Candidate? {
+        guard let pool = self.poolIDs[job.pool] else { return nil }
+        var best: Candidate?
+        for profile in self.live[pool] {
+            guard let t = self.book.transition(profile: profile, shape: shape) else { continue }
+            if let b = best, b.score < t.score { continue }
+            for m in self.members[profile] {
+                let p = Int(m)
+                // Within a score, name order decides: nothing later in this group can beat the best so far.
+                if let b = best, b.score == t.score, p >= b.position { break }
+                if excluded?.contains(p) == true || Placer.reject(job, on: self.nodes[p]) != nil { continue }
+                best = Candidate(position: p, score: t.score, block: self.nodes[p].block, share: t.share)
+                break
+            }
+        }
+        return best
+    }
+
+    /// Every node that can take one rank of `job` now, with its score (for gangs, which choose among them).
+    func feasible(for job: PendingJob, shape: Int, excluding excluded: Set<Int>? = nil) -> [Candidate] {
+        guard let pool = self.poolIDs[job.pool] else { return [] }
+        var out: [Candidate] = []
+        for profile in self.live[pool] {
+            guard let t = self.book.transition(profile: profile, shape: shape) else { continue }
+            for m in self.members[profile] {
+                let p = Int(m)
+                if excluded?.contains(p) == true || Placer.reject(job, on: self.nodes[p]) != nil { continue }
+                out.append(Candidate(position: p, score: t.score, block: self.nodes[p].block, share: t.share))
+            }
+        }
+        return out
+    }
+
+    /// The GPUs (positions in the node's list) one rank of `job` takes on a node chosen for it.
+    func gpus(for job: PendingJob, on candidate: Candidate) -> [Int] {
+        let node = self.nodes[candidate.position]
+        let request = job.perNode
+        if request.gpuMilli == 0 && !request.exclusive { return [] }
+        var healthy: [Int] = []
+        for (p, gpu) in node.gpus.enumerated() where job.accepts(model: gpu.model) && gpu.health.isSchedulable { healthy.append(p) }
+        if let share = candidate.share {
+            return [healthy.first { node.gpus[$0].leftoverMilli == share.leftover && self.modelIDs[node.gpus[$0].model.lowercased()] == share.model }!]
+        }
+        let free = healthy.filter { node.gpus[$0].isFree }
+        // An exclusive rank holds every usable GPU of the node, however many it asked for.
+        return request.exclusive ? free : Placer.pickWhole(request.gpus, among: free, of: node)
+    }
+
+    // MARK: Changing
+
+    /// Marks a rank as held (or with `releasing`, as free again) and moves its node to its new profile.
+    mutating func hold(_ rank: RankAssignment, releasing: Bool = false) {
+        guard let p = self.positionByName[rank.node] else { return }
+        self.unindex(p)
+        self.nodes.hold(rank, at: p, releasing: releasing)
+        self.index(p)
+    }
+
+    private mutating func index(_ p: Int) {
+        let node = self.nodes[p]
+        guard node.state.acceptsWork, let pool = self.poolIDs[node.pool] else { return }
+        var entries: [Int32] = []
+        entries.reserveCapacity(node.gpus.count)
+        for gpu in node.gpus where gpu.health.isSchedulable {
+            entries.append(Profile.entry(model: self.modelIDs[gpu.model.lowercased()]!, leftover: gpu.leftoverMilli))
+        }
+        entries.sort()
+        let id = self.book.id(of: Profile(pool: pool, gpus: entries))
+        if id >= self.members.count { self.members.append(contentsOf: Array(repeating: [], count: id - self.members.count + 1)) }
+        if self.members[id].isEmpty { self.live[pool].append(id) }
+        let m = Int32(p)
+        self.members[id].insert(m, at: self.members[id].insertionPoint(of: m))
+        self.profileOf[p] = id
+    }
+
+    private mutating func unindex(_ p: Int) {
+        let id = self.profileOf[p]
+        guard id >= 0 else { return }
+        let m = Int32(p)
+        self.members[id].remove(at: self.members[id].insertionPoint(of: m))
+        if self.members[id].isEmpty { self.live[self.book.profiles[id].pool].removeAll { $0 == id } }
+        self.profileOf[p] = -1
+    }
+}
+
+extension Array where Element == Int32 {
+    /// Where `value` is or would go in this ascending array (binary search).
+    func insertionPoint(of value: Int32) -> Int {
+        var (low, high) = (0, self.count)
+        while low < high {
+            let mid = (low + high) / 2
+            if self[mid] < value { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+}
