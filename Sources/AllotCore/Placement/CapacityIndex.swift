@@ -21,15 +21,22 @@ struct JobShape: Hashable {
     var gpus: Int
     var fraction: Int?
     var exclusive: Bool
+    var allMemory: Bool
+    /// CPU and memory count only for the fragmentation-aware strategy (0 otherwise, so shapes stay few).
+    var cpuMilli: Int
+    var memoryMiB: Int
     /// Accepted model ids, sorted; nil accepts any.
     var models: [Int]?
 }
 
 /// A profile: the usable (schedulable) GPUs of a node as sorted (model id << 16 | thousandths left) entries,
-/// within one pool. Nodes with one profile are alike for every GPU question the placer asks.
+/// within one pool, and — for the fragmentation-aware strategy, whose score depends on them — its free CPU
+/// and memory. Nodes with one profile score alike for every job.
 struct Profile: Hashable {
     var pool: Int
     var gpus: [Int32]
+    var cpuMilli = 0
+    var memoryMiB = 0
 
     static func entry(model: Int, leftover: Int) -> Int32 { Int32(model << 16 | leftover) }
     static func model(_ e: Int32) -> Int { Int(e >> 16) }
@@ -40,7 +47,7 @@ struct Profile: Hashable {
 /// it makes to look ahead (backfill reservations), so each is worked out once per placement call.
 final class ProfileBook {
     let strategy: ScoringStrategy
-    let mix: WorkloadMix
+    let mix: FragmentationModel
     private(set) var profiles: [Profile] = []
     private var profileIDs: [Profile: Int] = [:]
     private var freeMilli: [Int] = []
@@ -51,8 +58,11 @@ final class ProfileBook {
 
     init(strategy: ScoringStrategy, mix: WorkloadMix) {
         self.strategy = strategy
-        self.mix = mix
+        self.mix = strategy == .fragmentationAware ? mix.model : FragmentationModel(terms: [])
     }
+
+    /// Whether profiles must tell nodes apart by free CPU and memory.
+    var weighsCPU: Bool { self.strategy == .fragmentationAware }
 
     func id(of profile: Profile) -> Int {
         if let id = self.profileIDs[profile] { return id }
@@ -83,13 +93,18 @@ final class ProfileBook {
 
     private func fragmentation(of profile: Int) -> Double {
         if let f = self.fragmentation[profile] { return f }
-        let f = self.mix.fragmentation(leftovers: self.profiles[profile].gpus.map(Profile.leftover))
+        let p = self.profiles[profile]
+        let f = self.mix.fragmentation(leftovers: p.gpus.map(Profile.leftover), cpuMilli: p.cpuMilli, memoryMiB: p.memoryMiB)
         self.fragmentation[profile] = f
         return f
     }
 
     private func computeTransition(profile id: Int, shape: JobShape) -> Transition? {
-        let entries = self.profiles[id].gpus
+        let profile = self.profiles[id]
+        let entries = profile.gpus
+        // Free CPU and memory once the rank is placed (the whole node's for exclusive ranks).
+        let cpuAfter = shape.exclusive ? 0 : profile.cpuMilli - shape.cpuMilli
+        let memoryAfter = shape.exclusive || shape.allMemory ? 0 : profile.memoryMiB - shape.memoryMiB
         let free = self.freeMilli[id]
         func accepts(_ e: Int32) -> Bool { shape.models.map { $0.contains(Profile.model(e)) } ?? true }
         // The thousandths left on each usable GPU once the rank is placed, and what it takes.
@@ -110,7 +125,7 @@ final class ProfileBook {
             for (i, e) in entries.enumerated() where accepts(e) && Profile.leftover(e) >= f && seen.insert(e).inserted {
                 var trial = after
                 trial[i] -= f
-                let expected = self.strategy == .fragmentationAware ? self.mix.fragmentation(leftovers: trial) : 0
+                let expected = self.mix.fragmentation(leftovers: trial, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
                 let candidate = (score: expected, leftover: Profile.leftover(e), index: i)
                 if best.map({ (candidate.score, candidate.leftover) < ($0.score, $0.leftover) }) ?? true { best = candidate }
             }
@@ -129,7 +144,7 @@ final class ProfileBook {
         switch self.strategy {
         case .fragmentationAware:
             // Thousandths of a thousandth, so scores compare exactly and equal inputs tie.
-            let growth = self.mix.fragmentation(leftovers: after) - self.fragmentation(of: id)
+            let growth = self.mix.fragmentation(leftovers: after, cpuMilli: cpuAfter, memoryMiB: memoryAfter) - self.fragmentation(of: id)
             score = Score(primary: Int((growth * 1000).rounded()), tie: freeAfter)
         case .bestFit: score = Score(primary: freeAfter, tie: 0)
         case .spread: score = Score(primary: -freeAfter, tie: 0)
@@ -149,7 +164,9 @@ struct Cluster {
     /// Every node of each pool in name order, for explanations that look at all of them.
     private(set) var poolMembers: [String: [Int]] = [:]
     private var poolIDs: [String: Int] = [:]
+    /// Model ids by name as agents report it, the same id for names that differ only in case.
     private var modelIDs: [String: Int] = [:]
+    private var modelIDsByLowercase: [String: Int] = [:]
     /// Pools where some node has a maintenance window, so time limits matter to placement there.
     private(set) var poolsWithMaintenance: Set<String> = []
     /// The profile of each node, or -1 for nodes that take no work.
@@ -160,7 +177,8 @@ struct Cluster {
     private var live: [[Int]] = []
 
     init(_ snapshot: [NodeSnapshot], book: ProfileBook) {
-        self.nodes = snapshot.sorted { $0.name < $1.name }
+        // The store hands them over in name order already; sorting is for other callers.
+        self.nodes = zip(snapshot, snapshot.dropFirst()).allSatisfy({ $0.name < $1.name }) ? snapshot : snapshot.sorted { $0.name < $1.name }
         self.book = book
         self.profileOf = Array(repeating: -1, count: self.nodes.count)
         for (p, node) in self.nodes.enumerated() {
@@ -171,8 +189,11 @@ struct Cluster {
                 self.live.append([])
             }
             if node.maintenanceInSeconds != nil { self.poolsWithMaintenance.insert(node.pool) }
-            for gpu in node.gpus where self.modelIDs[gpu.model.lowercased()] == nil {
-                self.modelIDs[gpu.model.lowercased()] = self.modelIDs.count
+            for gpu in node.gpus where self.modelIDs[gpu.model] == nil {
+                let lower = gpu.model.lowercased()
+                let id = self.modelIDsByLowercase[lower] ?? self.modelIDsByLowercase.count
+                self.modelIDsByLowercase[lower] = id
+                self.modelIDs[gpu.model] = id
             }
             self.index(p)
         }
@@ -181,10 +202,13 @@ struct Cluster {
     /// The job's shape in this cluster's terms.
     func shape(of job: PendingJob) -> Int {
         let models: [Int]? =
-            job.gpuModels.isEmpty ? nil : Array(Set(job.gpuModels.map { self.modelIDs[$0.lowercased()] ?? -1 })).sorted()
+            job.gpuModels.isEmpty ? nil : Array(Set(job.gpuModels.map { self.modelIDsByLowercase[$0.lowercased()] ?? -1 })).sorted()
+        let r = job.perNode
+        let cpu = self.book.weighsCPU
         return self.book.id(
             of: JobShape(
-                gpus: job.perNode.gpus, fraction: job.perNode.fractionMilli, exclusive: job.perNode.exclusive, models: models))
+                gpus: r.gpus, fraction: r.fractionMilli, exclusive: r.exclusive, allMemory: r.allMemory, cpuMilli: cpu ? r.cpuMilli : 0,
+                memoryMiB: cpu ? r.memoryMiB : 0, models: models))
     }
 
     // MARK: Searching
@@ -238,7 +262,7 @@ struct Cluster {
         var healthy: [Int] = []
         for (p, gpu) in node.gpus.enumerated() where job.accepts(model: gpu.model) && gpu.health.isSchedulable { healthy.append(p) }
         if let share = candidate.share {
-            return [healthy.first { node.gpus[$0].leftoverMilli == share.leftover && self.modelIDs[node.gpus[$0].model.lowercased()] == share.model }!]
+            return [healthy.first { node.gpus[$0].leftoverMilli == share.leftover && self.modelIDs[node.gpus[$0].model] == share.model }!]
         }
         let free = healthy.filter { node.gpus[$0].isFree }
         // An exclusive rank holds every usable GPU of the node, however many it asked for.
@@ -261,10 +285,15 @@ struct Cluster {
         var entries: [Int32] = []
         entries.reserveCapacity(node.gpus.count)
         for gpu in node.gpus where gpu.health.isSchedulable {
-            entries.append(Profile.entry(model: self.modelIDs[gpu.model.lowercased()]!, leftover: gpu.leftoverMilli))
+            entries.append(Profile.entry(model: self.modelIDs[gpu.model]!, leftover: gpu.leftoverMilli))
         }
         entries.sort()
-        let id = self.book.id(of: Profile(pool: pool, gpus: entries))
+        var profile = Profile(pool: pool, gpus: entries)
+        if self.book.weighsCPU {
+            profile.cpuMilli = node.cpuMilli - node.usedCPUMilli
+            profile.memoryMiB = node.memoryMiB - node.usedMemoryMiB
+        }
+        let id = self.book.id(of: profile)
         if id >= self.members.count { self.members.append(contentsOf: Array(repeating: [], count: id - self.members.count + 1)) }
         if self.members[id].isEmpty { self.live[pool].append(id) }
         let m = Int32(p)

@@ -53,7 +53,7 @@ public struct Placer: Sendable {
     /// Rejections are counted for the jobs that wait. Within one call capacity only shrinks, so a job of a
     /// shape that already failed fails again for the same reason: that answer is reused, not recomputed.
     public func place(_ queue: [PendingJob], on snapshot: [NodeSnapshot], quota: QuotaBook? = nil, backfill: Backfill? = nil) -> Plan {
-        let mix = self.strategy == .fragmentationAware ? self.expected.blended(with: WorkloadMix(queue.map(\.perNode))) : WorkloadMix()
+        let mix = self.strategy == .fragmentationAware ? self.expected.adding(queue.lazy.map(\.perNode)) : WorkloadMix()
         var cluster = Cluster(snapshot, book: ProfileBook(strategy: self.strategy, mix: mix))
         var book = quota
         var runningNow = backfill?.running ?? []
