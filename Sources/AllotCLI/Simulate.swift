@@ -11,7 +11,7 @@ struct Simulate: AsyncParsableCommand {
         help: "The trace: id,submit_s,duration_s,org,kind,pool,nodes,gpus_per_node,gpu_milli,gpu_model,cpu_milli,memory_mib,priority,time_limit_s")
     var trace: String
     @Option(help: "Placement strategy: \(ScoringStrategy.allCases.map(\.rawValue).joined(separator: ", ")), or all.") var strategy: String =
-        "best-fit"
+        ScoringStrategy.fragmentationAware.rawValue
     @Option(help: "table or json") var output: OutputFormat = .table
 
     func run() async throws {

@@ -13,7 +13,7 @@ public struct ServeOptions: Sendable {
     public var schedulerInterval: Duration = .seconds(1)
     public var dispatchInterval: Duration = .milliseconds(250)
     public var dispatchMaxTries: Int = 6
-    public var strategy: ScoringStrategy = .bestFit
+    public var strategy: ScoringStrategy = .fragmentationAware
     public init() {}
 }
 

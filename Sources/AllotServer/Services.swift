@@ -72,6 +72,7 @@ public struct SchedulerLoop: Service {
     public let metrics: Metrics
     public let logger: Logger
     let estimates = Every(seconds: 10)
+    let recent = RecentShapes()
 
     public init(
         database: Database, placer: Placer, leadership: Leadership, wake: Wakeup, dispatch: Wakeup, interval: Duration, metrics: Metrics,
@@ -166,8 +167,10 @@ public struct SchedulerLoop: Service {
         let nodes = try await store.nodeSnapshots()
         let book = try await store.quotaBook()
         let backfill = Backfill(running: try await store.running(), now: Int64(Date().timeIntervalSince1970))
+        var placer = self.placer
+        if placer.strategy == .fragmentationAware { placer.expected = try await self.recent.current(store) }
         let started = ContinuousClock.now
-        let plan = self.placer.place(queue, on: nodes, quota: book, backfill: backfill)
+        let plan = placer.place(queue, on: nodes, quota: book, backfill: backfill)
         let decided = ContinuousClock.now - started
         let placed = try await store.commit(plan)
         try await self.reclaim(queue: queue, plan: plan, book: book, store: store)
@@ -280,6 +283,20 @@ public struct Dispatcher: Service {
         } catch {
             self.logger.info("stop not delivered; will retry", metadata: ["rank": "\(work.key)", "node": "\(work.node)", "error": "\(error)"])
         }
+    }
+}
+
+/// What started recently: the job shapes the fragmentation-aware strategy expects, re-read once a minute.
+final class RecentShapes: Sendable {
+    private let mix = Mutex(WorkloadMix())
+    private let every = Every(seconds: 60)
+
+    func current(_ store: SchedulerStore) async throws -> WorkloadMix {
+        if self.every.due(Date()) {
+            let fresh = try await store.recentShapes()
+            self.mix.withLock { $0 = fresh }
+        }
+        return self.mix.withLock { $0 }
     }
 }
 

@@ -146,6 +146,23 @@ public struct SchedulerStore: Sendable {
         return try await Self.pendingJobs(rows)
     }
 
+    /// The per-node shapes of the attempts placed in the last `hours` (at most `limit`, newest first): the
+    /// workload the fragmentation-aware strategy expects besides the queue. A gang counts once per node.
+    public func recentShapes(hours: Int = 24, limit: Int = 5000) async throws -> WorkloadMix {
+        let rows = try await self.database.query(
+            """
+            SELECT j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.nodes
+            FROM attempts a JOIN jobs j ON j.id = a.job_id
+            WHERE a.placed_at > now() - make_interval(hours => \(hours))
+            ORDER BY a.placed_at DESC LIMIT \(limit)
+            """)
+        var mix = WorkloadMix()
+        for try await (gpus, milli, cpu, memory, nodes) in rows.decode((Int, Int?, Int, Int, Int).self) {
+            mix.add(NodeRequest(gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory), weight: Double(nodes))
+        }
+        return mix
+    }
+
     /// The columns `pendingJobs` reads, in its order (a constant, so splicing it in unescaped is safe).
     static let pendingColumns = """
         j.id, j.org, j.pool, j.gpu_models, j.nodes, j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.priority,

@@ -76,6 +76,7 @@ public enum RandomCluster {
                 }
             }
             node.usedCPUMilli = Int.random(in: 0...(node.cpuMilli / 2), using: &rng)
+            if Int.random(in: 0..<8, using: &rng) == 0 { node.maintenanceInSeconds = Int64.random(in: 600...86_400, using: &rng) }
             nodes.append(node)
         }
         var queue: [PendingJob] = []
@@ -100,6 +101,7 @@ public enum RandomCluster {
             if Int.random(in: 0..<5, using: &rng) == 0 { job.gpuModels = ["H200", "H100"] }
             if Int.random(in: 0..<20, using: &rng) == 0 { job.perNode.exclusive = true }
             if Int.random(in: 0..<20, using: &rng) == 0 { job.perNode.allMemory = true }
+            if Bool.random(using: &rng) { job.timeLimitSeconds = Int64.random(in: 60...172_800, using: &rng) }
             queue.append(job)
         }
         return (nodes, queue)

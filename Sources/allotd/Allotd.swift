@@ -83,7 +83,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Heartbeat timeout before a node is lost, e.g. 30s (default: Policies/ defaults).")
     var heartbeatTimeout: String?
     @Option(help: "Placement strategy: \(ScoringStrategy.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var strategy: String = ScoringStrategy.bestFit.rawValue
+    var strategy: String = ScoringStrategy.fragmentationAware.rawValue
 
     func run() async throws {
         var options = ServeOptions()

@@ -47,6 +47,9 @@ struct PlacementPropertyTests {
                 guard var node = byName[r.node] else { return "job \(job.id) on unknown node \(r.node)" }
                 if node.pool != job.pool { return "job \(job.id) outside its pool on \(node.name)" }
                 if node.state != .ready { return "job \(job.id) on \(node.state) node \(node.name)" }
+                if let window = node.maintenanceInSeconds, (job.timeLimitSeconds ?? .max) > window {
+                    return "job \(job.id) would run into the maintenance window of \(node.name)"
+                }
                 let expectedCount = job.perNode.fractionMilli != nil ? 1 : job.perNode.gpus
                 let countOK = job.perNode.exclusive ? r.gpuIndices.count >= expectedCount : r.gpuIndices.count == expectedCount
                 if !countOK || Set(r.gpuIndices).count != r.gpuIndices.count {

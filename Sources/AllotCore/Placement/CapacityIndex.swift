@@ -116,7 +116,7 @@ final class ProfileBook {
             let acceptable = entries.indices.filter { accepts(entries[$0]) }
             guard acceptable.count >= shape.gpus else { return nil }
             for i in acceptable { after[i] = 0 }
-            takes = free
+            takes = acceptable.count * 1000
         } else if let f = shape.fraction {
             // Each distinct (model, leftover) it fits is a choice; best fit takes the smallest leftover, the
             // fragmentation-aware strategy the one that leaves the least expected unusable capacity.
@@ -171,7 +171,8 @@ struct Cluster {
     private(set) var poolsWithMaintenance: Set<String> = []
     /// The profile of each node, or -1 for nodes that take no work.
     private var profileOf: [Int]
-    /// Per profile, its nodes' positions, ascending.
+    /// Per profile, its nodes' positions, descending: nodes mostly leave a group from its first position
+    /// (best fit and name order take the lowest), which is then the cheap end of the array.
     private var members: [[Int32]] = []
     /// Per pool, the profiles that have nodes.
     private var live: [[Int]] = []
@@ -227,7 +228,7 @@ struct Cluster {
         for profile in self.live[pool] {
             guard let t = self.book.transition(profile: profile, shape: shape) else { continue }
             if let b = best, b.score < t.score { continue }
-            for m in self.members[profile] {
+            for m in self.members[profile].reversed() {
                 let p = Int(m)
                 // Within a score, name order decides: nothing later in this group can beat the best so far.
                 if let b = best, b.score == t.score, p >= b.position { break }
@@ -245,11 +246,39 @@ struct Cluster {
         var out: [Candidate] = []
         for profile in self.live[pool] {
             guard let t = self.book.transition(profile: profile, shape: shape) else { continue }
-            for m in self.members[profile] {
+            for m in self.members[profile].reversed() {
                 let p = Int(m)
                 if excluded?.contains(p) == true || Placer.reject(job, on: self.nodes[p]) != nil { continue }
                 out.append(Candidate(position: p, score: t.score, block: self.nodes[p].block, share: t.share))
             }
+        }
+        return out
+    }
+
+    /// The best `limit` nodes that can take one rank of `job` (all of them when fewer can): lowest score first,
+    /// name order within a score. Enough for a gang to choose a block among, without looking at every node.
+    func gangCandidates(for job: PendingJob, shape: Int, excluding excluded: Set<Int>? = nil, limit: Int) -> [Candidate] {
+        guard let pool = self.poolIDs[job.pool] else { return [] }
+        let scored = self.live[pool].compactMap { p in self.book.transition(profile: p, shape: shape).map { (profile: p, transition: $0) } }
+            .sorted { $0.transition.score < $1.transition.score }
+        var out: [Candidate] = []
+        var i = 0
+        while i < scored.count && out.count < limit {
+            // One score at a time; its nodes in name order across the groups that share it.
+            var level: [Candidate] = []
+            let score = scored[i].transition.score
+            while i < scored.count && scored[i].transition.score == score {
+                let (profile, t) = scored[i]
+                var taken = 0
+                for m in self.members[profile].reversed() where taken < limit - out.count {
+                    let p = Int(m)
+                    if excluded?.contains(p) == true || Placer.reject(job, on: self.nodes[p]) != nil { continue }
+                    level.append(Candidate(position: p, score: t.score, block: self.nodes[p].block, share: t.share))
+                    taken += 1
+                }
+                i += 1
+            }
+            out += level.sorted { $0.position < $1.position }.prefix(limit - out.count)
         }
         return out
     }
@@ -312,12 +341,12 @@ struct Cluster {
 }
 
 extension Array where Element == Int32 {
-    /// Where `value` is or would go in this ascending array (binary search).
+    /// Where `value` is or would go in this descending array (binary search).
     func insertionPoint(of value: Int32) -> Int {
         var (low, high) = (0, self.count)
         while low < high {
             let mid = (low + high) / 2
-            if self[mid] < value { low = mid + 1 } else { high = mid }
+            if self[mid] > value { low = mid + 1 } else { high = mid }
         }
         return low
     }

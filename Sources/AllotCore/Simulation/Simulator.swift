@@ -44,7 +44,7 @@ public struct SimulationReport: Codable, Hashable, Sendable {
 
 /// Replays a trace through the placement core in virtual time: arrivals join the queue, every event runs one
 /// cycle of the same `Placer` the scheduler runs, started jobs end after their duration and release what they
-/// held. The core reads no clock: the caller passes `elapsed`, which times a closure, to measure decisions/s.
+/// held; what started so far is the history the fragmentation-aware strategy learns from. The core reads no clock: the caller passes `elapsed`, which times a closure, to measure decisions/s.
 public struct Simulator: Sendable {
     public var placer: Placer
 
@@ -66,6 +66,8 @@ public struct Simulator: Sendable {
         var decisions = 0
         var decideSeconds = 0.0
         var placedCount = 0
+        // The shapes started so far: the history the fragmentation-aware strategy learns from.
+        var started = self.placer.expected
 
         while next < arrivals.count || !ends.isEmpty {
             let nextArrival = next < arrivals.count ? arrivals[next].submitSeconds : Int64.max
@@ -88,12 +90,15 @@ public struct Simulator: Sendable {
             }
             guard !queue.isEmpty else { continue }
             let pending = queue.values.map(\.job)
-            let (plan, seconds) = elapsed { self.placer.place(pending, on: nodes) }
+            var placer = self.placer
+            placer.expected = started
+            let (plan, seconds) = elapsed { placer.place(pending, on: nodes) }
             decisions += pending.count
             decideSeconds += seconds
             for p in plan.placements {
                 guard let t = queue.removeValue(forKey: p.jobID) else { continue }
                 placedCount += 1
+                started.add(t.job.perNode, weight: Double(t.job.nodes))
                 for r in p.ranks {
                     nodes.hold(r)
                     allocated += r.gpuIndices.count * r.milliPerGPU

@@ -1,0 +1,176 @@
+import AllotTesting
+import Foundation
+import Testing
+
+@testable import AllotCore
+
+@Suite("Fragmentation: the measure and the strategy built on it")
+struct FragmentationTests {
+    @Test(
+        "what a task of one shape cannot use on a node",
+        arguments: [
+            // A 300 share: GPUs with 250 and 0 left are too small for it, 1000 is fine → 250 unusable.
+            (TaskShape(gpus: 0, milli: 300), [1000, 250, 0], 64_000, 250),
+            // One whole GPU: the half-used GPU is useless to it → 500.
+            (TaskShape(gpus: 1), [1000, 500], 64_000, 500),
+            // Two whole GPUs, only one wholly free: nothing there is usable → 1000 + 500.
+            (TaskShape(gpus: 2), [1000, 500], 64_000, 1500),
+            // Fits by GPUs, but needs 8 CPUs and only 4 are left: all 2000 free thousandths are unusable.
+            (TaskShape(gpus: 1, cpuMilli: 8000), [1000, 1000], 4000, 2000),
+        ])
+    func unusable(shape: TaskShape, leftovers: [Int], cpuMilli: Int, expected: Int) {
+        #expect(shape.unusable(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: 1 << 20) == expected)
+    }
+
+    @Test("expected fragmentation adds what the mix's CPU could never reach")
+    func balance() {
+        // One shape: 1 GPU with 10 CPUs, so the mix takes 1000 / 10,000 = 0.1 GPU thousandth per CPU thousandth.
+        let model = WorkloadMix([NodeRequest(gpus: 1, cpuMilli: 10_000)]).model
+        // Two free GPUs and 10 CPUs: the next task fits (nothing unusable now), but CPU for only one such task is
+        // left: 10,000 × 0.1 = 1000 reachable of 2000 free → 1000.
+        #expect(model.fragmentation(leftovers: [1000, 1000], cpuMilli: 10_000, memoryMiB: 0) == 1000)
+        // 20 CPUs reach both GPUs → 0.
+        #expect(model.fragmentation(leftovers: [1000, 1000], cpuMilli: 20_000, memoryMiB: 0) == 0)
+    }
+
+    @Test("a share goes where it leaves room for the shares expected, where best fit would cut the tightest GPU")
+    func shareAvoidsUselessLeftover() {
+        // Expected: shares of 500. Node a has a GPU with 600 left, node b a free GPU.
+        // Best fit takes a (600 − 500 = 100 left, less than b's 500). Fragmentation-aware: on a the 600 GPU
+        // (usable by a 500 share) becomes 100 (unusable): +100; on b the free GPU becomes 500 (still usable): +0.
+        let nodes: [NodeSnapshot] = [.node("a", gpus: 1).using([0], milli: 400), .node("b", gpus: 1)]
+        let mix = WorkloadMix(Array(repeating: NodeRequest(gpus: 0, fractionMilli: 500), count: 10))
+        let job = PendingJob.job(1, milli: 500)
+        #expect(Placer(strategy: .bestFit).place([job], on: nodes).placements.first?.ranks.first?.node == "a")
+        #expect(Placer(strategy: .fragmentationAware, expected: mix).place([job], on: nodes).placements.first?.ranks.first?.node == "b")
+    }
+
+    @Test("CPU-heavy work goes to the node with CPU to spare, not where it would strand GPUs")
+    func cpuHeavyAvoidsStranding() {
+        // Both nodes have 2 free GPUs; a has 16 CPUs, b 104. Expected: 1-GPU tasks with 8 CPUs each.
+        // A CPU-only job of 12 CPUs on a leaves 4 CPUs: no expected task fits, so its 2000 free thousandths
+        // become unusable (+2000). On b, 92 CPUs are left: nothing changes (+0). Best fit sees equal GPUs and
+        // takes a, the first by name.
+        let nodes: [NodeSnapshot] = [.node("a", gpus: 2, cpus: 16), .node("b", gpus: 2, cpus: 104)]
+        let mix = WorkloadMix(Array(repeating: NodeRequest(gpus: 1, cpuMilli: 8000), count: 10))
+        let job = PendingJob.job(1, gpus: 0, cpus: 12)
+        #expect(Placer(strategy: .bestFit).place([job], on: nodes).placements.first?.ranks.first?.node == "a")
+        #expect(Placer(strategy: .fragmentationAware, expected: mix).place([job], on: nodes).placements.first?.ranks.first?.node == "b")
+    }
+
+    @Test("a 1-GPU job keeps four whole GPUs together where 4-GPU jobs are expected, unlike best fit")
+    func wholeGPUsOnBusyNode() {
+        // Expected: 4-GPU jobs. Node a has 4 free GPUs, node b 8. A 1-GPU job on b leaves 7 (a 4-GPU job
+        // still fits there: +0 before the CPU balance); on a it leaves 3 (no 4-GPU job fits: +3000, a's
+        // 4000 were usable before). So it goes to b — where best fit, too, would not: a has less free.
+        let nodes: [NodeSnapshot] = [.node("a", gpus: 8).using([0, 1, 2, 3]), .node("b", gpus: 8)]
+        let mix = WorkloadMix(Array(repeating: NodeRequest(gpus: 4), count: 10))
+        let job = PendingJob.job(1, gpus: 1)
+        #expect(Placer(strategy: .bestFit).place([job], on: nodes).placements.first?.ranks.first?.node == "a")
+        #expect(Placer(strategy: .fragmentationAware, expected: mix).place([job], on: nodes).placements.first?.ranks.first?.node == "b")
+    }
+
+    @Test("with nothing to learn from, the fragmentation-aware strategy falls back to best fit")
+    func fallsBackToBestFit() {
+        let nodes: [NodeSnapshot] = [.node("a-empty"), .node("b-half").using([0, 1, 2, 3])]
+        // Its own shape is all it expects: a 1-GPU job on either node leaves whole GPUs for 1-GPU jobs (+0);
+        // best fit breaks the tie: b-half.
+        #expect(Placer(strategy: .fragmentationAware).place([.job(1, gpus: 1)], on: nodes).placements.first?.ranks.first?.node == "b-half")
+    }
+}
+
+/// The capacity index must choose exactly what a scan of every node would: same best node, same feasible set,
+/// same best few for a gang.
+@Suite("Capacity index against a scan of every node")
+struct CapacityIndexTests {
+    static var seeds: [UInt64] {
+        let env = ProcessInfo.processInfo.environment
+        if let one = env["ALLOT_PROPERTY_SEED"].flatMap(UInt64.init) { return [one] }
+        let runs = env["ALLOT_PROPERTY_RUNS"].flatMap(Int.init) ?? 2_000
+        return (0..<UInt64(runs)).map { $0 &* 6113 &+ 5 }
+    }
+
+    /// The reference: score every node that passes every filter, the way the strategy defines it; best first.
+    static func scan(_ job: PendingJob, _ nodes: [NodeSnapshot], _ strategy: ScoringStrategy, _ mix: WorkloadMix) -> [(score: Score, position: Int)] {
+        let model = mix.model
+        var all: [(score: Score, position: Int)] = []
+        for (p, node) in nodes.enumerated() where Placer.reject(job, on: node) == nil {
+            let usable = node.gpus.indices.filter { node.gpus[$0].health.isSchedulable }
+            let leftovers = usable.map { node.gpus[$0].leftoverMilli }
+            let free = leftovers.reduce(0, +)
+            let r = job.perNode
+            let (cpu, memory) = Placer.reservation(r, on: node)
+            let cpuAfter = node.cpuMilli - node.usedCPUMilli - cpu
+            let memoryAfter = node.memoryMiB - node.usedMemoryMiB - memory
+            // Every way the rank could land: each GPU it could share, or the whole GPUs it takes.
+            var outcomes: [(leftovers: [Int], freeAfter: Int)] = []
+            if let f = r.fractionMilli {
+                for (i, g) in usable.enumerated() where job.accepts(model: node.gpus[g].model) && leftovers[i] >= f {
+                    var after = leftovers
+                    after[i] -= f
+                    outcomes.append((after, free - f))
+                }
+            } else {
+                var after = leftovers
+                var taken = 0
+                for (i, g) in usable.enumerated() where job.accepts(model: node.gpus[g].model) && leftovers[i] == 1000 {
+                    if r.exclusive || taken < r.gpus {
+                        after[i] = 0
+                        taken += 1
+                    }
+                }
+                outcomes.append((after, r.exclusive ? free - taken * 1000 : free - r.gpus * 1000))
+            }
+            let before = model.fragmentation(
+                leftovers: leftovers, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB)
+            let scores = outcomes.map { o -> Score in
+                switch strategy {
+                case .fragmentationAware:
+                    let growth = model.fragmentation(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter) - before
+                    return Score(primary: Int((growth * 1000).rounded()), tie: o.freeAfter)
+                case .bestFit: return Score(primary: o.freeAfter, tie: 0)
+                case .spread: return Score(primary: -o.freeAfter, tie: 0)
+                case .firstFit: return .zero
+                }
+            }
+            guard let s = scores.min() else { continue }
+            all.append((s, p))
+        }
+        return all.sorted { $0.score != $1.score ? $0.score < $1.score : $0.position < $1.position }
+    }
+
+    @Test("same best node and same feasible nodes, before and after the cluster changes")
+    func matchesScan() {
+        for strategy in ScoringStrategy.allCases {
+            for seed in Self.seeds {
+                let (snapshot, queue) = RandomCluster.make(seed: seed)
+                let mix = strategy == .fragmentationAware ? WorkloadMix(queue.map(\.perNode)) : WorkloadMix()
+                var cluster = Cluster(snapshot, book: ProfileBook(strategy: strategy, mix: mix))
+                for (step, job) in queue.enumerated() {
+                    let shape = cluster.shape(of: job)
+                    let scanned = Self.scan(job, cluster.nodes, strategy, mix)
+                    let indexed = cluster.best(for: job, shape: shape)
+                    let feasible = Set(cluster.nodes.indices.filter { Placer.reject(job, on: cluster.nodes[$0]) == nil })
+                    let indexedFeasible = Set(cluster.feasible(for: job, shape: shape).map(\.position))
+                    // A gang's candidates: the best few, in score then name order (a small limit, so it bites).
+                    let few = cluster.gangCandidates(for: job, shape: shape, limit: 3).map(\.position)
+                    guard indexed?.position == scanned.first?.position, indexedFeasible == feasible, few == scanned.prefix(3).map(\.position) else {
+                        Issue.record(
+                            "seed \(seed), strategy \(strategy.rawValue), job \(job.id) (step \(step)): index chose \(String(describing: indexed?.position)), scan \(String(describing: scanned.first?.position)); feasible \(indexedFeasible.sorted()) vs \(feasible.sorted()); best three \(few) vs \(scanned.prefix(3).map(\.position)) (replay: ALLOT_PROPERTY_SEED=\(seed))"
+                        )
+                        return
+                    }
+                    // Move the cluster on as the placer would, so the index is tested after changes too.
+                    if let c = indexed {
+                        let node = cluster.nodes[c.position]
+                        let (cpu, memory) = Placer.reservation(job.perNode, on: node)
+                        cluster.hold(
+                            RankAssignment(
+                                rank: 0, node: node.name, gpuIndices: cluster.gpus(for: job, on: c).map { node.gpus[$0].index },
+                                milliPerGPU: job.perNode.fractionMilli ?? 1000, cpuMilli: cpu, memoryMiB: memory))
+                    }
+                }
+            }
+        }
+    }
+}
