@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# Placement benchmarks in release mode (Benchmarks/, a package of its own): cycle time and decisions/s as the
-# cluster grows, and packing quality per strategy at 100% and 130% arrived demand.
-#   ops/bench.sh            full run (1k/10k/50k nodes)
+# Placement benchmarks in release mode (Benchmarks/, a package of its own), in one run so figures compare side by side:
+# decisions/s and cycle p50/p99 as the cluster grows, unallocated GPUs per strategy at 100% and 130% arrived demand,
+# small instances against the exact placement optimum; then ops/optimum.py solves the same small instances as an
+# integer programme (the offline optimum, any subset of the jobs) when scipy is at hand.
+#   ops/bench.sh            full run (1k/10k/50k nodes, 100,000 queued jobs)
 #   ops/bench.sh --quick    a smaller run
-#   ops/bench.sh --json     JSON instead of the table
+#   ops/bench.sh --json     JSON instead of tables
 set -euo pipefail
-cd "$(dirname "$0")/../Benchmarks"
-swift build -c release --product allot-bench 2>&1 | grep -E "error|Compiling allot|Build complete" || true
-exec "$(swift build -c release --show-bin-path)/allot-bench" "$@"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root/Benchmarks"
+swift build -c release --product allot-bench 2>&1 | grep -E "error|Build complete" || true
+instances="$(mktemp /tmp/allot-instances.XXXXXX.json)"
+trap 'rm -f "$instances"' EXIT
+"$(swift build -c release --show-bin-path)/allot-bench" "$@" --instances "$instances"
+if python3 -c "import scipy.optimize, numpy" 2>/dev/null; then
+  [[ " $* " == *" --json "* ]] || printf '\nSmall instances against the offline optimum (ILP, HiGHS via scipy; any subset of the jobs, all known in advance)\n'
+  python3 "$root/ops/optimum.py" "$instances" $([[ " $* " == *" --json "* ]] && echo --json)
+else
+  echo "ops/optimum.py skipped: python3 with scipy not found (pip install scipy)" >&2
+fi

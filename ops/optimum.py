@@ -16,6 +16,7 @@ w[n,i+1]) and GPUs of a node are otherwise alike, so symmetric solutions are cut
 """
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -94,13 +95,22 @@ def solve(instance, time_limit=60.0):
     for r, coefficients in enumerate(rows):
         for c, v in coefficients.items():
             a[r, c] = v
-    result = milp(
-        -objective,
-        constraints=LinearConstraint(a.tocsr(), lower, upper),
-        integrality=np.ones(len(index)),
-        bounds=Bounds(0, 1),
-        options={"time_limit": time_limit, "mip_rel_gap": 0},
-    )
+    # HiGHS prints progress notes on the process's standard output; keep them out of the report.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+        try:
+            result = milp(
+                -objective,
+                constraints=LinearConstraint(a.tocsr(), lower, upper),
+                integrality=np.ones(len(index)),
+                bounds=Bounds(0, 1),
+                options={"time_limit": time_limit, "mip_rel_gap": 0},
+            )
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
     if result.x is None:
         raise RuntimeError(f"instance seed {instance['seed']}: {result.message}")
     best = int(round(-result.fun))

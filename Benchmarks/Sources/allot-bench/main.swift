@@ -189,10 +189,13 @@ func arrivals(_ workload: [PendingJob], demand: Double, capacityMilli: Int) -> [
 }
 
 /// One-at-a-time arrivals, no departures; a job that does not fit when it arrives is turned away. The
-/// fragmentation-aware strategy learns the expected shapes from the jobs that arrived before.
-func replay(_ jobs: [PendingJob], on start: [NodeSnapshot], strategy: ScoringStrategy) -> (allocatedMilli: Int, placed: [Int64: String]) {
+/// fragmentation-aware strategy expects the shapes of `history` (what a running scheduler has seen in the last
+/// day) and of the jobs that arrived since.
+func replay(
+    _ jobs: [PendingJob], on start: [NodeSnapshot], strategy: ScoringStrategy, history recent: WorkloadMix
+) -> (allocatedMilli: Int, placed: [Int64: String]) {
     var nodes = start
-    var history = WorkloadMix()
+    var history = recent
     var placed: [Int64: String] = [:]
     for job in jobs {
         let plan = Placer(strategy: strategy, expected: history).place([job], on: nodes)
@@ -210,7 +213,7 @@ func packing(_ strategy: ScoringStrategy, demand: Double, nodes n: Int, seeds: [
         let nodes = traceCluster(nodes: n, seed: seed)
         let capacity = nodes.reduce(0) { $0 + $1.gpus.count } * 1000
         let jobs = arrivals(traceWorkload(20 * n, seed: seed), demand: demand, capacityMilli: capacity)
-        return 1 - Double(replay(jobs, on: nodes, strategy: strategy).allocatedMilli) / Double(capacity)
+        return 1 - Double(replay(jobs, on: nodes, strategy: strategy, history: recentHistory(seed: seed)).allocatedMilli) / Double(capacity)
     }
     return Packing(
         strategy: strategy.rawValue, demand: demand, nodes: n, seeds: seeds.count, unallocatedGPUShare: shares.reduce(0, +) / Double(shares.count))
@@ -218,23 +221,33 @@ func packing(_ strategy: ScoringStrategy, demand: Double, nodes n: Int, seeds: [
 
 /// The most GPU capacity any sequence of placement choices could have allocated for these arrivals, in their
 /// order, each placed when it fits somewhere (as a scheduler without admission control does), or nil when the
-/// search would visit more than `limit` states. Exhaustive search over canonical states — nodes of one type
-/// in one state are interchangeable, as are GPUs of one node with the same free share — with memoisation.
-func placementOptimum(_ jobs: [PendingJob], on start: [NodeSnapshot], limit: Int = 1_000_000) -> Int? {
+/// search would visit more than `limit` states. Branch and bound over canonical states — nodes of one type in
+/// one state are interchangeable, as are GPUs of one node with the same free share: a state is never searched
+/// twice (the same state after the same arrivals always holds the same allocation), and a branch stops when
+/// even placing every remaining arrival could not beat the best found (which starts at `atLeast`).
+func placementOptimum(_ jobs: [PendingJob], on start: [NodeSnapshot], atLeast: Int, limit: Int = 1_000_000) -> Int? {
     // A node's state: its type, free CPU and memory, and the free thousandths of its GPUs, sorted.
     typealias State = [[Int]]
     let types = Array(Set(start.map { "\($0.cpuMilli)/\($0.memoryMiB)/\($0.gpus.count)" })).sorted()
     let initial: State = start.map { n in
         [types.firstIndex(of: "\(n.cpuMilli)/\(n.memoryMiB)/\(n.gpus.count)")!, n.cpuMilli, n.memoryMiB] + Array(repeating: 1000, count: n.gpus.count)
     }.sorted { $0.lexicographicallyPrecedes($1) }
-    var memo: [[Int]: Int] = [:]
-    var visited = 0
-    func best(_ k: Int, _ state: State) -> Int? {
-        if k == jobs.count { return 0 }
-        let key = [k] + state.joined()
-        if let v = memo[key] { return v }
-        visited += 1
-        if visited > limit { return nil }
+    let capacity = start.reduce(0) { $0 + $1.gpus.count } * 1000
+    // Demand still to arrive after job k.
+    var remaining = Array(repeating: 0, count: jobs.count + 1)
+    for k in stride(from: jobs.count - 1, through: 0, by: -1) { remaining[k] = remaining[k + 1] + jobs[k].perNode.gpuMilli }
+    var seen = Set<[Int]>()
+    var best = atLeast
+    var cutOff = false
+    func search(_ k: Int, _ state: State, _ allocated: Int) {
+        if cutOff { return }
+        best = max(best, allocated)
+        if k == jobs.count || min(capacity, allocated + remaining[k]) <= best { return }
+        guard seen.insert([k] + state.joined()).inserted else { return }
+        if seen.count > limit {
+            cutOff = true
+            return
+        }
         let r = jobs[k].perNode
         var outcomes = Set<State>()
         for (i, node) in state.enumerated() where i == 0 || node != state[i - 1] {
@@ -263,20 +276,19 @@ func placementOptimum(_ jobs: [PendingJob], on start: [NodeSnapshot], limit: Int
                 outcomes.insert(next.sorted { $0.lexicographicallyPrecedes($1) })
             }
         }
-        var value = 0
-        if outcomes.isEmpty {
-            guard let rest = best(k + 1, state) else { return nil }
-            value = rest
-        } else {
-            for next in outcomes {
-                guard let rest = best(k + 1, next) else { return nil }
-                value = max(value, r.gpuMilli + rest)
-            }
+        if outcomes.isEmpty { return search(k + 1, state, allocated) }
+        // A fixed order (Set order changes between runs), so a cut-off search is cut off alike every time.
+        for next in outcomes.sorted(by: { $0.joined().lexicographicallyPrecedes($1.joined()) }) {
+            search(k + 1, next, allocated + r.gpuMilli)
         }
-        memo[key] = value
-        return value
     }
-    return best(0, initial)
+    search(0, initial, 0)
+    return cutOff ? nil : best
+}
+
+/// What a scheduler would have seen start in the hours before: 2,000 earlier pods of the same workload.
+func recentHistory(seed: UInt64) -> WorkloadMix {
+    WorkloadMix(traceWorkload(2000, seed: seed &+ 1_000_003).map(\.perNode))
 }
 
 /// A small instance: the nodes, the arrived jobs, what each strategy allocated placing them one at a time,
@@ -313,6 +325,10 @@ func instances(nodes n: Int, seeds: [UInt64], demands: [Double]) -> [Instance] {
             let start = traceCluster(nodes: n, seed: seed)
             let capacity = start.reduce(0) { $0 + $1.gpus.count } * 1000
             let jobs = arrivals(traceWorkload(40 * n, seed: seed), demand: demand, capacityMilli: capacity)
+            let allocated = Dictionary(
+                uniqueKeysWithValues: ScoringStrategy.allCases.map {
+                    ($0.rawValue, replay(jobs, on: start, strategy: $0, history: recentHistory(seed: seed)).allocatedMilli)
+                })
             return Instance(
                 seed: seed, demand: demand, capacityMilli: capacity,
                 nodes: start.map { .init(name: $0.name, gpus: $0.gpus.count, cpuMilli: $0.cpuMilli, memoryMiB: $0.memoryMiB) },
@@ -321,9 +337,8 @@ func instances(nodes n: Int, seeds: [UInt64], demands: [Double]) -> [Instance] {
                         id: $0.id, gpus: $0.perNode.gpus, milli: $0.perNode.fractionMilli, cpuMilli: $0.perNode.cpuMilli,
                         memoryMiB: $0.perNode.memoryMiB)
                 },
-                allocatedMilli: Dictionary(
-                    uniqueKeysWithValues: ScoringStrategy.allCases.map { ($0.rawValue, replay(jobs, on: start, strategy: $0).allocatedMilli) }),
-                placementOptimumMilli: placementOptimum(jobs, on: start))
+                allocatedMilli: allocated,
+                placementOptimumMilli: placementOptimum(jobs, on: start, atLeast: allocated.values.max() ?? 0))
         }
     }
 }
@@ -335,10 +350,15 @@ let quick = args.contains("--quick")
 let instancesPath = args.firstIndex(of: "--instances").map { args[$0 + 1] }
 let sizes = quick ? [250, 1000, 2500] : [1000, 10_000, 50_000]
 let queued = quick ? 20_000 : 100_000
+/// Nodes per small instance (`--small-nodes N`).
+let smallNodes = args.firstIndex(of: "--small-nodes").map { Int(args[$0 + 1])! } ?? 3
+/// `--only speed|packing|small` runs one part (the others report empty).
+let only = args.firstIndex(of: "--only").map { args[$0 + 1] }
+func runs(_ part: String) -> Bool { only == nil || only == part }
 
 // Single-node decisions: a queue four jobs deep per node, all of which fit (about 40% of the GPUs).
 var speed: [CycleFigures] = []
-for strategy in [ScoringStrategy.fragmentationAware, .bestFit] {
+for strategy in [ScoringStrategy.fragmentationAware, .bestFit] where runs("speed") {
     var first: CycleFigures?
     for n in sizes {
         var f = cycles(
@@ -351,7 +371,7 @@ for strategy in [ScoringStrategy.fragmentationAware, .bestFit] {
 // Full cycles over 100,000 queued jobs of every shape, gangs included; most wait once the cluster is full.
 var full: [CycleFigures] = []
 var firstFull: CycleFigures?
-for n in sizes {
+for n in sizes where runs("speed") {
     var f = cycles("mixed", nodes: n, jobs: mixedQueue(queued, seed: 7), strategy: .fragmentationAware, repeats: n >= 50_000 ? 3 : 5)
     firstFull = firstFull ?? f
     f.costPerDecisionRatio = firstFull!.decisionsPerSecond / f.decisionsPerSecond
@@ -360,16 +380,18 @@ for n in sizes {
 
 let packingSeeds: [UInt64] = quick ? [1, 2] : [1, 2, 3, 4, 5]
 let packingNodes = quick ? 100 : 400
-let quality = ScoringStrategy.allCases.flatMap { s in [1.0, 1.3].map { packing(s, demand: $0, nodes: packingNodes, seeds: packingSeeds) } }
+let quality =
+    runs("packing")
+    ? ScoringStrategy.allCases.flatMap { s in [1.0, 1.3].map { packing(s, demand: $0, nodes: packingNodes, seeds: packingSeeds) } } : []
 /// Per demand: how many fewer GPUs the fragmentation-aware strategy leaves unallocated than best fit.
 var fewerThanBestFit: [String: Double] = [:]
-for demand in [1.0, 1.3] {
+for demand in [1.0, 1.3] where runs("packing") {
     let share = { (s: ScoringStrategy) in quality.first { $0.strategy == s.rawValue && $0.demand == demand }!.unallocatedGPUShare }
     fewerThanBestFit["\(Int(demand * 100))%"] = 1 - share(.fragmentationAware) / share(.bestFit)
 }
 
 // Small instances (3 nodes of the trace's types), each strategy against the placement optimum.
-let small = instances(nodes: 3, seeds: Array(1...(quick ? 6 : 20)), demands: [1.0, 1.3])
+let small = runs("small") ? instances(nodes: smallNodes, seeds: Array(1...(quick ? 6 : 20)), demands: [1.0, 1.3]) : []
 if let path = instancesPath { try JSONEncoder().encode(small).write(to: URL(fileURLWithPath: path)) }
 struct VersusOptimum: Codable {
     var strategy: String
@@ -384,7 +406,7 @@ struct VersusOptimum: Codable {
     /// Instances where the strategy reached the optimum.
     var optimal: Int
 }
-let versus: [VersusOptimum] = [1.0, 1.3].flatMap { demand in
+let versus: [VersusOptimum] = (runs("small") ? [1.0, 1.3] : []).flatMap { demand in
     ScoringStrategy.allCases.map { s in
         let solved = small.filter { $0.demand == demand && $0.placementOptimumMilli != nil }
         let got = solved.map { Double($0.allocatedMilli[s.rawValue]!) }
@@ -419,32 +441,38 @@ if args.contains("--json") {
     print(String(decoding: try encoder.encode(report), as: UTF8.self))
 } else {
     func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count + 1), withPad: " ", startingAt: 0) }
-    print(
-        pad("WORKLOAD", 13) + pad("STRATEGY", 21) + pad("NODES", 7) + pad("QUEUED", 8) + pad("PLACED", 8) + pad("CYCLE p50", 11)
-            + pad("CYCLE p99", 11) + pad("DECISIONS/s", 13) + "COST/DECISION ×")
-    for f in speed + full {
+    if !speed.isEmpty {
         print(
-            pad(f.workload, 13) + pad(f.strategy, 21) + pad("\(f.nodes)", 7) + pad("\(f.queued)", 8) + pad("\(f.placedPerCycle)", 8)
-                + pad(String(format: "%.4f s", f.cycleP50Seconds), 11) + pad(String(format: "%.4f s", f.cycleP99Seconds), 11)
-                + pad(String(format: "%.0f", f.decisionsPerSecond), 13) + String(format: "%.2f", f.costPerDecisionRatio ?? 1))
+            pad("WORKLOAD", 13) + pad("STRATEGY", 21) + pad("NODES", 7) + pad("QUEUED", 8) + pad("PLACED", 8) + pad("CYCLE p50", 11)
+                + pad("CYCLE p99", 11) + pad("DECISIONS/s", 13) + "COST/DECISION ×")
+        for f in speed + full {
+            print(
+                pad(f.workload, 13) + pad(f.strategy, 21) + pad("\(f.nodes)", 7) + pad("\(f.queued)", 8) + pad("\(f.placedPerCycle)", 8)
+                    + pad(String(format: "%.4f s", f.cycleP50Seconds), 11) + pad(String(format: "%.4f s", f.cycleP99Seconds), 11)
+                    + pad(String(format: "%.0f", f.decisionsPerSecond), 13) + String(format: "%.2f", f.costPerDecisionRatio ?? 1))
+        }
+        for (k, v) in growth.sorted(by: { $0.key < $1.key }) { print("\(k) \(String(format: "%.2f", v))") }
+        print("")
     }
-    for (k, v) in growth.sorted(by: { $0.key < $1.key }) { print("\(k) \(String(format: "%.2f", v))") }
-    print("")
-    print("Packing at saturation: trace-shaped cluster of \(packingNodes) nodes, mean of \(packingSeeds.count) seeds")
-    print(pad("STRATEGY", 21) + pad("DEMAND", 8) + "UNALLOCATED GPUs")
-    for p in quality {
-        print(pad(p.strategy, 21) + pad("\(Int(p.demand * 100))%", 8) + String(format: "%.2f%%", p.unallocatedGPUShare * 100))
+    if !quality.isEmpty {
+        print("Packing at saturation: trace-shaped cluster of \(packingNodes) nodes, mean of \(packingSeeds.count) seeds")
+        print(pad("STRATEGY", 21) + pad("DEMAND", 8) + "UNALLOCATED GPUs")
+        for p in quality {
+            print(pad(p.strategy, 21) + pad("\(Int(p.demand * 100))%", 8) + String(format: "%.2f%%", p.unallocatedGPUShare * 100))
+        }
+        for (k, v) in fewerThanBestFit.sorted(by: { $0.key < $1.key }) {
+            print("fragmentation-aware leaves \(String(format: "%.1f%%", v * 100)) fewer GPUs unallocated than best-fit at \(k) demand")
+        }
+        print("")
     }
-    for (k, v) in fewerThanBestFit.sorted(by: { $0.key < $1.key }) {
-        print("fragmentation-aware leaves \(String(format: "%.1f%%", v * 100)) fewer GPUs unallocated than best-fit at \(k) demand")
-    }
-    print("")
-    print("Small instances (3 nodes) against the placement optimum (exhaustive search, same arrival order)")
-    print(pad("STRATEGY", 21) + pad("DEMAND", 8) + pad("SOLVED", 8) + pad("OF OPTIMUM", 12) + pad("WORST", 9) + "OPTIMAL")
-    for v in versus {
-        print(
-            pad(v.strategy, 21) + pad("\(Int(v.demand * 100))%", 8) + pad("\(v.solved)/\(v.instances)", 8)
-                + pad(String(format: "%.2f%%", v.allocatedVsOptimum * 100), 12) + pad(String(format: "%.2f%%", v.worstInstance * 100), 9)
-                + "\(v.optimal)")
+    if !versus.isEmpty {
+        print("Small instances (\(smallNodes) nodes) against the placement optimum (exhaustive search, same arrival order)")
+        print(pad("STRATEGY", 21) + pad("DEMAND", 8) + pad("SOLVED", 8) + pad("OF OPTIMUM", 12) + pad("WORST", 9) + "OPTIMAL")
+        for v in versus {
+            print(
+                pad(v.strategy, 21) + pad("\(Int(v.demand * 100))%", 8) + pad("\(v.solved)/\(v.instances)", 8)
+                    + pad(String(format: "%.2f%%", v.allocatedVsOptimum * 100), 12) + pad(String(format: "%.2f%%", v.worstInstance * 100), 9)
+                    + "\(v.optimal)")
+        }
     }
 }

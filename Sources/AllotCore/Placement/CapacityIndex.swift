@@ -22,7 +22,6 @@ struct JobShape: Hashable {
     var fraction: Int?
     var exclusive: Bool
     var allMemory: Bool
-    /// CPU and memory count only for the fragmentation-aware strategy (0 otherwise, so shapes stay few).
     var cpuMilli: Int
     var memoryMiB: Int
     /// Accepted model ids, sorted; nil accepts any.
@@ -30,8 +29,8 @@ struct JobShape: Hashable {
 }
 
 /// A profile: the usable (schedulable) GPUs of a node as sorted (model id << 16 | thousandths left) entries,
-/// within one pool, and — for the fragmentation-aware strategy, whose score depends on them — its free CPU
-/// and memory. Nodes with one profile score alike for every job.
+/// within one pool, and its free CPU and memory. Nodes with one profile score alike for every job, and a
+/// profile whose CPU or memory is too small for a job is passed over whole.
 struct Profile: Hashable {
     var pool: Int
     var gpus: [Int32]
@@ -54,15 +53,19 @@ final class ProfileBook {
     private var fragmentation: [Double?] = []
     private var shapeIDs: [JobShape: Int] = [:]
     private var shapes: [JobShape] = []
-    private var transitions: [Int: Transition?] = [:]
+    /// Per shape, per profile: not worked out yet, cannot take it, or how it scores. Arrays, not a dictionary:
+    /// every decision reads one entry per profile of its pool.
+    private var transitions: [[Slot]] = []
+    private enum Slot {
+        case unknown
+        case none
+        case some(Transition)
+    }
 
     init(strategy: ScoringStrategy, mix: WorkloadMix) {
         self.strategy = strategy
         self.mix = strategy == .fragmentationAware ? mix.model : FragmentationModel(terms: [])
     }
-
-    /// Whether profiles must tell nodes apart by free CPU and memory.
-    var weighsCPU: Bool { self.strategy == .fragmentationAware }
 
     func id(of profile: Profile) -> Int {
         if let id = self.profileIDs[profile] { return id }
@@ -77,6 +80,7 @@ final class ProfileBook {
     func id(of shape: JobShape) -> Int {
         if let id = self.shapeIDs[shape] { return id }
         self.shapes.append(shape)
+        self.transitions.append([])
         self.shapeIDs[shape] = self.shapes.count - 1
         return self.shapes.count - 1
     }
@@ -84,10 +88,17 @@ final class ProfileBook {
     /// How `shape` scores on nodes of `profile`, or nil when their GPUs cannot take it (CPU, memory, health of
     /// GPUs outside the profile and maintenance are checked per node).
     func transition(profile: Int, shape: Int) -> Transition? {
-        let key = profile << 24 | shape
-        if let known = self.transitions[key] { return known }
+        if profile < self.transitions[shape].count {
+            switch self.transitions[shape][profile] {
+            case .some(let t): return t
+            case .none: return nil
+            case .unknown: break
+            }
+        } else {
+            self.transitions[shape].append(contentsOf: repeatElement(.unknown, count: self.profiles.count - self.transitions[shape].count))
+        }
         let t = self.computeTransition(profile: profile, shape: self.shapes[shape])
-        self.transitions[key] = t
+        self.transitions[shape][profile] = t.map { .some($0) } ?? .none
         return t
     }
 
@@ -101,6 +112,7 @@ final class ProfileBook {
 
     private func computeTransition(profile id: Int, shape: JobShape) -> Transition? {
         let profile = self.profiles[id]
+        guard shape.cpuMilli <= profile.cpuMilli, shape.memoryMiB <= profile.memoryMiB else { return nil }
         let entries = profile.gpus
         // Free CPU and memory once the rank is placed (the whole node's for exclusive ranks).
         let cpuAfter = shape.exclusive ? 0 : profile.cpuMilli - shape.cpuMilli
@@ -205,11 +217,10 @@ struct Cluster {
         let models: [Int]? =
             job.gpuModels.isEmpty ? nil : Array(Set(job.gpuModels.map { self.modelIDsByLowercase[$0.lowercased()] ?? -1 })).sorted()
         let r = job.perNode
-        let cpu = self.book.weighsCPU
         return self.book.id(
             of: JobShape(
-                gpus: r.gpus, fraction: r.fractionMilli, exclusive: r.exclusive, allMemory: r.allMemory, cpuMilli: cpu ? r.cpuMilli : 0,
-                memoryMiB: cpu ? r.memoryMiB : 0, models: models))
+                gpus: r.gpus, fraction: r.fractionMilli, exclusive: r.exclusive, allMemory: r.allMemory, cpuMilli: r.cpuMilli,
+                memoryMiB: r.memoryMiB, models: models))
     }
 
     // MARK: Searching
@@ -317,11 +328,8 @@ struct Cluster {
             entries.append(Profile.entry(model: self.modelIDs[gpu.model]!, leftover: gpu.leftoverMilli))
         }
         entries.sort()
-        var profile = Profile(pool: pool, gpus: entries)
-        if self.book.weighsCPU {
-            profile.cpuMilli = node.cpuMilli - node.usedCPUMilli
-            profile.memoryMiB = node.memoryMiB - node.usedMemoryMiB
-        }
+        let profile = Profile(
+            pool: pool, gpus: entries, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB)
         let id = self.book.id(of: profile)
         if id >= self.members.count { self.members.append(contentsOf: Array(repeating: [], count: id - self.members.count + 1)) }
         if self.members[id].isEmpty { self.live[pool].append(id) }
