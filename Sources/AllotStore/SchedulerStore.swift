@@ -153,7 +153,7 @@ public struct SchedulerStore: Sendable {
             """
             SELECT j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.nodes
             FROM attempts a JOIN jobs j ON j.id = a.job_id
-            WHERE a.placed_at > now() - make_interval(hours => \(hours))
+            WHERE a.placed_at > now() - \(hours)::int * interval '1 hour'
             ORDER BY a.placed_at DESC LIMIT \(limit)
             """)
         var mix = WorkloadMix()

@@ -194,4 +194,21 @@ struct TimeLimitTests {
             #expect(job.reason?.hasPrefix("timeout") == true)
         }
     }
+
+    @Test("the shapes of the attempts placed lately are the history the fragmentation-aware strategy learns from")
+    func recentShapes() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            _ = try await f.submit(JobSpec(name: "g", org: "lab", pool: "h200", nodes: 2, gpusPerNode: 4, cpuMilliPerNode: 8000, command: "true"))
+            _ = try await f.submit(JobSpec(name: "s", org: "lab", pool: "h200", gpuMilli: 500, command: "true"))
+            _ = try await f.submit(JobSpec(name: "q", org: "lab", pool: "h200", gpusPerNode: 8, command: "true"))  // no room left
+            #expect(try await f.schedule().count == 2)
+            let mix = try await SchedulerStore(database: db).recentShapes()
+            // The gang counts once per node; the job still queued is not history.
+            #expect(mix.weights == [TaskShape(gpus: 4, cpuMilli: 8000): 2, TaskShape(gpus: 0, milli: 500): 1])
+            // Attempts older than the look-back are forgotten.
+            _ = try await db.query("UPDATE attempts SET placed_at = now() - interval '2 days'")
+            #expect(try await SchedulerStore(database: db).recentShapes().isEmpty)
+        }
+    }
 }
