@@ -145,7 +145,8 @@ struct CapacityIndexTests {
             for seed in Self.seeds {
                 let (snapshot, queue) = RandomCluster.make(seed: seed)
                 let mix = strategy == .fragmentationAware ? WorkloadMix(queue.map(\.perNode)) : WorkloadMix()
-                var cluster = Cluster(snapshot, book: ProfileBook(strategy: strategy, mix: mix))
+                // Every other seed with a cache too small for the arrays, so its overflow is tested as well.
+                var cluster = Cluster(snapshot, book: ProfileBook(strategy: strategy, mix: mix, slotLimit: seed % 2 == 0 ? 8 : 1 << 20))
                 for (step, job) in queue.enumerated() {
                     let shape = cluster.shape(of: job)
                     let scanned = Self.scan(job, cluster.nodes, strategy, mix)

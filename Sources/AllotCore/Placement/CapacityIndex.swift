@@ -56,13 +56,19 @@ final class ProfileBook {
     /// Per shape, per profile: not worked out yet, cannot take it, or how it scores. Arrays, not a dictionary:
     /// every decision reads one entry per profile of its pool.
     private var transitions: [[Slot]] = []
+    /// Past `slotLimit` array slots (many shapes × many profiles), further answers go in a dictionary, so the
+    /// cache's memory stays bounded whatever the queue and the cluster look like.
+    private var overflow: [Int: Slot] = [:]
+    private var slots = 0
+    let slotLimit: Int
     private enum Slot {
         case unknown
         case none
         case some(Transition)
     }
 
-    init(strategy: ScoringStrategy, mix: WorkloadMix) {
+    init(strategy: ScoringStrategy, mix: WorkloadMix, slotLimit: Int = 1 << 20) {
+        self.slotLimit = slotLimit
         self.strategy = strategy
         self.mix = strategy == .fragmentationAware ? mix.model : FragmentationModel(terms: [])
     }
@@ -88,17 +94,20 @@ final class ProfileBook {
     /// How `shape` scores on nodes of `profile`, or nil when their GPUs cannot take it (CPU, memory, health of
     /// GPUs outside the profile and maintenance are checked per node).
     func transition(profile: Int, shape: Int) -> Transition? {
-        if profile < self.transitions[shape].count {
-            switch self.transitions[shape][profile] {
-            case .some(let t): return t
-            case .none: return nil
-            case .unknown: break
-            }
-        } else {
-            self.transitions[shape].append(contentsOf: repeatElement(.unknown, count: self.profiles.count - self.transitions[shape].count))
+        if profile >= self.transitions[shape].count && self.slots < self.slotLimit {
+            let more = self.profiles.count - self.transitions[shape].count
+            self.transitions[shape].append(contentsOf: repeatElement(.unknown, count: more))
+            self.slots += more
+        }
+        let inArray = profile < self.transitions[shape].count
+        switch inArray ? self.transitions[shape][profile] : self.overflow[profile << 24 | shape] ?? .unknown {
+        case .some(let t): return t
+        case .none: return nil
+        case .unknown: break
         }
         let t = self.computeTransition(profile: profile, shape: self.shapes[shape])
-        self.transitions[shape][profile] = t.map { .some($0) } ?? .none
+        let slot: Slot = t.map { .some($0) } ?? .none
+        if inArray { self.transitions[shape][profile] = slot } else { self.overflow[profile << 24 | shape] = slot }
         return t
     }
 
