@@ -243,6 +243,26 @@ func placementOptimum(_ jobs: [PendingJob], on start: [NodeSnapshot], atLeast: I
         if cutOff { return }
         best = max(best, allocated)
         if k == jobs.count || min(capacity, allocated + remaining[k]) <= best { return }
+        // A sharper bound: capacity only shrinks, so an arrival that fits nowhere now never will, and free GPU
+        // capacity on a node where no remaining arrival fits now stays free.
+        var fitting = 0
+        var usable = Array(repeating: false, count: state.count)
+        for j in k..<jobs.count {
+            let r = jobs[j].perNode
+            var fits = false
+            for (i, node) in state.enumerated() where node[1] >= r.cpuMilli && node[2] >= r.memoryMiB {
+                let gpus = node[3...]
+                let ok =
+                    r.fractionMilli.map { f in gpus.contains { $0 >= f } } ?? (r.gpus == 0 || gpus.filter { $0 == 1000 }.count >= r.gpus)
+                if ok {
+                    fits = true
+                    if r.gpuMilli > 0 { usable[i] = true }
+                }
+            }
+            if fits { fitting += r.gpuMilli }
+        }
+        let usableFree = state.indices.reduce(0) { $0 + (usable[$1] ? state[$1][3...].reduce(0, +) : 0) }
+        if allocated + min(fitting, usableFree) <= best { return }
         guard seen.insert([k] + state.joined()).inserted else { return }
         if seen.count > limit {
             cutOff = true
