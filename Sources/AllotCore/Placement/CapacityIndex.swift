@@ -16,7 +16,7 @@ struct Transition {
     var share: (model: Int, leftover: Int)?
 }
 
-/// The per-GPU part of a request together with the models it accepts: jobs of one shape score alike.
+/// A job's per-node request with the models it accepts: jobs of one shape score alike.
 struct JobShape: Hashable {
     var gpus: Int
     var fraction: Int?
