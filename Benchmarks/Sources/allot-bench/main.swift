@@ -221,10 +221,11 @@ func packing(_ strategy: ScoringStrategy, demand: Double, nodes n: Int, seeds: [
 
 /// The most GPU capacity any sequence of placement choices could have allocated for these arrivals, in their
 /// order, each placed when it fits somewhere (as a scheduler without admission control does), or nil when the
-/// search would visit more than `limit` states (6M states take about 2 GB and half a minute). Branch and bound over canonical states — nodes of one type in
-/// one state are interchangeable, as are GPUs of one node with the same free share: a state is never searched
-/// twice (the same state after the same arrivals always holds the same allocation), and a branch stops when
-/// even placing every remaining arrival could not beat the best found (which starts at `atLeast`).
+/// search would visit more than `limit` states (6M take about 2 GB and half a minute). Branch and bound over
+/// canonical states — nodes of one type in one state are interchangeable, as are GPUs of one node with the same
+/// free share: a state is never searched twice (the same state after the same arrivals always holds the same
+/// allocation), and a branch stops when even its best case could not beat the best found (which starts at
+/// `atLeast`).
 func placementOptimum(_ jobs: [PendingJob], on start: [NodeSnapshot], atLeast: Int, limit: Int = 6_000_000) -> Int? {
     // A node's state: its type, free CPU and memory, and the free thousandths of its GPUs, sorted.
     typealias State = [[Int]]
