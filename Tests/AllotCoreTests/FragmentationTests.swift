@@ -1,5 +1,4 @@
 import AllotTesting
-import Foundation
 import Testing
 
 @testable import AllotCore
@@ -83,13 +82,6 @@ struct FragmentationTests {
 /// same best few for a gang.
 @Suite("Capacity index against a scan of every node")
 struct CapacityIndexTests {
-    static var seeds: [UInt64] {
-        let env = ProcessInfo.processInfo.environment
-        if let one = env["ALLOT_PROPERTY_SEED"].flatMap(UInt64.init) { return [one] }
-        let runs = env["ALLOT_PROPERTY_RUNS"].flatMap(Int.init) ?? 2_000
-        return (0..<UInt64(runs)).map { $0 &* 6113 &+ 5 }
-    }
-
     /// The reference: score every node that passes every filter, the way the strategy defines it; best first.
     static func scan(_ job: PendingJob, _ nodes: [NodeSnapshot], _ strategy: ScoringStrategy, _ mix: WorkloadMix) -> [(score: Score, position: Int)] {
         let model = mix.model
@@ -142,7 +134,7 @@ struct CapacityIndexTests {
     @Test("same best node and same feasible nodes, before and after the cluster changes")
     func matchesScan() {
         for strategy in ScoringStrategy.allCases {
-            for seed in Self.seeds {
+            for seed in PlacementPropertyTests.seeds.prefix(2000) {
                 let (snapshot, queue) = RandomCluster.make(seed: seed)
                 let mix = strategy == .fragmentationAware ? WorkloadMix(queue.map(\.perNode)) : WorkloadMix()
                 // Every other seed with a cache too small for the arrays, so its overflow is tested as well.
@@ -152,7 +144,7 @@ struct CapacityIndexTests {
                     let scanned = Self.scan(job, cluster.nodes, strategy, mix)
                     let indexed = cluster.best(for: job, shape: shape)
                     let feasible = Set(cluster.nodes.indices.filter { Placer.reject(job, on: cluster.nodes[$0]) == nil })
-                    let indexedFeasible = Set(cluster.feasible(for: job, shape: shape).map(\.position))
+                    let indexedFeasible = Set(cluster.gangCandidates(for: job, shape: shape, limit: .max).map(\.position))
                     // A gang's candidates: the best few, in score then name order (a small limit, so it bites).
                     let few = cluster.gangCandidates(for: job, shape: shape, limit: 3).map(\.position)
                     guard indexed?.position == scanned.first?.position, indexedFeasible == feasible, few == scanned.prefix(3).map(\.position) else {

@@ -260,21 +260,6 @@ struct Cluster {
         return best
     }
 
-    /// Every node that can take one rank of `job` now, with its score (for gangs, which choose among them).
-    func feasible(for job: PendingJob, shape: Int, excluding excluded: Set<Int>? = nil) -> [Candidate] {
-        guard let pool = self.poolIDs[job.pool] else { return [] }
-        var out: [Candidate] = []
-        for profile in self.live[pool] {
-            guard let t = self.book.transition(profile: profile, shape: shape) else { continue }
-            for m in self.members[profile].reversed() {
-                let p = Int(m)
-                if excluded?.contains(p) == true || Placer.reject(job, on: self.nodes[p]) != nil { continue }
-                out.append(Candidate(position: p, score: t.score, block: self.nodes[p].block, share: t.share))
-            }
-        }
-        return out
-    }
-
     /// The best `limit` nodes that can take one rank of `job` (all of them when fewer can): lowest score first,
     /// name order within a score. Enough for a gang to choose a block among, without looking at every node.
     func gangCandidates(for job: PendingJob, shape: Int, excluding excluded: Set<Int>? = nil, limit: Int) -> [Candidate] {
@@ -305,17 +290,13 @@ struct Cluster {
 
     /// The GPUs (positions in the node's list) one rank of `job` takes on a node chosen for it.
     func gpus(for job: PendingJob, on candidate: Candidate) -> [Int] {
-        let node = self.nodes[candidate.position]
-        let request = job.perNode
-        if request.gpuMilli == 0 && !request.exclusive { return [] }
-        var healthy: [Int] = []
-        for (p, gpu) in node.gpus.enumerated() where job.accepts(model: gpu.model) && gpu.health.isSchedulable { healthy.append(p) }
-        if let share = candidate.share {
-            return [healthy.first { node.gpus[$0].leftoverMilli == share.leftover && self.modelIDs[node.gpus[$0].model] == share.model }!]
+        let share = candidate.share.map { share in
+            { (gpu: GPUSlot) in gpu.leftoverMilli == share.leftover && self.modelIDs[gpu.model] == share.model }
         }
-        let free = healthy.filter { node.gpus[$0].isFree }
-        // An exclusive rank holds every usable GPU of the node, however many it asked for.
-        return request.exclusive ? free : Placer.pickWhole(request.gpus, among: free, of: node)
+        guard case .fits(let gpus) = Placer.fit(job, on: self.nodes[candidate.position], shareOn: share) else {
+            preconditionFailure("the index chose a node that Placer.reject refuses")
+        }
+        return gpus
     }
 
     // MARK: Changing

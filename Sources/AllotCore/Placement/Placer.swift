@@ -61,6 +61,15 @@ public struct Placer: Sendable {
         var reserveTried: Set<FailureKey> = []
         var reservedPositions: [String: Set<Int>] = [:]
 
+        // Within one call capacity only shrinks: a shape that failed once fails again, for the same reason.
+        func attempt(_ job: PendingJob, excluding excluded: Set<Int>?) -> Result<[ChosenRank], Waiting> {
+            let key = FailureKey(job, restricted: excluded != nil, cluster: cluster)
+            if let known = failed[key] { return .failure(known) }
+            let outcome = self.placeOne(job, in: cluster, excluding: excluded)
+            if case .failure(let w) = outcome { failed[key] = w }
+            return outcome
+        }
+
         var plan = Plan()
         let ordered = quota.map { q in queue.sorted { Self.inFairShareOrder($0, $1, q) } } ?? queue.sorted(by: Self.inQueueOrder)
         for job in ordered {
@@ -79,15 +88,7 @@ public struct Placer: Sendable {
                 // Would still run when the reservation starts: keep off its nodes.
                 excluded = reservedPositions[job.pool]
             }
-            let key = FailureKey(job, restricted: excluded != nil, cluster: cluster)
-            let outcome: Result<[ChosenRank], Waiting>
-            if let known = failed[key] {
-                outcome = .failure(known)
-            } else {
-                outcome = self.placeOne(job, in: cluster, excluding: excluded)
-                if case .failure(let w) = outcome { failed[key] = w }
-            }
-            switch outcome {
+            switch attempt(job, excluding: excluded) {
             case .success(let ranks):
                 var assignments: [RankAssignment] = []
                 for r in ranks {
@@ -114,19 +115,12 @@ public struct Placer: Sendable {
                 if let r = reservation {
                     if excluded != nil {
                         // Say what holds it back: the reservation, or the cluster itself.
-                        let free = FailureKey(job, restricted: false, cluster: cluster)
-                        if let known = failed[free] {
-                            plan.waiting[job.id] = known.reason
-                        } else {
-                            switch self.placeOne(job, in: cluster, excluding: nil) {
-                            case .success: plan.waiting[job.id] = .reserved(forJob: r.jobID)
-                            case .failure(let unrestricted):
-                                failed[free] = unrestricted
-                                plan.waiting[job.id] = unrestricted.reason
-                            }
+                        switch attempt(job, excluding: nil) {
+                        case .success: plan.waiting[job.id] = .reserved(forJob: r.jobID)
+                        case .failure(let unrestricted): plan.waiting[job.id] = unrestricted.reason
                         }
                     }
-                } else if case .capacity = waiting.reason, reserveTried.insert(key).inserted,
+                } else if case .capacity = waiting.reason, reserveTried.insert(FailureKey(job, restricted: false, cluster: cluster)).inserted,
                     let r = self.reserve(job, in: cluster, running: runningNow, now: b.now)
                 {
                     plan.reservations[job.pool] = r
@@ -158,7 +152,7 @@ public struct Placer: Sendable {
     }
 
     /// The earliest time `job` fits if running attempts end at their time limits, and the nodes it takes then.
-    private func reserve(_ job: PendingJob, in cluster: Cluster, running: [RunningAttempt], now: Int64) -> Reservation? {
+    func reserve(_ job: PendingJob, in cluster: Cluster, running: [RunningAttempt], now: Int64) -> Reservation? {
         var freed = cluster
         let shape = freed.shape(of: job)
         let ending = running.filter { $0.endsAt != nil && $0.pool == job.pool }.sorted { $0.endsAt! < $1.endsAt! }
@@ -187,13 +181,18 @@ public struct Placer: Sendable {
     }
 
     /// Checks whether `node` can take one rank of `job` now; on success, which GPUs (by position in `node.gpus`).
-    public static func fit(_ job: PendingJob, on node: NodeSnapshot) -> NodeFit {
+    /// `shareOn`, when given, names the GPU a share goes on (the first usable GPU it accepts), instead of the
+    /// one whose leftover the share fits best.
+    public static func fit(_ job: PendingJob, on node: NodeSnapshot, shareOn: ((GPUSlot) -> Bool)? = nil) -> NodeFit {
         if let rejection = self.reject(job, on: node) { return .rejected(rejection) }
         let request = job.perNode
         if request.gpuMilli == 0 && !request.exclusive { return .fits(gpuPositions: []) }
         var healthy: [Int] = []
         for (p, gpu) in node.gpus.enumerated() where job.accepts(model: gpu.model) && gpu.health.isSchedulable { healthy.append(p) }
-        if let fraction = request.fractionMilli { return .fits(gpuPositions: [Self.pickShare(fraction, among: healthy, of: node)!]) }
+        if let fraction = request.fractionMilli {
+            let chosen = shareOn.flatMap { on in healthy.first { on(node.gpus[$0]) } } ?? Self.pickShare(fraction, among: healthy, of: node)
+            return .fits(gpuPositions: [chosen!])
+        }
         let free = healthy.filter { node.gpus[$0].isFree }
         // An exclusive rank holds every usable GPU of the node, however many it asked for.
         return .fits(gpuPositions: request.exclusive ? free : Self.pickWhole(request.gpus, among: free, of: node))
@@ -302,7 +301,7 @@ public struct Placer: Sendable {
     }
 
     /// The nodes for every rank of `job`, or nil when not enough can take one now.
-    private static func choose(_ job: PendingJob, shape: Int, in cluster: Cluster, excluding excluded: Set<Int>?) -> [Cluster.Candidate]? {
+    static func choose(_ job: PendingJob, shape: Int, in cluster: Cluster, excluding excluded: Set<Int>?) -> [Cluster.Candidate]? {
         if job.nodes == 1 { return cluster.best(for: job, shape: shape, excluding: excluded).map { [$0] } }
         let feasible = cluster.gangCandidates(for: job, shape: shape, excluding: excluded, limit: Self.gangCandidateLimit(job.nodes))
         return feasible.count >= job.nodes ? Self.chooseGang(job.nodes, from: feasible) : nil

@@ -98,13 +98,9 @@ extension Placer {
     /// end of the running attempt after which it first fits (the reservation EASY backfill computes). Nil when
     /// it would not fit even then, or depends on jobs without time limits.
     public func estimatedStart(for job: PendingJob, on nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64) -> Int64? {
-        if self.fitsWhole(job, on: nodes) { return now }
-        var freed = nodes
-        for r in running.filter({ $0.endsAt != nil && $0.pool == job.pool }).sorted(by: { $0.endsAt! < $1.endsAt! }) {
-            Self.release(r, in: &freed)
-            if self.fitsWhole(job, on: freed) { return max(now, r.endsAt!) }
-        }
-        return nil
+        let cluster = Cluster(nodes, book: ProfileBook(strategy: self.strategy, mix: WorkloadMix()))
+        if Self.choose(job, shape: cluster.shape(of: job), in: cluster, excluding: nil) != nil { return now }
+        return self.reserve(job, in: cluster, running: running, now: now)?.startsAt
     }
 
     private func fitsWhole(_ job: PendingJob, on nodes: [NodeSnapshot]) -> Bool {
