@@ -104,18 +104,14 @@ public struct SchedulerLoop: Service {
     /// Gives organisations their guarantee back (SPEC §4.5): for the first job per pool that waits on capacity
     /// while its organisation is within its guarantee, preempt the fewest borrowers that make room. One reclaim
     /// per pool at a time: the next waits until the victims have stopped.
-    func reclaim(queue: [PendingJob], plan: Plan, book: QuotaBook, store: SchedulerStore) async throws {
-        let blocked = queue.filter { job in
-            if case .capacity = plan.waiting[job.id] { return true }
-            return false
-        }
+    func reclaim(blocked: [PendingJob], book: QuotaBook, store: SchedulerStore) async throws {
         guard !blocked.isEmpty else { return }
         var busy = try await store.poolsReclaiming()
         // Placement changed the cluster: reason over a fresh snapshot.
         let nodes = try await store.nodeSnapshots()
         let running = try await store.running()
         let now = Int64(Date().timeIntervalSince1970)
-        for job in blocked.sorted(by: Placer.inQueueOrder) where !busy.contains(job.pool) {
+        for job in blocked where !busy.contains(job.pool) {
             var byClass = false
             var victims = self.placer.reclaim(for: job, on: nodes, running: running, book: book, now: now) ?? []
             if victims.isEmpty, job.preempts {
@@ -135,12 +131,9 @@ public struct SchedulerLoop: Service {
 
     /// Estimated start times for jobs waiting on capacity, from the running jobs' time limits: the first 100 in
     /// queue order, at most every 10 seconds (each estimate replays placement against a changing cluster).
-    func estimate(queue: [PendingJob], plan: Plan, store: SchedulerStore) async throws {
+    func estimate(blocked: [PendingJob], store: SchedulerStore) async throws {
         let now = Date()
-        let waiting = queue.filter { job in
-            if case .capacity = plan.waiting[job.id] { return true }
-            return false
-        }.sorted(by: Placer.inQueueOrder).prefix(100)
+        let waiting = blocked.prefix(100)
         guard !waiting.isEmpty, self.estimates.due(now) else { return }
         let nodes = try await store.nodeSnapshots()
         let running = try await store.running()
@@ -173,8 +166,13 @@ public struct SchedulerLoop: Service {
         let plan = placer.place(queue, on: nodes, quota: book, backfill: backfill)
         let decided = ContinuousClock.now - started
         let placed = try await store.commit(plan)
-        try await self.reclaim(queue: queue, plan: plan, book: book, store: store)
-        try await self.estimate(queue: queue, plan: plan, store: store)
+        // Jobs waiting for capacity, in queue order: candidates for reclaim and for an estimated start.
+        let blocked = queue.filter { job in
+            if case .capacity = plan.waiting[job.id] { return true }
+            return false
+        }.sorted(by: Placer.inQueueOrder)
+        try await self.reclaim(blocked: blocked, book: book, store: store)
+        try await self.estimate(blocked: blocked, store: store)
         self.metrics.observeCycle(
             decisionSeconds: Double(decided.components.attoseconds) / 1e18 + Double(decided.components.seconds), placed: placed.count)
         if !placed.isEmpty { self.dispatch.signal() }
