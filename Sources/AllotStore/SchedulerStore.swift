@@ -194,26 +194,7 @@ public struct SchedulerStore: Sendable {
         if plan.placements.isEmpty && plan.waiting.isEmpty { return [] }
         return try await self.database.transaction { connection in
             let logger = self.database.logger
-            var placed: [Int64] = []
-            for placement in plan.placements {
-                try await connection.query("SAVEPOINT placement", logger: logger)
-                do {
-                    if try await self.insert(placement, on: connection) {
-                        placed.append(placement.jobID)
-                        try await connection.query("RELEASE SAVEPOINT placement", logger: logger)
-                    } else {
-                        try await connection.query("ROLLBACK TO SAVEPOINT placement", logger: logger)
-                    }
-                } catch let error as PSQLError {
-                    try await connection.query("ROLLBACK TO SAVEPOINT placement", logger: logger)
-                    logger.debug(
-                        "placement refused by the database",
-                        metadata: [
-                            "job": "\(placement.jobID)", "constraint": "\(error.constraint ?? "-")",
-                            "message": "\(error.serverMessage ?? "\(error)")",
-                        ])
-                }
-            }
+            let placed = try await self.insertEach(plan.placements, on: connection)
             if !plan.waiting.isEmpty {
                 let ids = Array(plan.waiting.keys)
                 let reasons = ids.map { plan.waiting[$0]!.text }
@@ -248,22 +229,35 @@ public struct SchedulerStore: Sendable {
     public func commitReplacements(_ placements: [Placement]) async throws -> [Int64] {
         guard !placements.isEmpty else { return [] }
         return try await self.database.transaction { connection in
-            var placed: [Int64] = []
-            for p in placements {
-                try await connection.query("SAVEPOINT replacement", logger: self.database.logger)
-                do {
-                    if try await self.insert(p, replacing: true, on: connection) {
-                        placed.append(p.jobID)
-                        try await connection.query("RELEASE SAVEPOINT replacement", logger: self.database.logger)
-                    } else {
-                        try await connection.query("ROLLBACK TO SAVEPOINT replacement", logger: self.database.logger)
-                    }
-                } catch is PSQLError {
-                    try await connection.query("ROLLBACK TO SAVEPOINT replacement", logger: self.database.logger)
-                }
-            }
-            return placed
+            try await self.insertEach(placements, replacing: true, on: connection)
         }
+    }
+
+    /// Inserts each placement in a savepoint of its own, so one the database refuses (the job was cancelled, a
+    /// node left, a GPU was claimed meanwhile) is skipped and the rest stand. Returns the jobs placed.
+    private func insertEach(_ placements: [Placement], replacing: Bool = false, on connection: PostgresConnection) async throws -> [Int64] {
+        let logger = self.database.logger
+        var placed: [Int64] = []
+        for placement in placements {
+            try await connection.query("SAVEPOINT placement", logger: logger)
+            do {
+                if try await self.insert(placement, replacing: replacing, on: connection) {
+                    placed.append(placement.jobID)
+                    try await connection.query("RELEASE SAVEPOINT placement", logger: logger)
+                } else {
+                    try await connection.query("ROLLBACK TO SAVEPOINT placement", logger: logger)
+                }
+            } catch let error as PSQLError {
+                try await connection.query("ROLLBACK TO SAVEPOINT placement", logger: logger)
+                logger.debug(
+                    "placement refused by the database",
+                    metadata: [
+                        "job": "\(placement.jobID)", "constraint": "\(error.constraint ?? "-")",
+                        "message": "\(error.serverMessage ?? "\(error)")",
+                    ])
+            }
+        }
+        return placed
     }
 
     private func insert(_ placement: Placement, replacing: Bool = false, on connection: PostgresConnection) async throws -> Bool {
