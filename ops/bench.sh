@@ -6,6 +6,7 @@
 #   ops/bench.sh            full run (1k/10k/50k nodes, 100,000 queued jobs)
 #   ops/bench.sh --quick    a smaller run
 #   ops/bench.sh --json     JSON instead of tables
+#   ops/bench.sh --only small --small-seeds 60    only the small instances, more of them
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root/Benchmarks"

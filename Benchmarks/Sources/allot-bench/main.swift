@@ -7,7 +7,9 @@ import Foundation
 //  - packing quality at saturation for every strategy: the share of GPU capacity left unallocated when the
 //    arrived demand reaches 100% and 130% of capacity (one-at-a-time arrivals, no departures), on a synthetic
 //    workload shaped like published GPU-sharing cluster traces;
-//  - small instances written out (`--instances FILE`) for ops/optimum.py to solve exactly.
+//  - small instances (`--small-nodes N`, default 3; `--small-seeds N`, default 20) against the placement
+//    optimum, found by exhaustive search, and written out (`--instances FILE`) for ops/optimum.py to solve as an
+//    integer programme.
 // `ops/bench.sh` runs this in release mode, then the exact solver, and prints a table and JSON.
 
 /// SplitMix64, so every cluster and queue is the same each run.
@@ -373,6 +375,8 @@ let sizes = quick ? [250, 1000, 2500] : [1000, 10_000, 50_000]
 let queued = quick ? 20_000 : 100_000
 /// Nodes per small instance (`--small-nodes N`).
 let smallNodes = args.firstIndex(of: "--small-nodes").map { Int(args[$0 + 1])! } ?? 3
+/// Small instances per demand (`--small-seeds N`).
+let smallSeeds = args.firstIndex(of: "--small-seeds").map { Int(args[$0 + 1])! } ?? (quick ? 6 : 20)
 /// `--only speed|packing|small` runs one part (the others report empty).
 let only = args.firstIndex(of: "--only").map { args[$0 + 1] }
 func runs(_ part: String) -> Bool { only == nil || only == part }
@@ -412,7 +416,7 @@ for demand in [1.0, 1.3] where runs("packing") {
 }
 
 // Small instances (3 nodes of the trace's types), each strategy against the placement optimum.
-let small = runs("small") ? instances(nodes: smallNodes, seeds: Array(1...(quick ? 6 : 20)), demands: [1.0, 1.3]) : []
+let small = runs("small") ? instances(nodes: smallNodes, seeds: Array(1...UInt64(smallSeeds)), demands: [1.0, 1.3]) : []
 if let path = instancesPath { try JSONEncoder().encode(small).write(to: URL(fileURLWithPath: path)) }
 struct VersusOptimum: Codable {
     var strategy: String
@@ -426,16 +430,22 @@ struct VersusOptimum: Codable {
     var worstInstance: Double
     /// Instances where the strategy reached the optimum.
     var optimal: Int
+    /// The packing measure on the solved instances: the share of GPU capacity the strategy left
+    /// unallocated, and the share the optimum left.
+    var unallocatedShare: Double
+    var optimumUnallocatedShare: Double
 }
 let versus: [VersusOptimum] = (runs("small") ? [1.0, 1.3] : []).flatMap { demand in
     ScoringStrategy.allCases.map { s in
         let solved = small.filter { $0.demand == demand && $0.placementOptimumMilli != nil }
         let got = solved.map { Double($0.allocatedMilli[s.rawValue]!) }
         let best = solved.map { Double($0.placementOptimumMilli!) }
+        let capacity = solved.reduce(0.0) { $0 + Double($1.capacityMilli) }
         return VersusOptimum(
             strategy: s.rawValue, demand: demand, solved: solved.count, instances: small.filter { $0.demand == demand }.count,
             allocatedVsOptimum: got.reduce(0, +) / best.reduce(0, +), worstInstance: zip(got, best).map { $0 / $1 }.min() ?? 1,
-            optimal: zip(got, best).filter { $0 == $1 }.count)
+            optimal: zip(got, best).filter { $0 == $1 }.count,
+            unallocatedShare: 1 - got.reduce(0, +) / capacity, optimumUnallocatedShare: 1 - best.reduce(0, +) / capacity)
     }
 }
 
@@ -488,12 +498,16 @@ if args.contains("--json") {
     }
     if !versus.isEmpty {
         print("Small instances (\(smallNodes) nodes) against the placement optimum (exhaustive search, same arrival order)")
-        print(pad("STRATEGY", 21) + pad("DEMAND", 8) + pad("SOLVED", 8) + pad("OF OPTIMUM", 12) + pad("WORST", 9) + "OPTIMAL")
+        print(
+            pad("STRATEGY", 21) + pad("DEMAND", 8) + pad("SOLVED", 8) + pad("OF OPTIMUM", 12) + pad("WORST", 9) + pad("OPTIMAL", 9)
+                + pad("UNALLOCATED", 13) + pad("OPTIMUM'S", 11) + "GAP (points of capacity)")
         for v in versus {
             print(
                 pad(v.strategy, 21) + pad("\(Int(v.demand * 100))%", 8) + pad("\(v.solved)/\(v.instances)", 8)
                     + pad(String(format: "%.2f%%", v.allocatedVsOptimum * 100), 12) + pad(String(format: "%.2f%%", v.worstInstance * 100), 9)
-                    + "\(v.optimal)")
+                    + pad("\(v.optimal)", 9) + pad(String(format: "%.2f%%", v.unallocatedShare * 100), 13)
+                    + pad(String(format: "%.2f%%", v.optimumUnallocatedShare * 100), 11)
+                    + String(format: "%.2f", (v.unallocatedShare - v.optimumUnallocatedShare) * 100))
         }
     }
 }
