@@ -40,7 +40,7 @@ public enum JobSpecParser {
             }
         }
         let models = f.stringList("gpuModel") ?? []
-        let nodes = f.int("nodes", in: 1...4096) ?? 1
+        var nodes = f.int("nodes", in: 1...4096) ?? 1
         var gpus = f.int("gpusPerNode", in: 0...64) ?? 0
         let milli = f.int("gpuMilli", in: 1...999)
         if milli != nil {
@@ -49,8 +49,16 @@ public enum JobSpecParser {
             }
             gpus = 0
         }
-        if f.has("replicas"), let r = f.int("replicas", in: 1...4096), r != 1 {
-            reader.error(f.values["replicas"], "replicas", "more than one replica per job is not supported yet: submit one job per replica")
+        // An inference service's replicas are placed like a gang's ranks: together, each on a node of its own
+        // (spread, as SPEC §4 asks), a fractional one on a GPU already shared where one has room.
+        if f.has("replicas"), let r = f.int("replicas", in: 1...4096) {
+            if kind != .inference && r > 1 {
+                reader.error(f.values["replicas"], "replicas", "only inference services have replicas; a training job across nodes sets nodes")
+            } else if f.has("nodes") && nodes > 1 && r > 1 {
+                reader.error(f.values["replicas"], "replicas", "each replica runs on one node: give replicas or nodes, not both")
+            } else {
+                nodes = max(nodes, r)
+            }
         }
         var cpuMilli = 0
         if f.has("cpusPerNode") && f.has("cpuMilliPerNode") {

@@ -73,6 +73,30 @@ struct PlacerTests {
         #expect(Set(plan.placements.flatMap { $0.ranks.flatMap(\.gpuIndices) }) == [0])
     }
 
+    @Test("an inference service's fractional replicas spread one per node, each on a GPU already shared where it has room")
+    func replicasSpread() {
+        // Three replicas of 300 thousandths (`replicas: 3` is three ranks). a and c each have a GPU with 400 left
+        // and b none shared: one replica per node, on the shared GPU where there is one, on a fresh GPU of b.
+        let nodes: [NodeSnapshot] = [
+            .node("a", gpus: 2).using([1], milli: 600), .node("b", gpus: 2), .node("c", gpus: 2).using([0], milli: 600),
+        ]
+        // Fragmentation-aware keeps whole GPUs whole when whole-GPU work is expected: with only 300-shares
+        // expected, a 300 on the free GPU (700 and 400 left, both take another) beats one on the shared GPU
+        // (100 left, which none can use).
+        let wholeExpected = WorkloadMix([NodeRequest(gpus: 1)])
+        for strategy in ScoringStrategy.allCases {
+            let plan = Placer(strategy: strategy, expected: wholeExpected).place([.job(1, nodes: 3, milli: 300)], on: nodes)
+            let ranks = plan.placements.first?.ranks ?? []
+            #expect(ranks.map(\.node).sorted() == ["a", "b", "c"], "\(strategy)")
+            #expect(ranks.first { $0.node == "a" }?.gpuIndices == [1], "\(strategy)")
+            #expect(ranks.first { $0.node == "c" }?.gpuIndices == [0], "\(strategy)")
+        }
+        // Four replicas on three nodes: none is placed (never two on one node), and the reason says so.
+        let four = self.placer.place([.job(2, nodes: 4, milli: 300)], on: nodes)
+        #expect(four.placements.isEmpty)
+        #expect(four.waiting[2] != nil)
+    }
+
     @Test("quarantined GPUs, other models, other pools and nodes not ready are never used")
     func filters() {
         let nodes: [NodeSnapshot] = [

@@ -40,6 +40,13 @@ struct JobSpecParserTests {
         #expect(try JobSpecParser.parse(JobSpecParser.json(spec)) == spec)
     }
 
+    @Test("an inference service's replicas are its ranks, one node each")
+    func replicas() throws {
+        let spec = try JobSpecParser.parse("pool: h200\nkind: inference\nreplicas: 3\ngpuMilli: 250\ncommand: serve")
+        #expect(spec.nodes == 3 && spec.gpuMilli == 250)
+        #expect(try JobSpecParser.parse("pool: h200\nreplicas: 1\ncommand: x").nodes == 1)
+    }
+
     @Test(
         "bad input names the field and the reason",
         arguments: [
@@ -57,6 +64,9 @@ struct JobSpecParserTests {
             ("pool: h200\ncommand: x\nworkingDir: relative/dir", "workingDir", "absolute"),
             ("pool: h200\ncommand: x\nPool: h100", "Pool", "did you mean pool"),
             ("pool: bad name!\ncommand: x", "pool", "letters, digits"),
+            ("pool: h200\ncommand: x\nreplicas: 2", "replicas", "only inference services"),
+            ("pool: h200\ncommand: x\nkind: inference\nnodes: 2\nreplicas: 2", "replicas", "not both"),
+            ("pool: h200\ncommand: x\nkind: inference\nreplicas: 0", "replicas", "between 1 and 4096"),
         ])
     func rejected(text: String, field: String, reason: String) {
         do {
