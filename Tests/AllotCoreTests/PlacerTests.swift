@@ -50,6 +50,19 @@ struct PlacerTests {
         #expect(ranks.map(\.rank) == [0, 1])
     }
 
+    @Test("a gang finds the one block that holds it however many better-scoring nodes lie in other blocks")
+    func gangFindsFarBlock() {
+        // 300 half-used nodes, each alone in its block, score better for best fit (4 free → 0 left) than the two
+        // free nodes of block z (8 free → 4 left); only z holds both ranks of the gang in one block.
+        let singles = (0..<300).map { NodeSnapshot.node(String(format: "a%03d", $0), block: "s\($0)").using([0, 1, 2, 3]) }
+        let nodes = singles + [.node("z1", block: "z"), .node("z2", block: "z")]
+        let plan = self.placer.place([.job(1, nodes: 2, gpus: 4)], on: nodes)
+        #expect(plan.placements.first?.ranks.map(\.node) == ["z1", "z2"])
+        // Without block z no block can hold it: the best nodes overall, in name order.
+        let spanning = self.placer.place([.job(1, nodes: 2, gpus: 4)], on: singles)
+        #expect(spanning.placements.first?.ranks.map(\.node) == ["a000", "a001"])
+    }
+
     @Test("a gang that does not fit whole is not placed at all, and says why")
     func gangAllOrNothing() {
         let nodes: [NodeSnapshot] = [.node("a"), .node("b").using([0])]

@@ -190,6 +190,8 @@ struct Cluster {
     private var modelIDsByLowercase: [String: Int] = [:]
     /// Pools where some node has a maintenance window, so time limits matter to placement there.
     private(set) var poolsWithMaintenance: Set<String> = []
+    /// Pools where some node names its block, so gangs look for one block that holds them.
+    private var poolsWithBlocks: Set<String> = []
     /// The profile of each node, or -1 for nodes that take no work.
     private var profileOf: [Int]
     /// Per profile, its nodes' positions, descending: nodes mostly leave a group from its first position
@@ -211,6 +213,7 @@ struct Cluster {
                 self.live.append([])
             }
             if node.maintenanceInSeconds != nil { self.poolsWithMaintenance.insert(node.pool) }
+            if node.block != nil { self.poolsWithBlocks.insert(node.pool) }
             for gpu in node.gpus where self.modelIDs[gpu.model] == nil {
                 let lower = gpu.model.lowercased()
                 let id = self.modelIDsByLowercase[lower] ?? self.modelIDsByLowercase.count
@@ -261,31 +264,63 @@ struct Cluster {
     }
 
     /// The best `limit` nodes that can take one rank of `job` (all of them when fewer can): lowest score first,
-    /// name order within a score. Enough for a gang to choose a block among, without looking at every node.
+    /// name order within a score.
     func gangCandidates(for job: PendingJob, shape: Int, excluding excluded: Set<Int>? = nil, limit: Int) -> [Candidate] {
-        guard let pool = self.poolIDs[job.pool] else { return [] }
-        let scored = self.live[pool].compactMap { p in self.book.transition(profile: p, shape: shape).map { (profile: p, transition: $0) } }
-            .sorted { $0.transition.score < $1.transition.score }
         var out: [Candidate] = []
-        var i = 0
-        while i < scored.count && out.count < limit {
-            // One score at a time; its nodes in name order across the groups that share it.
-            var level: [Candidate] = []
-            let score = scored[i].transition.score
-            while i < scored.count && scored[i].transition.score == score {
-                let (profile, t) = scored[i]
-                var taken = 0
-                for m in self.members[profile].reversed() where taken < limit - out.count {
-                    let p = Int(m)
-                    if excluded?.contains(p) == true || Placer.reject(job, on: self.nodes[p]) != nil { continue }
-                    level.append(Candidate(position: p, score: t.score, block: self.nodes[p].block, share: t.share))
-                    taken += 1
-                }
-                i += 1
-            }
-            out += level.sorted { $0.position < $1.position }.prefix(limit - out.count)
+        self.walk(job, shape: shape, excluding: excluded) { c in
+            out.append(c)
+            return out.count >= limit
         }
         return out
+    }
+
+    /// Visits the nodes that can take one rank of `job`, best first — lowest score, name order within a score —
+    /// until `visit` returns true. Lazily: groups of one score are merged in name order as they are read, so
+    /// a caller that stops early has checked only the nodes it was shown.
+    func walk(_ job: PendingJob, shape: Int, excluding excluded: Set<Int>?, _ visit: (Candidate) -> Bool) {
+        guard let pool = self.poolIDs[job.pool] else { return }
+        let scored = self.live[pool].compactMap { p in self.book.transition(profile: p, shape: shape).map { (profile: p, transition: $0) } }
+            .sorted { $0.transition.score < $1.transition.score }
+        var i = 0
+        while i < scored.count {
+            // One score at a time: its groups' members (each kept descending) merged in ascending position.
+            var level: [(profile: Int, transition: Transition, next: Int)] = []
+            let score = scored[i].transition.score
+            while i < scored.count && scored[i].transition.score == score {
+                level.append((scored[i].profile, scored[i].transition, self.members[scored[i].profile].count - 1))
+                i += 1
+            }
+            while true {
+                var pick = -1
+                for (k, g) in level.enumerated() where g.next >= 0 {
+                    if pick < 0 || self.members[g.profile][g.next] < self.members[level[pick].profile][level[pick].next] { pick = k }
+                }
+                guard pick >= 0 else { break }
+                let p = Int(self.members[level[pick].profile][level[pick].next])
+                level[pick].next -= 1
+                if excluded?.contains(p) == true || Placer.reject(job, on: self.nodes[p]) != nil { continue }
+                if visit(Candidate(position: p, score: score, block: self.nodes[p].block, share: level[pick].transition.share)) { return }
+            }
+        }
+    }
+
+    /// Nodes for a gang of `count`: the first block to offer `count` nodes as the walk goes from the best node
+    /// down takes the gang on its best ones — so a gang stays in one block whenever one can hold it, and the
+    /// walk stops as soon as one can — else (no block can, or the pool has none) the best `count` overall.
+    func gang(for job: PendingJob, count: Int, shape: Int, excluding excluded: Set<Int>?) -> [Candidate]? {
+        var best: [Candidate] = []
+        var byBlock: [String: [Candidate]] = [:]
+        var chosen: [Candidate]?
+        let blocks = self.poolsWithBlocks.contains(job.pool)
+        self.walk(job, shape: shape, excluding: excluded) { c in
+            if best.count < count { best.append(c) }
+            guard blocks else { return best.count == count }
+            guard let b = c.block else { return false }
+            byBlock[b, default: []].append(c)
+            if byBlock[b]!.count == count { chosen = byBlock[b] }
+            return chosen != nil
+        }
+        return chosen ?? (best.count == count ? best : nil)
     }
 
     /// The GPUs (positions in the node's list) one rank of `job` takes on a node chosen for it.

@@ -303,28 +303,7 @@ public struct Placer: Sendable {
     /// The nodes for every rank of `job`, or nil when not enough can take one now.
     static func choose(_ job: PendingJob, shape: Int, in cluster: Cluster, excluding excluded: Set<Int>?) -> [Cluster.Candidate]? {
         if job.nodes == 1 { return cluster.best(for: job, shape: shape, excluding: excluded).map { [$0] } }
-        let feasible = cluster.gangCandidates(for: job, shape: shape, excluding: excluded, limit: Self.gangCandidateLimit(job.nodes))
-        return feasible.count >= job.nodes ? Self.chooseGang(job.nodes, from: feasible) : nil
-    }
-
-    /// How many of the best nodes a gang of `count` chooses among: enough for many blocks (of the usual 16–32
-    /// nodes) to offer a whole gang, few enough that a gang costs the same on 500 nodes as on 50,000.
-    static func gangCandidateLimit(_ count: Int) -> Int { max(256, count * 16) }
-
-    /// Picks `count` distinct nodes from the candidates: the best-scoring ones inside a single block when one
-    /// block has enough, else the best-scoring ones overall.
-    private static func chooseGang(_ count: Int, from feasible: [Cluster.Candidate]) -> [Cluster.Candidate] {
-        let ranked = feasible.sorted { $0.score != $1.score ? $0.score < $1.score : $0.position < $1.position }
-        var byBlock: [String: [Cluster.Candidate]] = [:]
-        for c in ranked { if let b = c.block { byBlock[b, default: []].append(c) } }
-        let inOneBlock = byBlock.values
-            .filter { $0.count >= count }
-            .map { Array($0.prefix(count)) }
-            .min { a, b in
-                let (sa, sb) = (a.reduce(Score.zero) { $0 + $1.score }, b.reduce(Score.zero) { $0 + $1.score })
-                return sa != sb ? sa < sb : a[0].position < b[0].position
-            }
-        return inOneBlock ?? Array(ranked.prefix(count))
+        return cluster.gang(for: job, count: job.nodes, shape: shape, excluding: excluded)
     }
 
     // MARK: - GPUs within a node
