@@ -70,16 +70,50 @@ public final class TestProcess: @unchecked Sendable {
 
 /// Runs a built executable to completion; returns its exit status and output.
 public func runBuilt(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    try runToCompletion(
+        builtExecutablesFolder.appendingPathComponent(executable).path, arguments,
+        environment: ProcessInfo.processInfo.environment.merging(environment) { _, new in new })
+}
+
+/// Runs a program to completion (killed after `seconds`) and returns its exit status and output. The output goes
+/// to a file, not a pipe: a grandchild that inherits a pipe (a browser's helpers) would hold it open after the
+/// program exits, and a read to its end would never return.
+public func runToCompletion(
+    _ path: String, _ arguments: [String], environment: [String: String]? = nil, stdin: Data? = nil, within seconds: Double = 120
+) throws -> (status: Int32, output: String) {
     let process = Process()
-    process.executableURL = builtExecutablesFolder.appendingPathComponent(executable)
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
+    if let environment { process.environment = environment }
+    let logURL = FileManager.default.temporaryDirectory.appendingPathComponent("allot-run-\(UUID().uuidString).log")
+    _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: logURL) }
+    let log = try FileHandle(forWritingTo: logURL)
+    defer { try? log.close() }
+    process.standardOutput = log
+    process.standardError = log
+    let input = Pipe()
+    if stdin != nil { process.standardInput = input }
     try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    return (reap(process) ?? -1, String(decoding: data, as: UTF8.self))
+    if let stdin {
+        input.fileHandleForWriting.write(stdin)
+        try input.fileHandleForWriting.close()
+    }
+    var status = reap(process, within: seconds)
+    if status == nil {
+        kill(process.processIdentifier, SIGKILL)
+        status = reap(process)
+    }
+    return (status ?? -1, (try? String(contentsOf: logURL, encoding: .utf8)) ?? "")
+}
+
+/// Runs blocking work (a child process and the wait for it) on a thread of its own, so that a server the test
+/// runs in-process, on the concurrency pool, can still answer meanwhile: with two cores the pool has two threads,
+/// and a test blocking one while another test blocks the other starves the server its child is talking to.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
 }
 
 /// Waits for a child to exit and returns its status (128 + signal when killed). `Process.waitUntilExit` can

@@ -58,22 +58,8 @@ struct ObservabilityTests {
         ["/usr/bin/\(tool)", "/usr/local/bin/\(tool)", "/bin/\(tool)"].first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    static func run(_ path: String, _ arguments: [String], stdin: Data? = nil) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = arguments
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        let input = Pipe()
-        if stdin != nil { p.standardInput = input }
-        try p.run()
-        if let stdin {
-            input.fileHandleForWriting.write(stdin)
-            try input.fileHandleForWriting.close()
-        }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        return (reap(p, within: 120) ?? -1, String(decoding: data, as: UTF8.self))
+    static func run(_ path: String, _ arguments: [String], stdin: Data? = nil) async throws -> (Int32, String) {
+        try await offPool { try runToCompletion(path, arguments, stdin: stdin) }
     }
 
     /// Tools CI installs; a developer's quick run without them skips, CI never does.
@@ -93,7 +79,7 @@ struct ObservabilityTests {
                 try await client.execute(uri: "/metrics", method: .get) { response in
                     #expect(response.status == .ok)
                     let text = String(buffer: response.body)
-                    let (status, output) = try Self.run(promtool, ["check", "metrics"], stdin: Data(text.utf8))
+                    let (status, output) = try await Self.run(promtool, ["check", "metrics"], stdin: Data(text.utf8))
                     #expect(status == 0, "promtool: \(output)\n\(text)")
                     #expect(text.contains(#"allot_gpus{pool="h200",state="allocated"} 16.5"#))
                     #expect(text.contains(#"allot_gpus{pool="h200",state="quarantined"} 1"#))
@@ -108,7 +94,7 @@ struct ObservabilityTests {
         }
     }
 
-    @Test("the web page renders in headless Chromium with the cluster's quota, nodes and queue")
+    @Test("the web page renders in headless Chromium with the cluster's quota, nodes and queue", .timeLimit(.minutes(5)))
     func webPage() async throws {
         guard let chromium = Self.which("chromium") ?? Self.which("chromium-browser") else {
             #expect(!Self.inCI, "chromium is missing in CI (.ci/run installs Debian's chromium)")
@@ -124,7 +110,7 @@ struct ObservabilityTests {
                 let url = "http://127.0.0.1:\(port)/"
                 let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString)").path
                 let common = ["--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=\(profile)", "--window-size=1280,900"]
-                let (status, dom) = try Self.run(chromium, common + ["--dump-dom", url])
+                let (status, dom) = try await Self.run(chromium, common + ["--dump-dom", url])
                 #expect(status == 0)
                 for text in ["radar-train", "vision-serve", "too-big-now", "capacity", "defense", "university", "gpu-003", "quarantined"] {
                     #expect(dom.contains(text), "the page lacks \(text)")
@@ -134,7 +120,7 @@ struct ObservabilityTests {
                 let png =
                     (ProcessInfo.processInfo.environment["ALLOT_SCREENSHOT"]
                         ?? FileManager.default.temporaryDirectory.appendingPathComponent("allot-page-\(UUID().uuidString).png").path)
-                _ = try Self.run(chromium, common + ["--screenshot=\(png)", url])
+                _ = try await Self.run(chromium, common + ["--screenshot=\(png)", url])
                 let size = (try? FileManager.default.attributesOfItem(atPath: png)[.size] as? Int) ?? 0
                 #expect(size > 10_000, "screenshot is \(size) bytes")
             }
@@ -145,12 +131,12 @@ struct ObservabilityTests {
 @Suite("ops/ files")
 struct OpsFilesTests {
     @Test("the Prometheus config and alert rules pass promtool; the Grafana dashboard is JSON with panels")
-    func prometheusAndGrafana() throws {
+    func prometheusAndGrafana() async throws {
         let ops = TestDatabase.repositoryRoot + "/ops"
         if let promtool = ObservabilityTests.which("promtool") {
-            let rules = try ObservabilityTests.run(promtool, ["check", "rules", ops + "/prometheus/alerts.yml"])
+            let rules = try await ObservabilityTests.run(promtool, ["check", "rules", ops + "/prometheus/alerts.yml"])
             #expect(rules.0 == 0, "\(rules.1)")
-            let config = try ObservabilityTests.run(promtool, ["check", "config", ops + "/prometheus/prometheus.yml"])
+            let config = try await ObservabilityTests.run(promtool, ["check", "config", ops + "/prometheus/prometheus.yml"])
             #expect(config.0 == 0, "\(config.1)")
         } else {
             #expect(!ObservabilityTests.inCI, "promtool is missing in CI")
