@@ -167,3 +167,16 @@ struct CapacityIndexTests {
         }
     }
 }
+
+extension Cluster {
+    /// The first `limit` nodes of the walk a gang makes (all of them when fewer can take a rank), to check its
+    /// order against a scan.
+    func gangCandidates(for job: PendingJob, shape: Int, limit: Int) -> [Candidate] {
+        var out: [Candidate] = []
+        self.walk(job, shape: shape, excluding: nil) { c in
+            out.append(c)
+            return out.count >= limit
+        }
+        return out
+    }
+}

@@ -415,7 +415,7 @@ for demand in [1.0, 1.3] where runs("packing") {
     fewerThanBestFit["\(Int(demand * 100))%"] = 1 - share(.fragmentationAware) / share(.bestFit)
 }
 
-// Small instances (3 nodes of the trace's types), each strategy against the placement optimum.
+// Small instances (`--small-nodes` nodes of the trace's types), each strategy against the placement optimum.
 let small = runs("small") ? instances(nodes: smallNodes, seeds: Array(1...UInt64(smallSeeds)), demands: [1.0, 1.3]) : []
 if let path = instancesPath { try JSONEncoder().encode(small).write(to: URL(fileURLWithPath: path)) }
 struct VersusOptimum: Codable {

@@ -263,17 +263,6 @@ struct Cluster {
         return best
     }
 
-    /// The best `limit` nodes that can take one rank of `job` (all of them when fewer can): lowest score first,
-    /// name order within a score.
-    func gangCandidates(for job: PendingJob, shape: Int, excluding excluded: Set<Int>? = nil, limit: Int) -> [Candidate] {
-        var out: [Candidate] = []
-        self.walk(job, shape: shape, excluding: excluded) { c in
-            out.append(c)
-            return out.count >= limit
-        }
-        return out
-    }
-
     /// Visits the nodes that can take one rank of `job`, best first — lowest score, name order within a score —
     /// until `visit` returns true. Lazily: groups of one score are merged in name order as they are read, so
     /// a caller that stops early has checked only the nodes it was shown.

@@ -44,7 +44,8 @@ public struct SimulationReport: Codable, Hashable, Sendable {
 
 /// Replays a trace through the placement core in virtual time: arrivals join the queue, every event runs one
 /// cycle of the same `Placer` the scheduler runs, started jobs end after their duration and release what they
-/// held; what started so far is the history the fragmentation-aware strategy learns from. The core reads no clock: the caller passes `elapsed`, which times a closure, to measure decisions/s.
+/// held; what started so far is the history the fragmentation-aware strategy learns from. The core reads no
+/// clock: the caller passes `elapsed`, which times a closure, to measure decisions/s.
 public struct Simulator: Sendable {
     public var placer: Placer
 
