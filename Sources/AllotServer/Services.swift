@@ -133,15 +133,12 @@ public struct SchedulerLoop: Service {
     /// queue order, at most every 10 seconds (each estimate replays placement against a changing cluster).
     func estimate(blocked: [PendingJob], store: SchedulerStore) async throws {
         let now = Date()
-        let waiting = blocked.prefix(100)
+        let waiting = Array(blocked.prefix(100))
         guard !waiting.isEmpty, self.estimates.due(now) else { return }
         let nodes = try await store.nodeSnapshots()
         let running = try await store.running()
-        var estimates: [Int64: Int64?] = [:]
-        for job in waiting {
-            estimates[job.id] = self.placer.estimatedStart(for: job, on: nodes, running: running, now: Int64(now.timeIntervalSince1970))
-        }
-        try await store.recordEstimates(estimates)
+        try await store.recordEstimates(
+            self.placer.estimatedStarts(for: waiting, on: nodes, running: running, now: Int64(now.timeIntervalSince1970)))
     }
 
     /// One cycle; returns the jobs placed.

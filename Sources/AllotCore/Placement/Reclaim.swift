@@ -98,9 +98,21 @@ extension Placer {
     /// end of the running attempt after which it first fits (the reservation EASY backfill computes). Nil when
     /// it would not fit even then, or depends on jobs without time limits.
     public func estimatedStart(for job: PendingJob, on nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64) -> Int64? {
+        self.estimatedStarts(for: [job], on: nodes, running: running, now: now)[job.id] ?? nil
+    }
+
+    /// The same for several jobs, each on its own against the same cluster, which is indexed once for all.
+    public func estimatedStarts(for jobs: [PendingJob], on nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64) -> [Int64: Int64?] {
         let cluster = Cluster(nodes, book: ProfileBook(strategy: self.strategy, mix: WorkloadMix()))
-        if Self.choose(job, shape: cluster.shape(of: job), in: cluster, excluding: nil) != nil { return now }
-        return self.reserve(job, in: cluster, running: running, now: now)?.startsAt
+        var out: [Int64: Int64?] = [:]
+        for job in jobs {
+            if Self.choose(job, shape: cluster.shape(of: job), in: cluster, excluding: nil) != nil {
+                out[job.id] = now
+            } else {
+                out[job.id] = self.reserve(job, in: cluster, running: running, now: now)?.startsAt
+            }
+        }
+        return out
     }
 
     private func fitsWhole(_ job: PendingJob, on nodes: [NodeSnapshot]) -> Bool {
