@@ -85,11 +85,18 @@ public actor Supervisor {
         let env = Self.environment(for: request, node: self.node, agent: agentEnvironment)
         var command = request.command
         if command.hasPrefix("#!") {
-            // A script with its own interpreter (a batch script, say): run it as a file, so its #! line is honoured.
+            // A script with its own interpreter (a batch script, say): its #! line is honoured as the kernel would
+            // (interpreter, at most one argument, the script), but the interpreter is run on the file rather than
+            // the file executed: a file this process just wrote can still be open for writing in a child another
+            // thread is spawning, and executing it then fails with ETXTBSY (exit 126).
             let script = folder.appendingPathComponent("script")
             try Data(command.utf8).write(to: script)
             try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
-            command = "exec \(JobShell.quote(script.path))"
+            let line = command.dropFirst(2).prefix { $0 != "\n" }.trimmingCharacters(in: .whitespaces)
+            let interpreter = line.prefix { $0 != " " && $0 != "\t" }
+            let argument = line.dropFirst(interpreter.count).trimmingCharacters(in: .whitespaces)
+            let words = [interpreter.isEmpty ? "/bin/sh" : String(interpreter)] + (argument.isEmpty ? [] : [argument]) + [script.path]
+            command = "exec " + words.map(JobShell.quote).joined(separator: " ")
         }
         let pid = try Self.spawn(
             command: command, environment: env, workingDir: request.workingDir ?? folder.path, logPath: self.logPath(for: request.key))

@@ -123,4 +123,14 @@ struct ScriptTests {
         #expect(end.exitCode == 5)
         #expect(try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8).hasPrefix("bash "))
     }
+
+    @Test("a #! line's one argument is passed as the kernel passes it (#!/usr/bin/env bash)")
+    func shebangArgument() async throws {
+        let s = try Supervisor(stateDir: SupervisorTests.stateDir(), node: "n1")
+        let key = RankKey(jobID: 21, attempt: 1, rank: 0)
+        _ = try await s.launch(SupervisorTests.launch(key, "#!/usr/bin/env  bash \necho \"bash $BASH_VERSION\"; exit 6"))
+        let end = try await SupervisorTests.waitForEnd(s, key)
+        #expect(end.exitCode == 6)
+        #expect(try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8).hasPrefix("bash "))
+    }
 }
