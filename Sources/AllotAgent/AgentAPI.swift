@@ -1,7 +1,8 @@
 import AllotCore
-import AllotHTTP
+import AllotHTTPServer
 import Foundation
-import Hummingbird
+public import Hummingbird
+public import Logging
 
 /// The agent's own HTTP API, called by the scheduler with the callback token the agent chose:
 /// `POST /v1/attempts` (start a rank, idempotent), `POST /v1/attempts/JOB/ATTEMPT/RANK/stop`,
@@ -66,5 +67,15 @@ public struct AgentAPI: Sendable {
             let rank = context.parameters.get("rank", as: Int.self)
         else { throw APIError.badRequest("job, attempt and rank must be numbers") }
         return RankKey(jobID: job, attempt: attempt, rank: rank)
+    }
+}
+
+extension AgentAPI {
+    /// Runs the agent until SIGTERM or SIGINT: its API on `host:port`, with the heartbeat as its service.
+    public func serve(host: String, port: Int, heartbeat: Heartbeat, logger: Logger) async throws {
+        try await Application(
+            router: self.router(), configuration: .init(address: .hostname(host, port: port), serverName: "allot-agent"), services: [heartbeat],
+            logger: logger
+        ).runService()
     }
 }

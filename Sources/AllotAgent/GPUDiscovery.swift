@@ -1,5 +1,5 @@
-import AllotCore
-import Foundation
+public import AllotCore
+public import Foundation
 
 #if canImport(FoundationXML)
     import FoundationXML

@@ -1,8 +1,8 @@
-import AllotCore
-import AllotHTTP
+public import AllotCore
+public import AllotHTTPClient
 import Foundation
-import Logging
-import ServiceLifecycle
+public import Logging
+public import ServiceLifecycle
 
 /// What the agent reports of its node, apart from its ranks.
 public struct NodeInventory: Sendable {

@@ -1,5 +1,5 @@
-import AllotCore
-import Foundation
+public import AllotCore
+public import Foundation
 
 /// Reads NVIDIA XID events from the kernel log, where this process may read it (`dmesg`, or the binary named by
 /// `ALLOT_DMESG`). Lines look like

@@ -1,5 +1,6 @@
-import AllotHTTP
-import ArgumentParser
+import AllotCommandLine
+import AllotHTTPClient
+public import ArgumentParser
 import Foundation
 
 /// The `allot` command line.

@@ -1,6 +1,7 @@
+import AllotCommandLine
 import AllotCore
-import AllotHTTP
-import ArgumentParser
+import AllotHTTPClient
+public import ArgumentParser
 import Foundation
 
 /// How to reach allotd: `--server`/`ALLOT_SERVER`, and the token from `--token-file`, `ALLOT_TOKEN` or `ALLOT_TOKEN_FILE`.
@@ -20,17 +21,16 @@ public struct Connection: ParsableArguments {
         let server = self.server ?? env["ALLOT_SERVER"] ?? "http://127.0.0.1:8080"
         var token: String?
         if let file = self.authTokenFile ?? (env["ALLOT_TOKEN"] == nil ? env["ALLOT_TOKEN_FILE"] : nil) {
-            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIError("cannot read the token file \(file)") }
-            token = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            do {
+                token = try SecretFile.read(file)
+            } catch {
+                throw CLIError("\(error)")
+            }
         } else {
             token = env["ALLOT_TOKEN"]
         }
         return APIClient(baseURL: server, token: token)
     }
-}
-
-public enum OutputFormat: String, ExpressibleByArgument, Sendable, CaseIterable {
-    case table, json, csv
 }
 
 /// An error the CLI reports in one line.

@@ -1,6 +1,7 @@
+import AllotCommandLine
 import AllotCore
 import AllotFormats
-import AllotHTTP
+import AllotHTTPClient
 import ArgumentParser
 import Foundation
 
@@ -46,13 +47,13 @@ struct Jobs: AsyncParsableCommand {
 
 struct ListJobs: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List jobs, newest first.")
-    @Option(help: "Only jobs in this state.") var state: String?
+    @Option(help: "Only jobs in this state.") var state: JobState?
     @Option(help: "Only this organization's jobs.") var org: String?
     @OptionGroup var connection: Connection
 
     func run() async throws {
         var query: [String] = []
-        if let state { query.append("state=\(state)") }
+        if let state { query.append("state=\(state.rawValue)") }
         if let org { query.append("org=\(org.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? org)") }
         let jobs: [JobView] = try await self.connection.client().get("/v1/jobs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
         switch self.connection.output {
@@ -138,7 +139,7 @@ struct Logs: AsyncParsableCommand {
             var path = "/v1/jobs/\(self.id)/log?rank=\(self.rank)&offset=\(offset)"
             if let attempt { path += "&attempt=\(attempt)" }
             do {
-                let data = try await client.send(.GET, path)
+                let data: Data = try await client.get(path)
                 if !data.isEmpty {
                     FileHandle.standardOutput.write(data)
                     offset += data.count
@@ -150,7 +151,7 @@ struct Logs: AsyncParsableCommand {
             let job: JobView = try await client.get("/v1/jobs/\(self.id)")
             if job.state.isTerminal {
                 // One last read for what was written just before the end.
-                if let data = try? await client.send(.GET, "/v1/jobs/\(self.id)/log?rank=\(self.rank)&offset=\(offset)"), !data.isEmpty {
+                if let data: Data = try? await client.get("/v1/jobs/\(self.id)/log?rank=\(self.rank)&offset=\(offset)"), !data.isEmpty {
                     FileHandle.standardOutput.write(data)
                 }
                 return

@@ -1,6 +1,7 @@
+import AllotCommandLine
 import AllotCore
 import AllotFormats
-import AllotHTTP
+import AllotHTTPClient
 import ArgumentParser
 import Foundation
 
@@ -36,16 +37,13 @@ struct Drain: AsyncParsableCommand {
         abstract: "Drain nodes: no new work now; work still running at the deadline gets SIGTERM, its grace period, and is requeued.")
     @Argument(help: "The nodes to drain.") var nodes: [String]
     @Option(help: "Why (recorded with the drain).") var reason: String
-    @Option(help: "How long running work may go on, e.g. 2h or 30m (default: until it ends by itself).") var deadline: String?
+    @Option(help: "How long running work may go on, e.g. 2h or 30m; a bare number is minutes (default: until it ends by itself).")
+    var deadline: DurationArgument?
     @Flag(help: "Follow the drain until every node is drained.") var wait = false
     @OptionGroup var connection: Connection
 
     func run() async throws {
-        var seconds: Int64?
-        if let deadline {
-            guard let s = Units.durationSeconds(deadline) else { throw CLIError("--deadline: '\(deadline)' is not a duration like 2h or 30m") }
-            seconds = s
-        }
+        let seconds = self.deadline?.seconds
         let client = try self.connection.client()
         var view: DrainView = try await client.post(
             "/v1/drains", json: DrainRequest(nodes: self.nodes, reason: self.reason, deadlineSeconds: seconds))
@@ -144,33 +142,17 @@ struct Maintenance: AsyncParsableCommand {
         subcommands: [AddMaintenance.self, ListMaintenance.self, RemoveMaintenance.self])
 }
 
-/// `2026-12-01T06:00:00Z`, `2026-12-01T06:00` (UTC), `2026-12-01`, or `+2h` from now.
-func parseTime(_ text: String, field: String) throws -> Date {
-    if text.hasPrefix("+"), let s = Units.durationSeconds(String(text.dropFirst())) { return Date().addingTimeInterval(Double(s)) }
-    let f = ISO8601DateFormatter()
-    for options: ISO8601DateFormatter.Options in [
-        [.withInternetDateTime], [.withInternetDateTime, .withFractionalSeconds],
-        [.withFullDate, .withTime, .withColonSeparatorInTime, .withDashSeparatorInDate],
-        [.withFullDate],
-    ] {
-        f.formatOptions = options
-        if let d = f.date(from: text) { return d }
-    }
-    if let d = f.date(from: text + ":00Z") { return d }
-    throw CLIError("--\(field): '\(text)' is not a time like 2026-12-01T06:00:00Z or +2h")
-}
-
 struct AddMaintenance: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "add", abstract: "Plan a window for nodes.")
     @Argument var nodes: [String]
-    @Option(help: "When it starts (ISO 8601, or +2h).") var start: String
-    @Option(help: "When it ends.") var end: String
+    @Option(help: "When it starts: 2026-12-01T06:00:00Z, 2026-12-01T06:00 (UTC), 2026-12-01, or +2h from now.") var start: MomentArgument
+    @Option(help: "When it ends (the same forms).") var end: MomentArgument
     @Option(help: "Why.") var reason: String
     @OptionGroup var connection: Connection
 
     func run() async throws {
         let request = MaintenanceRequest(
-            nodes: self.nodes, startsAt: try parseTime(self.start, field: "start"), endsAt: try parseTime(self.end, field: "end"), reason: self.reason
+            nodes: self.nodes, startsAt: self.start.date, endsAt: self.end.date, reason: self.reason
         )
         let w: MaintenanceWindow = try await self.connection.client().post("/v1/maintenance", json: request)
         if self.connection.output == .json { return try printJSON(w) }
@@ -207,7 +189,7 @@ struct RemoveMaintenance: AsyncParsableCommand {
     @OptionGroup var connection: Connection
 
     func run() async throws {
-        _ = try await self.connection.client().send(.DELETE, "/v1/maintenance/\(self.id)")
+        _ = try await self.connection.client().delete("/v1/maintenance/\(self.id)")
         if self.connection.output == .json { return try printJSON(["id": self.id]) }
         print("maintenance \(self.id) removed")
     }

@@ -1,6 +1,7 @@
+import AllotCommandLine
 import AllotCore
 import AllotFormats
-import AllotHTTP
+import AllotHTTPClient
 import ArgumentParser
 import Foundation
 
@@ -46,7 +47,7 @@ struct AddNode: AsyncParsableCommand {
     func run() async throws {
         let response: AddNodeResponse = try await self.connection.client().post(
             "/v1/nodes", json: AddNodeRequest(name: self.name, pool: self.pool, block: self.block))
-        try writeSecret(response.token, to: self.tokenFile)
+        try SecretFile.write(response.token, to: self.tokenFile)
         if self.connection.output == .json { return try printJSON(["node": response.node, "tokenFile": self.tokenFile]) }
         print("node \(response.node) added to pool \(self.pool); agent token written to \(self.tokenFile)")
     }
@@ -117,19 +118,20 @@ struct Tokens: AsyncParsableCommand {
 struct CreateToken: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "create", abstract: "Make a token and write it to a file (mode 0600).")
     @Option(help: "Its name (a person or service).") var name: String?
-    @Option(help: "member, org-admin, operator or auditor.") var role: String = "member"
+    @Option(help: "member, org-admin, operator or auditor.") var role: Role = .member
     @Option(help: "The organization, for members and org-admins.") var org: String?
     @Option(help: "Where to write the token.") var tokenFile: String
     @OptionGroup var connection: Connection
 
     func run() async throws {
-        guard let role = Role(rawValue: self.role), role != .agent else {
-            throw CLIError("--role: must be member, org-admin, operator or auditor, not '\(self.role)'")
+        let role = self.role
+        guard role != .agent else {
+            throw CLIError("--role: agent tokens are made by `allot nodes add`; choose member, org-admin, operator or auditor")
         }
         let name = self.name ?? URL(fileURLWithPath: self.tokenFile).deletingPathExtension().lastPathComponent
         let response: CreateTokenResponse = try await self.connection.client().post(
             "/v1/tokens", json: CreateTokenRequest(name: name, role: role, org: self.org))
-        try writeSecret(response.token, to: self.tokenFile)
+        try SecretFile.write(response.token, to: self.tokenFile)
         if self.connection.output == .json { return try printJSON(["name": name, "role": role.rawValue, "tokenFile": self.tokenFile]) }
         print("\(role.rawValue) token '\(name)' written to \(self.tokenFile)")
     }
@@ -171,13 +173,5 @@ struct VerifyAudit: AsyncParsableCommand {
             )
         }
         if !result.intact { throw ExitCode(2) }
-    }
-}
-
-func writeSecret(_ secret: String, to path: String) throws {
-    let url = URL(fileURLWithPath: path)
-    try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-    guard FileManager.default.createFile(atPath: path, contents: Data((secret + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
-        throw CLIError("cannot write \(path)")
     }
 }

@@ -1,4 +1,6 @@
+import AllotCommandLine
 import AllotCore
+import AllotHTTPClient
 import ArgumentParser
 import Foundation
 

@@ -1,3 +1,4 @@
+import AllotCommandLine
 import AllotCore
 import AllotFormats
 import ArgumentParser
@@ -10,8 +11,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(
         help: "The trace: id,submit_s,duration_s,org,kind,pool,nodes,gpus_per_node,gpu_milli,gpu_model,cpu_milli,memory_mib,priority,time_limit_s")
     var trace: String
-    @Option(help: "Placement strategy: \(ScoringStrategy.allCases.map(\.rawValue).joined(separator: ", ")), or all.") var strategy: String =
-        ScoringStrategy.fragmentationAware.rawValue
+    @Option(help: "Placement strategy: \(ScoringStrategy.allCases.map(\.rawValue).joined(separator: ", ")), or all.")
+    var strategy: StrategyChoice = .one(.fragmentationAware)
     @Option(help: "table or json") var output: OutputFormat = .table
 
     func run() async throws {
@@ -28,11 +29,9 @@ struct Simulate: AsyncParsableCommand {
             throw CLIError(error.issues.map(\.description).joined(separator: "; "))
         }
         let strategies: [ScoringStrategy]
-        if self.strategy == "all" {
-            strategies = ScoringStrategy.allCases
-        } else {
-            guard let s = ScoringStrategy(rawValue: self.strategy) else { throw CLIError("--strategy: unknown '\(self.strategy)'") }
-            strategies = [s]
+        switch self.strategy {
+        case .all: strategies = ScoringStrategy.allCases
+        case .one(let s): strategies = [s]
         }
         let clock = ContinuousClock()
         let reports = strategies.map { s in
@@ -63,6 +62,27 @@ struct Simulate: AsyncParsableCommand {
                             ]
                         }))
         }
+    }
+}
+
+/// One placement strategy, or every one side by side.
+enum StrategyChoice: ExpressibleByArgument {
+    case one(ScoringStrategy)
+    case all
+
+    init?(argument: String) {
+        if argument == "all" {
+            self = .all
+        } else if let s = ScoringStrategy(rawValue: argument) {
+            self = .one(s)
+        } else {
+            return nil
+        }
+    }
+
+    var defaultValueDescription: String {
+        if case .one(let s) = self { return s.rawValue }
+        return "all"
     }
 }
 

@@ -1,4 +1,4 @@
-import AllotCore
+public import AllotCore
 import Foundation
 import Yams
 

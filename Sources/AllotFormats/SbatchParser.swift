@@ -1,4 +1,4 @@
-import AllotCore
+public import AllotCore
 import Foundation
 
 /// Reads a Slurm batch script's `#SBATCH` directives into a `JobSpec`, by Slurm's own rules (`man sbatch`):

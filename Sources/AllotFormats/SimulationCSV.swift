@@ -1,4 +1,4 @@
-import AllotCore
+public import AllotCore
 import Foundation
 
 /// The simulation files of SPEC §6, read by their header (columns in any order; extra columns are errors):

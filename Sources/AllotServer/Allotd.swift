@@ -1,8 +1,8 @@
-import AllotCore
-import AllotStore
+public import AllotCore
+public import AllotStore
 import Foundation
-import Hummingbird
-import Logging
+public import Hummingbird
+public import Logging
 import ServiceLifecycle
 
 /// How `allotd serve` runs.
@@ -29,11 +29,10 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
     let dispatch = Wakeup()
     let leadership = Leadership()
     let metrics = Metrics()
-    let router = Router(context: BasicRequestContext.self)
-    API(database: database, wake: wake, metrics: metrics, logger: logger).addRoutes(to: router)
+    let router = API(database: database, wake: wake, metrics: metrics, logger: logger).router()
     let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UUID().uuidString.prefix(8))"
     let services: [any Service] = [
-        database.client,
+        database,
         LeaderElector(lease: LeaderLease(database: database, holder: holder), leadership: leadership, logger: logger),
         SchedulerLoop(
             database: database, placer: Placer(strategy: options.strategy), leadership: leadership, wake: wake, dispatch: dispatch,
@@ -48,4 +47,9 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
     return Application(
         router: router, configuration: .init(address: .hostname(options.host, port: options.port), serverName: "allotd"),
         services: services, logger: logger)
+}
+
+/// Builds allotd and runs it until SIGTERM or SIGINT (then shuts its services down in reverse order).
+public func serveAllotd(database: Database, options: ServeOptions, logger: Logger) async throws {
+    try await buildAllotd(database: database, options: options, logger: logger).runService()
 }

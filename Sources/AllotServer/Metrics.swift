@@ -1,146 +1,101 @@
 import AllotCore
-import AllotStore
-import Foundation
-import PostgresNIO
+public import AllotStore
+import Prometheus
 import Synchronization
 
-/// What allotd measures in process (placement latency, dispatch failures); the rest of `/metrics` is read
-/// from PostgreSQL at scrape time, so every allotd reports the same cluster.
+/// allotd's Prometheus metrics, through swift-prometheus' registry (every family registered with its help
+/// text, so `promtool check metrics` is clean). What this process measures (placement latency, cycles,
+/// dispatch failures, lost nodes) is kept here; the cluster's state is read from PostgreSQL at scrape time and
+/// set as gauges, so every allotd reports the same cluster.
 public final class Metrics: Sendable {
-    /// Upper bounds of the placement latency histogram, in seconds.
-    static let buckets: [Double] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5]
+    private let registry = PrometheusCollectorRegistry()
+    private let decision: ValueHistogram
+    private let cycles: Counter
+    private let placed: Counter
+    private let dispatchFailures: Counter
+    private let lostNodes: Counter
+    /// The gauges set at the last scrape, by name and labels, so that one no longer set is removed.
+    private let gauges = Mutex<[String: Gauge]>([:])
 
-    struct State {
-        var latencyCounts = [Int](repeating: 0, count: Metrics.buckets.count)
-        var latencySum = 0.0
-        var latencyCount = 0
-        var cycles = 0
-        var placed = 0
-        var dispatchFailures = 0
-        var nodesLost = 0
+    public init() {
+        self.decision = self.registry.makeValueHistogram(
+            descriptor: Self.name("allot_placement_decision_seconds", "Time the placement core took to decide one scheduling cycle."),
+            buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5])
+        self.cycles = self.registry.makeCounter(
+            descriptor: Self.name("allot_scheduling_cycles_total", "Scheduling cycles this allotd ran as leader."))
+        self.placed = self.registry.makeCounter(descriptor: Self.name("allot_jobs_placed_total", "Jobs this allotd placed."))
+        self.dispatchFailures = self.registry.makeCounter(
+            descriptor: Self.name("allot_dispatch_failures_total", "Launches an agent did not accept (each try counts)."))
+        self.lostNodes = self.registry.makeCounter(
+            descriptor: Self.name("allot_nodes_lost_total", "Nodes this allotd marked lost for missing heartbeats."))
     }
 
-    private let state = Mutex(State())
-    public init() {}
-
-    func observeCycle(decisionSeconds: Double, placed: Int) {
-        self.state.withLock { s in
-            for (i, bound) in Self.buckets.enumerated() where decisionSeconds <= bound { s.latencyCounts[i] += 1 }
-            s.latencySum += decisionSeconds
-            s.latencyCount += 1
-            s.cycles += 1
-            s.placed += placed
-        }
+    /// A metric's full name and help text (the names are Allot's contract, so they are given whole).
+    private static func name(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 
-    func dispatchFailed() { self.state.withLock { $0.dispatchFailures += 1 } }
-    func nodesLost(_ n: Int) { self.state.withLock { $0.nodesLost += n } }
+    func observeCycle(decision: Duration, placed: Int) {
+        let c = decision.components
+        self.decision.record(Double(c.seconds) + Double(c.attoseconds) / 1e18)
+        self.cycles.increment()
+        self.placed.increment(by: Int64(placed))
+    }
 
-    /// The Prometheus text exposition (format 0.0.4), every family with HELP and TYPE.
-    public func render(database: Database) async throws -> String {
-        var out = Exposition()
-        let s = self.state.withLock { $0 }
+    func dispatchFailed() { self.dispatchFailures.increment() }
+    func nodesLost(_ n: Int) { self.lostNodes.increment(by: Int64(n)) }
 
-        out.family("allot_placement_decision_seconds", "histogram", "Time the placement core took to decide one scheduling cycle.")
-        for (i, bound) in Self.buckets.enumerated() {
-            out.sample("allot_placement_decision_seconds_bucket", ["le": Exposition.number(bound)], Double(s.latencyCounts[i]))
+    /// The Prometheus text exposition, with the cluster's gauges as of `cluster`.
+    public func render(_ cluster: ClusterGauges) -> String {
+        var set: [(name: String, help: String, labels: [(String, String)], value: Double)] = []
+        func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) { set.append((name, help, labels, value)) }
+
+        for q in cluster.queues {
+            gauge(
+                "allot_queue_jobs", "Queued jobs by organisation and priority class.", [("org", q.org), ("priority_class", q.priorityClass)],
+                Double(q.jobs))
         }
-        out.sample("allot_placement_decision_seconds_bucket", ["le": "+Inf"], Double(s.latencyCount))
-        out.sample("allot_placement_decision_seconds_sum", [:], s.latencySum)
-        out.sample("allot_placement_decision_seconds_count", [:], Double(s.latencyCount))
-        out.family("allot_scheduling_cycles_total", "counter", "Scheduling cycles this allotd ran as leader.")
-        out.sample("allot_scheduling_cycles_total", [:], Double(s.cycles))
-        out.family("allot_jobs_placed_total", "counter", "Jobs this allotd placed.")
-        out.sample("allot_jobs_placed_total", [:], Double(s.placed))
-        out.family("allot_dispatch_failures_total", "counter", "Launches an agent did not accept (each try counts).")
-        out.sample("allot_dispatch_failures_total", [:], Double(s.dispatchFailures))
-        out.family("allot_nodes_lost_total", "counter", "Nodes this allotd marked lost for missing heartbeats.")
-        out.sample("allot_nodes_lost_total", [:], Double(s.nodesLost))
-
-        out.family("allot_queue_jobs", "gauge", "Queued jobs by organisation and priority class.")
-        for try await (org, klass, n) in try await database.query(
-            "SELECT org, priority_class, count(*)::bigint FROM jobs WHERE state = 'queued' GROUP BY 1, 2 ORDER BY 1, 2"
-        ).decode((String, String, Int64).self) {
-            out.sample("allot_queue_jobs", ["org": org, "priority_class": klass], Double(n))
+        for (org, age) in cluster.oldestQueuedSeconds {
+            gauge("allot_queue_oldest_seconds", "Age of the oldest queued job by organisation.", [("org", org)], age)
         }
-        out.family("allot_queue_oldest_seconds", "gauge", "Age of the oldest queued job by organisation.")
-        for try await (org, age) in try await database.query(
-            "SELECT org, extract(epoch FROM now() - min(submitted_at))::float8 FROM jobs WHERE state = 'queued' GROUP BY 1 ORDER BY 1"
-        ).decode((String, Double).self) {
-            out.sample("allot_queue_oldest_seconds", ["org": org], age)
+        let gpusHelp = "GPUs by pool and state: allocated (held, fractions by share), free (whole and unused), quarantined."
+        for p in cluster.gpus {
+            gauge("allot_gpus", gpusHelp, [("pool", p.pool), ("state", "allocated")], p.allocated)
+            gauge("allot_gpus", gpusHelp, [("pool", p.pool), ("state", "free")], p.free)
+            gauge("allot_gpus", gpusHelp, [("pool", p.pool), ("state", "quarantined")], p.quarantined)
         }
-
-        out.family("allot_gpus", "gauge", "GPUs by pool and state: allocated (held, fractions by share), free (whole and unused), quarantined.")
-        for try await (pool, allocated, free, quarantined) in try await database.query(
-            """
-            SELECT n.pool, coalesce(sum(g.claimed_milli), 0)::float8 / 1000,
-                   count(*) FILTER (WHERE g.claimed_milli = 0 AND g.health <> 'quarantined' AND n.state = 'ready')::float8,
-                   count(*) FILTER (WHERE g.health = 'quarantined')::float8
-            FROM gpus g JOIN nodes n ON n.name = g.node WHERE g.present GROUP BY n.pool ORDER BY n.pool
-            """
-        ).decode((String, Double, Double, Double).self) {
-            out.sample("allot_gpus", ["pool": pool, "state": "allocated"], allocated)
-            out.sample("allot_gpus", ["pool": pool, "state": "free"], free)
-            out.sample("allot_gpus", ["pool": pool, "state": "quarantined"], quarantined)
-        }
-
-        out.family("allot_nodes", "gauge", "Nodes by pool and state.")
-        var counts: [String: [String: Double]] = [:]
-        for try await (pool, state, n) in try await database.query(
-            "SELECT pool, state::text, count(*)::float8 FROM nodes GROUP BY 1, 2"
-        ).decode((String, String, Double).self) { counts[pool, default: [:]][state] = n }
-        for pool in counts.keys.sorted() {
+        for (pool, states) in cluster.nodes {
             for state in NodeState.allCases {
-                out.sample("allot_nodes", ["pool": pool, "state": state.rawValue], counts[pool]?[state.rawValue] ?? 0)
+                gauge("allot_nodes", "Nodes by pool and state.", [("pool", pool), ("state", state.rawValue)], Double(states[state] ?? 0))
             }
+            gauge(
+                "allot_pool_held", "1 while most of a pool went silent at once and requeueing waits for an operator.", [("pool", pool)],
+                cluster.heldPools.contains(pool) ? 1 : 0)
         }
-        out.family("allot_pool_held", "gauge", "1 while most of a pool went silent at once and requeueing waits for an operator.")
-        var held = Set<String>()
-        for try await pool in try await database.query("SELECT pool FROM pool_holds").decode(String.self) { held.insert(pool) }
-        for pool in counts.keys.sorted() { out.sample("allot_pool_held", ["pool": pool], held.contains(pool) ? 1 : 0) }
-        out.family("allot_node_heartbeat_age_seconds", "gauge", "Seconds since each node's agent last reported.")
-        for try await (node, age) in try await database.query(
-            "SELECT name, extract(epoch FROM now() - last_heartbeat)::float8 FROM nodes WHERE last_heartbeat IS NOT NULL ORDER BY name"
-        ).decode((String, Double).self) {
-            out.sample("allot_node_heartbeat_age_seconds", ["node": node], age)
+        for (node, age) in cluster.heartbeatAgeSeconds {
+            gauge("allot_node_heartbeat_age_seconds", "Seconds since each node's agent last reported.", [("node", node)], age)
         }
-
-        let quota = try await QuotaStore(database: database).rows()
-        out.family("allot_quota_in_use_gpus", "gauge", "GPUs an organisation holds in a pool now.")
-        for q in quota { out.sample("allot_quota_in_use_gpus", ["org": q.org, "pool": q.pool], q.inUseGPUs) }
-        out.family("allot_quota_guaranteed_gpus", "gauge", "GPUs guaranteed to an organisation in a pool.")
-        for q in quota { out.sample("allot_quota_guaranteed_gpus", ["org": q.org, "pool": q.pool], Double(q.guaranteedGPUs)) }
-        out.family("allot_quota_limit_gpus", "gauge", "The most GPUs an organisation may hold in a pool, borrowing.")
-        for q in quota { out.sample("allot_quota_limit_gpus", ["org": q.org, "pool": q.pool], Double(q.limitGPUs)) }
-        out.family("allot_quota_queued_gpus", "gauge", "GPUs an organisation's queued jobs ask for in a pool.")
-        for q in quota { out.sample("allot_quota_queued_gpus", ["org": q.org, "pool": q.pool], q.queuedGPUs) }
-        out.family("allot_quota_used_gpu_seconds", "gauge", "GPU time used in the current period (GPU-hours × 3600).")
-        for q in quota { out.sample("allot_quota_used_gpu_seconds", ["org": q.org, "pool": q.pool], (q.gpuHoursUsed * 3600).rounded()) }
-        out.family("allot_quota_entitlement_gpu_seconds", "gauge", "GPU time entitled in the current period (GPU-hours × 3600).")
-        for q in quota { out.sample("allot_quota_entitlement_gpu_seconds", ["org": q.org, "pool": q.pool], q.gpuHours * 3600) }
-        return out.text
-    }
-}
-
-/// Builds Prometheus text: families with HELP and TYPE, samples with escaped labels.
-struct Exposition {
-    var text = ""
-
-    mutating func family(_ name: String, _ type: String, _ help: String) {
-        self.text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-    }
-
-    mutating func sample(_ name: String, _ labels: [String: String], _ value: Double) {
-        let rendered = labels.keys.sorted().map { "\($0)=\"\(Self.escape(labels[$0]!))\"" }.joined(separator: ",")
-        self.text += "\(name)\(rendered.isEmpty ? "" : "{\(rendered)}") \(Self.number(value))\n"
-    }
-
-    static func escape(_ s: String) -> String {
-        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
-    }
-
-    static func number(_ v: Double) -> String {
-        if v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
-        return "\(v)"
+        for q in cluster.quota {
+            let labels = [("org", q.org), ("pool", q.pool)]
+            gauge("allot_quota_in_use_gpus", "GPUs an organisation holds in a pool now.", labels, q.inUseGPUs)
+            gauge("allot_quota_guaranteed_gpus", "GPUs guaranteed to an organisation in a pool.", labels, Double(q.guaranteedGPUs))
+            gauge("allot_quota_limit_gpus", "The most GPUs an organisation may hold in a pool, borrowing.", labels, Double(q.limitGPUs))
+            gauge("allot_quota_queued_gpus", "GPUs an organisation's queued jobs ask for in a pool.", labels, q.queuedGPUs)
+            gauge(
+                "allot_quota_used_gpu_seconds", "GPU time used in the current period (GPU-hours × 3600).", labels, (q.gpuHoursUsed * 3600).rounded())
+            gauge("allot_quota_entitlement_gpu_seconds", "GPU time entitled in the current period (GPU-hours × 3600).", labels, q.gpuHours * 3600)
+        }
+        self.gauges.withLock { known in
+            var current: [String: Gauge] = [:]
+            for g in set {
+                let key = g.name + "|" + g.labels.map { "\($0.0)=\($0.1)" }.joined(separator: ",")
+                let gauge = known[key] ?? self.registry.makeGauge(descriptor: Self.name(g.name, g.help), labels: g.labels)
+                gauge.set(g.value)
+                current[key] = gauge
+            }
+            for (key, stale) in known where current[key] == nil { self.registry.unregisterGauge(stale) }
+            known = current
+        }
+        return self.registry.emitToString()
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
-import Logging
-import PostgresNIO
+public import Logging
+package import PostgresNIO
+public import ServiceLifecycle
 
 /// Where the database is, read from a `postgres://user:password@host:port/db?sslmode=…` URL (`ALLOT_DATABASE_URL`).
 public struct DatabaseURL: Sendable, CustomStringConvertible {
@@ -34,7 +35,13 @@ public struct DatabaseURL: Sendable, CustomStringConvertible {
     /// The URL without its password, for logs and errors.
     public var description: String { "postgres://\(self.user)@\(self.host):\(self.port)/\(self.database)" }
 
-    public func clientConfiguration() -> PostgresClient.Configuration {
+    /// The URL as text, with its password, for handing to a child process.
+    public var urlString: String {
+        let auth = self.password.map { "\(self.user):\($0)" } ?? self.user
+        return "postgres://\(auth)@\(self.host):\(self.port)/\(self.database)"
+    }
+
+    func clientConfiguration() -> PostgresClient.Configuration {
         let tls: PostgresClient.Configuration.TLS =
             self.requireTLS ? .require(.makeClientConfiguration()) : self.preferTLS ? .prefer(.makeClientConfiguration()) : .disable
         var config = PostgresClient.Configuration(
@@ -45,10 +52,11 @@ public struct DatabaseURL: Sendable, CustomStringConvertible {
     }
 }
 
-/// The PostgreSQL client shared by every store, plus the logger its queries log into.
-/// Run `client.run()` (it is a Service) for as long as the stores are used.
-public struct Database: Sendable {
-    public let client: PostgresClient
+/// The PostgreSQL client shared by every store, plus the logger its queries log into. It is a Service: run it
+/// (in the application's ServiceGroup, or with `withRunningClient`) for as long as the stores are used.
+/// PostgreSQL's own types stay inside this module: the stores' API speaks in the core's types.
+public struct Database: Sendable, Service {
+    package let client: PostgresClient
     public let logger: Logger
     public let url: DatabaseURL
 
@@ -58,18 +66,62 @@ public struct Database: Sendable {
         self.logger = logger
     }
 
-    /// Runs `body` in one transaction; a thrown error rolls it back.
-    public func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    public func run() async { await self.client.run() }
+
+    /// Runs `body` in one transaction; a thrown error rolls it back. `isolation` REPEATABLE READ gives the body
+    /// one consistent snapshot of the database.
+    @discardableResult
+    package func transaction<T: Sendable>(
+        _ isolation: Isolation = .readCommitted, _ body: (Transaction) async throws -> T
+    ) async throws -> T {
         do {
-            return try await self.client.withTransaction(logger: self.logger) { try await body($0) }
+            return try await self.client.withTransaction(logger: self.logger) { connection in
+                let tx = Transaction(connection: connection, logger: self.logger)
+                if isolation == .repeatableRead { try await tx.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY") }
+                return try await body(tx)
+            }
         } catch let error as PostgresTransactionError {
-            throw error.closureError ?? error.beginError ?? error.commitError ?? error
+            throw self.translate(error.closureError ?? error.beginError ?? error.commitError ?? error)
+        } catch {
+            throw self.translate(error)
         }
     }
 
+    package enum Isolation: Sendable { case readCommitted, repeatableRead }
+
+    /// Reads on one connection without a transaction of their own.
+    package func read<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
+        do {
+            return try await self.client.withConnection { connection in try await body(Transaction(connection: connection, logger: self.logger)) }
+        } catch {
+            throw self.translate(error)
+        }
+    }
+
+    /// One statement outside any transaction of ours (for tests and one-shot statements).
     @discardableResult
-    public func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
-        try await self.client.query(query, logger: self.logger, file: file, line: line)
+    package func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
+        do {
+            return try await self.client.query(query, logger: self.logger, file: file, line: line)
+        } catch {
+            throw self.translate(error)
+        }
+    }
+
+    /// PostgreSQL's errors as the stores' own: a constraint or data error is the caller's input, named by the
+    /// constraint; a lost connection is the database being unreachable. Anything else passes through.
+    func translate(_ error: any Error) -> any Error {
+        guard let e = error as? PSQLError else { return error }
+        guard let state = e.sqlState else {
+            return StoreError.unreachable(url: self.url.description, underlying: "\(e.code)")
+        }
+        if state.hasPrefix("23") || state.hasPrefix("22") {
+            return StoreError.invalid(field: e.constraint ?? "", message: e.serverMessage ?? "rejected by the database")
+        }
+        if state.hasPrefix("08") || state.hasPrefix("57") {
+            return StoreError.unreachable(url: self.url.description, underlying: e.serverMessage ?? state)
+        }
+        return error
     }
 
     /// Waits until the server answers, or throws a clear error after `timeout`.
@@ -85,39 +137,10 @@ public struct Database: Sendable {
             }
         }
     }
-}
 
-/// What the stores throw, each case named for what went wrong and where.
-public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
-    case notFound(String)
-    case conflict(String)
-    case invalid(field: String, message: String)
-    case forbidden(String)
-    case unreachable(url: String, underlying: String)
-    case migration(String)
+    /// Whether the server answers now (for `/readyz`).
+    public func isReachable() async -> Bool { (try? await self.query("SELECT 1")) != nil }
 
-    public var description: String {
-        switch self {
-        case .notFound(let what): "\(what) not found"
-        case .conflict(let message): message
-        case .invalid(let field, let message): "\(field): \(message)"
-        case .forbidden(let message): message
-        case .unreachable(let url, let underlying):
-            // PostgresNIO reports a wrong password as a tripped circuit breaker: say what it usually means.
-            "cannot reach PostgreSQL at \(url) (check that it runs and that the user and password are right): \(underlying)"
-        case .migration(let message): message
-        }
-    }
-}
-
-extension PSQLError {
-    /// The SQLSTATE of a server error, e.g. 23505 for a unique violation.
-    public var sqlState: String? { self.serverInfo?[.sqlState] }
-    public var constraint: String? { self.serverInfo?[.constraintName] }
-    public var serverMessage: String? { self.serverInfo?[.message] }
-}
-
-extension Database {
     /// Runs the client for the duration of `body`, for one-shot commands (migrate, bootstrap) and tests.
     @discardableResult
     public func withRunningClient<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
@@ -132,4 +155,74 @@ extension Database {
             return try await body()
         }
     }
+}
+
+/// One open transaction, handed to each table's writer in turn so that a change spanning several tables
+/// commits whole or not at all. Used by one task at a time, inside `Database.transaction`.
+package final class Transaction {
+    let connection: PostgresConnection
+    let logger: Logger
+    private var clock: Date?
+
+    init(connection: PostgresConnection, logger: Logger) {
+        self.connection = connection
+        self.logger = logger
+    }
+
+    @discardableResult
+    package func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
+        try await self.connection.query(query, logger: self.logger, file: file, line: line)
+    }
+
+    /// The transaction's own time (PostgreSQL's `now()`): one clock for every row it writes, whichever allotd runs.
+    func now() async throws -> Date {
+        if let clock { return clock }
+        let now = try await self.query("SELECT now()").decode(Date.self).first() ?? Date()
+        self.clock = now
+        return now
+    }
+}
+
+@available(*, unavailable)
+extension Transaction: Sendable {}
+
+extension AsyncSequence {
+    /// The first element, or nil.
+    func first() async throws -> Element? { try await self.first { _ in true } }
+
+    /// Every element, in order.
+    func array() async throws -> [Element] { try await self.reduce(into: []) { $0.append($1) } }
+}
+
+/// What the stores throw, each case named for what went wrong and where.
+public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
+    case notFound(String)
+    case conflict(String)
+    case invalid(field: String, message: String)
+    case forbidden(String)
+    case unreachable(url: String, underlying: String)
+    case migration(String)
+    /// The database holds a value this version of Allot does not know (a newer allotd wrote it, or a hand edit).
+    case unknownValue(column: String, value: String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let what): "\(what) not found"
+        case .conflict(let message): message
+        case .invalid(let field, let message): "\(field): \(message)"
+        case .forbidden(let message): message
+        case .unreachable(let url, let underlying):
+            // PostgresNIO reports a wrong password as a tripped circuit breaker: say what it usually means.
+            "cannot reach PostgreSQL at \(url) (check that it runs and that the user and password are right): \(underlying)"
+        case .migration(let message): message
+        case .unknownValue(let column, let value): "the database holds '\(value)' in \(column), which this allotd does not know"
+        }
+    }
+}
+
+extension PSQLError {
+    /// The SQLSTATE of a server error, e.g. 23505 for a unique violation.
+    package var sqlState: String? { self.serverInfo?[.sqlState] }
+    package var constraint: String? { self.serverInfo?[.constraintName] }
+    package var serverMessage: String? { self.serverInfo?[.message] }
 }

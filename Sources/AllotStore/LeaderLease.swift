@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import PostgresNIO
 
 /// Which allotd schedules: a lease in the `leader` table that its holder renews. Any allotd whose lease
@@ -24,7 +23,7 @@ public struct LeaderLease: Sendable {
             WHERE leader.holder = EXCLUDED.holder OR leader.expires_at < now()
             RETURNING holder
             """)
-        return try await rows.decode(String.self).first { _ in true } == self.holder
+        return try await rows.decode(String.self).first() == self.holder
     }
 
     /// Gives the lease up, so another allotd can take over at once.

@@ -1,5 +1,4 @@
 import Foundation
-import Logging
 import PostgresNIO
 
 /// Applies `Migrations/NNNN_name.sql` in order, each once, in its own transaction, recording a checksum;
@@ -61,15 +60,15 @@ public struct Migrator: Sendable {
             """)
         var applied: [String] = []
         for file in files {
-            let didApply = try await self.database.transaction { connection -> Bool in
+            let didApply = try await self.database.transaction { tx -> Bool in
                 // One migrator at a time, whichever allotd runs it.
-                try await connection.query("SELECT pg_advisory_xact_lock(7321000)", logger: self.database.logger)
+                try await tx.query("SELECT pg_advisory_xact_lock(7321000)")
                 let sum =
-                    try await connection.query(
-                        "SELECT encode(sha256(convert_to(\(file.sql), 'UTF8')), 'hex')", logger: self.database.logger
-                    ).decode(String.self).first { _ in true } ?? ""
-                let rows = try await connection.query(
-                    "SELECT name, checksum FROM schema_migrations WHERE version = \(file.version)", logger: self.database.logger)
+                    try await tx.query(
+                        "SELECT encode(sha256(convert_to(\(file.sql), 'UTF8')), 'hex')"
+                    ).decode(String.self).first() ?? ""
+                let rows = try await tx.query(
+                    "SELECT name, checksum FROM schema_migrations WHERE version = \(file.version)")
                 for try await (name, checksum) in rows.decode((String, String).self) {
                     guard checksum == sum else {
                         throw StoreError.migration(
@@ -79,11 +78,10 @@ public struct Migrator: Sendable {
                     return false
                 }
                 for statement in SQLScript.statements(file.sql) {
-                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: self.database.logger)
+                    try await tx.query(PostgresQuery(unsafeSQL: statement))
                 }
-                try await connection.query(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (\(file.version), \(file.name), \(sum))",
-                    logger: self.database.logger)
+                try await tx.query(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (\(file.version), \(file.name), \(sum))")
                 return true
             }
             if didApply { applied.append(file.name) }

@@ -1,23 +1,20 @@
-import AllotCore
+public import AllotCore
 import Foundation
-import Logging
 import PostgresNIO
 
 /// Pools, organisations, allocations, priority classes and defaults, as `Policies/` declares them.
 public struct PolicyStore: Sendable {
     public let database: Database
     public init(database: Database) { self.database = database }
-    private var logger: Logger { self.database.logger }
 
     /// Makes the database match `policy` in one transaction and returns what changed. Idempotent: applying
     /// the same policy twice changes nothing the second time. With `dryRun`, computes the changes and rolls back.
     /// Pools and organisations that jobs or nodes still use are kept (reported as `kept`), never cascaded away.
     public func apply(_ policy: Policy, by actor: Principal, dryRun: Bool) async throws -> [PolicyChange] {
-        guard actor.role == .operator else { throw StoreError.forbidden("only operators apply policy") }
         struct DryRun: Error { var changes: [PolicyChange] }
         do {
-            return try await self.database.transaction { connection in
-                let changes = try await self.apply(policy, actor: actor, on: connection)
+            return try await self.database.transaction { tx in
+                let changes = try await self.apply(policy, actor: actor, in: tx)
                 if dryRun { throw DryRun(changes: changes) }
                 return changes
             }
@@ -26,48 +23,47 @@ public struct PolicyStore: Sendable {
         }
     }
 
-    private func apply(_ policy: Policy, actor: Principal, on connection: PostgresConnection) async throws -> [PolicyChange] {
+    private func apply(_ policy: Policy, actor: Principal, in tx: Transaction) async throws -> [PolicyChange] {
         var changes: [PolicyChange] = []
-        try await connection.query("SELECT pg_advisory_xact_lock(7321002)", logger: self.logger)
+        try await tx.query("SELECT pg_advisory_xact_lock(7321002)")
 
         // Pools.
         var pools: [String: Pool] = [:]
-        for try await (name, model, restricted) in try await connection.query(
-            "SELECT name, gpu_model, restricted_to FROM pools", logger: self.logger
+        for try await (name, model, restricted) in try await tx.query(
+            "SELECT name, gpu_model, restricted_to FROM pools"
         ).decode((String, String?, [String]).self) { pools[name] = Pool(name: name, gpuModel: model, restrictedTo: restricted) }
 
         // Organisations first: pools' restrictions name them.
         var orgs = Set<String>()
-        for try await name in try await connection.query("SELECT name FROM organizations", logger: self.logger).decode(String.self) {
+        for try await name in try await tx.query("SELECT name FROM organizations").decode(String.self) {
             orgs.insert(name)
         }
         for org in policy.organizations where !orgs.contains(org.name) {
-            try await connection.query("INSERT INTO organizations (name) VALUES (\(org.name))", logger: self.logger)
+            try await tx.query("INSERT INTO organizations (name) VALUES (\(org.name))")
             changes.append(PolicyChange(kind: .added, what: "organization \(org.name)"))
         }
         for pool in policy.pools {
             if let old = pools[pool.name] {
                 if old != pool {
-                    try await connection.query(
-                        "UPDATE pools SET gpu_model = \(pool.gpuModel), restricted_to = \(pool.restrictedTo), updated_at = now() WHERE name = \(pool.name)",
-                        logger: self.logger)
+                    try await tx.query(
+                        "UPDATE pools SET gpu_model = \(pool.gpuModel), restricted_to = \(pool.restrictedTo), updated_at = now() WHERE name = \(pool.name)"
+                    )
                     changes.append(PolicyChange(kind: .changed, what: "pool \(pool.name)", detail: Self.describe(old, pool)))
                 }
             } else {
-                try await connection.query(
-                    "INSERT INTO pools (name, gpu_model, restricted_to) VALUES (\(pool.name), \(pool.gpuModel), \(pool.restrictedTo))",
-                    logger: self.logger)
+                try await tx.query(
+                    "INSERT INTO pools (name, gpu_model, restricted_to) VALUES (\(pool.name), \(pool.gpuModel), \(pool.restrictedTo))")
                 changes.append(PolicyChange(kind: .added, what: "pool \(pool.name)"))
             }
         }
 
         // Allocations: keyed by organisation × pool × window start.
         var current: [String: (Int64, Allocation)] = [:]
-        let rows = try await connection.query(
+        let rows = try await tx.query(
             """
             SELECT id, org, pool, guaranteed_gpus, limit_gpus, gpu_hours, to_char(valid_from, 'YYYY-MM-DD'), to_char(valid_until, 'YYYY-MM-DD')
             FROM allocations
-            """, logger: self.logger)
+            """)
         for try await (id, org, pool, g, l, h, from, until) in rows.decode((Int64, String, String, Int, Int, Int64, String?, String?).self) {
             current["\(org)/\(pool)/\(from ?? "monthly")"] = (
                 id, Allocation(pool: pool, guaranteedGPUs: g, limitGPUs: l, gpuHours: h, validFrom: from, validUntil: until)
@@ -80,21 +76,21 @@ public struct PolicyStore: Sendable {
                 wanted.insert(key)
                 if let (id, old) = current[key] {
                     if old != a {
-                        try await connection.query(
+                        try await tx.query(
                             """
                             UPDATE allocations SET guaranteed_gpus = \(a.guaranteedGPUs), limit_gpus = \(a.limitGPUs), gpu_hours = \(a.gpuHours),
                                    valid_until = \(a.validUntil)::date, granted_by = \(actor.name), granted_at = now()
                             WHERE id = \(id)
-                            """, logger: self.logger)
+                            """)
                         changes.append(PolicyChange(kind: .changed, what: "allocation \(key)", detail: Self.describe(old, a)))
                     }
                 } else {
-                    try await connection.query(
+                    try await tx.query(
                         """
                         INSERT INTO allocations (org, pool, guaranteed_gpus, limit_gpus, gpu_hours, valid_from, valid_until, granted_by)
                         VALUES (\(org.name), \(a.pool), \(a.guaranteedGPUs), \(a.limitGPUs), \(a.gpuHours), \(a.validFrom)::date,
                                 \(a.validUntil)::date, \(actor.name))
-                        """, logger: self.logger)
+                        """)
                     changes.append(
                         PolicyChange(
                             kind: .added, what: "allocation \(key)",
@@ -103,54 +99,54 @@ public struct PolicyStore: Sendable {
             }
         }
         for (key, (id, _)) in current.sorted(by: { $0.key < $1.key }) where !wanted.contains(key) {
-            try await connection.query("DELETE FROM allocations WHERE id = \(id)", logger: self.logger)
+            try await tx.query("DELETE FROM allocations WHERE id = \(id)")
             changes.append(PolicyChange(kind: .removed, what: "allocation \(key)"))
         }
 
         // Priority classes.
         var classes: [String: PriorityClass] = [:]
-        for try await (name, value, preemptible, preempts, maxTime) in try await connection.query(
-            "SELECT name, value, preemptible, preempts, max_time_s FROM priority_classes", logger: self.logger
+        for try await (name, value, preemptible, preempts, maxTime) in try await tx.query(
+            "SELECT name, value, preemptible, preempts, max_time_s FROM priority_classes"
         ).decode((String, Int, Bool, Bool, Int64?).self) {
             classes[name] = PriorityClass(name: name, value: value, preemptible: preemptible, preempts: preempts, maxTimeSeconds: maxTime)
         }
         for c in policy.priorityClasses {
             if let old = classes[c.name] {
                 if old != c {
-                    try await connection.query(
+                    try await tx.query(
                         """
                         UPDATE priority_classes SET value = \(c.value), preemptible = \(c.preemptible), preempts = \(c.preempts),
                                max_time_s = \(c.maxTimeSeconds) WHERE name = \(c.name)
-                        """, logger: self.logger)
+                        """)
                     changes.append(PolicyChange(kind: .changed, what: "priority class \(c.name)", detail: Self.describe(old, c)))
                 }
             } else {
-                try await connection.query(
+                try await tx.query(
                     """
                     INSERT INTO priority_classes (name, value, preemptible, preempts, max_time_s)
                     VALUES (\(c.name), \(c.value), \(c.preemptible), \(c.preempts), \(c.maxTimeSeconds))
-                    """, logger: self.logger)
+                    """)
                 changes.append(PolicyChange(kind: .added, what: "priority class \(c.name)", detail: "value \(c.value)"))
             }
         }
         let declaredClasses = Set(policy.priorityClasses.map(\.name))
         for name in classes.keys.sorted() where !declaredClasses.contains(name) {
-            try await connection.query("DELETE FROM priority_classes WHERE name = \(name)", logger: self.logger)
+            try await tx.query("DELETE FROM priority_classes WHERE name = \(name)")
             changes.append(PolicyChange(kind: .removed, what: "priority class \(name)", detail: "queued jobs keep their priority value"))
         }
 
         // Defaults.
         let d = policy.defaults
-        let old = try await connection.query(
-            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s FROM policy_defaults", logger: self.logger
+        let old = try await tx.query(
+            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s FROM policy_defaults"
         ).decode((String?, Int, Int, Int).self).first { _ in true }
         if let old, old != (d.priorityClass, d.gracePeriodSeconds, d.reclaimDeadlineSeconds, d.heartbeatTimeoutSeconds) {
-            try await connection.query(
+            try await tx.query(
                 """
                 UPDATE policy_defaults SET priority_class = \(d.priorityClass), grace_period_s = \(d.gracePeriodSeconds),
                        reclaim_deadline_s = \(d.reclaimDeadlineSeconds), heartbeat_timeout_s = \(d.heartbeatTimeoutSeconds),
                        updated_by = \(actor.name), updated_at = now()
-                """, logger: self.logger)
+                """)
             changes.append(
                 PolicyChange(
                     kind: .changed, what: "defaults",
@@ -163,34 +159,33 @@ public struct PolicyStore: Sendable {
         let declaredPools = Set(policy.pools.map(\.name))
         for name in pools.keys.sorted() where !declaredPools.contains(name) {
             let used =
-                try await connection.query(
-                    "SELECT (SELECT count(*) FROM nodes WHERE pool = \(name)) + (SELECT count(*) FROM jobs WHERE pool = \(name))", logger: self.logger
+                try await tx.query(
+                    "SELECT (SELECT count(*) FROM nodes WHERE pool = \(name)) + (SELECT count(*) FROM jobs WHERE pool = \(name))"
                 ).decode(Int.self).first { _ in true } ?? 0
             if used > 0 {
                 changes.append(PolicyChange(kind: .kept, what: "pool \(name)", detail: "not declared, but nodes or jobs use it"))
             } else {
-                try await connection.query("DELETE FROM pools WHERE name = \(name)", logger: self.logger)
+                try await tx.query("DELETE FROM pools WHERE name = \(name)")
                 changes.append(PolicyChange(kind: .removed, what: "pool \(name)"))
             }
         }
         let declaredOrgs = Set(policy.organizations.map(\.name))
         for name in orgs.sorted() where !declaredOrgs.contains(name) {
             let used =
-                try await connection.query(
-                    "SELECT (SELECT count(*) FROM jobs WHERE org = \(name)) + (SELECT count(*) FROM tokens WHERE org = \(name) AND revoked_at IS NULL)",
-                    logger: self.logger
+                try await tx.query(
+                    "SELECT (SELECT count(*) FROM jobs WHERE org = \(name)) + (SELECT count(*) FROM tokens WHERE org = \(name) AND revoked_at IS NULL)"
                 ).decode(Int.self).first { _ in true } ?? 0
             if used > 0 {
                 changes.append(PolicyChange(kind: .kept, what: "organization \(name)", detail: "not declared, but jobs or tokens use it"))
             } else {
-                try await connection.query("DELETE FROM organizations WHERE name = \(name)", logger: self.logger)
+                try await tx.query("DELETE FROM organizations WHERE name = \(name)")
                 changes.append(PolicyChange(kind: .removed, what: "organization \(name)"))
             }
         }
-        try await AuditStore.append(
-            connection, logger: self.logger, actor: actor, action: "policy.apply", target: "policy",
-            outcome: changes.isEmpty ? "unchanged" : "\(changes.count) changes",
-            detail: ["changes": changes.map(\.description).joined(separator: "; ")])
+        try await tx.audit.append(
+            AuditEntry(
+                actor: actor, action: "policy.apply", target: "policy", outcome: changes.isEmpty ? "unchanged" : "\(changes.count) changes",
+                detail: ["changes": changes.map(\.description).joined(separator: "; ")]))
         return changes
     }
 

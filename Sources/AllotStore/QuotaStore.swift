@@ -1,6 +1,5 @@
-import AllotCore
-import Foundation
-import Logging
+public import AllotCore
+public import Foundation
 import PostgresNIO
 
 /// Reads allocations against the usage ledger: what `allot quota`, the web page and `/metrics` show.
@@ -12,9 +11,17 @@ public struct QuotaStore: Sendable {
     /// GPU-hours count each attempt's GPUs (fractions by their share) from its start to its end (or now), clipped
     /// to the period; time the infrastructure lost is credited back.
     public func rows(org: String? = nil, pool: String? = nil, period: String? = nil, at now: Date = Date()) async throws -> [QuotaRow] {
+        try await self.database.read { tx in try await Self.rows(in: tx, org: org, pool: pool, period: period, at: now) }
+    }
+
+    static func rows(
+        in tx: Transaction, org: String? = nil, pool: String? = nil, period: String? = nil, at now: Date = Date()
+    ) async throws
+        -> [QuotaRow]
+    {
         let (monthStart, monthEnd) = try Self.month(period, containing: now)
         let reference = period == nil ? now : monthStart
-        let rows = try await self.database.query(
+        let rows = try await tx.query(
             """
             WITH a AS (
                 SELECT al.org, al.pool, al.guaranteed_gpus, al.limit_gpus, al.gpu_hours::float8 AS hours,

@@ -1,4 +1,4 @@
-import AllotCore
+public import AllotCore
 
 /// Builders for the placement core's inputs, so a test reads as the cluster it describes:
 /// `.node("n1", gpus: 8, model: "H200")`.

@@ -1,10 +1,10 @@
 import AllotAgent
+import AllotCommandLine
 import AllotCore
 import AllotFormats
-import AllotHTTP
+import AllotHTTPClient
 import ArgumentParser
 import Foundation
-import Hummingbird
 import Logging
 
 @main
@@ -26,11 +26,11 @@ struct GPUOptions: ParsableArguments {
 struct Inventory: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the GPUs this node has.")
     @OptionGroup var gpu: GPUOptions
-    @Option(help: "table or json") var output: String = "table"
+    @Option(help: "table or json") var output: OutputFormat = .table
 
     func run() async throws {
         let gpus = try self.gpu.discover(node: ProcessInfo.processInfo.hostName)
-        if self.output == "json" {
+        if self.output == .json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try encoder.encode(gpus), as: UTF8.self))
@@ -54,60 +54,48 @@ struct Run: AsyncParsableCommand {
     @Option(help: "allotd's URL.") var server: String
     @Option(help: "This node's name, as registered with `allot nodes add`.") var node: String
     @Option(help: "The agent token file written by `allot nodes add`.") var tokenFile: String
-    @Option(help: "Where the agent's API listens, HOST:PORT.") var listen: String = "127.0.0.1:9101"
+    @Option(help: "Where the agent's API listens, HOST:PORT.") var listen = HostPort(host: "127.0.0.1", port: 9101)
     @Option(help: "The URL allotd uses to reach this agent (default: http://LISTEN).") var advertiseURL: String?
     @Option(help: "Where ranks' records and logs are kept (default: /var/lib/allot-agent/NODE as root, else ~/.local/state/allot-agent/NODE).")
     var stateDir: String?
     @OptionGroup var gpu: GPUOptions
     @Option(help: "CPUs to offer (default: all of this machine's).") var cpus: Double?
-    @Option(help: "Memory to offer, e.g. 512G (default: all of this machine's).") var memory: String?
+    @Option(help: "Memory to offer, e.g. 512G (default: all of this machine's).") var memory: SizeArgument?
     @Option(help: "Seconds between heartbeats.") var heartbeatInterval: Double = 2
-    @Option(help: "Log level.") var logLevel: String = "info"
+    @Option(help: "How much to log.") var logLevel: LogLevel = .info
+
+    func validate() throws {
+        if self.advertiseURL == nil && self.listen.isWildcard { throw ValidationError("--advertise-url is needed when listening on every address") }
+    }
 
     func run() async throws {
-        let level = Logger.Level(rawValue: self.logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        let logger = self.logLevel.bootstrap(label: "allot-agent")
+        let token: String
+        do {
+            token = try SecretFile.read(self.tokenFile)
+        } catch {
+            throw ValidationError("--token-file: \(error)")
         }
-        let logger = Logger(label: "allot-agent")
-        guard let colon = self.listen.lastIndex(of: ":"), let port = Int(self.listen[self.listen.index(after: colon)...]) else {
-            throw ValidationError("--listen: '\(self.listen)' must be HOST:PORT")
-        }
-        let host = String(self.listen[..<colon])
-        if self.advertiseURL == nil && (host == "0.0.0.0" || host == "::") {
-            throw ValidationError("--advertise-url is needed when listening on every address")
-        }
-        guard let token = try? String(contentsOfFile: self.tokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty
-        else { throw ValidationError("--token-file: cannot read a token from \(self.tokenFile)") }
         let stateDir = self.stateDir ?? Self.defaultStateDir(node: self.node)
         let supervisor = try Supervisor(stateDir: URL(fileURLWithPath: stateDir), node: self.node)
 
         let host_ = NodeInventory.hostResources()
         let cpuMilli = self.cpus.map { Int($0 * 1000) } ?? host_.cpuMilli
-        var memoryMiB = host_.memoryMiB
-        if let memory {
-            guard let m = Units.mebibytes(memory) else { throw ValidationError("--memory: '\(memory)' is not a size like 512G") }
-            memoryMiB = m
-        }
         let node = self.node
-        let offeredMemory = memoryMiB
+        let offeredMemory = self.memory?.mebibytes ?? host_.memoryMiB
         let gpuOptions = self.gpu
         _ = try gpuOptions.discover(node: node)  // fail fast on a bad --gpus or a missing nvidia-smi
 
         let callbackToken = "cb_" + UUID().uuidString
         let heartbeat = Heartbeat(
             server: APIClient(baseURL: self.server, token: token, timeout: .seconds(5)), node: node,
-            agentURL: self.advertiseURL ?? "http://\(self.listen)", callbackToken: callbackToken, supervisor: supervisor,
+            agentURL: self.advertiseURL ?? self.listen.httpURL, callbackToken: callbackToken, supervisor: supervisor,
             interval: .milliseconds(Int(self.heartbeatInterval * 1000)), logger: logger
         ) {
             NodeInventory(gpus: try gpuOptions.discover(node: node), cpuMilli: cpuMilli, memoryMiB: offeredMemory)
         }
-        let app = Application(
-            router: AgentAPI(supervisor: supervisor, callbackToken: callbackToken).router(),
-            configuration: .init(address: .hostname(host, port: port), serverName: "allot-agent"), services: [heartbeat], logger: logger)
-        try await app.runService()
+        try await AgentAPI(supervisor: supervisor, callbackToken: callbackToken).serve(
+            host: self.listen.host, port: self.listen.port, heartbeat: heartbeat, logger: logger)
     }
 
     static func defaultStateDir(node: String) -> String {

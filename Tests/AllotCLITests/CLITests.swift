@@ -47,7 +47,7 @@ struct CLITests {
         #expect(result.status == 1)
         #expect(result.output.contains("\(file):7: organizations[0].allocations[0].guaranteedGPUs"))
         #expect(result.output.contains("\(file):6: organizations[0].allocations[0].pool: unknown pool 'b'"))
-        let valid = try runBuilt("allot", ["policy", "validate", TestDatabase.repositoryRoot + "/Policies"])
+        let valid = try runBuilt("allot", ["policy", "validate", Repository.root + "/Policies"])
         #expect(valid.status == 0, "\(valid.output)")
     }
 
@@ -66,7 +66,7 @@ struct CLITests {
 struct SimulateCLITests {
     @Test("replays the example trace and prints the JSON fields SPEC §6 lists")
     func example() throws {
-        let root = TestDatabase.repositoryRoot + "/ops/simulation/"
+        let root = Repository.root + "/ops/simulation/"
         let result = try runBuilt("allot", ["simulate", "--cluster", root + "cluster.csv", "--trace", root + "trace.csv", "--output", "json"])
         #expect(result.status == 0, "\(result.output)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
@@ -80,7 +80,7 @@ struct SimulateCLITests {
 
     @Test("a malformed trace names the file, line and column")
     func malformed() throws {
-        let root = TestDatabase.repositoryRoot + "/ops/simulation/"
+        let root = Repository.root + "/ops/simulation/"
         let trace = try CLITests.temporaryFile(
             "id,submit_s,duration_s,org,kind,pool,nodes,gpus_per_node,gpu_milli,gpu_model,cpu_milli,memory_mib,priority,time_limit_s\n1,0,10,o,training,h200,one,1,,,0,0,1,\n",
             extension: "csv")

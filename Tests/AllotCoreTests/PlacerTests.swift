@@ -1,5 +1,6 @@
 import AllotCore
 import AllotTesting
+import Foundation
 import Testing
 
 @Suite("Placer: choices on hand-built clusters")

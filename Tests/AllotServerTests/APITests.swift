@@ -1,11 +1,14 @@
 import AllotCore
-import AllotHTTP
+import AllotDatabaseTesting
+import AllotHTTPClient
 import AllotServer
 import AllotStore
 import AllotTesting
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import NIOFoundationCompat
+import PostgresNIO
 import Testing
 
 let databaseTests = ConditionTrait.enabled(if: TestDatabase.isConfigured, "needs ALLOT_TEST_DATABASE_URL (ops/test.sh sets it)")
@@ -14,7 +17,7 @@ let databaseTests = ConditionTrait.enabled(if: TestDatabase.isConfigured, "needs
 @Suite("HTTP API", databaseTests)
 struct APITests {
     struct Setup {
-        let app: Application<RouterResponder<BasicRequestContext>>
+        let app: Application<RouterResponder<AllotRequestContext>>
         let operatorToken: String
         let memberToken: String
         let agentToken: String
@@ -35,13 +38,12 @@ struct APITests {
         let operatorToken = try await TokenStore(database: db).bootstrap()
         let memberToken = try await TokenStore(database: db).create(name: "alice", role: .member, org: "lab", actor: op)
         let agentToken = try await NodeStore(database: db).add(name: "n1", pool: "h200", block: nil, by: op)
-        _ = try await NodeStore(database: db).report(
+        _ = try await AgentStore(database: db).report(
             AgentReport(
                 node: "n1", agentURL: "http://127.0.0.1:1", callbackToken: "cb", cpuMilli: 8000, memoryMiB: 65536,
                 gpus: (0..<8).map { GPUInfo(index: $0, uuid: "g\($0)", model: "H200", memoryMiB: 1) }, ranks: []),
             from: Principal(name: "agent:n1", role: .agent, node: "n1"))
-        let router = Router(context: BasicRequestContext.self)
-        API(database: db, wake: Wakeup(), logger: db.logger).addRoutes(to: router)
+        let router = API(database: db, wake: Wakeup(), logger: db.logger).router()
         return Setup(app: Application(router: router), operatorToken: operatorToken, memberToken: memberToken, agentToken: agentToken)
     }
 
@@ -93,7 +95,7 @@ struct APITests {
                     body: ByteBuffer(string: "org: uni\npool: h200\ngpusPerNode: 1\ncommand: sleep 1")
                 ) { response in
                     #expect(response.status == .created)
-                    let job = try JSON.decoder.decode(JobView.self, from: Data(buffer: response.body))
+                    let job = try WireJSON.decoder.decode(JobView.self, from: Data(buffer: response.body))
                     #expect(job.org == "uni" && job.state == .queued)
                     id = job.id
                 }
@@ -101,7 +103,7 @@ struct APITests {
                     #expect($0.status == .notFound)
                 }
                 try await client.execute(uri: "/v1/jobs", method: .get, headers: [.authorization: "Bearer \(s.memberToken)"]) { response in
-                    let jobs = try JSON.decoder.decode([JobView].self, from: Data(buffer: response.body))
+                    let jobs = try WireJSON.decoder.decode([JobView].self, from: Data(buffer: response.body))
                     #expect(jobs.isEmpty)
                 }
                 try await client.execute(uri: "/v1/jobs/\(id)/cancel", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"]) {
@@ -111,6 +113,18 @@ struct APITests {
                 try await client.execute(
                     uri: "/v1/nodes", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"],
                     body: ByteBuffer(string: #"{"name": "n9", "pool": "h200"}"#)
+                ) { #expect($0.status == .forbidden) }
+                try await client.execute(
+                    uri: "/v1/policy", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"],
+                    body: ByteBuffer(
+                        string:
+                            #"{"pools": [], "organizations": [], "priorityClasses": [], "defaults": {"gracePeriodSeconds": 60, "reclaimDeadlineSeconds": 300, "heartbeatTimeoutSeconds": 30}}"#
+                    )
+                ) { #expect($0.status == .forbidden) }
+                // Nor drain a node: that is an operator's act.
+                try await client.execute(
+                    uri: "/v1/drains", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"],
+                    body: ByteBuffer(string: #"{"nodes": ["n1"], "reason": "x"}"#)
                 ) { #expect($0.status == .forbidden) }
                 // The agent of n1 cannot report for n2.
                 let report = AgentReport(node: "n2", agentURL: "http://x", callbackToken: "c", cpuMilli: 0, memoryMiB: 0, gpus: [], ranks: [])

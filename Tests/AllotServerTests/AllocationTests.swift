@@ -1,10 +1,12 @@
 import AllotAgent
 import AllotCore
+import AllotDatabaseTesting
 import AllotServer
 import AllotStore
 import AllotTesting
 import Foundation
 import Logging
+import PostgresNIO
 import Testing
 
 /// Allocations at work: guarantees, borrowing and reclaim, budgets, and the ledger behind `allot quota`.
@@ -31,7 +33,7 @@ struct AllocationTests {
         {
             count = known
         }
-        return try await NodeStore(database: db).report(
+        return try await AgentStore(database: db).report(
             AgentReport(
                 node: node, agentURL: "http://127.0.0.1:1", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20,
                 gpus: (0..<count).map { GPUInfo(index: $0, uuid: "\(node)-\($0)", model: "H200", memoryMiB: 1) }, ranks: ranks),
@@ -52,8 +54,8 @@ struct AllocationTests {
 
     /// Acts as the agents: every placed rank starts running.
     static func startAll(_ db: Database) async throws {
-        let store = AttemptStore(database: db)
-        for work in try await store.dueLaunches() {
+        let store = DispatchStore(database: db)
+        for work in try await store.claimLaunches() {
             for r in work.ranks {
                 let key = RankKey(jobID: work.jobID, attempt: work.attempt, rank: r.rank)
                 try await store.markDispatched(key)
@@ -62,7 +64,7 @@ struct AllocationTests {
         }
     }
 
-    static func job(_ db: Database, _ id: Int64) async throws -> JobView { try await JobStore(database: db).show(id, visibleTo: op) }
+    static func job(_ db: Database, _ id: Int64) async throws -> JobView { try await JobStore(database: db).show(id, scope: .all) }
 
     @Test("A idle, B borrows: when A asks for its guarantee, B's borrowed jobs are preempted and requeued, A runs, B keeps its own")
     func borrowAndReclaim() async throws {
@@ -92,7 +94,7 @@ struct AllocationTests {
             // A asks for 8 (two nodes × 4): nothing is free, so B's two borrowed jobs are asked to stop; its own is not.
             let aJob = try await Self.submit(db, "a", nodes: 2, gpus: 4)
             try await loop.cycle()
-            let stops = try await AttemptStore(database: db).dueStops()
+            let stops = try await DispatchStore(database: db).claimStops()
             #expect(Set(stops.map(\.key.jobID)) == Set(bJobs[1...]))
             for s in stops {
                 _ = try await Self.report(db, s.node, [RankStatus(key: s.key, state: .exited, exitCode: 143, signal: 15)])
@@ -224,9 +226,9 @@ struct DrainInferenceTests {
             #expect(job.attempts.count == 2)
             #expect(job.attempts[1].nodes.first?.node != first)
             // Before the replacement runs, the old one is not touched.
-            #expect(try await AttemptStore(database: db).dueStops().isEmpty)
+            #expect(try await DispatchStore(database: db).claimStops().isEmpty)
             try await AllocationTests.startAll(db)
-            let stops = try await AttemptStore(database: db).dueStops()
+            let stops = try await DispatchStore(database: db).claimStops()
             #expect(stops.map(\.key.attempt) == [1])
             _ = try await AllocationTests.report(db, first, [RankStatus(key: stops[0].key, state: .exited, exitCode: 0)])
             job = try await AllocationTests.job(db, id)
@@ -235,8 +237,8 @@ struct DrainInferenceTests {
             try await lifecycle.advanceDrains()
             #expect(try await NodeStore(database: db).list().first { $0.name == first }?.state == .drained)
             // The replacement is now the job's attempt: cancelling ends the job.
-            _ = try await JobStore(database: db).cancel(id, by: AllocationTests.op)
-            for s in try await AttemptStore(database: db).dueStops() {
+            _ = try await JobStore(database: db).cancel(id, by: AllocationTests.op, scope: .all)
+            for s in try await DispatchStore(database: db).claimStops() {
                 _ = try await AllocationTests.report(db, s.node, [RankStatus(key: s.key, state: .exited, exitCode: 143, signal: 15)])
             }
             #expect(try await AllocationTests.job(db, id).state == .cancelled)
@@ -248,17 +250,17 @@ struct DrainInferenceTests {
 struct FaultFixtureTests {
     @Test("the H200 fault fixture, reported by an agent, quarantines its faulty GPUs and placement skips them")
     func fixtureQuarantines() async throws {
-        let xml = try Data(contentsOf: URL(fileURLWithPath: TestDatabase.repositoryRoot + "/Tests/AllotAgentTests/Fixtures/h200-faults.xml"))
+        let xml = try Data(contentsOf: URL(fileURLWithPath: Repository.root + "/Tests/AllotAgentTests/Fixtures/h200-faults.xml"))
         let gpus = try GPUDiscovery.parse(xml: xml)
         try await TestDatabase.with { db in
             try await AllocationTests.setUp(
                 db, orgs: [Organization(name: "u", allocations: [Allocation(pool: "h200", guaranteedGPUs: 8, limitGPUs: 8, gpuHours: 1000)])],
                 nodes: 0)
             _ = try await NodeStore(database: db).add(name: "f1", pool: "h200", block: nil, by: AllocationTests.op)
-            _ = try await NodeStore(database: db).report(
+            _ = try await AgentStore(database: db).report(
                 AgentReport(node: "f1", agentURL: "http://x", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: gpus, ranks: []),
                 from: Principal(name: "agent:f1", role: .agent, node: "f1"))
-            let detail = try await NodeLifecycleStore(database: db).detail("f1")
+            let detail = try await NodeStore(database: db).detail("f1")
             #expect(detail.node.gpus.map(\.health) == [.healthy, .quarantined, .quarantined])
             #expect(detail.healthEvents.map(\.gpuIndex) == [1, 2])  // recorded from the agent's first report
             let one = try await AllocationTests.submit(db, "u", gpus: 1)

@@ -1,5 +1,6 @@
 import AllotCore
-import AllotHTTP
+import AllotDatabaseTesting
+import AllotHTTPClient
 import AllotStore
 import AllotTesting
 import Foundation
@@ -42,9 +43,9 @@ struct EndToEndTests {
             self.allotd = try TestProcess(
                 "allotd", ["serve", "--listen", "127.0.0.1:\(port)", "--heartbeat-timeout", "4s"], environment: env, name: "allotd")
             try await Self.waitFor("allotd ready", seconds: 30) {
-                (try? await APIClient(baseURL: "http://127.0.0.1:\(port)", token: nil, timeout: .seconds(1)).send(.GET, "/readyz")) != nil
+                (try? await APIClient(baseURL: "http://127.0.0.1:\(port)", token: nil, timeout: .seconds(1)).get("/readyz") as Data) != nil
             }
-            try self.cli(["policy", "apply", TestDatabase.repositoryRoot + "/Policies"])
+            try self.cli(["policy", "apply", Repository.root + "/Policies"])
             for node in ["gpu-001", "gpu-002"] {
                 try self.cli([
                     "nodes", "add", node, "--pool", "h200", "--block", "rack-1", "--token-file",
@@ -76,7 +77,7 @@ struct EndToEndTests {
         }
 
         func json<T: Decodable>(_ arguments: [String], as type: T.Type) throws -> T {
-            try JSON.decoder.decode(type, from: Data(try self.cli(arguments + ["--output", "json"]).utf8))
+            try WireJSON.decoder.decode(type, from: Data(try self.cli(arguments + ["--output", "json"]).utf8))
         }
 
         func submit(_ spec: String) throws -> Int64 {

@@ -1,4 +1,5 @@
 import AllotCore
+import AllotDatabaseTesting
 import AllotServer
 import AllotStore
 import AllotTesting
@@ -27,7 +28,7 @@ struct ObservabilityTests {
             _ = try await NodeStore(database: db).add(name: n, pool: "h200", block: "rack-1", by: op)
             var gpus = (0..<8).map { GPUInfo(index: $0, uuid: "\(n)-\($0)", model: "H200", memoryMiB: 143_771, nvlinkDomain: 0) }
             if n == "gpu-003" { gpus[7].health = .quarantined }
-            _ = try await NodeStore(database: db).report(
+            _ = try await AgentStore(database: db).report(
                 AgentReport(node: n, agentURL: "http://127.0.0.1:1", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: gpus, ranks: []),
                 from: Principal(name: "agent:\(n)", role: .agent, node: n))
         }
@@ -43,9 +44,9 @@ struct ObservabilityTests {
         _ = try await store.commit(Placer().place(try await store.queue(), on: try await store.nodeSnapshots()))
         for rank in 0..<2 {
             let key = RankKey(jobID: gang, attempt: 1, rank: rank)
-            try await AttemptStore(database: db).markDispatched(key)
-            let node = try await JobStore(database: db).show(gang, visibleTo: op).attempts[0].nodes[rank].node
-            _ = try await NodeStore(database: db).report(
+            try await DispatchStore(database: db).markDispatched(key)
+            let node = try await JobStore(database: db).show(gang, scope: .all).attempts[0].nodes[rank].node
+            _ = try await AgentStore(database: db).report(
                 AgentReport(
                     node: node, agentURL: "http://127.0.0.1:1", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20,
                     gpus: (0..<8).map { GPUInfo(index: $0, uuid: "\(node)-\($0)", model: "H200", memoryMiB: 143_771, nvlinkDomain: 0) },
@@ -73,8 +74,7 @@ struct ObservabilityTests {
         }
         try await TestDatabase.with { db in
             try await Self.populate(db)
-            let router = Router(context: BasicRequestContext.self)
-            API(database: db, wake: Wakeup(), logger: db.logger).addRoutes(to: router)
+            let router = API(database: db, wake: Wakeup(), logger: db.logger).router()
             try await Application(router: router).test(.router) { client in
                 try await client.execute(uri: "/metrics", method: .get) { response in
                     #expect(response.status == .ok)
@@ -102,8 +102,7 @@ struct ObservabilityTests {
         }
         try await TestDatabase.with { db in
             try await Self.populate(db)
-            let router = Router(context: BasicRequestContext.self)
-            API(database: db, wake: Wakeup(), logger: db.logger).addRoutes(to: router)
+            let router = API(database: db, wake: Wakeup(), logger: db.logger).router()
             let app = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
             try await app.test(.live) { client in
                 let port = try #require(client.port)
@@ -132,7 +131,7 @@ struct ObservabilityTests {
 struct OpsFilesTests {
     @Test("the Prometheus config and alert rules pass promtool; the Grafana dashboard is JSON with panels")
     func prometheusAndGrafana() async throws {
-        let ops = TestDatabase.repositoryRoot + "/ops"
+        let ops = Repository.root + "/ops"
         if let promtool = ObservabilityTests.which("promtool") {
             let rules = try await ObservabilityTests.run(promtool, ["check", "rules", ops + "/prometheus/alerts.yml"])
             #expect(rules.0 == 0, "\(rules.1)")

@@ -1,7 +1,9 @@
 import AllotCore
+import AllotDatabaseTesting
 import AllotStore
 import AllotTesting
 import Foundation
+import PostgresNIO
 import Testing
 
 @Suite("Jobs and attempts through the store", databaseTests)
@@ -22,12 +24,12 @@ struct LifecycleTests {
             #expect(Set(ranks.map(\.node)) == ["n1", "n2"])
             #expect(ranks.allSatisfy { $0.gpus.count == 4 })
 
-            let store = AttemptStore(database: db)
-            let work = try await store.dueLaunches()
+            let store = DispatchStore(database: db)
+            let work = try await store.claimLaunches()
             #expect(work.count == 1 && work[0].ranks.count == 2)
             for r in ranks { try await store.markDispatched(RankKey(jobID: id, attempt: 1, rank: r.rank)) }
             #expect(try await f.job(id).state == .starting)
-            #expect(try await store.dueLaunches().isEmpty)
+            #expect(try await store.claimLaunches().isEmpty)
 
             for r in ranks { try await f.report(r.node, ranks: [Self.running(RankKey(jobID: id, attempt: 1, rank: r.rank))]) }
             #expect(try await f.job(id).state == .running)
@@ -54,7 +56,7 @@ struct LifecycleTests {
             let id = try await f.submit(JobSpec(name: "g", org: "lab", pool: "h200", nodes: 2, gpusPerNode: 4, command: "exit 3"))
             try await f.schedule()
             let ranks = try #require(try await f.job(id).attempts.first?.nodes)
-            let store = AttemptStore(database: db)
+            let store = DispatchStore(database: db)
             for r in ranks {
                 try await store.markDispatched(RankKey(jobID: id, attempt: 1, rank: r.rank))
                 try await f.report(r.node, ranks: [Self.running(RankKey(jobID: id, attempt: 1, rank: r.rank))])
@@ -62,7 +64,7 @@ struct LifecycleTests {
             let failing = ranks[1]
             try await f.report(failing.node, ranks: [Self.exited(RankKey(jobID: id, attempt: 1, rank: failing.rank), 3)])
             // The other rank is asked to stop; the job ends once it has.
-            let stops = try await store.dueStops()
+            let stops = try await store.claimStops()
             #expect(stops.map(\.key) == [RankKey(jobID: id, attempt: 1, rank: ranks[0].rank)])
             try await f.report(ranks[0].node, ranks: [RankStatus(key: stops[0].key, state: .exited, exitCode: 143, signal: 15)])
             let job = try await f.job(id)
@@ -81,13 +83,13 @@ struct LifecycleTests {
             let queued = try await f.submit(JobSpec(name: "q", org: "lab", pool: "h200", gpusPerNode: 8, command: "sleep 600"))
             try await f.schedule()
             #expect(try await f.job(queued).reason?.hasPrefix("capacity") == true)
-            #expect(try await jobs.cancel(queued, by: f.op).state == .cancelled)
+            #expect(try await jobs.cancel(queued, by: f.op, scope: .all).state == .cancelled)
 
             let key = RankKey(jobID: running, attempt: 1, rank: 0)
-            try await AttemptStore(database: db).markDispatched(key)
+            try await DispatchStore(database: db).markDispatched(key)
             try await f.report("n1", ranks: [Self.running(key)])
-            #expect(try await jobs.cancel(running, by: f.op).state == .running)
-            #expect(try await AttemptStore(database: db).dueStops().map(\.key) == [key])
+            #expect(try await jobs.cancel(running, by: f.op, scope: .all).state == .running)
+            #expect(try await DispatchStore(database: db).claimStops().map(\.key) == [key])
             try await f.report("n1", ranks: [RankStatus(key: key, state: .exited, exitCode: 143, signal: 15)])
             #expect(try await f.job(running).state == .cancelled)
         }
@@ -101,7 +103,7 @@ struct LifecycleTests {
             try await f.schedule()
             let node = try #require(try await f.job(id).attempts.first?.nodes.first?.node)
             try await db.query("UPDATE nodes SET last_heartbeat = now() - interval '1 minute' WHERE name = \(node)")
-            #expect(try await AttemptStore(database: db).markLostNodes(timeoutSeconds: 30).lost == [node])
+            #expect(try await NodeStore(database: db).markLostNodes(timeoutSeconds: 30).lost == [node])
             let requeued = try await f.job(id)
             #expect(requeued.state == .queued)
             #expect(requeued.attempts.first?.state == .lost)
@@ -128,7 +130,7 @@ struct LifecycleTests {
             let id = try await f.submit(JobSpec(name: "x", org: "lab", pool: "h200", gpusPerNode: 1, command: "true", maxAttempts: 2))
             for attempt in 1...2 {
                 try await f.schedule()
-                let failedOut = try await AttemptStore(database: db).dispatchFailed(
+                let failedOut = try await DispatchStore(database: db).dispatchFailed(
                     jobID: id, attempt: attempt, node: "n1", error: "refused", maxTries: 1)
                 #expect(failedOut)
             }
@@ -181,13 +183,13 @@ struct TimeLimitTests {
             let id = try await f.submit(JobSpec(name: "t", org: "lab", pool: "h200", gpusPerNode: 1, timeLimitSeconds: 60, command: "sleep 600"))
             try await f.schedule()
             let key = RankKey(jobID: id, attempt: 1, rank: 0)
-            try await AttemptStore(database: db).markDispatched(key)
+            try await DispatchStore(database: db).markDispatched(key)
             try await f.report("n1", ranks: [RankStatus(key: key, state: .running)])
-            try await AttemptStore(database: db).stopOverdue()
-            #expect(try await AttemptStore(database: db).dueStops().isEmpty)  // not yet
+            try await SchedulerStore(database: db).stopOverdue()
+            #expect(try await DispatchStore(database: db).claimStops().isEmpty)  // not yet
             try await db.query("UPDATE attempts SET started_at = now() - interval '61 seconds' WHERE job_id = \(id)")
-            try await AttemptStore(database: db).stopOverdue()
-            #expect(try await AttemptStore(database: db).dueStops().map(\.key) == [key])
+            try await SchedulerStore(database: db).stopOverdue()
+            #expect(try await DispatchStore(database: db).claimStops().map(\.key) == [key])
             try await f.report("n1", ranks: [RankStatus(key: key, state: .exited, exitCode: 143, signal: 15)])
             let job = try await f.job(id)
             #expect(job.state == .failed)

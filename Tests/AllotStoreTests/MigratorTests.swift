@@ -1,3 +1,4 @@
+import AllotDatabaseTesting
 import AllotStore
 import AllotTesting
 import Foundation

@@ -1,4 +1,5 @@
 import AllotCore
+import AllotDatabaseTesting
 import AllotStore
 import AllotTesting
 import Foundation
@@ -33,7 +34,7 @@ struct StoreFixture {
     @discardableResult
     func report(_ node: String, gpus: Int = 8, ranks: [RankStatus] = []) async throws -> HeartbeatReply {
         let inventory = (0..<gpus).map { GPUInfo(index: $0, uuid: "GPU-\(node)-\($0)", model: "H200", memoryMiB: 143_771, nvlinkDomain: 0) }
-        return try await NodeStore(database: self.db).report(
+        return try await AgentStore(database: self.db).report(
             AgentReport(
                 node: node, agentURL: "http://127.0.0.1:1", callbackToken: "cb", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory,
                 ranks: ranks),
@@ -47,15 +48,13 @@ struct StoreFixture {
         }
     }
 
-    /// One scheduling cycle through the real store and the pure core.
+    /// One scheduling cycle, the scheduler loop's own: snapshot, placement (with backfill), commit, reclaim.
     @discardableResult
     func schedule() async throws -> [Int64] {
-        let store = SchedulerStore(database: self.db)
-        return try await store.commit(
-            Placer().place(try await store.queue(), on: try await store.nodeSnapshots(), quota: try await store.quotaBook()))
+        try await SchedulingCycle(store: SchedulerStore(database: self.db), placer: Placer(), logger: self.db.logger).run().placed
     }
 
-    func job(_ id: Int64) async throws -> JobView { try await JobStore(database: self.db).show(id, visibleTo: self.op) }
+    func job(_ id: Int64) async throws -> JobView { try await JobStore(database: self.db).show(id, scope: .all) }
 
     func scalar<T: PostgresDecodable & Sendable>(_ query: PostgresQuery, as: T.Type = T.self) async throws -> T? {
         try await self.db.query(query).decode(T.self).first { _ in true }

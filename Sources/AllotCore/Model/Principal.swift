@@ -21,3 +21,40 @@ public struct Principal: Hashable, Sendable, Codable {
     /// Sees every organisation's jobs and usage.
     public var seesAllOrganizations: Bool { self.role == .operator || self.role == .auditor }
 }
+
+/// Whose data a request may see and change: what the authorization decision grants, and what the stores filter
+/// by. Roles never reach the stores; scopes do.
+public enum Scope: Hashable, Sendable {
+    /// Every organisation's (operators, auditors).
+    case all
+    /// One organisation's (its members and org-admins).
+    case organization(String)
+    /// One node's (its agent).
+    case node(String)
+
+    /// The organisation a scoped request is limited to; nil for `all`.
+    public var organization: String? {
+        if case .organization(let org) = self { return org }
+        return nil
+    }
+
+    public func includes(org: String) -> Bool {
+        switch self {
+        case .all: true
+        case .organization(let own): own == org
+        case .node: false
+        }
+    }
+}
+
+extension Principal {
+    /// The widest scope the token's role allows: everything for operators and auditors, the organisation for its
+    /// members and org-admins, the node for its agent.
+    public var scope: Scope {
+        switch self.role {
+        case .operator, .auditor: .all
+        case .member, .orgAdmin: .organization(self.org ?? "")
+        case .agent: .node(self.node ?? "")
+        }
+    }
+}

@@ -24,6 +24,24 @@ public enum AttemptState: String, Codable, Sendable, CaseIterable {
     public var requeuesJob: Bool {
         self == .lost || self == .preempted || self == .drained || self == .dispatchFailed
     }
+
+    /// Endings whose GPU time the infrastructure lost (a lost node, an operator's drain deadline, an agent that
+    /// never took the launch): recorded in the ledger and credited back. A preempted borrower pays for what it used.
+    public var isCreditedToOrganization: Bool { self == .lost || self == .drained || self == .dispatchFailed }
+}
+
+/// One rank of an attempt on its node: not started yet, running, exited with a status, or gone without one
+/// (its agent restarted and the process is no more).
+public enum RankState: String, Codable, Sendable, CaseIterable {
+    case pending, running, exited, vanished
+
+    /// Pending or running: the rank still holds its node.
+    public var isActive: Bool { self == .pending || self == .running }
+}
+
+/// Time a node could not take work: planned (drained, maintenance) is not lost capacity; lost is.
+public enum DowntimeKind: String, Codable, Sendable, CaseIterable {
+    case planned, lost
 }
 
 /// A node's administrative and liveness state (SPEC §3).

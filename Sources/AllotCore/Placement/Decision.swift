@@ -1,3 +1,5 @@
+import Foundation
+
 /// Where one rank of a job runs: its node and the GPUs it holds there.
 public struct RankAssignment: Hashable, Codable, Sendable {
     public var rank: Int

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// One organisation × pool row of `allot quota` (SPEC §5 keys).
 public struct QuotaRow: Codable, Hashable, Sendable {

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Bodies of the operator endpoints, shared by allotd and the CLI.
 

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// The error body of every failed request: `{"error": {"code": …, "message": …, "field": …}}`.
 public struct APIErrorBody: Codable, Sendable, Error, CustomStringConvertible {
@@ -23,9 +23,9 @@ public struct RankView: Codable, Hashable, Sendable {
     public var gpus: [Int]
     /// Thousandths of each listed GPU held (1000 for whole GPUs).
     public var gpuMilli: Int
-    public var state: String
+    public var state: RankState
     public var exitCode: Int?
-    public init(rank: Int, node: String, gpus: [Int], gpuMilli: Int, state: String, exitCode: Int?) {
+    public init(rank: Int, node: String, gpus: [Int], gpuMilli: Int, state: RankState, exitCode: Int?) {
         self.rank = rank
         self.node = node
         self.gpus = gpus
@@ -72,6 +72,8 @@ public struct JobView: Codable, Hashable, Sendable {
     public var state: JobState
     /// Why it waits, or how it ended.
     public var reason: String?
+    /// Why it waits, as a code (`capacity`, `quota`, `budget`, `reserved`, `unschedulable`); nil otherwise.
+    public var reasonCode: String?
     public var exitCode: Int?
     public var nodes: Int
     public var gpusPerNode: Int
@@ -91,9 +93,10 @@ public struct JobView: Codable, Hashable, Sendable {
         id: Int64, name: String, org: String, project: String?, owner: String, kind: JobKind, pool: String, state: JobState,
         reason: String?, exitCode: Int?, nodes: Int, gpusPerNode: Int, gpuMilli: Int?, priorityClass: String, priority: Int,
         timeLimitSeconds: Int64?, maxAttempts: Int, command: String, submittedAt: Date, updatedAt: Date, attempts: [AttemptView],
-        estimatedStart: Date? = nil
+        estimatedStart: Date? = nil, reasonCode: String? = nil
     ) {
         self.estimatedStart = estimatedStart
+        self.reasonCode = reasonCode
         self.id = id
         self.name = name
         self.org = org

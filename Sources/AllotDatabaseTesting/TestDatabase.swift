@@ -1,7 +1,8 @@
-import AllotStore
+public import AllotStore
+import AllotTesting
 import Foundation
 import Logging
-import PostgresNIO
+public import PostgresNIO
 
 /// A fresh, migrated PostgreSQL database per test, on the server named by `ALLOT_TEST_DATABASE_URL`
 /// (which `ops/test.sh` starts). Dropped when the test ends.
@@ -19,15 +20,8 @@ public enum TestDatabase {
 
     public static var isConfigured: Bool { self.adminURL != nil }
 
-    /// The repository's Migrations folder, found from this file's path.
-    public static var migrationsFolder: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Migrations").path
-    }
-
-    public static var repositoryRoot: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    }
+    /// The repository's Migrations folder.
+    public static var migrationsFolder: String { Repository.migrations }
 
     /// Makes a database, migrates it, runs `body` with a running client, then drops it.
     public static func with<T: Sendable>(
@@ -77,10 +71,14 @@ public enum TestDatabaseError: Error, CustomStringConvertible {
     public var description: String { "ALLOT_TEST_DATABASE_URL is not set: run the tests through ops/test.sh, which starts PostgreSQL" }
 }
 
-extension DatabaseURL {
-    /// The URL as text, with its password, for handing to a child process.
-    public var urlString: String {
-        let auth = self.password.map { "\(self.user):\($0)" } ?? self.user
-        return "postgres://\(auth)@\(self.host):\(self.port)/\(self.database)"
+extension Database {
+    /// A transaction on the bare connection, its errors as PostgreSQL raised them (not translated into the
+    /// stores' own): for tests that poke the schema directly.
+    public func sql<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        do {
+            return try await self.client.withTransaction(logger: self.logger) { try await body($0) }
+        } catch let error as PostgresTransactionError {
+            throw error.closureError ?? error.beginError ?? error.commitError ?? error
+        }
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A drain as `allot drain --wait` follows it.
 public struct DrainView: Codable, Hashable, Sendable {

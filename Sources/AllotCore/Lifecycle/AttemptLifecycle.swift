@@ -1,0 +1,212 @@
+public import Foundation
+
+/// One attempt of a job with its ranks, as a state machine (SPEC §3): placed → starting (every rank accepted by
+/// its agent) → running (every rank runs) → an ending. An attempt ends in two steps: a stop records how it will
+/// end (cancelled, failed, lost, …) and asks its ranks to stop; once no rank is pending or running, it ends,
+/// its GPUs are released, its usage is closed and its job moves on.
+///
+/// ```swift
+/// var attempt = try await store.attempt(job, 1)
+/// let actions = try attempt.apply(.reported(statuses, node: "gpu-001"), now: now)
+/// // persist `attempt`, then apply `actions` in the same transaction
+/// ```
+/// Events that no longer apply (a stop for an attempt that has ended, a report for a rank already ended or from
+/// another node) change nothing and ask for nothing; events that never could (an unknown rank) are refused.
+public struct AttemptLifecycle: Hashable, Sendable {
+    public struct Rank: Hashable, Sendable {
+        public var rank: Int
+        public var node: String
+        public var state: RankState
+        /// Its agent accepted the launch.
+        public var isDispatched: Bool
+        /// Its node is lost: a rank there cannot report its end, so a stop counts it as ended at once.
+        public var nodeIsLost: Bool
+        public var exitCode: Int?
+        public var signal: Int?
+        public var startedAt: Date?
+        public var endedAt: Date?
+
+        public init(
+            rank: Int, node: String, state: RankState = .pending, isDispatched: Bool = false, nodeIsLost: Bool = false, exitCode: Int? = nil,
+            signal: Int? = nil, startedAt: Date? = nil, endedAt: Date? = nil
+        ) {
+            self.rank = rank
+            self.node = node
+            self.state = state
+            self.isDispatched = isDispatched
+            self.nodeIsLost = nodeIsLost
+            self.exitCode = exitCode
+            self.signal = signal
+            self.startedAt = startedAt
+            self.endedAt = endedAt
+        }
+    }
+
+    /// How a stopped attempt will end, and since when its ranks are asked to stop.
+    public struct Stop: Hashable, Sendable {
+        public var endAs: AttemptState
+        public var requestedAt: Date
+        public init(endAs: AttemptState, requestedAt: Date) {
+            self.endAs = endAs
+            self.requestedAt = requestedAt
+        }
+    }
+
+    public enum Event: Hashable, Sendable {
+        /// The agent of `rank` accepted its launch.
+        case dispatched(rank: Int)
+        /// What the agent of `node` reports of this attempt's ranks.
+        case reported([RankStatus], node: String)
+        /// Stop the attempt: it will end as `endAs`. The first reason (and exit code) given wins.
+        case stop(endAs: AttemptState, reason: String, exitCode: Int? = nil)
+    }
+
+    public enum Action: Hashable, Sendable {
+        /// Every rank was accepted: the job is starting.
+        case starting
+        /// Every rank runs: the job runs and the attempt's usage starts.
+        case running
+        /// Stop another attempt of the same job (the one a running replacement takes over from).
+        case stopAttempt(Int, endAs: AttemptState, reason: String)
+        /// The attempt has ended: release its GPUs.
+        case releaseClaims
+        /// Close its usage; credited when the infrastructure, not the job, ended it.
+        case closeUsage(credited: Bool)
+        /// Move the job on (finished, requeued, or carried on by another live attempt).
+        case ended(AttemptState, reason: String, exitCode: Int?)
+    }
+
+    public let jobID: Int64
+    public let number: Int
+    public private(set) var state: AttemptState
+    public private(set) var stop: Stop?
+    /// Why it is stopping or how it ended.
+    public private(set) var reason: String?
+    public private(set) var exitCode: Int?
+    public private(set) var startedAt: Date?
+    public private(set) var endedAt: Date?
+    /// The attempt this one replaces (an inference replica moved off a draining node), until it runs.
+    public let replaces: Int?
+    public private(set) var ranks: [Rank]
+
+    public init(
+        jobID: Int64, number: Int, state: AttemptState = .placed, stop: Stop? = nil, reason: String? = nil, exitCode: Int? = nil,
+        startedAt: Date? = nil, endedAt: Date? = nil, replaces: Int? = nil, ranks: [Rank]
+    ) {
+        self.jobID = jobID
+        self.number = number
+        self.state = state
+        self.stop = stop
+        self.reason = reason
+        self.exitCode = exitCode
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.replaces = replaces
+        self.ranks = ranks.sorted { $0.rank < $1.rank }
+    }
+
+    public var key: String { "\(self.jobID).\(self.number)" }
+
+    /// Applies `event` at `now`; returns what the store must do besides saving the attempt.
+    public mutating func apply(_ event: Event, now: Date) throws(Refusal) -> [Action] {
+        switch event {
+        case .dispatched(let rank):
+            guard let i = self.ranks.firstIndex(where: { $0.rank == rank }) else { throw Refusal("attempt \(self.key) has no rank \(rank)") }
+            self.ranks[i].isDispatched = true
+            guard self.state == .placed, self.stop == nil, self.ranks.allSatisfy(\.isDispatched) else { return [] }
+            self.state = .starting
+            return [.starting]
+        case .reported(let statuses, let node):
+            guard self.state.isLive else { return [] }
+            var touched = false
+            for status in statuses where status.key.jobID == self.jobID && status.key.attempt == self.number {
+                guard let i = self.ranks.firstIndex(where: { $0.rank == status.key.rank }), self.ranks[i].node == node else { continue }
+                self.record(status, at: i, now: now)
+                touched = true
+            }
+            return touched ? self.advance(now: now) : []
+        case .stop(let endAs, let reason, let exitCode):
+            return self.requestStop(endAs: endAs, reason: reason, exitCode: exitCode, now: now)
+        }
+    }
+
+    /// Records one rank's report; a rank already ended, or reported running again, stays as it is.
+    private mutating func record(_ status: RankStatus, at i: Int, now: Date) {
+        switch status.state {
+        case .running:
+            guard self.ranks[i].state == .pending else { return }
+            self.ranks[i].state = .running
+            self.ranks[i].startedAt = self.ranks[i].startedAt ?? now
+        case .exited, .vanished:
+            guard self.ranks[i].state.isActive else { return }
+            self.ranks[i].state = status.state == .exited ? .exited : .vanished
+            self.ranks[i].exitCode = status.exitCode
+            self.ranks[i].signal = status.signal
+            self.ranks[i].endedAt = now
+            self.ranks[i].startedAt = self.ranks[i].startedAt ?? now
+        }
+    }
+
+    /// Ranks never started, or on a lost node, count as ended at once; the others are asked to stop.
+    private mutating func requestStop(endAs: AttemptState, reason: String, exitCode: Int?, now: Date) -> [Action] {
+        guard self.state.isLive else { return [] }
+        self.stop = self.stop ?? Stop(endAs: endAs, requestedAt: now)
+        self.reason = self.reason ?? reason
+        self.exitCode = self.exitCode ?? exitCode
+        for i in self.ranks.indices where self.ranks[i].state.isActive && (!self.ranks[i].isDispatched || self.ranks[i].nodeIsLost) {
+            self.ranks[i].state = .vanished
+            self.ranks[i].endedAt = now
+        }
+        return self.finishIfDone(now: now)
+    }
+
+    /// After ranks changed: a failed or vanished rank stops the gang; every rank running makes the attempt run;
+    /// no rank left active ends it.
+    private mutating func advance(now: Date) -> [Action] {
+        guard self.state.isLive else { return [] }
+        if self.stop == nil {
+            // The first rank to fail (by when it ended) names the gang's ending.
+            if let failed = self.ranks.filter({ $0.state == .exited && $0.exitCode != 0 }).min(by: { ($0.endedAt ?? now) < ($1.endedAt ?? now) }) {
+                let code = failed.exitCode ?? -1
+                let signal = failed.signal ?? 0
+                let how = signal > 0 ? "was killed by signal \(signal)" : code < 0 ? "ended with an unknown status" : "exited with code \(code)"
+                return self.requestStop(
+                    endAs: .failed, reason: "rank \(failed.rank) on \(failed.node) \(how)", exitCode: signal > 0 ? 128 + signal : code, now: now)
+            }
+            if let vanished = self.ranks.first(where: { $0.state == .vanished }) {
+                return self.requestStop(
+                    endAs: .lost,
+                    reason: "rank \(vanished.rank) on \(vanished.node) vanished: its agent restarted and the process is gone (exit status unknown)",
+                    exitCode: nil, now: now)
+            }
+            let running = self.ranks.filter { $0.state == .running }.count
+            let succeeded = self.ranks.filter { $0.state == .exited && $0.exitCode == 0 }.count
+            if self.state != .running && running > 0 && running + succeeded == self.ranks.count {
+                var actions: [Action] = []
+                // A replacement that runs takes over: the attempt it replaces (on a draining node) is stopped now.
+                if let replaced = self.replaces {
+                    actions.append(
+                        .stopAttempt(
+                            replaced, endAs: .drained, reason: "replaced by attempt \(self.number), started elsewhere before its node was drained"))
+                }
+                self.state = .running
+                self.startedAt = now
+                return actions + [.running] + self.finishIfDone(now: now)
+            }
+        }
+        return self.finishIfDone(now: now)
+    }
+
+    /// Ends the attempt once no rank is pending or running.
+    private mutating func finishIfDone(now: Date) -> [Action] {
+        guard self.state.isLive, !self.ranks.contains(where: { $0.state.isActive }) else { return [] }
+        let succeeded = !self.ranks.isEmpty && self.ranks.allSatisfy { $0.state == .exited && $0.exitCode == 0 }
+        let ending = self.stop?.endAs ?? (succeeded ? .succeeded : .failed)
+        let why = self.reason ?? (ending == .succeeded ? "exited 0" : "failed")
+        self.state = ending
+        self.endedAt = now
+        self.reason = why
+        if ending == .succeeded { self.exitCode = 0 }
+        return [.releaseClaims, .closeUsage(credited: ending.isCreditedToOrganization), .ended(ending, reason: why, exitCode: self.exitCode)]
+    }
+}

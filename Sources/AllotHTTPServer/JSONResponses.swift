@@ -1,0 +1,76 @@
+public import AllotCore
+public import Foundation
+public import Hummingbird
+import NIOCore
+import NIOFoundationCompat
+
+/// An error a handler throws to answer `{"error": {"code", "message", "field"}}` with the right status.
+public struct APIError: HTTPResponseError, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var body: APIErrorBody
+
+    public init(_ status: HTTPResponse.Status, code: String, message: String, field: String? = nil) {
+        self.status = status
+        self.body = APIErrorBody(code: code, message: message, field: field)
+    }
+
+    public static func badRequest(_ message: String, field: String? = nil) -> APIError {
+        APIError(.badRequest, code: "invalid", message: message, field: field)
+    }
+    public static func notFound(_ message: String) -> APIError { APIError(.notFound, code: "not_found", message: message) }
+    public static let unauthorized = APIError(.unauthorized, code: "unauthorized", message: "a valid bearer token is required")
+    public static func forbidden(_ message: String) -> APIError { APIError(.forbidden, code: "forbidden", message: message) }
+    public static func conflict(_ message: String) -> APIError { APIError(.conflict, code: "conflict", message: message) }
+
+    public var description: String { self.body.description }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        JSON.response(self.body, status: self.status)
+    }
+}
+
+/// JSON in and out of handlers, with the wire's one encoder configuration.
+public enum JSON {
+    public static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? WireJSON.encoder.encode(value)) ?? Data("{}".utf8)
+        return Response(
+            status: status, headers: [.contentType: "application/json; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    public static func text(_ text: String, status: HTTPResponse.Status = .ok, contentType: String = "text/plain; charset=utf-8") -> Response {
+        Response(status: status, headers: [.contentType: contentType], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    /// Reads a JSON body of at most `limit` bytes into `T`; a malformed body is a 400 naming the field at fault.
+    public static func body<T: Decodable>(_ type: T.Type, from request: Request, limit: Int = 4 << 20) async throws -> T {
+        let buffer = try await request.body.collect(upTo: limit)
+        return try self.decode(type, from: Data(buffer: buffer))
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
+        do {
+            return try WireJSON.decoder.decode(type, from: data)
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw APIError.badRequest("is required", field: self.path(context.codingPath + [key]))
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+            throw APIError.badRequest(context.debugDescription, field: self.path(context.codingPath))
+        } catch let DecodingError.dataCorrupted(context) {
+            throw APIError.badRequest("malformed JSON: \(context.debugDescription)", field: self.path(context.codingPath))
+        } catch {
+            throw APIError.badRequest("malformed JSON: \(error)")
+        }
+    }
+
+    static func path(_ keys: [any CodingKey]) -> String {
+        keys.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().trimmingCharacters(in: CharacterSet(charactersIn: "."))
+    }
+}
+
+extension Request {
+    /// The token after `Bearer ` in the Authorization header.
+    public var bearerToken: String? {
+        guard let header = self.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { return nil }
+        let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        return token.isEmpty ? nil : token
+    }
+}

@@ -1,0 +1,74 @@
+import AllotCore
+import AllotFormats
+import AllotHTTPClient
+import AllotHTTPServer
+import AllotStore
+import Foundation
+import Hummingbird
+
+/// `/v1/jobs`: submit, list, show, cancel, and a rank's log (fetched from its agent).
+struct JobRoutes {
+    let jobs: JobStore
+    let nodes: NodeStore
+    let wake: Wakeup
+
+    var routes: RouteCollection<AllotRequestContext> {
+        let routes = RouteCollection(context: AllotRequestContext.self)
+        routes.on(.submitJob) { request, context in
+            let (principal, scope) = try context.caller()
+            let spec = try JobSpecParser.parse(String(buffer: try await request.body.collect(upTo: 2 << 20)))
+            let id = try await self.jobs.submit(spec, by: principal, scope: scope) { nodes in
+                Placer.neverFitsReason(
+                    PendingJob(id: 0, pool: spec.pool, gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), nodes: nodes)
+            }
+            self.wake.signal()
+            return JSON.response(try await self.jobs.show(id, scope: scope), status: .created)
+        }
+        routes.on(.listJobs) { request, context in
+            let (_, scope) = try context.caller()
+            let state = try request.query("state", oneOf: JobState.self)
+            return JSON.response(try await self.jobs.list(state: state, org: request.uri.queryParameters.get("org"), scope: scope))
+        }
+        routes.on(.showJob) { _, context in
+            JSON.response(try await self.jobs.show(try context.id(), scope: try context.caller().scope))
+        }
+        routes.on(.cancelJob) { _, context in
+            let (principal, scope) = try context.caller()
+            let job = try await self.jobs.cancel(try context.id(), by: principal, scope: scope)
+            self.wake.signal()
+            return JSON.response(job)
+        }
+        routes.on(.jobLog) { request, context in
+            try await self.log(
+                job: try context.id(), attempt: try request.query("attempt", as: Int.self), rank: try request.query("rank", as: Int.self) ?? 0,
+                offset: try request.query("offset", as: Int.self) ?? 0, scope: try context.caller().scope)
+        }
+        return routes
+    }
+
+    /// Fetches a rank's output from its agent.
+    private func log(job: Int64, attempt: Int?, rank: Int, offset: Int, scope: Scope) async throws -> Response {
+        let view = try await self.jobs.show(job, scope: scope)
+        let chosen: AttemptView
+        if let attempt {
+            guard let found = view.attempts.first(where: { $0.number == attempt }) else {
+                throw APIError.notFound("job \(job) has no attempt \(attempt) (it has \(view.attempts.count))")
+            }
+            chosen = found
+        } else {
+            guard let last = view.attempts.last else { throw APIError.notFound("job \(job) has not started yet: no log") }
+            chosen = last
+        }
+        guard let r = chosen.nodes.first(where: { $0.rank == rank }) else { throw APIError.notFound("attempt \(chosen.number) has no rank \(rank)") }
+        guard let agent = try await self.nodes.agentEndpoint(r.node) else {
+            throw APIError(.badGateway, code: "agent_unreachable", message: "node \(r.node) has no agent address")
+        }
+        do {
+            let data: Data = try await APIClient(baseURL: agent.url, token: agent.token, timeout: .seconds(5)).get(
+                "/v1/attempts/\(job)/\(chosen.number)/\(rank)/log?offset=\(max(0, offset))")
+            return JSON.text(String(decoding: data, as: UTF8.self))
+        } catch {
+            throw APIError(.badGateway, code: "agent_unreachable", message: "cannot read the log from \(r.node): \(error)")
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import AllotCore
+import AllotHTTPServer
+import AllotStore
+import Foundation
+import Hummingbird
+
+/// `/v1/nodes`, `/v1/drains`, `/v1/maintenance`: the inventory and the operators' actions on it.
+struct NodeRoutes {
+    let nodes: NodeStore
+    let lifecycle: NodeLifecycleStore
+    let wake: Wakeup
+
+    var routes: RouteCollection<AllotRequestContext> {
+        let routes = RouteCollection(context: AllotRequestContext.self)
+        routes.on(.listNodes) { _, _ in JSON.response(try await self.nodes.list()) }
+        routes.on(.addNode) { request, context in
+            let body = try await JSON.body(AddNodeRequest.self, from: request)
+            let token = try await self.nodes.add(name: body.name, pool: body.pool, block: body.block, by: try context.caller().principal)
+            return JSON.response(AddNodeResponse(node: body.name, token: token), status: .created)
+        }
+        routes.on(.showNode) { _, context in JSON.response(try await self.nodes.detail(try context.nodeName())) }
+        let actions: [(Endpoint, @Sendable (String, Principal) async throws -> Void)] = [
+            (.cordon, self.lifecycle.cordon), (.uncordon, self.lifecycle.uncordon), (.undrain, self.lifecycle.undrain),
+            (.declareLost, self.nodes.declareLost),
+        ]
+        for (endpoint, change) in actions {
+            routes.on(endpoint) { _, context in
+                let node = try context.nodeName()
+                try await change(node, try context.caller().principal)
+                self.wake.signal()
+                return JSON.response(try await self.nodes.detail(node))
+            }
+        }
+        routes.on(.restoreGPU) { request, context in
+            let node = try context.nodeName()
+            guard let index = context.parameters.get("index", as: Int.self) else { throw APIError.badRequest("must be a GPU index", field: "index") }
+            let body = try await JSON.body([String: String].self, from: request)
+            try await self.lifecycle.restoreGPU(
+                node: node, index: index, reason: body["reason"] ?? "returned to service", by: try context.caller().principal)
+            self.wake.signal()
+            return JSON.response(try await self.nodes.detail(node))
+        }
+        routes.on(.drain) { request, context in
+            let body = try await JSON.body(DrainRequest.self, from: request)
+            let id = try await self.lifecycle.drain(
+                body.nodes, reason: body.reason, deadlineSeconds: body.deadlineSeconds, by: try context.caller().principal)
+            try await self.lifecycle.advanceDrains()
+            return JSON.response(try await self.lifecycle.drainView(id), status: .created)
+        }
+        routes.on(.showDrain) { _, context in JSON.response(try await self.lifecycle.drainView(try context.id())) }
+        routes.on(.listMaintenance) { request, _ in
+            JSON.response(try await self.lifecycle.listMaintenance(includeEnded: try request.query("all", as: Bool.self) ?? false))
+        }
+        routes.on(.addMaintenance) { request, context in
+            let window = try await self.lifecycle.addMaintenance(
+                try await JSON.body(MaintenanceRequest.self, from: request), by: try context.caller().principal)
+            self.wake.signal()
+            return JSON.response(window, status: .created)
+        }
+        routes.on(.removeMaintenance) { _, context in
+            try await self.lifecycle.removeMaintenance(try context.id(), by: try context.caller().principal)
+            self.wake.signal()
+            return JSON.response(["removed": true])
+        }
+        return routes
+    }
+}
+
+/// `/v1/agents`: registrations and heartbeats, each from the agent of the node it reports.
+struct AgentRoutes {
+    let agents: AgentStore
+    let wake: Wakeup
+
+    var routes: RouteCollection<AllotRequestContext> {
+        let routes = RouteCollection(context: AllotRequestContext.self)
+        for endpoint in [Endpoint.register, .heartbeat] {
+            routes.on(endpoint) { request, context in
+                let (principal, scope) = try context.caller()
+                let report = try await JSON.body(AgentReport.self, from: request)
+                guard scope == .node(report.node) else {
+                    throw APIError.forbidden("this token acts only for node \(principal.node ?? "-"), not \(report.node)")
+                }
+                let reply = try await self.agents.report(report, from: principal)
+                if !report.ranks.isEmpty || endpoint == .register { self.wake.signal() }
+                return JSON.response(reply)
+            }
+        }
+        return routes
+    }
+}

@@ -1,0 +1,112 @@
+import AllotCore
+import AllotHTTPClient
+public import AllotStore
+import Foundation
+public import Logging
+public import ServiceLifecycle
+
+/// Starts placed attempts on their agents (retried with backoff, idempotent by rank key) and delivers stops.
+/// Launches and stops are claimed in the database, so a launch is never sent twice at once.
+public struct Dispatcher: Service {
+    public let database: Database
+    public let leadership: Leadership
+    public let wake: Wakeup
+    public let interval: Duration
+    /// Tries per attempt before it ends `dispatch_failed` and the job is requeued.
+    public let maxTries: Int
+    public let metrics: Metrics
+    public let logger: Logger
+
+    public init(
+        database: Database, leadership: Leadership, wake: Wakeup, interval: Duration, maxTries: Int, metrics: Metrics, logger: Logger
+    ) {
+        self.database = database
+        self.leadership = leadership
+        self.wake = wake
+        self.interval = interval
+        self.maxTries = maxTries
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    var store: DispatchStore { DispatchStore(database: self.database) }
+
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                if self.leadership.isLeader {
+                    do {
+                        for work in try await self.store.claimLaunches() { group.addTask { await self.launch(work) } }
+                        for stop in try await self.store.claimStops() { group.addTask { await self.stop(stop) } }
+                    } catch {
+                        self.logger.warning("dispatch round failed", metadata: ["error": "\(error)"])
+                    }
+                }
+                await self.wake.wait(upTo: self.interval)
+            }
+        }
+    }
+
+    /// The rendezvous port of an attempt: fixed per job and attempt, so every rank agrees without talking.
+    static func masterPort(job: Int64, attempt: Int) -> Int { 29500 + Int(job % 2000) * 10 + attempt % 10 }
+
+    func launch(_ work: LaunchWork) async {
+        let master = work.ranks.first { $0.rank == 0 }?.agentURL.flatMap { URLComponents(string: $0)?.host } ?? "127.0.0.1"
+        var failure: (node: String, error: String)?
+        await withTaskGroup(of: (LaunchWork.Rank, (any Error)?).self) { group in
+            for rank in work.ranks where !rank.dispatched {
+                group.addTask {
+                    guard let url = rank.agentURL else {
+                        return (rank, APIClient.Failure.unreachable(url: "-", underlying: "no agent has registered"))
+                    }
+                    let request = LaunchRequest(
+                        key: RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank), command: work.command, env: work.env,
+                        workingDir: work.workingDir, gpuIndices: rank.gpuIndices,
+                        gang: GangInfo(
+                            masterAddr: master, masterPort: Self.masterPort(job: work.jobID, attempt: work.attempt), nnodes: work.ranks.count,
+                            nodeRank: rank.rank, nprocPerNode: max(1, work.gpusPerNode)),
+                        gracePeriodSeconds: work.gracePeriodSeconds)
+                    do {
+                        let _: RankStatus = try await APIClient(baseURL: url, token: rank.callbackToken, timeout: .seconds(3))
+                            .post("/v1/attempts", json: request)
+                        return (rank, nil)
+                    } catch {
+                        return (rank, error)
+                    }
+                }
+            }
+            for await (rank, error) in group {
+                if let error {
+                    failure = (rank.node, "\(error)")
+                } else {
+                    do {
+                        try await self.store.markDispatched(RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank))
+                    } catch {
+                        self.logger.warning("recording a dispatch failed", metadata: ["error": "\(error)"])
+                    }
+                }
+            }
+        }
+        if let failure {
+            self.metrics.dispatchFailed()
+            self.logger.info("dispatch failed", metadata: ["job": "\(work.jobID)", "node": "\(failure.node)", "error": "\(failure.error)"])
+            do {
+                try await self.store.dispatchFailed(
+                    jobID: work.jobID, attempt: work.attempt, node: failure.node, error: failure.error, maxTries: self.maxTries)
+            } catch {
+                self.logger.warning("recording a dispatch failure failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    func stop(_ work: StopWork) async {
+        do {
+            let _: RankStatus = try await APIClient(baseURL: work.agentURL, token: work.callbackToken, timeout: .seconds(3))
+                .post(
+                    "/v1/attempts/\(work.key.jobID)/\(work.key.attempt)/\(work.key.rank)/stop",
+                    json: StopRequest(gracePeriodSeconds: work.gracePeriodSeconds))
+        } catch {
+            self.logger.info("stop not delivered; will retry", metadata: ["rank": "\(work.key)", "node": "\(work.node)", "error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,58 @@
+public import AllotStore
+public import Logging
+public import ServiceLifecycle
+
+/// While this allotd leads, every second: marks nodes `lost` after the heartbeat timeout (their attempts end
+/// lost and the jobs requeue), stops attempts past their time limits, and moves maintenance windows and drains on.
+public struct NodeMonitor: Service {
+    public let database: Database
+    public let leadership: Leadership
+    public let wake: Wakeup
+    /// Overrides the policy's heartbeat timeout (for tests and `allotd serve --heartbeat-timeout`).
+    public let heartbeatTimeoutOverride: Int?
+    public let metrics: Metrics
+    public let logger: Logger
+
+    public init(database: Database, leadership: Leadership, wake: Wakeup, heartbeatTimeoutOverride: Int?, metrics: Metrics, logger: Logger) {
+        self.database = database
+        self.leadership = leadership
+        self.wake = wake
+        self.heartbeatTimeoutOverride = heartbeatTimeoutOverride
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let nodes = NodeStore(database: self.database)
+        let lifecycle = NodeLifecycleStore(database: self.database)
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            if self.leadership.isLeader {
+                do {
+                    let timeout: Int
+                    if let heartbeatTimeoutOverride {
+                        timeout = heartbeatTimeoutOverride
+                    } else {
+                        timeout = try await nodes.heartbeatTimeoutSeconds()
+                    }
+                    let (lost, held) = try await nodes.markLostNodes(timeoutSeconds: timeout)
+                    if !lost.isEmpty {
+                        self.metrics.nodesLost(lost.count)
+                        self.logger.warning("nodes lost", metadata: ["nodes": "\(lost)", "timeout": "\(timeout)s"])
+                        self.wake.signal()
+                    }
+                    if !held.isEmpty {
+                        self.logger.error(
+                            "most of a pool went silent at once: holding instead of requeueing; `allot nodes declare-lost` decides",
+                            metadata: ["pools": "\(held)"])
+                    }
+                    try await SchedulerStore(database: self.database).stopOverdue()
+                    try await lifecycle.advanceMaintenance()
+                    try await lifecycle.advanceDrains()
+                } catch {
+                    self.logger.warning("node monitor round failed", metadata: ["error": "\(error)"])
+                }
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+}

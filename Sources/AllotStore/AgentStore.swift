@@ -1,0 +1,42 @@
+public import AllotCore
+import Foundation
+import PostgresNIO
+
+/// What agents tell allotd: a register or heartbeat carries the node's inventory and the state of every rank
+/// its agent knows; the answer names the ranks still live there and acknowledges the endings recorded.
+public struct AgentStore: Sendable {
+    public let database: Database
+    public init(database: Database) { self.database = database }
+
+    /// Applies an agent's register or heartbeat, all in one transaction: the node's liveness and inventory,
+    /// its ranks' reports (which move their attempts), and a lost node's return.
+    public func report(_ report: AgentReport, from principal: Principal) async throws -> HeartbeatReply {
+        try await self.database.transaction { tx in
+            let before = try await tx.nodes.lifecycle(report.node)
+            guard try await tx.nodes.heartbeat(report) else { throw StoreError.notFound("node \(report.node)") }
+            try await tx.audit.append(try await tx.nodes.upsertGPUs(report.gpus, node: report.node))
+
+            // Each attempt reported on, in one order for every heartbeat (so concurrent ones queue, not deadlock).
+            let attempts = Set(report.ranks.map { [$0.key.jobID, Int64($0.key.attempt)] }).sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
+            for pair in attempts {
+                let statuses = report.ranks.filter { $0.key.jobID == pair[0] && $0.key.attempt == Int(pair[1]) }
+                do {
+                    try await tx.transitions.attempt(pair[0], Int(pair[1]), .reported(statuses, node: report.node))
+                } catch StoreError.notFound {
+                    // Nothing the scheduler knows: acknowledged below, and stopped by the agent once not live.
+                }
+            }
+            // Acknowledge every ended rank the database holds as ended, or does not know at all.
+            let ended = report.ranks.filter { $0.state != .running }.map(\.key)
+            let stillActive = try await tx.attempts.active(ended)
+            let acknowledged = ended.filter { !stillActive.contains($0) }
+
+            if before.state == .lost {
+                let liveHere = Set(try await tx.attempts.liveRanks(on: report.node, activeOnly: false))
+                let orphans = report.ranks.filter { $0.state == .running && !liveHere.contains($0.key) }.count
+                try await tx.transitions.node(report.node, .agentReturned(orphans: orphans, by: principal))
+            }
+            return HeartbeatReply(live: try await tx.attempts.liveRanks(on: report.node, activeOnly: true), acknowledged: acknowledged)
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import AllotCore
+import Foundation
+import PostgresNIO
+
+/// The cluster as the placement core sees it, read inside a caller's transaction: nodes with what live attempts
+/// hold on them, the queue, the running attempts. Reads only; shared by the scheduler's snapshot and by
+/// submission's "could it ever fit".
+struct ClusterReader {
+    let tx: Transaction
+
+    /// Nodes whose agents have reported, with what live attempts hold on them and when their next maintenance
+    /// window starts. Nodes that never reported are left out: nothing is known of their GPUs yet.
+    func nodeSnapshots(pool: String? = nil) async throws -> [NodeSnapshot] {
+        var nodes: [String: NodeSnapshot] = [:]
+        let rows = try await self.tx.query(
+            """
+            SELECT name, pool, block, state::text, cpu_milli, memory_mib FROM nodes
+            WHERE last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR pool = \(pool))
+            """)
+        for try await (name, pool, block, state, cpu, memory) in rows.decode((String, String, String?, String, Int, Int).self) {
+            nodes[name] = NodeSnapshot(
+                name: name, pool: pool, block: block, state: try decoded(state, "nodes.state"), cpuMilli: cpu, memoryMiB: memory, gpus: [])
+        }
+        let gpus = try await self.tx.query(
+            """
+            SELECT g.node, g.idx, g.model, g.nvlink_domain, g.health::text, g.claimed_milli FROM gpus g JOIN nodes n ON n.name = g.node
+            WHERE g.present AND n.last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR n.pool = \(pool)) ORDER BY g.node, g.idx
+            """)
+        for try await (node, idx, model, domain, health, claimed) in gpus.decode((String, Int, String, Int?, String, Int).self) {
+            nodes[node]?.gpus.append(
+                GPUSlot(index: idx, model: model, nvlinkDomain: domain, health: try decoded(health, "gpus.health"), usedMilli: claimed))
+        }
+        let used = try await self.tx.query(
+            """
+            SELECT r.node, sum(r.cpu_milli)::bigint, sum(r.memory_mib)::bigint
+            FROM attempt_ranks r
+            JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
+            WHERE a.state IN ('placed', 'starting', 'running') AND r.state IN ('pending', 'running')
+            GROUP BY r.node
+            """)
+        for try await (node, cpu, memory) in used.decode((String, Int64, Int64).self) {
+            nodes[node]?.usedCPUMilli = Int(cpu)
+            nodes[node]?.usedMemoryMiB = Int(memory)
+        }
+        let windows = try await self.tx.query(
+            """
+            SELECT n, min(greatest(0, extract(epoch FROM starts_at - now())))::bigint
+            FROM maintenance_windows, unnest(nodes) AS n WHERE ended_at IS NULL GROUP BY n
+            """)
+        for try await (node, seconds) in windows.decode((String, Int64).self) { nodes[node]?.maintenanceInSeconds = seconds }
+        return nodes.values.sorted { $0.name < $1.name }
+    }
+
+    /// Queued jobs, not being cancelled, in queue order, reduced to what placement needs.
+    func queue() async throws -> [PendingJob] {
+        try await self.pendingJobs(
+            try await self.tx.query(
+                """
+                SELECT \(unescaped: Self.pendingColumns) FROM jobs j WHERE j.state = 'queued' AND NOT j.cancel_requested
+                ORDER BY j.priority DESC, j.submitted_at, j.id
+                """))
+    }
+
+    /// Inference jobs whose current attempt runs on a draining node and has no replacement yet: they are placed
+    /// elsewhere first, and their old attempt is stopped once the replacement runs.
+    func replacementsNeeded() async throws -> [PendingJob] {
+        try await self.pendingJobs(
+            try await self.tx.query(
+                """
+                SELECT DISTINCT \(unescaped: Self.pendingColumns)
+                FROM jobs j
+                JOIN attempts a ON a.job_id = j.id AND a.state = 'running' AND a.replaces IS NULL AND a.stop_requested_at IS NULL
+                JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
+                JOIN nodes n ON n.name = r.node AND n.state = 'draining'
+                WHERE j.kind = 'inference' AND j.state = 'running' AND NOT j.cancel_requested AND j.attempts < j.max_attempts
+                  AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.job_id = j.id AND x.replaces IS NOT NULL AND x.state IN ('placed', 'starting', 'running'))
+                """))
+    }
+
+    /// Live attempts not being stopped, with where they run, for backfill, reclaim and estimates.
+    func running() async throws -> [RunningAttempt] {
+        var out: [RunningAttempt] = []
+        let rows = try await self.tx.query(
+            """
+            SELECT a.job_id, a.number, j.org, j.pool, a.borrowed, floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint,
+                   r.rank, r.node, r.gpu_indices, r.milli_per_gpu, r.cpu_milli, r.memory_mib,
+                   floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint + j.time_limit_s,
+                   coalesce((SELECT pc.preemptible FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.priority
+            FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
+            WHERE a.state IN ('placed', 'starting', 'running') AND a.stop_requested_at IS NULL
+            ORDER BY a.job_id, a.number, r.rank
+            """)
+        for try await row in rows {
+            let (job, attempt, org, pool, borrowed, started, rank, node, gpus, milli, cpu, memory, endsAt, preemptible, priority) = try row.decode(
+                (Int64, Int, String, String, Bool, Int64, Int, String, [Int], Int, Int, Int, Int64?, Bool, Int).self)
+            let r = RankAssignment(rank: rank, node: node, gpuIndices: gpus, milliPerGPU: milli, cpuMilli: cpu, memoryMiB: memory)
+            if let last = out.last, last.jobID == job, last.attempt == attempt {
+                out[out.count - 1].ranks.append(r)
+            } else {
+                var running = RunningAttempt(
+                    jobID: job, attempt: attempt, org: org, pool: pool, borrowing: borrowed, startedAt: started, ranks: [r], endsAt: endsAt)
+                running.preemptible = preemptible
+                running.priority = priority
+                out.append(running)
+            }
+        }
+        return out
+    }
+
+    /// Pools where preempted attempts are still stopping: no further reclaim there until they have.
+    func poolsReclaiming() async throws -> Set<String> {
+        try await self.tx.query(
+            """
+            SELECT DISTINCT j.pool FROM attempts a JOIN jobs j ON j.id = a.job_id
+            WHERE a.state IN ('placed', 'starting', 'running') AND a.stop_state = 'preempted'
+            """
+        ).decode(String.self).reduce(into: Set<String>()) { $0.insert($1) }
+    }
+
+    /// The per-node shapes of the attempts placed in the last `hours` (at most `limit`, newest first): the
+    /// workload the fragmentation-aware strategy expects besides the queue. A gang counts once per node.
+    func recentShapes(hours: Int = 24, limit: Int = 5000) async throws -> WorkloadMix {
+        let rows = try await self.tx.query(
+            """
+            SELECT j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.nodes
+            FROM attempts a JOIN jobs j ON j.id = a.job_id
+            WHERE a.placed_at > now() - \(hours)::int * interval '1 hour'
+            ORDER BY a.placed_at DESC LIMIT \(limit)
+            """)
+        var mix = WorkloadMix()
+        for try await (gpus, milli, cpu, memory, nodes) in rows.decode((Int, Int?, Int, Int, Int).self) {
+            mix.add(NodeRequest(gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory), weight: Double(nodes))
+        }
+        return mix
+    }
+
+    /// The columns `pendingJobs` reads, in its order (a constant, so splicing it in unescaped is safe).
+    static let pendingColumns = """
+        j.id, j.org, j.pool, j.gpu_models, j.nodes, j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.priority,
+        extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory,
+        coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false)
+        """
+
+    private func pendingJobs(_ rows: PostgresRowSequence) async throws -> [PendingJob] {
+        var jobs: [PendingJob] = []
+        for try await row in rows {
+            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory, preempts) =
+                try row.decode((Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?, Bool, Bool, Bool).self)
+            var job =
+                PendingJob(
+                    id: id, org: org, pool: pool, gpuModels: models, nodes: nodes,
+                    perNode: NodeRequest(
+                        gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory, exclusive: exclusive, allMemory: allMemory),
+                    priority: priority, submittedAt: submitted, timeLimitSeconds: limit)
+            job.preempts = preempts
+            jobs.append(job)
+        }
+        return jobs
+    }
+}

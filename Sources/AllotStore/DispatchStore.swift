@@ -1,0 +1,69 @@
+public import AllotCore
+import Foundation
+import PostgresNIO
+
+/// One attempt's ranks that the dispatcher must start, with everything the agents need.
+public struct LaunchWork: Sendable, Hashable {
+    public struct Rank: Sendable, Hashable {
+        public var rank: Int
+        public var node: String
+        public var agentURL: String?
+        public var callbackToken: String?
+        public var gpuIndices: [Int]
+        public var dispatched: Bool
+    }
+    public var jobID: Int64
+    public var attempt: Int
+    public var ranks: [Rank]
+    public var command: String
+    public var env: [String: String]
+    public var workingDir: String?
+    public var gpusPerNode: Int
+    public var gracePeriodSeconds: Int
+}
+
+/// A rank the dispatcher must ask its agent to stop.
+public struct StopWork: Sendable, Hashable {
+    public var key: RankKey
+    public var node: String
+    public var agentURL: String
+    public var callbackToken: String?
+    public var gracePeriodSeconds: Int
+}
+
+/// The dispatcher's side of attempts: launches and stops are claimed (so no two dispatchers, or two rounds of
+/// one, send the same work at once), and what the agents answered moves the attempt on.
+public struct DispatchStore: Sendable {
+    public let database: Database
+    /// How long a claimed launch stays with the dispatcher that took it before another may retry it.
+    public var leaseSeconds = 15
+    public init(database: Database) { self.database = database }
+
+    /// Attempts placed but not yet started on every agent, whose next try is due; each is leased to the caller.
+    public func claimLaunches() async throws -> [LaunchWork] {
+        try await self.database.transaction { tx in try await tx.attempts.claimLaunches(leaseSeconds: self.leaseSeconds) }
+    }
+
+    /// Records that an agent accepted a rank; once every rank is accepted the attempt (and job) is `starting`.
+    public func markDispatched(_ key: RankKey) async throws {
+        try await self.database.transaction { tx in try await tx.transitions.attempt(key.jobID, key.attempt, .dispatched(rank: key.rank)) }
+    }
+
+    /// Counts a failed dispatch and backs off (0.5 s doubling, capped at 8 s); after `maxTries` the attempt ends
+    /// `dispatch_failed` and the job is requeued. Returns true when the attempt was given up.
+    @discardableResult
+    public func dispatchFailed(jobID: Int64, attempt: Int, node: String, error: String, maxTries: Int) async throws -> Bool {
+        try await self.database.transaction { tx in
+            guard let tries = try await tx.attempts.countDispatchFailure(jobID, attempt), tries >= maxTries else { return false }
+            try await tx.transitions.attempt(
+                jobID, attempt,
+                .stop(endAs: .dispatchFailed, reason: "the agent on \(node) did not accept the launch after \(tries) tries: \(error)"))
+            return true
+        }
+    }
+
+    /// Ranks of attempts being stopped that their agents have not yet confirmed; each attempt at most every 5 s.
+    public func claimStops() async throws -> [StopWork] {
+        try await self.database.transaction { tx in try await tx.attempts.claimStops() }
+    }
+}

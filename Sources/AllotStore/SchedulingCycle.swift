@@ -1,0 +1,147 @@
+public import AllotCore
+import Foundation
+public import Logging
+import Synchronization
+
+/// One scheduling cycle (SPEC §4), the same for allotd's scheduler loop and for the store tests:
+/// 1. read one snapshot; 2. place replacements, then the queue (pure); 3. commit both; 4. on the snapshot as
+/// the commit left it, give organisations their guarantee back (reclaim) and estimate when waiting jobs start.
+///
+/// ```swift
+/// let cycle = SchedulingCycle(store: SchedulerStore(database: db), placer: Placer(), logger: logger)
+/// let outcome = try await cycle.run()
+/// ```
+public final class SchedulingCycle: Sendable {
+    public let store: SchedulerStore
+    public let placer: Placer
+    let logger: Logger
+    /// Estimates replay placement against the cluster: at most this often.
+    let estimateEvery: Double
+    private let state = Mutex(State())
+
+    struct State {
+        var lastEstimate: Date?
+        var recentAt: Date?
+        var recent = WorkloadMix()
+    }
+
+    public init(store: SchedulerStore, placer: Placer, logger: Logger, estimateEverySeconds: Double = 10) {
+        self.store = store
+        self.placer = placer
+        self.logger = logger
+        self.estimateEvery = estimateEverySeconds
+    }
+
+    /// What one cycle did.
+    public struct Outcome: Sendable {
+        public var queued: Int
+        public var placed: [Int64]
+        public var replaced: [Int64]
+        /// Jobs for which attempts were asked to stop (reclaim or preemption by class).
+        public var preemptedFor: [Int64]
+        /// How long the placement core took to decide.
+        public var decision: Duration
+        public var rejections: [Rejection: Int]
+        /// Whether anything changed that the dispatcher should act on.
+        public var needsDispatch: Bool { !self.placed.isEmpty || !self.replaced.isEmpty || !self.preemptedFor.isEmpty }
+    }
+
+    public func run() async throws -> Outcome {
+        let snapshot = try await self.store.snapshot()
+        // Inference replicas on draining nodes are started elsewhere first: they run already.
+        var nodes = snapshot.nodes
+        let replacements = self.placer.place(snapshot.replacements, on: nodes).placements
+        for p in replacements { for r in p.ranks { nodes.hold(r) } }
+
+        var placer = self.placer
+        if placer.strategy == .fragmentationAware { placer.expected = try await self.recentShapes() }
+        let started = ContinuousClock.now
+        let plan = placer.place(snapshot.queue, on: nodes, quota: snapshot.quota, backfill: Backfill(running: snapshot.running, now: snapshot.now))
+        let decision = ContinuousClock.now - started
+        let committed = try await self.store.commit(plan, replacing: replacements)
+
+        // The cluster as the commit left it: what was placed now holds its GPUs and runs.
+        var running = snapshot.running
+        let placedNow = Set(committed.placed)
+        let byID = Dictionary(snapshot.queue.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for p in plan.placements where placedNow.contains(p.jobID) {
+            for r in p.ranks { nodes.hold(r) }
+            if let job = byID[p.jobID] {
+                var attempt = RunningAttempt(
+                    jobID: job.id, attempt: 0, org: job.org, pool: job.pool, borrowing: p.borrowing, startedAt: snapshot.now, ranks: p.ranks,
+                    endsAt: job.timeLimitSeconds.map { snapshot.now + $0 })
+                attempt.priority = job.priority
+                running.append(attempt)
+            }
+        }
+        // Jobs waiting for capacity, in queue order: candidates for reclaim and for an estimated start.
+        let blocked = snapshot.queue.filter { job in
+            if case .capacity = plan.waiting[job.id] { return true }
+            return false
+        }.sorted(by: Placer.inQueueOrder)
+        let preempted = try await self.reclaim(blocked: blocked, snapshot: snapshot, nodes: nodes, running: running)
+        try await self.estimate(blocked: blocked, nodes: nodes, running: running, now: snapshot.now)
+        return Outcome(
+            queued: snapshot.queue.count, placed: committed.placed, replaced: committed.replaced, preemptedFor: preempted, decision: decision,
+            rejections: plan.rejections)
+    }
+
+    /// Gives organisations their guarantee back (SPEC §4.5): for the first job per pool that waits on capacity
+    /// while its organisation is within its guarantee, preempt the fewest borrowers that make room; failing
+    /// that, a class that preempts stops preemptible or borrowing work of lower priority. One reclaim per pool
+    /// at a time: the next waits until the victims have stopped.
+    private func reclaim(
+        blocked: [PendingJob], snapshot: SchedulingSnapshot, nodes: [NodeSnapshot], running: [RunningAttempt]
+    ) async throws
+        -> [Int64]
+    {
+        var busy = snapshot.poolsReclaiming
+        var preempted: [Int64] = []
+        for job in blocked where !busy.contains(job.pool) {
+            var byClass = false
+            var victims = self.placer.reclaim(for: job, on: nodes, running: running, book: snapshot.quota, now: snapshot.now) ?? []
+            if victims.isEmpty, job.preempts {
+                // None younger than a minute.
+                victims = self.placer.preemption(for: job, on: nodes, running: running, now: snapshot.now, minimumRuntime: 60) ?? []
+                byClass = true
+            }
+            guard !victims.isEmpty else { continue }
+            try await self.store.preempt(victims, for: job, byClass: byClass)
+            busy.insert(job.pool)
+            preempted.append(job.id)
+            self.logger.info(
+                byClass ? "preempting for a higher class" : "reclaiming guaranteed GPUs",
+                metadata: ["job": "\(job.id)", "org": "\(job.org)", "victims": "\(victims.map(\.jobID))"])
+        }
+        return preempted
+    }
+
+    /// Estimated start times for the first 100 jobs waiting on capacity, from the running jobs' time limits.
+    private func estimate(blocked: [PendingJob], nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64) async throws {
+        let waiting = Array(blocked.prefix(100))
+        guard !waiting.isEmpty, self.due(.estimate) else { return }
+        try await self.store.recordEstimates(self.placer.estimatedStarts(for: waiting, on: nodes, running: running, now: now))
+    }
+
+    /// What started recently: the job shapes the fragmentation-aware strategy expects, re-read once a minute.
+    private func recentShapes() async throws -> WorkloadMix {
+        if self.due(.recentShapes) {
+            let fresh = try await self.store.recentShapes()
+            self.state.withLock { $0.recent = fresh }
+        }
+        return self.state.withLock { $0.recent }
+    }
+
+    /// Periodic work inside the faster cycle: estimates every `estimateEvery` seconds, the recent shapes every minute.
+    private enum Periodic { case estimate, recentShapes }
+
+    private func due(_ work: Periodic) -> Bool {
+        let now = Date()
+        return self.state.withLock { s in
+            let (last, every) = work == .estimate ? (s.lastEstimate, self.estimateEvery) : (s.recentAt, 60)
+            if let last, now.timeIntervalSince(last) < every { return false }
+            if work == .estimate { s.lastEstimate = now } else { s.recentAt = now }
+            return true
+        }
+    }
+}

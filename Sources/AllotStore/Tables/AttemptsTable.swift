@@ -1,0 +1,277 @@
+import AllotCore
+import Foundation
+import PostgresNIO
+
+/// The one writer of `attempts`, `attempt_ranks` and `gpu_claims`: an attempt, where its ranks run and the GPUs
+/// they hold, and the dispatcher's bookkeeping of launches and stops.
+struct AttemptsTable {
+    let tx: Transaction
+
+    /// The attempt with its ranks, locked for this transaction; nil when there is no such attempt.
+    func lifecycle(_ job: Int64, _ number: Int) async throws -> AttemptLifecycle? {
+        let row = try await self.tx.query(
+            """
+            SELECT state::text, stop_state::text, stop_requested_at, reason, exit_code, started_at, ended_at, replaces
+            FROM attempts WHERE job_id = \(job) AND number = \(number) FOR UPDATE
+            """
+        ).decode((String, String?, Date?, String?, Int?, Date?, Date?, Int?).self).first()
+        guard let (state, stopState, stopAt, reason, exit, started, ended, replaces) = row else { return nil }
+        var ranks: [AttemptLifecycle.Rank] = []
+        let rankRows = try await self.tx.query(
+            """
+            SELECT r.rank, r.node, r.state::text, r.dispatched_at IS NOT NULL, n.state = 'lost', r.exit_code, r.signal, r.started_at, r.ended_at
+            FROM attempt_ranks r JOIN nodes n ON n.name = r.node
+            WHERE r.job_id = \(job) AND r.attempt = \(number) ORDER BY r.rank
+            """)
+        for try await (rank, node, rankState, dispatched, lost, code, signal, rankStarted, rankEnded) in rankRows.decode(
+            (Int, String, String, Bool, Bool, Int?, Int?, Date?, Date?).self)
+        {
+            ranks.append(
+                AttemptLifecycle.Rank(
+                    rank: rank, node: node, state: try decoded(rankState, "attempt_ranks.state"), isDispatched: dispatched, nodeIsLost: lost,
+                    exitCode: code, signal: signal, startedAt: rankStarted, endedAt: rankEnded))
+        }
+        var stop: AttemptLifecycle.Stop?
+        if let stopState, let stopAt { stop = AttemptLifecycle.Stop(endAs: try decoded(stopState, "attempts.stop_state"), requestedAt: stopAt) }
+        return AttemptLifecycle(
+            jobID: job, number: number, state: try decoded(state, "attempts.state"), stop: stop, reason: reason, exitCode: exit,
+            startedAt: started, endedAt: ended, replaces: replaces, ranks: ranks)
+    }
+
+    /// Writes back what changed since `before` was loaded.
+    func save(_ attempt: AttemptLifecycle, from before: AttemptLifecycle) async throws {
+        if attempt.state != before.state || attempt.stop != before.stop || attempt.reason != before.reason || attempt.exitCode != before.exitCode
+            || attempt.startedAt != before.startedAt || attempt.endedAt != before.endedAt
+        {
+            try await self.tx.query(
+                """
+                UPDATE attempts SET state = \(attempt.state.rawValue)::attempt_state, stop_state = \(attempt.stop?.endAs.rawValue)::attempt_state,
+                       stop_requested_at = \(attempt.stop?.requestedAt), reason = \(attempt.reason), exit_code = \(attempt.exitCode),
+                       started_at = \(attempt.startedAt), ended_at = \(attempt.endedAt)
+                WHERE job_id = \(attempt.jobID) AND number = \(attempt.number)
+                """)
+        }
+        let changed = zip(attempt.ranks, before.ranks).filter { $0.0 != $0.1 }.map(\.0)
+        guard !changed.isEmpty else { return }
+        let now = try await self.tx.now()
+        // Arrays bind no NULLs: a missing number travels as -1 (no exit code or signal is negative), a missing
+        // time as the epoch.
+        let epoch = Date(timeIntervalSince1970: 0)
+        try await self.tx.query(
+            """
+            UPDATE attempt_ranks r SET state = u.state::rank_state,
+                   dispatched_at = CASE WHEN u.dispatched THEN coalesce(r.dispatched_at, \(now)) END,
+                   exit_code = nullif(u.code, -1), signal = nullif(u.signal, -1),
+                   started_at = nullif(u.started, 'epoch'), ended_at = nullif(u.ended, 'epoch')
+            FROM unnest(\(changed.map(\.rank))::integer[], \(changed.map(\.state.rawValue))::text[], \(changed.map(\.isDispatched))::boolean[],
+                        \(changed.map { $0.exitCode ?? -1 })::integer[], \(changed.map { $0.signal ?? -1 })::integer[],
+                        \(changed.map { $0.startedAt ?? epoch })::timestamptz[], \(changed.map { $0.endedAt ?? epoch })::timestamptz[])
+                 AS u(rank, state, dispatched, code, signal, started, ended)
+            WHERE r.job_id = \(attempt.jobID) AND r.attempt = \(attempt.number) AND r.rank = u.rank
+            """)
+    }
+
+    /// Inserts a placed attempt: its row, its ranks and their GPU claims (the schema refuses a GPU claimed twice).
+    func insert(_ placement: Placement, number: Int, replaces: Int?) async throws {
+        let job = placement.jobID
+        try await self.tx.query(
+            "INSERT INTO attempts (job_id, number, borrowed, replaces) VALUES (\(job), \(number), \(placement.borrowing), \(replaces))")
+        for r in placement.ranks {
+            try await self.tx.query(
+                """
+                INSERT INTO attempt_ranks (job_id, attempt, rank, node, gpu_indices, milli_per_gpu, cpu_milli, memory_mib)
+                VALUES (\(job), \(number), \(r.rank), \(r.node), \(r.gpuIndices)::integer[], \(r.milliPerGPU), \(r.cpuMilli), \(r.memoryMiB))
+                """)
+            if !r.gpuIndices.isEmpty {
+                try await self.tx.query(
+                    """
+                    INSERT INTO gpu_claims (job_id, attempt, rank, node, gpu_index, milli)
+                    SELECT \(job), \(number), \(r.rank), \(r.node), g, \(r.milliPerGPU) FROM unnest(\(r.gpuIndices)::integer[]) AS g
+                    """)
+            }
+        }
+    }
+
+    /// The attempt has ended: its GPUs are free again.
+    func releaseClaims(_ job: Int64, _ number: Int) async throws {
+        try await self.tx.query(
+            "UPDATE gpu_claims SET released_at = \(try await self.tx.now()) WHERE job_id = \(job) AND attempt = \(number) AND released_at IS NULL")
+    }
+
+    /// The attempt that replaced `ended` is now the job's own.
+    func promote(_ job: Int64, _ number: Int, replacing ended: Int) async throws {
+        try await self.tx.query("UPDATE attempts SET replaces = NULL WHERE job_id = \(job) AND number = \(number) AND replaces = \(ended)")
+    }
+
+    /// Live attempts with a rank on any of `nodes` (any rank state), with the node.
+    func live(onNodes nodes: [String]) async throws -> [(job: Int64, number: Int, node: String)] {
+        try await self.tx.query(
+            """
+            SELECT DISTINCT a.job_id, a.number, r.node FROM attempts a
+            JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
+            WHERE a.state IN ('placed', 'starting', 'running') AND r.node = ANY(\(nodes))
+            ORDER BY 1, 2
+            """
+        ).decode((Int64, Int, String).self).array().map { (job: $0.0, number: $0.1, node: $0.2) }
+    }
+
+    /// Whether any live attempt holds a rank on `node`.
+    func anyLive(on node: String) async throws -> Bool {
+        try await self.tx.query(
+            """
+            SELECT 1 FROM attempt_ranks r JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
+            WHERE r.node = \(node) AND a.state IN ('placed', 'starting', 'running') LIMIT 1
+            """
+        ).decode(Int.self).first() != nil
+    }
+
+    /// The ranks still live on `node`: what its agent may keep running.
+    func liveRanks(on node: String, activeOnly: Bool) async throws -> [RankKey] {
+        try await self.tx.query(
+            """
+            SELECT r.job_id, r.attempt, r.rank FROM attempt_ranks r
+            JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
+            WHERE r.node = \(node) AND a.state IN ('placed', 'starting', 'running') AND (NOT \(activeOnly) OR r.state IN ('pending', 'running'))
+            ORDER BY 1, 2, 3
+            """
+        ).decode((Int64, Int, Int).self).array().map { RankKey(jobID: $0.0, attempt: $0.1, rank: $0.2) }
+    }
+
+    /// Of `keys`, those whose rank the database holds as pending or running.
+    func active(_ keys: [RankKey]) async throws -> Set<RankKey> {
+        guard !keys.isEmpty else { return [] }
+        return try await self.tx.query(
+            """
+            SELECT r.job_id, r.attempt, r.rank FROM attempt_ranks r
+            JOIN unnest(\(keys.map(\.jobID))::bigint[], \(keys.map(\.attempt))::integer[], \(keys.map(\.rank))::integer[]) AS k(job_id, attempt, rank)
+              ON r.job_id = k.job_id AND r.attempt = k.attempt AND r.rank = k.rank
+            WHERE r.state IN ('pending', 'running')
+            """
+        ).decode((Int64, Int, Int).self).reduce(into: Set<RankKey>()) { $0.insert(RankKey(jobID: $1.0, attempt: $1.1, rank: $1.2)) }
+    }
+
+    /// The running, unstopped attempt of a job that a replacement would take over from (locked), if any.
+    func replaceable(_ job: Int64) async throws -> Int? {
+        try await self.tx.query(
+            """
+            SELECT number FROM attempts WHERE job_id = \(job) AND state = 'running' AND replaces IS NULL AND stop_requested_at IS NULL FOR UPDATE
+            """
+        ).decode(Int.self).first()
+    }
+
+    /// Live attempts that ran past their job's time limit and are not yet being stopped, with the limit.
+    func overdue() async throws -> [(job: Int64, number: Int, limit: Int64)] {
+        try await self.tx.query(
+            """
+            SELECT a.job_id, a.number, j.time_limit_s FROM attempts a JOIN jobs j ON j.id = a.job_id
+            WHERE a.state = 'running' AND a.stop_requested_at IS NULL AND j.time_limit_s IS NOT NULL
+              AND a.started_at + make_interval(secs => j.time_limit_s) < now()
+            ORDER BY 1, 2
+            """
+        ).decode((Int64, Int, Int64).self).array().map { (job: $0.0, number: $0.1, limit: $0.2) }
+    }
+
+    /// Live, unstopped attempts with an active rank on a draining node whose drain deadline has passed.
+    func pastDrainDeadline() async throws -> [(job: Int64, number: Int, node: String, reason: String)] {
+        try await self.tx.query(
+            """
+            SELECT DISTINCT ON (a.job_id, a.number) a.job_id, a.number, n.name, d.reason FROM nodes n
+            JOIN drains d ON d.id = n.drain_id
+            JOIN attempt_ranks r ON r.node = n.name AND r.state IN ('pending', 'running')
+            JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
+            WHERE n.state = 'draining' AND d.deadline <= now() AND a.state IN ('placed', 'starting', 'running') AND a.stop_requested_at IS NULL
+            ORDER BY a.job_id, a.number, n.name
+            """
+        ).decode((Int64, Int, String, String).self).array().map { (job: $0.0, number: $0.1, node: $0.2, reason: $0.3) }
+    }
+
+    // MARK: - Dispatch bookkeeping
+
+    /// Takes the launches that are due: placed attempts not being stopped whose next try has come. Each is leased
+    /// to this dispatcher for `leaseSeconds` (another dispatcher skips locked and leased ones), and returned with
+    /// everything the agents need.
+    func claimLaunches(leaseSeconds: Int) async throws -> [LaunchWork] {
+        let rows = try await self.tx.query(
+            """
+            WITH due AS (
+                SELECT job_id, number FROM attempts
+                WHERE state = 'placed' AND stop_requested_at IS NULL AND next_dispatch_at <= now()
+                ORDER BY next_dispatch_at, job_id LIMIT 1000
+                FOR UPDATE SKIP LOCKED),
+            leased AS (
+                UPDATE attempts a SET next_dispatch_at = now() + make_interval(secs => \(Double(leaseSeconds)))
+                FROM due WHERE a.job_id = due.job_id AND a.number = due.number
+                RETURNING a.job_id, a.number)
+            SELECT l.job_id, l.number, r.rank, r.node, n.agent_url, n.callback_token, r.gpu_indices, r.dispatched_at IS NOT NULL,
+                   j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s
+            FROM leased l
+            JOIN attempt_ranks r ON r.job_id = l.job_id AND r.attempt = l.number
+            JOIN nodes n ON n.name = r.node
+            JOIN jobs j ON j.id = l.job_id
+            CROSS JOIN policy_defaults d
+            ORDER BY l.job_id, l.number, r.rank
+            """)
+        var work: [LaunchWork] = []
+        for try await row in rows {
+            let (job, attempt, rank, node, url, token, gpus, dispatched, command, env, dir, gpn, grace) = try row.decode(
+                (Int64, Int, Int, String, String?, String?, [Int], Bool, String, String, String?, Int, Int).self)
+            let r = LaunchWork.Rank(rank: rank, node: node, agentURL: url, callbackToken: token, gpuIndices: gpus, dispatched: dispatched)
+            if let last = work.last, last.jobID == job, last.attempt == attempt {
+                work[work.count - 1].ranks.append(r)
+            } else {
+                let environment = (try? JSONDecoder().decode([String: String].self, from: Data(env.utf8))) ?? [:]
+                work.append(
+                    LaunchWork(
+                        jobID: job, attempt: attempt, ranks: [r], command: command, env: environment, workingDir: dir, gpusPerNode: gpn,
+                        gracePeriodSeconds: grace))
+            }
+        }
+        return work
+    }
+
+    /// Counts a failed dispatch and backs off (0.5 s doubling, capped at 8 s); returns the tries so far, or nil
+    /// when the attempt is no longer being started.
+    func countDispatchFailure(_ job: Int64, _ number: Int) async throws -> Int? {
+        try await self.tx.query(
+            """
+            UPDATE attempts SET dispatch_tries = dispatch_tries + 1,
+                   next_dispatch_at = now() + least(8.0, 0.5 * power(2, dispatch_tries)) * interval '1 second'
+            WHERE job_id = \(job) AND number = \(number) AND state IN ('placed', 'starting')
+            RETURNING dispatch_tries
+            """
+        ).decode(Int.self).first()
+    }
+
+    /// Takes the ranks of attempts being stopped that their agents have not confirmed yet, each attempt at
+    /// most every 5 s (so a slow agent is asked again, not flooded).
+    func claimStops() async throws -> [StopWork] {
+        let rows = try await self.tx.query(
+            """
+            WITH due AS (
+                SELECT job_id, number FROM attempts
+                WHERE stop_requested_at IS NOT NULL AND state IN ('placed', 'starting', 'running')
+                  AND (last_stop_sent_at IS NULL OR last_stop_sent_at < now() - interval '5 seconds')
+                FOR UPDATE SKIP LOCKED),
+            sent AS (
+                UPDATE attempts a SET last_stop_sent_at = now() FROM due WHERE a.job_id = due.job_id AND a.number = due.number
+                RETURNING a.job_id, a.number)
+            SELECT r.job_id, r.attempt, r.rank, r.node, n.agent_url, n.callback_token, d.grace_period_s
+            FROM sent JOIN attempt_ranks r ON r.job_id = sent.job_id AND r.attempt = sent.number
+            JOIN nodes n ON n.name = r.node CROSS JOIN policy_defaults d
+            WHERE r.state IN ('pending', 'running') AND r.dispatched_at IS NOT NULL AND n.agent_url IS NOT NULL
+            ORDER BY 1, 2, 3
+            """)
+        var out: [StopWork] = []
+        for try await (job, attempt, rank, node, url, token, grace) in rows.decode((Int64, Int, Int, String, String, String?, Int).self) {
+            out.append(
+                StopWork(
+                    key: RankKey(jobID: job, attempt: attempt, rank: rank), node: node, agentURL: url, callbackToken: token,
+                    gracePeriodSeconds: grace))
+        }
+        return out
+    }
+}
+
+extension Transaction {
+    var attempts: AttemptsTable { AttemptsTable(tx: self) }
+}

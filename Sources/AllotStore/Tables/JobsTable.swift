@@ -1,0 +1,94 @@
+import AllotCore
+import Foundation
+import PostgresNIO
+
+/// The one writer of `jobs`.
+struct JobsTable {
+    let tx: Transaction
+
+    /// Stores a checked job as queued; returns its id.
+    func insert(
+        _ spec: JobSpec, org: String, owner: String, priorityClass: String, priority: Int, timeLimitSeconds: Int64?
+    ) async throws -> Int64 {
+        let envJSON = String(decoding: try JSONEncoder().encode(spec.env), as: UTF8.self)
+        let id = try await self.tx.query(
+            """
+            INSERT INTO jobs (name, org, project, owner, kind, pool, gpu_models, nodes, gpus_per_node, gpu_milli,
+                              cpu_milli_per_node, memory_mib_per_node, priority_class, priority, time_limit_s, command, env,
+                              working_dir, max_attempts, exclusive, whole_node_memory, reason)
+            VALUES (\(spec.name), \(org), \(spec.project), \(owner), \(spec.kind.rawValue)::job_kind, \(spec.pool),
+                    \(spec.gpuModel), \(spec.nodes), \(spec.gpusPerNode), \(spec.gpuMilli), \(spec.cpuMilliPerNode),
+                    \(spec.memoryMiBPerNode), \(priorityClass), \(priority), \(timeLimitSeconds), \(spec.command), \(envJSON)::jsonb,
+                    \(spec.workingDir), \(spec.maxAttempts), \(spec.exclusive), \(spec.wholeNodeMemory), 'waiting for the scheduler')
+            RETURNING id
+            """
+        ).decode(Int64.self).first()
+        guard let id else { throw StoreError.conflict("the job was not stored") }
+        return id
+    }
+
+    /// The job's lifecycle, locked for this transaction; nil when there is no such job.
+    func lifecycle(_ id: Int64) async throws -> JobLifecycle? {
+        let row = try await self.tx.query(
+            """
+            SELECT j.state::text, j.reason, j.exit_code, j.attempts, j.max_attempts, j.cancel_requested, j.ended_at,
+                   coalesce((SELECT array_agg(a.number ORDER BY a.number) FROM attempts a
+                             WHERE a.job_id = j.id AND a.state IN ('placed', 'starting', 'running')), '{}')
+            FROM jobs j WHERE j.id = \(id) FOR UPDATE
+            """
+        ).decode((String, String?, Int?, Int, Int, Bool, Date?, [Int]).self).first()
+        guard let (state, reason, exit, attempts, maxAttempts, cancel, ended, live) = row else { return nil }
+        return JobLifecycle(
+            id: id, state: try decoded(state, "jobs.state"), reason: reason, exitCode: exit, attempts: attempts, maxAttempts: maxAttempts,
+            cancelRequested: cancel, endedAt: ended, liveAttempts: live)
+    }
+
+    /// Locks the job's row for this transaction; false when there is no such job.
+    func lock(_ id: Int64) async throws -> Bool {
+        try await self.tx.query("SELECT 1 FROM jobs WHERE id = \(id) FOR UPDATE").decode(Int.self).first() != nil
+    }
+
+    /// Writes the lifecycle back. Its reason replaces any wait reason (and its code) the scheduler wrote; a job
+    /// that leaves the queue loses its estimated start.
+    func save(_ job: JobLifecycle) async throws {
+        try await self.tx.query(
+            """
+            UPDATE jobs SET state = \(job.state.rawValue)::job_state, reason = \(job.reason), reason_code = NULL, exit_code = \(job.exitCode),
+                   attempts = \(job.attempts), cancel_requested = \(job.cancelRequested), ended_at = \(job.endedAt),
+                   estimated_start = CASE WHEN \(job.state == .queued) THEN estimated_start END, updated_at = now()
+            WHERE id = \(job.id)
+            """)
+    }
+
+    /// Why each queued job still waits (only where it changed, so a quiet cycle writes nothing).
+    func recordWaitReasons(_ waiting: [Int64: WaitReason]) async throws {
+        guard !waiting.isEmpty else { return }
+        let ids = Array(waiting.keys)
+        let reasons = ids.map { waiting[$0]!.text }
+        let codes = ids.map { waiting[$0]!.code }
+        try await self.tx.query(
+            """
+            UPDATE jobs j SET reason = w.reason, reason_code = w.code, updated_at = now()
+            FROM unnest(\(ids)::bigint[], \(reasons)::text[], \(codes)::text[]) AS w(id, reason, code)
+            WHERE j.id = w.id AND j.state = 'queued' AND (j.reason IS DISTINCT FROM w.reason OR j.reason_code IS DISTINCT FROM w.code)
+            """)
+    }
+
+    /// When waiting jobs are expected to start (nil where it cannot be told).
+    func recordEstimates(_ estimates: [Int64: Int64?]) async throws {
+        guard !estimates.isEmpty else { return }
+        let ids = Array(estimates.keys)
+        // -1 stands for "cannot be told" in the array; it becomes NULL.
+        let seconds = ids.map { Double(estimates[$0]! ?? -1) }
+        try await self.tx.query(
+            """
+            UPDATE jobs j SET estimated_start = CASE WHEN e.t < 0 THEN NULL ELSE to_timestamp(e.t) END
+            FROM unnest(\(ids)::bigint[], \(seconds)::float8[]) AS e(id, t)
+            WHERE j.id = e.id AND j.state = 'queued'
+            """)
+    }
+}
+
+extension Transaction {
+    var jobs: JobsTable { JobsTable(tx: self) }
+}

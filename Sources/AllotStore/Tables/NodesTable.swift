@@ -1,0 +1,214 @@
+import AllotCore
+import Foundation
+import PostgresNIO
+
+/// The one writer of `nodes`, `gpus`, `gpu_health_events`, `gpu_xid_seen`, `node_downtime` and `pool_holds`: the
+/// inventory, each node's state, its GPUs' health history, its downtime and the pools held silent.
+struct NodesTable {
+    let tx: Transaction
+
+    func insert(name: String, pool: String, block: String?) async throws {
+        do {
+            try await self.tx.query("INSERT INTO nodes (name, pool, block) VALUES (\(name), \(pool), \(block))")
+        } catch let error as PSQLError where error.sqlState == "23505" {
+            throw StoreError.conflict("node \(name) exists already")
+        } catch let error as PSQLError where error.sqlState == "23514" {
+            throw StoreError.invalid(field: "name", message: "must be 1–63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        }
+    }
+
+    /// The node's lifecycle, locked for this transaction, or notFound.
+    func lifecycle(_ name: String) async throws -> NodeLifecycle {
+        guard
+            let (state, reason, drain) = try await self.tx.query(
+                "SELECT state::text, state_reason, drain_id FROM nodes WHERE name = \(name) FOR UPDATE"
+            ).decode((String, String?, Int64?).self).first()
+        else { throw StoreError.notFound("node \(name)") }
+        return NodeLifecycle(name: name, state: try decoded(state, "nodes.state"), reason: reason, drainID: drain)
+    }
+
+    func save(_ node: NodeLifecycle) async throws {
+        try await self.tx.query(
+            """
+            UPDATE nodes SET state = \(node.state.rawValue)::node_state, state_reason = \(node.reason), drain_id = \(node.drainID)
+            WHERE name = \(node.name)
+            """)
+    }
+
+    /// Records an agent's report of liveness and resources; false when the node is not registered.
+    func heartbeat(_ report: AgentReport) async throws -> Bool {
+        try await self.tx.query(
+            """
+            UPDATE nodes SET last_heartbeat = now(), agent_url = \(report.agentURL), callback_token = \(report.callbackToken),
+                   cpu_milli = \(report.cpuMilli), memory_mib = \(report.memoryMiB)
+            WHERE name = \(report.node) RETURNING 1
+            """
+        ).decode(Int.self).first() != nil
+    }
+
+    func startDowntime(_ node: String, _ kind: DowntimeKind, reason: String?) async throws {
+        try await self.tx.query(
+            """
+            INSERT INTO node_downtime (node, kind, reason, started_at) VALUES (\(node), \(kind.rawValue)::downtime_kind, \(reason), \(try await self.tx.now()))
+            ON CONFLICT DO NOTHING
+            """)
+    }
+
+    func endDowntime(_ node: String, _ kind: DowntimeKind) async throws {
+        try await self.tx.query(
+            """
+            UPDATE node_downtime SET ended_at = \(try await self.tx.now())
+            WHERE node = \(node) AND kind = \(kind.rawValue)::downtime_kind AND ended_at IS NULL
+            """)
+    }
+
+    /// Of `names`, the nodes that exist, in name order.
+    func existing(_ names: [String], excludingLost: Bool = false) async throws -> [String] {
+        try await self.tx.query(
+            "SELECT name FROM nodes WHERE name = ANY(\(names)) AND (NOT \(excludingLost) OR state <> 'lost') ORDER BY name"
+        ).decode(String.self).array()
+    }
+
+    /// How many of `names` are ready, locked against a state change until the transaction ends.
+    func readyCount(_ names: [String]) async throws -> Int {
+        try await self.tx.query("SELECT name FROM nodes WHERE name = ANY(\(names)) AND state = 'ready' FOR SHARE").decode(String.self).array().count
+    }
+
+    /// Draining nodes no live attempt holds a rank on.
+    func emptyDraining() async throws -> [String] {
+        try await self.tx.query(
+            """
+            SELECT n.name FROM nodes n
+            WHERE n.state = 'draining'
+              AND NOT EXISTS (SELECT 1 FROM attempt_ranks r JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
+                              WHERE r.node = n.name AND a.state IN ('placed', 'starting', 'running'))
+            ORDER BY n.name
+            """
+        ).decode(String.self).array()
+    }
+
+    /// Nodes that have reported and are not lost, by pool, each with whether it is silent past `timeoutSeconds`.
+    func liveness(timeoutSeconds: Int) async throws -> [(pool: String, node: String, silent: Bool)] {
+        try await self.tx.query(
+            """
+            SELECT n.pool, n.name, n.last_heartbeat < now() - make_interval(secs => \(Double(timeoutSeconds)))
+            FROM nodes n WHERE n.last_heartbeat IS NOT NULL AND n.state <> 'lost' ORDER BY n.name FOR UPDATE
+            """
+        ).decode((String, String, Bool).self).array().map { (pool: $0.0, node: $0.1, silent: $0.2) }
+    }
+
+    /// Holds a pool whose nodes went silent together; true when the hold is new.
+    func hold(_ pool: String, silent: [String]) async throws -> Bool {
+        try await self.tx.query(
+            """
+            INSERT INTO pool_holds (pool, silent_nodes) VALUES (\(pool), \(silent))
+            ON CONFLICT (pool) DO UPDATE SET silent_nodes = EXCLUDED.silent_nodes RETURNING (xmax = 0)
+            """
+        ).decode(Bool.self).first() ?? false
+    }
+
+    func releaseHold(_ pool: String) async throws {
+        try await self.tx.query("DELETE FROM pool_holds WHERE pool = \(pool)")
+    }
+
+    func releaseHolds(containing node: String) async throws {
+        try await self.tx.query("DELETE FROM pool_holds WHERE \(node) = ANY(silent_nodes)")
+    }
+
+    // MARK: - GPUs
+
+    /// Refreshes a node's GPUs from its agent's report. XIDs grade a GPU (the application's faults make it
+    /// suspect, the hardware's quarantine it), health only worsens here, and every change is recorded with the
+    /// job that was on the GPU. GPUs no longer reported are marked absent, not deleted. Returns the audit records
+    /// the health changes call for.
+    func upsertGPUs(_ gpus: [GPUInfo], node: String) async throws -> [AuditEntry] {
+        let idx = gpus.map(\.index)
+        var before: [Int: GPUHealth] = [:]
+        for try await (i, h) in try await self.tx.query("SELECT idx, health::text FROM gpus WHERE node = \(node)").decode((Int, String).self) {
+            before[i] = try decoded(h, "gpus.health")
+        }
+        var gpus = gpus
+        var events: [(index: Int, from: GPUHealth, to: GPUHealth, cause: String, xid: Int?)] = []
+        for (k, gpu) in gpus.enumerated() {
+            var current = before[gpu.index] ?? .healthy
+            for event in gpu.xids {
+                let fresh =
+                    try await self.tx.query(
+                        "INSERT INTO gpu_xid_seen (node, gpu_index, xid, at) VALUES (\(node), \(gpu.index), \(event.xid), \(event.at)) ON CONFLICT DO NOTHING RETURNING 1"
+                    ).decode(Int.self).first() != nil
+                guard fresh else { continue }
+                let target: GPUHealth? =
+                    switch XidEvent.grade(event.xid) {
+                    case .hardware: .quarantined
+                    case .application: current == .healthy ? .suspect : nil
+                    case .informational: nil
+                    }
+                if let target, target != current {
+                    events.append((gpu.index, current, target, "XID \(event.xid): \(event.message)", event.xid))
+                    current = target
+                }
+            }
+            if gpu.health == .quarantined && current != .quarantined {
+                events.append((gpu.index, current, .quarantined, gpu.healthDetail ?? "reported unhealthy by the agent", nil))
+                current = .quarantined
+            }
+            if current != .healthy && gpu.health != .quarantined { gpus[k].health = current }
+            if current == .quarantined && gpus[k].healthDetail == nil { gpus[k].healthDetail = events.last { $0.index == gpu.index }?.cause }
+        }
+        try await self.tx.query(
+            """
+            INSERT INTO gpus (node, idx, uuid, model, memory_mib, nvlink_domain, mig_mode, health, health_detail, present)
+            SELECT \(node), g.idx, g.uuid, g.model, g.memory, nullif(g.domain, -1), nullif(g.mig, ''), g.health::gpu_health, nullif(g.detail, ''), true
+            FROM unnest(\(idx)::integer[], \(gpus.map(\.uuid))::text[], \(gpus.map(\.model))::text[], \(gpus.map(\.memoryMiB))::integer[],
+                        \(gpus.map { $0.nvlinkDomain ?? -1 })::integer[], \(gpus.map { $0.migMode ?? "" })::text[],
+                        \(gpus.map(\.health.rawValue))::text[], \(gpus.map { $0.healthDetail ?? "" })::text[])
+                 AS g(idx, uuid, model, memory, domain, mig, health, detail)
+            ON CONFLICT (node, idx) DO UPDATE SET
+                uuid = EXCLUDED.uuid, model = EXCLUDED.model, memory_mib = EXCLUDED.memory_mib, nvlink_domain = EXCLUDED.nvlink_domain,
+                mig_mode = EXCLUDED.mig_mode, present = true,
+                -- Health only worsens here: back to healthy is an operator's call (allot nodes restore-gpu).
+                health = CASE WHEN gpus.health = 'quarantined' OR (gpus.health = 'suspect' AND EXCLUDED.health = 'healthy')
+                              THEN gpus.health ELSE EXCLUDED.health END,
+                health_detail = CASE WHEN gpus.health = 'quarantined' OR (gpus.health = 'suspect' AND EXCLUDED.health = 'healthy')
+                              THEN gpus.health_detail ELSE EXCLUDED.health_detail END
+            """)
+        let agent = Principal(name: "agent:\(node)", role: .agent, node: node)
+        var audit: [AuditEntry] = []
+        for e in events {
+            try await self.tx.query(
+                """
+                INSERT INTO gpu_health_events (node, gpu_index, from_health, to_health, cause, xid, job_id, actor)
+                VALUES (\(node), \(e.index), \(e.from.rawValue)::gpu_health, \(e.to.rawValue)::gpu_health, \(e.cause), \(e.xid),
+                        (SELECT job_id FROM gpu_claims WHERE node = \(node) AND gpu_index = \(e.index) AND released_at IS NULL LIMIT 1),
+                        \(agent.name))
+                """)
+            audit.append(
+                AuditEntry(
+                    actor: agent, action: "gpu.health", target: "node/\(node)/gpu/\(e.index)", outcome: "\(e.from.rawValue) → \(e.to.rawValue)",
+                    detail: ["cause": e.cause]))
+        }
+        try await self.tx.query("UPDATE gpus SET present = false WHERE node = \(node) AND present AND NOT (idx = ANY(\(idx)::integer[]))")
+        return audit
+    }
+
+    /// Returns a GPU to service; false when it was healthy already.
+    func restoreGPU(node: String, index: Int, reason: String, actor: Principal) async throws -> Bool {
+        guard
+            let raw = try await self.tx.query("SELECT health::text FROM gpus WHERE node = \(node) AND idx = \(index) FOR UPDATE").decode(String.self)
+                .first()
+        else { throw StoreError.notFound("GPU \(index) of node \(node)") }
+        let from: GPUHealth = try decoded(raw, "gpus.health")
+        guard from != .healthy else { return false }
+        try await self.tx.query("UPDATE gpus SET health = 'healthy', health_detail = NULL WHERE node = \(node) AND idx = \(index)")
+        try await self.tx.query(
+            """
+            INSERT INTO gpu_health_events (node, gpu_index, from_health, to_health, cause, actor)
+            VALUES (\(node), \(index), \(from.rawValue)::gpu_health, 'healthy', \(reason), \(actor.name))
+            """)
+        return true
+    }
+}
+
+extension Transaction {
+    var nodes: NodesTable { NodesTable(tx: self) }
+}

@@ -1,0 +1,112 @@
+import AllotCore
+import Foundation
+
+/// Runs the lifecycles of the core inside one transaction: loads a machine (locked), applies the event at the
+/// transaction's time, saves it through its table's writer and carries out the actions it returns — which may
+/// move other machines (an attempt's end moves its job; a lost node stops its attempts).
+///
+/// Locks are taken nodes first, then jobs, then attempts, whichever change starts it, so concurrent changes
+/// queue behind each other instead of deadlocking.
+struct Transitions {
+    let tx: Transaction
+
+    // MARK: - Jobs
+
+    /// Applies `event` to job `id`; returns the job afterwards.
+    @discardableResult
+    func job(_ id: Int64, _ event: JobLifecycle.Event) async throws -> JobLifecycle {
+        guard var job = try await self.tx.jobs.lifecycle(id) else { throw StoreError.notFound("job \(id)") }
+        let now = try await self.tx.now()
+        let actions: [JobLifecycle.Action]
+        do {
+            actions = try job.apply(event, now: now)
+        } catch {
+            // A refused transition is a conflict with the state found: the request cannot apply now.
+            throw StoreError.conflict(error.description)
+        }
+        try await self.tx.jobs.save(job)
+        for action in actions {
+            switch action {
+            case .stopAttempt(let number, let endAs, let reason):
+                try await self.attempt(id, number, .stop(endAs: endAs, reason: reason))
+            case .promote(let number, let ended):
+                try await self.tx.attempts.promote(id, number, replacing: ended)
+            case .audit(let entry):
+                try await self.tx.audit.append(entry)
+            }
+        }
+        return job
+    }
+
+    // MARK: - Attempts
+
+    /// Applies `event` to attempt `number` of job `job`; saves it, then carries out its actions (so that the job,
+    /// moved by them, finds the attempt as it now is).
+    func attempt(_ job: Int64, _ number: Int, _ event: AttemptLifecycle.Event) async throws {
+        // The job's row first: every change to a job's attempts queues behind it.
+        guard try await self.tx.jobs.lock(job) else { throw StoreError.notFound("job \(job)") }
+        guard let before = try await self.tx.attempts.lifecycle(job, number) else { throw StoreError.notFound("attempt \(number) of job \(job)") }
+        var attempt = before
+        let now = try await self.tx.now()
+        let actions: [AttemptLifecycle.Action]
+        do {
+            actions = try attempt.apply(event, now: now)
+        } catch {
+            // A refused transition is a conflict with the state found: the request cannot apply now.
+            throw StoreError.conflict(error.description)
+        }
+        try await self.tx.attempts.save(attempt, from: before)
+        for action in actions {
+            switch action {
+            case .starting:
+                try await self.job(job, .attemptStarting(number))
+            case .running:
+                try await self.job(job, .attemptRunning(number))
+                try await self.tx.usage.open(job, number)
+            case .stopAttempt(let other, let endAs, let reason):
+                try await self.attempt(job, other, .stop(endAs: endAs, reason: reason))
+            case .releaseClaims:
+                try await self.tx.attempts.releaseClaims(job, number)
+            case .closeUsage(let credited):
+                try await self.tx.usage.close(job, number, credited: credited)
+            case .ended(let ending, let reason, let exitCode):
+                try await self.job(job, .attemptEnded(number, ending, reason: reason, exitCode: exitCode))
+            }
+        }
+    }
+
+    // MARK: - Nodes
+
+    /// Applies `event` to node `name`; returns the node afterwards.
+    @discardableResult
+    func node(_ name: String, _ event: NodeLifecycle.Event) async throws -> NodeLifecycle {
+        var node = try await self.tx.nodes.lifecycle(name)
+        let actions: [NodeLifecycle.Action]
+        do {
+            actions = try node.apply(event)
+        } catch {
+            // A refused transition is a conflict with the state found: the request cannot apply now.
+            throw StoreError.conflict(error.description)
+        }
+        try await self.tx.nodes.save(node)
+        for action in actions {
+            switch action {
+            case .startDowntime(let kind, let reason):
+                try await self.tx.nodes.startDowntime(name, kind, reason: reason)
+            case .endDowntime(let kind):
+                try await self.tx.nodes.endDowntime(name, kind)
+            case .stopAttempts(let endAs, let reason):
+                for live in try await self.tx.attempts.live(onNodes: [name]) {
+                    try await self.attempt(live.job, live.number, .stop(endAs: endAs, reason: reason))
+                }
+            case .audit(let entry):
+                try await self.tx.audit.append(entry)
+            }
+        }
+        return node
+    }
+}
+
+extension Transaction {
+    var transitions: Transitions { Transitions(tx: self) }
+}
