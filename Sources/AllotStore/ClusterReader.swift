@@ -35,7 +35,7 @@ struct ClusterReader {
             SELECT r.node, sum(r.cpu_milli)::bigint, sum(r.memory_mib)::bigint
             FROM attempt_ranks r
             JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
-            WHERE a.state IN ('placed', 'starting', 'running') AND r.state IN ('pending', 'running')
+            WHERE attempt_is_live(a.state) AND rank_is_active(r.state)
             GROUP BY r.node
             """)
         for try await (node, cpu, memory) in used.decode((String, Int64, Int64).self) {
@@ -73,7 +73,7 @@ struct ClusterReader {
                 JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
                 JOIN nodes n ON n.name = r.node AND n.state = 'draining'
                 WHERE j.kind = 'inference' AND j.state = 'running' AND NOT j.cancel_requested AND j.attempts < j.max_attempts
-                  AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.job_id = j.id AND x.replaces IS NOT NULL AND x.state IN ('placed', 'starting', 'running'))
+                  AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.job_id = j.id AND x.replaces IS NOT NULL AND attempt_is_live(x.state))
                 """))
     }
 
@@ -87,7 +87,7 @@ struct ClusterReader {
                    floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint + j.time_limit_s,
                    coalesce((SELECT pc.preemptible FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.priority
             FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
-            WHERE a.state IN ('placed', 'starting', 'running') AND a.stop_requested_at IS NULL
+            WHERE attempt_is_live(a.state) AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, r.rank
             """)
         for try await row in rows {
@@ -112,7 +112,7 @@ struct ClusterReader {
         try await self.tx.query(
             """
             SELECT DISTINCT j.pool FROM attempts a JOIN jobs j ON j.id = a.job_id
-            WHERE a.state IN ('placed', 'starting', 'running') AND a.stop_state = 'preempted'
+            WHERE attempt_is_live(a.state) AND a.stop_state = 'preempted'
             """
         ).decode(String.self).reduce(into: Set<String>()) { $0.insert($1) }
     }

@@ -65,7 +65,7 @@ public struct NodeLifecycleStore: Sendable {
                 SELECT n.name, n.state::text,
                        coalesce(array_agg(DISTINCT r.job_id) FILTER (WHERE r.job_id IS NOT NULL), '{}')
                 FROM nodes n
-                LEFT JOIN attempt_ranks r ON r.node = n.name AND r.state IN ('pending', 'running')
+                LEFT JOIN attempt_ranks r ON r.node = n.name AND rank_is_active(r.state)
                 WHERE n.name = ANY((SELECT nodes FROM drains WHERE id = \(id))::text[])
                 GROUP BY n.name, n.state ORDER BY n.name
                 """)

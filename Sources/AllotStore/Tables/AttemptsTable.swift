@@ -109,7 +109,7 @@ struct AttemptsTable {
             """
             SELECT DISTINCT a.job_id, a.number, r.node FROM attempts a
             JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
-            WHERE a.state IN ('placed', 'starting', 'running') AND r.node = ANY(\(nodes))
+            WHERE attempt_is_live(a.state) AND r.node = ANY(\(nodes))
             ORDER BY 1, 2
             """
         ).decode((Int64, Int, String).self).array().map { (job: $0.0, number: $0.1, node: $0.2) }
@@ -120,7 +120,7 @@ struct AttemptsTable {
         try await self.tx.query(
             """
             SELECT 1 FROM attempt_ranks r JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
-            WHERE r.node = \(node) AND a.state IN ('placed', 'starting', 'running') LIMIT 1
+            WHERE r.node = \(node) AND attempt_is_live(a.state) LIMIT 1
             """
         ).decode(Int.self).first() != nil
     }
@@ -131,7 +131,7 @@ struct AttemptsTable {
             """
             SELECT r.job_id, r.attempt, r.rank FROM attempt_ranks r
             JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
-            WHERE r.node = \(node) AND a.state IN ('placed', 'starting', 'running') AND (NOT \(activeOnly) OR r.state IN ('pending', 'running'))
+            WHERE r.node = \(node) AND attempt_is_live(a.state) AND (NOT \(activeOnly) OR rank_is_active(r.state))
             ORDER BY 1, 2, 3
             """
         ).decode((Int64, Int, Int).self).array().map { RankKey(jobID: $0.0, attempt: $0.1, rank: $0.2) }
@@ -145,7 +145,7 @@ struct AttemptsTable {
             SELECT r.job_id, r.attempt, r.rank FROM attempt_ranks r
             JOIN unnest(\(keys.map(\.jobID))::bigint[], \(keys.map(\.attempt))::integer[], \(keys.map(\.rank))::integer[]) AS k(job_id, attempt, rank)
               ON r.job_id = k.job_id AND r.attempt = k.attempt AND r.rank = k.rank
-            WHERE r.state IN ('pending', 'running')
+            WHERE rank_is_active(r.state)
             """
         ).decode((Int64, Int, Int).self).reduce(into: Set<RankKey>()) { $0.insert(RankKey(jobID: $1.0, attempt: $1.1, rank: $1.2)) }
     }
@@ -177,9 +177,9 @@ struct AttemptsTable {
             """
             SELECT DISTINCT ON (a.job_id, a.number) a.job_id, a.number, n.name, d.reason FROM nodes n
             JOIN drains d ON d.id = n.drain_id
-            JOIN attempt_ranks r ON r.node = n.name AND r.state IN ('pending', 'running')
+            JOIN attempt_ranks r ON r.node = n.name AND rank_is_active(r.state)
             JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
-            WHERE n.state = 'draining' AND d.deadline <= now() AND a.state IN ('placed', 'starting', 'running') AND a.stop_requested_at IS NULL
+            WHERE n.state = 'draining' AND d.deadline <= now() AND attempt_is_live(a.state) AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, n.name
             """
         ).decode((Int64, Int, String, String).self).array().map { (job: $0.0, number: $0.1, node: $0.2, reason: $0.3) }
@@ -249,7 +249,7 @@ struct AttemptsTable {
             """
             WITH due AS (
                 SELECT job_id, number FROM attempts
-                WHERE stop_requested_at IS NOT NULL AND state IN ('placed', 'starting', 'running')
+                WHERE stop_requested_at IS NOT NULL AND attempt_is_live(state)
                   AND (last_stop_sent_at IS NULL OR last_stop_sent_at < now() - interval '5 seconds')
                 FOR UPDATE SKIP LOCKED),
             sent AS (
@@ -258,7 +258,7 @@ struct AttemptsTable {
             SELECT r.job_id, r.attempt, r.rank, r.node, n.agent_url, n.callback_token, d.grace_period_s
             FROM sent JOIN attempt_ranks r ON r.job_id = sent.job_id AND r.attempt = sent.number
             JOIN nodes n ON n.name = r.node CROSS JOIN policy_defaults d
-            WHERE r.state IN ('pending', 'running') AND r.dispatched_at IS NOT NULL AND n.agent_url IS NOT NULL
+            WHERE rank_is_active(r.state) AND r.dispatched_at IS NOT NULL AND n.agent_url IS NOT NULL
             ORDER BY 1, 2, 3
             """)
         var out: [StopWork] = []

@@ -33,7 +33,7 @@ struct JobsTable {
             """
             SELECT j.state::text, j.reason, j.exit_code, j.attempts, j.max_attempts, j.cancel_requested, j.ended_at,
                    coalesce((SELECT array_agg(a.number ORDER BY a.number) FROM attempts a
-                             WHERE a.job_id = j.id AND a.state IN ('placed', 'starting', 'running')), '{}')
+                             WHERE a.job_id = j.id AND attempt_is_live(a.state)), '{}')
             FROM jobs j WHERE j.id = \(id) FOR UPDATE
             """
         ).decode((String, String?, Int?, Int, Int, Bool, Date?, [Int]).self).first()

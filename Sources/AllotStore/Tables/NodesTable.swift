@@ -81,7 +81,7 @@ struct NodesTable {
             SELECT n.name FROM nodes n
             WHERE n.state = 'draining'
               AND NOT EXISTS (SELECT 1 FROM attempt_ranks r JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
-                              WHERE r.node = n.name AND a.state IN ('placed', 'starting', 'running'))
+                              WHERE r.node = n.name AND attempt_is_live(a.state))
             ORDER BY n.name
             """
         ).decode(String.self).array()
