@@ -27,8 +27,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // Already in the graph through PostgresNIO: HMAC for requests allotd signs to its agents.
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
@@ -51,11 +54,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
-        // JSON over HTTP, the calling side: the CLI, the dispatcher and the agent's heartbeats.
+        // JSON over HTTP, the calling side: the CLI, the dispatcher and the agent's heartbeats; and the signatures
+        // allotd puts on its requests to agents.
         .target(
             name: "AllotHTTPClient",
             dependencies: [
                 "AllotCore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -85,21 +90,27 @@ let package = Package(
         .target(
             name: "AllotServer",
             dependencies: [
-                "AllotCore", "AllotFormats", "AllotStore", "AllotHTTPClient", "AllotHTTPServer",
+                "AllotCore", "AllotFormats", "AllotStore", "AllotHTTPClient", "AllotHTTPServer", "AllotCommandLine",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict),
-        // allot-agent as a library: GPU discovery, process supervision, its HTTP API, heartbeats.
+        // posix_spawn's close-from, which Swift's Glibc module cannot reach (see its header).
+        .target(name: "CAllotSpawn"),
+        // allot-agent as a library: GPU discovery, process supervision (ranks in OCI containers), its HTTP API, heartbeats.
         .target(
             name: "AllotAgent",
             dependencies: [
-                "AllotCore", "AllotHTTPClient", "AllotHTTPServer",
+                "AllotCore", "AllotHTTPClient", "AllotHTTPServer", "CAllotSpawn",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict),
         // The allot CLI as a library, so its commands are testable. It links no server.
@@ -152,6 +163,7 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

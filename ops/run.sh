@@ -52,7 +52,7 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 echo "== allotd serve --listen 127.0.0.1:$port   (log: .allot/logs/allotd.log)"
-allotd serve --listen "127.0.0.1:$port" --heartbeat-timeout 15s >"$work/logs/allotd.log" 2>&1 &
+allotd serve --listen "127.0.0.1:$port" --heartbeat-timeout 15s --secret-file "$work/allotd.secret" >"$work/logs/allotd.log" 2>&1 &
 pids+=($!)
 export ALLOT_SERVER="http://127.0.0.1:$port" ALLOT_TOKEN_FILE="$work/operator.token"
 for _ in $(seq 100); do curl -fs "$ALLOT_SERVER/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
@@ -61,13 +61,28 @@ curl -fs "$ALLOT_SERVER/readyz" >/dev/null || { echo "allotd did not start:"; ta
 echo "== allot policy apply Policies/"
 allot policy apply Policies/
 
+# Every rank runs in an OCI container (runc) under its organisation's Unix account, which needs root; an
+# unprivileged developer gets plain processes instead, with a warning.
+isolation=none
+if [ "$(id -u)" = 0 ] && command -v runc >/dev/null; then
+  isolation=container
+  for a in allot-defense allot-national-ai-lab allot-university allot-startups; do
+    id "$a" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin --user-group "$a"
+  done
+else
+  echo "   (not root, or no runc: ranks run as plain processes, NOT isolated; run as root with runc installed for containers)"
+fi
+echo "== agents: isolation $isolation"
 for n in gpu-001 gpu-002; do
-  if [ ! -s "$work/$n.token" ]; then
-    allot nodes add "$n" --pool h200 --block rack-1 --token-file "$work/$n.token"
-  fi
   aport=$(free_port)
+  # An agent's address is fixed at enrolment: a node from an earlier run is enrolled again at its new port.
+  if allot nodes show "$n" >/dev/null 2>&1; then
+    allot nodes enrol "$n" --agent-url "http://127.0.0.1:$aport" --token-file "$work/$n.token" >/dev/null
+  else
+    allot nodes add "$n" --pool h200 --block rack-1 --agent-url "http://127.0.0.1:$aport" --token-file "$work/$n.token"
+  fi
   allot-agent --server "$ALLOT_SERVER" --node "$n" --token-file "$work/$n.token" --listen "127.0.0.1:$aport" \
-    --gpus 8xH200 --cpus 32 --memory 256G --state-dir "$work/agents/$n" >"$work/logs/$n.log" 2>&1 &
+    --gpus 8xH200 --cpus 32 --memory 256G --state-dir "$work/agents/$n" --isolation "$isolation" >"$work/logs/$n.log" 2>&1 &
   pids+=($!)
 done
 for _ in $(seq 100); do

@@ -7,7 +7,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dir=$(mktemp -d /tmp/allot-test.XXXXXX)
-cleanup() { ops/postgres.sh destroy "$dir" || true; rm -rf "$dir"; }
+# The container tests make Unix accounts (allot-t-*, and the example programme's allot-* when absent): the ones
+# this run made are removed at exit, with any container a test left.
+accounts_before=$(getent passwd | cut -d: -f1 | grep '^allot-' | sort || true)
+cleanup() {
+  ops/postgres.sh destroy "$dir" || true
+  rm -rf "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    if command -v runc >/dev/null; then
+      for c in $(runc list -q 2>/dev/null | grep '^allot-' || true); do runc delete --force "$c" >/dev/null 2>&1 || true; done
+    fi
+    for a in $(comm -13 <(echo "$accounts_before") <(getent passwd | cut -d: -f1 | grep '^allot-' | sort || true)); do
+      userdel "$a" >/dev/null 2>&1 || true
+    done
+  fi
+}
 trap cleanup EXIT INT TERM
 
 url=$(ops/postgres.sh start "$dir" --fast)

@@ -1,19 +1,26 @@
 import AllotCore
+import AllotHTTPClient
 import AllotHTTPServer
-import Foundation
+public import Foundation
+import HTTPTypes
 public import Hummingbird
 public import Logging
+import NIOCore
+import NIOFoundationCompat
+import Synchronization
 
-/// The agent's own HTTP API, called by the scheduler with the callback token the agent chose:
-/// `POST /v1/attempts` (start a rank, idempotent), `POST /v1/attempts/JOB/ATTEMPT/RANK/stop`,
-/// `GET /v1/attempts`, `GET /v1/attempts/JOB/ATTEMPT/RANK/log?offset=N`, and `GET /healthz`.
+/// The agent's own HTTP API, for allotd only: every request must carry allotd's signature with this node's key
+/// (`AgentSignature`), fresh and never seen before. `POST /v1/attempts` (start a rank, idempotent),
+/// `POST /v1/attempts/JOB/ATTEMPT/RANK/stop`, `GET /v1/attempts`, `GET /v1/attempts/JOB/ATTEMPT/RANK/log?offset=N`;
+/// and `GET /healthz`, which tells nothing.
 public struct AgentAPI: Sendable {
     public let supervisor: Supervisor
-    public let callbackToken: String
+    let nodeKey: Data
+    let nonces = Nonces()
 
-    public init(supervisor: Supervisor, callbackToken: String) {
+    public init(supervisor: Supervisor, nodeKey: Data) {
         self.supervisor = supervisor
-        self.callbackToken = callbackToken
+        self.nodeKey = nodeKey
     }
 
     public func router() -> Router<BasicRequestContext> {
@@ -21,23 +28,25 @@ public struct AgentAPI: Sendable {
         router.get("/healthz") { _, _ in JSON.text("ok\n") }
         let v1 = router.group("/v1")
         v1.post("/attempts") { request, _ in
-            try self.authorize(request)
-            let launch = try await JSON.body(LaunchRequest.self, from: request)
+            let body = try await self.verified(request)
+            let launch = try JSON.decode(LaunchRequest.self, from: body)
             guard !launch.command.isEmpty else { throw APIError.badRequest("must not be empty", field: "command") }
             do {
                 return JSON.response(try await self.supervisor.launch(launch), status: .created)
+            } catch SupervisorError.refused(let why) {
+                throw APIError(.unprocessableContent, code: "launch_refused", message: why)
             } catch let error as SupervisorError {
                 throw APIError.conflict(error.description)
             }
         }
         v1.get("/attempts") { request, _ in
-            try self.authorize(request)
+            _ = try await self.verified(request)
             return JSON.response(await self.supervisor.all())
         }
         v1.post("/attempts/:job/:attempt/:rank/stop") { request, context in
-            try self.authorize(request)
+            let body = try await self.verified(request)
             let key = try Self.key(context)
-            let stop = try await JSON.body(StopRequest.self, from: request)
+            let stop = try JSON.decode(StopRequest.self, from: body)
             do {
                 return JSON.response(try await self.supervisor.stop(key, gracePeriodSeconds: max(0, stop.gracePeriodSeconds)))
             } catch {
@@ -45,7 +54,7 @@ public struct AgentAPI: Sendable {
             }
         }
         v1.get("/attempts/:job/:attempt/:rank/log") { request, context in
-            try self.authorize(request)
+            _ = try await self.verified(request)
             let key = try Self.key(context)
             let offset = request.uri.queryParameters.get("offset", as: Int.self) ?? 0
             let path = await self.supervisor.logPath(for: key)
@@ -58,15 +67,44 @@ public struct AgentAPI: Sendable {
         return router
     }
 
-    private func authorize(_ request: Request) throws {
-        guard request.bearerToken == self.callbackToken else { throw APIError.unauthorized }
+    /// The request's body, once its signature is checked; 401 naming what is wrong otherwise.
+    private func verified(_ request: Request) async throws -> Data {
+        let body = Data(buffer: try await request.body.collect(upTo: 4 << 20))
+        let path = request.uri.path + (request.uri.query.map { "?\($0)" } ?? "")
+        if let why = AgentSignature.problem(
+            header: request.headers[AgentAPI.signatureField], method: request.method.rawValue, path: path, body: body,
+            key: self.nodeKey, seen: self.nonces.seen)
+        {
+            throw APIError(.unauthorized, code: "unauthorized", message: why)
+        }
+        return body
     }
+
+    static let signatureField = HTTPField.Name(AgentSignature.header)!
 
     private static func key(_ context: BasicRequestContext) throws -> RankKey {
         guard let job = context.parameters.get("job", as: Int64.self), let attempt = context.parameters.get("attempt", as: Int.self),
             let rank = context.parameters.get("rank", as: Int.self)
         else { throw APIError.badRequest("job, attempt and rank must be numbers") }
         return RankKey(jobID: job, attempt: attempt, rank: rank)
+    }
+}
+
+/// The nonces of the signatures accepted lately (for twice the allowed clock skew): a request seen once is
+/// refused the second time.
+final class Nonces: Sendable {
+    private let seenAt = Mutex<[String: Date]>([:])
+
+    func seen(_ nonce: String) -> Bool {
+        let now = Date()
+        return self.seenAt.withLock { seen in
+            if seen.count > 10_000 || Int.random(in: 0..<100) == 0 {
+                seen = seen.filter { now.timeIntervalSince($0.value) < 2 * AgentSignature.maxSkew }
+            }
+            if seen[nonce] != nil { return true }
+            seen[nonce] = now
+            return false
+        }
     }
 }
 

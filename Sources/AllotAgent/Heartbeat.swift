@@ -23,7 +23,6 @@ public struct Heartbeat: Service {
     public let server: APIClient
     public let node: String
     public let agentURL: String
-    public let callbackToken: String
     public let supervisor: Supervisor
     public let interval: Duration
     /// Re-discovers the inventory (GPU health changes) at most this often.
@@ -31,13 +30,12 @@ public struct Heartbeat: Service {
     public let logger: Logger
 
     public init(
-        server: APIClient, node: String, agentURL: String, callbackToken: String, supervisor: Supervisor, interval: Duration,
+        server: APIClient, node: String, agentURL: String, supervisor: Supervisor, interval: Duration,
         logger: Logger, discover: @escaping @Sendable () throws -> NodeInventory
     ) {
         self.server = server
         self.node = node
         self.agentURL = agentURL
-        self.callbackToken = callbackToken
         self.supervisor = supervisor
         self.interval = interval
         self.discover = discover
@@ -46,6 +44,7 @@ public struct Heartbeat: Service {
 
     public func run() async throws {
         var inventory = try self.discover()
+        await self.supervisor.setGPUs(inventory.gpus)
         var lastDiscovery = ContinuousClock.now
         var registered = false
         var nextBeat = ContinuousClock.now
@@ -56,6 +55,7 @@ public struct Heartbeat: Service {
                 if ContinuousClock.now - lastDiscovery > .seconds(30) {
                     do {
                         inventory = try self.discover()
+                        await self.supervisor.setGPUs(inventory.gpus)
                     } catch {
                         self.logger.warning("GPU discovery failed; reporting the last inventory", metadata: ["error": "\(error)"])
                     }
@@ -86,7 +86,7 @@ public struct Heartbeat: Service {
     func beat(_ inventory: NodeInventory, path: String) async throws {
         let sentAt = Date()
         let report = AgentReport(
-            node: self.node, agentURL: self.agentURL, callbackToken: self.callbackToken, cpuMilli: inventory.cpuMilli,
+            node: self.node, agentURL: self.agentURL, cpuMilli: inventory.cpuMilli,
             memoryMiB: inventory.memoryMiB, gpus: inventory.gpus, ranks: await self.supervisor.statuses())
         let reply: HeartbeatReply = try await self.server.post(path, json: report)
         await self.supervisor.acknowledge(reply.acknowledged)

@@ -1,4 +1,5 @@
 public import AllotCore
+import CAllotSpawn
 public import Foundation
 
 #if canImport(Glibc)
@@ -15,6 +16,9 @@ public enum SupervisorError: Error, CustomStringConvertible, Equatable {
     case staleAttempt(requested: Int, newest: Int)
     case spawnFailed(String)
     case unknownRank(RankKey)
+    /// The launch cannot work on this node (no such account, no such image or working directory): retrying
+    /// will not mend it.
+    case refused(String)
 
     public var description: String {
         switch self {
@@ -22,19 +26,31 @@ public enum SupervisorError: Error, CustomStringConvertible, Equatable {
             "attempt \(requested) is older than attempt \(newest) of the same job, already run here: refused"
         case .spawnFailed(let why): "cannot start the command: \(why)"
         case .unknownRank(let key): "no rank \(key) on this node"
+        case .refused(let why): why
         }
     }
 }
 
-/// Starts, watches and stops job processes, keeping each rank's record and output under the state folder,
-/// so that a restarted agent still knows what it ran.
+/// How ranks are confined. `container` is what production and CI run; `none` runs plain processes in the agent's
+/// own account, for development on a machine where the agent cannot be root — ranks are then not isolated.
+public enum Isolation: Sendable {
+    case container(ContainerRuntime)
+    case none
+}
+
+/// Starts, watches and stops ranks, keeping each rank's record under the state folder, so that a restarted
+/// agent still knows what it ran.
 ///
-/// Each rank runs `/bin/sh -c COMMAND` as the leader of its own process group: a stop signals the whole
-/// group (SIGTERM, then SIGKILL after the grace period), and when the leader exits any stragglers are killed.
+/// With containers, each rank is `runc run --keep` of a bundle the agent writes: runc stays the agent's child for
+/// as long as the container runs, forwards the stop signal to the rank's init, and exits with the rank's status;
+/// the container's cgroup is read (limits hit?) before it is deleted. A stop is SIGTERM to runc (forwarded into
+/// the container), then SIGKILL to the container's init once the grace period is over, which ends every process
+/// of its pid namespace. Without containers, a rank is `/bin/sh -c COMMAND` leading its own process group.
 public actor Supervisor {
     /// What is kept on disk for one rank (`ranks/JOB.ATTEMPT.RANK/meta.json`).
     struct Record: Codable, Sendable {
         var key: RankKey
+        /// runc's pid with containers, the shell's without.
         var pid: Int32
         /// The process's start time in clock ticks (/proc/PID/stat), so a reused pid is not mistaken for it.
         var startTicks: UInt64?
@@ -45,18 +61,31 @@ public actor Supervisor {
         var gracePeriodSeconds: Int
         var stopRequestedAt: Date?
         var acknowledged: Bool
+        var contained: Bool?
+        var logPath: String?
+        var memoryMiB: Int?
+        var detail: String?
     }
 
     public let stateDir: URL
+    public let isolation: Isolation
     private var records: [RankKey: Record] = [:]
     /// Pids this agent spawned and can reap; adopted processes from before a restart are only watched.
     private var children: Set<Int32> = []
     private let node: String
+    private var gpus: [GPUInfo] = []
+    /// Where ranks' output goes: a folder per organisation that only it (and the agent) may enter.
+    private let outputDir: URL
 
-    public init(stateDir: URL, node: String) throws {
+    public init(stateDir: URL, node: String, isolation: Isolation = .none, outputDir: URL? = nil) throws {
         self.stateDir = stateDir
         self.node = node
+        self.isolation = isolation
+        self.outputDir = outputDir ?? stateDir.appendingPathComponent("output")
+        // The state folder holds the agent's records (and, by default, the ranks' output): the agent's alone.
         try FileManager.default.createDirectory(at: stateDir.appendingPathComponent("ranks"), withIntermediateDirectories: true)
+        try? FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: stateDir.path)
+        try? FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: stateDir.appendingPathComponent("ranks").path)
         // What a previous run of the agent left: processes still alive are adopted, the others have vanished.
         let folders = (try? FileManager.default.contentsOfDirectory(atPath: stateDir.appendingPathComponent("ranks").path)) ?? []
         for folder in folders {
@@ -66,13 +95,20 @@ public actor Supervisor {
                 record.state = .vanished
                 record.acknowledged = false
                 try? JSONEncoder().encode(record).write(to: meta, options: .atomic)
+                if record.contained == true, case .container(let runtime) = isolation { runtime.delete(record.key) }
             }
             self.records[record.key] = record
         }
     }
 
+    /// The node's GPUs as last discovered: their device nodes are what containers are given.
+    public func setGPUs(_ gpus: [GPUInfo]) { self.gpus = gpus }
+
     public func folder(for key: RankKey) -> URL { self.stateDir.appendingPathComponent("ranks/\(key.jobID).\(key.attempt).\(key.rank)") }
-    public func logPath(for key: RankKey) -> String { self.folder(for: key).appendingPathComponent("output.log").path }
+
+    public func logPath(for key: RankKey) -> String {
+        self.records[key]?.logPath ?? self.folder(for: key).appendingPathComponent("output.log").path
+    }
 
     /// Starts a rank, or returns what is known of it when it was started before (a retried dispatch).
     public func launch(_ request: LaunchRequest, agentEnvironment: [String: String] = ProcessInfo.processInfo.environment) throws -> RankStatus {
@@ -81,36 +117,114 @@ public actor Supervisor {
         if newest > request.key.attempt { throw SupervisorError.staleAttempt(requested: request.key.attempt, newest: newest) }
 
         let folder = self.folder(for: request.key)
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        let env = Self.environment(for: request, node: self.node, agent: agentEnvironment)
-        var command = request.command
-        if command.hasPrefix("#!") {
-            // A script with its own interpreter (a batch script, say): its #! line is honoured as the kernel would
-            // (interpreter, at most one argument, the script), but the interpreter is run on the file rather than
-            // the file executed: a file this process just wrote can still be open for writing in a child another
-            // thread is spawning, and executing it then fails with ETXTBSY (exit 126).
-            let script = folder.appendingPathComponent("script")
-            try Data(command.utf8).write(to: script)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
-            let line = command.dropFirst(2).prefix { $0 != "\n" }.trimmingCharacters(in: .whitespaces)
-            let interpreter = line.prefix { $0 != " " && $0 != "\t" }
-            let argument = line.dropFirst(interpreter.count).trimmingCharacters(in: .whitespaces)
-            let words = [interpreter.isEmpty ? "/bin/sh" : String(interpreter)] + (argument.isEmpty ? [] : [argument]) + [script.path]
-            command = "exec " + words.map(JobShell.quote).joined(separator: " ")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let record: Record
+        switch self.isolation {
+        case .none: record = try self.launchProcess(request, folder: folder, agentEnvironment: agentEnvironment)
+        case .container(let runtime): record = try self.launchContainer(request, folder: folder, runtime: runtime)
         }
-        let pid = try Self.spawn(
-            command: command, environment: env, workingDir: request.workingDir ?? folder.path, logPath: self.logPath(for: request.key))
-        self.children.insert(pid)
-        let record = Record(
-            key: request.key, pid: pid, startTicks: Self.startTicks(pid: pid), launchedAt: Date(), state: .running,
-            gracePeriodSeconds: request.gracePeriodSeconds, acknowledged: false)
+        self.children.insert(record.pid)
         self.save(record)
         return self.status(record)
     }
 
-    /// The environment of a rank: the agent's own (less its ALLOT_ settings), the job's, then what Allot sets.
-    static func environment(for request: LaunchRequest, node: String, agent: [String: String]) -> [String: String] {
-        var env = agent.filter { !$0.key.hasPrefix("ALLOT_") }
+    /// A command starting with `#!` is written to a file and run by its own interpreter (at most one argument, as
+    /// the kernel does), never executed: a file just written may still be open for writing in a child another
+    /// thread is spawning, and executing it then fails with ETXTBSY. Returns the command to run and the file.
+    private func scriptCommand(_ command: String, folder: URL, visibleAt path: String?) throws -> (String, String?) {
+        guard command.hasPrefix("#!") else { return (command, nil) }
+        let script = folder.appendingPathComponent("script")
+        try Data(command.utf8).write(to: script)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: script.path)
+        let line = command.dropFirst(2).prefix { $0 != "\n" }.trimmingCharacters(in: .whitespaces)
+        let interpreter = line.prefix { $0 != " " && $0 != "\t" }
+        let argument = line.dropFirst(interpreter.count).trimmingCharacters(in: .whitespaces)
+        let words = [interpreter.isEmpty ? "/bin/sh" : String(interpreter)] + (argument.isEmpty ? [] : [argument]) + [path ?? script.path]
+        return ("exec " + words.map(JobShell.quote).joined(separator: " "), script.path)
+    }
+
+    private func launchProcess(_ request: LaunchRequest, folder: URL, agentEnvironment: [String: String]) throws -> Record {
+        var env = agentEnvironment.filter { !$0.key.hasPrefix("ALLOT_") }
+        env.merge(Self.environment(for: request, node: self.node, account: nil)) { _, ours in ours }
+        let (command, _) = try self.scriptCommand(request.command, folder: folder, visibleAt: nil)
+        let log = folder.appendingPathComponent("output.log").path
+        // The working directory is entered by the shell, so a missing one is reported in the rank's log.
+        let script = "cd \(JobShell.quote(request.workingDir ?? folder.path)) || exit 126\n\(command)"
+        let pid = try Self.spawn(["/bin/sh", "-c", script], environment: env, logPath: log)
+        return Record(
+            key: request.key, pid: pid, startTicks: Self.startTicks(pid: pid), launchedAt: Date(), state: .running,
+            gracePeriodSeconds: request.gracePeriodSeconds, acknowledged: false, contained: false, logPath: log)
+    }
+
+    private func launchContainer(_ request: LaunchRequest, folder: URL, runtime: ContainerRuntime) throws -> Record {
+        let account: Account
+        do {
+            account = try Account.resolve(request.tenant.account)
+        } catch {
+            throw SupervisorError.refused(error.description)
+        }
+        if let dir = request.workingDir {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+                throw SupervisorError.refused("the working directory \(dir) does not exist on node \(self.node)")
+            }
+        }
+        let fm = FileManager.default
+        // The rank's own writable /work, its account's alone.
+        let scratch = self.stateDir.appendingPathComponent("work/\(request.key.jobID).\(request.key.attempt).\(request.key.rank)")
+        try fm.createDirectory(at: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try Self.own(scratch.path, uid: account.uid, gid: account.gid, mode: 0o700)
+        // Output: written by the rank's account, readable by its group, in its organisation's folder.
+        let orgDir = self.outputDir.appendingPathComponent(request.tenant.org)
+        try fm.createDirectory(at: self.outputDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
+        if !fm.fileExists(atPath: orgDir.path) {
+            try fm.createDirectory(at: orgDir, withIntermediateDirectories: true)
+            try Self.own(orgDir.path, uid: 0, gid: account.gid, mode: 0o750)
+        }
+        let log = orgDir.appendingPathComponent("\(request.key.jobID).\(request.key.attempt).\(request.key.rank).log").path
+        guard fm.createFile(atPath: log, contents: nil) else { throw SupervisorError.spawnFailed("cannot create \(log)") }
+        try Self.own(log, uid: account.uid, gid: account.gid, mode: 0o640)
+
+        let bundle = folder.appendingPathComponent("bundle")
+        try fm.createDirectory(at: bundle.appendingPathComponent("rootfs"), withIntermediateDirectories: true)
+        var rootfs = bundle.appendingPathComponent("rootfs").path
+        var cdi = CDIEdits.none
+        let mine = self.gpus.filter { request.gpuIndices.contains($0.index) }
+        if let image = request.tenant.image {
+            guard let dir = runtime.imageDir else { throw SupervisorError.refused("node \(self.node) has no image folder (allot-agent --image-dir)") }
+            rootfs = try ImageCache(imageDir: dir, cacheDir: self.stateDir.appendingPathComponent("images").path).rootfs(for: image)
+            cdi = try CDIEdits.load(runtime.cdiSpec, gpus: mine)
+        }
+        let (command, script) = try self.scriptCommand(request.command, folder: folder, visibleAt: "/.allot-script")
+        let spec = runtime.spec(
+            for: request, account: account, rootfs: rootfs, rootIsImage: request.tenant.image != nil, scratch: scratch.path, script: script,
+            command: command, gpus: self.gpus.isEmpty ? request.gpuIndices.map { GPUInfo(index: $0, uuid: "", model: "", memoryMiB: 0) } : self.gpus,
+            cdi: cdi, node: self.node)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        try encoder.encode(spec).write(to: bundle.appendingPathComponent("config.json"))
+        runtime.delete(request.key)  // a container of this name left by a crash would refuse the new one
+        let pid = try Self.spawn(
+            [
+                runtime.runc, "run", "--keep", "--pid-file", folder.appendingPathComponent("init.pid").path, "--bundle", bundle.path,
+                ContainerRuntime.containerID(request.key),
+            ], environment: ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], logPath: log)
+        return Record(
+            key: request.key, pid: pid, startTicks: Self.startTicks(pid: pid), launchedAt: Date(), state: .running,
+            gracePeriodSeconds: request.gracePeriodSeconds, acknowledged: false, contained: true, logPath: log,
+            memoryMiB: request.tenant.memoryMiB > 0 ? request.tenant.memoryMiB : runtime.offeredMemoryMiB)
+    }
+
+    /// The environment of a rank: the job's, then what Allot sets. In a container that is all it has (no variable
+    /// of the agent's reaches it); without one, the agent's own environment less its `ALLOT_` settings comes first.
+    static func environment(for request: LaunchRequest, node: String, account: Account?) -> [String: String] {
+        var env: [String: String] = [:]
+        if let account {
+            env = [
+                "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/work", "USER": account.name,
+                "LOGNAME": account.name, "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+            ]
+        }
         env.merge(request.env) { _, job in job }
         let gpus = request.gpuIndices.map(String.init).joined(separator: ",")
         let g = request.gang
@@ -123,6 +237,8 @@ public actor Supervisor {
             "ALLOT_ATTEMPT": "\(request.key.attempt)",
             "ALLOT_NODE_RANK": "\(request.key.rank)",
             "ALLOT_NODE": node,
+            "ALLOT_USER": request.tenant.owner,
+            "ALLOT_ORG": request.tenant.org,
             "MASTER_ADDR": g.masterAddr, "MASTER_PORT": "\(g.masterPort)",
             "NNODES": "\(g.nnodes)", "NODE_RANK": "\(g.nodeRank)", "NPROC_PER_NODE": "\(g.nprocPerNode)",
             // torchrun reads its flags from PET_* variables, so a bare `torchrun train.py` joins the gang.
@@ -133,19 +249,35 @@ public actor Supervisor {
         return env
     }
 
-    /// SIGTERM to the rank's process group now, SIGKILL once the grace period has passed (see `poll`).
+    /// SIGTERM to the rank now, SIGKILL once the grace period has passed (see `poll`).
     public func stop(_ key: RankKey, gracePeriodSeconds: Int) throws -> RankStatus {
         guard var record = self.records[key] else { throw SupervisorError.unknownRank(key) }
         if record.state == .running && record.stopRequestedAt == nil {
             record.stopRequestedAt = Date()
             record.gracePeriodSeconds = gracePeriodSeconds
-            kill(-record.pid, SIGTERM)
+            self.signal(record, SIGTERM)
             self.save(record)
         }
         return self.status(record)
     }
 
-    /// Reaps exited children, checks adopted processes, and SIGKILLs groups whose grace period is over.
+    /// A contained rank's stop reaches runc, which hands it to the container's init; its kill reaches the init
+    /// itself, which takes every process of the container with it. A plain rank's, its process group.
+    private func signal(_ record: Record, _ signal: Int32) {
+        guard record.contained == true else {
+            kill(-record.pid, signal)
+            return
+        }
+        if signal == SIGKILL,
+            let text = try? String(contentsOf: self.folder(for: record.key).appendingPathComponent("init.pid"), encoding: .utf8),
+            let initPid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), initPid > 0
+        {
+            kill(initPid, SIGKILL)
+        }
+        kill(record.pid, signal)
+    }
+
+    /// Reaps exited children, checks adopted processes, and SIGKILLs ranks whose grace period is over.
     public func poll() {
         for pid in self.children {
             var status: Int32 = 0
@@ -153,12 +285,13 @@ public actor Supervisor {
             guard r == pid || (r == -1 && errno == ECHILD) else { continue }
             self.children.remove(pid)
             guard var record = self.records.values.first(where: { $0.pid == pid && $0.state == .running }) else { continue }
-            // Anything the command left behind in its group goes with it.
-            kill(-pid, SIGKILL)
+            if record.contained != true { kill(-pid, SIGKILL) }  // anything the command left behind in its group goes with it
             if r == pid {
                 let signal = Int(status & 0x7f)
                 if signal == 0 {
                     record.exitCode = Int((status >> 8) & 0xff)
+                    // runc exits 128 + N when the rank's init died of signal N (as shells report it).
+                    if record.contained == true, let code = record.exitCode, code > 128, code < 160 { record.signal = code - 128 }
                 } else {
                     record.signal = signal
                     record.exitCode = 128 + signal
@@ -167,17 +300,22 @@ public actor Supervisor {
             } else {
                 record.state = .vanished
             }
+            if record.contained == true, case .container(let runtime) = self.isolation {
+                if record.exitCode != 0 { record.detail = runtime.limitsHit(record.key, memoryMiB: record.memoryMiB ?? 0) }
+                runtime.delete(record.key)
+            }
             self.save(record)
         }
         let now = Date()
         for var record in self.records.values where record.state == .running {
             if !self.children.contains(record.pid) && !Self.isAlive(pid: record.pid, startTicks: record.startTicks) {
                 record.state = .vanished
+                if record.contained == true, case .container(let runtime) = self.isolation { runtime.delete(record.key) }
                 self.save(record)
                 continue
             }
             if let asked = record.stopRequestedAt, now.timeIntervalSince(asked) >= Double(record.gracePeriodSeconds) {
-                kill(-record.pid, SIGKILL)
+                self.signal(record, SIGKILL)
             }
         }
     }
@@ -210,7 +348,7 @@ public actor Supervisor {
     }
 
     private func status(_ r: Record) -> RankStatus {
-        RankStatus(key: r.key, state: r.state, exitCode: r.exitCode, signal: r.signal, pid: r.pid)
+        RankStatus(key: r.key, state: r.state, exitCode: r.exitCode, signal: r.signal, pid: r.pid, detail: r.detail)
     }
 
     private func save(_ record: Record) {
@@ -221,18 +359,22 @@ public actor Supervisor {
 
     // MARK: - Processes
 
-    static func spawn(command: String, environment: [String: String], workingDir: String, logPath: String) throws -> Int32 {
+    /// Starts `argv` in its own process group with no signal blocked or ignored, standard input from /dev/null and
+    /// its output appended to `logPath`.
+    static func spawn(_ argv: [String], environment: [String: String], logPath: String) throws -> Int32 {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o640)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of the agent's is inherited: not its listening socket (a rank, or runc, would hold the port
+        // past the agent's restart), not its connections to allotd.
+        allot_spawn_close_from(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // Own process group (so a stop reaches every process of the rank), no blocked or ignored signals inherited.
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         posix_spawnattr_setpgroup(&attributes, 0)
         var none = sigset_t()
@@ -242,16 +384,20 @@ public actor Supervisor {
         sigfillset(&all)
         posix_spawnattr_setsigdefault(&attributes, &all)
 
-        // The working directory is entered by the shell, so a missing one is reported in the rank's log.
-        let script = "cd \(JobShell.quote(workingDir)) || exit 126\n\(command)"
-        let argv = ["/bin/sh", "-c", script]
         let envp = environment.map { "\($0.key)=\($0.value)" }
         var pid: Int32 = 0
         let rc = Self.withCStrings(argv) { cArgv in
-            Self.withCStrings(envp) { cEnv in posix_spawn(&pid, "/bin/sh", &actions, &attributes, cArgv, cEnv) }
+            Self.withCStrings(envp) { cEnv in posix_spawn(&pid, argv[0], &actions, &attributes, cArgv, cEnv) }
         }
         guard rc == 0 else { throw SupervisorError.spawnFailed(String(cString: strerror(rc))) }
         return pid
+    }
+
+    /// Gives a file or folder to an account, with `mode`.
+    static func own(_ path: String, uid: UInt32, gid: UInt32, mode: mode_t) throws {
+        guard chown(path, uid, gid) == 0, chmod(path, mode) == 0 else {
+            throw SupervisorError.spawnFailed("cannot give \(path) to \(uid):\(gid): \(String(cString: strerror(errno)))")
+        }
     }
 
     private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {

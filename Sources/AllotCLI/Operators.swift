@@ -8,7 +8,8 @@ import Foundation
 struct Nodes: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List nodes, show or add one.",
-        subcommands: [ListNodes.self, ShowNode.self, AddNode.self, RestoreGPU.self, DeclareLost.self], defaultSubcommand: ListNodes.self)
+        subcommands: [ListNodes.self, ShowNode.self, AddNode.self, EnrolNode.self, RestoreGPU.self, DeclareLost.self],
+        defaultSubcommand: ListNodes.self)
 }
 
 struct ListNodes: AsyncParsableCommand {
@@ -40,16 +41,36 @@ struct AddNode: AsyncParsableCommand {
     @Argument(help: "The node's name.") var name: String
     @Option(help: "The pool it belongs to.") var pool: String
     @Option(help: "Its network block (switch or rack); gangs prefer one block.") var block: String?
-    @Option(help: "Where to write the agent's token (mode 0600).")
+    @Option(help: "Where allotd reaches its agent, http://HOST:PORT (default: what the agent's first registration says; fixed from then on).")
+    var agentURL: String?
+    @Option(help: "Where to write the agent's credentials (mode 0600): its token and the node's signing key.")
     var tokenFile: String
     @OptionGroup var connection: Connection
 
     func run() async throws {
         let response: AddNodeResponse = try await self.connection.client().post(
-            "/v1/nodes", json: AddNodeRequest(name: self.name, pool: self.pool, block: self.block))
-        try SecretFile.write(response.token, to: self.tokenFile)
+            "/v1/nodes", json: AddNodeRequest(name: self.name, pool: self.pool, block: self.block, agentURL: self.agentURL))
+        try AgentCredentials(token: response.token, nodeKey: response.nodeKey).write(to: self.tokenFile)
         if self.connection.output == .json { return try printJSON(["node": response.node, "tokenFile": self.tokenFile]) }
-        print("node \(response.node) added to pool \(self.pool); agent token written to \(self.tokenFile)")
+        print("node \(response.node) added to pool \(self.pool); agent credentials written to \(self.tokenFile)")
+    }
+}
+
+struct EnrolNode: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enrol",
+        abstract: "Enrol a node again: new agent credentials (the old ones stop working at once), and a new agent address if given.")
+    @Argument(help: "The node's name.") var name: String
+    @Option(help: "Where allotd reaches its agent from now on (default: what the agent's next registration says).") var agentURL: String?
+    @Option(help: "Where to write the agent's new credentials (mode 0600).") var tokenFile: String
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let response: AddNodeResponse = try await self.connection.client().post(
+            "/v1/nodes/\(self.name)/enrol", json: EnrolRequest(agentURL: self.agentURL))
+        try AgentCredentials(token: response.token, nodeKey: response.nodeKey).write(to: self.tokenFile)
+        if self.connection.output == .json { return try printJSON(["node": response.node, "tokenFile": self.tokenFile]) }
+        print("node \(response.node) enrolled again; restart its agent with the credentials in \(self.tokenFile)")
     }
 }
 

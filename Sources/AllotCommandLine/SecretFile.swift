@@ -5,6 +5,7 @@ import Foundation
 public enum SecretFile {
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     /// Writes `secret` to `path` (mode 0600), creating the folder if need be.

@@ -100,12 +100,14 @@ public enum JobSpecParser {
             reader.error(f.values["wholeNodeMemory"], "wholeNodeMemory", "asks for all of each node's memory: leave memoryPerNode out")
         }
         let priorityClass = f.name("priorityClass")
+        let image = f.string("image")
+        if let i = image, let why = ImageReference.problem(i) { reader.error(f.values["image"], "image", why) }
         guard let name, let pool, let command, reader.issues.isEmpty else { return nil }
         return JobSpec(
             name: name, org: org, project: project, kind: kind, pool: pool, gpuModel: models, nodes: nodes, gpusPerNode: gpus,
             gpuMilli: milli, cpuMilliPerNode: cpuMilli, memoryMiBPerNode: memory, priorityClass: priorityClass,
             timeLimitSeconds: timeLimit, command: command, env: env, workingDir: workingDir, maxAttempts: maxAttempts,
-            exclusive: exclusive, wholeNodeMemory: wholeNodeMemory)
+            exclusive: exclusive, wholeNodeMemory: wholeNodeMemory, image: image)
     }
 
     /// The command: one shell line (or script), or a list of arguments that is quoted into one.

@@ -63,6 +63,24 @@ public enum PolicyParser {
         return policy
     }
 
+    /// Why `text` cannot name the Unix account of an organisation's jobs, or nil: a user name as useradd allows,
+    /// or `uid:gid` with both above 0 (jobs never run as root).
+    static func accountProblem(_ text: String) -> String? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        if parts.count == 2 {
+            guard let uid = Int(parts[0]), let gid = Int(parts[1]), uid > 0, gid > 0, uid < 1 << 31, gid < 1 << 31 else {
+                return "'\(text.prefix(64))' must be uid:gid with both above 0 (jobs never run as root)"
+            }
+            return nil
+        }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        guard !text.isEmpty, text.count <= 32, text.allSatisfy({ allowed.contains($0) }), text.first != "-" else {
+            return "'\(text.prefix(64))' must be a Unix user name (letters, digits, '.', '_', '-') or uid:gid"
+        }
+        if text == "root" { return "jobs never run as root" }
+        return nil
+    }
+
     /// Where each declared thing came from, for errors found only once every file is read.
     private struct Located {
         var pools: [String: (file: String, line: Int?)] = [:]
@@ -97,7 +115,9 @@ public enum PolicyParser {
         guard let items = reader.sequence(f.node("organizations"), "organizations") else { return }
         for (i, item) in items.enumerated() {
             let path = "organizations[\(i)]"
-            guard let o = reader.mapping(item, path, allowed: ["name", "allocations"]), let name = o.name("name", required: true) else { continue }
+            guard let o = reader.mapping(item, path, allowed: ["name", "allocations", "account", "userAccounts"]),
+                let name = o.name("name", required: true)
+            else { continue }
             if let first = located.orgs[name] {
                 reader.error(item, "\(path).name", "organization '\(name)' is already declared at \(first.file):\(first.line ?? 0)")
                 continue
@@ -126,7 +146,14 @@ public enum PolicyParser {
                 allocations.append(
                     Allocation(pool: pool, guaranteedGPUs: guaranteed, limitGPUs: limit, gpuHours: Int64(hours), validFrom: from, validUntil: until))
             }
-            policy.organizations.append(Organization(name: name, allocations: allocations))
+            // The Unix account its jobs run as on the nodes: a name, or uid:gid (never root).
+            let account = o.string("account")
+            if let a = account, let why = Self.accountProblem(a) { reader.error(o.values["account"], "\(path).account", why) }
+            let userAccounts = o.stringMap("userAccounts") ?? [:]
+            for (user, a) in userAccounts.sorted(by: { $0.key < $1.key }) {
+                if let why = Self.accountProblem(a) { reader.error(o.values["userAccounts"], "\(path).userAccounts.\(user)", why) }
+            }
+            policy.organizations.append(Organization(name: name, allocations: allocations, account: account, userAccounts: userAccounts))
         }
     }
 

@@ -33,7 +33,7 @@ public enum SbatchParser {
         "deadline": nil, "propagate": nil, "sockets-per-node": nil, "cores-per-socket": nil, "threads-per-core": nil, "hint": nil,
         "switches": nil, "network": nil, "uid": nil, "gid": nil, "kill-on-invalid-dep": nil, "mcs-label": nil, "ntasks-per-gpu": nil,
         "tres-per-task": nil, "gres-flags": nil, "mem-bind": nil, "profile": nil, "acctg-freq": nil, "core-spec": "S", "thread-spec": nil,
-        "container": nil, "batch": nil, "bb": nil, "bbf": nil, "burst-buffer": nil, "extra": nil,
+        "container": nil, "batch": nil, "bb": nil, "bbf": nil, "burst-buffer": nil, "extra": nil, "container-image": nil,
     ]
     /// Options that take no value.
     static let flags: [String: Character?] = [
@@ -47,7 +47,7 @@ public enum SbatchParser {
     /// The options that shape the job.
     static let actedOn: Set<String> = [
         "job-name", "nodes", "gres", "gpus-per-node", "gpus", "time", "partition", "account", "qos", "cpus-per-task", "ntasks-per-node",
-        "ntasks", "mem", "mem-per-gpu", "mem-per-cpu", "chdir", "exclusive", "array", "dependency",
+        "ntasks", "mem", "mem-per-gpu", "mem-per-cpu", "chdir", "exclusive", "array", "dependency", "container-image",
     ]
 
     /// What we do not act on, and why the user should know.
@@ -259,11 +259,15 @@ public enum SbatchParser {
             warnings.append("line \(values["exclusive"]!.1): --exclusive=\(e): whole nodes are given to the job alone")
         }
 
+        // Pyxis' option: the ranks' root filesystem comes from this image.
+        let image = value("container-image")
+        if let i = image, let why = ImageReference.problem(i) { issue("container-image", why) }
+
         guard issues.isEmpty, let pool else { throw FormatErrors(issues) }
         let spec = JobSpec(
             name: name, org: org, project: project, kind: .training, pool: pool, gpuModel: models, nodes: nodes, gpusPerNode: gpus,
             cpuMilliPerNode: cpus * 1000, memoryMiBPerNode: memory, priorityClass: value("qos"), timeLimitSeconds: timeLimit,
-            command: text, workingDir: workingDir, exclusive: exclusive, wholeNodeMemory: allMemory)
+            command: text, workingDir: workingDir, exclusive: exclusive, wholeNodeMemory: allMemory, image: image)
         return Parsed(spec: spec, warnings: warnings)
     }
 

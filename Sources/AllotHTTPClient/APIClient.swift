@@ -10,11 +10,19 @@ public struct APIClient: Sendable {
     public var baseURL: String
     public var token: String?
     public var timeout: Duration
+    /// A node's key: requests are signed with it (allotd calling an agent) instead of carrying a token.
+    public var signingKey: Data?
 
     public init(baseURL: String, token: String?, timeout: Duration = .seconds(10)) {
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.token = token
         self.timeout = timeout
+    }
+
+    /// A client for an agent's API, signing every request with the node's key.
+    public init(agent baseURL: String, key: Data, timeout: Duration) {
+        self.init(baseURL: baseURL, token: nil, timeout: timeout)
+        self.signingKey = key
     }
 
     public enum Failure: Error, CustomStringConvertible {
@@ -50,6 +58,10 @@ public struct APIClient: Sendable {
         var request = HTTPClientRequest(url: self.baseURL + path)
         request.method = method
         if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let signingKey {
+            request.headers.add(
+                name: AgentSignature.header, value: AgentSignature.sign(method: method.rawValue, path: path, body: body ?? Data(), key: signingKey))
+        }
         if let body {
             request.headers.add(name: "Content-Type", value: contentType)
             request.body = .bytes(ByteBuffer(bytes: body))

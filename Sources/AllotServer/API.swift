@@ -11,12 +11,14 @@ public struct API: Sendable {
     public let database: Database
     public let wake: Wakeup
     public let metrics: Metrics
+    public let nodeKeys: NodeKeys
     public let logger: Logger
 
-    public init(database: Database, wake: Wakeup, metrics: Metrics = Metrics(), logger: Logger) {
+    public init(database: Database, wake: Wakeup, metrics: Metrics = Metrics(), nodeKeys: NodeKeys = .ephemeral(), logger: Logger) {
         self.database = database
         self.wake = wake
         self.metrics = metrics
+        self.nodeKeys = nodeKeys
         self.logger = logger
     }
 
@@ -26,9 +28,14 @@ public struct API: Sendable {
         router.add(middleware: ErrorMiddleware(logger: self.logger))
         router.add(middleware: AccessMiddleware(tokens: TokenStore(database: self.database)))
         router.addRoutes(StatusRoutes(database: self.database, metrics: self.metrics).routes)
-        router.addRoutes(JobRoutes(jobs: JobStore(database: self.database), nodes: NodeStore(database: self.database), wake: self.wake).routes)
         router.addRoutes(
-            NodeRoutes(nodes: NodeStore(database: self.database), lifecycle: NodeLifecycleStore(database: self.database), wake: self.wake).routes)
+            JobRoutes(jobs: JobStore(database: self.database), nodes: NodeStore(database: self.database), nodeKeys: self.nodeKeys, wake: self.wake)
+                .routes)
+        router.addRoutes(
+            NodeRoutes(
+                nodes: NodeStore(database: self.database), lifecycle: NodeLifecycleStore(database: self.database), nodeKeys: self.nodeKeys,
+                wake: self.wake
+            ).routes)
         router.addRoutes(AgentRoutes(agents: AgentStore(database: self.database), wake: self.wake).routes)
         router.addRoutes(ProgrammeRoutes(database: self.database).routes)
         return router

@@ -14,6 +14,8 @@ public struct ServeOptions: Sendable {
     public var dispatchInterval: Duration = .milliseconds(250)
     public var dispatchMaxTries: Int = 6
     public var strategy: ScoringStrategy = .fragmentationAware
+    /// allotd's secret, from which the nodes' signing keys derive (shared by every allotd of the cluster).
+    public var nodeKeys: NodeKeys = .ephemeral()
     public init() {}
 }
 
@@ -29,7 +31,7 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
     let dispatch = Wakeup()
     let leadership = Leadership()
     let metrics = Metrics()
-    let router = API(database: database, wake: wake, metrics: metrics, logger: logger).router()
+    let router = API(database: database, wake: wake, metrics: metrics, nodeKeys: options.nodeKeys, logger: logger).router()
     let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UUID().uuidString.prefix(8))"
     let services: [any Service] = [
         database,
@@ -39,7 +41,7 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
             interval: options.schedulerInterval, metrics: metrics, logger: logger),
         Dispatcher(
             database: database, leadership: leadership, wake: dispatch, interval: options.dispatchInterval, maxTries: options.dispatchMaxTries,
-            metrics: metrics, logger: logger),
+            metrics: metrics, nodeKeys: options.nodeKeys, logger: logger),
         NodeMonitor(
             database: database, leadership: leadership, wake: wake, heartbeatTimeoutOverride: options.heartbeatTimeoutSeconds, metrics: metrics,
             logger: logger),

@@ -11,9 +11,27 @@ public struct AgentStore: Sendable {
     /// Applies an agent's register or heartbeat, all in one transaction: the node's liveness and inventory,
     /// its ranks' reports (which move their attempts), and a lost node's return.
     public func report(_ report: AgentReport, from principal: Principal) async throws -> HeartbeatReply {
+        do {
+            return try await self.apply(report, from: principal)
+        } catch StoreError.forbidden(let why) {
+            // Refused, and on the record: an agent's address is changed only by enrolling the node again.
+            try await self.database.transaction { tx in
+                try await tx.audit.append(
+                    AuditEntry(actor: principal, action: "agent.report", target: "node/\(report.node)", outcome: "refused: \(why)"))
+            }
+            throw StoreError.forbidden(why)
+        }
+    }
+
+    private func apply(_ report: AgentReport, from principal: Principal) async throws -> HeartbeatReply {
         try await self.database.transaction { tx in
             let before = try await tx.nodes.lifecycle(report.node)
-            guard try await tx.nodes.heartbeat(report) else { throw StoreError.notFound("node \(report.node)") }
+            if let enrolled = try await tx.nodes.agentURL(report.node), enrolled != report.agentURL {
+                throw StoreError.forbidden(
+                    "node \(report.node)'s agent is enrolled at \(enrolled), not \(report.agentURL): enrol the node again (allot nodes enrol) to move it"
+                )
+            }
+            try await tx.nodes.heartbeat(report)
             try await tx.audit.append(try await tx.nodes.upsertGPUs(report.gpus, node: report.node))
 
             // Each attempt reported on, in one order for every heartbeat (so concurrent ones queue, not deadlock).

@@ -7,9 +7,13 @@ public struct LaunchWork: Sendable, Hashable {
     public struct Rank: Sendable, Hashable {
         public var rank: Int
         public var node: String
+        /// Where its agent was enrolled; nil until it registers.
         public var agentURL: String?
-        public var callbackToken: String?
+        /// The node's enrolment, from which its signing key is derived.
+        public var enrolment: Int
         public var gpuIndices: [Int]
+        public var cpuMilli: Int
+        public var memoryMiB: Int
         public var dispatched: Bool
     }
     public var jobID: Int64
@@ -20,6 +24,11 @@ public struct LaunchWork: Sendable, Hashable {
     public var workingDir: String?
     public var gpusPerNode: Int
     public var gracePeriodSeconds: Int
+    public var org: String
+    public var owner: String
+    /// The Unix account the ranks run as (Policies/: the owner's, else the organisation's, else `allot-ORG`).
+    public var account: String
+    public var image: String?
 }
 
 /// A rank the dispatcher must ask its agent to stop.
@@ -27,7 +36,7 @@ public struct StopWork: Sendable, Hashable {
     public var key: RankKey
     public var node: String
     public var agentURL: String
-    public var callbackToken: String?
+    public var enrolment: Int
     public var gracePeriodSeconds: Int
 }
 
@@ -59,6 +68,14 @@ public struct DispatchStore: Sendable {
                 jobID, attempt,
                 .stop(endAs: .dispatchFailed, reason: "the agent on \(node) did not accept the launch after \(tries) tries: \(error)"))
             return true
+        }
+    }
+
+    /// The agent refused the launch for a reason that retrying cannot mend (its node lacks the job's account, say):
+    /// the attempt ends failed with that reason, and the job with it.
+    public func launchRefused(jobID: Int64, attempt: Int, node: String, reason: String) async throws {
+        try await self.database.transaction { tx in
+            try await tx.transitions.attempt(jobID, attempt, .stop(endAs: .failed, reason: "the agent on \(node) refused the launch: \(reason)"))
         }
     }
 

@@ -8,13 +8,15 @@ public struct NodeStore: Sendable {
     public let database: Database
     public init(database: Database) { self.database = database }
 
-    /// Registers a node in a pool and makes its agent token (returned once).
-    public func add(name: String, pool: String, block: String?, by actor: Principal) async throws -> String {
+    /// Registers a node in a pool and makes its agent token (returned once). Its agent's address is `agentURL`,
+    /// or the one its first registration gives; either way it is fixed from then on. The node's signing key
+    /// derives from allotd's secret and enrolment 1.
+    public func add(name: String, pool: String, block: String?, agentURL: String? = nil, by actor: Principal) async throws -> String {
         try await self.database.transaction { tx in
             guard try await tx.query("SELECT 1 FROM pools WHERE name = \(pool)").decode(Int.self).first() != nil else {
                 throw StoreError.invalid(field: "pool", message: "unknown pool '\(pool)' (apply Policies/ first)")
             }
-            try await tx.nodes.insert(name: name, pool: pool, block: block)
+            try await tx.nodes.insert(name: name, pool: pool, block: block, agentURL: agentURL)
             let secret = try await tx.tokens.insert(name: "agent:\(name)", role: .agent, org: nil, node: name)
             try await tx.audit.append(
                 AuditEntry(actor: actor, action: "node.add", target: "node/\(name)", outcome: "ok", detail: ["pool": pool, "block": block ?? ""]))
@@ -83,14 +85,29 @@ public struct NodeStore: Sendable {
         }
     }
 
-    /// Where allotd reaches a node's agent, and the token it presents there; nil when no agent has registered.
-    public func agentEndpoint(_ node: String) async throws -> (url: String, token: String?)? {
+    /// Enrols a node again: a new agent token (the old ones are revoked), a new enrolment (so a new signing key),
+    /// and the agent's address as given (or as its next registration gives). Returns the token and the enrolment.
+    public func enrol(_ node: String, agentURL: String?, by actor: Principal) async throws -> (token: String, enrolment: Int) {
+        try await self.database.transaction { tx in
+            let enrolment = try await tx.nodes.enrol(node, agentURL: agentURL)
+            try await tx.tokens.revokeAgentTokens(node: node)
+            let secret = try await tx.tokens.insert(name: "agent:\(node)", role: .agent, org: nil, node: node)
+            try await tx.audit.append(
+                AuditEntry(
+                    actor: actor, action: "node.enrol", target: "node/\(node)", outcome: "enrolment \(enrolment)",
+                    detail: ["agentURL": agentURL ?? "at its first registration"]))
+            return (secret, enrolment)
+        }
+    }
+
+    /// Where allotd reaches a node's agent, and the enrolment its key derives from; nil when no agent has registered.
+    public func agentEndpoint(_ node: String) async throws -> (url: String, enrolment: Int)? {
         try await self.database.read { tx in
             guard
-                let (url, token) = try await tx.query("SELECT agent_url, callback_token FROM nodes WHERE name = \(node)")
-                    .decode((String?, String?).self).first(), let url
+                let (url, enrolment) = try await tx.query("SELECT agent_url, enrolment FROM nodes WHERE name = \(node)")
+                    .decode((String?, Int).self).first(), let url
             else { return nil }
-            return (url, token)
+            return (url, enrolment)
         }
     }
 

@@ -35,12 +35,26 @@ public struct PolicyStore: Sendable {
 
         // Organisations first: pools' restrictions name them.
         var orgs = Set<String>()
-        for try await name in try await tx.query("SELECT name FROM organizations").decode(String.self) {
+        var accounts: [String: (String?, [String: String])] = [:]
+        for try await (name, account, users) in try await tx.query("SELECT name, account, user_accounts::text FROM organizations").decode(
+            (String, String?, String).self)
+        {
             orgs.insert(name)
+            accounts[name] = (account, (try? JSONDecoder().decode([String: String].self, from: Data(users.utf8))) ?? [:])
         }
-        for org in policy.organizations where !orgs.contains(org.name) {
-            try await tx.query("INSERT INTO organizations (name) VALUES (\(org.name))")
-            changes.append(PolicyChange(kind: .added, what: "organization \(org.name)"))
+        for org in policy.organizations {
+            let users = String(decoding: try JSONEncoder().encode(org.userAccounts), as: UTF8.self)
+            if !orgs.contains(org.name) {
+                try await tx.query(
+                    "INSERT INTO organizations (name, account, user_accounts) VALUES (\(org.name), \(org.account), \(users)::jsonb)")
+                changes.append(PolicyChange(kind: .added, what: "organization \(org.name)"))
+            } else if let old = accounts[org.name], old.0 != org.account || old.1 != org.userAccounts {
+                try await tx.query("UPDATE organizations SET account = \(org.account), user_accounts = \(users)::jsonb WHERE name = \(org.name)")
+                changes.append(
+                    PolicyChange(
+                        kind: .changed, what: "organization \(org.name)",
+                        detail: "account: \(old.0 ?? "-") → \(org.account ?? "-")\(old.1 == org.userAccounts ? "" : ", user accounts changed")"))
+            }
         }
         for pool in policy.pools {
             if let old = pools[pool.name] {

@@ -22,6 +22,13 @@ struct TokensTable {
     }
 }
 
+extension TokensTable {
+    /// A node enrolled again: its agent's old tokens stop working at once.
+    func revokeAgentTokens(node: String) async throws {
+        try await self.tx.query("UPDATE tokens SET revoked_at = now() WHERE node = \(node) AND role = 'agent' AND revoked_at IS NULL")
+    }
+}
+
 extension Transaction {
     var tokens: TokensTable { TokensTable(tx: self) }
 }

@@ -71,6 +71,11 @@ struct Transitions {
                 try await self.tx.usage.close(job, number, credited: credited)
             case .ended(let ending, let reason, let exitCode):
                 try await self.job(job, .attemptEnded(number, ending, reason: reason, exitCode: exitCode))
+            case .foreignReport(let rank, let node):
+                try await self.tx.audit.append(
+                    AuditEntry(
+                        actor: Principal(name: "agent:\(node)", role: .agent, node: node), action: "rank.report.ignored",
+                        target: "job/\(job)/attempt/\(number)/rank/\(rank)", outcome: "ignored: the rank does not run on \(node)"))
             }
         }
     }

@@ -53,7 +53,7 @@ struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Register with allotd, heartbeat, and run what it dispatches.")
     @Option(help: "allotd's URL.") var server: String
     @Option(help: "This node's name, as registered with `allot nodes add`.") var node: String
-    @Option(help: "The agent token file written by `allot nodes add`.") var tokenFile: String
+    @Option(help: "The node's credentials file written by `allot nodes add` (keep it in a folder only root can read).") var tokenFile: String
     @Option(help: "Where the agent's API listens, HOST:PORT.") var listen = HostPort(host: "127.0.0.1", port: 9101)
     @Option(help: "The URL allotd uses to reach this agent (default: http://LISTEN).") var advertiseURL: String?
     @Option(help: "Where ranks' records and logs are kept (default: /var/lib/allot-agent/NODE as root, else ~/.local/state/allot-agent/NODE).")
@@ -63,38 +63,76 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Memory to offer, e.g. 512G (default: all of this machine's).") var memory: SizeArgument?
     @Option(help: "Seconds between heartbeats.") var heartbeatInterval: Double = 2
     @Option(help: "How much to log.") var logLevel: LogLevel = .info
+    @Option(
+        help:
+            "How ranks are confined: container (an OCI container per rank, started by runc; the agent must be root) or none (plain processes in the agent's account, for development only: ranks are not isolated)."
+    )
+    var isolation: IsolationChoice = .container
+    @Option(help: "The runc binary (default: runc on PATH).") var runc: String?
+    @Option(
+        name: .customLong("bind"),
+        help:
+            "A host folder every rank sees, PATH[:ro|:rw] (read-only unless :rw); repeat it. The system folders (/usr, /bin, /lib, /etc …) always are."
+    )
+    var binds: [String] = []
+    @Option(help: "The most processes and threads one rank may have.") var pidsLimit: Int = 4096
+    @Option(help: "OCI image layouts for jobs' images, a folder per image name (skopeo copy … oci:DIR/NAME:TAG).") var imageDir: String?
+    @Option(help: "The NVIDIA Container Toolkit's CDI spec, applied to ranks with an image.") var cdiSpec: String = "/etc/cdi/nvidia.yaml"
+    @Option(help: "Where ranks' output goes, a folder per organisation (default: STATE-DIR/output).") var outputDir: String?
+
+    enum IsolationChoice: String, ExpressibleByArgument { case container, none }
 
     func validate() throws {
+        if self.pidsLimit < 16 { throw ValidationError("--pids-limit: at least 16") }
+        for b in self.binds where ContainerRuntime.Bind(b) == nil { throw ValidationError("--bind: '\(b)' must be an absolute PATH[:ro|:rw]") }
         if self.advertiseURL == nil && self.listen.isWildcard { throw ValidationError("--advertise-url is needed when listening on every address") }
     }
 
     func run() async throws {
         let logger = self.logLevel.bootstrap(label: "allot-agent")
-        let token: String
+        let credentials: AgentCredentials
         do {
-            token = try SecretFile.read(self.tokenFile)
+            credentials = try AgentCredentials.read(self.tokenFile)
         } catch {
             throw ValidationError("--token-file: \(error)")
         }
-        let stateDir = self.stateDir ?? Self.defaultStateDir(node: self.node)
-        let supervisor = try Supervisor(stateDir: URL(fileURLWithPath: stateDir), node: self.node)
-
+        guard let nodeKey = NodeKey.parse(hex: credentials.nodeKey) else { throw ValidationError("--token-file: its node-key is not hex") }
         let host_ = NodeInventory.hostResources()
         let cpuMilli = self.cpus.map { Int($0 * 1000) } ?? host_.cpuMilli
         let node = self.node
         let offeredMemory = self.memory?.mebibytes ?? host_.memoryMiB
+        let isolation: Isolation
+        switch self.isolation {
+        case .none:
+            logger.warning("--isolation none: ranks run as plain processes in the agent's account and are NOT isolated from each other")
+            isolation = .none
+        case .container:
+            guard getuid() == 0 else {
+                throw ValidationError("--isolation container needs the agent to run as root (or use --isolation none to develop)")
+            }
+            guard let runc = self.runc ?? ContainerRuntime.findRunc() else {
+                throw ValidationError("--runc: runc is not installed (apt install runc)")
+            }
+            isolation = .container(
+                ContainerRuntime(
+                    runc: runc, binds: ContainerRuntime.systemBinds + self.binds.compactMap(ContainerRuntime.Bind.init), pidsLimit: self.pidsLimit,
+                    offeredMemoryMiB: offeredMemory, imageDir: self.imageDir, cdiSpec: self.cdiSpec))
+        }
+        let stateDir = self.stateDir ?? Self.defaultStateDir(node: self.node)
+        let supervisor = try Supervisor(
+            stateDir: URL(fileURLWithPath: stateDir), node: self.node, isolation: isolation,
+            outputDir: self.outputDir.map { URL(fileURLWithPath: $0) })
         let gpuOptions = self.gpu
         _ = try gpuOptions.discover(node: node)  // fail fast on a bad --gpus or a missing nvidia-smi
 
-        let callbackToken = "cb_" + UUID().uuidString
         let heartbeat = Heartbeat(
-            server: APIClient(baseURL: self.server, token: token, timeout: .seconds(5)), node: node,
-            agentURL: self.advertiseURL ?? self.listen.httpURL, callbackToken: callbackToken, supervisor: supervisor,
+            server: APIClient(baseURL: self.server, token: credentials.token, timeout: .seconds(5)), node: node,
+            agentURL: self.advertiseURL ?? self.listen.httpURL, supervisor: supervisor,
             interval: .milliseconds(Int(self.heartbeatInterval * 1000)), logger: logger
         ) {
             NodeInventory(gpus: try gpuOptions.discover(node: node), cpuMilli: cpuMilli, memoryMiB: offeredMemory)
         }
-        try await AgentAPI(supervisor: supervisor, callbackToken: callbackToken).serve(
+        try await AgentAPI(supervisor: supervisor, nodeKey: nodeKey).serve(
             host: self.listen.host, port: self.listen.port, heartbeat: heartbeat, logger: logger)
     }
 

@@ -28,6 +28,23 @@ struct DatabaseOptions: ParsableArguments {
     }
 }
 
+/// allotd's secret file: the one thing that lets allotd command agents, kept out of the database.
+struct SecretOptions: ParsableArguments {
+    @Option(
+        name: .customLong("secret-file"),
+        help:
+            "allotd's secret, made (mode 0600) when missing; every allotd of a cluster reads the same (default: $ALLOT_SECRET_FILE, else /etc/allot/allotd.secret as root, else ~/.config/allot/allotd.secret)."
+    )
+    var explicit: String?
+
+    var path: String {
+        if let explicit { return explicit }
+        if let env = ProcessInfo.processInfo.environment["ALLOT_SECRET_FILE"], !env.isEmpty { return env }
+        if getuid() == 0 { return "/etc/allot/allotd.secret" }
+        return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".config/allot/allotd.secret").path
+    }
+}
+
 @main
 struct Allotd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -78,6 +95,7 @@ struct Serve: AsyncParsableCommand {
     var heartbeatTimeout: DurationArgument?
     @Option(help: "Placement strategy: \(ScoringStrategy.allCases.map(\.rawValue).joined(separator: ", ")).")
     var strategy: ScoringStrategy = .fragmentationAware
+    @OptionGroup var secret: SecretOptions
 
     func validate() throws {
         if let t = self.heartbeatTimeout, t.seconds <= 0 { throw ValidationError("--heartbeat-timeout: must be more than 0s") }
@@ -89,6 +107,7 @@ struct Serve: AsyncParsableCommand {
         options.port = self.listen.port
         options.heartbeatTimeoutSeconds = self.heartbeatTimeout.map { Int($0.seconds) }
         options.strategy = self.strategy
+        options.nodeKeys = try NodeKeys.load(path: self.secret.path)
         let database = try self.db.database()
         try await serveAllotd(database: database, options: options, logger: database.logger)
     }

@@ -3,7 +3,7 @@ import AllotCore
 import Foundation
 import Testing
 
-@Suite("Supervisor: real processes")
+@Suite("Supervisor: real processes (without isolation, for development)")
 struct SupervisorTests {
     static func stateDir() -> URL { FileManager.default.temporaryDirectory.appendingPathComponent("allot-sup-\(UUID().uuidString)") }
 
@@ -11,7 +11,7 @@ struct SupervisorTests {
         LaunchRequest(
             key: key, command: command, env: ["JOB_VAR": "x y"], workingDir: nil, gpuIndices: gpus,
             gang: GangInfo(masterAddr: "10.0.0.1", masterPort: 29511, nnodes: 2, nodeRank: key.rank, nprocPerNode: gpus.count),
-            gracePeriodSeconds: grace)
+            gracePeriodSeconds: grace, tenant: RankTenant(org: "lab", owner: "alice", account: "nobody"))
     }
 
     /// Polls until the rank is no longer running, or fails after `seconds`.

@@ -65,7 +65,7 @@ struct LifecycleTests {
     @Test("reports from another node, or for another attempt, are ignored")
     func foreignReports() throws {
         var a = Self.gang(.running, dispatched: true, ranks: .running)
-        #expect(try a.apply(.reported([Self.exited(0, 0)], node: "n2"), now: Self.t0) == [])  // rank 0 runs on n1
+        #expect(try a.apply(.reported([Self.exited(0, 0)], node: "n2"), now: Self.t0) == [.foreignReport(rank: 0, from: "n2")])  // on n1
         #expect(try a.apply(.reported([RankStatus(key: Self.key(0, attempt: 9), state: .exited, exitCode: 1)], node: "n1"), now: Self.t0) == [])
         #expect(a.ranks.allSatisfy { $0.state == .running })
     }

@@ -40,7 +40,7 @@ struct APITests {
         let agentToken = try await NodeStore(database: db).add(name: "n1", pool: "h200", block: nil, by: op)
         _ = try await AgentStore(database: db).report(
             AgentReport(
-                node: "n1", agentURL: "http://127.0.0.1:1", callbackToken: "cb", cpuMilli: 8000, memoryMiB: 65536,
+                node: "n1", agentURL: "http://127.0.0.1:1", cpuMilli: 8000, memoryMiB: 65536,
                 gpus: (0..<8).map { GPUInfo(index: $0, uuid: "g\($0)", model: "H200", memoryMiB: 1) }, ranks: []),
             from: Principal(name: "agent:n1", role: .agent, node: "n1"))
         let router = API(database: db, wake: Wakeup(), logger: db.logger).router()
@@ -127,7 +127,7 @@ struct APITests {
                     body: ByteBuffer(string: #"{"nodes": ["n1"], "reason": "x"}"#)
                 ) { #expect($0.status == .forbidden) }
                 // The agent of n1 cannot report for n2.
-                let report = AgentReport(node: "n2", agentURL: "http://x", callbackToken: "c", cpuMilli: 0, memoryMiB: 0, gpus: [], ranks: [])
+                let report = AgentReport(node: "n2", agentURL: "http://127.0.0.1:1", cpuMilli: 0, memoryMiB: 0, gpus: [], ranks: [])
                 try await client.execute(
                     uri: "/v1/agents/heartbeat", method: .post, headers: [.authorization: "Bearer \(s.agentToken)"],
                     body: ByteBuffer(data: try JSONEncoder().encode(report))

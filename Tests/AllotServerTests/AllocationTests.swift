@@ -35,7 +35,7 @@ struct AllocationTests {
         }
         return try await AgentStore(database: db).report(
             AgentReport(
-                node: node, agentURL: "http://127.0.0.1:1", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20,
+                node: node, agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20,
                 gpus: (0..<count).map { GPUInfo(index: $0, uuid: "\(node)-\($0)", model: "H200", memoryMiB: 1) }, ranks: ranks),
             from: Principal(name: "agent:\(node)", role: .agent, node: node))
     }
@@ -258,7 +258,7 @@ struct FaultFixtureTests {
                 nodes: 0)
             _ = try await NodeStore(database: db).add(name: "f1", pool: "h200", block: nil, by: AllocationTests.op)
             _ = try await AgentStore(database: db).report(
-                AgentReport(node: "f1", agentURL: "http://x", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: gpus, ranks: []),
+                AgentReport(node: "f1", agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: gpus, ranks: []),
                 from: Principal(name: "agent:f1", role: .agent, node: "f1"))
             let detail = try await NodeStore(database: db).detail("f1")
             #expect(detail.node.gpus.map(\.health) == [.healthy, .quarantined, .quarantined])

@@ -20,6 +20,12 @@ struct EndToEndTests {
         let env: [String: String]
         let allotd: TestProcess
         var agents: [String: TestProcess] = [:]
+        /// Each agent's port: a restarted agent comes back at its enrolled address.
+        var agentPorts: [String: Int] = [:]
+        /// A folder every rank sees read-write, as a cluster's shared filesystem would be.
+        let shared: URL
+        /// Ranks in containers (root with runc, as in CI), else plain processes (a developer's unprivileged run).
+        static let contained = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/runc")
         let dbName: String
         let admin: DatabaseURL
 
@@ -29,6 +35,11 @@ struct EndToEndTests {
             self.admin = admin
             self.work = FileManager.default.temporaryDirectory.appendingPathComponent("allot-e2e-\(UUID().uuidString.prefix(8))")
             try FileManager.default.createDirectory(at: self.work, withIntermediateDirectories: true)
+            self.shared = self.work.appendingPathComponent("shared")
+            try FileManager.default.createDirectory(at: self.shared, withIntermediateDirectories: true)
+            try FileManager.default.setAttributes([.posixPermissions: 0o1777], ofItemAtPath: self.shared.path)
+            if ProcessInfo.processInfo.environment["CI"] != nil { #expect(Self.contained, "CI runs the end-to-end suite in containers") }
+            if Self.contained { try Self.ensureAccounts() }
             let url = database.url.urlString
             let port = freeLoopbackPort()
             var env = ["ALLOT_DATABASE_URL": url, "ALLOT_SERVER": "http://127.0.0.1:\(port)", "ALLOT_LOG_LEVEL": "info"]
@@ -41,7 +52,12 @@ struct EndToEndTests {
             let bootstrap = try runBuilt("allotd", ["bootstrap", "--token-file", env["ALLOT_TOKEN_FILE"]!], environment: env)
             try #require(bootstrap.status == 0, "\(bootstrap.output)")
             self.allotd = try TestProcess(
-                "allotd", ["serve", "--listen", "127.0.0.1:\(port)", "--heartbeat-timeout", "4s"], environment: env, name: "allotd")
+                "allotd",
+                [
+                    "serve", "--listen", "127.0.0.1:\(port)", "--heartbeat-timeout", "4s", "--secret-file",
+                    self.work.appendingPathComponent("allotd.secret").path,
+                ],
+                environment: env, name: "allotd")
             try await Self.waitFor("allotd ready", seconds: 30) {
                 (try? await APIClient(baseURL: "http://127.0.0.1:\(port)", token: nil, timeout: .seconds(1)).get("/readyz") as Data) != nil
             }
@@ -60,13 +76,27 @@ struct EndToEndTests {
         }
 
         func startAgent(_ node: String) throws {
+            let port = self.agentPorts[node] ?? freeLoopbackPort()
+            self.agentPorts[node] = port
             self.agents[node] = try TestProcess(
                 "allot-agent",
                 [
                     "--server", self.env["ALLOT_SERVER"]!, "--node", node, "--token-file", self.work.appendingPathComponent("\(node).token").path,
-                    "--listen", "127.0.0.1:\(freeLoopbackPort())", "--gpus", "8xH200", "--cpus", "16", "--memory", "64G",
+                    "--listen", "127.0.0.1:\(port)", "--gpus", "8xH200", "--cpus", "16", "--memory", "64G",
                     "--state-dir", self.work.appendingPathComponent("agent-\(node)").path, "--heartbeat-interval", "0.5",
+                    "--isolation", Self.contained ? "container" : "none", "--bind", "\(self.shared.path):rw",
                 ], environment: self.env, name: "agent-\(node)")
+        }
+
+        /// The example programme's accounts (Policies/organizations.yaml), as an operator makes them on every node.
+        static func ensureAccounts() throws {
+            for account in ["allot-defense", "allot-national-ai-lab", "allot-university", "allot-startups"] where getpwnam(account) == nil {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: "/usr/sbin/useradd")
+                p.arguments = ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", account]
+                try p.run()
+                p.waitUntilExit()
+            }
         }
 
         @discardableResult
@@ -130,6 +160,25 @@ struct EndToEndTests {
                 }
                 reap(pgrep)
                 for pid in pids { kill(-pid, SIGKILL) }
+            }
+            // Containers this test's agents started (runc's list names their bundles): deleted with their processes.
+            if Self.contained {
+                let list = Process()
+                list.executableURL = URL(fileURLWithPath: "/usr/sbin/runc")
+                list.arguments = ["list", "--format", "json"]
+                let out = Pipe()
+                list.standardOutput = out
+                if (try? list.run()) != nil {
+                    let data = out.fileHandleForReading.readDataToEndOfFile()
+                    _ = reap(list)
+                    let containers = (try? JSONSerialization.jsonObject(with: data) as? [[String: Any]]) ?? []
+                    for c in containers where (c["bundle"] as? String)?.hasPrefix(self.work.path) == true {
+                        let delete = Process()
+                        delete.executableURL = URL(fileURLWithPath: "/usr/sbin/runc")
+                        delete.arguments = ["delete", "--force", c["id"] as? String ?? ""]
+                        if (try? delete.run()) != nil { _ = reap(delete) }
+                    }
+                }
             }
             try? await TestDatabase.drop(self.dbName, admin: self.admin)
         }
@@ -222,7 +271,7 @@ struct EndToEndTests {
     /// Drain with a 10 s deadline: the job traps SIGTERM and checkpoints, is requeued and runs on the other node;
     /// the node ends drained; undrain returns it.
     func drain(_ c: Cluster) async throws {
-        let marker = c.work.appendingPathComponent("checkpoint").path
+        let marker = c.shared.appendingPathComponent("checkpoint").path
         let id = try c.submit(
             "org: defense\npool: h200\ngpusPerNode: 8\ncommand: trap 'echo saved > \(marker)-$ALLOT_ATTEMPT; exit 0' TERM; sleep 600 & wait")
         let running = try await c.waitForJob(id) { $0.state == .running }

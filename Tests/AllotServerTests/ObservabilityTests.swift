@@ -29,7 +29,7 @@ struct ObservabilityTests {
             var gpus = (0..<8).map { GPUInfo(index: $0, uuid: "\(n)-\($0)", model: "H200", memoryMiB: 143_771, nvlinkDomain: 0) }
             if n == "gpu-003" { gpus[7].health = .quarantined }
             _ = try await AgentStore(database: db).report(
-                AgentReport(node: n, agentURL: "http://127.0.0.1:1", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: gpus, ranks: []),
+                AgentReport(node: n, agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: gpus, ranks: []),
                 from: Principal(name: "agent:\(n)", role: .agent, node: n))
         }
         let jobs = JobStore(database: db)
@@ -48,7 +48,7 @@ struct ObservabilityTests {
             let node = try await JobStore(database: db).show(gang, scope: .all).attempts[0].nodes[rank].node
             _ = try await AgentStore(database: db).report(
                 AgentReport(
-                    node: node, agentURL: "http://127.0.0.1:1", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20,
+                    node: node, agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20,
                     gpus: (0..<8).map { GPUInfo(index: $0, uuid: "\(node)-\($0)", model: "H200", memoryMiB: 143_771, nvlinkDomain: 0) },
                     ranks: [RankStatus(key: key, state: .running)]),
                 from: Principal(name: "agent:\(node)", role: .agent, node: node))

@@ -134,7 +134,7 @@ struct NodeLifecycleTests {
             inventory[gpu].health = .quarantined
             inventory[gpu].healthDetail = "3 uncorrectable ECC errors since boot"
             _ = try await AgentStore(database: db).report(
-                AgentReport(node: "n1", agentURL: "http://x", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory, ranks: []),
+                AgentReport(node: "n1", agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory, ranks: []),
                 from: f.agent("n1"))
             let detail = try await NodeStore(database: db).detail("n1")
             #expect(detail.node.gpus[gpu].health == .quarantined)
@@ -165,7 +165,7 @@ struct NodeLifecycleTests {
                 inventory[0].xids = xids
                 _ = try await AgentStore(database: db).report(
                     AgentReport(
-                        node: "n1", agentURL: "http://x", callbackToken: "c", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory, ranks: []),
+                        node: "n1", agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory, ranks: []),
                     from: f.agent("n1"))
             }
             let app = XidEvent(xid: 13, at: "100.5", message: "Graphics SM Warp Exception")

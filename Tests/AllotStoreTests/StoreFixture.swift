@@ -36,7 +36,7 @@ struct StoreFixture {
         let inventory = (0..<gpus).map { GPUInfo(index: $0, uuid: "GPU-\(node)-\($0)", model: "H200", memoryMiB: 143_771, nvlinkDomain: 0) }
         return try await AgentStore(database: self.db).report(
             AgentReport(
-                node: node, agentURL: "http://127.0.0.1:1", callbackToken: "cb", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory,
+                node: node, agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory,
                 ranks: ranks),
             from: self.agent(node))
     }

@@ -25,11 +25,14 @@ public struct AttemptLifecycle: Hashable, Sendable {
         public var signal: Int?
         public var startedAt: Date?
         public var endedAt: Date?
+        /// What its agent said of its end beyond the status (a limit it ran into).
+        public var detail: String?
 
         public init(
             rank: Int, node: String, state: RankState = .pending, isDispatched: Bool = false, nodeIsLost: Bool = false, exitCode: Int? = nil,
-            signal: Int? = nil, startedAt: Date? = nil, endedAt: Date? = nil
+            signal: Int? = nil, startedAt: Date? = nil, endedAt: Date? = nil, detail: String? = nil
         ) {
+            self.detail = detail
             self.rank = rank
             self.node = node
             self.state = state
@@ -74,6 +77,8 @@ public struct AttemptLifecycle: Hashable, Sendable {
         case closeUsage(credited: Bool)
         /// Move the job on (finished, requeued, or carried on by another live attempt).
         case ended(AttemptState, reason: String, exitCode: Int?)
+        /// An agent reported on a rank that does not run on its node: ignored, and worth an audit record.
+        case foreignReport(rank: Int, from: String)
     }
 
     public let jobID: Int64
@@ -117,14 +122,18 @@ public struct AttemptLifecycle: Hashable, Sendable {
             self.state = .starting
             return [.starting]
         case .reported(let statuses, let node):
-            guard self.state.isLive else { return [] }
+            var foreign: [Action] = []
             var touched = false
             for status in statuses where status.key.jobID == self.jobID && status.key.attempt == self.number {
-                guard let i = self.ranks.firstIndex(where: { $0.rank == status.key.rank }), self.ranks[i].node == node else { continue }
+                guard let i = self.ranks.firstIndex(where: { $0.rank == status.key.rank }), self.ranks[i].node == node else {
+                    foreign.append(.foreignReport(rank: status.key.rank, from: node))
+                    continue
+                }
+                guard self.state.isLive else { continue }
                 self.record(status, at: i, now: now)
                 touched = true
             }
-            return touched ? self.advance(now: now) : []
+            return foreign + (touched ? self.advance(now: now) : [])
         case .stop(let endAs, let reason, let exitCode):
             return self.requestStop(endAs: endAs, reason: reason, exitCode: exitCode, now: now)
         }
@@ -142,6 +151,7 @@ public struct AttemptLifecycle: Hashable, Sendable {
             self.ranks[i].state = status.state == .exited ? .exited : .vanished
             self.ranks[i].exitCode = status.exitCode
             self.ranks[i].signal = status.signal
+            self.ranks[i].detail = status.detail
             self.ranks[i].endedAt = now
             self.ranks[i].startedAt = self.ranks[i].startedAt ?? now
         }
@@ -170,8 +180,10 @@ public struct AttemptLifecycle: Hashable, Sendable {
                 let code = failed.exitCode ?? -1
                 let signal = failed.signal ?? 0
                 let how = signal > 0 ? "was killed by signal \(signal)" : code < 0 ? "ended with an unknown status" : "exited with code \(code)"
+                let why = failed.detail.map { ": \($0)" } ?? ""
                 return self.requestStop(
-                    endAs: .failed, reason: "rank \(failed.rank) on \(failed.node) \(how)", exitCode: signal > 0 ? 128 + signal : code, now: now)
+                    endAs: .failed, reason: "rank \(failed.rank) on \(failed.node) \(how)\(why)", exitCode: signal > 0 ? 128 + signal : code, now: now
+                )
             }
             if let vanished = self.ranks.first(where: { $0.state == .vanished }) {
                 return self.requestStop(

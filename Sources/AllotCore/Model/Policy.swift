@@ -35,9 +35,25 @@ public struct Allocation: Hashable, Codable, Sendable {
 public struct Organization: Hashable, Codable, Sendable {
     public var name: String
     public var allocations: [Allocation]
-    public init(name: String, allocations: [Allocation] = []) {
+    /// The Unix account its jobs run as on the nodes (a name, or `uid:gid`); nil runs them as `nobody`.
+    public var account: String?
+    /// Accounts for some of its users, by token name, instead of `account`.
+    public var userAccounts: [String: String]
+    public init(name: String, allocations: [Allocation] = [], account: String? = nil, userAccounts: [String: String] = [:]) {
         self.name = name
         self.allocations = allocations
+        self.account = account
+        self.userAccounts = userAccounts
+    }
+
+    enum CodingKeys: String, CodingKey { case name, allocations, account, userAccounts }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.name = try c.decode(String.self, forKey: .name)
+        self.allocations = try c.decodeIfPresent([Allocation].self, forKey: .allocations) ?? []
+        self.account = try c.decodeIfPresent(String.self, forKey: .account)
+        self.userAccounts = try c.decodeIfPresent([String: String].self, forKey: .userAccounts) ?? [:]
     }
 }
 

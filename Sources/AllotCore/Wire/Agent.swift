@@ -27,6 +27,30 @@ public struct GangInfo: Hashable, Codable, Sendable {
     }
 }
 
+/// Who a rank runs for and as, and what it may use: the agent confines it to exactly this.
+public struct RankTenant: Hashable, Codable, Sendable {
+    /// The organisation whose job it is: its output lives in that organisation's folder.
+    public var org: String
+    /// The token name that submitted the job, visible inside as `ALLOT_USER`.
+    public var owner: String
+    /// The Unix account (a name, or `uid:gid`) the rank runs as, from `Policies/`; resolved on the node.
+    public var account: String
+    /// CPU thousandths and memory the rank reserved: its limits (0 for none asked).
+    public var cpuMilli: Int
+    public var memoryMiB: Int
+    /// The OCI image its root filesystem comes from (`NAME[:TAG]` in the node's image folder); nil for the
+    /// node's own directories, read-only.
+    public var image: String?
+    public init(org: String, owner: String, account: String, cpuMilli: Int = 0, memoryMiB: Int = 0, image: String? = nil) {
+        self.org = org
+        self.owner = owner
+        self.account = account
+        self.cpuMilli = cpuMilli
+        self.memoryMiB = memoryMiB
+        self.image = image
+    }
+}
+
 /// What the dispatcher asks an agent to start (`POST /v1/attempts`).
 public struct LaunchRequest: Hashable, Codable, Sendable {
     public var key: RankKey
@@ -36,9 +60,10 @@ public struct LaunchRequest: Hashable, Codable, Sendable {
     public var gpuIndices: [Int]
     public var gang: GangInfo
     public var gracePeriodSeconds: Int
+    public var tenant: RankTenant
     public init(
         key: RankKey, command: String, env: [String: String], workingDir: String?, gpuIndices: [Int], gang: GangInfo,
-        gracePeriodSeconds: Int
+        gracePeriodSeconds: Int, tenant: RankTenant
     ) {
         self.key = key
         self.command = command
@@ -47,6 +72,7 @@ public struct LaunchRequest: Hashable, Codable, Sendable {
         self.gpuIndices = gpuIndices
         self.gang = gang
         self.gracePeriodSeconds = gracePeriodSeconds
+        self.tenant = tenant
     }
 }
 
@@ -64,30 +90,31 @@ public struct RankStatus: Hashable, Codable, Sendable {
     /// The signal that ended it, if one did.
     public var signal: Int?
     public var pid: Int32?
-    public init(key: RankKey, state: State, exitCode: Int? = nil, signal: Int? = nil, pid: Int32? = nil) {
+    /// Why it ended, when its limits say more than the status: "out of memory (limit 4 GiB)".
+    public var detail: String?
+    public init(key: RankKey, state: State, exitCode: Int? = nil, signal: Int? = nil, pid: Int32? = nil, detail: String? = nil) {
         self.key = key
         self.state = state
         self.exitCode = exitCode
         self.signal = signal
         self.pid = pid
+        self.detail = detail
     }
 }
 
 /// The agent's register and heartbeat body: its inventory and the state of every rank it knows.
 public struct AgentReport: Hashable, Codable, Sendable {
     public var node: String
-    /// Where the scheduler reaches this agent's API.
+    /// Where the scheduler reaches this agent's API: fixed at enrolment (or the first registration); a report
+    /// that names another address is refused.
     public var agentURL: String
-    /// The bearer token the scheduler presents when it calls this agent.
-    public var callbackToken: String
     public var cpuMilli: Int
     public var memoryMiB: Int
     public var gpus: [GPUInfo]
     public var ranks: [RankStatus]
-    public init(node: String, agentURL: String, callbackToken: String, cpuMilli: Int, memoryMiB: Int, gpus: [GPUInfo], ranks: [RankStatus]) {
+    public init(node: String, agentURL: String, cpuMilli: Int, memoryMiB: Int, gpus: [GPUInfo], ranks: [RankStatus]) {
         self.node = node
         self.agentURL = agentURL
-        self.callbackToken = callbackToken
         self.cpuMilli = cpuMilli
         self.memoryMiB = memoryMiB
         self.gpus = gpus

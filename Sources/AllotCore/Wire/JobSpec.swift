@@ -24,14 +24,17 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var exclusive: Bool
     /// All of each node's memory (Slurm's `--mem=0`).
     public var wholeNodeMemory: Bool
+    /// The OCI image the ranks' root filesystem comes from (`NAME[:TAG]`, in the nodes' image folder).
+    public var image: String?
 
     public init(
         name: String, org: String? = nil, project: String? = nil, kind: JobKind = .training, pool: String,
         gpuModel: [String] = [], nodes: Int = 1, gpusPerNode: Int = 0, gpuMilli: Int? = nil,
         cpuMilliPerNode: Int = 0, memoryMiBPerNode: Int = 0, priorityClass: String? = nil,
         timeLimitSeconds: Int64? = nil, command: String, env: [String: String] = [:], workingDir: String? = nil,
-        maxAttempts: Int = 3, exclusive: Bool = false, wholeNodeMemory: Bool = false
+        maxAttempts: Int = 3, exclusive: Bool = false, wholeNodeMemory: Bool = false, image: String? = nil
     ) {
+        self.image = image
         self.name = name
         self.org = org
         self.project = project

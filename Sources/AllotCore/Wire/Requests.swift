@@ -6,20 +6,33 @@ public struct AddNodeRequest: Codable, Sendable {
     public var name: String
     public var pool: String
     public var block: String?
-    public init(name: String, pool: String, block: String?) {
+    /// Where allotd will reach the node's agent; nil fixes it at the agent's first registration.
+    public var agentURL: String?
+    public init(name: String, pool: String, block: String?, agentURL: String? = nil) {
         self.name = name
         self.pool = pool
         self.block = block
+        self.agentURL = agentURL
     }
 }
 
+/// A node's credentials, shown once, at enrolment: the agent's bearer token towards allotd and the key with
+/// which allotd signs its requests to the agent (derived from allotd's secret; the database keeps neither).
 public struct AddNodeResponse: Codable, Sendable {
     public var node: String
     public var token: String
-    public init(node: String, token: String) {
+    public var nodeKey: String
+    public init(node: String, token: String, nodeKey: String) {
         self.node = node
         self.token = token
+        self.nodeKey = nodeKey
     }
+}
+
+/// `POST /v1/nodes/NAME/enrol`: a new enrolment for a node (new credentials; the old ones stop working).
+public struct EnrolRequest: Codable, Sendable {
+    public var agentURL: String?
+    public init(agentURL: String?) { self.agentURL = agentURL }
 }
 
 public struct CreateTokenRequest: Codable, Sendable {

@@ -135,13 +135,16 @@ public struct GPUInfo: Codable, Hashable, Sendable {
     public var healthDetail: String?
     /// PCI bus id as nvidia-smi writes it, to match kernel log lines to GPUs.
     public var pciBusID: String?
+    /// The minor number of its device node (`/dev/nvidiaN`), as nvidia-smi reports it; nil when unknown.
+    public var minorNumber: Int?
     /// XID events read from the kernel log since the agent started.
     public var xids: [XidEvent]
     public init(
         index: Int, uuid: String, model: String, memoryMiB: Int, nvlinkDomain: Int? = nil, migMode: String? = nil,
-        health: GPUHealth = .healthy, healthDetail: String? = nil, pciBusID: String? = nil, xids: [XidEvent] = []
+        health: GPUHealth = .healthy, healthDetail: String? = nil, pciBusID: String? = nil, xids: [XidEvent] = [], minorNumber: Int? = nil
     ) {
         self.pciBusID = pciBusID
+        self.minorNumber = minorNumber
         self.xids = xids
         self.index = index
         self.uuid = uuid

@@ -20,6 +20,7 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case uncordon = "POST /v1/nodes/:name/uncordon"
     case undrain = "POST /v1/nodes/:name/undrain"
     case declareLost = "POST /v1/nodes/:name/lost"
+    case enrolNode = "POST /v1/nodes/:name/enrol"
     case restoreGPU = "POST /v1/nodes/:name/gpus/:index/restore"
     case drain = "POST /v1/drains"
     case showDrain = "GET /v1/drains/:id"
@@ -91,7 +92,7 @@ public enum Access {
             return .only(.member, .orgAdmin, .operator, tenant: .organization)
         case .listNodes, .showNode, .showDrain, .listMaintenance:
             return AccessRule(roles: Set(Self.readers), tenant: .cluster)
-        case .addNode, .cordon, .uncordon, .undrain, .declareLost, .restoreGPU, .drain, .addMaintenance, .removeMaintenance, .applyPolicy:
+        case .addNode, .enrolNode, .cordon, .uncordon, .undrain, .declareLost, .restoreGPU, .drain, .addMaintenance, .removeMaintenance, .applyPolicy:
             return .only(.operator)
         case .register, .heartbeat:
             return .only(.agent, tenant: .node)

@@ -10,6 +10,7 @@ import Hummingbird
 struct JobRoutes {
     let jobs: JobStore
     let nodes: NodeStore
+    let nodeKeys: NodeKeys
     let wake: Wakeup
 
     var routes: RouteCollection<AllotRequestContext> {
@@ -64,7 +65,7 @@ struct JobRoutes {
             throw APIError(.badGateway, code: "agent_unreachable", message: "node \(r.node) has no agent address")
         }
         do {
-            let data: Data = try await APIClient(baseURL: agent.url, token: agent.token, timeout: .seconds(5)).get(
+            let data: Data = try await self.nodeKeys.agent(agent.url, node: r.node, enrolment: agent.enrolment, timeout: .seconds(5)).get(
                 "/v1/attempts/\(job)/\(chosen.number)/\(rank)/log?offset=\(max(0, offset))")
             return JSON.text(String(decoding: data, as: UTF8.self))
         } catch {

@@ -1,4 +1,5 @@
 import AllotCore
+import AllotHTTPClient
 import AllotHTTPServer
 import AllotStore
 import Foundation
@@ -8,6 +9,7 @@ import Hummingbird
 struct NodeRoutes {
     let nodes: NodeStore
     let lifecycle: NodeLifecycleStore
+    let nodeKeys: NodeKeys
     let wake: Wakeup
 
     var routes: RouteCollection<AllotRequestContext> {
@@ -15,8 +17,18 @@ struct NodeRoutes {
         routes.on(.listNodes) { _, _ in JSON.response(try await self.nodes.list()) }
         routes.on(.addNode) { request, context in
             let body = try await JSON.body(AddNodeRequest.self, from: request)
-            let token = try await self.nodes.add(name: body.name, pool: body.pool, block: body.block, by: try context.caller().principal)
-            return JSON.response(AddNodeResponse(node: body.name, token: token), status: .created)
+            if let url = body.agentURL, let why = Self.agentURLProblem(url) { throw APIError.badRequest(why, field: "agentURL") }
+            let token = try await self.nodes.add(
+                name: body.name, pool: body.pool, block: body.block, agentURL: body.agentURL, by: try context.caller().principal)
+            let key = NodeKey.hex(self.nodeKeys.key(node: body.name, enrolment: 1))
+            return JSON.response(AddNodeResponse(node: body.name, token: token, nodeKey: key), status: .created)
+        }
+        routes.on(.enrolNode) { request, context in
+            let node = try context.nodeName()
+            let body = try await JSON.body(EnrolRequest.self, from: request)
+            if let url = body.agentURL, let why = Self.agentURLProblem(url) { throw APIError.badRequest(why, field: "agentURL") }
+            let (token, enrolment) = try await self.nodes.enrol(node, agentURL: body.agentURL, by: try context.caller().principal)
+            return JSON.response(AddNodeResponse(node: node, token: token, nodeKey: NodeKey.hex(self.nodeKeys.key(node: node, enrolment: enrolment))))
         }
         routes.on(.showNode) { _, context in JSON.response(try await self.nodes.detail(try context.nodeName())) }
         let actions: [(Endpoint, @Sendable (String, Principal) async throws -> Void)] = [
@@ -66,6 +78,16 @@ struct NodeRoutes {
     }
 }
 
+extension NodeRoutes {
+    /// Why an agent address is not one allotd will call, or nil: http(s), a host, no credentials or query.
+    static func agentURLProblem(_ text: String) -> String? {
+        guard let url = URLComponents(string: text), let scheme = url.scheme, ["http", "https"].contains(scheme), let host = url.host, !host.isEmpty,
+            url.user == nil, url.password == nil, url.query == nil, url.fragment == nil
+        else { return "must be http(s)://HOST:PORT, not '\(text.prefix(200))'" }
+        return nil
+    }
+}
+
 /// `/v1/agents`: registrations and heartbeats, each from the agent of the node it reports.
 struct AgentRoutes {
     let agents: AgentStore
@@ -80,6 +102,7 @@ struct AgentRoutes {
                 guard scope == .node(report.node) else {
                     throw APIError.forbidden("this token acts only for node \(principal.node ?? "-"), not \(report.node)")
                 }
+                if let why = NodeRoutes.agentURLProblem(report.agentURL) { throw APIError.badRequest(why, field: "agentURL") }
                 let reply = try await self.agents.report(report, from: principal)
                 if !report.ranks.isEmpty || endpoint == .register { self.wake.signal() }
                 return JSON.response(reply)

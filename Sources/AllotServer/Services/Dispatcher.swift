@@ -15,11 +15,14 @@ public struct Dispatcher: Service {
     /// Tries per attempt before it ends `dispatch_failed` and the job is requeued.
     public let maxTries: Int
     public let metrics: Metrics
+    public let nodeKeys: NodeKeys
     public let logger: Logger
 
     public init(
-        database: Database, leadership: Leadership, wake: Wakeup, interval: Duration, maxTries: Int, metrics: Metrics, logger: Logger
+        database: Database, leadership: Leadership, wake: Wakeup, interval: Duration, maxTries: Int, metrics: Metrics, nodeKeys: NodeKeys,
+        logger: Logger
     ) {
+        self.nodeKeys = nodeKeys
         self.database = database
         self.leadership = leadership
         self.wake = wake
@@ -53,6 +56,7 @@ public struct Dispatcher: Service {
     func launch(_ work: LaunchWork) async {
         let master = work.ranks.first { $0.rank == 0 }?.agentURL.flatMap { URLComponents(string: $0)?.host } ?? "127.0.0.1"
         var failure: (node: String, error: String)?
+        var refusal: (node: String, reason: String)?
         await withTaskGroup(of: (LaunchWork.Rank, (any Error)?).self) { group in
             for rank in work.ranks where !rank.dispatched {
                 group.addTask {
@@ -65,9 +69,12 @@ public struct Dispatcher: Service {
                         gang: GangInfo(
                             masterAddr: master, masterPort: Self.masterPort(job: work.jobID, attempt: work.attempt), nnodes: work.ranks.count,
                             nodeRank: rank.rank, nprocPerNode: max(1, work.gpusPerNode)),
-                        gracePeriodSeconds: work.gracePeriodSeconds)
+                        gracePeriodSeconds: work.gracePeriodSeconds,
+                        tenant: RankTenant(
+                            org: work.org, owner: work.owner, account: work.account, cpuMilli: rank.cpuMilli, memoryMiB: rank.memoryMiB,
+                            image: work.image))
                     do {
-                        let _: RankStatus = try await APIClient(baseURL: url, token: rank.callbackToken, timeout: .seconds(3))
+                        let _: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
                             .post("/v1/attempts", json: request)
                         return (rank, nil)
                     } catch {
@@ -76,7 +83,9 @@ public struct Dispatcher: Service {
                 }
             }
             for await (rank, error) in group {
-                if let error {
+                if case .api(422, let body)? = error as? APIClient.Failure {
+                    refusal = (rank.node, body.error.message)
+                } else if let error {
                     failure = (rank.node, "\(error)")
                 } else {
                     do {
@@ -87,7 +96,14 @@ public struct Dispatcher: Service {
                 }
             }
         }
-        if let failure {
+        if let refusal {
+            self.logger.warning("launch refused", metadata: ["job": "\(work.jobID)", "node": "\(refusal.node)", "reason": "\(refusal.reason)"])
+            do {
+                try await self.store.launchRefused(jobID: work.jobID, attempt: work.attempt, node: refusal.node, reason: refusal.reason)
+            } catch {
+                self.logger.warning("recording a refused launch failed", metadata: ["error": "\(error)"])
+            }
+        } else if let failure {
             self.metrics.dispatchFailed()
             self.logger.info("dispatch failed", metadata: ["job": "\(work.jobID)", "node": "\(failure.node)", "error": "\(failure.error)"])
             do {
@@ -101,7 +117,7 @@ public struct Dispatcher: Service {
 
     func stop(_ work: StopWork) async {
         do {
-            let _: RankStatus = try await APIClient(baseURL: work.agentURL, token: work.callbackToken, timeout: .seconds(3))
+            let _: RankStatus = try await self.nodeKeys.agent(work.agentURL, node: work.node, enrolment: work.enrolment, timeout: .seconds(3))
                 .post(
                     "/v1/attempts/\(work.key.jobID)/\(work.key.attempt)/\(work.key.rank)/stop",
                     json: StopRequest(gracePeriodSeconds: work.gracePeriodSeconds))

@@ -19,17 +19,18 @@ struct AttemptsTable {
         var ranks: [AttemptLifecycle.Rank] = []
         let rankRows = try await self.tx.query(
             """
-            SELECT r.rank, r.node, r.state::text, r.dispatched_at IS NOT NULL, n.state = 'lost', r.exit_code, r.signal, r.started_at, r.ended_at
+            SELECT r.rank, r.node, r.state::text, r.dispatched_at IS NOT NULL, n.state = 'lost', r.exit_code, r.signal, r.started_at, r.ended_at,
+                   r.detail
             FROM attempt_ranks r JOIN nodes n ON n.name = r.node
             WHERE r.job_id = \(job) AND r.attempt = \(number) ORDER BY r.rank
             """)
-        for try await (rank, node, rankState, dispatched, lost, code, signal, rankStarted, rankEnded) in rankRows.decode(
-            (Int, String, String, Bool, Bool, Int?, Int?, Date?, Date?).self)
+        for try await (rank, node, rankState, dispatched, lost, code, signal, rankStarted, rankEnded, detail) in rankRows.decode(
+            (Int, String, String, Bool, Bool, Int?, Int?, Date?, Date?, String?).self)
         {
             ranks.append(
                 AttemptLifecycle.Rank(
                     rank: rank, node: node, state: try decoded(rankState, "attempt_ranks.state"), isDispatched: dispatched, nodeIsLost: lost,
-                    exitCode: code, signal: signal, startedAt: rankStarted, endedAt: rankEnded))
+                    exitCode: code, signal: signal, startedAt: rankStarted, endedAt: rankEnded, detail: detail))
         }
         var stop: AttemptLifecycle.Stop?
         if let stopState, let stopAt { stop = AttemptLifecycle.Stop(endAs: try decoded(stopState, "attempts.stop_state"), requestedAt: stopAt) }
@@ -62,11 +63,12 @@ struct AttemptsTable {
             UPDATE attempt_ranks r SET state = u.state::rank_state,
                    dispatched_at = CASE WHEN u.dispatched THEN coalesce(r.dispatched_at, \(now)) END,
                    exit_code = nullif(u.code, -1), signal = nullif(u.signal, -1),
-                   started_at = nullif(u.started, 'epoch'), ended_at = nullif(u.ended, 'epoch')
+                   started_at = nullif(u.started, 'epoch'), ended_at = nullif(u.ended, 'epoch'), detail = nullif(u.detail, '')
             FROM unnest(\(changed.map(\.rank))::integer[], \(changed.map(\.state.rawValue))::text[], \(changed.map(\.isDispatched))::boolean[],
                         \(changed.map { $0.exitCode ?? -1 })::integer[], \(changed.map { $0.signal ?? -1 })::integer[],
-                        \(changed.map { $0.startedAt ?? epoch })::timestamptz[], \(changed.map { $0.endedAt ?? epoch })::timestamptz[])
-                 AS u(rank, state, dispatched, code, signal, started, ended)
+                        \(changed.map { $0.startedAt ?? epoch })::timestamptz[], \(changed.map { $0.endedAt ?? epoch })::timestamptz[],
+                        \(changed.map { $0.detail ?? "" })::text[])
+                 AS u(rank, state, dispatched, code, signal, started, ended, detail)
             WHERE r.job_id = \(attempt.jobID) AND r.attempt = \(attempt.number) AND r.rank = u.rank
             """)
     }
@@ -202,28 +204,36 @@ struct AttemptsTable {
                 UPDATE attempts a SET next_dispatch_at = now() + make_interval(secs => \(Double(leaseSeconds)))
                 FROM due WHERE a.job_id = due.job_id AND a.number = due.number
                 RETURNING a.job_id, a.number)
-            SELECT l.job_id, l.number, r.rank, r.node, n.agent_url, n.callback_token, r.gpu_indices, r.dispatched_at IS NOT NULL,
-                   j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s
+            SELECT l.job_id, l.number, r.rank, r.node, n.agent_url, n.enrolment, r.gpu_indices, r.cpu_milli, r.memory_mib,
+                   r.dispatched_at IS NOT NULL, j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s,
+                   j.org, j.owner, coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org), j.image
             FROM leased l
             JOIN attempt_ranks r ON r.job_id = l.job_id AND r.attempt = l.number
             JOIN nodes n ON n.name = r.node
             JOIN jobs j ON j.id = l.job_id
+            JOIN organizations o ON o.name = j.org
             CROSS JOIN policy_defaults d
             ORDER BY l.job_id, l.number, r.rank
             """)
         var work: [LaunchWork] = []
         for try await row in rows {
-            let (job, attempt, rank, node, url, token, gpus, dispatched, command, env, dir, gpn, grace) = try row.decode(
-                (Int64, Int, Int, String, String?, String?, [Int], Bool, String, String, String?, Int, Int).self)
-            let r = LaunchWork.Rank(rank: rank, node: node, agentURL: url, callbackToken: token, gpuIndices: gpus, dispatched: dispatched)
+            let (job, attempt, rank, node, url, enrolment, gpus, cpu, memory, dispatched) = try row.decode(
+                (Int64, Int, Int, String, String?, Int, [Int], Int, Int, Bool).self)
+            let c = row.makeRandomAccess()
+            let r = LaunchWork.Rank(
+                rank: rank, node: node, agentURL: url, enrolment: enrolment, gpuIndices: gpus, cpuMilli: cpu, memoryMiB: memory,
+                dispatched: dispatched)
             if let last = work.last, last.jobID == job, last.attempt == attempt {
                 work[work.count - 1].ranks.append(r)
             } else {
-                let environment = (try? JSONDecoder().decode([String: String].self, from: Data(env.utf8))) ?? [:]
+                let environment = (try? JSONDecoder().decode([String: String].self, from: Data(try c[11].decode(String.self).utf8))) ?? [:]
                 work.append(
                     LaunchWork(
-                        jobID: job, attempt: attempt, ranks: [r], command: command, env: environment, workingDir: dir, gpusPerNode: gpn,
-                        gracePeriodSeconds: grace))
+                        jobID: job, attempt: attempt, ranks: [r], command: try c[10].decode(String.self), env: environment,
+                        workingDir: try c[12].decode(String?.self), gpusPerNode: try c[13].decode(Int.self),
+                        gracePeriodSeconds: try c[14].decode(Int.self),
+                        org: try c[15].decode(String.self), owner: try c[16].decode(String.self), account: try c[17].decode(String.self),
+                        image: try c[18].decode(String?.self)))
             }
         }
         return work
@@ -255,17 +265,17 @@ struct AttemptsTable {
             sent AS (
                 UPDATE attempts a SET last_stop_sent_at = now() FROM due WHERE a.job_id = due.job_id AND a.number = due.number
                 RETURNING a.job_id, a.number)
-            SELECT r.job_id, r.attempt, r.rank, r.node, n.agent_url, n.callback_token, d.grace_period_s
+            SELECT r.job_id, r.attempt, r.rank, r.node, n.agent_url, n.enrolment, d.grace_period_s
             FROM sent JOIN attempt_ranks r ON r.job_id = sent.job_id AND r.attempt = sent.number
             JOIN nodes n ON n.name = r.node CROSS JOIN policy_defaults d
             WHERE rank_is_active(r.state) AND r.dispatched_at IS NOT NULL AND n.agent_url IS NOT NULL
             ORDER BY 1, 2, 3
             """)
         var out: [StopWork] = []
-        for try await (job, attempt, rank, node, url, token, grace) in rows.decode((Int64, Int, Int, String, String, String?, Int).self) {
+        for try await (job, attempt, rank, node, url, enrolment, grace) in rows.decode((Int64, Int, Int, String, String, Int, Int).self) {
             out.append(
                 StopWork(
-                    key: RankKey(jobID: job, attempt: attempt, rank: rank), node: node, agentURL: url, callbackToken: token,
+                    key: RankKey(jobID: job, attempt: attempt, rank: rank), node: node, agentURL: url, enrolment: enrolment,
                     gracePeriodSeconds: grace))
         }
         return out

@@ -7,9 +7,9 @@ import PostgresNIO
 struct NodesTable {
     let tx: Transaction
 
-    func insert(name: String, pool: String, block: String?) async throws {
+    func insert(name: String, pool: String, block: String?, agentURL: String?) async throws {
         do {
-            try await self.tx.query("INSERT INTO nodes (name, pool, block) VALUES (\(name), \(pool), \(block))")
+            try await self.tx.query("INSERT INTO nodes (name, pool, block, agent_url) VALUES (\(name), \(pool), \(block), \(agentURL))")
         } catch let error as PSQLError where error.sqlState == "23505" {
             throw StoreError.conflict("node \(name) exists already")
         } catch let error as PSQLError where error.sqlState == "23514" {
@@ -35,15 +35,29 @@ struct NodesTable {
             """)
     }
 
-    /// Records an agent's report of liveness and resources; false when the node is not registered.
-    func heartbeat(_ report: AgentReport) async throws -> Bool {
+    /// Where a node's agent is reached (nil until it first registers), locked for this transaction.
+    func agentURL(_ node: String) async throws -> String? {
+        try await self.tx.query("SELECT agent_url FROM nodes WHERE name = \(node) FOR UPDATE").decode(String?.self).first() ?? nil
+    }
+
+    /// Records an agent's report of liveness and resources. Its address is taken only when none is enrolled yet.
+    func heartbeat(_ report: AgentReport) async throws {
         try await self.tx.query(
             """
-            UPDATE nodes SET last_heartbeat = now(), agent_url = \(report.agentURL), callback_token = \(report.callbackToken),
+            UPDATE nodes SET last_heartbeat = now(), agent_url = coalesce(agent_url, \(report.agentURL)),
                    cpu_milli = \(report.cpuMilli), memory_mib = \(report.memoryMiB)
-            WHERE name = \(report.node) RETURNING 1
-            """
-        ).decode(Int.self).first() != nil
+            WHERE name = \(report.node)
+            """)
+    }
+
+    /// A new enrolment: its number (the node's key changes with it) and where its agent will be reached.
+    func enrol(_ node: String, agentURL: String?) async throws -> Int {
+        guard
+            let n = try await self.tx.query(
+                "UPDATE nodes SET enrolment = enrolment + 1, agent_url = \(agentURL) WHERE name = \(node) RETURNING enrolment"
+            ).decode(Int.self).first()
+        else { throw StoreError.notFound("node \(node)") }
+        return n
     }
 
     func startDowntime(_ node: String, _ kind: DowntimeKind, reason: String?) async throws {
@@ -187,7 +201,25 @@ struct NodesTable {
                     actor: agent, action: "gpu.health", target: "node/\(node)/gpu/\(e.index)", outcome: "\(e.from.rawValue) → \(e.to.rawValue)",
                     detail: ["cause": e.cause]))
         }
-        try await self.tx.query("UPDATE gpus SET present = false WHERE node = \(node) AND present AND NOT (idx = ANY(\(idx)::integer[]))")
+        // A GPU the report leaves out goes absent, unless live work holds it: then the report cannot take it away
+        // (a fault the agent sees comes as a health grade of a GPU it still reports, not as silence).
+        let held = try await self.tx.query(
+            """
+            SELECT DISTINCT gpu_index FROM gpu_claims
+            WHERE node = \(node) AND released_at IS NULL AND NOT (gpu_index = ANY(\(idx)::integer[])) ORDER BY 1
+            """
+        ).decode(Int.self).array()
+        for gpu in held {
+            audit.append(
+                AuditEntry(
+                    actor: agent, action: "gpu.missing", target: "node/\(node)/gpu/\(gpu)",
+                    outcome: "refused: live work holds it; the report left it out without a health reason"))
+        }
+        try await self.tx.query(
+            """
+            UPDATE gpus SET present = false
+            WHERE node = \(node) AND present AND NOT (idx = ANY(\(idx)::integer[])) AND NOT (idx = ANY(\(held)::integer[]))
+            """)
         return audit
     }
 

@@ -1,0 +1,217 @@
+public import AllotCore
+public import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// How the agent confines a rank: an OCI container started by a real OCI runtime (runc), under its
+/// organisation's account, with its memory, CPU and process limits and only its own GPUs.
+///
+/// The container has its own pid, mount, ipc and uts namespaces and shares the host's network (so NCCL and the
+/// gang's MASTER_ADDR work). Its root is an empty folder with the node's system folders bound read-only (or the
+/// job's image, read-only), a private `/tmp`, `/dev/shm` and `/dev`, a writable `/work` of its own, and the job's
+/// working directory. The agent's state folder, its token and every other rank's files are not in it.
+public struct ContainerRuntime: Sendable {
+    /// A host folder bound into every container.
+    public struct Bind: Sendable, Hashable {
+        public var path: String
+        public var writable: Bool
+        public init(path: String, writable: Bool = false) {
+            self.path = path
+            self.writable = writable
+        }
+
+        /// `PATH`, `PATH:ro` or `PATH:rw`.
+        public init?(_ text: String) {
+            var path = text
+            var writable = false
+            if text.hasSuffix(":rw") {
+                path = String(text.dropLast(3))
+                writable = true
+            } else if text.hasSuffix(":ro") {
+                path = String(text.dropLast(3))
+            }
+            guard path.hasPrefix("/"), !path.split(separator: "/").contains("..") else { return nil }
+            self.init(path: path, writable: writable)
+        }
+    }
+
+    /// The runc binary.
+    public var runc: String
+    /// The node's folders a rank sees (read-only unless stated).
+    public var binds: [Bind]
+    /// The most processes (and threads) one rank may have.
+    public var pidsLimit: Int
+    /// The memory limit of a rank that reserved none: what the agent offers.
+    public var offeredMemoryMiB: Int
+    /// OCI image layouts, one folder per image name (what `skopeo copy … oci:DIR/NAME:TAG` writes).
+    public var imageDir: String?
+    /// The NVIDIA Container Toolkit's CDI spec, applied to ranks with an image when the file exists.
+    public var cdiSpec: String
+    /// Where ranks' cgroups go, under each controller's root.
+    public var cgroupParent: String
+
+    /// The node's system folders, read-only: what a program needs to run from the host's own installation.
+    public static let systemBinds = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"].map { Bind(path: $0) }
+
+    public init(
+        runc: String, binds: [Bind] = ContainerRuntime.systemBinds, pidsLimit: Int = 4096, offeredMemoryMiB: Int, imageDir: String? = nil,
+        cdiSpec: String = "/etc/cdi/nvidia.yaml", cgroupParent: String = "/allot"
+    ) {
+        self.runc = runc
+        self.binds = binds
+        self.pidsLimit = pidsLimit
+        self.offeredMemoryMiB = offeredMemoryMiB
+        self.imageDir = imageDir
+        self.cdiSpec = cdiSpec
+        self.cgroupParent = cgroupParent
+    }
+
+    /// runc on PATH, if there is one.
+    public static func findRunc() -> String? { self.find("runc") }
+
+    static func containerID(_ key: RankKey) -> String { "allot-\(key.jobID).\(key.attempt).\(key.rank)" }
+
+    /// The rank's init (pid 1 of its container): it forwards the stop signals to the command, which a pid
+    /// namespace's init would otherwise not receive, and exits with the command's status. Written by hand
+    /// because it is six lines of POSIX shell, and every root filesystem a rank runs in has a /bin/sh.
+    static let initScript = """
+        for s in TERM INT HUP USR1 USR2; do trap "kill -$s \\"\\$child\\" 2>/dev/null" "$s"; done
+        cd "$1" || exit 126
+        /bin/sh -c "$2" &
+        child=$!
+        while :; do wait "$child"; status=$?; kill -0 "$child" 2>/dev/null || break; done
+        exit "$status"
+        """
+
+    /// The NVIDIA device nodes a rank sees: every GPU of the node (opening another rank's is refused by the
+    /// device cgroup with EPERM), and the driver's control devices.
+    static func deviceNodes(gpus: [GPUInfo]) -> [OCISpec.Linux.Device] {
+        var nodes = gpus.map { g in
+            OCISpec.Linux.Device(
+                path: "/dev/nvidia\(g.minorNumber ?? g.index)", type: "c", major: 195, minor: Int64(g.minorNumber ?? g.index), fileMode: 0o666,
+                uid: 0, gid: 0)
+        }
+        nodes.append(OCISpec.Linux.Device(path: "/dev/nvidiactl", type: "c", major: 195, minor: 255, fileMode: 0o666, uid: 0, gid: 0))
+        nodes.append(OCISpec.Linux.Device(path: "/dev/nvidia-modeset", type: "c", major: 195, minor: 254, fileMode: 0o666, uid: 0, gid: 0))
+        if let uvm = self.characterMajor("nvidia-uvm") {
+            nodes.append(OCISpec.Linux.Device(path: "/dev/nvidia-uvm", type: "c", major: uvm, minor: 0, fileMode: 0o666, uid: 0, gid: 0))
+            nodes.append(OCISpec.Linux.Device(path: "/dev/nvidia-uvm-tools", type: "c", major: uvm, minor: 1, fileMode: 0o666, uid: 0, gid: 0))
+        }
+        return nodes
+    }
+
+    /// The major number the kernel gave a character driver (`/proc/devices`), if it is loaded.
+    static func characterMajor(_ driver: String) -> Int64? {
+        guard let text = try? String(contentsOfFile: "/proc/devices", encoding: .utf8) else { return nil }
+        var inCharacter = false
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("Character devices") { inCharacter = true } else if line.hasPrefix("Block devices") { inCharacter = false }
+            let parts = line.split(separator: " ")
+            if inCharacter, parts.count == 2, parts[1] == driver, let major = Int64(parts[0]) { return major }
+        }
+        return nil
+    }
+
+    /// The bundle's config.json for one rank.
+    func spec(
+        for request: LaunchRequest, account: Account, rootfs: String, rootIsImage: Bool, scratch: String, script: String?, command: String,
+        gpus: [GPUInfo], cdi: CDIEdits, node: String
+    ) -> OCISpec {
+        var mounts: [OCISpec.Mount] = [
+            .init(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]),
+            .init(destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            .init(
+                destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+            .init(destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777"]),
+            .init(destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"]),
+            // A fresh sysfs cannot be mounted without a network namespace of its own: the host's, read-only.
+            .init(destination: "/sys", type: "bind", source: "/sys", options: ["rbind", "ro", "nosuid", "noexec", "nodev"]),
+            .init(destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777"]),
+            .init(destination: "/work", type: "bind", source: scratch, options: ["rbind", "rw", "nosuid", "nodev"]),
+        ]
+        if !rootIsImage {
+            for b in self.binds where FileManager.default.fileExists(atPath: b.path) {
+                mounts.append(
+                    .init(destination: b.path, type: "bind", source: b.path, options: ["rbind", b.writable ? "rw" : "ro", "nosuid", "nodev"]))
+            }
+        }
+        if let dir = request.workingDir {
+            mounts.append(.init(destination: dir, type: "bind", source: dir, options: ["rbind", "rw", "nosuid", "nodev"]))
+        }
+        if let script {
+            mounts.append(.init(destination: "/.allot-script", type: "bind", source: script, options: ["bind", "ro", "nosuid", "nodev"]))
+        }
+        mounts += cdi.mounts
+
+        let t = request.tenant
+        let memoryMiB = t.memoryMiB > 0 ? t.memoryMiB : self.offeredMemoryMiB
+        var devices = Self.deviceNodes(gpus: gpus)
+        let mine = Set(request.gpuIndices.map { i in Int64(gpus.first { $0.index == i }?.minorNumber ?? i) })
+        var rules: [OCISpec.Linux.DeviceRule] = [.init(allow: false, access: "rwm")]
+        for d in devices where d.major != 195 || mine.contains(d.minor) || d.minor >= 254 {
+            rules.append(.init(allow: true, type: "c", major: d.major, minor: d.minor, access: "rw"))
+        }
+        for d in cdi.devices where !devices.contains(d) {
+            devices.append(d)
+            rules.append(.init(allow: true, type: d.type, major: d.major, minor: d.minor, access: "rw"))
+        }
+        let env = Supervisor.environment(for: request, node: node, account: account).merging(cdi.env) { ours, _ in ours }
+        return OCISpec(
+            process: .init(
+                user: .init(uid: account.uid, gid: account.gid, additionalGids: account.groups.isEmpty ? nil : account.groups),
+                args: ["/bin/sh", "-c", Self.initScript, "allot-rank", request.workingDir ?? "/work", command],
+                env: env.map { "\($0.key)=\($0.value)" }.sorted(), cwd: "/",
+                rlimits: []),
+            root: .init(path: rootfs, readonly: true), hostname: node, mounts: mounts,
+            hooks: cdi.hooks.isEmpty ? nil : .init(createContainer: cdi.hooks, startContainer: nil),
+            linux: .init(
+                namespaces: ["pid", "ipc", "uts", "mount"].map { .init(type: $0) }, devices: devices,
+                resources: .init(
+                    devices: rules, memory: .init(limit: Int64(memoryMiB) << 20),
+                    cpu: t.cpuMilli > 0 ? .init(quota: Int64(t.cpuMilli) * 100, period: 100_000) : nil, pids: .init(limit: Int64(self.pidsLimit))),
+                cgroupsPath: "\(self.cgroupParent)/\(Self.containerID(request.key))",
+                maskedPaths: [
+                    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                    "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                ],
+                readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]))
+    }
+
+    /// What a rank's cgroup says of how it ended, read after it exits and before its container is deleted:
+    /// whether the memory limit killed a process, whether it ran into its process limit.
+    func limitsHit(_ key: RankKey, memoryMiB: Int) -> String? {
+        let path = "\(self.cgroupParent)/\(Self.containerID(key))"
+        let v2 = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
+        let memory = v2 ? "/sys/fs/cgroup\(path)/memory.events" : "/sys/fs/cgroup/memory\(path)/memory.oom_control"
+        let pids = v2 ? "/sys/fs/cgroup\(path)/pids.events" : "/sys/fs/cgroup/pids\(path)/pids.events"
+        var hits: [String] = []
+        if let n = Self.counter(memory, "oom_kill"), n > 0 { hits.append("out of memory (limit \(Self.size(mebibytes: memoryMiB)))") }
+        if let n = Self.counter(pids, "max"), n > 0 { hits.append("stopped at its limit of \(self.pidsLimit) processes") }
+        return hits.isEmpty ? nil : hits.joined(separator: "; ")
+    }
+
+    static func counter(_ file: String, _ name: String) -> Int? {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, parts[0] == name { return Int(parts[1]) }
+        }
+        return nil
+    }
+
+    static func size(mebibytes m: Int) -> String { m >= 1024 && m % 1024 == 0 ? "\(m / 1024) GiB" : "\(m) MiB" }
+
+    /// Removes a stopped container (its cgroups, runc's state); errors are left to the next try.
+    func delete(_ key: RankKey) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: self.runc)
+        p.arguments = ["delete", "--force", Self.containerID(key)]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        if (try? p.run()) != nil { p.waitUntilExit() }
+    }
+}

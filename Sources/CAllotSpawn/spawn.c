@@ -1,0 +1,12 @@
+#define _GNU_SOURCE
+#include "CAllotSpawn.h"
+
+int allot_spawn_close_from(posix_spawn_file_actions_t *actions, int from) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+#else
+    (void)actions;
+    (void)from;
+    return 0;
+#endif
+}
