@@ -11,13 +11,26 @@ import Logging
 struct DatabaseOptions: ParsableArguments {
     @Option(name: .customLong("database-url"), help: "postgres://user:password@host:port/db (default: $ALLOT_DATABASE_URL)")
     var url: String?
+    @Option(
+        name: .customLong("database-url-file"),
+        help: "A file holding the database URL, so its password is in no process's environment (default: $ALLOT_DATABASE_URL_FILE).")
+    var urlFile: String?
 
     @Option(help: "How much to log (default: $ALLOT_LOG_LEVEL, else info).")
     var logLevel: LogLevel = ProcessInfo.processInfo.environment["ALLOT_LOG_LEVEL"].flatMap(LogLevel.init(rawValue:)) ?? .info
 
     func database() throws -> Database {
-        guard let text = self.url ?? ProcessInfo.processInfo.environment["ALLOT_DATABASE_URL"], !text.isEmpty else {
-            throw ValidationError("no database: pass --database-url or set ALLOT_DATABASE_URL")
+        let env = ProcessInfo.processInfo.environment
+        var text = self.url
+        if text == nil, let file = self.urlFile ?? env["ALLOT_DATABASE_URL_FILE"] {
+            do {
+                text = try SecretFile.read(file)
+            } catch {
+                throw ValidationError("--database-url-file: \(error)")
+            }
+        }
+        guard let text = text ?? env["ALLOT_DATABASE_URL"], !text.isEmpty else {
+            throw ValidationError("no database: pass --database-url or --database-url-file, or set ALLOT_DATABASE_URL")
         }
         let logger = self.logLevel.bootstrap(label: "allotd")
         do {

@@ -56,12 +56,12 @@ struct ContainerTests {
         let (s, dir) = try Self.supervisor()
         let a = RankKey(jobID: 2, attempt: 1, rank: 0)
         let b = RankKey(jobID: 3, attempt: 1, rank: 0)
-        _ = try await s.launch(Self.launch(a, "echo secret-of-A; sleep 30", account: Confined.accountA, org: "defense"))
-        try await Task.sleep(for: .milliseconds(500))
+        _ = try await s.launch(Self.launch(a, "echo secret-of-A; sleep 300", account: Confined.accountA, org: "defense"))
+        try await SupervisorTests.waitForLog(s, a, "secret-of-A")
         let aLog = await s.logPath(for: a)
         let aPid = try #require(await s.all().first { $0.key == a }?.pid)
         let probe = """
-            cat \(aLog) 2>&1 | head -1; echo "A visible: $(ps -e -o args= | grep -c '[s]leep 30')"; kill -9 \(aPid) 2>&1 | head -1
+            cat \(aLog) 2>&1 | head -1; echo "A visible: $(ps -e -o args= | grep -c '[s]leep 300')"; kill -9 \(aPid) 2>&1 | head -1
             cat \(dir.path)/ranks/\(a.jobID).\(a.attempt).\(a.rank)/meta.json 2>&1 | head -1
             setsid sleep 987654 & echo started
             """
@@ -104,7 +104,7 @@ struct ContainerTests {
     func memoryLimit() async throws {
         let (s, _) = try Self.supervisor()
         let other = RankKey(jobID: 5, attempt: 1, rank: 0)
-        _ = try await s.launch(Self.launch(other, "sleep 20"))
+        _ = try await s.launch(Self.launch(other, "sleep 300"))
         let key = RankKey(jobID: 6, attempt: 1, rank: 0)
         // tail keeps a line that never ends in memory: it grows until the limit stops it.
         _ = try await s.launch(Self.launch(key, "head -c 419430400 /dev/zero | tail", memoryMiB: 64))
@@ -130,10 +130,11 @@ struct ContainerTests {
     func stopProtocol() async throws {
         let (s, _) = try Self.supervisor()
         let graceful = RankKey(jobID: 8, attempt: 1, rank: 0)
-        _ = try await s.launch(Self.launch(graceful, "trap 'echo saved; exit 0' TERM; sleep 60 & wait"))
+        _ = try await s.launch(Self.launch(graceful, "trap 'echo saved; exit 0' TERM; echo ready; sleep 60 & wait"))
         let stubborn = RankKey(jobID: 9, attempt: 1, rank: 0)
-        _ = try await s.launch(Self.launch(stubborn, "trap '' TERM; sleep 60"))
-        try await Task.sleep(for: .milliseconds(700))
+        _ = try await s.launch(Self.launch(stubborn, "trap '' TERM; echo ready; sleep 60"))
+        try await SupervisorTests.waitForLog(s, graceful, "ready")
+        try await SupervisorTests.waitForLog(s, stubborn, "ready")
         _ = try await s.stop(graceful, gracePeriodSeconds: 10)
         _ = try await s.stop(stubborn, gracePeriodSeconds: 1)
         let g = try await SupervisorTests.waitForEnd(s, graceful)

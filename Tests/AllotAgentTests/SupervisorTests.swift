@@ -14,6 +14,16 @@ struct SupervisorTests {
             gracePeriodSeconds: grace, tenant: RankTenant(org: "lab", owner: "alice", account: "nobody"))
     }
 
+    /// Waits until the rank's log contains `text` (a rank saying it is ready: its traps are set).
+    static func waitForLog(_ s: Supervisor, _ key: RankKey, _ text: String, seconds: Double = 30) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while true {
+            if let log = try? String(contentsOfFile: await s.logPath(for: key), encoding: .utf8), log.contains(text) { return }
+            if Date() >= deadline { throw CancellationError() }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     /// Polls until the rank is no longer running, or fails after `seconds`.
     static func waitForEnd(_ s: Supervisor, _ key: RankKey, seconds: Double = 15) async throws -> RankStatus {
         let deadline = Date().addingTimeInterval(seconds)
@@ -61,8 +71,8 @@ struct SupervisorTests {
         let s = try Supervisor(stateDir: dir, node: "n1")
         let key = RankKey(jobID: 9, attempt: 1, rank: 0)
         let marker = dir.appendingPathComponent("checkpointed").path
-        _ = try await s.launch(Self.launch(key, "trap 'echo saved > \(marker); exit 0' TERM; sleep 60 & wait"))
-        try await Task.sleep(for: .milliseconds(300))
+        _ = try await s.launch(Self.launch(key, "trap 'echo saved > \(marker); exit 0' TERM; echo ready; sleep 60 & wait"))
+        try await Self.waitForLog(s, key, "ready")
         _ = try await s.stop(key, gracePeriodSeconds: 10)
         let end = try await Self.waitForEnd(s, key)
         #expect(end.state == .exited && end.exitCode == 0)
@@ -75,8 +85,8 @@ struct SupervisorTests {
         let s = try Supervisor(stateDir: dir, node: "n1")
         let key = RankKey(jobID: 10, attempt: 1, rank: 0)
         let pidFile = dir.appendingPathComponent("child.pid").path
-        _ = try await s.launch(Self.launch(key, "trap '' TERM; sleep 60 & echo $! > \(pidFile); wait"))
-        try await Task.sleep(for: .milliseconds(300))
+        _ = try await s.launch(Self.launch(key, "trap '' TERM; sleep 60 & echo $! > \(pidFile); echo ready; wait"))
+        try await Self.waitForLog(s, key, "ready")
         let started = Date()
         _ = try await s.stop(key, gracePeriodSeconds: 1)
         let end = try await Self.waitForEnd(s, key)
