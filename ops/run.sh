@@ -46,7 +46,7 @@ echo "== allotd migrate"
 allotd migrate --migrations "$root/Migrations"
 if [ ! -s "$work/operator.token" ]; then
   echo "== allotd bootstrap"
-  allotd bootstrap --token-file "$work/operator.token"
+  allotd bootstrap --token-file "$work/operator.token" --secret-file "$work/allotd.secret"
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -69,6 +69,11 @@ public struct AgentAPI: Sendable {
 
     /// The request's body, once its signature is checked; 401 naming what is wrong otherwise.
     private func verified(_ request: Request) async throws -> Data {
+        // A request with no signature, or an old one, is refused before its body is read.
+        guard let header = request.headers[AgentAPI.signatureField], header.hasPrefix("v1 t="),
+            let t = header.dropFirst(5).prefix(while: \.isNumber).description.nonEmptyInt,
+            abs(Date().timeIntervalSince1970 - Double(t)) <= AgentSignature.maxSkew
+        else { throw APIError(.unauthorized, code: "unauthorized", message: "no fresh \(AgentSignature.header): only allotd may call this agent") }
         let body = Data(buffer: try await request.body.collect(upTo: 4 << 20))
         let path = request.uri.path + (request.uri.query.map { "?\($0)" } ?? "")
         if let why = AgentSignature.problem(
@@ -88,6 +93,10 @@ public struct AgentAPI: Sendable {
         else { throw APIError.badRequest("job, attempt and rank must be numbers") }
         return RankKey(jobID: job, attempt: attempt, rank: rank)
     }
+}
+
+extension String {
+    fileprivate var nonEmptyInt: Int? { self.isEmpty ? nil : Int(self) }
 }
 
 /// The nonces of the signatures accepted lately (for twice the allowed clock skew): a request seen once is

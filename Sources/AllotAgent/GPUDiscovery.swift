@@ -42,7 +42,7 @@ public enum GPUDiscovery {
                 gpus.append(
                     GPUInfo(
                         index: i, uuid: "GPU-sim-\(node)-\(i)", model: model, memoryMiB: self.simulatedMemoryMiB[model] ?? 81_920,
-                        nvlinkDomain: domain, migMode: "Disabled"))
+                        nvlinkDomain: domain, migMode: "Disabled", minorNumber: i))
             }
         }
         if gpus.isEmpty { throw .badSimulation(spec) }
@@ -106,9 +106,11 @@ public enum GPUDiscovery {
         let clique = self.text(gpu, "fabric/cliqueId").flatMap { Int($0) }
         let rawName = gpu.elements(forName: "product_name").first?.stringValue ?? ""
         let (health, detail) = self.health(gpu, productName: rawName)
+        // The device node (/dev/nvidiaN) is by minor number, which need not be the index: containers get the GPU by it.
+        let minor = self.text(gpu, "minor_number").flatMap { Int($0) }
         return GPUInfo(
             index: index, uuid: uuid, model: name == "unknown" ? name : self.model(from: name), memoryMiB: memory, nvlinkDomain: clique, migMode: mig,
-            health: health, healthDetail: detail, pciBusID: busID == "unknown" ? nil : busID)
+            health: health, healthDetail: detail, pciBusID: busID == "unknown" ? nil : busID, minorNumber: minor)
     }
 
     /// Grades what nvidia-smi says of a GPU's memory and bus. Uncorrectable ECC errors since boot, pages

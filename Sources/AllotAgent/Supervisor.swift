@@ -65,6 +65,8 @@ public actor Supervisor {
         var logPath: String?
         var memoryMiB: Int?
         var detail: String?
+        /// The container is ended but runc has not removed it yet: tried again at every poll.
+        var awaitsDelete: Bool?
     }
 
     public let stateDir: URL
@@ -94,8 +96,8 @@ public actor Supervisor {
             if record.state == .running && !Self.isAlive(pid: record.pid, startTicks: record.startTicks) {
                 record.state = .vanished
                 record.acknowledged = false
+                if record.contained == true, case .container(let runtime) = isolation { record.awaitsDelete = !runtime.delete(record.key) }
                 try? JSONEncoder().encode(record).write(to: meta, options: .atomic)
-                if record.contained == true, case .container(let runtime) = isolation { runtime.delete(record.key) }
             }
             self.records[record.key] = record
         }
@@ -163,11 +165,12 @@ public actor Supervisor {
         } catch {
             throw SupervisorError.refused(error.description)
         }
-        if let dir = request.workingDir {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-                throw SupervisorError.refused("the working directory \(dir) does not exist on node \(self.node)")
-            }
+        if let dir = request.workingDir, let why = runtime.workingDirectoryProblem(dir, node: self.node) { throw SupervisorError.refused(why) }
+        let unknown = request.gpuIndices.filter { i in self.gpus.first { $0.index == i }?.minorNumber == nil }
+        if !self.gpus.isEmpty, !unknown.isEmpty {
+            throw SupervisorError.refused(
+                "node \(self.node) does not know the device of GPU \(unknown.map(String.init).joined(separator: ", ")) (nvidia-smi gave no minor number)"
+            )
         }
         let fm = FileManager.default
         // The rank's own writable /work, its account's alone.
@@ -177,12 +180,15 @@ public actor Supervisor {
         // Output: written by the rank's account, readable by its group, in its organisation's folder.
         let orgDir = self.outputDir.appendingPathComponent(request.tenant.org)
         try fm.createDirectory(at: self.outputDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
-        if !fm.fileExists(atPath: orgDir.path) {
-            try fm.createDirectory(at: orgDir, withIntermediateDirectories: true)
-            try Self.own(orgDir.path, uid: 0, gid: account.gid, mode: 0o750)
-        }
+        try Self.own(self.outputDir.path, uid: 0, gid: 0, mode: 0o711)
+        try fm.createDirectory(at: orgDir, withIntermediateDirectories: true)
+        // Owner and mode set again at every launch: a folder someone changed since is put right, not trusted.
+        try Self.own(orgDir.path, uid: 0, gid: account.gid, mode: 0o750)
         let log = orgDir.appendingPathComponent("\(request.key.jobID).\(request.key.attempt).\(request.key.rank).log").path
-        guard fm.createFile(atPath: log, contents: nil) else { throw SupervisorError.spawnFailed("cannot create \(log)") }
+        try? fm.removeItem(atPath: log)  // never follow what someone left at that name
+        let fd = open(log, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw SupervisorError.spawnFailed("cannot create \(log): \(String(cString: strerror(errno)))") }
+        close(fd)
         try Self.own(log, uid: account.uid, gid: account.gid, mode: 0o640)
 
         let bundle = folder.appendingPathComponent("bundle")
@@ -270,11 +276,12 @@ public actor Supervisor {
         }
         if signal == SIGKILL,
             let text = try? String(contentsOf: self.folder(for: record.key).appendingPathComponent("init.pid"), encoding: .utf8),
-            let initPid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), initPid > 0
+            let initPid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), initPid > 0, ContainerRuntime.belongs(initPid, to: record.key)
         {
             kill(initPid, SIGKILL)
         }
-        kill(record.pid, signal)
+        // runc's own pid is checked against its start time: a reused number is left alone.
+        if Self.isAlive(pid: record.pid, startTicks: record.startTicks) { kill(record.pid, signal) }
     }
 
     /// Reaps exited children, checks adopted processes, and SIGKILLs ranks whose grace period is over.
@@ -302,15 +309,21 @@ public actor Supervisor {
             }
             if record.contained == true, case .container(let runtime) = self.isolation {
                 if record.exitCode != 0 { record.detail = runtime.limitsHit(record.key, memoryMiB: record.memoryMiB ?? 0) }
-                runtime.delete(record.key)
+                record.awaitsDelete = !runtime.delete(record.key)
             }
             self.save(record)
+        }
+        if case .container(let runtime) = self.isolation {
+            for var record in self.records.values where record.awaitsDelete == true {
+                record.awaitsDelete = !runtime.delete(record.key)
+                if record.awaitsDelete == false { self.save(record) }
+            }
         }
         let now = Date()
         for var record in self.records.values where record.state == .running {
             if !self.children.contains(record.pid) && !Self.isAlive(pid: record.pid, startTicks: record.startTicks) {
                 record.state = .vanished
-                if record.contained == true, case .container(let runtime) = self.isolation { runtime.delete(record.key) }
+                if record.contained == true, case .container(let runtime) = self.isolation { record.awaitsDelete = !runtime.delete(record.key) }
                 self.save(record)
                 continue
             }

@@ -133,7 +133,42 @@ struct ApplyPolicy: AsyncParsableCommand {
 }
 
 struct Tokens: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Make tokens.", subcommands: [CreateToken.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Make, list and revoke tokens.", subcommands: [CreateToken.self, ListTokens.self, RevokeToken.self],
+        defaultSubcommand: ListTokens.self)
+}
+
+struct ListTokens: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "The tokens you manage (operators: all; org-admins: their organisation's members'), never their secrets.")
+    @Flag(help: "Revoked tokens too.") var all = false
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let tokens: [TokenView] = try await self.connection.client().get("/v1/tokens" + (self.all ? "?all=true" : ""))
+        if self.connection.output == .json { return try printJSON(tokens) }
+        print(
+            table(
+                ["ID", "NAME", "ROLE", "ORG", "CREATED", "EXPIRES", "LAST USED", "REVOKED"],
+                tokens.map { t in
+                    [
+                        String(t.id), t.name, t.role.rawValue, t.org ?? t.node.map { "node \($0)" } ?? "-", ago(t.createdAt),
+                        t.expiresAt.map { ago($0) } ?? "never", ago(t.lastUsedAt), t.revokedAt.map { ago($0) } ?? "-",
+                    ]
+                }))
+    }
+}
+
+struct RevokeToken: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "revoke", abstract: "Revoke a token: it stops working at once.")
+    @Argument(help: "The token's id (allot tokens list).") var id: Int64
+    @OptionGroup var connection: Connection
+
+    func run() async throws {
+        let token: TokenView = try await self.connection.client().post("/v1/tokens/\(self.id)/revoke", json: [String: String]())
+        if self.connection.output == .json { return try printJSON(token) }
+        print("token \(token.id) (\(token.name)) revoked")
+    }
 }
 
 struct CreateToken: AsyncParsableCommand {
@@ -141,6 +176,8 @@ struct CreateToken: AsyncParsableCommand {
     @Option(help: "Its name (a person or service).") var name: String?
     @Option(help: "member, org-admin, operator or auditor.") var role: Role = .member
     @Option(help: "The organization, for members and org-admins.") var org: String?
+    @Option(help: "How long it lives, e.g. 90d (default and maximum: Policies/ defaults.tokenLifetime and tokenMaxLifetime).")
+    var expires: DurationArgument?
     @Option(help: "Where to write the token.") var tokenFile: String
     @OptionGroup var connection: Connection
 
@@ -151,10 +188,12 @@ struct CreateToken: AsyncParsableCommand {
         }
         let name = self.name ?? URL(fileURLWithPath: self.tokenFile).deletingPathExtension().lastPathComponent
         let response: CreateTokenResponse = try await self.connection.client().post(
-            "/v1/tokens", json: CreateTokenRequest(name: name, role: role, org: self.org))
+            "/v1/tokens", json: CreateTokenRequest(name: name, role: role, org: self.org, expiresInSeconds: self.expires?.seconds))
         try SecretFile.write(response.token, to: self.tokenFile)
         if self.connection.output == .json { return try printJSON(["name": name, "role": role.rawValue, "tokenFile": self.tokenFile]) }
-        print("\(role.rawValue) token '\(name)' written to \(self.tokenFile)")
+        print(
+            "\(role.rawValue) token '\(name)' (id \(response.id)) written to \(self.tokenFile)"
+                + (response.expiresAt.map { "; it expires \(ISO8601DateFormatter().string(from: $0))" } ?? ""))
     }
 }
 
@@ -180,18 +219,29 @@ struct ListAudit: AsyncParsableCommand {
 }
 
 struct VerifyAudit: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "verify", abstract: "Recompute the audit log's hash chain.")
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Recompute the audit log's chains (SHA-256 and allotd's keyed MAC) and check it against allotd's checkpoints.")
+    @Option(help: "A file of checkpoint lines kept elsewhere (a copy of allotd's, or from its log) to check the log against too.")
+    var checkpoints: String?
     @OptionGroup var connection: Connection
 
     func run() async throws {
-        let result: AuditVerification = try await self.connection.client().get("/v1/audit/verify")
+        let result: AuditVerification
+        if let file = self.checkpoints {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw CLIError("cannot read \(file)") }
+            let lines = text.split(whereSeparator: \.isNewline).map(String.init).filter { $0.hasPrefix("checkpoint ") }
+            result = try await self.connection.client().post("/v1/audit/verify", json: AuditVerifyRequest(checkpoints: lines))
+        } else {
+            result = try await self.connection.client().get("/v1/audit/verify")
+        }
         if self.connection.output == .json {
             try printJSON(result)
+        } else if result.intact {
+            print("audit log intact: \(result.checked) records, \(result.checkpointsChecked) checkpoints")
         } else {
-            print(
-                result.intact
-                    ? "audit log intact: \(result.checked) records" : "audit log BROKEN at record \(result.firstBrokenID ?? 0) (of \(result.checked))"
-            )
+            print("audit log BROKEN at record \(result.firstBrokenID ?? 0) (of \(result.checked)):")
+            for p in result.problems { print("  \(p)") }
         }
         if !result.intact { throw ExitCode(2) }
     }

@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Token files: written readable by their owner only, read back trimmed. A write that fails is an error, never
 /// a silent loss of the only copy of a secret.
 public enum SecretFile {
@@ -16,8 +20,13 @@ public enum SecretFile {
         } catch {
             throw Failure(description: "cannot make the folder for \(path): \(error.localizedDescription)")
         }
-        guard FileManager.default.createFile(atPath: path, contents: Data((secret + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
-            throw Failure(description: "cannot write \(path)")
+        // Created 0600 from the first byte (never a moment readable by others), and made so if it existed.
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Failure(description: "cannot write \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array((secret + "\n").utf8)
+        guard fchmod(fd, 0o600) == 0, bytes.withUnsafeBytes({ Foundation.write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
+            throw Failure(description: "cannot write \(path): \(String(cString: strerror(errno)))")
         }
     }
 

@@ -1,6 +1,6 @@
 public import AllotStore
 import AllotTesting
-import Foundation
+public import Foundation
 import Logging
 public import PostgresNIO
 
@@ -13,6 +13,10 @@ public import PostgresNIO
 /// }
 /// ```
 public enum TestDatabase {
+    /// The audit log's key for every database of this test run (allotd processes started by tests derive theirs
+    /// from their secret file).
+    public static let auditKey = Data((0..<32).map { _ in UInt8.random(in: 0...255) })
+
     /// The server's URL (its `postgres` database), or nil when tests run without one.
     public static var adminURL: String? {
         ProcessInfo.processInfo.environment["ALLOT_TEST_DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
@@ -40,7 +44,7 @@ public enum TestDatabase {
         let name = "allot_test_\(UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: ""))"
         var logger = Logger(label: "test")
         logger.logLevel = .error
-        let adminDB = Database(url: admin, logger: logger)
+        let adminDB = Database(url: admin, logger: logger, auditKey: Self.auditKey)
         _ = try await adminDB.withRunningClient {
             try await adminDB.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
         }
@@ -48,18 +52,18 @@ public enum TestDatabase {
         url.database = name
         if migrate {
             // A client runs once: migrate with one, hand the caller another.
-            let migrating = Database(url: url, logger: logger)
+            let migrating = Database(url: url, logger: logger, auditKey: Self.auditKey)
             try await migrating.withRunningClient {
                 try await Migrator(database: migrating).migrate(try Migrator.files(in: self.migrationsFolder))
             }
         }
-        return (Database(url: url, logger: logger), name, admin)
+        return (Database(url: url, logger: logger, auditKey: Self.auditKey), name, admin)
     }
 
     public static func drop(_ name: String, admin: DatabaseURL) async throws {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let adminDB = Database(url: admin, logger: logger)
+        let adminDB = Database(url: admin, logger: logger, auditKey: Self.auditKey)
         _ = try await adminDB.withRunningClient {
             try await adminDB.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"))
         }

@@ -44,7 +44,8 @@ public enum PolicyParser {
                 self.readOrganizations(f, reader, &policy, &located)
                 self.readClasses(f, reader, &policy, &located)
                 if let d = reader.mapping(
-                    f.node("defaults"), "defaults", allowed: ["priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout"])
+                    f.node("defaults"), "defaults",
+                    allowed: ["priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout", "tokenLifetime", "tokenMaxLifetime"])
                 {
                     if sawDefaults { reader.error(f.values["defaults"], "defaults", "is declared in more than one file") }
                     sawDefaults = true
@@ -52,7 +53,12 @@ public enum PolicyParser {
                         priorityClass: d.name("priorityClass"),
                         gracePeriodSeconds: Int(d.duration("gracePeriod", max: 86400) ?? 60),
                         reclaimDeadlineSeconds: Int(d.duration("reclaimDeadline", max: 7 * 86400) ?? 300),
-                        heartbeatTimeoutSeconds: Int(d.duration("heartbeatTimeout", max: 3600) ?? 30))
+                        heartbeatTimeoutSeconds: Int(d.duration("heartbeatTimeout", max: 3600) ?? 30),
+                        tokenLifetimeSeconds: d.duration("tokenLifetime", max: 10 * 366 * 86400) ?? 90 * 86400,
+                        tokenMaxLifetimeSeconds: d.duration("tokenMaxLifetime", max: 10 * 366 * 86400) ?? 365 * 86400)
+                    if policy.defaults.tokenLifetimeSeconds > policy.defaults.tokenMaxLifetimeSeconds {
+                        reader.error(d.values["tokenLifetime"], "defaults.tokenLifetime", "is longer than defaults.tokenMaxLifetime")
+                    }
                     if let pc = policy.defaults.priorityClass { located.defaultClass = (name, d.values["priorityClass"]?.mark?.line, pc) }
                 }
             }
@@ -89,6 +95,8 @@ public enum PolicyParser {
         var allocationPools: [(file: String, line: Int?, field: String, pool: String)] = []
         var restrictions: [(file: String, line: Int?, field: String, org: String)] = []
         var defaultClass: (file: String, line: Int?, name: String)?
+        /// Unix accounts, by the organisation that runs jobs as them.
+        var accounts: [String: String] = [:]
     }
 
     private static func readPools(_ f: Fields, _ reader: FieldReader, _ policy: inout Policy, _ located: inout Located) {
@@ -149,6 +157,14 @@ public enum PolicyParser {
             // The Unix account its jobs run as on the nodes: a name, or uid:gid (never root).
             let account = o.string("account")
             if let a = account, let why = Self.accountProblem(a) { reader.error(o.values["account"], "\(path).account", why) }
+            // An account is what keeps organisations apart on a node: two may not share one.
+            for a in [account ?? "allot-\(name)"] + Array((o.stringMap("userAccounts") ?? [:]).values).sorted() {
+                if let other = located.accounts[a], other != name {
+                    reader.error(
+                        o.values["account"] ?? item, "\(path).account", "account '\(a)' is already \(other)'s: organisations never share an account")
+                }
+                located.accounts[a] = name
+            }
             let userAccounts = o.stringMap("userAccounts") ?? [:]
             for (user, a) in userAccounts.sorted(by: { $0.key < $1.key }) {
                 if let why = Self.accountProblem(a) { reader.error(o.values["userAccounts"], "\(path).userAccounts.\(user)", why) }
@@ -161,7 +177,7 @@ public enum PolicyParser {
         guard let items = reader.sequence(f.node("priorityClasses"), "priorityClasses") else { return }
         for (i, item) in items.enumerated() {
             let path = "priorityClasses[\(i)]"
-            guard let c = reader.mapping(item, path, allowed: ["name", "value", "preemptible", "preempts", "maxTime"]),
+            guard let c = reader.mapping(item, path, allowed: ["name", "value", "preemptible", "preempts", "maxTime", "organizations", "roles"]),
                 let name = c.name("name", required: true)
             else { continue }
             if let first = located.classes[name] {
@@ -170,10 +186,24 @@ public enum PolicyParser {
             }
             located.classes[name] = (reader.file ?? "", item.mark?.line)
             guard let value = c.int("value", required: true, in: -1_000_000...1_000_000) else { continue }
+            // Who may submit with it: organisations (checked against those declared) and roles.
+            let orgs = c.stringList("organizations") ?? []
+            for (j, org) in orgs.enumerated() {
+                located.restrictions.append((reader.file ?? "", c.values["organizations"]?.mark?.line, "\(path).organizations[\(j)]", org))
+            }
+            var roles: [Role] = []
+            for (j, r) in (c.stringList("roles") ?? []).enumerated() {
+                if let role = Role(rawValue: r), [.member, .orgAdmin, .operator].contains(role) {
+                    roles.append(role)
+                } else {
+                    reader.error(
+                        c.values["roles"], "\(path).roles[\(j)]", "must be member, org-admin or operator (the roles that submit), not '\(r)'")
+                }
+            }
             policy.priorityClasses.append(
                 PriorityClass(
                     name: name, value: value, preemptible: c.bool("preemptible") ?? false, preempts: c.bool("preempts") ?? false,
-                    maxTimeSeconds: c.duration("maxTime")))
+                    maxTimeSeconds: c.duration("maxTime"), organizations: orgs, roles: roles))
         }
     }
 

@@ -12,22 +12,32 @@ public struct API: Sendable {
     public let wake: Wakeup
     public let metrics: Metrics
     public let nodeKeys: NodeKeys
+    public let oidc: OIDCVerifier?
+    /// The file of the audit log's checkpoints, which `GET /v1/audit/verify` checks the log against.
+    public let auditCheckpoints: String?
     public let logger: Logger
 
-    public init(database: Database, wake: Wakeup, metrics: Metrics = Metrics(), nodeKeys: NodeKeys = .ephemeral(), logger: Logger) {
+    public init(
+        database: Database, wake: Wakeup, metrics: Metrics = Metrics(), nodeKeys: NodeKeys = .ephemeral(), oidc: OIDCVerifier? = nil,
+        auditCheckpoints: String? = nil, logger: Logger
+    ) {
+        self.auditCheckpoints = auditCheckpoints
         self.database = database
         self.wake = wake
         self.metrics = metrics
         self.nodeKeys = nodeKeys
+        self.oidc = oidc
         self.logger = logger
     }
+
+    var authenticator: Authenticator { Authenticator(tokens: TokenStore(database: self.database), oidc: self.oidc, nodeKeys: self.nodeKeys) }
 
     public func router() -> Router<AllotRequestContext> {
         let router = Router(context: AllotRequestContext.self)
         // Errors outermost, so that what the access check throws is answered in the API's shape too.
         router.add(middleware: ErrorMiddleware(logger: self.logger))
-        router.add(middleware: AccessMiddleware(tokens: TokenStore(database: self.database)))
-        router.addRoutes(StatusRoutes(database: self.database, metrics: self.metrics).routes)
+        router.add(middleware: AccessMiddleware(authenticator: self.authenticator))
+        router.addRoutes(StatusRoutes(database: self.database, metrics: self.metrics, authenticator: self.authenticator).routes)
         router.addRoutes(
             JobRoutes(jobs: JobStore(database: self.database), nodes: NodeStore(database: self.database), nodeKeys: self.nodeKeys, wake: self.wake)
                 .routes)
@@ -37,7 +47,7 @@ public struct API: Sendable {
                 wake: self.wake
             ).routes)
         router.addRoutes(AgentRoutes(agents: AgentStore(database: self.database), wake: self.wake).routes)
-        router.addRoutes(ProgrammeRoutes(database: self.database).routes)
+        router.addRoutes(ProgrammeRoutes(database: self.database, auditCheckpoints: self.auditCheckpoints).routes)
         return router
     }
 }

@@ -16,6 +16,10 @@ public struct ServeOptions: Sendable {
     public var strategy: ScoringStrategy = .fragmentationAware
     /// allotd's secret, from which the nodes' signing keys derive (shared by every allotd of the cluster).
     public var nodeKeys: NodeKeys = .ephemeral()
+    /// The identity provider whose JWTs are accepted, if any.
+    public var oidc: OIDCConfiguration?
+    /// The file the audit log's checkpoints are appended to.
+    public var auditCheckpoints: String?
     public init() {}
 }
 
@@ -31,9 +35,12 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
     let dispatch = Wakeup()
     let leadership = Leadership()
     let metrics = Metrics()
-    let router = API(database: database, wake: wake, metrics: metrics, nodeKeys: options.nodeKeys, logger: logger).router()
+    let router = API(
+        database: database, wake: wake, metrics: metrics, nodeKeys: options.nodeKeys, oidc: options.oidc.map(OIDCVerifier.init),
+        auditCheckpoints: options.auditCheckpoints, logger: logger
+    ).router()
     let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UUID().uuidString.prefix(8))"
-    let services: [any Service] = [
+    var services: [any Service] = [
         database,
         LeaderElector(lease: LeaderLease(database: database, holder: holder), leadership: leadership, logger: logger),
         SchedulerLoop(
@@ -46,6 +53,9 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
             database: database, leadership: leadership, wake: wake, heartbeatTimeoutOverride: options.heartbeatTimeoutSeconds, metrics: metrics,
             logger: logger),
     ]
+    if let path = options.auditCheckpoints {
+        services.append(AuditCheckpointer(store: AuditStore(database: database), path: path, leadership: leadership, logger: logger))
+    }
     return Application(
         router: router, configuration: .init(address: .hostname(options.host, port: options.port), serverName: "allotd"),
         services: services, logger: logger)

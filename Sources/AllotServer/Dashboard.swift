@@ -2,16 +2,34 @@ import AllotCore
 import AllotStore
 import Foundation
 
-/// The read-only web page at `/`: quota bars per organisation and pool, the node/GPU grid and the queue with
-/// wait reasons. Rendered on the server, self-contained (no scripts, fonts or styles from elsewhere, since the
-/// cluster may be air-gapped), and refreshed every few seconds by the browser.
+/// The read-only web page at `/`, behind a login: quota bars, the node/GPU grid and the queue with wait reasons —
+/// all of them for operators and auditors, a member's own organisation's for its members (the grid shows which
+/// GPUs are busy, never whose jobs). Rendered on the server, self-contained (no scripts, fonts or styles from
+/// elsewhere, since the cluster may be air-gapped), and refreshed every few seconds by the browser.
 struct Dashboard {
     let database: Database
 
-    func html(now: Date = Date()) async throws -> String {
-        let quota = try await QuotaStore(database: self.database).rows(at: now)
+    /// The login form: a token (or the identity provider's token) in, a session cookie out.
+    static func loginForm(message: String?) -> String {
+        """
+        <!doctype html>
+        <html lang="en"><head><meta charset="utf-8"><title>Allot: sign in</title>
+        <style>body{font:14px/1.4 system-ui,sans-serif;margin:48px;color:#1b1f24;background:#f6f7f9}
+        form{background:#fff;border:1px solid #d5d9de;border-radius:6px;padding:20px;max-width:520px}
+        input[type=password]{width:100%;padding:6px;margin:8px 0}.err{color:#a33}</style></head><body>
+        <h1>Allot</h1>
+        <form method="post" action="/login" id="login"><label for="token">Your Allot token (or your identity provider's token)</label>
+        <input type="password" id="token" name="token" autocomplete="off" required>
+        <button type="submit">Sign in</button>\(message.map { "<p class=\"err\">\(Self.escape($0))</p>" } ?? "")</form>
+        </body></html>
+
+        """
+    }
+
+    func html(for principal: Principal, scope: Scope, now: Date = Date()) async throws -> String {
+        let quota = try await QuotaStore(database: self.database).rows(org: scope.organization, at: now)
         let nodes = try await NodeStore(database: self.database).list()
-        let jobs = try await JobStore(database: self.database).list(state: nil, org: nil, scope: .all, limit: 500)
+        let jobs = try await JobStore(database: self.database).list(state: nil, org: nil, scope: scope, limit: 500)
             .filter { !$0.state.isTerminal }
         var page = """
             <!doctype html>
@@ -34,6 +52,7 @@ struct Dashboard {
             .legend span{display:inline-block;margin-right:14px}.legend .gpu{display:inline-block;vertical-align:middle;margin-right:4px}
             </style></head><body>
             <h1>Allot</h1>
+            <form method="post" action="/logout" style="float:right"><span class="muted">\(Self.escape(principal.auditName))</span> <button>Sign out</button></form>
             <div class="muted">\(nodes.count) nodes · \(nodes.reduce(0) { $0 + $1.gpus.count }) GPUs · \(jobs.filter { $0.state == .queued }.count) queued · \(jobs.filter { $0.state != .queued }.count) running · \(Self.escape(ISO8601DateFormatter().string(from: now)))</div>
             <h2>Quota</h2>
             <div class="quota" id="quota">

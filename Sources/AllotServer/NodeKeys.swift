@@ -31,6 +31,9 @@ public struct NodeKeys: Sendable {
 
     public func key(node: String, enrolment: Int) -> Data { NodeKey.derive(secret: self.secret, node: node, enrolment: enrolment) }
 
+    /// The key of the audit log's MAC chain and its checkpoints.
+    public var auditKey: Data { NodeKey.derive(secret: self.secret, node: "audit-log", enrolment: 1) }
+
     /// A client for a node's agent that signs every request with the node's key.
     func agent(_ url: String, node: String, enrolment: Int, timeout: Duration) -> APIClient {
         APIClient(agent: url, key: self.key(node: node, enrolment: enrolment), timeout: timeout)

@@ -1,18 +1,42 @@
 public import AllotCore
+import Crypto
 public import Foundation
 import Logging
 import PostgresNIO
 
 /// The one writer of `audit`: appends happen inside the transaction that makes the change, so a change and its
-/// record commit together or not at all.
+/// record commit together or not at all. Each record carries two links to the one before: a SHA-256 chain
+/// (`hash`, checkable by anyone) and an HMAC chain (`mac`) keyed outside the database, which only allotd's key
+/// can extend — so a rewritten, forged or truncated log is told apart from a true one.
 struct AuditLog {
     let tx: Transaction
 
     func append(_ entry: AuditEntry) async throws {
         let json = entry.detail.isEmpty ? nil : String(decoding: try JSONEncoder().encode(entry.detail), as: UTF8.self)
-        let actor = "\(entry.actor.role.rawValue):\(entry.actor.name)"
+        let actor = entry.actor.auditName
+        // One writer at a time extends the chain; the time and the detail are taken as PostgreSQL will store them.
+        try await self.tx.query("SELECT pg_advisory_xact_lock(7321001)")
+        guard
+            let (prev, prevMac, at, detail) = try await self.tx.query(
+                """
+                WITH t AS (SELECT clock_timestamp() AS ts)
+                SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1), repeat('0', 64)),
+                       (SELECT mac FROM audit ORDER BY id DESC LIMIT 1),
+                       to_char(t.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), coalesce((\(json)::jsonb)::text, '')
+                FROM t
+                """
+            ).decode((String, String?, String, String).self).first()
+        else { throw StoreError.conflict("the audit log cannot be read") }
+        let mac = AuditChain.mac(
+            key: self.tx.auditKey, previous: prevMac, at: at, actor: actor, action: entry.action, target: entry.target, outcome: entry.outcome,
+            detail: detail)
         try await self.tx.query(
-            "SELECT audit_append(\(actor), \(entry.action), \(entry.target), \(entry.outcome), \(json)::jsonb)")
+            """
+            INSERT INTO audit (at, actor, action, target, outcome, detail, prev_hash, hash, mac)
+            SELECT a.at, \(actor), \(entry.action), \(entry.target), \(entry.outcome), \(json)::jsonb, \(prev),
+                   audit_hash(\(prev), a.at, \(actor), \(entry.action), \(entry.target), \(entry.outcome), \(json)::jsonb), \(mac)
+            FROM (SELECT (\(at)::timestamp AT TIME ZONE 'UTC') AS at) a
+            """)
     }
 
     func append(_ entries: [AuditEntry]) async throws {
@@ -24,7 +48,66 @@ extension Transaction {
     var audit: AuditLog { AuditLog(tx: self) }
 }
 
-/// The append-only, hash-chained audit log as operators and auditors read it.
+/// The HMAC chain and its checkpoints.
+public enum AuditChain {
+    static let zero = String(repeating: "0", count: 64)
+
+    static func mac(
+        key: Data, previous: String?, at: String, actor: String, action: String, target: String, outcome: String, detail: String
+    )
+        -> String
+    {
+        let message = [previous ?? Self.zero, at, actor, action, target, outcome, detail].joined(separator: "\u{1f}")
+        return Data(HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: SymmetricKey(data: key))).map { String(format: "%02x", $0) }
+            .joined()
+    }
+
+    /// A checkpoint line: the chain's head as it was at `at`, signed with the audit key. Written by allotd to a file
+    /// outside the database (and its log), so that records deleted from the head or a truncated table show.
+    public struct Checkpoint: Sendable, Hashable {
+        public var id: Int64
+        public var mac: String
+        public var at: Date
+        public var signature: String
+
+        public var line: String { "checkpoint id=\(self.id) mac=\(self.mac) at=\(Int64(self.at.timeIntervalSince1970)) sig=\(self.signature)" }
+
+        static func sign(key: Data, id: Int64, mac: String, at: Date) -> String {
+            AuditChain.mac(
+                key: key, previous: nil, at: "\(Int64(at.timeIntervalSince1970))", actor: "checkpoint", action: "\(id)", target: mac, outcome: "",
+                detail: "")
+        }
+
+        public init(key: Data, id: Int64, mac: String, at: Date) {
+            self.id = id
+            self.mac = mac
+            self.at = Date(timeIntervalSince1970: at.timeIntervalSince1970.rounded(.down))  // the line keeps whole seconds
+            self.signature = Self.sign(key: key, id: id, mac: mac, at: at)
+        }
+
+        /// Parses a line; nil for anything else (blank lines, comments).
+        public init?(line: String) {
+            var f: [String: String] = [:]
+            let words = line.split(separator: " ")
+            guard words.first == "checkpoint" else { return nil }
+            for w in words.dropFirst() {
+                let kv = w.split(separator: "=", maxSplits: 1)
+                if kv.count == 2 { f[String(kv[0])] = String(kv[1]) }
+            }
+            guard let id = f["id"].flatMap({ Int64($0) }), let mac = f["mac"], let at = f["at"].flatMap({ Double($0) }), let sig = f["sig"] else {
+                return nil
+            }
+            self.id = id
+            self.mac = mac
+            self.at = Date(timeIntervalSince1970: at)
+            self.signature = sig
+        }
+
+        func isSigned(by key: Data) -> Bool { Self.sign(key: key, id: self.id, mac: self.mac, at: self.at) == self.signature }
+    }
+}
+
+/// The append-only, hash-chained audit log as operators and auditors read and verify it.
 public struct AuditStore: Sendable {
     public let database: Database
     public init(database: Database) { self.database = database }
@@ -46,18 +129,81 @@ public struct AuditStore: Sendable {
         }
     }
 
-    /// Recomputes the chain; returns the number of records checked and the first id that does not match, if any.
-    public func verify() async throws -> (checked: Int, firstBroken: Int64?) {
+    /// Appends records outside any other change (reads of job output and of statements are audited too).
+    public func record(_ entries: [AuditEntry]) async throws {
+        try await self.database.transaction { tx in try await tx.audit.append(entries) }
+    }
+
+    /// The head of the chain now, as a signed checkpoint; nil for an empty log.
+    public func checkpoint(at now: Date = Date()) async throws -> AuditChain.Checkpoint? {
         try await self.database.read { tx in
+            guard
+                let (id, mac) = try await tx.query("SELECT id, mac FROM audit WHERE mac IS NOT NULL ORDER BY id DESC LIMIT 1")
+                    .decode((Int64, String).self).first()
+            else { return nil }
+            return AuditChain.Checkpoint(key: self.database.auditKey, id: id, mac: mac, at: now)
+        }
+    }
+
+    /// Recomputes both chains and checks the log against `checkpoints`: returns the records checked, the first
+    /// record that does not verify, and what is wrong, in words. Records written before the log was keyed (no
+    /// MAC, all of them before the first that has one) are checked by their SHA-256 chain only.
+    public func verify(checkpoints: [AuditChain.Checkpoint] = []) async throws -> AuditVerification {
+        try await self.database.read { tx in
+            var problems: [String] = []
+            var firstBroken: Int64?
+            func broken(_ id: Int64, _ why: String) {
+                if firstBroken == nil || id < firstBroken! { firstBroken = id }
+                if problems.count < 20 { problems.append(why) }
+            }
             let rows = try await tx.query(
                 """
-                SELECT count(*)::bigint,
-                       min(id) FILTER (WHERE hash <> audit_hash(prev_hash, at, actor, action, target, outcome, detail)
-                                          OR prev_hash <> coalesce(prev, repeat('0', 64)))
-                FROM (SELECT *, lag(hash) OVER (ORDER BY id) AS prev FROM audit) chain
+                SELECT id, mac, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), actor, action, target, outcome,
+                       coalesce(detail::text, ''), prev_hash, hash, audit_hash(prev_hash, at, actor, action, target, outcome, detail)
+                FROM audit ORDER BY id
                 """)
-            for try await (count, broken) in rows.decode((Int64, Int64?).self) { return (Int(count), broken) }
-            return (0, nil)
+            var checked = 0
+            var previousHash = AuditChain.zero
+            var previousMac: String?
+            var keyed = false
+            var macs: [Int64: String] = [:]
+            var lastID: Int64 = 0
+            for try await row in rows {
+                let (id, mac, at, actor, action, target, outcome, detail, prevHash, hash, recomputed) = try row.decode(
+                    (Int64, String?, String, String, String, String, String, String, String, String, String).self)
+                checked += 1
+                lastID = id
+                if prevHash != previousHash || hash != recomputed {
+                    broken(id, "record \(id): its SHA-256 link does not follow the record before it")
+                }
+                if let mac {
+                    keyed = true
+                    let expected = AuditChain.mac(
+                        key: self.database.auditKey, previous: previousMac, at: at, actor: actor, action: action, target: target, outcome: outcome,
+                        detail: detail)
+                    if mac != expected { broken(id, "record \(id): its MAC does not verify (written or rewritten without allotd's key)") }
+                    macs[id] = mac
+                } else if keyed {
+                    broken(id, "record \(id): it has no MAC (not written by allotd)")
+                }
+                previousHash = hash
+                previousMac = mac
+            }
+            for c in checkpoints.sorted(by: { $0.id < $1.id }) {
+                guard c.isSigned(by: self.database.auditKey) else {
+                    problems.append("checkpoint at record \(c.id): its signature does not verify")
+                    continue
+                }
+                if c.id > lastID {
+                    broken(lastID + 1, "checkpoint at record \(c.id): the log ends at \(lastID): records were deleted or the table truncated")
+                } else if let mac = macs[c.id], mac != c.mac {
+                    broken(c.id, "checkpoint at record \(c.id): the record there is not the one checkpointed")
+                } else if macs[c.id] == nil {
+                    broken(c.id, "checkpoint at record \(c.id): that record is missing")
+                }
+            }
+            return AuditVerification(
+                checked: checked, intact: problems.isEmpty, firstBrokenID: firstBroken, problems: problems, checkpointsChecked: checkpoints.count)
         }
     }
 }

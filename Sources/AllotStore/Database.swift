@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import Logging
 package import PostgresNIO
 public import ServiceLifecycle
@@ -59,11 +59,15 @@ public struct Database: Sendable, Service {
     package let client: PostgresClient
     public let logger: Logger
     public let url: DatabaseURL
+    /// The key of the audit log's MAC chain: kept outside the database (derived from allotd's secret file), so
+    /// that whoever can write the database cannot write a record that verifies.
+    public let auditKey: Data
 
-    public init(url: DatabaseURL, logger: Logger) {
+    public init(url: DatabaseURL, logger: Logger, auditKey: Data) {
         self.url = url
         self.client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
         self.logger = logger
+        self.auditKey = auditKey
     }
 
     public func run() async { await self.client.run() }
@@ -76,7 +80,7 @@ public struct Database: Sendable, Service {
     ) async throws -> T {
         do {
             return try await self.client.withTransaction(logger: self.logger) { connection in
-                let tx = Transaction(connection: connection, logger: self.logger)
+                let tx = Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey)
                 if isolation == .repeatableRead { try await tx.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY") }
                 return try await body(tx)
             }
@@ -92,7 +96,9 @@ public struct Database: Sendable, Service {
     /// Reads on one connection without a transaction of their own.
     package func read<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
         do {
-            return try await self.client.withConnection { connection in try await body(Transaction(connection: connection, logger: self.logger)) }
+            return try await self.client.withConnection { connection in
+                try await body(Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey))
+            }
         } catch {
             throw self.translate(error)
         }
@@ -162,11 +168,13 @@ public struct Database: Sendable, Service {
 package final class Transaction {
     let connection: PostgresConnection
     let logger: Logger
+    let auditKey: Data
     private var clock: Date?
 
-    init(connection: PostgresConnection, logger: Logger) {
+    init(connection: PostgresConnection, logger: Logger, auditKey: Data) {
         self.connection = connection
         self.logger = logger
+        self.auditKey = auditKey
     }
 
     @discardableResult

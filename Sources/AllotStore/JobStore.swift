@@ -50,7 +50,15 @@ public struct JobStore: Sendable {
             guard allocated else {
                 throw StoreError.invalid(field: "pool", message: "\(org) has no allocation in force in pool \(spec.pool)")
             }
-            let (className, priority, maxTime) = try await Self.priorityClass(spec.priorityClass, in: tx)
+            let (className, priority, maxTime, classOrgs, classRoles) = try await Self.priorityClass(spec.priorityClass, in: tx)
+            // Policy says who may use which class (a class that preempts is not everyone's).
+            if !classOrgs.isEmpty && !classOrgs.contains(org) {
+                throw StoreError.forbidden("priority class \(className) is not for \(org)'s jobs (Policies/: \(classOrgs.joined(separator: ", ")))")
+            }
+            if !classRoles.isEmpty && !classRoles.contains(principal.role.rawValue) {
+                throw StoreError.forbidden(
+                    "priority class \(className) is not for \(principal.role.rawValue) tokens (Policies/: \(classRoles.joined(separator: ", ")))")
+            }
             if let maxTime, let limit = spec.timeLimitSeconds, limit > maxTime {
                 throw StoreError.invalid(
                     field: "timeLimit", message: "\(limit)s is more than priority class \(className) allows (\(maxTime)s)")
@@ -67,13 +75,13 @@ public struct JobStore: Sendable {
     }
 
     /// The named class, the policy's default class, or (when no classes are declared) `default` at 0.
-    private static func priorityClass(_ name: String?, in tx: Transaction) async throws -> (String, Int, Int64?) {
+    private static func priorityClass(_ name: String?, in tx: Transaction) async throws -> (String, Int, Int64?, [String], [String]) {
         var wanted = name
         if wanted == nil { wanted = try await tx.query("SELECT priority_class FROM policy_defaults").decode(String?.self).first() ?? nil }
-        guard let wanted else { return ("default", 0, nil) }
+        guard let wanted else { return ("default", 0, nil, [], []) }
         guard
-            let found = try await tx.query("SELECT name, value, max_time_s FROM priority_classes WHERE name = \(wanted)")
-                .decode((String, Int, Int64?).self).first()
+            let found = try await tx.query("SELECT name, value, max_time_s, organizations, roles FROM priority_classes WHERE name = \(wanted)")
+                .decode((String, Int, Int64?, [String], [String]).self).first()
         else { throw StoreError.invalid(field: "priorityClass", message: "unknown priority class '\(wanted)'") }
         return found
     }

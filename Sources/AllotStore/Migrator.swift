@@ -49,6 +49,27 @@ public struct Migrator: Sendable {
         return FileManager.default.currentDirectoryPath + "/Migrations"
     }
 
+    /// Grants the application role what allotd needs and no more (migrations run as the owner): it reads and writes
+    /// the tables, but may only read and append the audit log (no UPDATE, DELETE or TRUNCATE of it), and cannot
+    /// alter tables, triggers or migrations. A role that owns nothing cannot disable a trigger, and setting
+    /// `session_replication_role` is the superuser's.
+    public func grant(to role: String) async throws {
+        guard let first = role.first, first.isLetter || first == "_", role.count <= 63, role.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" })
+        else { throw StoreError.invalid(field: "app-role", message: "'\(role.prefix(80))' is not a plain role name") }
+        try await self.database.transaction { tx in
+            for statement in [
+                "GRANT USAGE ON SCHEMA public TO \(role)",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \(role)",
+                "REVOKE UPDATE, DELETE, TRUNCATE ON audit FROM \(role)",
+                "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM \(role)",
+                "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \(role)",
+                "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO \(role)",
+            ] {
+                try await tx.query(PostgresQuery(unsafeSQL: statement))
+            }
+        }
+    }
+
     /// Applies what is missing; returns the names applied now.
     @discardableResult
     public func migrate(_ files: [File]) async throws -> [String] {

@@ -17,7 +17,7 @@ public struct NodeStore: Sendable {
                 throw StoreError.invalid(field: "pool", message: "unknown pool '\(pool)' (apply Policies/ first)")
             }
             try await tx.nodes.insert(name: name, pool: pool, block: block, agentURL: agentURL)
-            let secret = try await tx.tokens.insert(name: "agent:\(name)", role: .agent, org: nil, node: name)
+            let (_, secret) = try await tx.tokens.insert(name: "agent:\(name)", role: .agent, org: nil, node: name, createdBy: actor.auditName)
             try await tx.audit.append(
                 AuditEntry(actor: actor, action: "node.add", target: "node/\(name)", outcome: "ok", detail: ["pool": pool, "block": block ?? ""]))
             return secret
@@ -91,7 +91,7 @@ public struct NodeStore: Sendable {
         try await self.database.transaction { tx in
             let enrolment = try await tx.nodes.enrol(node, agentURL: agentURL)
             try await tx.tokens.revokeAgentTokens(node: node)
-            let secret = try await tx.tokens.insert(name: "agent:\(node)", role: .agent, org: nil, node: node)
+            let (_, secret) = try await tx.tokens.insert(name: "agent:\(node)", role: .agent, org: nil, node: node, createdBy: actor.auditName)
             try await tx.audit.append(
                 AuditEntry(
                     actor: actor, action: "node.enrol", target: "node/\(node)", outcome: "enrolment \(enrolment)",

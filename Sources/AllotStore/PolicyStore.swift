@@ -119,10 +119,12 @@ public struct PolicyStore: Sendable {
 
         // Priority classes.
         var classes: [String: PriorityClass] = [:]
-        for try await (name, value, preemptible, preempts, maxTime) in try await tx.query(
-            "SELECT name, value, preemptible, preempts, max_time_s FROM priority_classes"
-        ).decode((String, Int, Bool, Bool, Int64?).self) {
-            classes[name] = PriorityClass(name: name, value: value, preemptible: preemptible, preempts: preempts, maxTimeSeconds: maxTime)
+        for try await (name, value, preemptible, preempts, maxTime, orgs, roles) in try await tx.query(
+            "SELECT name, value, preemptible, preempts, max_time_s, organizations, roles FROM priority_classes"
+        ).decode((String, Int, Bool, Bool, Int64?, [String], [String]).self) {
+            classes[name] = PriorityClass(
+                name: name, value: value, preemptible: preemptible, preempts: preempts, maxTimeSeconds: maxTime, organizations: orgs,
+                roles: try roles.map { try decoded($0, "priority_classes.roles") })
         }
         for c in policy.priorityClasses {
             if let old = classes[c.name] {
@@ -130,15 +132,17 @@ public struct PolicyStore: Sendable {
                     try await tx.query(
                         """
                         UPDATE priority_classes SET value = \(c.value), preemptible = \(c.preemptible), preempts = \(c.preempts),
-                               max_time_s = \(c.maxTimeSeconds) WHERE name = \(c.name)
+                               max_time_s = \(c.maxTimeSeconds), organizations = \(c.organizations), roles = \(c.roles.map(\.rawValue))
+                        WHERE name = \(c.name)
                         """)
                     changes.append(PolicyChange(kind: .changed, what: "priority class \(c.name)", detail: Self.describe(old, c)))
                 }
             } else {
                 try await tx.query(
                     """
-                    INSERT INTO priority_classes (name, value, preemptible, preempts, max_time_s)
-                    VALUES (\(c.name), \(c.value), \(c.preemptible), \(c.preempts), \(c.maxTimeSeconds))
+                    INSERT INTO priority_classes (name, value, preemptible, preempts, max_time_s, organizations, roles)
+                    VALUES (\(c.name), \(c.value), \(c.preemptible), \(c.preempts), \(c.maxTimeSeconds), \(c.organizations),
+                            \(c.roles.map(\.rawValue)))
                     """)
                 changes.append(PolicyChange(kind: .added, what: "priority class \(c.name)", detail: "value \(c.value)"))
             }
@@ -152,13 +156,19 @@ public struct PolicyStore: Sendable {
         // Defaults.
         let d = policy.defaults
         let old = try await tx.query(
-            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s FROM policy_defaults"
-        ).decode((String?, Int, Int, Int).self).first { _ in true }
-        if let old, old != (d.priorityClass, d.gracePeriodSeconds, d.reclaimDeadlineSeconds, d.heartbeatTimeoutSeconds) {
+            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s FROM policy_defaults"
+        ).decode((String?, Int, Int, Int, Int64, Int64).self).first { _ in true }
+        if let old,
+            old != (
+                d.priorityClass, d.gracePeriodSeconds, d.reclaimDeadlineSeconds, d.heartbeatTimeoutSeconds, d.tokenLifetimeSeconds,
+                d.tokenMaxLifetimeSeconds
+            )
+        {
             try await tx.query(
                 """
                 UPDATE policy_defaults SET priority_class = \(d.priorityClass), grace_period_s = \(d.gracePeriodSeconds),
                        reclaim_deadline_s = \(d.reclaimDeadlineSeconds), heartbeat_timeout_s = \(d.heartbeatTimeoutSeconds),
+                       token_lifetime_s = \(d.tokenLifetimeSeconds), token_max_lifetime_s = \(d.tokenMaxLifetimeSeconds),
                        updated_by = \(actor.name), updated_at = now()
                 """)
             changes.append(

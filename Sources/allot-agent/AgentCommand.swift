@@ -97,6 +97,9 @@ struct Run: AsyncParsableCommand {
             throw ValidationError("--token-file: \(error)")
         }
         guard let nodeKey = NodeKey.parse(hex: credentials.nodeKey) else { throw ValidationError("--token-file: its node-key is not hex") }
+        if let mode = (try? FileManager.default.attributesOfItem(atPath: self.tokenFile))?[.posixPermissions] as? Int, mode & 0o077 != 0 {
+            throw ValidationError("--token-file: \(self.tokenFile) is readable by others (mode \(String(mode, radix: 8))): chmod 600 it")
+        }
         let host_ = NodeInventory.hostResources()
         let cpuMilli = self.cpus.map { Int($0 * 1000) } ?? host_.cpuMilli
         let node = self.node
@@ -104,6 +107,10 @@ struct Run: AsyncParsableCommand {
         let isolation: Isolation
         switch self.isolation {
         case .none:
+            // As root, a plain process would be a job running as root: refused.
+            guard getuid() != 0 else {
+                throw ValidationError("--isolation none runs jobs in the agent's account: never as root (install runc instead)")
+            }
             logger.warning("--isolation none: ranks run as plain processes in the agent's account and are NOT isolated from each other")
             isolation = .none
         case .container:
@@ -116,7 +123,9 @@ struct Run: AsyncParsableCommand {
             isolation = .container(
                 ContainerRuntime(
                     runc: runc, binds: ContainerRuntime.systemBinds + self.binds.compactMap(ContainerRuntime.Bind.init), pidsLimit: self.pidsLimit,
-                    offeredMemoryMiB: offeredMemory, imageDir: self.imageDir, cdiSpec: self.cdiSpec))
+                    offeredMemoryMiB: offeredMemory, imageDir: self.imageDir, cdiSpec: self.cdiSpec,
+                    // The agent's credentials stay out of every container, whatever folder they sit in.
+                    masked: [URL(fileURLWithPath: self.tokenFile).standardizedFileURL.path]))
         }
         let stateDir = self.stateDir ?? Self.defaultStateDir(node: self.node)
         let supervisor = try Supervisor(

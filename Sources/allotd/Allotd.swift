@@ -19,7 +19,9 @@ struct DatabaseOptions: ParsableArguments {
     @Option(help: "How much to log (default: $ALLOT_LOG_LEVEL, else info).")
     var logLevel: LogLevel = ProcessInfo.processInfo.environment["ALLOT_LOG_LEVEL"].flatMap(LogLevel.init(rawValue:)) ?? .info
 
-    func database() throws -> Database {
+    /// The database, with the audit log's key (from allotd's secret; a command that writes no audit record may
+    /// go without one).
+    func database(nodeKeys: NodeKeys = .ephemeral()) throws -> Database {
         let env = ProcessInfo.processInfo.environment
         var text = self.url
         if text == nil, let file = self.urlFile ?? env["ALLOT_DATABASE_URL_FILE"] {
@@ -34,10 +36,34 @@ struct DatabaseOptions: ParsableArguments {
         }
         let logger = self.logLevel.bootstrap(label: "allotd")
         do {
-            return Database(url: try DatabaseURL(text), logger: logger)
+            return Database(url: try DatabaseURL(text), logger: logger, auditKey: nodeKeys.auditKey)
         } catch {
             throw ValidationError("\(error)")
         }
+    }
+}
+
+/// The programme's identity provider, whose JWTs allotd accepts as bearer tokens (and as the page's login).
+struct OIDCOptions: ParsableArguments {
+    @Option(help: "The identity provider's issuer (the JWTs' iss); with it, --oidc-audience and --oidc-jwks.") var oidcIssuer: String?
+    @Option(help: "The audience the JWTs must name (aud).") var oidcAudience: String?
+    @Option(help: "Its signing keys: a JWKS file, or its https:// URL (re-read every 5 minutes).") var oidcJwks: String?
+    @Option(help: "The claim that names the user.") var oidcUserClaim = "preferred_username"
+    @Option(help: "The claim that names the organisation.") var oidcOrgClaim = "org"
+    @Option(help: "The claim that names the role (member, org-admin, operator or auditor).") var oidcRoleClaim = "allot_role"
+
+    func configuration() throws -> OIDCConfiguration? {
+        guard let issuer = self.oidcIssuer else {
+            if self.oidcAudience != nil || self.oidcJwks != nil {
+                throw ValidationError("--oidc-issuer is needed with --oidc-audience and --oidc-jwks")
+            }
+            return nil
+        }
+        guard let audience = self.oidcAudience, let jwks = self.oidcJwks else {
+            throw ValidationError("--oidc-issuer needs --oidc-audience and --oidc-jwks")
+        }
+        return OIDCConfiguration(
+            issuer: issuer, audience: audience, jwks: jwks, userClaim: self.oidcUserClaim, orgClaim: self.oidcOrgClaim, roleClaim: self.oidcRoleClaim)
     }
 }
 
@@ -69,16 +95,25 @@ struct Migrate: AsyncParsableCommand {
     @OptionGroup var db: DatabaseOptions
     @Option(help: "The migrations folder (default: Migrations next to the package, or $ALLOT_MIGRATIONS).")
     var migrations: String?
+    @Option(
+        help:
+            "The role allotd serves as: granted the tables, but only to read and append the audit log. Migrate as the schema's owner, serve as this role."
+    )
+    var appRole: String?
 
     func run() async throws {
         let database = try self.db.database()
         let folder = Migrator.locateFolder(self.migrations)
         let files = try Migrator.files(in: folder)
+        let appRole = self.appRole
         let applied = try await database.withRunningClient {
             try await database.waitUntilReachable()
-            return try await Migrator(database: database).migrate(files)
+            let applied = try await Migrator(database: database).migrate(files)
+            if let appRole { try await Migrator(database: database).grant(to: appRole) }
+            return applied
         }
         print(applied.isEmpty ? "schema up to date (\(files.count) migrations)" : "applied \(applied.joined(separator: ", "))")
+        if let appRole { print("granted \(appRole): the tables, and the audit log to read and append only") }
     }
 }
 
@@ -87,9 +122,10 @@ struct Bootstrap: AsyncParsableCommand {
     @OptionGroup var db: DatabaseOptions
     @Option(help: "Where to write the token (mode 0600).")
     var tokenFile: String
+    @OptionGroup var secret: SecretOptions
 
     func run() async throws {
-        let database = try self.db.database()
+        let database = try self.db.database(nodeKeys: try NodeKeys.load(path: self.secret.path))
         let secret = try await database.withRunningClient {
             try await database.waitUntilReachable()
             return try await TokenStore(database: database).bootstrap()
@@ -109,6 +145,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Placement strategy: \(ScoringStrategy.allCases.map(\.rawValue).joined(separator: ", ")).")
     var strategy: ScoringStrategy = .fragmentationAware
     @OptionGroup var secret: SecretOptions
+    @OptionGroup var oidc: OIDCOptions
+    @Option(help: "Where allotd appends the audit log's signed checkpoints, outside the database (default: beside the secret file).")
+    var auditCheckpoints: String?
 
     func validate() throws {
         if let t = self.heartbeatTimeout, t.seconds <= 0 { throw ValidationError("--heartbeat-timeout: must be more than 0s") }
@@ -121,7 +160,11 @@ struct Serve: AsyncParsableCommand {
         options.heartbeatTimeoutSeconds = self.heartbeatTimeout.map { Int($0.seconds) }
         options.strategy = self.strategy
         options.nodeKeys = try NodeKeys.load(path: self.secret.path)
-        let database = try self.db.database()
+        options.oidc = try self.oidc.configuration()
+        options.auditCheckpoints =
+            self.auditCheckpoints
+            ?? URL(fileURLWithPath: self.secret.path).deletingLastPathComponent().appendingPathComponent("audit.checkpoints").path
+        let database = try self.db.database(nodeKeys: options.nodeKeys)
         try await serveAllotd(database: database, options: options, logger: database.logger)
     }
 }

@@ -87,7 +87,7 @@ struct ContainerTests {
     @Test("devices: the rank's own GPU opens with the driver's error (ENXIO here), the node's others are refused (EPERM)")
     func devices() async throws {
         let (s, _) = try Self.supervisor()
-        await s.setGPUs((0..<8).map { GPUInfo(index: $0, uuid: "GPU-\($0)", model: "H200", memoryMiB: 1) })
+        await s.setGPUs((0..<8).map { GPUInfo(index: $0, uuid: "GPU-\($0)", model: "H200", memoryMiB: 1, minorNumber: $0) })
         let key = RankKey(jobID: 4, attempt: 1, rank: 0)
         let probe = (0..<8).map { "head -c1 /dev/nvidia\($0) >/dev/null 2>/tmp/e; echo \"nvidia\($0): $(cat /tmp/e)\"" }.joined(separator: "\n")
         _ = try await s.launch(Self.launch(key, probe, gpus: [2]))
@@ -161,7 +161,7 @@ struct ContainerTests {
     @Test("a job's image is its root filesystem: busybox, under the organisation's account, with its GPUs", .enabled(if: Confined.image))
     func image() async throws {
         let (s, _) = try Self.supervisor()
-        await s.setGPUs((0..<2).map { GPUInfo(index: $0, uuid: "GPU-\($0)", model: "H200", memoryMiB: 1) })
+        await s.setGPUs((0..<2).map { GPUInfo(index: $0, uuid: "GPU-\($0)", model: "H200", memoryMiB: 1, minorNumber: $0) })
         let key = RankKey(jobID: 12, attempt: 1, rank: 0)
         _ = try await s.launch(
             Self.launch(

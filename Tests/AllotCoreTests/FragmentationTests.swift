@@ -132,9 +132,10 @@ struct CapacityIndexTests {
     }
 
     @Test("same best node and same feasible nodes, before and after the cluster changes")
-    func matchesScan() {
+    func matchesScan() async {
         for strategy in ScoringStrategy.allCases {
             for seed in PlacementPropertyTests.seeds.prefix(2000) {
+                await Task.yield()  // CPU-bound: see PlacementPropertyTests
                 let (snapshot, queue) = RandomCluster.make(seed: seed)
                 let mix = strategy == .fragmentationAware ? WorkloadMix(queue.map(\.perNode)) : WorkloadMix()
                 // Every other seed with a cache too small for the arrays, so its overflow is tested as well.

@@ -294,9 +294,10 @@ struct BackfillTests {
     }
 
     @Test("backfill never delays the reservation, over many random clusters")
-    func neverDelays() {
+    func neverDelays() async {
         let runs = PlacementPropertyTests.seeds.prefix(2000)
         for seed in runs {
+            await Task.yield()  // CPU-bound: see PlacementPropertyTests
             var (nodes, queue) = RandomCluster.make(seed: seed)
             var rng = SeededRandom(seed: seed ^ 0xBAC_F111)
             // What runs now: a first cycle's placements, ending at random times (some without a limit).
@@ -356,8 +357,9 @@ struct ClassPreemptionTests {
     }
 
     @Test("preemption touches only allowed victims and frees enough, over many random clusters")
-    func property() {
+    func property() async {
         for seed in PlacementPropertyTests.seeds.prefix(2000) {
+            await Task.yield()  // CPU-bound: see PlacementPropertyTests
             var (nodes, queue) = RandomCluster.make(seed: seed)
             var rng = SeededRandom(seed: seed ^ 0x9E3)
             for i in nodes.indices {

@@ -36,7 +36,7 @@ struct APITests {
                 defaults: PolicyDefaults(priorityClass: "standard")),
             by: op, dryRun: false)
         let operatorToken = try await TokenStore(database: db).bootstrap()
-        let memberToken = try await TokenStore(database: db).create(name: "alice", role: .member, org: "lab", actor: op)
+        let memberToken = try await TokenStore(database: db).create(name: "alice", role: .member, org: "lab", actor: op).token
         let agentToken = try await NodeStore(database: db).add(name: "n1", pool: "h200", block: nil, by: op)
         _ = try await AgentStore(database: db).report(
             AgentReport(

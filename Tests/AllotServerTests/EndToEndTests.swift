@@ -49,7 +49,10 @@ struct EndToEndTests {
             // SPEC §5's set-up, step by step.
             let migrate = try runBuilt("allotd", ["migrate", "--migrations", TestDatabase.migrationsFolder], environment: env)
             try #require(migrate.status == 0, "\(migrate.output)")
-            let bootstrap = try runBuilt("allotd", ["bootstrap", "--token-file", env["ALLOT_TOKEN_FILE"]!], environment: env)
+            let bootstrap = try runBuilt(
+                "allotd",
+                ["bootstrap", "--token-file", env["ALLOT_TOKEN_FILE"]!, "--secret-file", self.work.appendingPathComponent("allotd.secret").path],
+                environment: env)
             try #require(bootstrap.status == 0, "\(bootstrap.output)")
             self.allotd = try TestProcess(
                 "allotd",

@@ -19,6 +19,7 @@ struct Account: Hashable, Sendable {
         case unknown(String)
         case privileged(String)
         case agentsOwn(String)
+        case privilegedGroup(String, String)
 
         var description: String {
             switch self {
@@ -26,6 +27,7 @@ struct Account: Hashable, Sendable {
                 "the account '\(a)' does not exist on this node (create it, or name another in Policies/ organizations[].account)"
             case .privileged(let a): "the account '\(a)' is root: jobs never run as root"
             case .agentsOwn(let a): "the account '\(a)' is the agent's own: jobs never run as the agent"
+            case .privilegedGroup(let a, let g): "the account '\(a)' has the privileged group '\(g)' as its own: jobs never run with it"
             }
         }
     }
@@ -43,9 +45,20 @@ struct Account: Hashable, Sendable {
         }
         guard account.uid != 0 && account.gid != 0 else { throw .privileged(text) }
         guard account.uid != getuid() || getuid() == 0 else { throw .agentsOwn(text) }
-        account.groups = Self.groups(of: account.name, primary: account.gid)
+        if let group = Self.groupName(account.gid), Self.privilegedGroups.contains(group) { throw .privilegedGroup(text, group) }
+        // Supplementary groups that grant more than a job needs are not passed on.
+        account.groups = Self.groups(of: account.name, primary: account.gid).filter {
+            Self.groupName($0).map { !Self.privilegedGroups.contains($0) } ?? true
+        }
         return account
     }
+
+    /// Groups whose members read secrets or command the machine: never a rank's.
+    static let privilegedGroups: Set<String> = [
+        "root", "wheel", "sudo", "admin", "adm", "shadow", "disk", "kmem", "docker", "lxd", "libvirt", "kvm", "systemd-journal", "tty", "allot-agent",
+    ]
+
+    static func groupName(_ gid: UInt32) -> String? { getgrgid(gid).map { String(cString: $0.pointee.gr_name) } }
 
     /// The account's supplementary groups (getgrouplist), without its primary group and never root's.
     private static func groups(of name: String, primary: UInt32) -> [UInt32] {

@@ -53,14 +53,17 @@ public struct ContainerRuntime: Sendable {
     public var cdiSpec: String
     /// Where ranks' cgroups go, under each controller's root.
     public var cgroupParent: String
+    /// Host files and folders hidden in every container, though under a bound folder (the agent's credentials).
+    public var masked: [String]
 
     /// The node's system folders, read-only: what a program needs to run from the host's own installation.
     public static let systemBinds = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"].map { Bind(path: $0) }
 
     public init(
         runc: String, binds: [Bind] = ContainerRuntime.systemBinds, pidsLimit: Int = 4096, offeredMemoryMiB: Int, imageDir: String? = nil,
-        cdiSpec: String = "/etc/cdi/nvidia.yaml", cgroupParent: String = "/allot"
+        cdiSpec: String = "/etc/cdi/nvidia.yaml", cgroupParent: String = "/allot", masked: [String] = []
     ) {
+        self.masked = masked
         self.runc = runc
         self.binds = binds
         self.pidsLimit = pidsLimit
@@ -150,7 +153,8 @@ public struct ContainerRuntime: Sendable {
         let t = request.tenant
         let memoryMiB = t.memoryMiB > 0 ? t.memoryMiB : self.offeredMemoryMiB
         var devices = Self.deviceNodes(gpus: gpus)
-        let mine = Set(request.gpuIndices.map { i in Int64(gpus.first { $0.index == i }?.minorNumber ?? i) })
+        // The rank's GPUs by their device's minor number (never assumed to be the index: nvidia-smi's order is PCI's).
+        let mine = Set(request.gpuIndices.compactMap { i in gpus.first { $0.index == i }?.minorNumber.map(Int64.init) })
         var rules: [OCISpec.Linux.DeviceRule] = [.init(allow: false, access: "rwm")]
         for d in devices where d.major != 195 || mine.contains(d.minor) || d.minor >= 254 {
             rules.append(.init(allow: true, type: "c", major: d.major, minor: d.minor, access: "rw"))
@@ -165,7 +169,7 @@ public struct ContainerRuntime: Sendable {
                 user: .init(uid: account.uid, gid: account.gid, additionalGids: account.groups.isEmpty ? nil : account.groups),
                 args: ["/bin/sh", "-c", Self.initScript, "allot-rank", request.workingDir ?? "/work", command],
                 env: env.map { "\($0.key)=\($0.value)" }.sorted(), cwd: "/",
-                rlimits: []),
+                rlimits: [.init(type: "RLIMIT_CORE", hard: 0, soft: 0)]),
             root: .init(path: rootfs, readonly: true), hostname: node, mounts: mounts,
             hooks: cdi.hooks.isEmpty ? nil : .init(createContainer: cdi.hooks, startContainer: nil),
             linux: .init(
@@ -176,9 +180,28 @@ public struct ContainerRuntime: Sendable {
                 cgroupsPath: "\(self.cgroupParent)/\(Self.containerID(request.key))",
                 maskedPaths: [
                     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                    "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-                ],
-                readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]))
+                    "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/fs/cgroup", "/sys/devices/virtual/powercap", "/etc/allot",
+                ] + self.masked,
+                readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"], seccomp: Seccomp.profile))
+    }
+
+    /// Why `dir` cannot be a rank's working directory, or nil: it must resolve (symbolic links followed) to a
+    /// folder under one of the folders the operator shares read-write (`--bind PATH:rw`), so a job cannot bind
+    /// the host's /proc, /run, /dev or the agent's own state into its container.
+    func workingDirectoryProblem(_ dir: String, node: String) -> String? {
+        guard let resolved = realpath(dir, nil) else { return "the working directory \(dir) does not exist on node \(node)" }
+        let real = String(cString: resolved)
+        free(resolved)
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: real, isDirectory: &isDir), isDir.boolValue else {
+            return "the working directory \(dir) is not a folder on node \(node)"
+        }
+        let roots = self.binds.filter(\.writable).map(\.path)
+        guard roots.contains(where: { real == $0 || real.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else {
+            return
+                "the working directory \(dir) is not under a folder node \(node) shares with jobs (\(roots.isEmpty ? "none" : roots.joined(separator: ", ")))"
+        }
+        return nil
     }
 
     /// What a rank's cgroup says of how it ended, read after it exits and before its container is deleted:
@@ -205,13 +228,26 @@ public struct ContainerRuntime: Sendable {
 
     static func size(mebibytes m: Int) -> String { m >= 1024 && m % 1024 == 0 ? "\(m / 1024) GiB" : "\(m) MiB" }
 
-    /// Removes a stopped container (its cgroups, runc's state); errors are left to the next try.
-    func delete(_ key: RankKey) {
+    /// Removes a container and everything in it (its processes, cgroups, runc's state); false when runc could not,
+    /// so the caller tries again. A container runc does not know counts as removed.
+    @discardableResult
+    func delete(_ key: RankKey) -> Bool {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: self.runc)
         p.arguments = ["delete", "--force", Self.containerID(key)]
+        let err = Pipe()
         p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        if (try? p.run()) != nil { p.waitUntilExit() }
+        p.standardError = err
+        guard (try? p.run()) != nil else { return false }
+        let said = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return p.terminationStatus == 0 || said.contains("does not exist") || said.contains("not exist")
+    }
+
+    /// Whether `pid` is a process of this rank's container (its cgroup names the container): a pid is signalled
+    /// only then, never a process that merely reused the number.
+    static func belongs(_ pid: Int32, to key: RankKey) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return false }
+        return text.contains("/\(self.containerID(key))")
     }
 }

@@ -83,6 +83,24 @@ struct OCISpec: Codable, Sendable {
         var cgroupsPath: String
         var maskedPaths: [String]
         var readonlyPaths: [String]
+        var seccomp: Seccomp?
+    }
+    struct Seccomp: Codable, Sendable {
+        struct Syscall: Codable, Sendable {
+            struct Arg: Codable, Sendable {
+                var index: UInt
+                var value: UInt64
+                var valueTwo: UInt64?
+                var op: String
+            }
+            var names: [String]
+            var action: String
+            var errnoRet: UInt?
+            var args: [Arg]?
+        }
+        var defaultAction: String
+        var architectures: [String]?
+        var syscalls: [Syscall]
     }
     var ociVersion = "1.0.2"
     var process: Process

@@ -64,12 +64,39 @@ public struct PriorityClass: Hashable, Codable, Sendable {
     public var preemptible: Bool
     public var preempts: Bool
     public var maxTimeSeconds: Int64?
-    public init(name: String, value: Int, preemptible: Bool = false, preempts: Bool = false, maxTimeSeconds: Int64? = nil) {
+    /// The organisations whose jobs may use the class; empty: every organisation.
+    public var organizations: [String]
+    /// The roles that may submit with it; empty: every role that submits.
+    public var roles: [Role]
+    public init(
+        name: String, value: Int, preemptible: Bool = false, preempts: Bool = false, maxTimeSeconds: Int64? = nil, organizations: [String] = [],
+        roles: [Role] = []
+    ) {
         self.name = name
         self.value = value
         self.preemptible = preemptible
         self.preempts = preempts
         self.maxTimeSeconds = maxTimeSeconds
+        self.organizations = organizations
+        self.roles = roles
+    }
+
+    enum CodingKeys: String, CodingKey { case name, value, preemptible, preempts, maxTimeSeconds, organizations, roles }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.name = try c.decode(String.self, forKey: .name)
+        self.value = try c.decode(Int.self, forKey: .value)
+        self.preemptible = try c.decodeIfPresent(Bool.self, forKey: .preemptible) ?? false
+        self.preempts = try c.decodeIfPresent(Bool.self, forKey: .preempts) ?? false
+        self.maxTimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .maxTimeSeconds)
+        self.organizations = try c.decodeIfPresent([String].self, forKey: .organizations) ?? []
+        self.roles = try c.decodeIfPresent([Role].self, forKey: .roles) ?? []
+    }
+
+    /// Whether a principal of `role` may submit a job of `org` with this class.
+    public func allows(org: String, role: Role) -> Bool {
+        (self.organizations.isEmpty || self.organizations.contains(org)) && (self.roles.isEmpty || self.roles.contains(role))
     }
 }
 
@@ -79,11 +106,34 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
     public var gracePeriodSeconds: Int
     public var reclaimDeadlineSeconds: Int
     public var heartbeatTimeoutSeconds: Int
-    public init(priorityClass: String? = nil, gracePeriodSeconds: Int = 60, reclaimDeadlineSeconds: Int = 300, heartbeatTimeoutSeconds: Int = 30) {
+    /// How long a token lives when its maker gives no expiry, and the longest it may live.
+    public var tokenLifetimeSeconds: Int64
+    public var tokenMaxLifetimeSeconds: Int64
+    public init(
+        priorityClass: String? = nil, gracePeriodSeconds: Int = 60, reclaimDeadlineSeconds: Int = 300, heartbeatTimeoutSeconds: Int = 30,
+        tokenLifetimeSeconds: Int64 = 90 * 86400, tokenMaxLifetimeSeconds: Int64 = 365 * 86400
+    ) {
         self.priorityClass = priorityClass
         self.gracePeriodSeconds = gracePeriodSeconds
         self.reclaimDeadlineSeconds = reclaimDeadlineSeconds
         self.heartbeatTimeoutSeconds = heartbeatTimeoutSeconds
+        self.tokenLifetimeSeconds = tokenLifetimeSeconds
+        self.tokenMaxLifetimeSeconds = tokenMaxLifetimeSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case priorityClass, gracePeriodSeconds, reclaimDeadlineSeconds, heartbeatTimeoutSeconds, tokenLifetimeSeconds, tokenMaxLifetimeSeconds
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = PolicyDefaults()
+        self.priorityClass = try c.decodeIfPresent(String.self, forKey: .priorityClass)
+        self.gracePeriodSeconds = try c.decodeIfPresent(Int.self, forKey: .gracePeriodSeconds) ?? d.gracePeriodSeconds
+        self.reclaimDeadlineSeconds = try c.decodeIfPresent(Int.self, forKey: .reclaimDeadlineSeconds) ?? d.reclaimDeadlineSeconds
+        self.heartbeatTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .heartbeatTimeoutSeconds) ?? d.heartbeatTimeoutSeconds
+        self.tokenLifetimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .tokenLifetimeSeconds) ?? d.tokenLifetimeSeconds
+        self.tokenMaxLifetimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .tokenMaxLifetimeSeconds) ?? d.tokenMaxLifetimeSeconds
     }
 }
 

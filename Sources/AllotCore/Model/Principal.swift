@@ -52,9 +52,12 @@ extension Principal {
     /// members and org-admins, the node for its agent.
     public var scope: Scope {
         switch self.role {
-        case .operator, .auditor: .all
+        case .operator, .auditor, .scraper: .all
         case .member, .orgAdmin: .organization(self.org ?? "")
         case .agent: .node(self.node ?? "")
         }
     }
+
+    /// How the audit log names it: `role:org/name`, or `role:name` for a principal of no organisation.
+    public var auditName: String { "\(self.role.rawValue):\(self.org.map { "\($0)/" } ?? "")\(self.name)" }
 }

@@ -66,4 +66,6 @@ public enum Role: String, Codable, Sendable, CaseIterable {
     case `operator`
     case auditor
     case agent
+    /// Reads `/metrics` and nothing else (Prometheus' token).
+    case scraper
 }

@@ -39,19 +39,55 @@ public struct CreateTokenRequest: Codable, Sendable {
     public var name: String
     public var role: Role
     public var org: String?
-    public init(name: String, role: Role, org: String?) {
+    /// Seconds it lives; nil takes Policies/ `defaults.tokenLifetime`.
+    public var expiresInSeconds: Int64?
+    public init(name: String, role: Role, org: String?, expiresInSeconds: Int64? = nil) {
         self.name = name
         self.role = role
         self.org = org
+        self.expiresInSeconds = expiresInSeconds
     }
 }
 
 public struct CreateTokenResponse: Codable, Sendable {
+    public var id: Int64
     public var name: String
     public var token: String
-    public init(name: String, token: String) {
+    public var expiresAt: Date?
+    public init(id: Int64, name: String, token: String, expiresAt: Date?) {
+        self.id = id
         self.name = name
         self.token = token
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A token as `allot tokens list` shows it (never its secret).
+public struct TokenView: Codable, Sendable, Hashable {
+    public var id: Int64
+    public var name: String
+    public var role: Role
+    public var org: String?
+    public var node: String?
+    public var createdAt: Date
+    public var createdBy: String?
+    public var expiresAt: Date?
+    public var lastUsedAt: Date?
+    public var revokedAt: Date?
+    public init(
+        id: Int64, name: String, role: Role, org: String?, node: String?, createdAt: Date, createdBy: String?, expiresAt: Date?, lastUsedAt: Date?,
+        revokedAt: Date?
+    ) {
+        self.id = id
+        self.name = name
+        self.role = role
+        self.org = org
+        self.node = node
+        self.createdAt = createdAt
+        self.createdBy = createdBy
+        self.expiresAt = expiresAt
+        self.lastUsedAt = lastUsedAt
+        self.revokedAt = revokedAt
     }
 }
 
@@ -59,11 +95,22 @@ public struct AuditVerification: Codable, Sendable {
     public var checked: Int
     public var intact: Bool
     public var firstBrokenID: Int64?
-    public init(checked: Int, intact: Bool, firstBrokenID: Int64?) {
+    /// What is wrong, in words (the first 20).
+    public var problems: [String]
+    public var checkpointsChecked: Int
+    public init(checked: Int, intact: Bool, firstBrokenID: Int64?, problems: [String] = [], checkpointsChecked: Int = 0) {
         self.checked = checked
         self.intact = intact
         self.firstBrokenID = firstBrokenID
+        self.problems = problems
+        self.checkpointsChecked = checkpointsChecked
     }
+}
+
+/// `POST /v1/audit/verify`: check the log against these checkpoint lines too (from a file kept elsewhere).
+public struct AuditVerifyRequest: Codable, Sendable {
+    public var checkpoints: [String]
+    public init(checkpoints: [String]) { self.checkpoints = checkpoints }
 }
 
 /// One difference between `Policies/` and the database, as `allot policy apply` prints it.

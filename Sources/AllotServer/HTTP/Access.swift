@@ -7,6 +7,8 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case readyz = "GET /readyz"
     case metrics = "GET /metrics"
     case page = "GET /"
+    case login = "POST /login"
+    case logout = "POST /logout"
     case quota = "GET /v1/quota"
     case submitJob = "POST /v1/jobs"
     case listJobs = "GET /v1/jobs"
@@ -31,8 +33,11 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case heartbeat = "POST /v1/agents/heartbeat"
     case applyPolicy = "POST /v1/policy"
     case createToken = "POST /v1/tokens"
+    case listTokens = "GET /v1/tokens"
+    case revokeToken = "POST /v1/tokens/:id/revoke"
     case audit = "GET /v1/audit"
     case verifyAudit = "GET /v1/audit/verify"
+    case verifyAuditAgainst = "POST /v1/audit/verify"
 
     public var method: HTTPRequest.Method {
         let name = self.rawValue.prefix { $0 != " " }
@@ -71,6 +76,9 @@ public struct AccessRule: Sendable, Hashable {
     /// Roles allowed; nil for a public route (no token needed).
     public var roles: Set<Role>?
     public var tenant: Tenant
+    /// The web page's session cookie stands for a token here (the page's own routes only, so no API call can
+    /// be made by a forged cross-site request).
+    public var acceptsSession = false
 
     static let open = AccessRule(roles: nil, tenant: .cluster)
     static func only(_ roles: Role..., tenant: Tenant = .cluster) -> AccessRule { AccessRule(roles: Set(roles), tenant: tenant) }
@@ -84,8 +92,13 @@ public enum Access {
 
     public static func rule(_ endpoint: Endpoint) -> AccessRule {
         switch endpoint {
-        case .healthz, .readyz, .metrics, .page:
+        case .healthz, .readyz, .login:
             return .open
+        case .page, .logout:
+            // Without a session the page answers its login form.
+            return AccessRule(roles: nil, tenant: .organization, acceptsSession: true)
+        case .metrics:
+            return .only(.scraper, .operator, .auditor)
         case .quota, .listJobs, .showJob, .jobLog:
             return AccessRule(roles: Set(Self.readers), tenant: .organization)
         case .submitJob, .cancelJob:
@@ -96,9 +109,9 @@ public enum Access {
             return .only(.operator)
         case .register, .heartbeat:
             return .only(.agent, tenant: .node)
-        case .createToken:
+        case .createToken, .listTokens, .revokeToken:
             return .only(.operator, .orgAdmin, tenant: .organization)
-        case .audit, .verifyAudit:
+        case .audit, .verifyAudit, .verifyAuditAgainst:
             return .only(.operator, .auditor)
         }
     }

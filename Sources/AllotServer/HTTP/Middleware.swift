@@ -9,7 +9,8 @@ import Logging
 /// route's rule (`Access`) allows it — with a scope — or answers 401/403. Unmatched paths pass on to a 404.
 struct AccessMiddleware: RouterMiddleware {
     typealias Context = AllotRequestContext
-    let tokens: TokenStore
+    let authenticator: Authenticator
+    static let sessionCookie = "allot_session"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let matched = context.endpointPath else { return try await next(request, context) }
@@ -17,8 +18,14 @@ struct AccessMiddleware: RouterMiddleware {
         guard let endpoint = Endpoint.matching(request.method, matched) else { throw APIError.forbidden("no access rule for this route") }
         var principal: Principal?
         if let token = request.bearerToken {
-            principal = try await self.tokens.authenticate(token)
+            do {
+                principal = try await self.authenticator.bearer(token)
+            } catch let failure as Authenticator.Failure {
+                throw APIError(.unauthorized, code: "unauthorized", message: failure.description)
+            }
             if principal == nil { throw APIError.unauthorized }
+        } else if Access.rule(endpoint).acceptsSession, let cookie = request.cookies[Self.sessionCookie]?.value {
+            principal = try await self.authenticator.principal(session: cookie)
         }
         switch Access.decide(endpoint, for: principal) {
         case .unauthenticated:

@@ -40,9 +40,18 @@ struct JobRoutes {
             return JSON.response(job)
         }
         routes.on(.jobLog) { request, context in
-            try await self.log(
-                job: try context.id(), attempt: try request.query("attempt", as: Int.self), rank: try request.query("rank", as: Int.self) ?? 0,
-                offset: try request.query("offset", as: Int.self) ?? 0, scope: try context.caller().scope)
+            let (principal, scope) = try context.caller()
+            let id = try context.id()
+            let offset = try request.query("offset", as: Int.self) ?? 0
+            let rank = try request.query("rank", as: Int.self) ?? 0
+            let response = try await self.log(job: id, attempt: try request.query("attempt", as: Int.self), rank: rank, offset: offset, scope: scope)
+            // A job's output is read on the record: once per reading (from its start), not per poll of a follow.
+            if offset == 0 {
+                try await AuditStore(database: self.jobs.database).record([
+                    AuditEntry(actor: principal, action: "job.log.read", target: "job/\(id)/rank/\(rank)", outcome: "read")
+                ])
+            }
+            return response
         }
         return routes
     }

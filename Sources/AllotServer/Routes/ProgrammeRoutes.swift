@@ -7,6 +7,7 @@ import Hummingbird
 /// The programme's side: `/v1/policy`, `/v1/tokens`, `/v1/quota` and `/v1/audit`.
 struct ProgrammeRoutes {
     let database: Database
+    let auditCheckpoints: String?
 
     var routes: RouteCollection<AllotRequestContext> {
         let routes = RouteCollection(context: AllotRequestContext.self)
@@ -22,11 +23,21 @@ struct ProgrammeRoutes {
             if let own = scope.organization, body.org != own || body.role != .member {
                 throw APIError.forbidden("an org-admin makes member tokens of its own organization only")
             }
-            let token = try await TokenStore(database: self.database).create(name: body.name, role: body.role, org: body.org, actor: principal)
-            return JSON.response(CreateTokenResponse(name: body.name, token: token), status: .created)
+            let made = try await TokenStore(database: self.database).create(
+                name: body.name, role: body.role, org: body.org, expiresIn: body.expiresInSeconds, actor: principal)
+            return JSON.response(made, status: .created)
+        }
+        routes.on(.listTokens) { request, context in
+            let scope = try context.caller().scope
+            return JSON.response(
+                try await TokenStore(database: self.database).list(scope: scope, includeRevoked: try request.query("all", as: Bool.self) ?? false))
+        }
+        routes.on(.revokeToken) { _, context in
+            let (principal, scope) = try context.caller()
+            return JSON.response(try await TokenStore(database: self.database).revoke(try context.id(), scope: scope, actor: principal))
         }
         routes.on(.quota) { request, context in
-            let scope = try context.caller().scope
+            let (principal, scope) = try context.caller()
             let asked = request.uri.queryParameters.get("org")
             if let asked, !scope.includes(org: asked) { throw APIError.forbidden("members see their own organization's quota only") }
             return JSON.response(
@@ -44,17 +55,23 @@ struct ProgrammeRoutes {
             return JSON.response(try await AuditStore(database: self.database).list(since: since))
         }
         routes.on(.verifyAudit) { _, _ in
-            let (checked, broken) = try await AuditStore(database: self.database).verify()
-            return JSON.response(AuditVerification(checked: checked, intact: broken == nil, firstBrokenID: broken))
+            JSON.response(try await AuditStore(database: self.database).verify(checkpoints: self.auditCheckpoints.map(AuditCheckpointer.read) ?? []))
+        }
+        routes.on(.verifyAuditAgainst) { request, _ in
+            let body = try await JSON.body(AuditVerifyRequest.self, from: request, limit: 16 << 20)
+            let given = body.checkpoints.compactMap(AuditChain.Checkpoint.init(line:))
+            let own = self.auditCheckpoints.map(AuditCheckpointer.read) ?? []
+            return JSON.response(try await AuditStore(database: self.database).verify(checkpoints: given + own))
         }
         return routes
     }
 }
 
-/// Liveness and readiness for load balancers and systemd, Prometheus metrics, and the web page.
+/// Liveness and readiness for load balancers and systemd, Prometheus metrics, and the web page with its login.
 struct StatusRoutes {
     let database: Database
     let metrics: Metrics
+    let authenticator: Authenticator
 
     var routes: RouteCollection<AllotRequestContext> {
         let routes = RouteCollection(context: AllotRequestContext.self)
@@ -66,9 +83,47 @@ struct StatusRoutes {
             JSON.text(
                 self.metrics.render(try await StatusStore(database: self.database).gauges()), contentType: "text/plain; version=0.0.4; charset=utf-8")
         }
-        routes.on(.page) { _, _ in
-            JSON.text(try await Dashboard(database: self.database).html(), contentType: "text/html; charset=utf-8")
+        routes.on(.page) { _, context in
+            guard let principal = context.principal, let scope = context.scope else { return Self.page(Dashboard.loginForm(message: nil)) }
+            return Self.page(try await Dashboard(database: self.database).html(for: principal, scope: scope))
+        }
+        routes.on(.login) { request, _ in
+            let form = String(buffer: try await request.body.collect(upTo: 64 << 10))
+            let token = URLComponents(string: "?" + form)?.queryItems?.first { $0.name == "token" }?.value?.trimmingCharacters(
+                in: .whitespacesAndNewlines)
+            guard let token, !token.isEmpty, let (cookie, _) = try await self.authenticator.session(for: token) else {
+                return Self.page(Dashboard.loginForm(message: "That token is not valid (unknown, revoked or expired)."), status: .unauthorized)
+            }
+            var response = Response(status: .seeOther, headers: [.location: "/"])
+            response.setCookie(
+                Cookie(
+                    name: AccessMiddleware.sessionCookie, value: cookie, maxAge: Int(Authenticator.sessionLifetime), path: "/",
+                    secure: Self.isTLS(request), httpOnly: true, sameSite: .strict))
+            return response
+        }
+        routes.on(.logout) { request, _ in
+            var response = Response(status: .seeOther, headers: [.location: "/"])
+            response.setCookie(
+                Cookie(
+                    name: AccessMiddleware.sessionCookie, value: "", maxAge: 0, path: "/", secure: Self.isTLS(request), httpOnly: true,
+                    sameSite: .strict))
+            return response
         }
         return routes
+    }
+
+    /// Behind a TLS-terminating proxy (which says so), or on TLS itself: the cookie is then Secure.
+    static func isTLS(_ request: Request) -> Bool {
+        request.uri.scheme == .https || request.headers[.init("X-Forwarded-Proto")!]?.lowercased() == "https"
+    }
+
+    /// The page, never cached, framed by no one.
+    static func page(_ html: String, status: HTTPResponse.Status = .ok) -> Response {
+        var response = JSON.text(html, status: status, contentType: "text/html; charset=utf-8")
+        response.headers[.cacheControl] = "no-store"
+        response.headers[.init("X-Frame-Options")!] = "DENY"
+        response.headers[.init("Content-Security-Policy")!] =
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+        return response
     }
 }
