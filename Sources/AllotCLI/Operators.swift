@@ -97,7 +97,7 @@ struct ValidatePolicy: AsyncParsableCommand {
                 }
                 try printJSON(rows)
             } else {
-                for issue in error.issues { print(issue.description) }
+                print(error.description)
             }
             throw ExitCode(1)
         }
@@ -174,7 +174,7 @@ struct RevokeToken: AsyncParsableCommand {
 struct CreateToken: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "create", abstract: "Make a token and write it to a file (mode 0600).")
     @Option(help: "Its name (a person or service).") var name: String?
-    @Option(help: "member, org-admin, operator or auditor.") var role: Role = .member
+    @Option(help: "member, org-admin, operator, auditor or scraper (reads /metrics only).") var role: Role = .member
     @Option(help: "The organization, for members and org-admins.") var org: String?
     @Option(help: "How long it lives, e.g. 90d (default and maximum: Policies/ defaults.tokenLifetime and tokenMaxLifetime).")
     var expires: DurationArgument?
@@ -184,7 +184,7 @@ struct CreateToken: AsyncParsableCommand {
     func run() async throws {
         let role = self.role
         guard role != .agent else {
-            throw CLIError("--role: agent tokens are made by `allot nodes add`; choose member, org-admin, operator or auditor")
+            throw CLIError("--role: agent tokens are made by `allot nodes add`; choose member, org-admin, operator, auditor or scraper")
         }
         let name = self.name ?? URL(fileURLWithPath: self.tokenFile).deletingPathExtension().lastPathComponent
         let response: CreateTokenResponse = try await self.connection.client().post(

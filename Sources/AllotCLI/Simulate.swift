@@ -26,7 +26,7 @@ struct Simulate: AsyncParsableCommand {
             nodes = try SimulationCSV.cluster(try read(self.cluster), file: self.cluster)
             jobs = try SimulationCSV.trace(try read(self.trace), file: self.trace)
         } catch let error as FormatErrors {
-            throw CLIError(error.issues.map(\.description).joined(separator: "; "))
+            throw CLIError(error.told(separator: "; "))
         }
         let strategies: [ScoringStrategy]
         switch self.strategy {

@@ -12,8 +12,9 @@ public struct FormatIssue: Error, Hashable, Sendable, CustomStringConvertible {
     public init(file: String? = nil, line: Int? = nil, field: String, message: String) {
         self.file = file
         self.line = line
-        self.field = field
-        self.message = message
+        // Both may quote the input; a hostile key or value must not make the answer as big as the question.
+        self.field = FormatErrors.capped(field, 200)
+        self.message = FormatErrors.capped(message, 400)
     }
 
     /// `file:line: field: reason`, the form `allot policy validate` prints.
@@ -26,41 +27,114 @@ public struct FormatIssue: Error, Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Every problem found in an input, not just the first.
+/// Every problem found in an input, not just the first, but told within a cap: the first `shown` and a count
+/// of the rest (the API, the CLI and `allot simulate` all answer with this).
 public struct FormatErrors: Error, Sendable, CustomStringConvertible {
+    /// The problems kept (at most `kept`; `total` counts them all).
     public var issues: [FormatIssue]
-    public init(_ issues: [FormatIssue]) { self.issues = issues }
-    public var description: String { self.issues.map(\.description).joined(separator: "\n") }
+    public var total: Int
+    /// How many are told; how many are kept at most.
+    public static let shown = 10
+    public static let kept = 100
+
+    public init(_ issues: [FormatIssue], total: Int? = nil) {
+        self.issues = Array(issues.prefix(Self.kept))
+        self.total = max(total ?? issues.count, self.issues.count)
+    }
+
+    /// The first problems, one a line, and how many more there are.
+    public var description: String { self.told(separator: "\n") }
+
+    public func told(separator: String) -> String {
+        var lines = self.issues.prefix(Self.shown).map(\.description)
+        if self.total > lines.count { lines.append("(and \(self.total - lines.count) more)") }
+        return lines.joined(separator: separator)
+    }
+
+    static func capped(_ text: String, _ limit: Int) -> String {
+        text.count <= limit ? text : text.prefix(limit) + "… (\(text.count - limit) more characters)"
+    }
+}
+
+/// What an input may be: its size, and the nodes it expands to once its aliases are followed (a few aliases
+/// of aliases make billions, the "billion laughs").
+public enum InputLimits {
+    public static let documentBytes = 4 << 20
+    public static let nodes = 200_000
 }
 
 /// Reads typed fields out of a YAML (or JSON) tree, collecting every error with its line and field path.
 final class FieldReader {
     let file: String?
     private(set) var issues: [FormatIssue] = []
+    /// Every issue found, also those past the ones kept.
+    private(set) var total = 0
 
     init(file: String?) { self.file = file }
 
     /// Parses text into a tree; syntax errors become issues with their line.
     func compose(_ text: String) -> Node? {
+        guard text.utf8.count <= InputLimits.documentBytes else {
+            self.add(
+                FormatIssue(
+                    file: self.file, field: "", message: "the document is \(text.utf8.count) bytes; at most \(InputLimits.documentBytes) are read"))
+            return nil
+        }
         do {
-            return try Yams.compose(yaml: text)
+            guard let node = try Yams.compose(yaml: text) else { return nil }
+            guard Self.fits(node, within: InputLimits.nodes) else {
+                self.add(
+                    FormatIssue(
+                        file: self.file, field: "",
+                        message: "the document expands to more than \(InputLimits.nodes) values once its aliases are followed"))
+                return nil
+            }
+            return node
         } catch let error as YamlError {
             switch error {
             case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _), .composer(_, let problem, let mark, _):
-                self.issues.append(FormatIssue(file: self.file, line: mark.line, field: "", message: "malformed YAML: \(problem)"))
+                self.add(FormatIssue(file: self.file, line: mark.line, field: "", message: "malformed YAML: \(problem)"))
             case .duplicatedKeysInMapping(let duplicates, _):
-                self.issues.append(FormatIssue(file: self.file, field: duplicates.joined(separator: ", "), message: "duplicate key"))
+                self.add(FormatIssue(file: self.file, field: duplicates.joined(separator: ", "), message: "duplicate key"))
             default:
-                self.issues.append(FormatIssue(file: self.file, field: "", message: "malformed YAML: \(error)"))
+                self.add(FormatIssue(file: self.file, field: "", message: "malformed YAML: \(error)"))
             }
         } catch {
-            self.issues.append(FormatIssue(file: self.file, field: "", message: "malformed input: \(error)"))
+            self.add(FormatIssue(file: self.file, field: "", message: "malformed input: \(error)"))
         }
         return nil
     }
 
     func error(_ node: Node?, _ field: String, _ message: String) {
-        self.issues.append(FormatIssue(file: self.file, line: node?.mark?.line, field: field, message: message))
+        self.add(FormatIssue(file: self.file, line: node?.mark?.line, field: field, message: message))
+    }
+
+    func add(_ issue: FormatIssue) {
+        self.total += 1
+        if self.issues.count < FormatErrors.kept { self.issues.append(issue) }
+    }
+
+    /// The problems found, as one error.
+    var errors: FormatErrors { FormatErrors(self.issues, total: self.total) }
+
+    /// Whether the tree has at most `budget` nodes; stops counting as soon as it has more, so a bomb costs little.
+    static func fits(_ root: Node, within budget: Int) -> Bool {
+        var left = budget
+        var stack = [root]
+        while let node = stack.popLast() {
+            left -= 1
+            if left < 0 { return false }
+            switch node {
+            case .mapping(let m):
+                for (k, v) in m {
+                    stack.append(k)
+                    stack.append(v)
+                }
+            case .sequence(let s): stack.append(contentsOf: s)
+            default: break
+            }
+        }
+        return true
     }
 
     /// The keys of a mapping, with an issue for every key not in `allowed` (so typos never pass silently).

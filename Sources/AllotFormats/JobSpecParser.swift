@@ -18,12 +18,12 @@ public enum JobSpecParser {
         let reader = FieldReader(file: file)
         guard let root = reader.compose(text) else {
             if reader.issues.isEmpty { throw FormatErrors([FormatIssue(file: file, field: "", message: "the job spec is empty")]) }
-            throw FormatErrors(reader.issues)
+            throw reader.errors
         }
-        guard let f = reader.mapping(root, "", allowed: self.fields) else { throw FormatErrors(reader.issues) }
+        guard let f = reader.mapping(root, "", allowed: self.fields) else { throw reader.errors }
         let spec = self.read(f, reader: reader)
         if let spec, reader.issues.isEmpty { return spec }
-        throw FormatErrors(reader.issues)
+        throw reader.errors
     }
 
     private static func read(_ f: Fields, reader: FieldReader) -> JobSpec? {

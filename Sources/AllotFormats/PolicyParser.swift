@@ -33,6 +33,7 @@ public enum PolicyParser {
     public static func parse(files: [(name: String, text: String)]) throws(FormatErrors) -> Policy {
         var policy = Policy()
         var issues: [FormatIssue] = []
+        var total = 0
         var located = Located()
         var sawDefaults = false
         for (name, text) in files {
@@ -63,9 +64,12 @@ public enum PolicyParser {
                 }
             }
             issues += reader.issues
+            total += reader.total
         }
-        issues += self.crossCheck(policy, located)
-        if !issues.isEmpty { throw FormatErrors(issues) }
+        let crossed = self.crossCheck(policy, located)
+        issues += crossed
+        total += crossed.count
+        if total > 0 { throw FormatErrors(issues, total: total) }
         return policy
     }
 

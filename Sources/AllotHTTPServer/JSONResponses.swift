@@ -11,7 +11,8 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
 
     public init(_ status: HTTPResponse.Status, code: String, message: String, field: String? = nil) {
         self.status = status
-        self.body = APIErrorBody(code: code, message: message, field: field)
+        // An error may quote its request: never answer with more than a few kilobytes of it.
+        self.body = APIErrorBody(code: code, message: Self.capped(message, 4096), field: field.map { Self.capped($0, 256) })
     }
 
     public static func badRequest(_ message: String, field: String? = nil) -> APIError {
@@ -23,6 +24,10 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
     public static func conflict(_ message: String) -> APIError { APIError(.conflict, code: "conflict", message: message) }
 
     public var description: String { self.body.description }
+
+    static func capped(_ text: String, _ limit: Int) -> String {
+        text.utf8.count <= limit ? text : String(decoding: text.utf8.prefix(limit), as: UTF8.self) + "… (cut)"
+    }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         JSON.response(self.body, status: self.status)
@@ -43,8 +48,7 @@ public enum JSON {
 
     /// Reads a JSON body of at most `limit` bytes into `T`; a malformed body is a 400 naming the field at fault.
     public static func body<T: Decodable>(_ type: T.Type, from request: Request, limit: Int = 4 << 20) async throws -> T {
-        let buffer = try await request.body.collect(upTo: limit)
-        return try self.decode(type, from: Data(buffer: buffer))
+        try self.decode(type, from: Data(buffer: try await request.collectBody(upTo: limit)))
     }
 
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
@@ -67,6 +71,19 @@ public enum JSON {
 }
 
 extension Request {
+    /// The body, at most `limit` bytes: a larger one (by its Content-Length, or as it streams in) is a 413
+    /// naming the limit, answered before the rest is read.
+    public func collectBody(upTo limit: Int) async throws -> ByteBuffer {
+        let tooLarge = APIError(
+            .contentTooLarge, code: "too_large", message: "the request body is larger than \(limit) bytes, the most this route reads")
+        if let length = self.headers[.contentLength].flatMap({ Int($0) }), length > limit { throw tooLarge }
+        do {
+            return try await self.body.collect(upTo: limit)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw tooLarge
+        }
+    }
+
     /// The token after `Bearer ` in the Authorization header.
     public var bearerToken: String? {
         guard let header = self.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { return nil }

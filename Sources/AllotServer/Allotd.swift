@@ -20,6 +20,9 @@ public struct ServeOptions: Sendable {
     public var oidc: OIDCConfiguration?
     /// The file the audit log's checkpoints are appended to.
     public var auditCheckpoints: String?
+    /// A checkpoint is written when the log has grown by this many records, or this long has passed.
+    public var auditCheckpointRecords: Int64 = 1000
+    public var auditCheckpointInterval: Duration = .seconds(60)
     public init() {}
 }
 
@@ -54,7 +57,10 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
             logger: logger),
     ]
     if let path = options.auditCheckpoints {
-        services.append(AuditCheckpointer(store: AuditStore(database: database), path: path, leadership: leadership, logger: logger))
+        services.append(
+            AuditCheckpointer(
+                store: AuditStore(database: database), path: path, leadership: leadership, interval: options.auditCheckpointInterval,
+                everyRecords: options.auditCheckpointRecords, logger: logger))
     }
     return Application(
         router: router, configuration: .init(address: .hostname(options.host, port: options.port), serverName: "allotd"),

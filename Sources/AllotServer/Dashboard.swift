@@ -27,7 +27,7 @@ struct Dashboard {
     }
 
     func html(for principal: Principal, scope: Scope, now: Date = Date()) async throws -> String {
-        let quota = try await QuotaStore(database: self.database).rows(org: scope.organization, at: now)
+        let quota = scope.seesOrganizations ? try await QuotaStore(database: self.database).rows(org: scope.organization, at: now) : []
         let nodes = try await NodeStore(database: self.database).list()
         let jobs = try await JobStore(database: self.database).list(state: nil, org: nil, scope: scope, limit: 500)
             .filter { !$0.state.isTerminal }

@@ -88,6 +88,7 @@ public struct JobStore: Sendable {
 
     /// Jobs, newest first, optionally by state and organisation, within `scope`.
     public func list(state: JobState?, org: String?, scope: Scope, limit: Int = 500) async throws -> [JobView] {
+        if !scope.seesOrganizations { return [] }
         if let org, !scope.includes(org: org) { return [] }
         let orgFilter = scope.organization ?? org
         return try await self.database.read { tx in

@@ -37,6 +37,29 @@ struct TokensTable {
         try await self.tx.query("UPDATE tokens SET revoked_at = now() WHERE node = \(node) AND role = 'agent' AND revoked_at IS NULL")
     }
 
+    /// The live token with this secret (or id), its last use recorded when it is over a minute old: a busy client
+    /// costs one indexed read per request, and a write a minute.
+    func live(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal)? {
+        guard secret != nil || id != nil else { return nil }
+        let rows = try await self.tx.query(
+            """
+            WITH t AS (
+                SELECT id, name, role, org, node, last_used_at FROM tokens
+                WHERE (\(secret)::text IS NULL OR hash = encode(sha256(convert_to(\(secret), 'UTF8')), 'hex'))
+                  AND (\(id)::bigint IS NULL OR id = \(id))
+                  AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+            ), touched AS (
+                UPDATE tokens SET last_used_at = now() FROM t
+                WHERE tokens.id = t.id AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
+            )
+            SELECT id, name, role::text, org, node FROM t
+            """)
+        for try await (id, name, role, org, node) in rows.decode((Int64, String, String, String?, String?).self) {
+            return (id, Principal(name: name, role: try decoded(role, "tokens.role"), org: org, node: node))
+        }
+        return nil
+    }
+
     func revoke(_ id: Int64) async throws {
         try await self.tx.query("UPDATE tokens SET revoked_at = now() WHERE id = \(id) AND revoked_at IS NULL")
     }
@@ -103,7 +126,8 @@ public struct TokenStore: Sendable {
 
     /// The tokens `scope` manages: every token for operators; an organisation's own member tokens for its org-admins.
     public func list(scope: Scope, includeRevoked: Bool = false) async throws -> [TokenView] {
-        try await self.database.read { tx in
+        if !scope.seesOrganizations { return [] }
+        return try await self.database.read { tx in
             let org = scope.organization
             let rows = try await tx.query(
                 """
@@ -127,6 +151,7 @@ public struct TokenStore: Sendable {
     /// Revokes token `id` if `scope` manages it (notFound otherwise, so an org-admin learns nothing of others'
     /// tokens); it stops working at once.
     public func revoke(_ id: Int64, scope: Scope, actor: Principal) async throws -> TokenView {
+        guard scope.seesOrganizations else { throw StoreError.notFound("token \(id)") }
         try await self.database.transaction { tx in
             let org = scope.organization
             guard
@@ -174,20 +199,7 @@ public struct TokenStore: Sendable {
     public func principal(tokenID id: Int64) async throws -> Principal? { try await self.lookUp(secret: nil, id: id)?.principal }
 
     private func lookUp(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal)? {
-        try await self.database.read { tx in
-            let rows = try await tx.query(
-                """
-                UPDATE tokens SET last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
-                                                      THEN now() ELSE last_used_at END
-                WHERE (\(secret)::text IS NULL OR hash = encode(sha256(convert_to(\(secret), 'UTF8')), 'hex'))
-                  AND (\(id)::bigint IS NULL OR id = \(id)) AND (\(secret)::text IS NOT NULL OR \(id)::bigint IS NOT NULL)
-                  AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
-                RETURNING id, name, role::text, org, node
-                """)
-            for try await (id, name, role, org, node) in rows.decode((Int64, String, String, String?, String?).self) {
-                return (id, Principal(name: name, role: try decoded(role, "tokens.role"), org: org, node: node))
-            }
-            return nil
-        }
+        // One statement, atomic on its own: no BEGIN and COMMIT round trips on every request.
+        try await self.database.read { tx in try await tx.tokens.live(secret: secret, id: id) }
     }
 }

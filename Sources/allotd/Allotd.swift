@@ -148,9 +148,15 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var oidc: OIDCOptions
     @Option(help: "Where allotd appends the audit log's signed checkpoints, outside the database (default: beside the secret file).")
     var auditCheckpoints: String?
+    @Option(help: "Write an audit checkpoint when the log has grown by this many records…")
+    var auditCheckpointRecords: Int = 1000
+    @Option(help: "…or when this long has passed since the last one (e.g. 60s; a bare number is minutes).")
+    var auditCheckpointInterval = DurationArgument(seconds: 60)
 
     func validate() throws {
         if let t = self.heartbeatTimeout, t.seconds <= 0 { throw ValidationError("--heartbeat-timeout: must be more than 0s") }
+        if self.auditCheckpointRecords < 1 { throw ValidationError("--audit-checkpoint-records: must be at least 1") }
+        if self.auditCheckpointInterval.seconds < 1 { throw ValidationError("--audit-checkpoint-interval: must be at least 1s") }
     }
 
     func run() async throws {
@@ -164,6 +170,8 @@ struct Serve: AsyncParsableCommand {
         options.auditCheckpoints =
             self.auditCheckpoints
             ?? URL(fileURLWithPath: self.secret.path).deletingLastPathComponent().appendingPathComponent("audit.checkpoints").path
+        options.auditCheckpointRecords = Int64(self.auditCheckpointRecords)
+        options.auditCheckpointInterval = .seconds(self.auditCheckpointInterval.seconds)
         let database = try self.db.database(nodeKeys: options.nodeKeys)
         try await serveAllotd(database: database, options: options, logger: database.logger)
     }

@@ -38,6 +38,13 @@ public enum Scope: Hashable, Sendable {
         return nil
     }
 
+    /// Whether any organisation's data is within it (an agent's node scope holds none): a store answers a scope
+    /// without it with nothing, whatever route asked.
+    public var seesOrganizations: Bool {
+        if case .node = self { return false }
+        return true
+    }
+
     public func includes(org: String) -> Bool {
         switch self {
         case .all: true

@@ -76,6 +76,8 @@ public struct AccessRule: Sendable, Hashable {
     /// Roles allowed; nil for a public route (no token needed).
     public var roles: Set<Role>?
     public var tenant: Tenant
+    /// Answered without a token too (the page's login form), but a token given must still be of `roles`.
+    public var anonymous = false
     /// The web page's session cookie stands for a token here (the page's own routes only, so no API call can
     /// be made by a forged cross-site request).
     public var acceptsSession = false
@@ -92,11 +94,11 @@ public enum Access {
 
     public static func rule(_ endpoint: Endpoint) -> AccessRule {
         switch endpoint {
-        case .healthz, .readyz, .login:
+        case .healthz, .readyz, .login, .logout:
             return .open
-        case .page, .logout:
-            // Without a session the page answers its login form.
-            return AccessRule(roles: nil, tenant: .organization, acceptsSession: true)
+        case .page:
+            // The page is for people; without a session it answers its login form.
+            return AccessRule(roles: Set(Self.readers), tenant: .organization, anonymous: true, acceptsSession: true)
         case .metrics:
             return .only(.scraper, .operator, .auditor)
         case .quota, .listJobs, .showJob, .jobLog:
@@ -127,7 +129,7 @@ public enum Access {
     public static func decide(_ endpoint: Endpoint, for principal: Principal?) -> Decision {
         let rule = self.rule(endpoint)
         guard let roles = rule.roles else { return .allowed(principal?.scope) }
-        guard let principal else { return .unauthenticated }
+        guard let principal else { return rule.anonymous ? .allowed(nil) : .unauthenticated }
         guard roles.contains(principal.role) else {
             let allowed = Role.allCases.filter { roles.contains($0) }.map(\.rawValue).joined(separator: ", ")
             return .forbidden("\(endpoint.rawValue) is for \(allowed) tokens, not \(principal.role.rawValue)")

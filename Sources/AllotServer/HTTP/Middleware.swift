@@ -33,6 +33,7 @@ struct AccessMiddleware: RouterMiddleware {
         case .forbidden(let why):
             throw APIError.forbidden(why)
         case .allowed(let scope):
+            try endpoint.check(query: request.uri.queryParameters)
             var context = context
             context.principal = principal
             context.scope = scope
@@ -65,7 +66,7 @@ struct ErrorMiddleware: RouterMiddleware {
             return e
         case let e as FormatErrors:
             let first = e.issues.first
-            let message = e.issues.count == 1 ? (first?.message ?? "invalid") : e.issues.map(\.description).joined(separator: "; ")
+            let message = e.total == 1 ? (first?.message ?? "invalid") : e.told(separator: "; ")
             return .badRequest(message, field: first.flatMap { $0.field.isEmpty ? nil : $0.field })
         case let e as StoreError:
             switch e {

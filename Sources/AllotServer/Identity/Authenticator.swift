@@ -63,7 +63,7 @@ public struct Authenticator: Sendable {
     /// The principal a session cookie stands for, or nil (forged, expired, or its token revoked).
     func principal(session cookie: String, now: Date = Date()) async throws -> Principal? {
         let parts = cookie.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 2, self.mac(parts[0]) == parts[1], let data = OIDCVerifier.base64URL(parts[0]),
+        guard parts.count == 2, Self.constantTimeEqual(self.mac(parts[0]), parts[1]), let data = OIDCVerifier.base64URL(parts[0]),
             let payload = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let exp = (payload["exp"] as? NSNumber)?.doubleValue,
             exp > now.timeIntervalSince1970
         else { return nil }
@@ -72,6 +72,13 @@ public struct Authenticator: Sendable {
             return Principal(name: name, role: role, org: (p["org"] ?? "").isEmpty ? nil : p["org"])
         }
         return nil
+    }
+
+    /// Compares without stopping at the first difference, so the time taken tells nothing of the MAC.
+    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let (x, y) = (Array(a.utf8), Array(b.utf8))
+        guard x.count == y.count else { return false }
+        return zip(x, y).reduce(0) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
     private func mac(_ text: String) -> String {

@@ -119,7 +119,8 @@ public final class OIDCVerifier: Sendable {
         let mayRefetch = lastUnknown.map { now - $0 > .seconds(30) } ?? true
         if stale || (!known && mayRefetch) {
             keys = try await self.load()
-            self.keys.withLock { $0 = (keys, now, known ? $0.lastUnknownKid : now) }
+            // Only a fetch for an unknown id counts against the 30 s; the first load and a stale reload do not.
+            self.keys.withLock { $0 = (keys, now, stale ? $0.lastUnknownKid : now) }
         }
         if let kid { return keys[kid] }
         return keys.count == 1 ? keys.first?.value : nil

@@ -17,7 +17,7 @@ struct JobRoutes {
         let routes = RouteCollection(context: AllotRequestContext.self)
         routes.on(.submitJob) { request, context in
             let (principal, scope) = try context.caller()
-            let spec = try JobSpecParser.parse(String(buffer: try await request.body.collect(upTo: 2 << 20)))
+            let spec = try JobSpecParser.parse(String(buffer: try await request.collectBody(upTo: InputLimits.documentBytes)))
             let id = try await self.jobs.submit(spec, by: principal, scope: scope) { nodes in
                 Placer.neverFitsReason(
                     PendingJob(id: 0, pool: spec.pool, gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), nodes: nodes)
@@ -28,7 +28,9 @@ struct JobRoutes {
         routes.on(.listJobs) { request, context in
             let (_, scope) = try context.caller()
             let state = try request.query("state", oneOf: JobState.self)
-            return JSON.response(try await self.jobs.list(state: state, org: request.uri.queryParameters.get("org"), scope: scope))
+            return JSON.response(
+                try await self.jobs.list(
+                    state: state, org: request.uri.queryParameters.get("org"), scope: scope, limit: try request.query("limit", as: Int.self) ?? 500))
         }
         routes.on(.showJob) { _, context in
             JSON.response(try await self.jobs.show(try context.id(), scope: try context.caller().scope))
@@ -75,7 +77,7 @@ struct JobRoutes {
         }
         do {
             let data: Data = try await self.nodeKeys.agent(agent.url, node: r.node, enrolment: agent.enrolment, timeout: .seconds(5)).get(
-                "/v1/attempts/\(job)/\(chosen.number)/\(rank)/log?offset=\(max(0, offset))")
+                "/v1/attempts/\(job)/\(chosen.number)/\(rank)/log?offset=\(offset)")
             return JSON.text(String(decoding: data, as: UTF8.self))
         } catch {
             throw APIError(.badGateway, code: "agent_unreachable", message: "cannot read the log from \(r.node): \(error)")

@@ -39,20 +39,19 @@ struct ProgrammeRoutes {
         routes.on(.quota) { request, context in
             let (principal, scope) = try context.caller()
             let asked = request.uri.queryParameters.get("org")
-            if let asked, !scope.includes(org: asked) { throw APIError.forbidden("members see their own organization's quota only") }
+            if !scope.seesOrganizations || asked.map({ !scope.includes(org: $0) }) == true {
+                throw APIError.forbidden("members see their own organization's quota only")
+            }
             return JSON.response(
                 try await QuotaStore(database: self.database).rows(
                     org: scope.organization ?? asked, pool: request.uri.queryParameters.get("pool"), period: request.uri.queryParameters.get("period")
                 ))
         }
         routes.on(.audit) { request, _ in
-            let since = try request.uri.queryParameters.get("since").map { text in
-                guard let date = ISO8601DateFormatter().date(from: text) else {
-                    throw APIError.badRequest("must be a time in ISO 8601, like 2026-11-01T00:00:00Z, not '\(text.prefix(64))'", field: "since")
-                }
-                return date
-            }
-            return JSON.response(try await AuditStore(database: self.database).list(since: since))
+            // The middleware checked the parameters against the route's declaration.
+            let since = request.uri.queryParameters.get("since").flatMap { ISO8601DateFormatter().date(from: $0) }
+            return JSON.response(
+                try await AuditStore(database: self.database).list(since: since, limit: try request.query("limit", as: Int.self) ?? 1000))
         }
         routes.on(.verifyAudit) { _, _ in
             JSON.response(try await AuditStore(database: self.database).verify(checkpoints: self.auditCheckpoints.map(AuditCheckpointer.read) ?? []))
@@ -88,7 +87,13 @@ struct StatusRoutes {
             return Self.page(try await Dashboard(database: self.database).html(for: principal, scope: scope))
         }
         routes.on(.login) { request, _ in
-            let form = String(buffer: try await request.body.collect(upTo: 64 << 10))
+            // A form posted from another site would log the browser in as someone else: only the page's own.
+            if let origin = request.headers[.origin], let authority = request.head.authority,
+                let url = URL(string: origin), url.host.map({ $0 + (url.port.map { ":\($0)" } ?? "") }) != authority
+            {
+                throw APIError.forbidden("a login is posted from allotd's own page only")
+            }
+            let form = String(buffer: try await request.collectBody(upTo: 64 << 10))
             let token = URLComponents(string: "?" + form)?.queryItems?.first { $0.name == "token" }?.value?.trimmingCharacters(
                 in: .whitespacesAndNewlines)
             guard let token, !token.isEmpty, let (cookie, _) = try await self.authenticator.session(for: token) else {

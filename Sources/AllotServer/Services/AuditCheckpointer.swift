@@ -7,39 +7,50 @@ public import ServiceLifecycle
     import Glibc
 #endif
 
-/// While this allotd leads, once a minute when the audit log has grown: appends a signed checkpoint of its head
-/// (`checkpoint id=… mac=… at=… sig=…`) to a file outside the database, and to allotd's log (journald keeps it),
-/// so that `allot audit verify` can tell a truncated log, or one whose newest records were deleted, from a true one.
+/// While this allotd leads, whenever the audit log has grown by `everyRecords` records or `interval` has passed
+/// since the last one: appends a signed checkpoint of its head (`checkpoint id=… mac=… at=… sig=…`) to a file
+/// outside the database, and to allotd's log (journald keeps it), so that `allot audit verify` can tell a
+/// truncated log, or one whose newest records were deleted, from a true one.
 public struct AuditCheckpointer: Service {
     public let store: AuditStore
     public let path: String
     public let leadership: Leadership
     public let interval: Duration
+    public let everyRecords: Int64
     public let logger: Logger
 
-    public init(store: AuditStore, path: String, leadership: Leadership, interval: Duration = .seconds(60), logger: Logger) {
+    public init(
+        store: AuditStore, path: String, leadership: Leadership, interval: Duration = .seconds(60), everyRecords: Int64 = 1000, logger: Logger
+    ) {
         self.store = store
         self.path = path
         self.leadership = leadership
         self.interval = interval
+        self.everyRecords = everyRecords
         self.logger = logger
     }
 
     public func run() async throws {
         var last: Int64?
+        var lastAt = ContinuousClock.now
+        // Looks often (the head is one indexed row), writes when a checkpoint is due.
+        let look = min(self.interval, .seconds(5))
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if self.leadership.isLeader {
                 do {
-                    if let c = try await self.store.checkpoint(), c.id != last {
+                    if let c = try await self.store.checkpoint(), c.id != last,
+                        last == nil || c.id - (last ?? 0) >= self.everyRecords || ContinuousClock.now - lastAt >= self.interval
+                    {
                         try Self.append(c.line, to: self.path)
                         self.logger.info("audit checkpoint", metadata: ["checkpoint": "\(c.line)"])
                         last = c.id
+                        lastAt = .now
                     }
                 } catch {
                     self.logger.warning("audit checkpoint failed", metadata: ["error": "\(error)"])
                 }
             }
-            try? await Task.sleep(for: self.interval)
+            try? await Task.sleep(for: look)
         }
     }
 
