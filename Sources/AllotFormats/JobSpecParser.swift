@@ -11,7 +11,7 @@ public enum JobSpecParser {
     static let fields: Set<String> = [
         "name", "org", "project", "kind", "pool", "gpuModel", "nodes", "gpusPerNode", "gpuMilli", "cpusPerNode",
         "cpuMilliPerNode", "memoryPerNode", "memoryMiBPerNode", "priorityClass", "timeLimit", "timeLimitSeconds",
-        "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory",
+        "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory", "image",
     ]
 
     public static func parse(_ text: String, file: String? = nil) throws(FormatErrors) -> JobSpec {

@@ -27,7 +27,7 @@ public struct NodeLifecycleStore: Sendable {
     public func drain(_ nodes: [String], reason: String, deadlineSeconds: Int64?, by actor: Principal) async throws -> Int64 {
         guard !nodes.isEmpty else { throw StoreError.invalid(field: "nodes", message: "name at least one node") }
         guard !reason.trimmingCharacters(in: .whitespaces).isEmpty else { throw StoreError.invalid(field: "reason", message: "is required") }
-        if let d = deadlineSeconds, d < 0 { throw StoreError.invalid(field: "deadline", message: "must not be negative") }
+        if let d = deadlineSeconds, d < 0 { throw StoreError.invalid(field: "deadlineSeconds", message: "must not be negative") }
         return try await self.database.transaction { tx in
             try await Self.drain(nodes, reason: reason, deadlineSeconds: deadlineSeconds, actor: actor, maintenance: nil, in: tx)
         }
@@ -94,8 +94,8 @@ public struct NodeLifecycleStore: Sendable {
 
     public func addMaintenance(_ request: MaintenanceRequest, by actor: Principal) async throws -> MaintenanceWindow {
         guard !request.nodes.isEmpty else { throw StoreError.invalid(field: "nodes", message: "name at least one node") }
-        guard request.startsAt < request.endsAt else { throw StoreError.invalid(field: "end", message: "must be after the start") }
-        guard request.endsAt > Date() else { throw StoreError.invalid(field: "end", message: "is in the past") }
+        guard request.startsAt < request.endsAt else { throw StoreError.invalid(field: "endsAt", message: "must be after startsAt") }
+        guard request.endsAt > Date() else { throw StoreError.invalid(field: "endsAt", message: "is in the past") }
         guard !request.reason.trimmingCharacters(in: .whitespaces).isEmpty else { throw StoreError.invalid(field: "reason", message: "is required") }
         return try await self.database.transaction { tx in
             let known = Set(try await tx.nodes.existing(request.nodes))

@@ -96,4 +96,11 @@ struct JobSpecParserTests {
             #expect(Set(error.issues.map(\.field)) == ["nodes", "gpusPerNode", "colour"])
         }
     }
+
+    @Test("a job's image is a field of its spec (and a bad one is refused naming it)")
+    func image() throws {
+        let spec = try JobSpecParser.parse("pool: h200\ncommand: x\nimage: pytorch/train:2.4")
+        #expect(spec.image == "pytorch/train:2.4")
+        #expect(throws: FormatErrors.self) { try JobSpecParser.parse("pool: h200\ncommand: x\nimage: ../escape") }
+    }
 }

@@ -13,6 +13,9 @@ struct PolicyParserTests {
         #expect(policy.organizations.count >= 4)
         #expect(policy.pools.contains { $0.name == "defense-secure" && $0.restrictedTo == ["defense"] })
         #expect(policy.priorityClasses.map(\.name).sorted() == ["critical", "preemptible", "standard"])
+        // The class that preempts is not every member's to use.
+        let critical = try #require(policy.priorityClasses.first { $0.name == "critical" })
+        #expect(critical.organizations == ["defense"] && critical.roles == [.orgAdmin, .operator])
         #expect(
             policy.defaults
                 == PolicyDefaults(priorityClass: "standard", gracePeriodSeconds: 60, reclaimDeadlineSeconds: 300, heartbeatTimeoutSeconds: 30))

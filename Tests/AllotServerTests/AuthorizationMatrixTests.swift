@@ -6,11 +6,12 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import NIOFoundationCompat
 import Testing
 
 /// Every route × every kind of caller, against the real router and database: the status each gets, written out
 /// here by hand (not derived from `Access`, which it checks), and no body that carries another organisation's
-/// job names, commands, owners, tokens or quota rows.
+/// job names, commands, owners, tokens or quota rows; every answer checked against openapi.yaml's schemas.
 @Suite("Authorization matrix: every route × every caller", databaseTests)
 struct AuthorizationMatrixTests {
     /// A request to make: its path (with query), and its body.
@@ -113,6 +114,7 @@ struct AuthorizationMatrixTests {
     func matrix() async throws {
         try await TestDatabase.with { db in
             let w = try await World.make(db)
+            let doc = try OpenAPIDocument(path: OpenAPIDocument.path)
             let cases = try await w.app.test(.router) { client in
                 var cases = 0
                 for endpoint in Endpoint.allCases {
@@ -139,6 +141,11 @@ struct AuthorizationMatrixTests {
                             if endpoint == .jobLog, statuses[i] == 404, [.member, .orgAdmin, .operator, .auditor].contains(caller) {
                                 #expect(body.contains("not started"), "\(caller) should be told the job has not started: \(body)")
                             }
+                            // Every answer, success or refusal, is one the OpenAPI document describes.
+                            let problems = doc.problems(
+                                endpoint, status: Int(response.status.code), contentType: response.headers[.contentType],
+                                body: Data(buffer: response.body))
+                            #expect(problems.isEmpty, "as \(caller): \(problems.prefix(5))")
                             return 1
                         }
                     }

@@ -60,7 +60,7 @@ struct HostileInputTests {
             }
         }
         // The same cap where the CLI reads files (policy validate, simulate): the first issues and a count.
-        let errors = FormatErrors((0..<5000).map { FormatIssue(line: $0, field: "f\($0)", message: "unknown field") })
+        let errors = FormatErrors((0..<5000).map { (i: Int) in FormatIssue(line: i, field: "f\(i)", message: "unknown field") })
         #expect(errors.description.split(separator: "\n").count == FormatErrors.shown + 1)
         #expect(errors.description.hasSuffix("(and \(5000 - FormatErrors.shown) more)"))
         #expect(throws: FormatErrors.self) { try JobSpecParser.parse("pool: h200\ncommand: x\n" + laughs) }
@@ -103,6 +103,7 @@ struct HostileInputTests {
         }
         try await TestDatabase.with { db in
             let w = try await World.make(db)
+            let doc = try OpenAPIDocument(path: OpenAPIDocument.path)
             let routes: [(Endpoint, String)] = [
                 (.submitJob, "/v1/jobs"), (.applyPolicy, "/v1/policy?dryRun=true"), (.addNode, "/v1/nodes"), (.drain, "/v1/drains"),
                 (.addMaintenance, "/v1/maintenance"), (.createToken, "/v1/tokens"), (.heartbeat, "/v1/agents/heartbeat"),
@@ -137,6 +138,10 @@ struct HostileInputTests {
                             "seed \(seed) (replay: ALLOT_PROPERTY_SEED=\(seed)): \(uri) answered \(response.status) to \(String(decoding: bytes.prefix(200), as: UTF8.self))"
                         )
                         #expect(response.body.readableBytes < Self.smallAnswer || response.status.code < 300, "seed \(seed): a large error answer")
+                        let problems = doc.problems(
+                            endpoint, status: Int(response.status.code), contentType: response.headers[.contentType],
+                            body: Data(buffer: response.body))
+                        #expect(problems.isEmpty, "seed \(seed): \(problems.prefix(3))")
                     }
                 }
             }

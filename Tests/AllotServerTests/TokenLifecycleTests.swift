@@ -124,8 +124,13 @@ struct TokenLifecycleTests {
                     uri: "/v1/jobs", method: .post, headers: [.authorization: "Bearer \(carol.token)"],
                     body: ByteBuffer(string: "pool: h200\ngpusPerNode: 1\ncommand: 'true'")
                 ) { #expect($0.status == .created) }
+                try await client.execute(uri: "/v1/quota?period=2026-11", method: .get, headers: [.authorization: "Bearer \(carol.token)"]) {
+                    #expect($0.status == .ok)
+                }
             }
             let records = try await AuditStore(database: db).list(since: nil)
+            // Reading a statement is on the record too.
+            #expect(records.contains { $0.actor == "member:lab/carol" && $0.action == "quota.read" && $0.target == "quota/lab" })
             #expect(records.contains { $0.actor == "member:lab/carol" && $0.action == "job.submit" })
             #expect(records.contains { $0.actor == "org-admin:lab/admin-labsecret" && $0.action == "token.create" })
         }

@@ -54,7 +54,7 @@ public struct QueryParameter: Sendable, Hashable {
                 return "must be a month as YYYY-MM, not '\(shown)'"
             }
         case .time:
-            guard ISO8601DateFormatter().date(from: String(value)) != nil else {
+            guard WireJSON.date(String(value)) != nil else {
                 return "must be a time in ISO 8601, like 2026-11-01T00:00:00Z, not '\(shown)'"
             }
         }

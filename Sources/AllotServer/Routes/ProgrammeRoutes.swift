@@ -18,8 +18,10 @@ struct ProgrammeRoutes {
         }
         routes.on(.createToken) { request, context in
             let (principal, scope) = try context.caller()
-            let body = try await JSON.body(CreateTokenRequest.self, from: request)
-            // Within an organisation's scope (an org-admin), only member tokens of that organisation.
+            var body = try await JSON.body(CreateTokenRequest.self, from: request)
+            // Within an organisation's scope (an org-admin), only member tokens of that organisation (its own,
+            // when the request names none).
+            if let own = scope.organization, body.org == nil { body.org = own }
             if let own = scope.organization, body.org != own || body.role != .member {
                 throw APIError.forbidden("an org-admin makes member tokens of its own organization only")
             }
@@ -42,14 +44,19 @@ struct ProgrammeRoutes {
             if !scope.seesOrganizations || asked.map({ !scope.includes(org: $0) }) == true {
                 throw APIError.forbidden("members see their own organization's quota only")
             }
-            return JSON.response(
-                try await QuotaStore(database: self.database).rows(
-                    org: scope.organization ?? asked, pool: request.uri.queryParameters.get("pool"), period: request.uri.queryParameters.get("period")
-                ))
+            let org = scope.organization ?? asked
+            let period = request.uri.queryParameters.get("period")
+            let rows = try await QuotaStore(database: self.database).rows(org: org, pool: request.uri.queryParameters.get("pool"), period: period)
+            // A statement read is on the record (the page's own refreshes are not: they are views, not statements).
+            try await AuditStore(database: self.database).record([
+                AuditEntry(
+                    actor: principal, action: "quota.read", target: "quota/\(org ?? "all")", outcome: "read", detail: ["period": period ?? "now"])
+            ])
+            return JSON.response(rows)
         }
         routes.on(.audit) { request, _ in
             // The middleware checked the parameters against the route's declaration.
-            let since = request.uri.queryParameters.get("since").flatMap { ISO8601DateFormatter().date(from: $0) }
+            let since = request.uri.queryParameters.get("since").flatMap { WireJSON.date(String($0)) }
             return JSON.response(
                 try await AuditStore(database: self.database).list(since: since, limit: try request.query("limit", as: Int.self) ?? 1000))
         }
@@ -96,8 +103,12 @@ struct StatusRoutes {
             let form = String(buffer: try await request.collectBody(upTo: 64 << 10))
             let token = URLComponents(string: "?" + form)?.queryItems?.first { $0.name == "token" }?.value?.trimmingCharacters(
                 in: .whitespacesAndNewlines)
-            guard let token, !token.isEmpty, let (cookie, _) = try await self.authenticator.session(for: token) else {
+            guard let token, !token.isEmpty, let (cookie, principal) = try await self.authenticator.session(for: token) else {
                 return Self.page(Dashboard.loginForm(message: "That token is not valid (unknown, revoked or expired)."), status: .unauthorized)
+            }
+            // The page is for people: a machine's token (an agent's, a scraper's) does not sign in.
+            guard Access.rule(.page).roles?.contains(principal.role) == true else {
+                return Self.page(Dashboard.loginForm(message: "A \(principal.role.rawValue) token cannot sign in to the page."), status: .forbidden)
             }
             var response = Response(status: .seeOther, headers: [.location: "/"])
             response.setCookie(
