@@ -45,9 +45,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-export ALLOT_DATABASE_URL
-ALLOT_DATABASE_URL=$(ops/postgres.sh start "$work/postgres" --fast)
-allotd migrate --migrations "$root/Migrations" >/dev/null
+# Served as production serves: migrations as the owner, allotd as the application role.
+ops/postgres.sh start "$work/postgres" --fast >/dev/null
+{ read -r owner_url; read -r app_url; } < <(ops/postgres.sh roles "$work/postgres")
+ALLOT_DATABASE_URL=$owner_url allotd migrate --migrations "$root/Migrations" --app-role allot_app >/dev/null
+export ALLOT_DATABASE_URL=$app_url
 allotd bootstrap --token-file "$work/operator.token" --secret-file "$work/allotd.secret" >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 allotd serve --listen "127.0.0.1:$port" --secret-file "$work/allotd.secret" --log-level warning >"$work/allotd.log" 2>&1 &

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # A private PostgreSQL cluster for development and tests.
-#   ops/postgres.sh start DIR [--fast]   initdb (once) and start on a free loopback port; prints the database URL
+#   ops/postgres.sh start DIR [--fast]   initdb (once) and start on a free loopback port; prints the superuser's
+#                                        URL of the database `allot`
+#   ops/postgres.sh roles DIR            makes (once) the roles allotd runs as: allot_owner, which owns `allot` and
+#                                        runs migrations, and allot_app, which serves; prints their two URLs
 #   ops/postgres.sh stop DIR             fast shutdown
 #   ops/postgres.sh destroy DIR          stop, and delete the cluster's data
+# Every role has a random password (scram-sha-256, also on loopback: a GPU node's ranks share its network, so
+# "trust" would let any of them in as the superuser); the URLs carry them, so keep their files 0600.
 # The server refuses to run as root, so as root it runs as the `postgres` user, with data, log and socket in
 # a folder under /tmp that this user owns (the checkout may be where `postgres` cannot enter); DIR then keeps
 # only a link to it. --fast turns durability off (fsync, synchronous_commit): for tests only.
@@ -12,11 +17,12 @@ PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n
 [ -x "$PGBIN/initdb" ] || { echo "postgres.sh: PostgreSQL server binaries not found (install postgresql)" >&2; exit 1; }
 
 cmd=${1:-}; dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|destroy DIR [--fast]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|roles|stop|destroy DIR [--fast]" >&2; exit 2; }
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- env PGPASSWORD="${PGPASSWORD:-}" "$@"; else "$@"; fi; }
+secret() { python3 -c 'import secrets; print(secrets.token_hex(24))'; }
 
 # Where the cluster lives: DIR itself, or (as root) a postgres-owned folder under /tmp that DIR links to.
 home="$dir/cluster"
@@ -34,9 +40,15 @@ fi
 case "$cmd" in
 start)
   if [ ! -f "$home/data/PG_VERSION" ]; then
-    as_pg "$PGBIN/initdb" -D "$home/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$home/initdb.log" 2>&1 \
+    secret | as_pg tee "$home/superuser.password" >/dev/null
+    chmod 0600 "$home/superuser.password"
+    as_pg "$PGBIN/initdb" -D "$home/data" -U postgres --auth-host=scram-sha-256 --auth-local=scram-sha-256 \
+      --pwfile="$home/superuser.password" -E UTF8 --locale=C.UTF-8 >"$home/initdb.log" 2>&1 \
       || { cat "$home/initdb.log" >&2; exit 1; }
   fi
+  [ -f "$home/superuser.password" ] || { echo "postgres.sh: $dir was made without passwords by an older postgres.sh: ops/postgres.sh destroy $dir" >&2; exit 1; }
+  export PGPASSWORD
+  PGPASSWORD=$(cat "$home/superuser.password")
   if as_pg "$PGBIN/pg_ctl" -D "$home/data" status >/dev/null 2>&1; then
     port=$(cat "$home/port")
   else
@@ -49,7 +61,25 @@ start)
   fi
   as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='allot'" | grep -q 1 \
     || as_pg "$PGBIN/createdb" -h 127.0.0.1 -p "$port" -U postgres allot
-  echo "postgres://postgres@127.0.0.1:$port/allot"
+  echo "postgres://postgres:$PGPASSWORD@127.0.0.1:$port/allot"
+  ;;
+roles)
+  export PGPASSWORD
+  PGPASSWORD=$(cat "$home/superuser.password")
+  port=$(cat "$home/port")
+  for role in allot_owner allot_app; do
+    if [ ! -f "$home/$role.password" ]; then
+      secret | as_pg tee "$home/$role.password" >/dev/null
+      chmod 0600 "$home/$role.password"
+      as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtAc \
+        "DO \$\$ BEGIN CREATE ROLE $role LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$;
+         ALTER ROLE $role PASSWORD '$(cat "$home/$role.password")'" >/dev/null
+    fi
+  done
+  as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qtAc "ALTER DATABASE allot OWNER TO allot_owner" >/dev/null
+  as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$port" -U postgres -d allot -qtAc "ALTER SCHEMA public OWNER TO allot_owner" >/dev/null
+  echo "postgres://allot_owner:$(cat "$home/allot_owner.password")@127.0.0.1:$port/allot"
+  echo "postgres://allot_app:$(cat "$home/allot_app.password")@127.0.0.1:$port/allot"
   ;;
 stop)
   if [ -f "$home/data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$home/data" -m fast -w stop >/dev/null 2>&1 || true; fi
@@ -58,5 +88,5 @@ destroy)
   if [ -f "$home/data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$home/data" -m immediate -w stop >/dev/null 2>&1 || true; fi
   rm -rf "$home" "$dir/cluster"
   ;;
-*) echo "usage: $0 start|stop|destroy DIR [--fast]" >&2; exit 2 ;;
+*) echo "usage: $0 start|roles|stop|destroy DIR [--fast]" >&2; exit 2 ;;
 esac

@@ -34,16 +34,24 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# allotd serves as an application role that may read and append the audit log but never rewrite it; the
+# migrations run as the database's owner. With a database of your own (ALLOT_DATABASE_URL), that URL does both.
+(umask 077; : >"$work/app.url")
 if [ -z "${ALLOT_DATABASE_URL:-}" ]; then
   echo "== starting a private PostgreSQL in $work/postgres"
-  ALLOT_DATABASE_URL=$(ops/postgres.sh start "$work/postgres")
+  ops/postgres.sh start "$work/postgres" >/dev/null
   started_pg=1
+  { read -r owner_url; read -r app_url; } < <(ops/postgres.sh roles "$work/postgres")
+  echo "== allotd migrate (as allot_owner; allotd serves as allot_app)"
+  ALLOT_DATABASE_URL=$owner_url allotd migrate --migrations "$root/Migrations" --app-role allot_app
+  printf '%s\n' "$app_url" >"$work/app.url"
+else
+  echo "== allotd migrate"
+  allotd migrate --migrations "$root/Migrations"
+  printf '%s\n' "$ALLOT_DATABASE_URL" >"$work/app.url"
 fi
-export ALLOT_DATABASE_URL
-echo "   database: ${ALLOT_DATABASE_URL%%\?*}"
-
-echo "== allotd migrate"
-allotd migrate --migrations "$root/Migrations"
+unset ALLOT_DATABASE_URL  # in no process's environment: allotd reads the file, the agents need none
+export ALLOT_DATABASE_URL_FILE=$work/app.url
 if [ ! -s "$work/operator.token" ]; then
   echo "== allotd bootstrap"
   allotd bootstrap --token-file "$work/operator.token" --secret-file "$work/allotd.secret"
@@ -81,7 +89,7 @@ for n in gpu-001 gpu-002; do
   else
     allot nodes add "$n" --pool h200 --block rack-1 --agent-url "http://127.0.0.1:$aport" --token-file "$work/$n.token"
   fi
-  allot-agent --server "$ALLOT_SERVER" --node "$n" --token-file "$work/$n.token" --listen "127.0.0.1:$aport" \
+  env -u ALLOT_DATABASE_URL_FILE allot-agent --server "$ALLOT_SERVER" --node "$n" --token-file "$work/$n.token" --listen "127.0.0.1:$aport" \
     --gpus 8xH200 --cpus 32 --memory 256G --state-dir "$work/agents/$n" --isolation "$isolation" >"$work/logs/$n.log" 2>&1 &
   pids+=($!)
 done

@@ -14,6 +14,8 @@ public func processIsAlive(_ pid: Int32) -> Bool { Supervisor.isAlive(pid: pid, 
 /// Errors the agent's API turns into HTTP statuses.
 public enum SupervisorError: Error, CustomStringConvertible, Equatable {
     case staleAttempt(requested: Int, newest: Int)
+    /// A rank under the same key from another database still runs here; it is being killed, try again.
+    case foreignRankRunning(RankKey)
     case spawnFailed(String)
     case unknownRank(RankKey)
     /// The launch cannot work on this node (no such account, no such image or working directory): retrying
@@ -24,6 +26,8 @@ public enum SupervisorError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .staleAttempt(let requested, let newest):
             "attempt \(requested) is older than attempt \(newest) of the same job, already run here: refused"
+        case .foreignRankRunning(let key):
+            "rank \(key) of another attempt with this number (another database's) still runs here: it is being killed, try again"
         case .spawnFailed(let why): "cannot start the command: \(why)"
         case .unknownRank(let key): "no rank \(key) on this node"
         case .refused(let why): why
@@ -67,6 +71,11 @@ public actor Supervisor {
         var detail: String?
         /// The container is ended but runc has not removed it yet: tried again at every poll.
         var awaitsDelete: Bool?
+        /// The attempt's random id from allotd (nil for ranks launched before ids were sent).
+        var launchID: String?
+        /// Another database's rank, found under a launch's key: killed, never reported (allotd would take its end
+        /// for its own attempt's).
+        var foreign: Bool?
     }
 
     public let stateDir: URL
@@ -114,8 +123,24 @@ public actor Supervisor {
 
     /// Starts a rank, or returns what is known of it when it was started before (a retried dispatch).
     public func launch(_ request: LaunchRequest, agentEnvironment: [String: String] = ProcessInfo.processInfo.environment) throws -> RankStatus {
-        if let existing = self.records[request.key] { return self.status(existing) }
-        let newest = self.records.keys.filter { $0.jobID == request.key.jobID }.map(\.attempt).max() ?? 0
+        if let existing = self.records[request.key] {
+            guard Self.isForeign(existing, to: request) else { return self.status(existing) }
+            // Another database's rank under the same numbers (a restored backup, a cluster made anew over this
+            // node): never answered for this attempt. A running one is killed first; an ended one is set aside.
+            if existing.state == .running {
+                var marked = existing
+                marked.foreign = true
+                marked.acknowledged = true
+                self.save(marked)
+                self.signal(marked, SIGKILL)
+                throw SupervisorError.foreignRankRunning(request.key)
+            }
+            try self.retire(existing)
+        }
+        // Ranks allotd has heard end are history: they do not make a launch stale (they may be another database's).
+        let newest =
+            self.records.values.filter { $0.key.jobID == request.key.jobID && ($0.state == .running || !$0.acknowledged) }.map(\.key.attempt).max()
+            ?? 0
         if newest > request.key.attempt { throw SupervisorError.staleAttempt(requested: request.key.attempt, newest: newest) }
 
         let folder = self.folder(for: request.key)
@@ -125,9 +150,29 @@ public actor Supervisor {
         case .none: record = try self.launchProcess(request, folder: folder, agentEnvironment: agentEnvironment)
         case .container(let runtime): record = try self.launchContainer(request, folder: folder, runtime: runtime)
         }
-        self.children.insert(record.pid)
-        self.save(record)
-        return self.status(record)
+        var launched = record
+        launched.launchID = request.launchID
+        self.children.insert(launched.pid)
+        self.save(launched)
+        return self.status(launched)
+    }
+
+    /// Whether the rank held under a launch's key is another attempt's: its id differs, or — for a rank from
+    /// before ids — allotd already heard it end, so no launch of that attempt can come again.
+    static func isForeign(_ record: Record, to request: LaunchRequest) -> Bool {
+        guard let asked = request.launchID else { return false }
+        if let held = record.launchID { return held != asked }
+        return record.state != .running && record.acknowledged
+    }
+
+    /// Moves an ended rank's folder aside (kept for the operator, under `ranks/retired/`) and forgets it.
+    private func retire(_ record: Record) throws {
+        let fm = FileManager.default
+        let retired = self.stateDir.appendingPathComponent("ranks/retired")
+        try fm.createDirectory(at: retired, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let folder = self.folder(for: record.key)
+        try fm.moveItem(at: folder, to: retired.appendingPathComponent("\(folder.lastPathComponent).\(Int(Date().timeIntervalSince1970))"))
+        self.records[record.key] = nil
     }
 
     /// A command starting with `#!` is written to a file and run by its own interpreter (at most one argument, as
@@ -335,7 +380,8 @@ public actor Supervisor {
 
     /// What the heartbeat reports: every running rank, and every ended one the scheduler has not acknowledged.
     public func statuses() -> [RankStatus] {
-        self.records.values.filter { $0.state == .running || !$0.acknowledged }.sorted { "\($0.key)" < "\($1.key)" }.map(self.status)
+        self.records.values.filter { $0.foreign != true && ($0.state == .running || !$0.acknowledged) }.sorted { "\($0.key)" < "\($1.key)" }.map(
+            self.status)
     }
 
     public func all() -> [RankStatus] { self.records.values.sorted { "\($0.key)" < "\($1.key)" }.map(self.status) }

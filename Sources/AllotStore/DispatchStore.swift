@@ -29,6 +29,8 @@ public struct LaunchWork: Sendable, Hashable {
     /// The Unix account the ranks run as (Policies/: the owner's, else the organisation's, else `allot-ORG`).
     public var account: String
     public var image: String?
+    /// The attempt's own random id, which its agents keep with each rank.
+    public var launchID: String
 }
 
 /// A rank the dispatcher must ask its agent to stop.

@@ -97,6 +97,46 @@ struct SupervisorTests {
         #expect(!processIsAlive(child), "the rank's child survived")
     }
 
+    @Test("a launch whose key another database's rank holds (another launch id) runs anew; that rank is never reported")
+    func foreignRanks() async throws {
+        let s = try Supervisor(stateDir: Self.stateDir(), node: "n1")
+        let key = RankKey(jobID: 1, attempt: 1, rank: 0)
+        var old = Self.launch(key, "echo old")
+        old.launchID = "11111111-0000-0000-0000-000000000000"
+        _ = try await s.launch(old)
+        _ = try await Self.waitForEnd(s, key)
+        await s.acknowledge([key])
+        // A new database's job 1: the same numbers, another id. It runs, and its log is its own.
+        var new = Self.launch(key, "echo new")
+        new.launchID = "22222222-0000-0000-0000-000000000000"
+        #expect(try await s.launch(new).state == .running)
+        _ = try await Self.waitForEnd(s, key)
+        #expect(try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8) == "new\n")
+        // The same launch again (a retried request) is answered with that rank, not run twice.
+        #expect(try await s.launch(new).state == .exited)
+
+        // A foreign rank that still runs is killed, unreported, and the launch runs once it is gone.
+        let busy = RankKey(jobID: 2, attempt: 1, rank: 0)
+        var running = Self.launch(busy, "echo up; sleep 60")
+        running.launchID = "33333333-0000-0000-0000-000000000000"
+        _ = try await s.launch(running)
+        try await Self.waitForLog(s, busy, "up")
+        var other = Self.launch(busy, "echo mine")
+        other.launchID = "44444444-0000-0000-0000-000000000000"
+        await #expect(throws: SupervisorError.foreignRankRunning(busy)) { try await s.launch(other) }
+        #expect(await !s.statuses().contains { $0.key == busy })
+        let deadline = Date().addingTimeInterval(15)
+        var launched: RankStatus?
+        while launched == nil && Date() < deadline {
+            await s.poll()
+            launched = try? await s.launch(other)
+            if launched == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(launched?.state == .running)
+        _ = try await Self.waitForEnd(s, busy)
+        #expect(try String(contentsOfFile: await s.logPath(for: busy), encoding: .utf8) == "mine\n")
+    }
+
     @Test("after a restart with the same state folder, the agent still knows what it ran and adopts what still runs")
     func restart() async throws {
         let dir = Self.stateDir()

@@ -61,10 +61,13 @@ public struct LaunchRequest: Hashable, Codable, Sendable {
     public var gang: GangInfo
     public var gracePeriodSeconds: Int
     public var tenant: RankTenant
+    /// The attempt's random id: a rank the agent holds under the same key but another id is another database's.
+    public var launchID: String?
     public init(
         key: RankKey, command: String, env: [String: String], workingDir: String?, gpuIndices: [Int], gang: GangInfo,
-        gracePeriodSeconds: Int, tenant: RankTenant
+        gracePeriodSeconds: Int, tenant: RankTenant, launchID: String? = nil
     ) {
+        self.launchID = launchID
         self.key = key
         self.command = command
         self.env = env

@@ -72,7 +72,7 @@ public struct Dispatcher: Service {
                         gracePeriodSeconds: work.gracePeriodSeconds,
                         tenant: RankTenant(
                             org: work.org, owner: work.owner, account: work.account, cpuMilli: rank.cpuMilli, memoryMiB: rank.memoryMiB,
-                            image: work.image))
+                            image: work.image), launchID: work.launchID)
                     do {
                         let _: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
                             .post("/v1/attempts", json: request)

@@ -203,10 +203,10 @@ struct AttemptsTable {
             leased AS (
                 UPDATE attempts a SET next_dispatch_at = now() + make_interval(secs => \(Double(leaseSeconds)))
                 FROM due WHERE a.job_id = due.job_id AND a.number = due.number
-                RETURNING a.job_id, a.number)
+                RETURNING a.job_id, a.number, a.launch_id)
             SELECT l.job_id, l.number, r.rank, r.node, n.agent_url, n.enrolment, r.gpu_indices, r.cpu_milli, r.memory_mib,
                    r.dispatched_at IS NOT NULL, j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s,
-                   j.org, j.owner, coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org), j.image
+                   j.org, j.owner, coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org), j.image, l.launch_id::text
             FROM leased l
             JOIN attempt_ranks r ON r.job_id = l.job_id AND r.attempt = l.number
             JOIN nodes n ON n.name = r.node
@@ -233,7 +233,7 @@ struct AttemptsTable {
                         workingDir: try c[12].decode(String?.self), gpusPerNode: try c[13].decode(Int.self),
                         gracePeriodSeconds: try c[14].decode(Int.self),
                         org: try c[15].decode(String.self), owner: try c[16].decode(String.self), account: try c[17].decode(String.self),
-                        image: try c[18].decode(String?.self)))
+                        image: try c[18].decode(String?.self), launchID: try c[19].decode(String.self)))
             }
         }
         return work
