@@ -40,9 +40,14 @@ struct AuditTamperTests {
         let (owner, app, name) = ("allot_owner_\(suffix)", "allot_app_\(suffix)", "allot_tamper_\(suffix)")
         var logger = Logger(label: "test")
         logger.logLevel = .critical
+        // Passwords as ops/postgres.sh gives every role: its server asks every login for one (scram-sha-256).
+        let password = UUID().uuidString
         let root = Database(url: admin, logger: logger, auditKey: TestDatabase.auditKey)
         try await root.withRunningClient {
-            for sql in ["CREATE ROLE \(owner) LOGIN", "CREATE ROLE \(app) LOGIN", "CREATE DATABASE \(name) OWNER \(owner)"] {
+            for sql in [
+                "CREATE ROLE \(owner) LOGIN PASSWORD '\(password)'", "CREATE ROLE \(app) LOGIN PASSWORD '\(password)'",
+                "CREATE DATABASE \(name) OWNER \(owner)",
+            ] {
                 try await root.query(PostgresQuery(unsafeSQL: sql))
             }
         }
@@ -50,6 +55,7 @@ struct AuditTamperTests {
             var u = admin
             u.user = user
             u.database = name
+            if user != admin.user { u.password = password }
             return u
         }
         let owning = Database(url: url(owner), logger: logger, auditKey: TestDatabase.auditKey)
