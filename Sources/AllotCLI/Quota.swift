@@ -29,24 +29,29 @@ struct QuotaCommand: AsyncParsableCommand {
         case .json: try printJSON(rows)
         case .csv:
             print(
-                "org,pool,guaranteedGPUs,limitGPUs,inUseGPUs,borrowedGPUs,lentGPUs,queuedGPUs,gpuHoursUsed,gpuHours,creditedGPUHours,exhaustsAt,periodStart,periodEnd"
+                "org,pool,guaranteedGPUs,limitGPUs,inUseGPUs,borrowedGPUs,lentGPUs,queuedGPUs,gpuHoursUsed,gpuHours,creditedGPUHours,reservedGPUHours,exhaustsAt,periodStart,periodEnd"
             )
             for r in rows {
                 print(
                     [
                         r.org, r.pool, "\(r.guaranteedGPUs)", "\(r.limitGPUs)", number(r.inUseGPUs), number(r.borrowedGPUs), number(r.lentGPUs),
                         number(r.queuedGPUs), String(format: "%.3f", r.gpuHoursUsed), number(r.gpuHours), String(format: "%.3f", r.creditedGPUHours),
-                        r.exhaustsAt.map { ISO8601DateFormatter().string(from: $0) } ?? "", day(r.periodStart), day(r.periodEnd),
+                        String(format: "%.3f", r.reservedGPUHours), r.exhaustsAt.map { ISO8601DateFormatter().string(from: $0) } ?? "",
+                        day(r.periodStart), day(r.periodEnd),
                     ].map(csvField).joined(separator: ","))
             }
         case .table:
             print(
                 table(
-                    ["ORG", "POOL", "GUARANTEED", "LIMIT", "IN USE", "BORROWED", "LENT", "QUEUED", "GPU-HOURS", "CREDITED", "EXHAUSTS", "PERIOD"],
+                    [
+                        "ORG", "POOL", "GUARANTEED", "LIMIT", "IN USE", "BORROWED", "LENT", "QUEUED", "GPU-HOURS", "RESERVED", "CREDITED", "EXHAUSTS",
+                        "PERIOD",
+                    ],
                     rows.map { r in
                         [
                             r.org, r.pool, "\(r.guaranteedGPUs)", "\(r.limitGPUs)", number(r.inUseGPUs), number(r.borrowedGPUs), number(r.lentGPUs),
                             number(r.queuedGPUs), "\(String(format: "%.2f", r.gpuHoursUsed)) / \(number(r.gpuHours))",
+                            String(format: "%.2f", r.reservedGPUHours),
                             String(format: "%.2f", r.creditedGPUHours), day(r.exhaustsAt).isEmpty ? "-" : day(r.exhaustsAt),
                             // The period's end is exclusive; people read the last day.
                             "\(day(r.periodStart))…\(day(r.periodEnd.addingTimeInterval(-1)))",

@@ -16,6 +16,8 @@ extension ScoringStrategy: ExpressibleByArgument {}
 
 extension Role: ExpressibleByArgument {}
 
+extension Statement.Grouping: ExpressibleByArgument {}
+
 /// How a command prints its answer.
 public enum OutputFormat: String, ExpressibleByArgument, Sendable, CaseIterable {
     case table, json, csv

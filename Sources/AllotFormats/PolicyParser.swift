@@ -46,7 +46,9 @@ public enum PolicyParser {
                 self.readClasses(f, reader, &policy, &located)
                 if let d = reader.mapping(
                     f.node("defaults"), "defaults",
-                    allowed: ["priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout", "tokenLifetime", "tokenMaxLifetime"])
+                    allowed: [
+                        "priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout", "tokenLifetime", "tokenMaxLifetime", "budgetTime",
+                    ])
                 {
                     if sawDefaults { reader.error(f.values["defaults"], "defaults", "is declared in more than one file") }
                     sawDefaults = true
@@ -56,7 +58,8 @@ public enum PolicyParser {
                         reclaimDeadlineSeconds: Int(d.duration("reclaimDeadline", max: 7 * 86400) ?? 300),
                         heartbeatTimeoutSeconds: Int(d.duration("heartbeatTimeout", max: 3600) ?? 30),
                         tokenLifetimeSeconds: d.duration("tokenLifetime", max: 10 * 366 * 86400) ?? 90 * 86400,
-                        tokenMaxLifetimeSeconds: d.duration("tokenMaxLifetime", max: 10 * 366 * 86400) ?? 365 * 86400)
+                        tokenMaxLifetimeSeconds: d.duration("tokenMaxLifetime", max: 10 * 366 * 86400) ?? 365 * 86400,
+                        budgetTimeSeconds: d.duration("budgetTime", max: 366 * 86400) ?? 86400)
                     if policy.defaults.tokenLifetimeSeconds > policy.defaults.tokenMaxLifetimeSeconds {
                         reader.error(d.values["tokenLifetime"], "defaults.tokenLifetime", "is longer than defaults.tokenMaxLifetime")
                     }
@@ -123,6 +126,12 @@ public enum PolicyParser {
         }
     }
 
+    /// Whether a grant's window meets `from…until` (nil: every month). Days are ISO dates, so they compare as text.
+    private static func overlap(_ g: Allocation, _ from: String?, _ until: String?) -> Bool {
+        guard let gf = g.validFrom, let gu = g.validUntil, let from, let until else { return true }
+        return gf <= until && from <= gu
+    }
+
     private static func readOrganizations(_ f: Fields, _ reader: FieldReader, _ policy: inout Policy, _ located: inout Located) {
         guard let items = reader.sequence(f.node("organizations"), "organizations") else { return }
         for (i, item) in items.enumerated() {
@@ -136,6 +145,7 @@ public enum PolicyParser {
             }
             located.orgs[name] = (reader.file ?? "", item.mark?.line)
             var allocations: [Allocation] = []
+            var declaredAt: [Int] = []  // each kept allocation's index in the file, for errors
             for (j, a) in (reader.sequence(o.node("allocations"), "\(path).allocations") ?? []).enumerated() {
                 let ap = "\(path).allocations[\(j)]"
                 guard let fields = reader.mapping(a, ap, allowed: ["pool", "guaranteedGPUs", "limitGPUs", "gpuHours", "validFrom", "validUntil"])
@@ -155,8 +165,17 @@ public enum PolicyParser {
                 }
                 if let pool { located.allocationPools.append((reader.file ?? "", fields.values["pool"]?.mark?.line, "\(ap).pool", pool)) }
                 guard let pool, let guaranteed, let limit, let hours else { continue }
+                // One grant per organisation × pool at any moment: which one admission and the statements use is
+                // never a choice. A monthly grant covers every month, so it overlaps any windowed one.
+                if let (k, other) = allocations.enumerated().first(where: { $0.element.pool == pool && Self.overlap($0.element, from, until) }) {
+                    reader.error(
+                        a, "\(ap).validFrom",
+                        "overlaps \(path).allocations[\(declaredAt[k])] (\(other.validFrom.map { "\($0) to \(other.validUntil ?? "")" } ?? "monthly")) in pool \(pool): one grant per organisation and pool at a time"
+                    )
+                }
                 allocations.append(
                     Allocation(pool: pool, guaranteedGPUs: guaranteed, limitGPUs: limit, gpuHours: Int64(hours), validFrom: from, validUntil: until))
+                declaredAt.append(j)
             }
             // The Unix account its jobs run as on the nodes: a name, or uid:gid (never root).
             let account = o.string("account")

@@ -138,14 +138,15 @@ struct ClusterReader {
     static let pendingColumns = """
         j.id, j.org, j.pool, j.gpu_models, j.nodes, j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.priority,
         extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory,
-        coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false)
+        coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false),
+        (SELECT budget_time_s FROM policy_defaults)
         """
 
     private func pendingJobs(_ rows: PostgresRowSequence) async throws -> [PendingJob] {
         var jobs: [PendingJob] = []
         for try await row in rows {
-            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory, preempts) =
-                try row.decode((Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?, Bool, Bool, Bool).self)
+            let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory, preempts, budget) =
+                try row.decode((Int64, String, String, [String], Int, Int, Int?, Int, Int, Int, Int64, Int64?, Bool, Bool, Bool, Int64).self)
             var job =
                 PendingJob(
                     id: id, org: org, pool: pool, gpuModels: models, nodes: nodes,
@@ -153,6 +154,7 @@ struct ClusterReader {
                         gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory, exclusive: exclusive, allMemory: allMemory),
                     priority: priority, submittedAt: submitted, timeLimitSeconds: limit)
             job.preempts = preempts
+            job.defaultBudgetSeconds = budget
             jobs.append(job)
         }
         return jobs

@@ -43,7 +43,7 @@ public struct JobStore: Sendable {
             let allocated =
                 try await tx.query(
                     """
-                    SELECT 1 FROM allocations WHERE org = \(org) AND pool = \(spec.pool)
+                    SELECT 1 FROM allocations WHERE org = \(org) AND pool = \(spec.pool) AND superseded_at IS NULL
                       AND (valid_from IS NULL OR current_date BETWEEN valid_from AND valid_until)
                     """
                 ).decode(Int.self).first() != nil

@@ -61,6 +61,9 @@ public struct Migrator: Sendable {
                 "GRANT USAGE ON SCHEMA public TO \(role)",
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \(role)",
                 "REVOKE UPDATE, DELETE, TRUNCATE ON audit FROM \(role)",
+                // The ledger is append-only (its triggers say so too): rows are added, open ones closed.
+                "REVOKE DELETE, TRUNCATE ON usage FROM \(role)",
+                "REVOKE UPDATE, DELETE, TRUNCATE ON usage_adjustments FROM \(role)",
                 "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM \(role)",
                 "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \(role)",
                 "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO \(role)",

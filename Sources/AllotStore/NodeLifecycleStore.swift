@@ -83,7 +83,8 @@ public struct NodeLifecycleStore: Sendable {
         try await self.database.transaction { tx in
             for overdue in try await tx.attempts.pastDrainDeadline() {
                 try await tx.transitions.attempt(
-                    overdue.job, overdue.number, .stop(endAs: .drained, reason: "node \(overdue.node) drained at its deadline: \(overdue.reason)"))
+                    overdue.job, overdue.number,
+                    .stop(endAs: .drained, reason: "node \(overdue.node) drained at its deadline: \(overdue.reason)", faultAt: overdue.deadline))
             }
             for node in try await tx.nodes.emptyDraining() { try await tx.transitions.node(node, .emptied) }
             try await tx.plans.finishDrains()

@@ -71,12 +71,13 @@ public struct PolicyStore: Sendable {
             }
         }
 
-        // Allocations: keyed by organisation × pool × window start.
+        // Allocations: keyed by organisation × pool × window start. A grant is never edited: a change supersedes
+        // the version in force and adds the next one, effective now; a removal supersedes it.
         var current: [String: (Int64, Allocation)] = [:]
         let rows = try await tx.query(
             """
             SELECT id, org, pool, guaranteed_gpus, limit_gpus, gpu_hours, to_char(valid_from, 'YYYY-MM-DD'), to_char(valid_until, 'YYYY-MM-DD')
-            FROM allocations
+            FROM allocations WHERE superseded_at IS NULL
             """)
         for try await (id, org, pool, g, l, h, from, until) in rows.decode((Int64, String, String, Int, Int, Int64, String?, String?).self) {
             current["\(org)/\(pool)/\(from ?? "monthly")"] = (
@@ -90,21 +91,12 @@ public struct PolicyStore: Sendable {
                 wanted.insert(key)
                 if let (id, old) = current[key] {
                     if old != a {
-                        try await tx.query(
-                            """
-                            UPDATE allocations SET guaranteed_gpus = \(a.guaranteedGPUs), limit_gpus = \(a.limitGPUs), gpu_hours = \(a.gpuHours),
-                                   valid_until = \(a.validUntil)::date, granted_by = \(actor.name), granted_at = now()
-                            WHERE id = \(id)
-                            """)
-                        changes.append(PolicyChange(kind: .changed, what: "allocation \(key)", detail: Self.describe(old, a)))
+                        try await tx.query("UPDATE allocations SET superseded_at = now() WHERE id = \(id)")
+                        try await Self.grant(a, to: org.name, by: actor, in: tx)
+                        changes.append(PolicyChange(kind: .changed, what: "allocation \(key)", detail: Self.describe(old, a) + " (a new version)"))
                     }
                 } else {
-                    try await tx.query(
-                        """
-                        INSERT INTO allocations (org, pool, guaranteed_gpus, limit_gpus, gpu_hours, valid_from, valid_until, granted_by)
-                        VALUES (\(org.name), \(a.pool), \(a.guaranteedGPUs), \(a.limitGPUs), \(a.gpuHours), \(a.validFrom)::date,
-                                \(a.validUntil)::date, \(actor.name))
-                        """)
+                    try await Self.grant(a, to: org.name, by: actor, in: tx)
                     changes.append(
                         PolicyChange(
                             kind: .added, what: "allocation \(key)",
@@ -113,8 +105,8 @@ public struct PolicyStore: Sendable {
             }
         }
         for (key, (id, _)) in current.sorted(by: { $0.key < $1.key }) where !wanted.contains(key) {
-            try await tx.query("DELETE FROM allocations WHERE id = \(id)")
-            changes.append(PolicyChange(kind: .removed, what: "allocation \(key)"))
+            try await tx.query("UPDATE allocations SET superseded_at = now() WHERE id = \(id)")
+            changes.append(PolicyChange(kind: .removed, what: "allocation \(key)", detail: "superseded: kept for the statements"))
         }
 
         // Priority classes.
@@ -156,26 +148,25 @@ public struct PolicyStore: Sendable {
         // Defaults.
         let d = policy.defaults
         let old = try await tx.query(
-            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s FROM policy_defaults"
-        ).decode((String?, Int, Int, Int, Int64, Int64).self).first { _ in true }
+            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s, budget_time_s FROM policy_defaults"
+        ).decode((String?, Int, Int, Int, Int64, Int64, Int64).self).first { _ in true }
         if let old,
-            old != (
-                d.priorityClass, d.gracePeriodSeconds, d.reclaimDeadlineSeconds, d.heartbeatTimeoutSeconds, d.tokenLifetimeSeconds,
-                d.tokenMaxLifetimeSeconds
-            )
+            PolicyDefaults(
+                priorityClass: old.0, gracePeriodSeconds: old.1, reclaimDeadlineSeconds: old.2, heartbeatTimeoutSeconds: old.3,
+                tokenLifetimeSeconds: old.4, tokenMaxLifetimeSeconds: old.5, budgetTimeSeconds: old.6) != d
         {
             try await tx.query(
                 """
                 UPDATE policy_defaults SET priority_class = \(d.priorityClass), grace_period_s = \(d.gracePeriodSeconds),
                        reclaim_deadline_s = \(d.reclaimDeadlineSeconds), heartbeat_timeout_s = \(d.heartbeatTimeoutSeconds),
                        token_lifetime_s = \(d.tokenLifetimeSeconds), token_max_lifetime_s = \(d.tokenMaxLifetimeSeconds),
-                       updated_by = \(actor.name), updated_at = now()
+                       budget_time_s = \(d.budgetTimeSeconds), updated_by = \(actor.name), updated_at = now()
                 """)
             changes.append(
                 PolicyChange(
                     kind: .changed, what: "defaults",
                     detail:
-                        "priorityClass \(d.priorityClass ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s"
+                        "priorityClass \(d.priorityClass ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s, budgetTime \(d.budgetTimeSeconds)s"
                 ))
         }
 
@@ -214,6 +205,18 @@ public struct PolicyStore: Sendable {
     }
 
     /// The fields that differ between two values, as `field: old → new`.
+    /// Adds the next version of a grant: the first is in force since always, a later one from now.
+    private static func grant(_ a: Allocation, to org: String, by actor: Principal, in tx: Transaction) async throws {
+        try await tx.query(
+            """
+            INSERT INTO allocations (org, pool, guaranteed_gpus, limit_gpus, gpu_hours, valid_from, valid_until, granted_by, version, effective_from)
+            SELECT \(org), \(a.pool), \(a.guaranteedGPUs), \(a.limitGPUs), \(a.gpuHours), \(a.validFrom)::date, \(a.validUntil)::date, \(actor.name),
+                   coalesce(max(version), 0) + 1, CASE WHEN count(*) > 0 THEN now() ELSE '-infinity'::timestamptz END
+            FROM allocations
+            WHERE org = \(org) AND pool = \(a.pool) AND coalesce(valid_from, '-infinity'::date) = coalesce(\(a.validFrom)::date, '-infinity'::date)
+            """)
+    }
+
     static func describe<T: Encodable>(_ old: T, _ new: T) -> String {
         func fields(_ v: T) -> [String: String] {
             guard let data = try? JSONEncoder().encode(v), let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {

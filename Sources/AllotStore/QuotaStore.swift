@@ -20,20 +20,43 @@ public struct QuotaStore: Sendable {
         -> [QuotaRow]
     {
         let (monthStart, monthEnd) = try Self.month(period, containing: now)
-        let reference = period == nil ? now : monthStart
+        // The grant version that counts: the one in force now, or at the end of a past month (so a later policy
+        // change never alters a past period). A windowed grant reported for a month is sliced to it.
+        let reference = period == nil ? now : min(now, monthEnd.addingTimeInterval(-1))
+        let sliced = period != nil
         let rows = try await tx.query(
             """
             WITH a AS (
                 SELECT al.org, al.pool, al.guaranteed_gpus, al.limit_gpus, al.gpu_hours::float8 AS hours,
-                       coalesce(al.valid_from::timestamptz, \(monthStart)::timestamptz) AS p_start,
-                       coalesce((al.valid_until + 1)::timestamptz, \(monthEnd)::timestamptz) AS p_end
+                       CASE WHEN al.valid_from IS NULL THEN \(monthStart)::timestamptz
+                            WHEN \(sliced) THEN greatest(al.valid_from::timestamptz, \(monthStart)::timestamptz)
+                            ELSE al.valid_from::timestamptz END AS p_start,
+                       CASE WHEN al.valid_from IS NULL THEN \(monthEnd)::timestamptz
+                            WHEN \(sliced) THEN least((al.valid_until + 1)::timestamptz, \(monthEnd)::timestamptz)
+                            ELSE (al.valid_until + 1)::timestamptz END AS p_end
                 FROM allocations al
-                WHERE (al.valid_from IS NULL OR (al.valid_from <= \(reference)::timestamptz::date AND \(reference)::timestamptz::date <= al.valid_until))
+                WHERE al.effective_from <= \(reference) AND (al.superseded_at IS NULL OR al.superseded_at > \(reference))
+                  AND (al.valid_from IS NULL
+                       OR (NOT \(sliced) AND al.valid_from <= \(reference)::timestamptz::date AND \(reference)::timestamptz::date <= al.valid_until)
+                       OR (\(sliced) AND al.valid_from < \(monthEnd)::timestamptz::date AND al.valid_until >= \(monthStart)::timestamptz::date))
                   AND (\(org)::text IS NULL OR al.org = \(org)) AND (\(pool)::text IS NULL OR al.pool = \(pool))
             ),
             live AS (
                 SELECT j.org, j.pool, sum(c.milli)::float8 / 1000 AS gpus
                 FROM gpu_claims c JOIN jobs j ON j.id = c.job_id WHERE c.released_at IS NULL GROUP BY j.org, j.pool
+            ),
+            -- Each live attempt's GPUs and what is left of its time limit (else of the policy's budget time).
+            held AS (
+                SELECT j.org, j.pool, sum(c.milli)::float8 / 1000 AS gpus,
+                       greatest(0, coalesce(j.time_limit_s, d.budget_time_s) - extract(epoch FROM now() - coalesce(t.started_at, now())))::float8 AS secs
+                FROM gpu_claims c JOIN attempts t ON t.job_id = c.job_id AND t.number = c.attempt JOIN jobs j ON j.id = c.job_id
+                CROSS JOIN policy_defaults d
+                WHERE c.released_at IS NULL
+                GROUP BY j.org, j.pool, t.job_id, t.number, j.time_limit_s, d.budget_time_s, t.started_at
+            ),
+            reserved AS (
+                SELECT a.org, a.pool, sum(h.gpus * least(h.secs, greatest(0, extract(epoch FROM a.p_end - now())))) / 3600 AS hours
+                FROM a JOIN held h ON h.org = a.org AND h.pool = a.pool GROUP BY a.org, a.pool
             ),
             queued AS (
                 SELECT org, pool, sum(nodes * (gpus_per_node + coalesce(gpu_milli, 0)::float8 / 1000))::float8 AS gpus
@@ -50,17 +73,24 @@ public struct QuotaStore: Sendable {
                 FROM a LEFT JOIN usage u ON u.org = a.org AND u.pool = a.pool
                      AND u.started_at < a.p_end AND coalesce(u.ended_at, now()) > a.p_start
                 GROUP BY a.org, a.pool
+            ),
+            adjusted AS (
+                SELECT a.org, a.pool, sum(x.gpu_seconds)::float8 / 3600 AS hours
+                FROM a JOIN usage_adjustments x ON x.org = a.org AND x.pool = a.pool AND x.applies_at >= a.p_start AND x.applies_at < a.p_end
+                GROUP BY a.org, a.pool
             )
             SELECT a.org, a.pool, a.guaranteed_gpus, a.limit_gpus, coalesce(l.gpus, 0), coalesce(q.gpus, 0),
-                   coalesce(g.used, 0), a.hours, coalesce(g.credited, 0), a.p_start, a.p_end
+                   coalesce(g.used, 0) + coalesce(x.hours, 0), a.hours, coalesce(g.credited, 0), a.p_start, a.p_end, coalesce(r.hours, 0)
             FROM a LEFT JOIN live l ON l.org = a.org AND l.pool = a.pool
                    LEFT JOIN queued q ON q.org = a.org AND q.pool = a.pool
                    LEFT JOIN ledger g ON g.org = a.org AND g.pool = a.pool
+                   LEFT JOIN reserved r ON r.org = a.org AND r.pool = a.pool
+                   LEFT JOIN adjusted x ON x.org = a.org AND x.pool = a.pool
             ORDER BY a.org, a.pool
             """)
         var out: [QuotaRow] = []
-        for try await (org, pool, guaranteed, limit, inUse, queued, used, hours, credited, start, end) in rows.decode(
-            (String, String, Int, Int, Double, Double, Double, Double, Double, Date, Date).self)
+        for try await (org, pool, guaranteed, limit, inUse, queued, used, hours, credited, start, end, reserved) in rows.decode(
+            (String, String, Int, Int, Double, Double, Double, Double, Double, Date, Date, Double).self)
         {
             let left = hours - used
             // At the current burn rate (GPUs in use now), the entitlement runs out after `left / inUse` hours.
@@ -69,7 +99,8 @@ public struct QuotaStore: Sendable {
                 QuotaRow(
                     org: org, pool: pool, guaranteedGPUs: guaranteed, limitGPUs: limit, inUseGPUs: inUse,
                     borrowedGPUs: max(0, inUse - Double(guaranteed)), lentGPUs: max(0, Double(guaranteed) - inUse), queuedGPUs: queued,
-                    gpuHoursUsed: used, gpuHours: hours, creditedGPUHours: credited, exhaustsAt: exhausts.flatMap { $0 < end ? $0 : nil },
+                    gpuHoursUsed: used, gpuHours: hours, creditedGPUHours: credited, reservedGPUHours: reserved,
+                    exhaustsAt: exhausts.flatMap { $0 < end ? $0 : nil },
                     periodStart: start, periodEnd: end))
         }
         return out

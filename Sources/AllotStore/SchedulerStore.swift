@@ -38,7 +38,8 @@ public struct SchedulerStore: Sendable {
     public func snapshot() async throws -> SchedulingSnapshot {
         try await self.database.transaction(.repeatableRead) { tx in
             let cluster = ClusterReader(tx: tx)
-            let now = Int64((try await tx.now()).timeIntervalSince1970)
+            let clock = try await tx.now()
+            let now = Int64(clock.timeIntervalSince1970)
             let queue = try await cluster.queue()
             let replacements = try await cluster.replacementsNeeded()
             if queue.isEmpty && replacements.isEmpty {
@@ -46,7 +47,7 @@ public struct SchedulerStore: Sendable {
             }
             return SchedulingSnapshot(
                 queue: queue, replacements: replacements, nodes: try await cluster.nodeSnapshots(),
-                quota: QuotaBook(rows: try await QuotaStore.rows(in: tx)),
+                quota: QuotaBook(rows: try await QuotaStore.rows(in: tx, at: clock), now: clock),
                 running: try await cluster.running(), poolsReclaiming: try await cluster.poolsReclaiming(), now: now)
         }
     }
@@ -169,13 +170,15 @@ public struct SchedulerStore: Sendable {
 }
 
 extension QuotaBook {
-    /// Admission's view of the quota rows: guarantee, limit, GPUs held, entitlement left, share used.
-    init(rows: [QuotaRow]) {
+    /// Admission's view of the quota rows: guarantee, limit, GPUs held, entitlement neither used nor reserved
+    /// by live attempts, time left in the period, share used.
+    init(rows: [QuotaRow], now: Date) {
         self.init()
         for r in rows {
             self[r.org, r.pool] = QuotaEntry(
                 guaranteedMilli: r.guaranteedGPUs * 1000, limitMilli: r.limitGPUs * 1000, inUseMilli: Int((r.inUseGPUs * 1000).rounded()),
-                remainingGPUSeconds: (r.gpuHours - r.gpuHoursUsed) * 3600, shareUsed: r.gpuHoursUsed / Double(max(r.guaranteedGPUs, 1)))
+                remainingGPUSeconds: (r.gpuHours - r.gpuHoursUsed - r.reservedGPUHours) * 3600,
+                periodSecondsLeft: r.periodEnd.timeIntervalSince(now), shareUsed: r.gpuHoursUsed / Double(max(r.guaranteedGPUs, 1)))
         }
     }
 }

@@ -63,12 +63,12 @@ struct Transitions {
             case .running:
                 try await self.job(job, .attemptRunning(number))
                 try await self.tx.usage.open(job, number)
-            case .stopAttempt(let other, let endAs, let reason):
-                try await self.attempt(job, other, .stop(endAs: endAs, reason: reason))
+            case .stopAttempt(let other, let endAs, let reason, let credited):
+                try await self.attempt(job, other, .stop(endAs: endAs, reason: reason, credited: credited))
             case .releaseClaims:
                 try await self.tx.attempts.releaseClaims(job, number)
-            case .closeUsage(let credited):
-                try await self.tx.usage.close(job, number, credited: credited)
+            case .closeUsage(let credit):
+                try await self.tx.usage.close(job, number, credit: credit)
             case .ended(let ending, let reason, let exitCode):
                 try await self.job(job, .attemptEnded(number, ending, reason: reason, exitCode: exitCode))
             case .foreignReport(let rank, let node):
@@ -101,8 +101,10 @@ struct Transitions {
             case .endDowntime(let kind):
                 try await self.tx.nodes.endDowntime(name, kind)
             case .stopAttempts(let endAs, let reason):
+                // A lost node's fault began when it last answered: its attempts are credited from then.
+                let faultAt = try await self.tx.nodes.lastHeartbeat(name)
                 for live in try await self.tx.attempts.live(onNodes: [name]) {
-                    try await self.attempt(live.job, live.number, .stop(endAs: endAs, reason: reason))
+                    try await self.attempt(live.job, live.number, .stop(endAs: endAs, reason: reason, faultAt: faultAt))
                 }
             case .audit(let entry):
                 try await self.tx.audit.append(entry)

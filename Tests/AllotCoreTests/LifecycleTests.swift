@@ -58,7 +58,9 @@ struct LifecycleTests {
         let actions = try replacement.apply(.reported([RankStatus(key: Self.key(0, attempt: 2), state: .running)], node: "n3"), now: Self.t0)
         #expect(
             actions == [
-                .stopAttempt(1, endAs: .drained, reason: "replaced by attempt 2, started elsewhere before its node was drained"), .running,
+                // Not credited: the service went on in the replacement.
+                .stopAttempt(1, endAs: .drained, reason: "replaced by attempt 2, started elsewhere before its node was drained", credited: false),
+                .running,
             ])
     }
 
@@ -75,7 +77,7 @@ struct LifecycleTests {
         var a = Self.gang(.running, dispatched: true, ranks: .running)
         #expect(try a.apply(.reported([Self.exited(0, 0)], node: "n1"), now: Self.t0) == [])
         let actions = try a.apply(.reported([Self.exited(1, 0)], node: "n2"), now: Self.t0)
-        #expect(actions == [.releaseClaims, .closeUsage(credited: false), .ended(.succeeded, reason: "exited 0", exitCode: 0)])
+        #expect(actions == [.releaseClaims, .closeUsage(credit: nil), .ended(.succeeded, reason: "exited 0", exitCode: 0)])
         #expect(a.state == .succeeded && a.endedAt == Self.t0 && a.exitCode == 0)
     }
 
@@ -85,7 +87,7 @@ struct LifecycleTests {
         #expect(try a.apply(.reported([Self.exited(1, 3)], node: "n2"), now: Self.t0) == [])
         #expect(a.stop?.endAs == .failed && a.reason == "rank 1 on n2 exited with code 3" && a.exitCode == 3)
         let actions = try a.apply(.reported([Self.exited(0, 143, signal: 15)], node: "n1"), now: Self.t0)
-        #expect(actions == [.releaseClaims, .closeUsage(credited: false), .ended(.failed, reason: "rank 1 on n2 exited with code 3", exitCode: 3)])
+        #expect(actions == [.releaseClaims, .closeUsage(credit: nil), .ended(.failed, reason: "rank 1 on n2 exited with code 3", exitCode: 3)])
     }
 
     @Test("a rank killed by a signal: its exit code is 128 + the signal, and the reason says so")
@@ -99,7 +101,7 @@ struct LifecycleTests {
     func vanished() throws {
         var a = AttemptLifecycle(jobID: 7, number: 1, state: .running, ranks: [.init(rank: 0, node: "n1", state: .running, isDispatched: true)])
         let actions = try a.apply(.reported([RankStatus(key: Self.key(0), state: .vanished)], node: "n1"), now: Self.t0)
-        #expect(actions.prefix(2) == [.releaseClaims, .closeUsage(credited: true)])
+        #expect(actions.prefix(2) == [.releaseClaims, .closeUsage(credit: AttemptLifecycle.Credit(from: Self.t0, cause: a.reason ?? ""))])
         #expect(a.state == .lost && a.reason?.contains("vanished") == true)
     }
 
@@ -112,7 +114,8 @@ struct LifecycleTests {
         var undispatched = Self.gang()
         #expect(
             try undispatched.apply(.stop(endAs: endAs, reason: "why"), now: Self.t0) == [
-                .releaseClaims, .closeUsage(credited: credited), .ended(endAs, reason: "why", exitCode: nil),
+                .releaseClaims, .closeUsage(credit: credited ? AttemptLifecycle.Credit(from: Self.t0, cause: "why") : nil),
+                .ended(endAs, reason: "why", exitCode: nil),
             ])
 
         var live = AttemptLifecycle(
@@ -127,6 +130,29 @@ struct LifecycleTests {
         #expect(live.stop?.endAs == endAs && live.reason == "first")
         let end = try live.apply(.reported([Self.exited(0, 143, signal: 15)], node: "n1"), now: Self.t0)
         #expect(end.last == .ended(endAs, reason: "first", exitCode: nil))
+    }
+
+    @Test("a credit runs from the fault's moment (a lost node's last heartbeat), never from before the stop's own time or later")
+    func creditFromFault() throws {
+        var a = AttemptLifecycle(jobID: 7, number: 1, state: .running, ranks: [.init(rank: 0, node: "n1", state: .running, isDispatched: true)])
+        let fault = Self.t0.addingTimeInterval(-40)
+        #expect(try a.apply(.stop(endAs: .lost, reason: "node n1 lost", faultAt: fault), now: Self.t0) == [])
+        #expect(a.stop?.creditFrom == fault)
+        let end = try a.apply(.reported([Self.exited(0, 143, signal: 15)], node: "n1"), now: Self.t0.addingTimeInterval(5))
+        #expect(end.contains(.closeUsage(credit: AttemptLifecycle.Credit(from: fault, cause: "node n1 lost"))))
+
+        // A fault "after" the stop (clock skew) is clipped to the stop's moment.
+        var b = AttemptLifecycle(jobID: 7, number: 2, state: .running, ranks: [.init(rank: 0, node: "n1", state: .running, isDispatched: true)])
+        _ = try b.apply(.stop(endAs: .drained, reason: "deadline", faultAt: Self.t0.addingTimeInterval(60)), now: Self.t0)
+        #expect(b.stop?.creditFrom == Self.t0)
+
+        // A replaced inference attempt, a preempted borrower, a failed job: no credit.
+        for (endAs, credited) in [(AttemptState.drained, false), (.preempted, true), (.failed, true)] {
+            var c = AttemptLifecycle(jobID: 7, number: 1, state: .running, ranks: [.init(rank: 0, node: "n1", state: .running, isDispatched: true)])
+            _ = try c.apply(.stop(endAs: endAs, reason: "x", faultAt: fault, credited: credited), now: Self.t0)
+            let closed = try c.apply(.reported([Self.exited(0, 143, signal: 15)], node: "n1"), now: Self.t0)
+            #expect(closed.contains(.closeUsage(credit: nil)), "\(endAs)")
+        }
     }
 
     @Test("an attempt that has ended ignores stops and reports")

@@ -66,4 +66,35 @@ struct PolicyParserTests {
             #expect(error.description.contains("bad.yaml:10: organizations[0].allocations[0].gpuHours: must be a whole number"))
         }
     }
+
+    @Test("two grants of one organisation in one pool may not overlap: a monthly one overlaps every window; disjoint windows are fine")
+    func overlappingGrants() throws {
+        let head = "pools:\n  - name: h200\n  - name: h100\norganizations:\n  - name: lab\n    allocations:\n"
+        func grant(_ pool: String, _ window: String?) -> String {
+            "      - pool: \(pool)\n        guaranteedGPUs: 1\n        gpuHours: 10\n"
+                + (window.map { w in
+                    let d = w.split(separator: " ")
+                    return "        validFrom: \(d[0])\n        validUntil: \(d[1])\n"
+                } ?? "")
+        }
+        let cases: [(String, [String?], [String], Bool)] = [
+            ("monthly and a window", [nil, "2026-01-01 2026-06-30"], ["h200", "h200"], false),
+            ("two windows sharing a day", ["2026-01-01 2026-06-30", "2026-06-30 2026-12-31"], ["h200", "h200"], false),
+            ("disjoint windows", ["2026-01-01 2026-06-30", "2026-07-01 2026-12-31"], ["h200", "h200"], true),
+            ("monthly in two pools", [nil, nil], ["h200", "h100"], true),
+        ]
+        for (name, windows, pools, valid) in cases {
+            let text = head + zip(pools, windows).map { grant($0.0, $0.1) }.joined()
+            do {
+                _ = try PolicyParser.parse(files: [("o.yaml", text)])
+                #expect(valid, "\(name): accepted")
+            } catch {
+                #expect(!valid, "\(name): \(error)")
+                #expect(
+                    error.issues.contains {
+                        $0.field == "organizations[0].allocations[1].validFrom" && $0.message.contains("overlaps organizations[0].allocations[0]")
+                    }, "\(name): \(error)")
+            }
+        }
+    }
 }

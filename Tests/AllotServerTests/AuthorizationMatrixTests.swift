@@ -43,6 +43,15 @@ struct AuthorizationMatrixTests {
             )
         case .logout: return (Call(uri: "/logout"), Array(repeating: 303, count: 10))
         case .quota: return (Call(uri: "/v1/quota?org=lab"), [401, 200, 403, 200, 403, 200, 200, 403, 403, 403])
+        case .report: return (Call(uri: "/v1/report?org=lab&by=user"), [401, 200, 403, 200, 403, 200, 200, 403, 403, 403])
+        case .adjustUsage:
+            return (
+                Call(
+                    uri: "/v1/adjustments",
+                    body:
+                        #"{"org": "lab", "pool": "h200", "gpuSeconds": -3600, "appliesAt": "2026-11-15T00:00:00Z", "reason": "node n1 misreported"}"#),
+                operatorOnly(201)
+            )
         case .submitJob:
             return (
                 Call(uri: "/v1/jobs", body: "name: labsecret-new\norg: lab\npool: h200\ngpusPerNode: 1\ncommand: echo labsecret-command"),

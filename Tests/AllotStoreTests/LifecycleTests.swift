@@ -45,7 +45,10 @@ struct LifecycleTests {
             let done = try await f.job(id)
             #expect(done.state == .succeeded && done.exitCode == 0)
             #expect(try await f.scalar("SELECT sum(claimed_milli)::bigint FROM gpus", as: Int64.self) == 0)
-            #expect(try await f.scalar("SELECT count(*) FROM usage WHERE ended_at IS NOT NULL AND gpu_milli = 8000", as: Int.self) == 1)
+            // One closed charge row per rank, on its node, with its GPUs.
+            #expect(
+                try await f.scalar("SELECT count(*) FROM usage WHERE ended_at IS NOT NULL AND NOT credited AND node IS NOT NULL", as: Int.self) == 2)
+            #expect(try await f.scalar("SELECT sum(gpu_milli)::bigint FROM usage", as: Int64.self) == 8000)
         }
     }
 

@@ -97,7 +97,18 @@ struct NodeLifecycleTests {
             #expect(try await f.job(gang).submittedAt == requeued.submittedAt)
             try await lifecycle.undrain(nodes[0], by: f.op)
             #expect(try await NodeStore(database: db).list().first { $0.name == nodes[0] }?.state == .ready)
-            #expect(try await f.scalar("SELECT count(*) FROM usage WHERE job_id = \(gang) AND credited", as: Int.self) == 1)
+            // Each rank's time from the drain deadline on is credited, with the cause; the time before it is charged.
+            #expect(try await f.scalar("SELECT count(*) FROM usage WHERE job_id = \(gang) AND attempt = 1 AND credited", as: Int.self) == 2)
+            #expect(
+                try await f.scalar(
+                    """
+                    SELECT count(*) FROM usage u JOIN drains d ON d.id = \(drain)
+                    WHERE u.job_id = \(gang) AND u.attempt = 1 AND NOT u.credited AND u.ended_at = greatest(u.started_at, d.deadline)
+                    """, as: Int.self) == 2)
+            #expect(
+                try await f.scalar(
+                    "SELECT count(*) FROM usage WHERE job_id = \(gang) AND credited AND cause LIKE '%drained at its deadline%' AND fault_at IS NOT NULL",
+                    as: Int.self) == 2)
         }
     }
 

@@ -45,13 +45,26 @@ public struct AttemptLifecycle: Hashable, Sendable {
         }
     }
 
-    /// How a stopped attempt will end, and since when its ranks are asked to stop.
+    /// How a stopped attempt will end, since when its ranks are asked to stop, and from which moment its GPU
+    /// time is the infrastructure's fault (credited back; nil when the organisation pays for all of it).
     public struct Stop: Hashable, Sendable {
         public var endAs: AttemptState
         public var requestedAt: Date
-        public init(endAs: AttemptState, requestedAt: Date) {
+        public var creditFrom: Date?
+        public init(endAs: AttemptState, requestedAt: Date, creditFrom: Date? = nil) {
             self.endAs = endAs
             self.requestedAt = requestedAt
+            self.creditFrom = creditFrom
+        }
+    }
+
+    /// GPU time given back: from the fault's moment to the attempt's end, and why.
+    public struct Credit: Hashable, Sendable {
+        public var from: Date
+        public var cause: String
+        public init(from: Date, cause: String) {
+            self.from = from
+            self.cause = cause
         }
     }
 
@@ -60,8 +73,10 @@ public struct AttemptLifecycle: Hashable, Sendable {
         case dispatched(rank: Int)
         /// What the agent of `node` reports of this attempt's ranks.
         case reported([RankStatus], node: String)
-        /// Stop the attempt: it will end as `endAs`. The first reason (and exit code) given wins.
-        case stop(endAs: AttemptState, reason: String, exitCode: Int? = nil)
+        /// Stop the attempt: it will end as `endAs`. The first reason (and exit code) given wins. An ending the
+        /// infrastructure caused is credited from `faultAt` (default: now) unless `credited` is false (a
+        /// replaced inference attempt: its service went on elsewhere).
+        case stop(endAs: AttemptState, reason: String, exitCode: Int? = nil, faultAt: Date? = nil, credited: Bool = true)
     }
 
     public enum Action: Hashable, Sendable {
@@ -70,11 +85,11 @@ public struct AttemptLifecycle: Hashable, Sendable {
         /// Every rank runs: the job runs and the attempt's usage starts.
         case running
         /// Stop another attempt of the same job (the one a running replacement takes over from).
-        case stopAttempt(Int, endAs: AttemptState, reason: String)
+        case stopAttempt(Int, endAs: AttemptState, reason: String, credited: Bool)
         /// The attempt has ended: release its GPUs.
         case releaseClaims
-        /// Close its usage; credited when the infrastructure, not the job, ended it.
-        case closeUsage(credited: Bool)
+        /// Close its usage; with a credit, the time from the fault's moment on is given back.
+        case closeUsage(credit: Credit?)
         /// Move the job on (finished, requeued, or carried on by another live attempt).
         case ended(AttemptState, reason: String, exitCode: Int?)
         /// An agent reported on a rank that does not run on its node: ignored, and worth an audit record.
@@ -134,8 +149,10 @@ public struct AttemptLifecycle: Hashable, Sendable {
                 touched = true
             }
             return foreign + (touched ? self.advance(now: now) : [])
-        case .stop(let endAs, let reason, let exitCode):
-            return self.requestStop(endAs: endAs, reason: reason, exitCode: exitCode, now: now)
+        case .stop(let endAs, let reason, let exitCode, let faultAt, let credited):
+            return self.requestStop(
+                endAs: endAs, reason: reason, exitCode: exitCode, creditFrom: endAs.isCreditedToOrganization && credited ? (faultAt ?? now) : nil,
+                now: now)
         }
     }
 
@@ -158,9 +175,9 @@ public struct AttemptLifecycle: Hashable, Sendable {
     }
 
     /// Ranks never started, or on a lost node, count as ended at once; the others are asked to stop.
-    private mutating func requestStop(endAs: AttemptState, reason: String, exitCode: Int?, now: Date) -> [Action] {
+    private mutating func requestStop(endAs: AttemptState, reason: String, exitCode: Int?, creditFrom: Date? = nil, now: Date) -> [Action] {
         guard self.state.isLive else { return [] }
-        self.stop = self.stop ?? Stop(endAs: endAs, requestedAt: now)
+        self.stop = self.stop ?? Stop(endAs: endAs, requestedAt: now, creditFrom: creditFrom.map { min($0, now) })
         self.reason = self.reason ?? reason
         self.exitCode = self.exitCode ?? exitCode
         for i in self.ranks.indices where self.ranks[i].state.isActive && (!self.ranks[i].isDispatched || self.ranks[i].nodeIsLost) {
@@ -189,7 +206,7 @@ public struct AttemptLifecycle: Hashable, Sendable {
                 return self.requestStop(
                     endAs: .lost,
                     reason: "rank \(vanished.rank) on \(vanished.node) vanished: its agent restarted and the process is gone (exit status unknown)",
-                    exitCode: nil, now: now)
+                    exitCode: nil, creditFrom: now, now: now)
             }
             let running = self.ranks.filter { $0.state == .running }.count
             let succeeded = self.ranks.filter { $0.state == .exited && $0.exitCode == 0 }.count
@@ -199,7 +216,8 @@ public struct AttemptLifecycle: Hashable, Sendable {
                 if let replaced = self.replaces {
                     actions.append(
                         .stopAttempt(
-                            replaced, endAs: .drained, reason: "replaced by attempt \(self.number), started elsewhere before its node was drained"))
+                            replaced, endAs: .drained, reason: "replaced by attempt \(self.number), started elsewhere before its node was drained",
+                            credited: false))
                 }
                 self.state = .running
                 self.startedAt = now
@@ -219,6 +237,7 @@ public struct AttemptLifecycle: Hashable, Sendable {
         self.endedAt = now
         self.reason = why
         if ending == .succeeded { self.exitCode = 0 }
-        return [.releaseClaims, .closeUsage(credited: ending.isCreditedToOrganization), .ended(ending, reason: why, exitCode: self.exitCode)]
+        let credit = ending.isCreditedToOrganization ? self.stop?.creditFrom.map { Credit(from: $0, cause: why) } : nil
+        return [.releaseClaims, .closeUsage(credit: credit), .ended(ending, reason: why, exitCode: self.exitCode)]
     }
 }

@@ -109,9 +109,11 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
     /// How long a token lives when its maker gives no expiry, and the longest it may live.
     public var tokenLifetimeSeconds: Int64
     public var tokenMaxLifetimeSeconds: Int64
+    /// What admission reserves of the budget for a job without a time limit (its GPUs × this).
+    public var budgetTimeSeconds: Int64
     public init(
         priorityClass: String? = nil, gracePeriodSeconds: Int = 60, reclaimDeadlineSeconds: Int = 300, heartbeatTimeoutSeconds: Int = 30,
-        tokenLifetimeSeconds: Int64 = 90 * 86400, tokenMaxLifetimeSeconds: Int64 = 365 * 86400
+        tokenLifetimeSeconds: Int64 = 90 * 86400, tokenMaxLifetimeSeconds: Int64 = 365 * 86400, budgetTimeSeconds: Int64 = 86400
     ) {
         self.priorityClass = priorityClass
         self.gracePeriodSeconds = gracePeriodSeconds
@@ -119,10 +121,12 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
         self.heartbeatTimeoutSeconds = heartbeatTimeoutSeconds
         self.tokenLifetimeSeconds = tokenLifetimeSeconds
         self.tokenMaxLifetimeSeconds = tokenMaxLifetimeSeconds
+        self.budgetTimeSeconds = budgetTimeSeconds
     }
 
     enum CodingKeys: String, CodingKey {
-        case priorityClass, gracePeriodSeconds, reclaimDeadlineSeconds, heartbeatTimeoutSeconds, tokenLifetimeSeconds, tokenMaxLifetimeSeconds
+        case priorityClass, gracePeriodSeconds, reclaimDeadlineSeconds, heartbeatTimeoutSeconds, tokenLifetimeSeconds, tokenMaxLifetimeSeconds,
+            budgetTimeSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -134,6 +138,7 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
         self.heartbeatTimeoutSeconds = try c.decodeIfPresent(Int.self, forKey: .heartbeatTimeoutSeconds) ?? d.heartbeatTimeoutSeconds
         self.tokenLifetimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .tokenLifetimeSeconds) ?? d.tokenLifetimeSeconds
         self.tokenMaxLifetimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .tokenMaxLifetimeSeconds) ?? d.tokenMaxLifetimeSeconds
+        self.budgetTimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .budgetTimeSeconds) ?? d.budgetTimeSeconds
     }
 }
 

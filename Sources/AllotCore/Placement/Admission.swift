@@ -4,17 +4,30 @@ public struct QuotaEntry: Hashable, Sendable {
     public var limitMilli: Int
     /// What its live attempts hold now.
     public var inUseMilli: Int
-    /// GPU-seconds left of the period's entitlement.
+    /// GPU-seconds of the period's entitlement neither used nor reserved by its live attempts (what they may
+    /// still use of their time limits, up to the period's end).
     public var remainingGPUSeconds: Double
+    /// Seconds until the accounting period ends: a reservation never reaches past it, as time after it is
+    /// charged to the next period's entitlement.
+    public var periodSecondsLeft: Double
     /// Fair share: GPU-hours used this period ÷ guaranteed GPUs; lower goes first among equal priorities.
     public var shareUsed: Double
 
-    public init(guaranteedMilli: Int, limitMilli: Int, inUseMilli: Int = 0, remainingGPUSeconds: Double = .infinity, shareUsed: Double = 0) {
+    public init(
+        guaranteedMilli: Int, limitMilli: Int, inUseMilli: Int = 0, remainingGPUSeconds: Double = .infinity, periodSecondsLeft: Double = .infinity,
+        shareUsed: Double = 0
+    ) {
         self.guaranteedMilli = guaranteedMilli
         self.limitMilli = limitMilli
         self.inUseMilli = inUseMilli
         self.remainingGPUSeconds = remainingGPUSeconds
+        self.periodSecondsLeft = periodSecondsLeft
         self.shareUsed = shareUsed
+    }
+
+    /// The GPU-seconds `gpuMilli` thousandths reserve for `seconds`, up to the period's end.
+    public func reservation(gpuMilli: Int, seconds: Int64) -> Double {
+        Double(gpuMilli) / 1000 * Swift.min(Double(seconds), Swift.max(0, self.periodSecondsLeft))
     }
 }
 
@@ -36,24 +49,32 @@ public struct QuotaBook: Hashable, Sendable {
         set { self.entries[Key(org: org, pool: pool)] = newValue }
     }
 
-    /// Whether `job` may start now, and whether it would borrow (run beyond its organisation's guarantee, and so
-    /// be preemptible). A job starts only if its GPUs × time limit fit in what is left of the entitlement; one
-    /// without a time limit needs some entitlement left.
-    public func admit(_ job: PendingJob) -> Admission {
+    /// Whether `job` may start now holding `gpuMilli` thousandths (default: what it asks; an exclusive job's
+    /// are every GPU of the nodes it takes), and whether it would borrow (run beyond its organisation's
+    /// guarantee, and so be preemptible). A job starts only if its GPUs × budget time (its time limit, or the
+    /// policy's budget time for jobs without one) fit in what neither usage nor running reservations nor jobs
+    /// admitted before it have taken.
+    public func admit(_ job: PendingJob, gpuMilli: Int? = nil) -> Admission {
         guard let e = self[job.org, job.pool] else { return .waits(.noAllocation(org: job.org, pool: job.pool)) }
-        let need = job.totalGPUMilli
+        let need = gpuMilli ?? job.totalGPUMilli
         if e.inUseMilli + need > e.limitMilli {
             return .waits(.quota(org: job.org, limitGPUs: Double(e.limitMilli) / 1000, inUseGPUs: Double(e.inUseMilli) / 1000))
         }
-        let cost = Double(need) / 1000 * Double(job.timeLimitSeconds ?? 0)
+        let cost = e.reservation(gpuMilli: need, seconds: job.budgetSeconds)
         if need > 0 && (e.remainingGPUSeconds <= 0 || cost > e.remainingGPUSeconds) {
             return .waits(.budget(org: job.org, neededGPUHours: cost / 3600, leftGPUHours: max(0, e.remainingGPUSeconds) / 3600))
         }
         return .admitted(borrowing: e.inUseMilli + need > e.guaranteedMilli)
     }
 
-    mutating func charge(_ job: PendingJob) {
-        self[job.org, job.pool]?.inUseMilli += job.totalGPUMilli
+    /// Books an admitted job: its GPUs are in use and its budget time reserved, so later jobs of the same
+    /// cycle see what is left after it.
+    public mutating func charge(_ job: PendingJob, gpuMilli: Int? = nil) {
+        guard var e = self[job.org, job.pool] else { return }
+        let need = gpuMilli ?? job.totalGPUMilli
+        e.inUseMilli += need
+        e.remainingGPUSeconds -= e.reservation(gpuMilli: need, seconds: job.budgetSeconds)
+        self[job.org, job.pool] = e
     }
 }
 
@@ -64,6 +85,9 @@ public enum Admission: Hashable, Sendable {
 }
 
 extension PendingJob {
-    /// GPU thousandths over all of the job's nodes.
+    /// GPU thousandths over all of the job's nodes (an exclusive job's least: it takes every GPU of its nodes).
     public var totalGPUMilli: Int { self.nodes * self.perNode.gpuMilli }
+
+    /// The seconds the budget reserves for the job: its time limit, else the policy's budget time.
+    public var budgetSeconds: Int64 { self.timeLimitSeconds ?? self.defaultBudgetSeconds }
 }

@@ -90,6 +90,16 @@ public struct Placer: Sendable {
             }
             switch attempt(job, excluding: excluded) {
             case .success(let ranks):
+                // An exclusive job holds every GPU of its nodes: admitted and charged for all of them.
+                let held = ranks.reduce(0) { $0 + $1.gpuPositions.count } * (job.perNode.fractionMilli ?? 1000)
+                if let q = book, job.perNode.exclusive, held > job.totalGPUMilli {
+                    switch q.admit(job, gpuMilli: held) {
+                    case .waits(let reason):
+                        plan.waiting[job.id] = reason
+                        continue
+                    case .admitted(let borrows): borrowing = borrows
+                    }
+                }
                 var assignments: [RankAssignment] = []
                 for r in ranks {
                     let node = cluster.nodes[r.position]
@@ -101,7 +111,7 @@ public struct Placer: Sendable {
                     cluster.hold(assignment)
                 }
                 plan.placements.append(Placement(jobID: job.id, ranks: assignments, borrowing: borrowing))
-                book?.charge(job)
+                book?.charge(job, gpuMilli: max(held, job.totalGPUMilli))
                 if let b = backfill {
                     runningNow.append(
                         RunningAttempt(

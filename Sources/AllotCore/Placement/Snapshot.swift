@@ -71,6 +71,8 @@ public struct PendingJob: Hashable, Sendable {
     public var timeLimitSeconds: Int64?
     /// Its priority class may preempt preemptible (or borrowing) work of lower priority.
     public var preempts: Bool = false
+    /// What the budget reserves for a job without a time limit (Policies/ `budgetTime`, 24 hours by default).
+    public var defaultBudgetSeconds: Int64 = 86_400
 
     public init(
         id: Int64, org: String = "", pool: String, gpuModels: [String] = [], nodes: Int = 1, perNode: NodeRequest,

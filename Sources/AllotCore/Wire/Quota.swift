@@ -19,6 +19,9 @@ public struct QuotaRow: Codable, Hashable, Sendable {
     public var gpuHours: Double
     /// GPU-hours lost to the infrastructure and given back.
     public var creditedGPUHours: Double
+    /// GPU-hours its live attempts may still use of their time limits (or the policy's budget time) within the
+    /// period: held back from admission until they end.
+    public var reservedGPUHours: Double
     /// When the entitlement runs out at the current burn rate; nil when not in sight.
     public var exhaustsAt: Date?
     /// The accounting period: the allocation's window, or the calendar month.
@@ -27,8 +30,8 @@ public struct QuotaRow: Codable, Hashable, Sendable {
 
     public init(
         org: String, pool: String, guaranteedGPUs: Int, limitGPUs: Int, inUseGPUs: Double, borrowedGPUs: Double, lentGPUs: Double,
-        queuedGPUs: Double, gpuHoursUsed: Double, gpuHours: Double, creditedGPUHours: Double, exhaustsAt: Date?, periodStart: Date,
-        periodEnd: Date
+        queuedGPUs: Double, gpuHoursUsed: Double, gpuHours: Double, creditedGPUHours: Double, reservedGPUHours: Double = 0, exhaustsAt: Date?,
+        periodStart: Date, periodEnd: Date
     ) {
         self.org = org
         self.pool = pool
@@ -41,6 +44,7 @@ public struct QuotaRow: Codable, Hashable, Sendable {
         self.gpuHoursUsed = gpuHoursUsed
         self.gpuHours = gpuHours
         self.creditedGPUHours = creditedGPUHours
+        self.reservedGPUHours = reservedGPUHours
         self.exhaustsAt = exhaustsAt
         self.periodStart = periodStart
         self.periodEnd = periodEnd

@@ -108,6 +108,27 @@ public struct AuditVerification: Codable, Sendable {
 }
 
 /// `POST /v1/audit/verify`: check the log against these checkpoint lines too (from a file kept elsewhere).
+/// A correction to the ledger (`POST /v1/adjustments`): GPU-seconds charged (or, negative, given back) to an
+/// organisation × pool at a moment, with the reason. It is a row of its own; nothing is edited.
+public struct AdjustUsageRequest: Codable, Sendable {
+    public var org: String
+    public var pool: String
+    public var gpuSeconds: Int64
+    public var appliesAt: Date
+    public var reason: String
+    public var project: String?
+    public var user: String?
+    public init(org: String, pool: String, gpuSeconds: Int64, appliesAt: Date, reason: String, project: String? = nil, user: String? = nil) {
+        self.org = org
+        self.pool = pool
+        self.gpuSeconds = gpuSeconds
+        self.appliesAt = appliesAt
+        self.reason = reason
+        self.project = project
+        self.user = user
+    }
+}
+
 public struct AuditVerifyRequest: Codable, Sendable {
     public var checkpoints: [String]
     public init(checkpoints: [String]) { self.checkpoints = checkpoints }

@@ -10,6 +10,8 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case login = "POST /login"
     case logout = "POST /logout"
     case quota = "GET /v1/quota"
+    case report = "GET /v1/report"
+    case adjustUsage = "POST /v1/adjustments"
     case submitJob = "POST /v1/jobs"
     case listJobs = "GET /v1/jobs"
     case showJob = "GET /v1/jobs/:id"
@@ -101,13 +103,14 @@ public enum Access {
             return AccessRule(roles: Set(Self.readers), tenant: .organization, anonymous: true, acceptsSession: true)
         case .metrics:
             return .only(.scraper, .operator, .auditor)
-        case .quota, .listJobs, .showJob, .jobLog:
+        case .quota, .report, .listJobs, .showJob, .jobLog:
             return AccessRule(roles: Set(Self.readers), tenant: .organization)
         case .submitJob, .cancelJob:
             return .only(.member, .orgAdmin, .operator, tenant: .organization)
         case .listNodes, .showNode, .showDrain, .listMaintenance:
             return AccessRule(roles: Set(Self.readers), tenant: .cluster)
-        case .addNode, .enrolNode, .cordon, .uncordon, .undrain, .declareLost, .restoreGPU, .drain, .addMaintenance, .removeMaintenance, .applyPolicy:
+        case .addNode, .enrolNode, .cordon, .uncordon, .undrain, .declareLost, .restoreGPU, .drain, .addMaintenance, .removeMaintenance, .applyPolicy,
+            .adjustUsage:
             return .only(.operator)
         case .register, .heartbeat:
             return .only(.agent, tenant: .node)

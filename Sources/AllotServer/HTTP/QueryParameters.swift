@@ -85,6 +85,12 @@ extension Endpoint {
                 QueryParameter("pool", .name, "Only this pool."),
                 QueryParameter("period", .month, "The month YYYY-MM (default: now)."),
             ]
+        case .report:
+            return [
+                QueryParameter("org", .name, "The organisation (members: their own; required of operators and auditors)."),
+                QueryParameter("period", .month, "The month YYYY-MM (default: the current one)."),
+                QueryParameter("by", .choice(Statement.Grouping.allCases.map(\.rawValue)), "Lines per pool (default), project, user or grant."),
+            ]
         case .listMaintenance, .listTokens:
             return [QueryParameter("all", .flag, "Also the ended (windows) or revoked and expired (tokens).")]
         case .applyPolicy:

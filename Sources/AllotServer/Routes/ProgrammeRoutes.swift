@@ -54,6 +54,32 @@ struct ProgrammeRoutes {
             ])
             return JSON.response(rows)
         }
+        routes.on(.report) { request, context in
+            let (principal, scope) = try context.caller()
+            let asked = request.uri.queryParameters.get("org")
+            if !scope.seesOrganizations || asked.map({ !scope.includes(org: $0) }) == true {
+                throw APIError.forbidden("members see their own organization's statements only")
+            }
+            guard let org = scope.organization ?? asked else {
+                throw APIError.badRequest("is required (the organisation to report on)", field: "org")
+            }
+            let period = request.uri.queryParameters.get("period")
+            let by = request.uri.queryParameters.get("by").flatMap(Statement.Grouping.init(rawValue:)) ?? .pool
+            let statement = try await StatementStore(database: self.database).statement(org: org, period: period, by: by)
+            try await AuditStore(database: self.database).record([
+                AuditEntry(
+                    actor: principal, action: "report.read", target: "report/\(org)", outcome: statement.digest,
+                    detail: ["period": statement.period, "by": by.rawValue])
+            ])
+            return JSON.response(statement)
+        }
+        routes.on(.adjustUsage) { request, context in
+            let body = try await JSON.body(AdjustUsageRequest.self, from: request)
+            let id = try await StatementStore(database: self.database).adjust(
+                org: body.org, pool: body.pool, gpuSeconds: body.gpuSeconds, appliesAt: body.appliesAt, reason: body.reason, project: body.project,
+                owner: body.user, by: try context.caller().principal)
+            return JSON.response(["id": id], status: .created)
+        }
         routes.on(.audit) { request, _ in
             // The middleware checked the parameters against the route's declaration.
             let since = request.uri.queryParameters.get("since").flatMap { WireJSON.date(String($0)) }

@@ -3,7 +3,8 @@ public import Logging
 public import ServiceLifecycle
 
 /// While this allotd leads, every second: marks nodes `lost` after the heartbeat timeout (their attempts end
-/// lost and the jobs requeue), stops attempts past their time limits, and moves maintenance windows and drains on.
+/// lost and the jobs requeue), stops attempts past their time limits, and moves maintenance windows and drains on;
+/// once a minute, checkpoints the running rows of the usage ledger.
 public struct NodeMonitor: Service {
     public let database: Database
     public let leadership: Leadership
@@ -25,6 +26,7 @@ public struct NodeMonitor: Service {
     public func run() async throws {
         let nodes = NodeStore(database: self.database)
         let lifecycle = NodeLifecycleStore(database: self.database)
+        var checkpointed = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if self.leadership.isLeader {
                 do {
@@ -48,6 +50,10 @@ public struct NodeMonitor: Service {
                     try await SchedulerStore(database: self.database).stopOverdue()
                     try await lifecycle.advanceMaintenance()
                     try await lifecycle.advanceDrains()
+                    if ContinuousClock.now - checkpointed >= .seconds(60) {
+                        try await StatementStore(database: self.database).checkpoint()
+                        checkpointed = ContinuousClock.now
+                    }
                 } catch {
                     self.logger.warning("node monitor round failed", metadata: ["error": "\(error)"])
                 }

@@ -11,11 +11,11 @@ struct AttemptsTable {
     func lifecycle(_ job: Int64, _ number: Int) async throws -> AttemptLifecycle? {
         let row = try await self.tx.query(
             """
-            SELECT state::text, stop_state::text, stop_requested_at, reason, exit_code, started_at, ended_at, replaces
+            SELECT state::text, stop_state::text, stop_requested_at, reason, exit_code, started_at, ended_at, replaces, stop_credit_from
             FROM attempts WHERE job_id = \(job) AND number = \(number) FOR UPDATE
             """
-        ).decode((String, String?, Date?, String?, Int?, Date?, Date?, Int?).self).first()
-        guard let (state, stopState, stopAt, reason, exit, started, ended, replaces) = row else { return nil }
+        ).decode((String, String?, Date?, String?, Int?, Date?, Date?, Int?, Date?).self).first()
+        guard let (state, stopState, stopAt, reason, exit, started, ended, replaces, creditFrom) = row else { return nil }
         var ranks: [AttemptLifecycle.Rank] = []
         let rankRows = try await self.tx.query(
             """
@@ -33,7 +33,9 @@ struct AttemptsTable {
                     exitCode: code, signal: signal, startedAt: rankStarted, endedAt: rankEnded, detail: detail))
         }
         var stop: AttemptLifecycle.Stop?
-        if let stopState, let stopAt { stop = AttemptLifecycle.Stop(endAs: try decoded(stopState, "attempts.stop_state"), requestedAt: stopAt) }
+        if let stopState, let stopAt {
+            stop = AttemptLifecycle.Stop(endAs: try decoded(stopState, "attempts.stop_state"), requestedAt: stopAt, creditFrom: creditFrom)
+        }
         return AttemptLifecycle(
             jobID: job, number: number, state: try decoded(state, "attempts.state"), stop: stop, reason: reason, exitCode: exit,
             startedAt: started, endedAt: ended, replaces: replaces, ranks: ranks)
@@ -47,7 +49,7 @@ struct AttemptsTable {
             try await self.tx.query(
                 """
                 UPDATE attempts SET state = \(attempt.state.rawValue)::attempt_state, stop_state = \(attempt.stop?.endAs.rawValue)::attempt_state,
-                       stop_requested_at = \(attempt.stop?.requestedAt), reason = \(attempt.reason), exit_code = \(attempt.exitCode),
+                       stop_requested_at = \(attempt.stop?.requestedAt), stop_credit_from = \(attempt.stop?.creditFrom), reason = \(attempt.reason), exit_code = \(attempt.exitCode),
                        started_at = \(attempt.startedAt), ended_at = \(attempt.endedAt)
                 WHERE job_id = \(attempt.jobID) AND number = \(attempt.number)
                 """)
@@ -174,17 +176,17 @@ struct AttemptsTable {
     }
 
     /// Live, unstopped attempts with an active rank on a draining node whose drain deadline has passed.
-    func pastDrainDeadline() async throws -> [(job: Int64, number: Int, node: String, reason: String)] {
+    func pastDrainDeadline() async throws -> [(job: Int64, number: Int, node: String, reason: String, deadline: Date)] {
         try await self.tx.query(
             """
-            SELECT DISTINCT ON (a.job_id, a.number) a.job_id, a.number, n.name, d.reason FROM nodes n
+            SELECT DISTINCT ON (a.job_id, a.number) a.job_id, a.number, n.name, d.reason, d.deadline FROM nodes n
             JOIN drains d ON d.id = n.drain_id
             JOIN attempt_ranks r ON r.node = n.name AND rank_is_active(r.state)
             JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
             WHERE n.state = 'draining' AND d.deadline <= now() AND attempt_is_live(a.state) AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, n.name
             """
-        ).decode((Int64, Int, String, String).self).array().map { (job: $0.0, number: $0.1, node: $0.2, reason: $0.3) }
+        ).decode((Int64, Int, String, String, Date).self).array().map { (job: $0.0, number: $0.1, node: $0.2, reason: $0.3, deadline: $0.4) }
     }
 
     // MARK: - Dispatch bookkeeping

@@ -36,6 +36,11 @@ struct NodesTable {
     }
 
     /// Where a node's agent is reached (nil until it first registers), locked for this transaction.
+    /// When the node's agent last reported (nil if it never did).
+    func lastHeartbeat(_ node: String) async throws -> Date? {
+        try await self.tx.query("SELECT last_heartbeat FROM nodes WHERE name = \(node)").decode(Date?.self).first() ?? nil
+    }
+
     func agentURL(_ node: String) async throws -> String? {
         try await self.tx.query("SELECT agent_url FROM nodes WHERE name = \(node) FOR UPDATE").decode(String?.self).first() ?? nil
     }

@@ -1,0 +1,146 @@
+import AllotCore
+import AllotDatabaseTesting
+import AllotServer
+import AllotStore
+import AllotTesting
+import Foundation
+import PostgresNIO
+import Testing
+
+/// Accounting an auditor accepts: reservations held by running attempts, an append-only ledger, versioned
+/// grants, and statements computed from the ledger alone that never change after the fact.
+@Suite("Accounting: reservations, the append-only ledger, versioned grants, statements", databaseTests, .serialized)
+struct AccountingTests {
+    typealias A = AllocationTests
+
+    static func grant(_ hours: Int64) -> [Organization] {
+        [Organization(name: "u", allocations: [Allocation(pool: "h200", guaranteedGPUs: 8, limitGPUs: 8, gpuHours: hours)])]
+    }
+
+    @Test("a running attempt keeps its reservation across cycles: 10 GPU-hours, 4 GPUs × 2 h running, a 4 GPU × 1 h job waits until it ends")
+    func runningReservation() async throws {
+        try await TestDatabase.with { db in
+            try await A.setUp(db, orgs: Self.grant(10))
+            let loop = A.loop(db)
+            let first = try await A.submit(db, "u", gpus: 4, limit: 7200)
+            try await loop.cycle()
+            try await A.startAll(db)
+            // 4 GPUs × 2 h = 8 GPU-h reserved (less the second or so it has run): 10 - 8 = 2 left; the next needs 4 × 1 = 4.
+            let row = try #require(try await QuotaStore(database: db).rows().first)
+            #expect(abs(row.reservedGPUHours + row.gpuHoursUsed - 8) < 0.01, "\(row)")
+            let second = try await A.submit(db, "u", gpus: 4, limit: 3600)
+            try await loop.cycle()
+            let waiting = try await A.job(db, second)
+            #expect(waiting.state == .queued && waiting.reason?.hasPrefix("budget") == true, "\(waiting.reason ?? "-")")
+
+            // What the first does not use is released when it ends.
+            let node = try #require(try await A.job(db, first).attempts.first?.nodes.first?.node)
+            _ = try await A.report(db, node, [RankStatus(key: RankKey(jobID: first, attempt: 1, rank: 0), state: .exited, exitCode: 0)])
+            #expect(try #require(try await QuotaStore(database: db).rows().first).reservedGPUHours == 0)
+            try await loop.cycle()
+            #expect(try await A.job(db, second).state == .placed)
+        }
+    }
+
+    @Test("the ledger is append-only: closed rows cannot be updated, no row deleted, the table not truncated; adjustments never change")
+    func appendOnly() async throws {
+        try await TestDatabase.with { db in
+            try await A.setUp(db, orgs: Self.grant(1000))
+            let id = try await A.submit(db, "u", gpus: 2, limit: 3600)
+            try await A.loop(db).cycle()
+            try await A.startAll(db)
+            let node = try #require(try await A.job(db, id).attempts.first?.nodes.first?.node)
+            // An open row may be checkpointed, nothing else.
+            #expect(try await StatementStore(database: db).checkpoint() == 1)
+            await #expect(throws: (any Error).self) { try await db.query("UPDATE usage SET gpu_milli = 1 WHERE job_id = \(id)") }
+            _ = try await A.report(db, node, [RankStatus(key: RankKey(jobID: id, attempt: 1, rank: 0), state: .exited, exitCode: 0)])
+            for statement in [
+                "UPDATE usage SET ended_at = ended_at - interval '1 minute'", "UPDATE usage SET credited = true, cause = 'x'", "DELETE FROM usage",
+                "TRUNCATE usage", "UPDATE allocations SET gpu_hours = 1", "DELETE FROM allocations",
+            ] {
+                await #expect(throws: (any Error).self, "\(statement)") { try await db.query(PostgresQuery(unsafeSQL: statement)) }
+            }
+            let adjustment = try await StatementStore(database: db).adjust(
+                org: "u", pool: "h200", gpuSeconds: -1800, appliesAt: Date(), reason: "rank 0 misreported", by: A.op)
+            await #expect(throws: (any Error).self) { try await db.query("UPDATE usage_adjustments SET gpu_seconds = 1 WHERE id = \(adjustment)") }
+            await #expect(throws: (any Error).self) { try await db.query("DELETE FROM usage_adjustments") }
+            await #expect(throws: StoreError.invalid(field: "reason", message: "is required, at most 500 characters")) {
+                _ = try await StatementStore(database: db).adjust(org: "u", pool: "h200", gpuSeconds: 60, appliesAt: Date(), reason: " ", by: A.op)
+            }
+            // The correction is audited and counts against the entitlement.
+            #expect(try await db.query("SELECT count(*) FROM audit WHERE action = 'usage.adjust'").decode(Int.self).first { _ in true } == 1)
+            let row = try #require(try await QuotaStore(database: db).rows().first)
+            #expect(row.gpuHoursUsed < 0, "\(row.gpuHoursUsed): -0.5 GPU-h adjusted against a few GPU-seconds used")
+        }
+    }
+
+    /// Closed rows for a past month, as the ledger would hold them: (rank, node, GPU thousandths, start, end, credit cause).
+    static func forgeNovember(_ db: Database, job: Int64) async throws {
+        for (rank, node, milli, start, end, cause) in [
+            (10, "n1", 4000, "2026-11-03 10:00", "2026-11-03 14:30", nil),  // 4 GPUs × 4.5 h = 18
+            (11, "n2", 2000, "2026-10-31 22:00", "2026-11-01 02:00", nil),  // 2 × 2 h in November (4 in all) = 4
+            (12, "n1", 8000, "2026-11-20 00:00", "2026-11-20 06:00", nil),  // 8 × 6 h = 48
+            (12, "n1", 8000, "2026-11-20 06:00", "2026-11-20 07:00", "node n1 lost (heartbeat timeout)"),  // credited: 8 × 1 = 8
+            (13, "n2", 1000, "2026-11-30 23:00", "2026-12-01 01:00", nil),  // 1 × 1 h in November = 1
+        ] as [(Int, String, Int, String, String, String?)] {
+            try await db.query(
+                """
+                INSERT INTO usage (job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, started_at, ended_at, checkpointed_at,
+                                   allocation_id, credited, cause, fault_at)
+                SELECT \(job), 1, \(rank), \(node), 'u', \(rank == 13 ? "vision" : "llm"), 'op', 'h200', \(milli), \(start)::timestamptz,
+                       \(end)::timestamptz, \(end)::timestamptz, (SELECT id FROM allocations WHERE org = 'u'), \(cause != nil), \(cause),
+                       CASE WHEN \(cause != nil) THEN \(start)::timestamptz END
+                """)
+        }
+    }
+
+    @Test(
+        "a past month's statement comes from the ledger alone (one plain SQL query agrees), itemises credits, and is byte-identical after a policy change"
+    )
+    func statementStable() async throws {
+        try await TestDatabase.with { db in
+            try await A.setUp(db, orgs: Self.grant(1000))
+            let id = try await A.submit(db, "u", gpus: 1, limit: 3600)
+            try await A.loop(db).cycle()
+            try await A.startAll(db)
+            try await Self.forgeNovember(db, job: id)
+            try await db.query("SET TIME ZONE 'UTC'")
+            let store = StatementStore(database: db)
+            let before = try await store.statement(org: "u", period: "2026-11", by: .pool)
+            // 18 + 4 + 48 + 1 = 71 charged, 8 credited.
+            #expect(before.final && before.lines.map(\.key) == ["h200"])
+            #expect(abs(before.total.chargedGPUHours - 71) < 1e-9 && abs(before.total.creditedGPUHours - 8) < 1e-9, "\(before.total)")
+            #expect(before.credits.count == 1 && before.credits[0].cause.contains("lost") && abs(before.credits[0].gpuHours - 8) < 1e-9)
+            // The same from the raw rows, in one query an auditor can run.
+            let plain = try #require(
+                try await db.query(
+                    """
+                    SELECT (sum(gpu_milli / 1000.0 * extract(epoch FROM least(ended_at, '2026-12-01'::timestamptz) - greatest(started_at, '2026-11-01'::timestamptz)))
+                           / 3600)::float8 FROM usage
+                    WHERE org = 'u' AND NOT credited AND started_at < '2026-12-01' AND ended_at > '2026-11-01'
+                    """
+                ).decode(Double.self).first { _ in true })
+            #expect(abs(plain - before.total.chargedGPUHours) < 1e-6)
+            let byProject = try await store.statement(org: "u", period: "2026-11", by: .project)
+            #expect(byProject.lines.map(\.key) == ["llm", "vision"] && abs(byProject.lines[1].chargedGPUHours - 1) < 1e-9)
+            #expect(try await store.statement(org: "u", period: "2026-11", by: .grant).lines.map(\.key) == ["h200 monthly v1"])
+
+            // This month's grant changes: a new version; November's statement and its quota stay as they were.
+            let novemberQuota = try #require(try await QuotaStore(database: db).rows(period: "2026-11").first)
+            _ = try await PolicyStore(database: db).apply(
+                Policy(
+                    pools: [Pool(name: "h200")], organizations: Self.grant(500), priorityClasses: [PriorityClass(name: "standard", value: 100)],
+                    defaults: PolicyDefaults(priorityClass: "standard", gracePeriodSeconds: 5)),
+                by: A.op, dryRun: false)
+            var versions: [(Int, Int64, Bool)] = []
+            for try await v in try await db.query(
+                "SELECT version, gpu_hours, superseded_at IS NOT NULL FROM allocations WHERE org = 'u' ORDER BY version"
+            ).decode((Int, Int64, Bool).self) { versions.append(v) }
+            #expect(versions.map(\.0) == [1, 2] && versions.map(\.1) == [1000, 500] && versions.map(\.2) == [true, false])
+            let after = try await store.statement(org: "u", period: "2026-11", by: .pool)
+            #expect(after.canonicalJSON == before.canonicalJSON && after.digest == before.digest && before.digest.hasPrefix("sha256:"))
+            #expect(try await QuotaStore(database: db).rows(period: "2026-11").first == novemberQuota)
+            #expect(try await QuotaStore(database: db).rows().first?.gpuHours == 500)
+        }
+    }
+}
