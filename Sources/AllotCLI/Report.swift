@@ -65,6 +65,19 @@ struct Report: AsyncParsableCommand {
                             ["ID", "POOL", "GPU-H", "APPLIES AT", "BY", "REASON"],
                             s.adjustments.map { ["\($0.id)", $0.pool, hours($0.gpuHours), time($0.appliesAt), $0.actor, $0.reason] }))
                 }
+                if !s.reclaims.isEmpty {
+                    print("\nReclaims (guaranteed GPUs asked back from borrowers):")
+                    print(
+                        table(
+                            ["JOB", "POOL", "GPUS", "VICTIMS", "REQUESTED", "DEADLINE", "SATISFIED", "OUTCOME"],
+                            s.reclaims.map {
+                                [
+                                    "\($0.jobID)", $0.pool, String(format: "%g", $0.requestedGPUs),
+                                    $0.victims.map(String.init).joined(separator: ","),
+                                    time($0.requestedAt), time($0.deadlineAt), $0.satisfiedAt.map(time) ?? "-", $0.outcome.rawValue,
+                                ]
+                            }))
+                }
                 print("\ndigest \(s.digest)")
             }
         }

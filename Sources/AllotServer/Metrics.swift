@@ -85,6 +85,21 @@ public final class Metrics: Sendable {
                 "allot_quota_used_gpu_seconds", "GPU time used in the current period (GPU-hours × 3600).", labels, (q.gpuHoursUsed * 3600).rounded())
             gauge("allot_quota_entitlement_gpu_seconds", "GPU time entitled in the current period (GPU-hours × 3600).", labels, q.gpuHours * 3600)
         }
+        gauge(
+            "allot_reclaim_deadline_seconds", "The policy's reclaim deadline: guaranteed GPUs are back within it.", [], cluster.reclaimDeadlineSeconds
+        )
+        for (key, age) in cluster.reclaimPendingSeconds.sorted(by: { ($0.key.org, $0.key.pool) < ($1.key.org, $1.key.pool) }) {
+            gauge(
+                "allot_reclaim_pending_seconds", "Age of the oldest reclaim an organisation still waits for, by pool.",
+                [("org", key.org), ("pool", key.pool)], age)
+        }
+        for (key, outcomes) in cluster.reclaims.sorted(by: { ($0.key.org, $0.key.pool) < ($1.key.org, $1.key.pool) }) {
+            for outcome in [Statement.Reclaim.Outcome.kept, .missed, .pending] {
+                gauge(
+                    "allot_reclaims", "Reclaims asked for in the last 30 days, by outcome.",
+                    [("org", key.org), ("pool", key.pool), ("outcome", outcome.rawValue)], Double(outcomes[outcome] ?? 0))
+            }
+        }
         self.gauges.withLock { known in
             var current: [String: Gauge] = [:]
             for g in set {

@@ -134,6 +134,12 @@ public struct SchedulerStore: Sendable {
     /// timed once the job is placed.
     public func preempt(_ victims: [RunningAttempt], for job: PendingJob, byClass: Bool = false) async throws {
         try await self.database.transaction { tx in
+            // A reclaim is due by the policy's deadline: its victims' grace fits inside it.
+            let grace =
+                byClass
+                ? nil
+                : try await tx.reclaims.insert(
+                    job: job.id, org: job.org, pool: job.pool, gpus: Double(job.totalGPUMilli) / 1000, victims: victims.map(\.jobID))
             for v in victims {
                 try await tx.transitions.attempt(
                     v.jobID, v.attempt,
@@ -142,8 +148,8 @@ public struct SchedulerStore: Sendable {
                         reason: byClass
                             ? "preempted by job \(job.id), whose priority class preempts this one's"
                             : "preempted: \(job.org) reclaims its guaranteed GPUs in pool \(job.pool) (for job \(job.id))"))
+                if let grace { try await tx.attempts.boundStopGrace(v.jobID, v.attempt, seconds: grace) }
             }
-            if !byClass { try await tx.reclaims.insert(job: job.id, org: job.org, pool: job.pool, victims: victims.map(\.jobID)) }
             try await tx.audit.append(
                 AuditEntry(
                     actor: .scheduler, action: "job.preempt", target: "job/\(job.id)", outcome: "reclaim for \(job.org)",

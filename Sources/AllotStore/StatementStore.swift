@@ -77,6 +77,21 @@ public struct StatementStore: Sendable {
             for try await (id, pool, seconds, at, actor, reason) in adjustmentRows.decode((Int64, String, Double, Date, String, String).self) {
                 adjustments.append(Statement.Adjustment(id: id, pool: pool, gpuHours: seconds / 3600, appliesAt: at, actor: actor, reason: reason))
             }
+            var reclaims: [Statement.Reclaim] = []
+            let reclaimRows = try await tx.query(
+                """
+                SELECT job_id, pool, requested_gpus, victims, requested_at, deadline_at,
+                       CASE WHEN satisfied_at <= \(until) THEN satisfied_at END
+                FROM reclaims WHERE org = \(org) AND requested_at >= \(start)::timestamptz AND requested_at < \(until) ORDER BY requested_at, id
+                """)
+            for try await (job, pool, gpus, victims, requested, deadline, satisfied) in reclaimRows.decode(
+                (Int64, String, Double, [Int64], Date, Date, Date?).self)
+            {
+                reclaims.append(
+                    Statement.Reclaim(
+                        jobID: job, pool: pool, requestedGPUs: gpus, victims: victims, requestedAt: requested, deadlineAt: deadline,
+                        satisfiedAt: satisfied, outcome: Self.outcome(satisfied: satisfied, deadline: deadline, asOf: until)))
+            }
             let sorted = lines.keys.sorted().map { k in
                 Statement.Line(key: k, chargedGPUHours: lines[k]!.charged, creditedGPUHours: lines[k]!.credited, adjustedGPUHours: lines[k]!.adjusted)
             }
@@ -86,7 +101,7 @@ public struct StatementStore: Sendable {
                 adjustedGPUHours: sorted.reduce(0) { $0 + $1.adjustedGPUHours })
             var statement = Statement(
                 org: org, period: name, periodStart: start, periodEnd: end, by: by, final: end <= clock, lines: sorted, credits: credits,
-                adjustments: adjustments, total: total)
+                adjustments: adjustments, reclaims: reclaims, total: total)
             statement.digest = "sha256:" + SHA256.hash(data: statement.canonicalJSON).map { String(format: "%02x", $0) }.joined()
             return statement
         }
@@ -96,6 +111,12 @@ public struct StatementStore: Sendable {
     @discardableResult
     public func checkpoint() async throws -> Int {
         try await self.database.transaction { tx in try await tx.usage.checkpoint() }
+    }
+
+    /// Kept when met by its deadline; missed when met later, or not met by a deadline already past; else pending.
+    public static func outcome(satisfied: Date?, deadline: Date, asOf: Date) -> Statement.Reclaim.Outcome {
+        if let satisfied { return satisfied <= deadline ? .kept : .missed }
+        return deadline < asOf ? .missed : .pending
     }
 
     /// A grant as a statement names it: pool, window (or monthly) and version; `-` where none applied.

@@ -28,6 +28,11 @@ public struct ClusterGauges: Sendable {
     /// Seconds since each node's agent last reported.
     public var heartbeatAgeSeconds: [String: Double] = [:]
     public var quota: [QuotaRow] = []
+    /// Age of the oldest reclaim still waiting (its job queued), by organisation × pool.
+    public var reclaimPendingSeconds: [QuotaBook.Key: Double] = [:]
+    /// Reclaims asked for in the last 30 days, by organisation × pool and outcome (kept, missed, pending).
+    public var reclaims: [QuotaBook.Key: [Statement.Reclaim.Outcome: Int]] = [:]
+    public var reclaimDeadlineSeconds: Double = 300
 }
 
 public struct StatusStore: Sendable {
@@ -69,6 +74,22 @@ public struct StatusStore: Sendable {
                 g.heartbeatAgeSeconds[node] = age
             }
             g.quota = try await QuotaStore.rows(in: tx)
+            g.reclaimDeadlineSeconds =
+                try await tx.query("SELECT reclaim_deadline_s::float8 FROM policy_defaults").decode(Double.self).first { _ in true } ?? 300
+            for try await (org, pool, age) in try await tx.query(
+                """
+                SELECT r.org, r.pool, extract(epoch FROM now() - min(r.requested_at))::float8 FROM reclaims r JOIN jobs j ON j.id = r.job_id
+                WHERE r.satisfied_at IS NULL AND j.state = 'queued' GROUP BY 1, 2 ORDER BY 1, 2
+                """
+            ).decode((String, String, Double).self) {
+                g.reclaimPendingSeconds[QuotaBook.Key(org: org, pool: pool)] = age
+            }
+            for try await (org, pool, satisfied, deadline, now) in try await tx.query(
+                "SELECT org, pool, satisfied_at, deadline_at, now() FROM reclaims WHERE requested_at > now() - interval '30 days'"
+            ).decode((String, String, Date?, Date, Date).self) {
+                g.reclaims[QuotaBook.Key(org: org, pool: pool), default: [:]][
+                    StatementStore.outcome(satisfied: satisfied, deadline: deadline, asOf: now), default: 0] += 1
+            }
             return g
         }
     }

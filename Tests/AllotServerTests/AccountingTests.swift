@@ -1,3 +1,4 @@
+import AllotAgent
 import AllotCore
 import AllotDatabaseTesting
 import AllotServer
@@ -141,6 +142,67 @@ struct AccountingTests {
             #expect(after.canonicalJSON == before.canonicalJSON && after.digest == before.digest && before.digest.hasPrefix("sha256:"))
             #expect(try await QuotaStore(database: db).rows(period: "2026-11").first == novemberQuota)
             #expect(try await QuotaStore(database: db).rows().first?.gpuHours == 500)
+        }
+    }
+
+    @Test("a reclaim keeps its deadline though the victims ignore SIGTERM: their grace fits inside it, the agent kills them, the owner runs")
+    func reclaimDeadlineKept() async throws {
+        try await TestDatabase.with { db in
+            // Grace 600 s, reclaim deadline 40 s: victims get 40 - 30 = 10 s of grace (30 s spare for placing the owner).
+            _ = try await PolicyStore(database: db).apply(
+                Policy(
+                    pools: [Pool(name: "h200")],
+                    organizations: [
+                        Organization(name: "a", allocations: [Allocation(pool: "h200", guaranteedGPUs: 4, limitGPUs: 4, gpuHours: 10_000)]),
+                        Organization(name: "b", allocations: [Allocation(pool: "h200", guaranteedGPUs: 0, limitGPUs: 4, gpuHours: 10_000)]),
+                    ], priorityClasses: [PriorityClass(name: "standard", value: 100)],
+                    defaults: PolicyDefaults(priorityClass: "standard", gracePeriodSeconds: 600, reclaimDeadlineSeconds: 40)),
+                by: A.op, dryRun: false)
+            _ = try await NodeStore(database: db).add(name: "n1", pool: "h200", block: nil, by: A.op)
+            _ = try await A.report(db, "n1", [], gpus: 4)
+            let loop = A.loop(db)
+            // B borrows all four GPUs, running a real process that ignores SIGTERM.
+            let victim = try await A.submit(db, "b", gpus: 4)
+            try await loop.cycle()
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-reclaim-\(UUID().uuidString.prefix(8))")
+            let agent = try Supervisor(stateDir: dir, node: "n1")
+            let key = RankKey(jobID: victim, attempt: 1, rank: 0)
+            _ = try await agent.launch(
+                LaunchRequest(
+                    key: key, command: "trap '' TERM; echo ready; while true; do sleep 1; done", env: [:], workingDir: nil, gpuIndices: [0, 1, 2, 3],
+                    gang: GangInfo(masterAddr: "127.0.0.1", masterPort: 29511, nnodes: 1, nodeRank: 0, nprocPerNode: 4), gracePeriodSeconds: 600,
+                    tenant: RankTenant(org: "b", owner: "op", account: "nobody")))
+            while !((try? String(contentsOfFile: await agent.logPath(for: key), encoding: .utf8))?.contains("ready") ?? false) {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            _ = try await DispatchStore(database: db).claimLaunches()
+            try await DispatchStore(database: db).markDispatched(key)
+            _ = try await A.report(db, "n1", [RankStatus(key: key, state: .running)])
+
+            let owner = try await A.submit(db, "a", gpus: 4)
+            let asked = Date()
+            try await loop.cycle()
+            let stops = try await DispatchStore(database: db).claimStops()
+            #expect(stops.map(\.key) == [key] && stops.first?.gracePeriodSeconds == 10)
+            _ = try await agent.stop(key, gracePeriodSeconds: try #require(stops.first).gracePeriodSeconds)
+            var end = RankStatus(key: key, state: .running)
+            while end.state == .running && Date().timeIntervalSince(asked) < 35 {
+                try await Task.sleep(for: .milliseconds(100))
+                await agent.poll()
+                end = await agent.all().first { $0.key == key } ?? end
+            }
+            #expect(end.signal == 9, "SIGTERM was ignored: the agent killed it when its grace ended")
+            _ = try await A.report(db, "n1", [end])
+            try await loop.cycle()
+            #expect(try await A.job(db, owner).state == .placed)
+            #expect(Date().timeIntervalSince(asked) < 40)
+
+            let statement = try await StatementStore(database: db).statement(org: "a", period: nil, by: .pool)
+            let reclaim = try #require(statement.reclaims.first)
+            #expect(reclaim.jobID == owner && reclaim.victims == [victim] && reclaim.requestedGPUs == 4 && reclaim.outcome == .kept)
+            #expect(abs(reclaim.deadlineAt.timeIntervalSince(reclaim.requestedAt) - 40) < 1)
+            let gauges = try await StatusStore(database: db).gauges()
+            #expect(gauges.reclaims[QuotaBook.Key(org: "a", pool: "h200")]?[.kept] == 1 && gauges.reclaimPendingSeconds.isEmpty)
         }
     }
 }

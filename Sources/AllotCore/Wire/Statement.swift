@@ -67,6 +67,33 @@ public struct Statement: Codable, Hashable, Sendable {
         }
     }
 
+    /// An organisation asked for its guarantee back: borrowed work was stopped so that its job could start within
+    /// the reclaim deadline. As of the statement's end: satisfied by then or not, kept or missed.
+    public struct Reclaim: Codable, Hashable, Sendable {
+        public enum Outcome: String, Codable, Sendable { case kept, missed, pending }
+        public var jobID: Int64
+        public var pool: String
+        public var requestedGPUs: Double
+        public var victims: [Int64]
+        public var requestedAt: Date
+        public var deadlineAt: Date
+        public var satisfiedAt: Date?
+        public var outcome: Outcome
+        public init(
+            jobID: Int64, pool: String, requestedGPUs: Double, victims: [Int64], requestedAt: Date, deadlineAt: Date, satisfiedAt: Date?,
+            outcome: Outcome
+        ) {
+            self.jobID = jobID
+            self.pool = pool
+            self.requestedGPUs = requestedGPUs
+            self.victims = victims
+            self.requestedAt = requestedAt
+            self.deadlineAt = deadlineAt
+            self.satisfiedAt = satisfiedAt
+            self.outcome = outcome
+        }
+    }
+
     public var org: String
     /// The month, `YYYY-MM` (UTC).
     public var period: String
@@ -78,6 +105,8 @@ public struct Statement: Codable, Hashable, Sendable {
     public var lines: [Line]
     public var credits: [Credit]
     public var adjustments: [Adjustment]
+    /// Reclaims the organisation asked for in the month.
+    public var reclaims: [Reclaim]
     public var total: Line
     /// SHA-256 of the statement's canonical JSON (everything above): print it with the statement, and a later
     /// change is visible.
@@ -85,7 +114,7 @@ public struct Statement: Codable, Hashable, Sendable {
 
     public init(
         org: String, period: String, periodStart: Date, periodEnd: Date, by: Grouping, final: Bool, lines: [Line], credits: [Credit],
-        adjustments: [Adjustment], total: Line, digest: String = ""
+        adjustments: [Adjustment], reclaims: [Reclaim] = [], total: Line, digest: String = ""
     ) {
         self.org = org
         self.period = period
@@ -96,6 +125,7 @@ public struct Statement: Codable, Hashable, Sendable {
         self.lines = lines
         self.credits = credits
         self.adjustments = adjustments
+        self.reclaims = reclaims
         self.total = total
         self.digest = digest
     }

@@ -96,6 +96,12 @@ struct AttemptsTable {
         }
     }
 
+    /// Its stop gets at most `seconds` of grace (a reclaim's deadline bounds it).
+    func boundStopGrace(_ job: Int64, _ number: Int, seconds: Int) async throws {
+        try await self.tx.query(
+            "UPDATE attempts SET stop_grace_s = least(coalesce(stop_grace_s, \(seconds)), \(seconds)) WHERE job_id = \(job) AND number = \(number)")
+    }
+
     /// The attempt has ended: its GPUs are free again.
     func releaseClaims(_ job: Int64, _ number: Int) async throws {
         try await self.tx.query(
@@ -267,8 +273,9 @@ struct AttemptsTable {
             sent AS (
                 UPDATE attempts a SET last_stop_sent_at = now() FROM due WHERE a.job_id = due.job_id AND a.number = due.number
                 RETURNING a.job_id, a.number)
-            SELECT r.job_id, r.attempt, r.rank, r.node, n.agent_url, n.enrolment, d.grace_period_s
+            SELECT r.job_id, r.attempt, r.rank, r.node, n.agent_url, n.enrolment, coalesce(a.stop_grace_s, d.grace_period_s)
             FROM sent JOIN attempt_ranks r ON r.job_id = sent.job_id AND r.attempt = sent.number
+            JOIN attempts a ON a.job_id = sent.job_id AND a.number = sent.number
             JOIN nodes n ON n.name = r.node CROSS JOIN policy_defaults d
             WHERE rank_is_active(r.state) AND r.dispatched_at IS NOT NULL AND n.agent_url IS NOT NULL
             ORDER BY 1, 2, 3

@@ -78,8 +78,17 @@ struct NodePlansTable {
 struct ReclaimsTable {
     let tx: Transaction
 
-    func insert(job: Int64, org: String, pool: String, victims: [Int64]) async throws {
-        try await self.tx.query("INSERT INTO reclaims (job_id, org, pool, victims) VALUES (\(job), \(org), \(pool), \(victims))")
+    /// Records a reclaim for `job` (asking `gpus`), due by the policy's reclaim deadline from now; returns the
+    /// grace period its victims get: the policy's, or less so that they are gone (killed if need be) with 30 s of
+    /// the deadline to spare for the cycle that places the job.
+    func insert(job: Int64, org: String, pool: String, gpus: Double, victims: [Int64]) async throws -> Int {
+        try await self.tx.query(
+            """
+            INSERT INTO reclaims (job_id, org, pool, victims, requested_gpus, deadline_at)
+            SELECT \(job), \(org), \(pool), \(victims), \(gpus), now() + make_interval(secs => reclaim_deadline_s) FROM policy_defaults
+            RETURNING (SELECT least(grace_period_s, greatest(1, reclaim_deadline_s - 30)) FROM policy_defaults)
+            """
+        ).decode(Int.self).first { _ in true } ?? 1
     }
 
     /// The job was placed: its reclaim, if any, is satisfied now.

@@ -1,0 +1,11 @@
+-- The reclaim deadline is a kept promise (issue 13): each reclaim records what was asked, by when, and when it
+-- was met; the attempts it stops get a grace period that fits inside the deadline.
+ALTER TABLE reclaims
+    ADD COLUMN deadline_at timestamptz,
+    ADD COLUMN requested_gpus double precision NOT NULL DEFAULT 0 CHECK (requested_gpus >= 0);
+UPDATE reclaims r SET deadline_at = r.requested_at + make_interval(secs => d.reclaim_deadline_s) FROM policy_defaults d;
+ALTER TABLE reclaims ALTER COLUMN deadline_at SET NOT NULL;
+CREATE INDEX reclaims_by_org ON reclaims (org, requested_at);
+
+-- A stop's own grace period (shorter than the policy's when a reclaim deadline bounds it); NULL: the policy's.
+ALTER TABLE attempts ADD COLUMN stop_grace_s integer CHECK (stop_grace_s >= 0);
