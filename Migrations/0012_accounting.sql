@@ -53,12 +53,13 @@ ALTER TABLE usage
     -- Running rows are checkpointed every minute: the ledger knows the rank ran at least until then.
     ADD COLUMN checkpointed_at timestamptz,
     ADD CONSTRAINT usage_allocation_fkey FOREIGN KEY (allocation_id) REFERENCES allocations (id),
-    ADD CONSTRAINT usage_credit_has_cause CHECK (credited = (cause IS NOT NULL)),
     ADD CONSTRAINT usage_credit_is_closed CHECK (NOT credited OR ended_at IS NOT NULL),
     ADD CONSTRAINT usage_interval_ordered CHECK (ended_at IS NULL OR ended_at >= started_at);
 UPDATE usage u SET project = j.project, owner = j.owner, checkpointed_at = coalesce(u.ended_at, now()),
        cause = CASE WHEN u.credited THEN 'credited before per-rank accounting' END
 FROM jobs j WHERE j.id = u.job_id;
+-- Checked once the rows written before have their cause.
+ALTER TABLE usage ADD CONSTRAINT usage_credit_has_cause CHECK (credited = (cause IS NOT NULL));
 CREATE UNIQUE INDEX usage_one_charge_per_rank ON usage (job_id, attempt, rank) WHERE NOT credited;
 CREATE INDEX usage_by_job ON usage (job_id, attempt);
 CREATE INDEX usage_open ON usage (job_id) WHERE ended_at IS NULL;

@@ -10,6 +10,8 @@ struct QuotaCommand: AsyncParsableCommand {
     @Option(help: "Only this organisation (members see only their own).") var org: String?
     @Option(help: "Only this pool.") var pool: String?
     @Option(help: "The statement of a calendar month, YYYY-MM (default: now).") var period: String?
+    @Flag(help: "Fair share instead: each organisation's share, decayed usage and factor, and who goes first in each pool, and why.")
+    var shares = false
     @OptionGroup var connection: Connection
 
     func run() async throws {
@@ -24,6 +26,10 @@ struct QuotaCommand: AsyncParsableCommand {
             let f = ISO8601DateFormatter()
             f.formatOptions = [.withFullDate]
             return f.string(from: d)
+        }
+        if self.shares && self.connection.output == .table {
+            print(Self.shares(rows))
+            return
         }
         switch self.connection.output {
         case .json: try printJSON(rows)
@@ -58,6 +64,34 @@ struct QuotaCommand: AsyncParsableCommand {
                         ]
                     }))
         }
+    }
+}
+
+extension QuotaCommand {
+    /// The fair-share table and, per pool, the order it gives among jobs of one priority class, in words.
+    static func shares(_ rows: [QuotaRow]) -> String {
+        let pct = { (v: Double) in String(format: "%.1f%%", v * 100) }
+        var out = table(
+            ["ORG", "POOL", "SHARE", "DECAYED GPU-H", "USAGE SHARE", "FACTOR"],
+            rows.map {
+                [
+                    $0.org, $0.pool, pct($0.guaranteeShare), String(format: "%.2f", $0.decayedGPUHours), pct($0.usageShare),
+                    String(format: "%.3f", $0.fairShareFactor),
+                ]
+            })
+        for (pool, inPool) in Dictionary(grouping: rows, by: \.pool).sorted(by: { $0.key < $1.key }) {
+            let ordered = inPool.sorted { ($0.fairShareFactor, $1.org) > ($1.fairShareFactor, $0.org) }
+            out += "\n\(pool): among jobs of one priority class, "
+            out += ordered.map(\.org).joined(separator: " before ") + "."
+            for (ahead, behind) in zip(ordered, ordered.dropFirst()) where ahead.fairShareFactor > behind.fairShareFactor {
+                out +=
+                    "\n  \(behind.org) is behind \(ahead.org): it used \(pct(behind.usageShare)) of the pool's decayed usage against a \(pct(behind.guaranteeShare)) share"
+                out +=
+                    " (factor \(String(format: "%.3f", behind.fairShareFactor))); \(ahead.org) used \(pct(ahead.usageShare)) against \(pct(ahead.guaranteeShare))"
+                out += " (factor \(String(format: "%.3f", ahead.fairShareFactor)))."
+            }
+        }
+        return out
     }
 }
 

@@ -48,6 +48,7 @@ public enum PolicyParser {
                     f.node("defaults"), "defaults",
                     allowed: [
                         "priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout", "tokenLifetime", "tokenMaxLifetime", "budgetTime",
+                        "fairShareHalfLife",
                     ])
                 {
                     if sawDefaults { reader.error(f.values["defaults"], "defaults", "is declared in more than one file") }
@@ -59,7 +60,8 @@ public enum PolicyParser {
                         heartbeatTimeoutSeconds: Int(d.duration("heartbeatTimeout", max: 3600) ?? 30),
                         tokenLifetimeSeconds: d.duration("tokenLifetime", max: 10 * 366 * 86400) ?? 90 * 86400,
                         tokenMaxLifetimeSeconds: d.duration("tokenMaxLifetime", max: 10 * 366 * 86400) ?? 365 * 86400,
-                        budgetTimeSeconds: d.duration("budgetTime", max: 366 * 86400) ?? 86400)
+                        budgetTimeSeconds: d.duration("budgetTime", max: 366 * 86400) ?? 86400,
+                        fairShareHalfLifeSeconds: d.duration("fairShareHalfLife", max: 366 * 86400) ?? 7 * 86400)
                     if policy.defaults.tokenLifetimeSeconds > policy.defaults.tokenMaxLifetimeSeconds {
                         reader.error(d.values["tokenLifetime"], "defaults.tokenLifetime", "is longer than defaults.tokenMaxLifetime")
                     }

@@ -148,25 +148,25 @@ public struct PolicyStore: Sendable {
         // Defaults.
         let d = policy.defaults
         let old = try await tx.query(
-            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s, budget_time_s FROM policy_defaults"
-        ).decode((String?, Int, Int, Int, Int64, Int64, Int64).self).first { _ in true }
+            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s, budget_time_s, fair_share_half_life_s FROM policy_defaults"
+        ).decode((String?, Int, Int, Int, Int64, Int64, Int64, Int64).self).first { _ in true }
         if let old,
             PolicyDefaults(
                 priorityClass: old.0, gracePeriodSeconds: old.1, reclaimDeadlineSeconds: old.2, heartbeatTimeoutSeconds: old.3,
-                tokenLifetimeSeconds: old.4, tokenMaxLifetimeSeconds: old.5, budgetTimeSeconds: old.6) != d
+                tokenLifetimeSeconds: old.4, tokenMaxLifetimeSeconds: old.5, budgetTimeSeconds: old.6, fairShareHalfLifeSeconds: old.7) != d
         {
             try await tx.query(
                 """
                 UPDATE policy_defaults SET priority_class = \(d.priorityClass), grace_period_s = \(d.gracePeriodSeconds),
                        reclaim_deadline_s = \(d.reclaimDeadlineSeconds), heartbeat_timeout_s = \(d.heartbeatTimeoutSeconds),
                        token_lifetime_s = \(d.tokenLifetimeSeconds), token_max_lifetime_s = \(d.tokenMaxLifetimeSeconds),
-                       budget_time_s = \(d.budgetTimeSeconds), updated_by = \(actor.name), updated_at = now()
+                       budget_time_s = \(d.budgetTimeSeconds), fair_share_half_life_s = \(d.fairShareHalfLifeSeconds), updated_by = \(actor.name), updated_at = now()
                 """)
             changes.append(
                 PolicyChange(
                     kind: .changed, what: "defaults",
                     detail:
-                        "priorityClass \(d.priorityClass ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s, budgetTime \(d.budgetTimeSeconds)s"
+                        "priorityClass \(d.priorityClass ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s, budgetTime \(d.budgetTimeSeconds)s, fairShareHalfLife \(d.fairShareHalfLifeSeconds)s"
                 ))
         }
 
@@ -175,10 +175,13 @@ public struct PolicyStore: Sendable {
         for name in pools.keys.sorted() where !declaredPools.contains(name) {
             let used =
                 try await tx.query(
-                    "SELECT (SELECT count(*) FROM nodes WHERE pool = \(name)) + (SELECT count(*) FROM jobs WHERE pool = \(name))"
+                    """
+                    SELECT (SELECT count(*) FROM nodes WHERE pool = \(name)) + (SELECT count(*) FROM jobs WHERE pool = \(name))
+                         + (SELECT count(*) FROM usage_adjustments WHERE pool = \(name))
+                    """
                 ).decode(Int.self).first { _ in true } ?? 0
             if used > 0 {
-                changes.append(PolicyChange(kind: .kept, what: "pool \(name)", detail: "not declared, but nodes or jobs use it"))
+                changes.append(PolicyChange(kind: .kept, what: "pool \(name)", detail: "not declared, but nodes, jobs or the ledger use it"))
             } else {
                 try await tx.query("DELETE FROM pools WHERE name = \(name)")
                 changes.append(PolicyChange(kind: .removed, what: "pool \(name)"))
@@ -188,10 +191,13 @@ public struct PolicyStore: Sendable {
         for name in orgs.sorted() where !declaredOrgs.contains(name) {
             let used =
                 try await tx.query(
-                    "SELECT (SELECT count(*) FROM jobs WHERE org = \(name)) + (SELECT count(*) FROM tokens WHERE org = \(name) AND revoked_at IS NULL)"
+                    """
+                    SELECT (SELECT count(*) FROM jobs WHERE org = \(name)) + (SELECT count(*) FROM tokens WHERE org = \(name) AND revoked_at IS NULL)
+                         + (SELECT count(*) FROM usage_adjustments WHERE org = \(name))
+                    """
                 ).decode(Int.self).first { _ in true } ?? 0
             if used > 0 {
-                changes.append(PolicyChange(kind: .kept, what: "organization \(name)", detail: "not declared, but jobs or tokens use it"))
+                changes.append(PolicyChange(kind: .kept, what: "organization \(name)", detail: "not declared, but jobs, tokens or the ledger use it"))
             } else {
                 try await tx.query("DELETE FROM organizations WHERE name = \(name)")
                 changes.append(PolicyChange(kind: .removed, what: "organization \(name)"))
@@ -205,13 +211,14 @@ public struct PolicyStore: Sendable {
     }
 
     /// The fields that differ between two values, as `field: old → new`.
-    /// Adds the next version of a grant: the first is in force since always, a later one from now.
+    /// Adds the next version of a grant, in force from now: a grant is never retroactive (only grants made
+    /// before versioning, by the migration, count as in force since always).
     private static func grant(_ a: Allocation, to org: String, by actor: Principal, in tx: Transaction) async throws {
         try await tx.query(
             """
             INSERT INTO allocations (org, pool, guaranteed_gpus, limit_gpus, gpu_hours, valid_from, valid_until, granted_by, version, effective_from)
             SELECT \(org), \(a.pool), \(a.guaranteedGPUs), \(a.limitGPUs), \(a.gpuHours), \(a.validFrom)::date, \(a.validUntil)::date, \(actor.name),
-                   coalesce(max(version), 0) + 1, CASE WHEN count(*) > 0 THEN now() ELSE '-infinity'::timestamptz END
+                   coalesce(max(version), 0) + 1, now()
             FROM allocations
             WHERE org = \(org) AND pool = \(a.pool) AND coalesce(valid_from, '-infinity'::date) = coalesce(\(a.validFrom)::date, '-infinity'::date)
             """)

@@ -74,24 +74,56 @@ public struct QuotaStore: Sendable {
                      AND u.started_at < a.p_end AND coalesce(u.ended_at, now()) > a.p_start
                 GROUP BY a.org, a.pool
             ),
+            -- Fair share: every charged row's GPU-seconds decayed by age (the integral of 2^(-age/h) over the row),
+            -- for every grant in force now, so that shares are of the whole pool whatever the filter. Rows older than
+            -- 40 half-lives weigh under 1e-12 and are left out; exponents are floored where float8 would underflow.
+            hl AS (SELECT fair_share_half_life_s::float8 AS h FROM policy_defaults),
+            grants_now AS (
+                SELECT al.org, al.pool, al.guaranteed_gpus FROM allocations al
+                WHERE al.effective_from <= now() AND al.superseded_at IS NULL
+                  AND (al.valid_from IS NULL OR current_date BETWEEN al.valid_from AND al.valid_until)
+            ),
+            decay AS (
+                SELECT g.org, g.pool, g.guaranteed_gpus,
+                       coalesce((SELECT sum(u.gpu_milli::float8 / 1000 * hl.h / ln(2) *
+                                      (power(2::float8, greatest(-1000, -extract(epoch FROM now() - coalesce(u.ended_at, now()))::float8 / hl.h))
+                                       - power(2::float8, greatest(-1000, -extract(epoch FROM now() - u.started_at)::float8 / hl.h))))
+                                 FROM usage u
+                                 WHERE u.org = g.org AND u.pool = g.pool AND NOT u.credited
+                                   AND coalesce(u.ended_at, now()) > now() - make_interval(secs => 40 * hl.h)), 0)
+                     + coalesce((SELECT sum(x.gpu_seconds * power(2::float8, greatest(-1000, -greatest(0, extract(epoch FROM now() - x.applies_at))::float8 / hl.h)))
+                                 FROM usage_adjustments x WHERE x.org = g.org AND x.pool = g.pool), 0) AS seconds
+                FROM grants_now g CROSS JOIN hl
+            ),
+            shares AS (
+                SELECT org, pool, seconds / 3600 AS hours, sum(greatest(0, seconds)) OVER (PARTITION BY pool) / 3600 AS pool_hours,
+                       guaranteed_gpus::float8 AS guaranteed, sum(guaranteed_gpus) OVER (PARTITION BY pool)::float8 AS pool_guaranteed
+                FROM decay
+            ),
             adjusted AS (
                 SELECT a.org, a.pool, sum(x.gpu_seconds)::float8 / 3600 AS hours
                 FROM a JOIN usage_adjustments x ON x.org = a.org AND x.pool = a.pool AND x.applies_at >= a.p_start AND x.applies_at < a.p_end
                 GROUP BY a.org, a.pool
             )
             SELECT a.org, a.pool, a.guaranteed_gpus, a.limit_gpus, coalesce(l.gpus, 0), coalesce(q.gpus, 0),
-                   coalesce(g.used, 0) + coalesce(x.hours, 0), a.hours, coalesce(g.credited, 0), a.p_start, a.p_end, coalesce(r.hours, 0)
+                   coalesce(g.used, 0) + coalesce(x.hours, 0), a.hours, coalesce(g.credited, 0), a.p_start, a.p_end, coalesce(r.hours, 0),
+                   coalesce(s.hours, 0), coalesce(s.pool_hours, 0), coalesce(s.guaranteed, 0), coalesce(s.pool_guaranteed, 0)
             FROM a LEFT JOIN live l ON l.org = a.org AND l.pool = a.pool
                    LEFT JOIN queued q ON q.org = a.org AND q.pool = a.pool
                    LEFT JOIN ledger g ON g.org = a.org AND g.pool = a.pool
                    LEFT JOIN reserved r ON r.org = a.org AND r.pool = a.pool
                    LEFT JOIN adjusted x ON x.org = a.org AND x.pool = a.pool
+                   LEFT JOIN shares s ON s.org = a.org AND s.pool = a.pool
             ORDER BY a.org, a.pool
             """)
         var out: [QuotaRow] = []
-        for try await (org, pool, guaranteed, limit, inUse, queued, used, hours, credited, start, end, reserved) in rows.decode(
-            (String, String, Int, Int, Double, Double, Double, Double, Double, Date, Date, Double).self)
-        {
+        for try await row in rows {
+            let (org, pool, guaranteed, limit, inUse, queued, used, hours, credited, start, end, reserved) = try row.decode(
+                (String, String, Int, Int, Double, Double, Double, Double, Double, Date, Date, Double).self)
+            let c = row.makeRandomAccess()
+            let (decayed, poolDecayed, share, poolShare) = (
+                try c[12].decode(Double.self), try c[13].decode(Double.self), try c[14].decode(Double.self), try c[15].decode(Double.self)
+            )
             let left = hours - used
             // At the current burn rate (GPUs in use now), the entitlement runs out after `left / inUse` hours.
             let exhausts: Date? = inUse > 0 && left > 0 && period == nil ? now.addingTimeInterval(left / inUse * 3600) : (left <= 0 ? now : nil)
@@ -101,7 +133,9 @@ public struct QuotaStore: Sendable {
                     borrowedGPUs: max(0, inUse - Double(guaranteed)), lentGPUs: max(0, Double(guaranteed) - inUse), queuedGPUs: queued,
                     gpuHoursUsed: used, gpuHours: hours, creditedGPUHours: credited, reservedGPUHours: reserved,
                     exhaustsAt: exhausts.flatMap { $0 < end ? $0 : nil },
-                    periodStart: start, periodEnd: end))
+                    periodStart: start, periodEnd: end, decayedGPUHours: decayed, usageShare: poolDecayed > 0 ? max(0, decayed) / poolDecayed : 0,
+                    guaranteeShare: poolShare > 0 ? share / poolShare : 0,
+                    fairShareFactor: FairShare.factor(usage: max(0, decayed), totalUsage: poolDecayed, share: share, totalShare: poolShare)))
         }
         return out
     }

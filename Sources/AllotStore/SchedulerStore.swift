@@ -177,14 +177,14 @@ public struct SchedulerStore: Sendable {
 
 extension QuotaBook {
     /// Admission's view of the quota rows: guarantee, limit, GPUs held, entitlement neither used nor reserved
-    /// by live attempts, time left in the period, share used.
+    /// by live attempts, time left in the period, fair-share factor.
     init(rows: [QuotaRow], now: Date) {
         self.init()
         for r in rows {
             self[r.org, r.pool] = QuotaEntry(
                 guaranteedMilli: r.guaranteedGPUs * 1000, limitMilli: r.limitGPUs * 1000, inUseMilli: Int((r.inUseGPUs * 1000).rounded()),
                 remainingGPUSeconds: (r.gpuHours - r.gpuHoursUsed - r.reservedGPUHours) * 3600,
-                periodSecondsLeft: r.periodEnd.timeIntervalSince(now), shareUsed: r.gpuHoursUsed / Double(max(r.guaranteedGPUs, 1)))
+                periodSecondsLeft: r.periodEnd.timeIntervalSince(now), fairShare: r.fairShareFactor)
         }
     }
 }

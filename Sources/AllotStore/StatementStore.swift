@@ -143,6 +143,11 @@ public struct StatementStore: Sendable {
             throw StoreError.invalid(field: "reason", message: "is required, at most 500 characters")
         }
         return try await self.database.transaction { tx in
+            // A month whose statement is final never changes: a correction applies to the current month or later.
+            let (monthStart, _) = try QuotaStore.month(nil, containing: try await tx.now())
+            guard appliesAt >= monthStart else {
+                throw StoreError.invalid(field: "appliesAt", message: "is in a month already closed: final statements never change")
+            }
             guard try await tx.query("SELECT 1 FROM organizations WHERE name = \(org)").decode(Int.self).first() != nil else {
                 throw StoreError.invalid(field: "org", message: "unknown organization '\(org.prefix(64))'")
             }
@@ -156,7 +161,7 @@ public struct StatementStore: Sendable {
                        (SELECT al.id FROM allocations al WHERE al.org = \(org) AND al.pool = \(pool)
                           AND al.effective_from <= \(appliesAt) AND (al.superseded_at IS NULL OR al.superseded_at > \(appliesAt))
                           AND (al.valid_from IS NULL OR \(appliesAt)::timestamptz::date BETWEEN al.valid_from AND al.valid_until)
-                        LIMIT 1),
+                        ORDER BY al.valid_from NULLS LAST LIMIT 1),
                        \(gpuSeconds), \(appliesAt), \(actor.name), \(reason)
                 RETURNING id
                 """
@@ -165,7 +170,9 @@ public struct StatementStore: Sendable {
             try await tx.audit.append(
                 AuditEntry(
                     actor: actor, action: "usage.adjust", target: "usage/\(org)/\(pool)", outcome: "adjustment \(id)",
-                    detail: ["gpuSeconds": "\(gpuSeconds)", "reason": reason]))
+                    detail: [
+                        "gpuSeconds": "\(gpuSeconds)", "appliesAt": "\(appliesAt)", "reason": reason, "project": project ?? "-", "user": owner ?? "-",
+                    ]))
             return id
         }
     }

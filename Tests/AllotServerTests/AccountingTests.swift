@@ -68,6 +68,11 @@ struct AccountingTests {
             await #expect(throws: StoreError.invalid(field: "reason", message: "is required, at most 500 characters")) {
                 _ = try await StatementStore(database: db).adjust(org: "u", pool: "h200", gpuSeconds: 60, appliesAt: Date(), reason: " ", by: A.op)
             }
+            // A closed month's statement never changes: no correction lands in it.
+            await #expect(throws: StoreError.invalid(field: "appliesAt", message: "is in a month already closed: final statements never change")) {
+                _ = try await StatementStore(database: db).adjust(
+                    org: "u", pool: "h200", gpuSeconds: 60, appliesAt: Date(timeIntervalSince1970: 1_700_000_000), reason: "late", by: A.op)
+            }
             // The correction is audited and counts against the entitlement.
             #expect(try await db.query("SELECT count(*) FROM audit WHERE action = 'usage.adjust'").decode(Int.self).first { _ in true } == 1)
             let row = try #require(try await QuotaStore(database: db).rows().first)
@@ -127,7 +132,9 @@ struct AccountingTests {
             #expect(try await store.statement(org: "u", period: "2026-11", by: .grant).lines.map(\.key) == ["h200 monthly v1"])
 
             // This month's grant changes: a new version; November's statement and its quota stay as they were.
-            let novemberQuota = try #require(try await QuotaStore(database: db).rows(period: "2026-11").first)
+            // A grant made today is not retroactive: November had none.
+            let novemberQuota = try await QuotaStore(database: db).rows(period: "2026-11")
+            #expect(novemberQuota.isEmpty)
             _ = try await PolicyStore(database: db).apply(
                 Policy(
                     pools: [Pool(name: "h200")], organizations: Self.grant(500), priorityClasses: [PriorityClass(name: "standard", value: 100)],
@@ -140,7 +147,7 @@ struct AccountingTests {
             #expect(versions.map(\.0) == [1, 2] && versions.map(\.1) == [1000, 500] && versions.map(\.2) == [true, false])
             let after = try await store.statement(org: "u", period: "2026-11", by: .pool)
             #expect(after.canonicalJSON == before.canonicalJSON && after.digest == before.digest && before.digest.hasPrefix("sha256:"))
-            #expect(try await QuotaStore(database: db).rows(period: "2026-11").first == novemberQuota)
+            #expect(try await QuotaStore(database: db).rows(period: "2026-11") == novemberQuota)
             #expect(try await QuotaStore(database: db).rows().first?.gpuHours == 500)
         }
     }
@@ -203,6 +210,47 @@ struct AccountingTests {
             #expect(abs(reclaim.deadlineAt.timeIntervalSince(reclaim.requestedAt) - 40) < 1)
             let gauges = try await StatusStore(database: db).gauges()
             #expect(gauges.reclaims[QuotaBook.Key(org: "a", pool: "h200")]?[.kept] == 1 && gauges.reclaimPendingSeconds.isEmpty)
+        }
+    }
+
+    @Test("fair share orders by decayed usage: x used 2.885 decayed GPU-hours (factor 0.25), y nothing (1): y's later job goes first")
+    func decayedFairShare() async throws {
+        try await TestDatabase.with { db in
+            _ = try await PolicyStore(database: db).apply(
+                Policy(
+                    pools: [Pool(name: "h200")],
+                    organizations: [
+                        Organization(name: "x", allocations: [Allocation(pool: "h200", guaranteedGPUs: 4, limitGPUs: 4, gpuHours: 10_000)]),
+                        Organization(name: "y", allocations: [Allocation(pool: "h200", guaranteedGPUs: 4, limitGPUs: 4, gpuHours: 10_000)]),
+                    ], priorityClasses: [PriorityClass(name: "standard", value: 100)],
+                    defaults: PolicyDefaults(priorityClass: "standard", fairShareHalfLifeSeconds: 3600)),
+                by: A.op, dryRun: false)
+            _ = try await NodeStore(database: db).add(name: "n1", pool: "h200", block: nil, by: A.op)
+            _ = try await A.report(db, "n1", [], gpus: 4)
+            let loop = A.loop(db)
+            let old = try await A.submit(db, "x", gpus: 4)
+            try await loop.cycle()
+            try await A.startAll(db)
+            _ = try await A.report(db, "n1", [RankStatus(key: RankKey(jobID: old, attempt: 1, rank: 0), state: .exited, exitCode: 0)])
+            // x's history: 8 GPUs from 2 h to 1 h ago. Decayed with a 1 h half-life: 8 × (2^-1 − 2^-2) / ln 2 = 2.885 GPU-h.
+            try await db.query(
+                """
+                INSERT INTO usage (job_id, attempt, rank, node, org, owner, pool, gpu_milli, started_at, ended_at, checkpointed_at)
+                VALUES (\(old), 1, 5, 'n1', 'x', 'op', 'h200', 8000, now() - interval '2 hours', now() - interval '1 hour', now() - interval '1 hour')
+                """)
+            let rows = try await QuotaStore(database: db).rows()
+            let x = try #require(rows.first { $0.org == "x" })
+            let y = try #require(rows.first { $0.org == "y" })
+            #expect(abs(x.decayedGPUHours - 2.885) < 0.01, "\(x.decayedGPUHours)")
+            // x holds all the pool's decayed usage on half its guarantees: 2^-(1 / 0.5) = 0.25; y used none: 1.
+            #expect(abs(x.usageShare - 1) < 1e-9 && x.guaranteeShare == 0.5 && abs(x.fairShareFactor - 0.25) < 1e-6)
+            #expect(y.fairShareFactor == 1)
+            let xJob = try await A.submit(db, "x", gpus: 4)
+            try await Task.sleep(for: .milliseconds(20))
+            let yJob = try await A.submit(db, "y", gpus: 4)
+            try await loop.cycle()
+            #expect(try await A.job(db, yJob).state == .placed)
+            #expect(try await A.job(db, xJob).state == .queued)
         }
     }
 }

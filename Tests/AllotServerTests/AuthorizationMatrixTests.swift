@@ -49,7 +49,7 @@ struct AuthorizationMatrixTests {
                 Call(
                     uri: "/v1/adjustments",
                     body:
-                        #"{"org": "lab", "pool": "h200", "gpuSeconds": -3600, "appliesAt": "2026-11-15T00:00:00Z", "reason": "node n1 misreported"}"#),
+                        #"{"org": "lab", "pool": "h200", "gpuSeconds": -3600, "appliesAt": "2030-01-15T00:00:00Z", "reason": "node n1 misreported"}"#),
                 operatorOnly(201)
             )
         case .submitJob:

@@ -111,9 +111,12 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
     public var tokenMaxLifetimeSeconds: Int64
     /// What admission reserves of the budget for a job without a time limit (its GPUs × this).
     public var budgetTimeSeconds: Int64
+    /// Usage this long ago counts half in fair share.
+    public var fairShareHalfLifeSeconds: Int64
     public init(
         priorityClass: String? = nil, gracePeriodSeconds: Int = 60, reclaimDeadlineSeconds: Int = 300, heartbeatTimeoutSeconds: Int = 30,
-        tokenLifetimeSeconds: Int64 = 90 * 86400, tokenMaxLifetimeSeconds: Int64 = 365 * 86400, budgetTimeSeconds: Int64 = 86400
+        tokenLifetimeSeconds: Int64 = 90 * 86400, tokenMaxLifetimeSeconds: Int64 = 365 * 86400, budgetTimeSeconds: Int64 = 86400,
+        fairShareHalfLifeSeconds: Int64 = 7 * 86400
     ) {
         self.priorityClass = priorityClass
         self.gracePeriodSeconds = gracePeriodSeconds
@@ -122,11 +125,12 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
         self.tokenLifetimeSeconds = tokenLifetimeSeconds
         self.tokenMaxLifetimeSeconds = tokenMaxLifetimeSeconds
         self.budgetTimeSeconds = budgetTimeSeconds
+        self.fairShareHalfLifeSeconds = fairShareHalfLifeSeconds
     }
 
     enum CodingKeys: String, CodingKey {
         case priorityClass, gracePeriodSeconds, reclaimDeadlineSeconds, heartbeatTimeoutSeconds, tokenLifetimeSeconds, tokenMaxLifetimeSeconds,
-            budgetTimeSeconds
+            budgetTimeSeconds, fairShareHalfLifeSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -139,6 +143,7 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
         self.tokenLifetimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .tokenLifetimeSeconds) ?? d.tokenLifetimeSeconds
         self.tokenMaxLifetimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .tokenMaxLifetimeSeconds) ?? d.tokenMaxLifetimeSeconds
         self.budgetTimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .budgetTimeSeconds) ?? d.budgetTimeSeconds
+        self.fairShareHalfLifeSeconds = try c.decodeIfPresent(Int64.self, forKey: .fairShareHalfLifeSeconds) ?? d.fairShareHalfLifeSeconds
     }
 }
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// An organisation's standing in one pool, as admission sees it (SPEC §4.2). GPU amounts in thousandths.
 public struct QuotaEntry: Hashable, Sendable {
     public var guaranteedMilli: Int
@@ -10,19 +12,19 @@ public struct QuotaEntry: Hashable, Sendable {
     /// Seconds until the accounting period ends: a reservation never reaches past it, as time after it is
     /// charged to the next period's entitlement.
     public var periodSecondsLeft: Double
-    /// Fair share: GPU-hours used this period ÷ guaranteed GPUs; lower goes first among equal priorities.
-    public var shareUsed: Double
+    /// The fair-share factor (`FairShare.factor`), 0…1: higher goes first among equal priorities.
+    public var fairShare: Double
 
     public init(
         guaranteedMilli: Int, limitMilli: Int, inUseMilli: Int = 0, remainingGPUSeconds: Double = .infinity, periodSecondsLeft: Double = .infinity,
-        shareUsed: Double = 0
+        fairShare: Double = 1
     ) {
         self.guaranteedMilli = guaranteedMilli
         self.limitMilli = limitMilli
         self.inUseMilli = inUseMilli
         self.remainingGPUSeconds = remainingGPUSeconds
         self.periodSecondsLeft = periodSecondsLeft
-        self.shareUsed = shareUsed
+        self.fairShare = fairShare
     }
 
     /// The GPU-seconds `gpuMilli` thousandths reserve for `seconds`, up to the period's end.
@@ -90,4 +92,24 @@ extension PendingJob {
 
     /// The seconds the budget reserves for the job: its time limit, else the policy's budget time.
     public var budgetSeconds: Int64 { self.timeLimitSeconds ?? self.defaultBudgetSeconds }
+}
+
+/// Fair share with decayed history, as Slurm's classic multifactor priority computes it: an organisation's
+/// factor is 2^(−U/S), U its share of the pool's decayed usage and S its share of the pool's guarantees. An
+/// organisation that used exactly its share gets 0.5, one that used nothing 1, one that used everything while
+/// owed a little near 0.
+public enum FairShare {
+    /// `usage` and `totalUsage` in decayed GPU-hours; `share` and `totalShare` in guaranteed GPUs.
+    public static func factor(usage: Double, totalUsage: Double, share: Double, totalShare: Double) -> Double {
+        guard usage > 0, totalUsage > 0 else { return 1 }
+        guard share > 0, totalShare > 0 else { return 0 }
+        return pow(2, -(usage / totalUsage) / (share / totalShare))
+    }
+
+    /// GPU-seconds of `gpus` held from `start` to `end` (seconds before now), decayed with `halfLife`: the
+    /// integral of gpus × 2^(−age/halfLife) over the interval, so usage an hour old counts a little less than
+    /// usage now, and a half-life ago half.
+    public static func decayed(gpus: Double, startAgo: Double, endAgo: Double, halfLife: Double) -> Double {
+        gpus * halfLife / log(2) * (pow(2, -max(0, endAgo) / halfLife) - pow(2, -max(0, startAgo) / halfLife))
+    }
 }

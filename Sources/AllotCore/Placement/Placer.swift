@@ -181,12 +181,12 @@ public struct Placer: Sendable {
         return nil
     }
 
-    /// SPEC §4.1 with allocations: priority, then the organisation's share used (GPU-hours ÷ guarantee, lowest
-    /// first), then submit time.
+    /// SPEC §4.1 with allocations: priority class, then the organisation's fair-share factor (decayed usage
+    /// against its share, highest first), then submit time.
     static func inFairShareOrder(_ a: PendingJob, _ b: PendingJob, _ book: QuotaBook) -> Bool {
         if a.priority != b.priority { return a.priority > b.priority }
-        let (sa, sb) = (book[a.org, a.pool]?.shareUsed ?? .infinity, book[b.org, b.pool]?.shareUsed ?? .infinity)
-        if sa != sb { return sa < sb }
+        let (fa, fb) = (book[a.org, a.pool]?.fairShare ?? -1, book[b.org, b.pool]?.fairShare ?? -1)
+        if fa != fb { return fa > fb }
         return self.inQueueOrder(a, b)
     }
 

@@ -22,6 +22,13 @@ public struct QuotaRow: Codable, Hashable, Sendable {
     /// GPU-hours its live attempts may still use of their time limits (or the policy's budget time) within the
     /// period: held back from admission until they end.
     public var reservedGPUHours: Double
+    /// Fair share: GPU-hours used, each decayed by its age with the policy's half-life (not by period).
+    public var decayedGPUHours: Double
+    /// This organisation's part of the pool's decayed usage (0…1), against its part of the pool's guarantees.
+    public var usageShare: Double
+    public var guaranteeShare: Double
+    /// 2^(−usageShare ÷ guaranteeShare): 1 for no use, 0.5 for exactly its share; higher goes first.
+    public var fairShareFactor: Double
     /// When the entitlement runs out at the current burn rate; nil when not in sight.
     public var exhaustsAt: Date?
     /// The accounting period: the allocation's window, or the calendar month.
@@ -31,7 +38,8 @@ public struct QuotaRow: Codable, Hashable, Sendable {
     public init(
         org: String, pool: String, guaranteedGPUs: Int, limitGPUs: Int, inUseGPUs: Double, borrowedGPUs: Double, lentGPUs: Double,
         queuedGPUs: Double, gpuHoursUsed: Double, gpuHours: Double, creditedGPUHours: Double, reservedGPUHours: Double = 0, exhaustsAt: Date?,
-        periodStart: Date, periodEnd: Date
+        periodStart: Date, periodEnd: Date, decayedGPUHours: Double = 0, usageShare: Double = 0, guaranteeShare: Double = 0,
+        fairShareFactor: Double = 1
     ) {
         self.org = org
         self.pool = pool
@@ -45,6 +53,10 @@ public struct QuotaRow: Codable, Hashable, Sendable {
         self.gpuHours = gpuHours
         self.creditedGPUHours = creditedGPUHours
         self.reservedGPUHours = reservedGPUHours
+        self.decayedGPUHours = decayedGPUHours
+        self.usageShare = usageShare
+        self.guaranteeShare = guaranteeShare
+        self.fairShareFactor = fairShareFactor
         self.exhaustsAt = exhaustsAt
         self.periodStart = periodStart
         self.periodEnd = periodEnd

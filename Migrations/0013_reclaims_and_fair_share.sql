@@ -9,3 +9,6 @@ CREATE INDEX reclaims_by_org ON reclaims (org, requested_at);
 
 -- A stop's own grace period (shorter than the policy's when a reclaim deadline bounds it); NULL: the policy's.
 ALTER TABLE attempts ADD COLUMN stop_grace_s integer CHECK (stop_grace_s >= 0);
+
+-- Fair share decays with a half-life (Slurm's PriorityDecayHalfLife, 7 days by default there too).
+ALTER TABLE policy_defaults ADD COLUMN fair_share_half_life_s bigint NOT NULL DEFAULT 604800 CHECK (fair_share_half_life_s > 0);
