@@ -10,6 +10,8 @@ ALTER TABLE allocations
     ADD COLUMN version integer NOT NULL DEFAULT 1 CHECK (version >= 1),
     ADD COLUMN effective_from timestamptz NOT NULL DEFAULT '-infinity',
     ADD COLUMN superseded_at timestamptz,
+    -- Its split inside the organisation: projects with their limits, shares and users' limits (JSON, as Policies/).
+    ADD COLUMN projects jsonb NOT NULL DEFAULT '[]',
     ADD CONSTRAINT allocation_superseded_after_effective CHECK (superseded_at IS NULL OR superseded_at >= effective_from);
 DROP INDEX allocations_one_per_window;
 CREATE UNIQUE INDEX allocations_one_current_per_window ON allocations (org, pool, coalesce(valid_from, '-infinity'::date))
@@ -27,10 +29,10 @@ BEGIN
     END IF;
     IF OLD.superseded_at IS NOT NULL
        OR (OLD.org, OLD.pool, OLD.guaranteed_gpus, OLD.limit_gpus, OLD.gpu_hours, OLD.valid_from, OLD.valid_until, OLD.granted_by,
-           OLD.granted_at, OLD.version, OLD.effective_from)
+           OLD.granted_at, OLD.version, OLD.effective_from, OLD.projects)
           IS DISTINCT FROM
           (NEW.org, NEW.pool, NEW.guaranteed_gpus, NEW.limit_gpus, NEW.gpu_hours, NEW.valid_from, NEW.valid_until, NEW.granted_by,
-           NEW.granted_at, NEW.version, NEW.effective_from) THEN
+           NEW.granted_at, NEW.version, NEW.effective_from, NEW.projects) THEN
         RAISE EXCEPTION 'allocation % (% × %, version %) cannot change: a policy change adds a new version', OLD.id, OLD.org, OLD.pool, OLD.version
             USING ERRCODE = 'restrict_violation', CONSTRAINT = 'allocation_is_history';
     END IF;

@@ -12,6 +12,8 @@ struct QuotaCommand: AsyncParsableCommand {
     @Option(help: "The statement of a calendar month, YYYY-MM (default: now).") var period: String?
     @Flag(help: "Fair share instead: each organisation's share, decayed usage and factor, and who goes first in each pool, and why.")
     var shares = false
+    @Flag(help: "The split by project (and their users with limits of their own) where grants declare projects.")
+    var byProject = false
     @OptionGroup var connection: Connection
 
     func run() async throws {
@@ -26,6 +28,10 @@ struct QuotaCommand: AsyncParsableCommand {
             let f = ISO8601DateFormatter()
             f.formatOptions = [.withFullDate]
             return f.string(from: d)
+        }
+        if self.byProject && self.connection.output == .table {
+            print(Self.byProject(rows))
+            return
         }
         if self.shares && self.connection.output == .table {
             print(Self.shares(rows))
@@ -92,6 +98,31 @@ extension QuotaCommand {
             }
         }
         return out
+    }
+}
+
+extension QuotaCommand {
+    /// One line per project (and per user with limits of their own) of each organisation × pool.
+    static func byProject(_ rows: [QuotaRow]) -> String {
+        let f = { (v: Double) in String(format: "%.2f", v) }
+        var lines: [[String]] = []
+        for r in rows {
+            for p in r.projects {
+                lines.append([
+                    r.org, r.pool, p.name, "", p.limitGPUs.map(String.init) ?? "-", f(p.inUseGPUs),
+                    "\(f(p.gpuHoursUsed)) / \(p.gpuHours.map(String.init) ?? "-")",
+                    f(p.reservedGPUHours), String(format: "%g", p.share), String(format: "%.3f", p.fairShareFactor),
+                ])
+                for u in p.users {
+                    lines.append([
+                        r.org, r.pool, p.name, u.name, u.limitGPUs.map(String.init) ?? "-", f(u.inUseGPUs),
+                        "\(f(u.gpuHoursUsed)) / \(u.gpuHours.map(String.init) ?? "-")", f(u.reservedGPUHours), "", "",
+                    ])
+                }
+            }
+        }
+        if lines.isEmpty { return "no grant declares projects" }
+        return table(["ORG", "POOL", "PROJECT", "USER", "LIMIT", "IN USE", "GPU-HOURS", "RESERVED", "SHARE", "FACTOR"], lines)
     }
 }
 

@@ -128,6 +128,41 @@ public enum PolicyParser {
         }
     }
 
+    /// A grant's projects: each named once, its limits within the grant's, a positive share, users' limits within
+    /// the project's.
+    private static func projects(_ fields: Fields, _ reader: FieldReader, _ ap: String, limitGPUs: Int, gpuHours: Int) -> [ProjectLimit] {
+        var out: [ProjectLimit] = []
+        for (k, item) in (reader.sequence(fields.node("projects"), "\(ap).projects") ?? []).enumerated() {
+            let pp = "\(ap).projects[\(k)]"
+            guard let p = reader.mapping(item, pp, allowed: ["name", "limitGPUs", "gpuHours", "share", "users"]),
+                let name = p.name("name", required: true)
+            else { continue }
+            if out.contains(where: { $0.name == name }) {
+                reader.error(item, "\(pp).name", "project '\(name)' is already declared in this allocation")
+            }
+            let limit = p.int("limitGPUs", in: 0...limitGPUs)
+            let hours = p.int("gpuHours", in: 0...gpuHours)
+            let share = p.double("share", in: 0.001...1_000_000) ?? 1
+            var users: [String: UserLimit] = [:]
+            if let node = p.node("users"), let um = reader.mapping(node, "\(pp).users", allowed: Self.anyKey(node)) {
+                for (user, value) in um.values.sorted(by: { $0.key < $1.key }) {
+                    guard let u = reader.mapping(value, "\(pp).users.\(user)", allowed: ["limitGPUs", "gpuHours"]) else { continue }
+                    users[user] = UserLimit(
+                        limitGPUs: u.int("limitGPUs", in: 0...(limit ?? limitGPUs)),
+                        gpuHours: u.int("gpuHours", in: 0...(hours ?? gpuHours)).map(Int64.init))
+                }
+            }
+            out.append(ProjectLimit(name: name, limitGPUs: limit, gpuHours: hours.map(Int64.init), share: share, users: users))
+        }
+        return out
+    }
+
+    /// Every key of a mapping node (for maps keyed by names, such as users).
+    private static func anyKey(_ node: Node) -> Set<String> {
+        guard case .mapping(let m) = node else { return [] }
+        return Set(m.compactMap { $0.key.string })
+    }
+
     /// Whether a grant's window meets `from…until` (nil: every month). Days are ISO dates, so they compare as text.
     private static func overlap(_ g: Allocation, _ from: String?, _ until: String?) -> Bool {
         guard let gf = g.validFrom, let gu = g.validUntil, let from, let until else { return true }
@@ -150,7 +185,9 @@ public enum PolicyParser {
             var declaredAt: [Int] = []  // each kept allocation's index in the file, for errors
             for (j, a) in (reader.sequence(o.node("allocations"), "\(path).allocations") ?? []).enumerated() {
                 let ap = "\(path).allocations[\(j)]"
-                guard let fields = reader.mapping(a, ap, allowed: ["pool", "guaranteedGPUs", "limitGPUs", "gpuHours", "validFrom", "validUntil"])
+                guard
+                    let fields = reader.mapping(
+                        a, ap, allowed: ["pool", "guaranteedGPUs", "limitGPUs", "gpuHours", "validFrom", "validUntil", "projects"])
                 else { continue }
                 let pool = fields.name("pool", required: true)
                 let guaranteed = fields.int("guaranteedGPUs", required: true, in: 0...1_000_000)
@@ -175,8 +212,11 @@ public enum PolicyParser {
                         "overlaps \(path).allocations[\(declaredAt[k])] (\(other.validFrom.map { "\($0) to \(other.validUntil ?? "")" } ?? "monthly")) in pool \(pool): one grant per organisation and pool at a time"
                     )
                 }
+                let projects = Self.projects(fields, reader, ap, limitGPUs: limit, gpuHours: hours)
                 allocations.append(
-                    Allocation(pool: pool, guaranteedGPUs: guaranteed, limitGPUs: limit, gpuHours: Int64(hours), validFrom: from, validUntil: until))
+                    Allocation(
+                        pool: pool, guaranteedGPUs: guaranteed, limitGPUs: limit, gpuHours: Int64(hours), validFrom: from, validUntil: until,
+                        projects: projects))
                 declaredAt.append(j)
             }
             // The Unix account its jobs run as on the nodes: a name, or uid:gid (never root).

@@ -40,15 +40,22 @@ public struct JobStore: Sendable {
             guard try await tx.query("SELECT 1 FROM organizations WHERE name = \(org)").decode(Int.self).first() != nil else {
                 throw StoreError.invalid(field: "org", message: "unknown organization '\(org)'")
             }
-            let allocated =
-                try await tx.query(
-                    """
-                    SELECT 1 FROM allocations WHERE org = \(org) AND pool = \(spec.pool) AND superseded_at IS NULL
-                      AND (valid_from IS NULL OR current_date BETWEEN valid_from AND valid_until)
-                    """
-                ).decode(Int.self).first() != nil
-            guard allocated else {
+            let grant = try await tx.query(
+                """
+                SELECT projects::text FROM allocations WHERE org = \(org) AND pool = \(spec.pool) AND superseded_at IS NULL
+                  AND (valid_from IS NULL OR current_date BETWEEN valid_from AND valid_until)
+                ORDER BY valid_from NULLS LAST LIMIT 1
+                """
+            ).decode(String.self).first { _ in true }
+            guard let grant else {
                 throw StoreError.invalid(field: "pool", message: "\(org) has no allocation in force in pool \(spec.pool)")
+            }
+            // Where the grant is split into projects, a job names one of them (Slurm refuses an unknown account too).
+            let projects = ((try? JSONDecoder().decode([ProjectLimit].self, from: Data(grant.utf8))) ?? []).map(\.name)
+            if let project = spec.project, !projects.isEmpty, !projects.contains(project) {
+                throw StoreError.invalid(
+                    field: "project",
+                    message: "'\(project.prefix(64))' is not one of \(org)'s projects in pool \(spec.pool) (\(projects.joined(separator: ", ")))")
             }
             let (className, priority, maxTime, classOrgs, classRoles) = try await Self.priorityClass(spec.priorityClass, in: tx)
             // Policy says who may use which class (a class that preempts is not everyone's).

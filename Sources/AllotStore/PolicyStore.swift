@@ -76,12 +76,18 @@ public struct PolicyStore: Sendable {
         var current: [String: (Int64, Allocation)] = [:]
         let rows = try await tx.query(
             """
-            SELECT id, org, pool, guaranteed_gpus, limit_gpus, gpu_hours, to_char(valid_from, 'YYYY-MM-DD'), to_char(valid_until, 'YYYY-MM-DD')
+            SELECT id, org, pool, guaranteed_gpus, limit_gpus, gpu_hours, to_char(valid_from, 'YYYY-MM-DD'), to_char(valid_until, 'YYYY-MM-DD'),
+                   projects::text
             FROM allocations WHERE superseded_at IS NULL
             """)
-        for try await (id, org, pool, g, l, h, from, until) in rows.decode((Int64, String, String, Int, Int, Int64, String?, String?).self) {
+        for try await (id, org, pool, g, l, h, from, until, projects) in rows.decode(
+            (Int64, String, String, Int, Int, Int64, String?, String?, String).self)
+        {
             current["\(org)/\(pool)/\(from ?? "monthly")"] = (
-                id, Allocation(pool: pool, guaranteedGPUs: g, limitGPUs: l, gpuHours: h, validFrom: from, validUntil: until)
+                id,
+                Allocation(
+                    pool: pool, guaranteedGPUs: g, limitGPUs: l, gpuHours: h, validFrom: from, validUntil: until,
+                    projects: (try? JSONDecoder().decode([ProjectLimit].self, from: Data(projects.utf8))) ?? [])
             )
         }
         var wanted = Set<String>()
@@ -216,9 +222,10 @@ public struct PolicyStore: Sendable {
     private static func grant(_ a: Allocation, to org: String, by actor: Principal, in tx: Transaction) async throws {
         try await tx.query(
             """
-            INSERT INTO allocations (org, pool, guaranteed_gpus, limit_gpus, gpu_hours, valid_from, valid_until, granted_by, version, effective_from)
+            INSERT INTO allocations (org, pool, guaranteed_gpus, limit_gpus, gpu_hours, valid_from, valid_until, granted_by, version, effective_from,
+                                     projects)
             SELECT \(org), \(a.pool), \(a.guaranteedGPUs), \(a.limitGPUs), \(a.gpuHours), \(a.validFrom)::date, \(a.validUntil)::date, \(actor.name),
-                   coalesce(max(version), 0) + 1, now()
+                   coalesce(max(version), 0) + 1, now(), \(String(decoding: try JSONEncoder().encode(a.projects), as: UTF8.self))::jsonb
             FROM allocations
             WHERE org = \(org) AND pool = \(a.pool) AND coalesce(valid_from, '-infinity'::date) = coalesce(\(a.validFrom)::date, '-infinity'::date)
             """)

@@ -27,7 +27,7 @@ public struct QuotaStore: Sendable {
         let rows = try await tx.query(
             """
             WITH a AS (
-                SELECT al.org, al.pool, al.guaranteed_gpus, al.limit_gpus, al.gpu_hours::float8 AS hours,
+                SELECT al.org, al.pool, al.guaranteed_gpus, al.limit_gpus, al.gpu_hours::float8 AS hours, al.projects::text AS projects,
                        CASE WHEN al.valid_from IS NULL THEN \(monthStart)::timestamptz
                             WHEN \(sliced) THEN greatest(al.valid_from::timestamptz, \(monthStart)::timestamptz)
                             ELSE al.valid_from::timestamptz END AS p_start,
@@ -107,7 +107,7 @@ public struct QuotaStore: Sendable {
             )
             SELECT a.org, a.pool, a.guaranteed_gpus, a.limit_gpus, coalesce(l.gpus, 0), coalesce(q.gpus, 0),
                    coalesce(g.used, 0) + coalesce(x.hours, 0), a.hours, coalesce(g.credited, 0), a.p_start, a.p_end, coalesce(r.hours, 0),
-                   coalesce(s.hours, 0), coalesce(s.pool_hours, 0), coalesce(s.guaranteed, 0), coalesce(s.pool_guaranteed, 0)
+                   coalesce(s.hours, 0), coalesce(s.pool_hours, 0), coalesce(s.guaranteed, 0), coalesce(s.pool_guaranteed, 0), a.projects
             FROM a LEFT JOIN live l ON l.org = a.org AND l.pool = a.pool
                    LEFT JOIN queued q ON q.org = a.org AND q.pool = a.pool
                    LEFT JOIN ledger g ON g.org = a.org AND g.pool = a.pool
@@ -124,6 +124,8 @@ public struct QuotaStore: Sendable {
             let (decayed, poolDecayed, share, poolShare) = (
                 try c[12].decode(Double.self), try c[13].decode(Double.self), try c[14].decode(Double.self), try c[15].decode(Double.self)
             )
+            let declared = (try? JSONDecoder().decode([ProjectLimit].self, from: Data(try c[16].decode(String.self).utf8))) ?? []
+            let projects = declared.isEmpty ? [] : try await Self.projects(declared, org: org, pool: pool, from: start, to: end, in: tx)
             let left = hours - used
             // At the current burn rate (GPUs in use now), the entitlement runs out after `left / inUse` hours.
             let exhausts: Date? = inUse > 0 && left > 0 && period == nil ? now.addingTimeInterval(left / inUse * 3600) : (left <= 0 ? now : nil)
@@ -135,9 +137,75 @@ public struct QuotaStore: Sendable {
                     exhaustsAt: exhausts.flatMap { $0 < end ? $0 : nil },
                     periodStart: start, periodEnd: end, decayedGPUHours: decayed, usageShare: poolDecayed > 0 ? max(0, decayed) / poolDecayed : 0,
                     guaranteeShare: poolShare > 0 ? share / poolShare : 0,
-                    fairShareFactor: FairShare.factor(usage: max(0, decayed), totalUsage: poolDecayed, share: share, totalShare: poolShare)))
+                    fairShareFactor: FairShare.factor(usage: max(0, decayed), totalUsage: poolDecayed, share: share, totalShare: poolShare),
+                    projects: projects))
         }
         return out
+    }
+
+    /// The split of one organisation × pool by the projects its grant declares, with their users: GPUs held,
+    /// GPU-hours used in the period and reserved by live attempts, decayed usage and the fair-share factor within
+    /// the organisation (its part of the organisation's decayed usage against its part of the shares).
+    static func projects(
+        _ declared: [ProjectLimit], org: String, pool: String, from start: Date, to end: Date, in tx: Transaction
+    ) async throws
+        -> [ProjectQuota]
+    {
+        var figures: [String: [String: (inUse: Double, used: Double, reserved: Double, decayed: Double)]] = [:]
+        let rows = try await tx.query(
+            """
+            WITH hl AS (SELECT fair_share_half_life_s::float8 AS h, budget_time_s FROM policy_defaults),
+            live AS (
+                SELECT coalesce(j.project, '') AS project, j.owner, sum(c.milli)::float8 / 1000 AS gpus,
+                       greatest(0, coalesce(j.time_limit_s, hl.budget_time_s) - extract(epoch FROM now() - coalesce(t.started_at, now())))::float8 AS secs
+                FROM gpu_claims c JOIN attempts t ON t.job_id = c.job_id AND t.number = c.attempt JOIN jobs j ON j.id = c.job_id CROSS JOIN hl
+                WHERE c.released_at IS NULL AND j.org = \(org) AND j.pool = \(pool)
+                GROUP BY j.project, j.owner, t.job_id, t.number, j.time_limit_s, hl.budget_time_s, t.started_at
+            ),
+            used AS (
+                SELECT coalesce(u.project, '') AS project, coalesce(u.owner, '') AS owner,
+                       sum(CASE WHEN u.started_at < \(end) AND coalesce(u.ended_at, now()) > \(start) THEN u.gpu_milli::float8 / 1000
+                           * extract(epoch FROM least(coalesce(u.ended_at, now()), \(end)) - greatest(u.started_at, \(start)))::float8 ELSE 0 END) AS secs,
+                       sum(u.gpu_milli::float8 / 1000 * hl.h / ln(2) *
+                           (power(2::float8, greatest(-1000, -extract(epoch FROM now() - coalesce(u.ended_at, now()))::float8 / hl.h))
+                            - power(2::float8, greatest(-1000, -extract(epoch FROM now() - u.started_at)::float8 / hl.h)))) AS decayed
+                FROM usage u CROSS JOIN hl
+                WHERE u.org = \(org) AND u.pool = \(pool) AND NOT u.credited
+                  AND coalesce(u.ended_at, now()) > least(\(start), now() - make_interval(secs => 40 * hl.h))
+                GROUP BY 1, 2
+            )
+            SELECT project, owner, sum(gpus), 0::float8, sum(gpus * least(secs, greatest(0, extract(epoch FROM \(end) - now()))::float8)), 0::float8
+            FROM live GROUP BY 1, 2
+            UNION ALL
+            SELECT project, owner, 0::float8, secs, 0::float8, decayed FROM used
+            """)
+        for try await (project, owner, inUse, used, reserved, decayed) in rows.decode((String, String, Double, Double, Double, Double).self) {
+            var f = figures[project, default: [:]][owner, default: (0, 0, 0, 0)]
+            f.inUse += inUse
+            f.used += used / 3600
+            f.reserved += reserved / 3600
+            f.decayed += decayed / 3600
+            figures[project, default: [:]][owner] = f
+        }
+        let total = { (p: String) in
+            figures[p, default: [:]].values.reduce((0.0, 0.0, 0.0, 0.0)) { ($0.0 + $1.inUse, $0.1 + $1.used, $0.2 + $1.reserved, $0.3 + $1.decayed) }
+        }
+        let orgDecayed = figures.keys.reduce(0.0) { $0 + max(0, total($1).3) }
+        let shares = declared.reduce(0.0) { $0 + $1.share }
+        return declared.map { p in
+            let t = total(p.name)
+            let users = p.users.keys.sorted().map { u in
+                let f = figures[p.name, default: [:]][u, default: (0, 0, 0, 0)]
+                return ProjectQuota.User(
+                    name: u, limitGPUs: p.users[u]?.limitGPUs, gpuHours: p.users[u]?.gpuHours, inUseGPUs: f.inUse, gpuHoursUsed: f.used,
+                    reservedGPUHours: f.reserved)
+            }
+            return ProjectQuota(
+                name: p.name, limitGPUs: p.limitGPUs, gpuHours: p.gpuHours, share: p.share, inUseGPUs: t.0, gpuHoursUsed: t.1, reservedGPUHours: t.2,
+                decayedGPUHours: t.3,
+                fairShareFactor: FairShare.factor(usage: max(0, t.3), totalUsage: orgDecayed, share: p.share, totalShare: shares),
+                users: users)
+        }
     }
 
     /// The calendar month `YYYY-MM` (UTC), or the one containing `date`.

@@ -185,6 +185,17 @@ extension QuotaBook {
                 guaranteedMilli: r.guaranteedGPUs * 1000, limitMilli: r.limitGPUs * 1000, inUseMilli: Int((r.inUseGPUs * 1000).rounded()),
                 remainingGPUSeconds: (r.gpuHours - r.gpuHoursUsed - r.reservedGPUHours) * 3600,
                 periodSecondsLeft: r.periodEnd.timeIntervalSince(now), fairShare: r.fairShareFactor)
+            for p in r.projects {
+                self[r.org, r.pool]?.projects[p.name] = QuotaEntry(
+                    guaranteedMilli: 0, limitMilli: p.limitGPUs.map { $0 * 1000 } ?? Int.max / 2, inUseMilli: Int((p.inUseGPUs * 1000).rounded()),
+                    remainingGPUSeconds: p.gpuHours.map { (Double($0) - p.gpuHoursUsed - p.reservedGPUHours) * 3600 } ?? .infinity,
+                    fairShare: p.fairShareFactor)
+                for u in p.users {
+                    self[r.org, r.pool]?.users["\(p.name)/\(u.name)"] = QuotaEntry(
+                        guaranteedMilli: 0, limitMilli: u.limitGPUs.map { $0 * 1000 } ?? Int.max / 2, inUseMilli: Int((u.inUseGPUs * 1000).rounded()),
+                        remainingGPUSeconds: u.gpuHours.map { (Double($0) - u.gpuHoursUsed - u.reservedGPUHours) * 3600 } ?? .infinity)
+                }
+            }
         }
     }
 }

@@ -97,4 +97,34 @@ struct PolicyParserTests {
             }
         }
     }
+
+    @Test("projects inside a grant: read with their users; limits beyond the grant's, a repeated name or an unknown key are errors")
+    func projects() throws {
+        let head =
+            "pools:\n  - name: h200\norganizations:\n  - name: lab\n    allocations:\n      - pool: h200\n        guaranteedGPUs: 8\n        gpuHours: 100\n        projects:\n"
+        let good =
+            head
+            + "          - name: llm\n            limitGPUs: 4\n            share: 3\n            users:\n              alice: {limitGPUs: 2, gpuHours: 10}\n          - name: vision\n"
+        let policy = try PolicyParser.parse(files: [("o.yaml", good)])
+        let projects = try #require(policy.organizations.first?.allocations.first?.projects)
+        #expect(
+            projects == [
+                ProjectLimit(name: "llm", limitGPUs: 4, share: 3, users: ["alice": UserLimit(limitGPUs: 2, gpuHours: 10)]),
+                ProjectLimit(name: "vision"),
+            ])
+        let bad =
+            head + "          - name: llm\n            limitGPUs: 9\n            gpuHours: 101\n          - name: llm\n            colour: red\n"
+        do {
+            _ = try PolicyParser.parse(files: [("o.yaml", bad)])
+            Issue.record("accepted")
+        } catch {
+            let fields = Set(error.issues.map(\.field))
+            for f in [
+                "organizations[0].allocations[0].projects[0].limitGPUs", "organizations[0].allocations[0].projects[0].gpuHours",
+                "organizations[0].allocations[0].projects[1].name", "organizations[0].allocations[0].projects[1].colour",
+            ] {
+                #expect(fields.contains(f), "missing \(f) in \(fields)")
+            }
+        }
+    }
 }

@@ -253,4 +253,61 @@ struct AccountingTests {
             #expect(try await A.job(db, xJob).state == .queued)
         }
     }
+
+    @Test("projects and users inside an organisation: admission checks the user's limit, then the project's, then the organisation's")
+    func projectLimits() async throws {
+        try await TestDatabase.with { db in
+            let llm = ProjectLimit(name: "llm", limitGPUs: 4, gpuHours: 100, share: 3, users: ["alice": UserLimit(limitGPUs: 2)])
+            try await A.setUp(
+                db,
+                orgs: [
+                    Organization(
+                        name: "u",
+                        allocations: [
+                            Allocation(pool: "h200", guaranteedGPUs: 8, limitGPUs: 8, gpuHours: 1000, projects: [llm, ProjectLimit(name: "vision")])
+                        ])
+                ], nodes: 2, gpus: 8)
+            let loop = A.loop(db)
+            func submit(_ user: String, _ project: String?, gpus: Int) async throws -> Int64 {
+                try await JobStore(database: db).submit(
+                    JobSpec(name: "j", project: project, pool: "h200", gpusPerNode: gpus, timeLimitSeconds: 3600, command: "x"),
+                    by: Principal(name: user, role: .member, org: "u")
+                ) { _ in nil }
+            }
+            // alice may hold 2 GPUs of llm: her second job waits on her own limit.
+            let a1 = try await submit("alice", "llm", gpus: 2)
+            try await loop.cycle()
+            let a2 = try await submit("alice", "llm", gpus: 1)
+            try await loop.cycle()
+            #expect(try await A.job(db, a1).state == .placed)
+            let waitingUser = try await A.job(db, a2)
+            #expect(
+                waitingUser.state == .queued && waitingUser.reason?.contains("alice in u/llm holds 2 GPUs of its limit of 2") == true,
+                "\(waitingUser.reason ?? "-")")
+            // bob's 3 GPUs would take llm to 5 of its 4.
+            let b1 = try await submit("bob", "llm", gpus: 3)
+            try await loop.cycle()
+            #expect(try await A.job(db, b1).reason?.contains("u/llm holds 2 GPUs of its limit of 4") == true)
+            // llm's 100 GPU-hours: 2 GPUs × 60 h = 120 > 100 - 2 reserved... the budget, project first.
+            let long = try await JobStore(database: db).submit(
+                JobSpec(name: "long", project: "llm", pool: "h200", gpusPerNode: 2, timeLimitSeconds: 60 * 3600, command: "x"),
+                by: Principal(name: "carol", role: .member, org: "u")
+            ) { _ in nil }
+            try await loop.cycle()
+            #expect(try await A.job(db, long).reason?.hasPrefix("budget") == true)
+            #expect(try await A.job(db, long).reason?.contains("u/llm has") == true)
+            // vision has no limits of its own: only the organisation's 8 apply.
+            let v1 = try await submit("dave", "vision", gpus: 6)
+            try await loop.cycle()
+            #expect(try await A.job(db, v1).state == .placed)
+            // An undeclared project is refused at submission, naming the ones there are.
+            await #expect(throws: StoreError.invalid(field: "project", message: "'nope' is not one of u's projects in pool h200 (llm, vision)")) {
+                _ = try await submit("alice", "nope", gpus: 1)
+            }
+            let row = try #require(try await QuotaStore(database: db).rows().first)
+            #expect(row.projects.map(\.name) == ["llm", "vision"])
+            #expect(row.projects[0].inUseGPUs == 2 && row.projects[1].inUseGPUs == 6 && row.projects[0].users.first?.inUseGPUs == 2)
+            #expect(abs(row.projects[0].reservedGPUHours - 2) < 0.01 && row.projects[0].share == 3)
+        }
+    }
 }

@@ -22,13 +22,71 @@ public struct Allocation: Hashable, Codable, Sendable {
     /// Days as `YYYY-MM-DD`; both nil means the entitlement renews every calendar month.
     public var validFrom: String?
     public var validUntil: String?
-    public init(pool: String, guaranteedGPUs: Int, limitGPUs: Int, gpuHours: Int64, validFrom: String? = nil, validUntil: String? = nil) {
+    /// The grant split further inside the organisation (Slurm's sub-accounts, KAI's hierarchical queues).
+    public var projects: [ProjectLimit]
+    public init(
+        pool: String, guaranteedGPUs: Int, limitGPUs: Int, gpuHours: Int64, validFrom: String? = nil, validUntil: String? = nil,
+        projects: [ProjectLimit] = []
+    ) {
         self.pool = pool
         self.guaranteedGPUs = guaranteedGPUs
         self.limitGPUs = limitGPUs
         self.gpuHours = gpuHours
         self.validFrom = validFrom
         self.validUntil = validUntil
+        self.projects = projects
+    }
+
+    enum CodingKeys: String, CodingKey { case pool, guaranteedGPUs, limitGPUs, gpuHours, validFrom, validUntil, projects }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.pool = try c.decode(String.self, forKey: .pool)
+        self.guaranteedGPUs = try c.decode(Int.self, forKey: .guaranteedGPUs)
+        self.limitGPUs = try c.decode(Int.self, forKey: .limitGPUs)
+        self.gpuHours = try c.decode(Int64.self, forKey: .gpuHours)
+        self.validFrom = try c.decodeIfPresent(String.self, forKey: .validFrom)
+        self.validUntil = try c.decodeIfPresent(String.self, forKey: .validUntil)
+        self.projects = try c.decodeIfPresent([ProjectLimit].self, forKey: .projects) ?? []
+    }
+}
+
+/// A project's part of its organisation's grant in one pool: the most GPUs it may hold and GPU-hours it may use
+/// in the grant's period (nil: only the organisation's apply), its fair-share weight among the organisation's
+/// projects, and optional limits per user.
+public struct ProjectLimit: Hashable, Codable, Sendable {
+    public var name: String
+    public var limitGPUs: Int?
+    public var gpuHours: Int64?
+    public var share: Double
+    public var users: [String: UserLimit]
+    public init(name: String, limitGPUs: Int? = nil, gpuHours: Int64? = nil, share: Double = 1, users: [String: UserLimit] = [:]) {
+        self.name = name
+        self.limitGPUs = limitGPUs
+        self.gpuHours = gpuHours
+        self.share = share
+        self.users = users
+    }
+
+    enum CodingKeys: String, CodingKey { case name, limitGPUs, gpuHours, share, users }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.name = try c.decode(String.self, forKey: .name)
+        self.limitGPUs = try c.decodeIfPresent(Int.self, forKey: .limitGPUs)
+        self.gpuHours = try c.decodeIfPresent(Int64.self, forKey: .gpuHours)
+        self.share = try c.decodeIfPresent(Double.self, forKey: .share) ?? 1
+        self.users = try c.decodeIfPresent([String: UserLimit].self, forKey: .users) ?? [:]
+    }
+}
+
+/// One user's limits inside a project (nil: the project's apply).
+public struct UserLimit: Hashable, Codable, Sendable {
+    public var limitGPUs: Int?
+    public var gpuHours: Int64?
+    public init(limitGPUs: Int? = nil, gpuHours: Int64? = nil) {
+        self.limitGPUs = limitGPUs
+        self.gpuHours = gpuHours
     }
 }
 

@@ -14,6 +14,10 @@ public struct QuotaEntry: Hashable, Sendable {
     public var periodSecondsLeft: Double
     /// The fair-share factor (`FairShare.factor`), 0…1: higher goes first among equal priorities.
     public var fairShare: Double
+    /// Its projects' standing (limits they declare, else unbounded), and its users' inside them (keyed
+    /// `project/user`): admission checks the user's, then the project's, then the organisation's.
+    public var projects: [String: QuotaEntry] = [:]
+    public var users: [String: QuotaEntry] = [:]
 
     public init(
         guaranteedMilli: Int, limitMilli: Int, inUseMilli: Int = 0, remainingGPUSeconds: Double = .infinity, periodSecondsLeft: Double = .infinity,
@@ -59,24 +63,57 @@ public struct QuotaBook: Hashable, Sendable {
     public func admit(_ job: PendingJob, gpuMilli: Int? = nil) -> Admission {
         guard let e = self[job.org, job.pool] else { return .waits(.noAllocation(org: job.org, pool: job.pool)) }
         let need = gpuMilli ?? job.totalGPUMilli
-        if e.inUseMilli + need > e.limitMilli {
-            return .waits(.quota(org: job.org, limitGPUs: Double(e.limitMilli) / 1000, inUseGPUs: Double(e.inUseMilli) / 1000))
+        if let project = job.project, let p = e.projects[project] {
+            if let owner = job.owner, let u = e.users["\(project)/\(owner)"],
+                let why = u.refusal(
+                    need: need, seconds: job.budgetSeconds, periodSecondsLeft: e.periodSecondsLeft, who: "\(owner) in \(job.org)/\(project)")
+            {
+                return .waits(why)
+            }
+            if let why = p.refusal(need: need, seconds: job.budgetSeconds, periodSecondsLeft: e.periodSecondsLeft, who: "\(job.org)/\(project)") {
+                return .waits(why)
+            }
         }
-        let cost = e.reservation(gpuMilli: need, seconds: job.budgetSeconds)
-        if need > 0 && (e.remainingGPUSeconds <= 0 || cost > e.remainingGPUSeconds) {
-            return .waits(.budget(org: job.org, neededGPUHours: cost / 3600, leftGPUHours: max(0, e.remainingGPUSeconds) / 3600))
-        }
+        if let why = e.refusal(need: need, seconds: job.budgetSeconds, periodSecondsLeft: e.periodSecondsLeft, who: job.org) { return .waits(why) }
         return .admitted(borrowing: e.inUseMilli + need > e.guaranteedMilli)
     }
 
-    /// Books an admitted job: its GPUs are in use and its budget time reserved, so later jobs of the same
-    /// cycle see what is left after it.
+    /// Books an admitted job: its GPUs are in use and its budget time reserved (for its organisation, project and
+    /// user), so later jobs of the same cycle see what is left after it.
     public mutating func charge(_ job: PendingJob, gpuMilli: Int? = nil) {
         guard var e = self[job.org, job.pool] else { return }
         let need = gpuMilli ?? job.totalGPUMilli
-        e.inUseMilli += need
-        e.remainingGPUSeconds -= e.reservation(gpuMilli: need, seconds: job.budgetSeconds)
+        let left = e.periodSecondsLeft
+        e.charge(need, seconds: job.budgetSeconds, periodSecondsLeft: left)
+        if let project = job.project {
+            e.projects[project]?.charge(need, seconds: job.budgetSeconds, periodSecondsLeft: left)
+            if let owner = job.owner { e.users["\(project)/\(owner)"]?.charge(need, seconds: job.budgetSeconds, periodSecondsLeft: left) }
+        }
         self[job.org, job.pool] = e
+    }
+}
+
+extension QuotaEntry {
+    /// Why `need` thousandths for `seconds` do not fit this entry (its limit, then what is left of its hours),
+    /// `who` naming it in the reason; nil when they fit.
+    func refusal(need: Int, seconds: Int64, periodSecondsLeft: Double, who: String) -> WaitReason? {
+        if self.inUseMilli + need > self.limitMilli {
+            return .quota(org: who, limitGPUs: Double(self.limitMilli) / 1000, inUseGPUs: Double(self.inUseMilli) / 1000)
+        }
+        var period = self
+        period.periodSecondsLeft = periodSecondsLeft
+        let cost = period.reservation(gpuMilli: need, seconds: seconds)
+        if need > 0 && (self.remainingGPUSeconds <= 0 || cost > self.remainingGPUSeconds) {
+            return .budget(org: who, neededGPUHours: cost / 3600, leftGPUHours: max(0, self.remainingGPUSeconds) / 3600)
+        }
+        return nil
+    }
+
+    mutating func charge(_ need: Int, seconds: Int64, periodSecondsLeft: Double) {
+        var period = self
+        period.periodSecondsLeft = periodSecondsLeft
+        self.inUseMilli += need
+        self.remainingGPUSeconds -= period.reservation(gpuMilli: need, seconds: seconds)
     }
 }
 

@@ -182,11 +182,16 @@ public struct Placer: Sendable {
     }
 
     /// SPEC §4.1 with allocations: priority class, then the organisation's fair-share factor (decayed usage
-    /// against its share, highest first), then submit time.
+    /// against its share, highest first), then its project's within it, then submit time.
     static func inFairShareOrder(_ a: PendingJob, _ b: PendingJob, _ book: QuotaBook) -> Bool {
         if a.priority != b.priority { return a.priority > b.priority }
-        let (fa, fb) = (book[a.org, a.pool]?.fairShare ?? -1, book[b.org, b.pool]?.fairShare ?? -1)
+        let (ea, eb) = (book[a.org, a.pool], book[b.org, b.pool])
+        let (fa, fb) = (ea?.fairShare ?? -1, eb?.fairShare ?? -1)
         if fa != fb { return fa > fb }
+        // Then the project's factor within its organisation (1 without one): one lexicographic key, so the
+        // order stays a strict weak order across organisations whose factors tie.
+        let (pa, pb) = (a.project.flatMap { ea?.projects[$0]?.fairShare } ?? 1, b.project.flatMap { eb?.projects[$0]?.fairShare } ?? 1)
+        if pa != pb { return pa > pb }
         return self.inQueueOrder(a, b)
     }
 

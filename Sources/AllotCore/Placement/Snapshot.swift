@@ -71,6 +71,9 @@ public struct PendingJob: Hashable, Sendable {
     public var timeLimitSeconds: Int64?
     /// Its priority class may preempt preemptible (or borrowing) work of lower priority.
     public var preempts: Bool = false
+    /// Its project and owner inside the organisation, for their limits and fair share.
+    public var project: String?
+    public var owner: String?
     /// What the budget reserves for a job without a time limit (Policies/ `budgetTime`, 24 hours by default).
     public var defaultBudgetSeconds: Int64 = 86_400
 

@@ -29,6 +29,8 @@ public struct QuotaRow: Codable, Hashable, Sendable {
     public var guaranteeShare: Double
     /// 2^(−usageShare ÷ guaranteeShare): 1 for no use, 0.5 for exactly its share; higher goes first.
     public var fairShareFactor: Double
+    /// The split by the projects the grant declares (empty when it declares none).
+    public var projects: [ProjectQuota]
     /// When the entitlement runs out at the current burn rate; nil when not in sight.
     public var exhaustsAt: Date?
     /// The accounting period: the allocation's window, or the calendar month.
@@ -39,7 +41,7 @@ public struct QuotaRow: Codable, Hashable, Sendable {
         org: String, pool: String, guaranteedGPUs: Int, limitGPUs: Int, inUseGPUs: Double, borrowedGPUs: Double, lentGPUs: Double,
         queuedGPUs: Double, gpuHoursUsed: Double, gpuHours: Double, creditedGPUHours: Double, reservedGPUHours: Double = 0, exhaustsAt: Date?,
         periodStart: Date, periodEnd: Date, decayedGPUHours: Double = 0, usageShare: Double = 0, guaranteeShare: Double = 0,
-        fairShareFactor: Double = 1
+        fairShareFactor: Double = 1, projects: [ProjectQuota] = []
     ) {
         self.org = org
         self.pool = pool
@@ -57,8 +59,56 @@ public struct QuotaRow: Codable, Hashable, Sendable {
         self.usageShare = usageShare
         self.guaranteeShare = guaranteeShare
         self.fairShareFactor = fairShareFactor
+        self.projects = projects
         self.exhaustsAt = exhaustsAt
         self.periodStart = periodStart
         self.periodEnd = periodEnd
+    }
+}
+
+/// One project's part of an organisation × pool row: its limits (nil: the organisation's apply), what it holds,
+/// used and reserved, and its fair share within the organisation.
+public struct ProjectQuota: Codable, Hashable, Sendable {
+    public struct User: Codable, Hashable, Sendable {
+        public var name: String
+        public var limitGPUs: Int?
+        public var gpuHours: Int64?
+        public var inUseGPUs: Double
+        public var gpuHoursUsed: Double
+        public var reservedGPUHours: Double
+        public init(name: String, limitGPUs: Int?, gpuHours: Int64?, inUseGPUs: Double, gpuHoursUsed: Double, reservedGPUHours: Double) {
+            self.name = name
+            self.limitGPUs = limitGPUs
+            self.gpuHours = gpuHours
+            self.inUseGPUs = inUseGPUs
+            self.gpuHoursUsed = gpuHoursUsed
+            self.reservedGPUHours = reservedGPUHours
+        }
+    }
+    public var name: String
+    public var limitGPUs: Int?
+    public var gpuHours: Int64?
+    public var share: Double
+    public var inUseGPUs: Double
+    public var gpuHoursUsed: Double
+    public var reservedGPUHours: Double
+    public var decayedGPUHours: Double
+    public var fairShareFactor: Double
+    /// Users with limits of their own.
+    public var users: [User]
+    public init(
+        name: String, limitGPUs: Int?, gpuHours: Int64?, share: Double, inUseGPUs: Double, gpuHoursUsed: Double, reservedGPUHours: Double,
+        decayedGPUHours: Double, fairShareFactor: Double, users: [User]
+    ) {
+        self.name = name
+        self.limitGPUs = limitGPUs
+        self.gpuHours = gpuHours
+        self.share = share
+        self.inUseGPUs = inUseGPUs
+        self.gpuHoursUsed = gpuHoursUsed
+        self.reservedGPUHours = reservedGPUHours
+        self.decayedGPUHours = decayedGPUHours
+        self.fairShareFactor = fairShareFactor
+        self.users = users
     }
 }
