@@ -88,7 +88,8 @@ struct Report: AsyncParsableCommand {
             abstract: "Correct the ledger (operators): a new row of GPU-hours charged, or given back when negative; nothing is edited.")
         @Option(help: "The organisation.") var org: String
         @Option(help: "The pool.") var pool: String
-        @Option(help: "GPU-hours to charge (negative: to give back).") var gpuHours: Double
+        // Unconditional: a negative amount (-2.5) is the value, not an option.
+        @Option(parsing: .unconditional, help: "GPU-hours to charge (negative: to give back).") var gpuHours: Double
         @Option(help: "When it applies (ISO 8601; default now): the month whose statement shows it.") var at: String?
         @Option(help: "Why (required, on the statement and in the audit log).") var reason: String
         @Option(help: "The project it is for.") var project: String?
