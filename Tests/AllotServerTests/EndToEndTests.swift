@@ -18,7 +18,8 @@ struct EndToEndTests {
     final class Cluster: @unchecked Sendable {
         let work: URL
         let env: [String: String]
-        let allotd: TestProcess
+        var allotd: TestProcess
+        let allotdArguments: [String]
         var agents: [String: TestProcess] = [:]
         /// Each agent's port: a restarted agent comes back at its enrolled address.
         var agentPorts: [String: Int] = [:]
@@ -54,16 +55,12 @@ struct EndToEndTests {
                 ["bootstrap", "--token-file", env["ALLOT_TOKEN_FILE"]!, "--secret-file", self.work.appendingPathComponent("allotd.secret").path],
                 environment: env)
             try #require(bootstrap.status == 0, "\(bootstrap.output)")
-            self.allotd = try TestProcess(
-                "allotd",
-                [
-                    "serve", "--listen", "127.0.0.1:\(port)", "--heartbeat-timeout", "4s", "--secret-file",
-                    self.work.appendingPathComponent("allotd.secret").path,
-                ],
-                environment: env, name: "allotd")
-            try await Self.waitFor("allotd ready", seconds: 30) {
-                (try? await APIClient(baseURL: "http://127.0.0.1:\(port)", token: nil, timeout: .seconds(1)).get("/readyz") as Data) != nil
-            }
+            self.allotdArguments = [
+                "serve", "--listen", "127.0.0.1:\(port)", "--heartbeat-timeout", "4s", "--secret-file",
+                self.work.appendingPathComponent("allotd.secret").path,
+            ]
+            self.allotd = try TestProcess("allotd", self.allotdArguments, environment: env, name: "allotd")
+            try await self.waitForAllotd()
             try self.cli(["policy", "apply", Repository.root + "/Policies"])
             for node in ["gpu-001", "gpu-002"] {
                 try self.cli([
@@ -75,6 +72,14 @@ struct EndToEndTests {
             try await Self.waitFor("both nodes ready", seconds: 30) {
                 let nodes = try self.json(["nodes"], as: [NodeView].self)
                 return nodes.filter { $0.state == .ready && $0.gpus.count == 8 }.count == 2
+            }
+        }
+
+        /// Until allotd answers `/readyz`.
+        func waitForAllotd() async throws {
+            let server = self.env["ALLOT_SERVER"]!
+            try await Self.waitFor("allotd ready", seconds: 30) {
+                (try? await APIClient(baseURL: server, token: nil, timeout: .seconds(1)).get("/readyz") as Data) != nil
             }
         }
 
@@ -203,6 +208,7 @@ struct EndToEndTests {
             try await self.cancel(c)
             try await self.drain(c)
             try await self.agentCrash(c)
+            try await self.schedulerCrash(c)
         } catch {
             Issue.record("\(error)\n\(c.diagnostics)")
             await c.shutdown()
@@ -311,6 +317,10 @@ struct EndToEndTests {
         let requeued = try await c.waitForJob(id, seconds: 60) { $0.attempts.count == 2 && $0.state == .running }
         #expect(requeued.attempts[0].state == .lost)
         #expect(requeued.attempts[1].nodes.first?.node == other)
+        // The lost attempt's time from its node's last heartbeat on is credited, itemised on the statement with its cause.
+        let statement = try c.json(["report", "--org", "defense"], as: Statement.self)
+        let credit = try #require(statement.credits.first { $0.jobID == id && $0.attempt == 1 })
+        #expect(credit.cause.contains("lost") && credit.from <= crashedAt.addingTimeInterval(1) && credit.node == node, "\(credit)")
 
         // The agent comes back with the same state folder: it stops the orphaned first attempt and nothing runs twice.
         try c.startAgent(node)
@@ -327,5 +337,25 @@ struct EndToEndTests {
         }
         try c.cli(["cancel", "\(id)"])
         _ = try await c.waitForJob(id, seconds: 70) { $0.state.isTerminal }
+    }
+
+    /// kill -9 of allotd while a job runs: the agents keep the ranks, the restarted allotd finds the attempt's
+    /// usage in the ledger (charged from its start, nothing lost) and the job goes on to its end.
+    func schedulerCrash(_ c: Cluster) async throws {
+        let id = try c.submit("org: defense\npool: h200\ngpusPerNode: 2\ncommand: sleep 12")
+        let running = try await c.waitForJob(id) { $0.state == .running }
+        try await Task.sleep(for: .seconds(2))
+        c.allotd.crash()
+        let crashedAt = Date()
+        try await Task.sleep(for: .seconds(2))
+        c.allotd = try TestProcess("allotd", c.allotdArguments, environment: c.env, name: "allotd")
+        try await c.waitForAllotd()
+        let statement = try c.json(["report", "--org", "defense", "--by", "user"], as: Statement.self)
+        let started = try #require(running.attempts.last?.startedAt)
+        // Charged from the attempt's start through the crash and after: at least the time it ran before the kill.
+        let before = crashedAt.timeIntervalSince(started) * 2 / 3600  // 2 GPUs
+        #expect(statement.total.chargedGPUHours >= before - 1.0 / 3600, "\(statement.total) < \(before)")
+        let done = try await c.waitForJob(id, seconds: 60) { $0.state.isTerminal }
+        #expect(done.state == .succeeded && done.attempts.count == 1, "\(done)")
     }
 }
