@@ -32,7 +32,22 @@ public struct AgentStore: Sendable {
                 )
             }
             try await tx.nodes.heartbeat(report)
-            try await tx.audit.append(try await tx.nodes.upsertGPUs(report.gpus, node: report.node))
+            let gpus = try await tx.nodes.upsertGPUs(report.gpus, node: report.node)
+            try await tx.audit.append(gpus.audit)
+            // A GPU quarantined now is the infrastructure's fault: the work on it stops and is requeued, credited
+            // from this report (before this report's rank statuses, so a rank the fault killed does not fail its job).
+            var faulted: [[Int64]: String] = [:]
+            for q in gpus.quarantined {
+                for live in try await tx.attempts.live(onGPU: q.index, node: report.node) {
+                    faulted[[live.job, Int64(live.number)]] =
+                        faulted[[live.job, Int64(live.number)]]
+                        ?? "GPU \(q.index) of \(report.node) was quarantined (\(q.cause.prefix(200))): requeued, its time credited"
+                }
+            }
+            // In job order, as every change to attempts is, so concurrent heartbeats queue instead of deadlocking.
+            for (pair, reason) in faulted.sorted(by: { ($0.key[0], $0.key[1]) < ($1.key[0], $1.key[1]) }) {
+                try await tx.transitions.attempt(pair[0], Int(pair[1]), .stop(endAs: .lost, reason: reason, faultAt: try await tx.now()))
+            }
 
             // Each attempt reported on, in one order for every heartbeat (so concurrent ones queue, not deadlock).
             let attempts = Set(report.ranks.map { [$0.key.jobID, Int64($0.key.attempt)] }).sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }

@@ -310,4 +310,106 @@ struct AccountingTests {
             #expect(abs(row.projects[0].reservedGPUHours - 2) < 0.01 && row.projects[0].share == 3)
         }
     }
+
+    @Test("a hardware XID on a running job's GPU: the job is requeued, not failed, and credited from the report that told of the fault")
+    func gpuFaultCredited() async throws {
+        try await TestDatabase.with { db in
+            try await A.setUp(db, orgs: Self.grant(1000), nodes: 1, gpus: 2)
+            let id = try await A.submit(db, "u", gpus: 1, limit: 3600)
+            try await A.loop(db).cycle()
+            try await A.startAll(db)
+            let gpu = try #require(try await A.job(db, id).attempts.first?.nodes.first?.gpus.first)
+            try await Task.sleep(for: .milliseconds(300))
+            // One heartbeat tells of XID 79 on its GPU while the rank still runs; the next, of the rank it killed.
+            var inventory = (0..<2).map { GPUInfo(index: $0, uuid: "n1-\($0)", model: "H200", memoryMiB: 1) }
+            inventory[gpu].xids = [XidEvent(xid: 79, at: "300.2", message: "GPU has fallen off the bus.")]
+            let key = RankKey(jobID: id, attempt: 1, rank: 0)
+            let fault = Date()
+            for ranks in [[RankStatus(key: key, state: .running)], [RankStatus(key: key, state: .exited, exitCode: 137, signal: 9)]] {
+                _ = try await AgentStore(database: db).report(
+                    AgentReport(node: "n1", agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: inventory, ranks: ranks),
+                    from: Principal(name: "agent:n1", role: .agent, node: "n1"))
+                try await Task.sleep(for: .milliseconds(300))
+            }
+            let job = try await A.job(db, id)
+            #expect(job.state == .queued && job.attempts.first?.state == .lost, "\(job.state) \(job.attempts)")
+            let statement = try await StatementStore(database: db).statement(org: "u", period: nil, by: .pool)
+            let credit = try #require(statement.credits.first)
+            #expect(credit.cause.contains("quarantined") && abs(credit.from.timeIntervalSince(fault)) < 5)
+            #expect(statement.total.chargedGPUHours > 0)  // the time before the fault is charged
+        }
+    }
+
+    @Test("over random histories, every statement's lines equal one plain SQL query over the raw rows, and its total their sum")
+    func statementsEqualLedger() async throws {
+        try await TestDatabase.with { db in
+            try await A.setUp(db, orgs: Self.grant(100_000))
+            let id = try await A.submit(db, "u", gpus: 1, limit: 3600)
+            try await A.loop(db).cycle()
+            try await A.startAll(db)
+            // Seeded: a failure names its seed; ALLOT_PROPERTY_SEED=N replays one.
+            let seeds: [UInt64] =
+                ProcessInfo.processInfo.environment["ALLOT_PROPERTY_SEED"].flatMap(UInt64.init).map { [$0] } ?? (0..<8).map { $0 &* 7919 &+ 17 }
+            let store = StatementStore(database: db)
+            let sept = Date(timeIntervalSince1970: 1_788_220_800)  // 2026-09-01T00:00:00Z
+            for seed in seeds {
+                var rng = SeededRandom(seed: seed)
+                for k in 0..<Int.random(in: 5...25, using: &rng) {
+                    // A row anywhere in September to November 2026, up to 3 days long, sometimes a credit.
+                    let start = sept.addingTimeInterval(Double.random(in: 0..<(91 * 86400), using: &rng))
+                    let end = start.addingTimeInterval(Double.random(in: 1...(3 * 86400), using: &rng))
+                    let credited = Int.random(in: 0..<5, using: &rng) == 0
+                    let project = ["llm", "vision", nil].randomElement(using: &rng)!
+                    let owner = ["ada", "bo"].randomElement(using: &rng)!
+                    try await db.query(
+                        """
+                        INSERT INTO usage (job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, started_at, ended_at, checkpointed_at,
+                                           credited, cause, fault_at)
+                        VALUES (\(id), 1, \(Int(seed % 100_000) * 100 + k + 1000), 'n1', 'u', \(project), \(owner), 'h200',
+                                \(Int.random(in: 1...8000, using: &rng)), \(start), \(end), \(end), \(credited), \(credited ? "node lost" : nil),
+                                \(credited ? start : nil))
+                        """)
+                }
+                for month in ["2026-09", "2026-10", "2026-11"] {
+                    let (from, to) = (
+                        try #require(WireJSON.date("\(month)-01T00:00:00Z")),
+                        try #require(
+                            WireJSON.date(month == "2026-11" ? "2026-12-01T00:00:00Z" : "2026-\(month == "2026-09" ? "10" : "11")-01T00:00:00Z"))
+                    )
+                    for (by, column) in [(Statement.Grouping.pool, "pool"), (.project, "coalesce(project, '-')"), (.user, "coalesce(owner, '-')")] {
+                        let statement = try await store.statement(org: "u", period: month, by: by)
+                        var plain: [String: (Double, Double)] = [:]
+                        for try await (key, charged, credited) in try await db.query(
+                            PostgresQuery(
+                                unsafeSQL: """
+                                    SELECT \(column),
+                                           coalesce(sum(gpu_milli / 1000.0 * extract(epoch FROM least(ended_at, $2) - greatest(started_at, $1))) FILTER (WHERE NOT credited), 0)::float8 / 3600,
+                                           coalesce(sum(gpu_milli / 1000.0 * extract(epoch FROM least(ended_at, $2) - greatest(started_at, $1))) FILTER (WHERE credited), 0)::float8 / 3600
+                                    FROM usage WHERE org = 'u' AND started_at < $2 AND ended_at > $1 AND rank >= 1000 GROUP BY 1
+                                    """, binds: try Self.binds(from, to))
+                        ).decode((String, Double, Double).self) { plain[key] = (charged, credited) }
+                        for line in statement.lines {
+                            let want = plain[line.key] ?? (0, 0)
+                            if abs(line.chargedGPUHours - want.0) > 1e-6 || abs(line.creditedGPUHours - want.1) > 1e-6 {
+                                Issue.record(
+                                    "seed \(seed), \(month) by \(by) \(line.key): \(line) ≠ SQL \(want) (replay: ALLOT_PROPERTY_SEED=\(seed))")
+                                return
+                            }
+                        }
+                        #expect(
+                            Set(plain.keys).isSubset(of: Set(statement.lines.map(\.key))),
+                            "seed \(seed): \(plain.keys) vs \(statement.lines.map(\.key))")
+                        #expect(abs(statement.total.chargedGPUHours - statement.lines.reduce(0) { $0 + $1.chargedGPUHours }) < 1e-9)
+                    }
+                }
+            }
+        }
+    }
+
+    static func binds(_ from: Date, _ to: Date) throws -> PostgresBindings {
+        var b = PostgresBindings()
+        b.append(from)
+        b.append(to)
+        return b
+    }
 }

@@ -151,12 +151,14 @@ struct NodeLifecycleTests {
             #expect(detail.node.gpus[gpu].health == .quarantined)
             #expect(detail.healthEvents.map(\.jobID) == [id])
             #expect(detail.healthEvents.first?.cause.contains("uncorrectable ECC") == true)
-            // The job on it is released; the next 1-GPU job lands on the other GPU only, then nothing fits.
-            try await db.query("UPDATE gpu_claims SET released_at = now()")
-            let a = try await f.submit(JobSpec(name: "a", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
+            // The fault is the infrastructure's, not the job's: its attempt ends lost and the job is requeued.
+            let requeued = try await f.job(id)
+            #expect(requeued.state == .queued && requeued.attempts.first?.state == .lost)
+            #expect(requeued.attempts.first?.reason?.contains("GPU \(gpu) of n1 was quarantined") == true, "\(requeued.attempts)")
+            // It goes again on the other GPU only; then nothing fits.
             let b = try await f.submit(JobSpec(name: "b", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
-            #expect(try await f.schedule() == [a])
-            #expect(try await f.job(a).attempts.first?.nodes.first?.gpus == [1 - gpu])
+            #expect(try await f.schedule() == [id])
+            #expect(try await f.job(id).attempts.last?.nodes.first?.gpus == [1 - gpu])
             #expect(try await f.job(b).reason?.hasPrefix("capacity") == true)
             // A healthy report does not undo a quarantine; an operator does.
             _ = try await f.report("n1", gpus: 2)

@@ -125,6 +125,17 @@ struct AttemptsTable {
         ).decode((Int64, Int, String).self).array().map { (job: $0.0, number: $0.1, node: $0.2) }
     }
 
+    /// Live, unstopped attempts holding GPU `index` of `node`.
+    func live(onGPU index: Int, node: String) async throws -> [(job: Int64, number: Int)] {
+        try await self.tx.query(
+            """
+            SELECT DISTINCT a.job_id, a.number FROM gpu_claims c JOIN attempts a ON a.job_id = c.job_id AND a.number = c.attempt
+            WHERE c.node = \(node) AND c.gpu_index = \(index) AND c.released_at IS NULL AND attempt_is_live(a.state) AND a.stop_requested_at IS NULL
+            ORDER BY 1, 2
+            """
+        ).decode((Int64, Int).self).array().map { (job: $0.0, number: $0.1) }
+    }
+
     /// Whether any live attempt holds a rank on `node`.
     func anyLive(on node: String) async throws -> Bool {
         try await self.tx.query(

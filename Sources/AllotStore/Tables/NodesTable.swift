@@ -139,8 +139,8 @@ struct NodesTable {
     /// Refreshes a node's GPUs from its agent's report. XIDs grade a GPU (the application's faults make it
     /// suspect, the hardware's quarantine it), health only worsens here, and every change is recorded with the
     /// job that was on the GPU. GPUs no longer reported are marked absent, not deleted. Returns the audit records
-    /// the health changes call for.
-    func upsertGPUs(_ gpus: [GPUInfo], node: String) async throws -> [AuditEntry] {
+    /// the health changes call for, and the GPUs quarantined now, with why.
+    func upsertGPUs(_ gpus: [GPUInfo], node: String) async throws -> (audit: [AuditEntry], quarantined: [(index: Int, cause: String)]) {
         let idx = gpus.map(\.index)
         var before: [Int: GPUHealth] = [:]
         for try await (i, h) in try await self.tx.query("SELECT idx, health::text FROM gpus WHERE node = \(node)").decode((Int, String).self) {
@@ -225,7 +225,7 @@ struct NodesTable {
             UPDATE gpus SET present = false
             WHERE node = \(node) AND present AND NOT (idx = ANY(\(idx)::integer[])) AND NOT (idx = ANY(\(held)::integer[]))
             """)
-        return audit
+        return (audit, events.filter { $0.to == .quarantined }.map { (index: $0.index, cause: $0.cause) })
     }
 
     /// Returns a GPU to service; false when it was healthy already.
