@@ -80,13 +80,22 @@ public struct ContainerRuntime: Sendable {
 
     /// The rank's init (pid 1 of its container): it forwards the stop signals to the command, which a pid
     /// namespace's init would otherwise not receive, and exits with the command's status. Written by hand
-    /// because it is six lines of POSIX shell, and every root filesystem a rank runs in has a /bin/sh.
+    /// because it is a few lines of POSIX shell, and every root filesystem a rank runs in has a /bin/sh.
+    /// A wait cut short by a forwarded signal returns 128+n whether or not the command died of it: the trap
+    /// counts, and such a wait is waited again for the command's real status (127 from that second wait means
+    /// it had been reaped already, so the status in hand stands).
     static let initScript = """
-        for s in TERM INT HUP USR1 USR2; do trap "kill -$s \\"\\$child\\" 2>/dev/null" "$s"; done
+        n=0; status=
+        for s in TERM INT HUP USR1 USR2; do trap "n=\\$((n+1)); kill -$s \\"\\$child\\" 2>/dev/null" "$s"; done
         cd "$1" || exit 126
         /bin/sh -c "$2" &
         child=$!
-        while :; do wait "$child"; status=$?; kill -0 "$child" 2>/dev/null || break; done
+        while :; do
+          m=$n; wait "$child"; w=$?
+          if [ "$w" = 127 ] && [ -n "$status" ]; then break; fi
+          status=$w
+          if [ "$n" = "$m" ]; then break; fi
+        done
         exit "$status"
         """
 
