@@ -12,3 +12,13 @@ ALTER TABLE attempts ADD COLUMN stop_grace_s integer CHECK (stop_grace_s >= 0);
 
 -- Fair share decays with a half-life (Slurm's PriorityDecayHalfLife, 7 days by default there too).
 ALTER TABLE policy_defaults ADD COLUMN fair_share_half_life_s bigint NOT NULL DEFAULT 604800 CHECK (fair_share_half_life_s > 0);
+
+-- Fair share's one formula: GPU-seconds of `gpus` held from `started` to `ended` (NULL: still held), as of now,
+-- decayed with half-life `h` seconds: ∫ gpus × 2^(-age/h) over the interval = gpus × h/ln 2 × (2^(-age_end/h) − 2^(-age_start/h)).
+-- Exponents are floored at -1000, where float8 would underflow (weights below 1e-300 count as nothing).
+CREATE FUNCTION decayed_gpu_seconds(gpus float8, started timestamptz, ended timestamptz, h float8) RETURNS float8
+LANGUAGE sql STABLE AS $$
+    SELECT gpus * h / ln(2) *
+           (power(2::float8, greatest(-1000, -greatest(0, extract(epoch FROM now() - coalesce(ended, now())))::float8 / h))
+            - power(2::float8, greatest(-1000, -greatest(0, extract(epoch FROM now() - started))::float8 / h)))
+$$;

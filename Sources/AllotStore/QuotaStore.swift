@@ -75,8 +75,8 @@ public struct QuotaStore: Sendable {
                 GROUP BY a.org, a.pool
             ),
             -- Fair share: every charged row's GPU-seconds decayed by age (the integral of 2^(-age/h) over the row),
-            -- for every grant in force now, so that shares are of the whole pool whatever the filter. Rows older than
-            -- 40 half-lives weigh under 1e-12 and are left out; exponents are floored where float8 would underflow.
+            -- for every grant in force now, so that shares are of the whole pool whatever the filter (decayed_gpu_seconds,
+            -- migration 0013). Rows older than 40 half-lives weigh under 1e-12 and are left out.
             hl AS (SELECT fair_share_half_life_s::float8 AS h FROM policy_defaults),
             grants_now AS (
                 SELECT al.org, al.pool, al.guaranteed_gpus FROM allocations al
@@ -85,9 +85,7 @@ public struct QuotaStore: Sendable {
             ),
             decay AS (
                 SELECT g.org, g.pool, g.guaranteed_gpus,
-                       coalesce((SELECT sum(u.gpu_milli::float8 / 1000 * hl.h / ln(2) *
-                                      (power(2::float8, greatest(-1000, -extract(epoch FROM now() - coalesce(u.ended_at, now()))::float8 / hl.h))
-                                       - power(2::float8, greatest(-1000, -extract(epoch FROM now() - u.started_at)::float8 / hl.h))))
+                       coalesce((SELECT sum(decayed_gpu_seconds(u.gpu_milli::float8 / 1000, u.started_at, u.ended_at, hl.h))
                                  FROM usage u
                                  WHERE u.org = g.org AND u.pool = g.pool AND NOT u.credited
                                    AND coalesce(u.ended_at, now()) > now() - make_interval(secs => 40 * hl.h)), 0)
@@ -117,6 +115,7 @@ public struct QuotaStore: Sendable {
             ORDER BY a.org, a.pool
             """)
         var out: [QuotaRow] = []
+        var declared: [[ProjectLimit]] = []  // each row's grant's projects, in the order of `out`
         for try await row in rows {
             let (org, pool, guaranteed, limit, inUse, queued, used, hours, credited, start, end, reserved) = try row.decode(
                 (String, String, Int, Int, Double, Double, Double, Double, Double, Date, Date, Double).self)
@@ -124,8 +123,7 @@ public struct QuotaStore: Sendable {
             let (decayed, poolDecayed, share, poolShare) = (
                 try c[12].decode(Double.self), try c[13].decode(Double.self), try c[14].decode(Double.self), try c[15].decode(Double.self)
             )
-            let declared = (try? JSONDecoder().decode([ProjectLimit].self, from: Data(try c[16].decode(String.self).utf8))) ?? []
-            let projects = declared.isEmpty ? [] : try await Self.projects(declared, org: org, pool: pool, from: start, to: end, in: tx)
+            declared.append((try? JSONDecoder().decode([ProjectLimit].self, from: Data(try c[16].decode(String.self).utf8))) ?? [])
             let left = hours - used
             // At the current burn rate (GPUs in use now), the entitlement runs out after `left / inUse` hours.
             let exhausts: Date? = inUse > 0 && left > 0 && period == nil ? now.addingTimeInterval(left / inUse * 3600) : (left <= 0 ? now : nil)
@@ -137,8 +135,12 @@ public struct QuotaStore: Sendable {
                     exhaustsAt: exhausts.flatMap { $0 < end ? $0 : nil },
                     periodStart: start, periodEnd: end, decayedGPUHours: decayed, usageShare: poolDecayed > 0 ? max(0, decayed) / poolDecayed : 0,
                     guaranteeShare: poolShare > 0 ? share / poolShare : 0,
-                    fairShareFactor: FairShare.factor(usage: max(0, decayed), totalUsage: poolDecayed, share: share, totalShare: poolShare),
-                    projects: projects))
+                    fairShareFactor: FairShare.factor(usage: max(0, decayed), totalUsage: poolDecayed, share: share, totalShare: poolShare)))
+        }
+        // The projects' split, once the rows are read: no query runs while another's rows still stream.
+        for (i, projects) in declared.enumerated() where !projects.isEmpty {
+            out[i].projects = try await Self.projects(
+                projects, org: out[i].org, pool: out[i].pool, from: out[i].periodStart, to: out[i].periodEnd, in: tx)
         }
         return out
     }
@@ -166,9 +168,7 @@ public struct QuotaStore: Sendable {
                 SELECT coalesce(u.project, '') AS project, coalesce(u.owner, '') AS owner,
                        sum(CASE WHEN u.started_at < \(end) AND coalesce(u.ended_at, now()) > \(start) THEN u.gpu_milli::float8 / 1000
                            * extract(epoch FROM least(coalesce(u.ended_at, now()), \(end)) - greatest(u.started_at, \(start)))::float8 ELSE 0 END) AS secs,
-                       sum(u.gpu_milli::float8 / 1000 * hl.h / ln(2) *
-                           (power(2::float8, greatest(-1000, -extract(epoch FROM now() - coalesce(u.ended_at, now()))::float8 / hl.h))
-                            - power(2::float8, greatest(-1000, -extract(epoch FROM now() - u.started_at)::float8 / hl.h)))) AS decayed
+                       sum(decayed_gpu_seconds(u.gpu_milli::float8 / 1000, u.started_at, u.ended_at, hl.h)) AS decayed
                 FROM usage u CROSS JOIN hl
                 WHERE u.org = \(org) AND u.pool = \(pool) AND NOT u.credited
                   AND coalesce(u.ended_at, now()) > least(\(start), now() - make_interval(secs => 40 * hl.h))

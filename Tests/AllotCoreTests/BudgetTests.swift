@@ -153,7 +153,7 @@ struct BudgetTests {
     }
 }
 
-/// Slurm's classic fair-share factor and the decay of usage, with the arithmetic in comments.
+/// Slurm's classic fair-share factor, with the arithmetic in comments (the decay of usage is SQL's: AccountingTests).
 @Suite("Fair share: decayed usage against shares")
 struct FairShareTests {
     @Test(
@@ -170,16 +170,5 @@ struct FairShareTests {
         ])
     func factor(usage: Double, total: Double, share: Double, totalShare: Double, expected: Double) {
         #expect(abs(FairShare.factor(usage: usage, totalUsage: total, share: share, totalShare: totalShare) - expected) < 1e-9)
-    }
-
-    @Test("usage decays with the half-life: an hour of 8 GPUs that ended an hour ago, half-life 1 h, counts 2.885 GPU-hours")
-    func decay() {
-        // ∫ from 2 h ago to 1 h ago of 8 × 2^(−age/1 h) = 8 × (1/ln 2) × (2^−1 − 2^−2) h = 8 × 0.25 / 0.693147 = 2.8854 GPU-h.
-        let seconds = FairShare.decayed(gpus: 8, startAgo: 7200, endAgo: 3600, halfLife: 3600)
-        #expect(abs(seconds / 3600 - 2.885_390_081_777_927) < 1e-9)
-        // Usage now counts in full over a short interval: 1 GPU for 1 s ≈ 1 GPU-second.
-        #expect(abs(FairShare.decayed(gpus: 1, startAgo: 1, endAgo: 0, halfLife: 7 * 86400) - 1) < 1e-5)
-        // A half-life ago it counts half.
-        #expect(abs(FairShare.decayed(gpus: 1, startAgo: 86400 * 7 + 1, endAgo: 86400 * 7, halfLife: 7 * 86400) - 0.5) < 1e-5)
     }
 }

@@ -213,6 +213,30 @@ struct AccountingTests {
         }
     }
 
+    @Test("usage decays with the half-life (decayed_gpu_seconds): an hour of 8 GPUs that ended an hour ago, half-life 1 h, counts 2.885 GPU-hours")
+    func decay() async throws {
+        try await TestDatabase.with { db in
+            func decayed(_ gpus: Double, startAgo: Double, endAgo: Double, halfLife: Double) async throws -> Double {
+                try #require(
+                    try await db.query(
+                        """
+                        SELECT decayed_gpu_seconds(\(gpus), now() - make_interval(secs => \(startAgo)), now() - make_interval(secs => \(endAgo)),
+                                                   \(halfLife))
+                        """
+                    ).decode(Double.self).first { _ in true })
+            }
+            // ∫ from 2 h ago to 1 h ago of 8 × 2^(−age/1 h) = 8 × (1/ln 2) × (2^−1 − 2^−2) h = 8 × 0.25 / 0.693147 = 2.8854 GPU-h.
+            let hour = try await decayed(8, startAgo: 7200, endAgo: 3600, halfLife: 3600)
+            #expect(abs(hour / 3600 - 2.885_390_081_777_927) < 1e-9)
+            // Usage now counts in full over a short interval: 1 GPU for 1 s ≈ 1 GPU-second.
+            let now = try await decayed(1, startAgo: 1, endAgo: 0, halfLife: 7 * 86400)
+            #expect(abs(now - 1) < 1e-5)
+            // A half-life ago it counts half.
+            let halfLifeAgo = try await decayed(1, startAgo: 86400 * 7 + 1, endAgo: 86400 * 7, halfLife: 7 * 86400)
+            #expect(abs(halfLifeAgo - 0.5) < 1e-5)
+        }
+    }
+
     @Test("fair share orders by decayed usage: x used 2.885 decayed GPU-hours (factor 0.25), y nothing (1): y's later job goes first")
     func decayedFairShare() async throws {
         try await TestDatabase.with { db in

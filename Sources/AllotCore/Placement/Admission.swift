@@ -142,11 +142,4 @@ public enum FairShare {
         guard share > 0, totalShare > 0 else { return 0 }
         return pow(2, -(usage / totalUsage) / (share / totalShare))
     }
-
-    /// GPU-seconds of `gpus` held from `start` to `end` (seconds before now), decayed with `halfLife`: the
-    /// integral of gpus × 2^(−age/halfLife) over the interval, so usage an hour old counts a little less than
-    /// usage now, and a half-life ago half.
-    public static func decayed(gpus: Double, startAgo: Double, endAgo: Double, halfLife: Double) -> Double {
-        gpus * halfLife / log(2) * (pow(2, -max(0, endAgo) / halfLife) - pow(2, -max(0, startAgo) / halfLife))
-    }
 }
