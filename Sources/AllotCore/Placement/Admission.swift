@@ -31,9 +31,10 @@ public struct QuotaEntry: Hashable, Sendable {
         self.fairShare = fairShare
     }
 
-    /// The GPU-seconds `gpuMilli` thousandths reserve for `seconds`, up to the period's end.
-    public func reservation(gpuMilli: Int, seconds: Int64) -> Double {
-        Double(gpuMilli) / 1000 * Swift.min(Double(seconds), Swift.max(0, self.periodSecondsLeft))
+    /// The GPU-seconds `gpuMilli` thousandths reserve for `seconds`, up to the period's end
+    /// (`periodSecondsLeft` away: a project's or user's entry goes by its organisation's period).
+    static func reservation(gpuMilli: Int, seconds: Int64, periodSecondsLeft: Double) -> Double {
+        Double(gpuMilli) / 1000 * Swift.min(Double(seconds), Swift.max(0, periodSecondsLeft))
     }
 }
 
@@ -100,9 +101,7 @@ extension QuotaEntry {
         if self.inUseMilli + need > self.limitMilli {
             return .quota(org: who, limitGPUs: Double(self.limitMilli) / 1000, inUseGPUs: Double(self.inUseMilli) / 1000)
         }
-        var period = self
-        period.periodSecondsLeft = periodSecondsLeft
-        let cost = period.reservation(gpuMilli: need, seconds: seconds)
+        let cost = Self.reservation(gpuMilli: need, seconds: seconds, periodSecondsLeft: periodSecondsLeft)
         if need > 0 && (self.remainingGPUSeconds <= 0 || cost > self.remainingGPUSeconds) {
             return .budget(org: who, neededGPUHours: cost / 3600, leftGPUHours: max(0, self.remainingGPUSeconds) / 3600)
         }
@@ -110,10 +109,8 @@ extension QuotaEntry {
     }
 
     mutating func charge(_ need: Int, seconds: Int64, periodSecondsLeft: Double) {
-        var period = self
-        period.periodSecondsLeft = periodSecondsLeft
         self.inUseMilli += need
-        self.remainingGPUSeconds -= period.reservation(gpuMilli: need, seconds: seconds)
+        self.remainingGPUSeconds -= Self.reservation(gpuMilli: need, seconds: seconds, periodSecondsLeft: periodSecondsLeft)
     }
 }
 
