@@ -187,15 +187,23 @@ extension QuotaBook {
                 periodSecondsLeft: r.periodEnd.timeIntervalSince(now), fairShare: r.fairShareFactor)
             for p in r.projects {
                 self[r.org, r.pool]?.projects[p.name] = QuotaEntry(
-                    guaranteedMilli: 0, limitMilli: p.limitGPUs.map { $0 * 1000 } ?? Int.max / 2, inUseMilli: Int((p.inUseGPUs * 1000).rounded()),
-                    remainingGPUSeconds: p.gpuHours.map { (Double($0) - p.gpuHoursUsed - p.reservedGPUHours) * 3600 } ?? .infinity,
+                    limitGPUs: p.limitGPUs, gpuHours: p.gpuHours, inUseGPUs: p.inUseGPUs, takenGPUHours: p.gpuHoursUsed + p.reservedGPUHours,
                     fairShare: p.fairShareFactor)
                 for u in p.users {
                     self[r.org, r.pool]?.users["\(p.name)/\(u.name)"] = QuotaEntry(
-                        guaranteedMilli: 0, limitMilli: u.limitGPUs.map { $0 * 1000 } ?? Int.max / 2, inUseMilli: Int((u.inUseGPUs * 1000).rounded()),
-                        remainingGPUSeconds: u.gpuHours.map { (Double($0) - u.gpuHoursUsed - u.reservedGPUHours) * 3600 } ?? .infinity)
+                        limitGPUs: u.limitGPUs, gpuHours: u.gpuHours, inUseGPUs: u.inUseGPUs, takenGPUHours: u.gpuHoursUsed + u.reservedGPUHours)
                 }
             }
         }
+    }
+}
+
+extension QuotaEntry {
+    /// A project's or user's entry: no guarantee, and no limit or hours of its own where Policies/ sets none;
+    /// `takenGPUHours` is what usage and live reservations took of its hours.
+    init(limitGPUs: Int?, gpuHours: Int64?, inUseGPUs: Double, takenGPUHours: Double, fairShare: Double = 1) {
+        self.init(
+            guaranteedMilli: 0, limitMilli: limitGPUs.map { $0 * 1000 } ?? Int.max / 2, inUseMilli: Int((inUseGPUs * 1000).rounded()),
+            remainingGPUSeconds: gpuHours.map { (Double($0) - takenGPUHours) * 3600 } ?? .infinity, fairShare: fairShare)
     }
 }

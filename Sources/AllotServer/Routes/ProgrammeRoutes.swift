@@ -40,11 +40,7 @@ struct ProgrammeRoutes {
         }
         routes.on(.quota) { request, context in
             let (principal, scope) = try context.caller()
-            let asked = request.uri.queryParameters.get("org")
-            if !scope.seesOrganizations || asked.map({ !scope.includes(org: $0) }) == true {
-                throw APIError.forbidden("members see their own organization's quota only")
-            }
-            let org = scope.organization ?? asked
+            let org = try Self.organization(asked: request.uri.queryParameters.get("org"), within: scope, what: "quota")
             let period = request.uri.queryParameters.get("period")
             let rows = try await QuotaStore(database: self.database).rows(org: org, pool: request.uri.queryParameters.get("pool"), period: period)
             // A statement read is on the record (the page's own refreshes are not: they are views, not statements).
@@ -56,11 +52,7 @@ struct ProgrammeRoutes {
         }
         routes.on(.report) { request, context in
             let (principal, scope) = try context.caller()
-            let asked = request.uri.queryParameters.get("org")
-            if !scope.seesOrganizations || asked.map({ !scope.includes(org: $0) }) == true {
-                throw APIError.forbidden("members see their own organization's statements only")
-            }
-            guard let org = scope.organization ?? asked else {
+            guard let org = try Self.organization(asked: request.uri.queryParameters.get("org"), within: scope, what: "statements") else {
                 throw APIError.badRequest("is required (the organisation to report on)", field: "org")
             }
             let period = request.uri.queryParameters.get("period")
@@ -96,6 +88,15 @@ struct ProgrammeRoutes {
             return JSON.response(try await AuditStore(database: self.database).verify(checkpoints: given + own))
         }
         return routes
+    }
+
+    /// The organisation a programme read is for: the caller's own (members and org-admins, who may not name
+    /// another), or the one an operator or auditor names (nil: every one).
+    static func organization(asked: String?, within scope: Scope, what: String) throws -> String? {
+        if !scope.seesOrganizations || asked.map({ !scope.includes(org: $0) }) == true {
+            throw APIError.forbidden("members see their own organization's \(what) only")
+        }
+        return scope.organization ?? asked
     }
 }
 
