@@ -74,7 +74,8 @@ struct QuotaCommand: AsyncParsableCommand {
 }
 
 extension QuotaCommand {
-    /// The fair-share table and, per pool, the order it gives among jobs of one priority class, in words.
+    /// The fair-share table and, per pool, the order it gives among jobs of one priority class, in words; then,
+    /// inside each organisation whose grant has projects, the projects' order.
     static func shares(_ rows: [QuotaRow]) -> String {
         let pct = { (v: Double) in String(format: "%.1f%%", v * 100) }
         var out = table(
@@ -96,6 +97,19 @@ extension QuotaCommand {
                     " (factor \(String(format: "%.3f", behind.fairShareFactor))); \(ahead.org) used \(pct(ahead.usageShare)) against \(pct(ahead.guaranteeShare))"
                 out += " (factor \(String(format: "%.3f", ahead.fairShareFactor)))."
             }
+        }
+        // Inside an organisation, its projects by their own factors: their part of its decayed usage against
+        // their part of its shares.
+        for r in rows where !r.projects.isEmpty {
+            let total = r.projects.reduce(0) { $0 + $1.share }
+            let used = r.projects.reduce(0) { $0 + max(0, $1.decayedGPUHours) }
+            let ordered = r.projects.sorted { ($0.fairShareFactor, $1.name) > ($1.fairShareFactor, $0.name) }
+            out += "\n\(r.org) in \(r.pool), its projects: "
+            out +=
+                ordered.map { p in
+                    "\(p.name) (share \(pct(total > 0 ? p.share / total : 0)), used \(pct(used > 0 ? max(0, p.decayedGPUHours) / used : 0)), "
+                        + "\(String(format: "%.2f", p.decayedGPUHours)) decayed GPU-h, factor \(String(format: "%.3f", p.fairShareFactor)))"
+                }.joined(separator: " before ") + "."
         }
         return out
     }
