@@ -48,7 +48,8 @@ public struct AgentAPI: Sendable {
             let key = try Self.key(context)
             let stop = try JSON.decode(StopRequest.self, from: body)
             do {
-                return JSON.response(try await self.supervisor.stop(key, gracePeriodSeconds: max(0, stop.gracePeriodSeconds)))
+                return JSON.response(
+                    try await self.supervisor.stop(key, gracePeriodSeconds: max(0, stop.gracePeriodSeconds), warnFirst: stop.warnFirst ?? false))
             } catch {
                 throw APIError.notFound("\(error)")
             }

@@ -76,6 +76,12 @@ public actor Supervisor {
         /// Another database's rank, found under a launch's key: killed, never reported (allotd would take its end
         /// for its own attempt's).
         var foreign: Bool?
+        /// The job's warning signal (`--signal`), when it is due (its time limit less the lead), whether it was sent.
+        var warning: JobSignal?
+        var warnAt: Date?
+        var warned: Bool?
+        /// A drain's or reclaim's stop that warned first: SIGTERM is due then.
+        var terminateAt: Date?
     }
 
     public let stateDir: URL
@@ -87,6 +93,8 @@ public actor Supervisor {
     private var gpus: [GPUInfo] = []
     /// Where ranks' output goes: a folder per organisation that only it (and the agent) may enter.
     private let outputDir: URL
+    /// `scontrol` for batch scripts' ranks (nil if it could not be written).
+    private let toolsDir: URL?
 
     public init(stateDir: URL, node: String, isolation: Isolation = .none, outputDir: URL? = nil) throws {
         self.stateDir = stateDir
@@ -97,6 +105,7 @@ public actor Supervisor {
         try FileManager.default.createDirectory(at: stateDir.appendingPathComponent("ranks"), withIntermediateDirectories: true)
         try? FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: stateDir.path)
         try? FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: stateDir.appendingPathComponent("ranks").path)
+        self.toolsDir = try? SlurmEnvironment.installTools(in: stateDir)
         // What a previous run of the agent left: processes still alive are adopted, the others have vanished.
         let folders = (try? FileManager.default.contentsOfDirectory(atPath: stateDir.appendingPathComponent("ranks").path)) ?? []
         for folder in folders {
@@ -152,6 +161,12 @@ public actor Supervisor {
         }
         var launched = record
         launched.launchID = request.launchID
+        if let signal = request.signal {
+            launched.warning = signal
+            launched.warnAt = request.timeLimitSeconds.map {
+                launched.launchedAt.addingTimeInterval(Double(max(0, $0 - Int64(signal.secondsBefore))))
+            }
+        }
         self.children.insert(launched.pid)
         self.save(launched)
         return self.status(launched)
@@ -193,17 +208,55 @@ public actor Supervisor {
     private func launchProcess(_ request: LaunchRequest, folder: URL, agentEnvironment: [String: String]) throws -> Record {
         var env = agentEnvironment.filter { !$0.key.hasPrefix("ALLOT_") }
         env.merge(Self.environment(for: request, node: self.node, account: nil)) { _, ours in ours }
+        if request.slurm != nil, let tools = self.toolsDir { env["PATH"] = tools.path + ":" + (env["PATH"] ?? "/usr/bin:/bin") }
         let (command, _) = try self.scriptCommand(request.command, folder: folder, visibleAt: nil)
         let log = folder.appendingPathComponent("output.log").path
+        // A batch script runs in its submit directory where the node has it, as under Slurm; else in its folder.
+        var dir = request.workingDir ?? folder.path
+        var preamble = ""
+        if request.workingDir == nil, let submit = request.slurm?.options.submitDir {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: submit, isDirectory: &isDir), isDir.boolValue {
+                dir = submit
+            } else {
+                preamble = "echo \(JobShell.quote("allot: the submit directory \(submit) is not on node \(self.node); running in \(dir)")) >&2\n"
+            }
+        }
+        if let slurm = request.slurm { preamble += SlurmEnvironment.redirection(for: request, slurm: slurm) }
         // The working directory is entered by the shell, so a missing one is reported in the rank's log.
-        let script = "cd \(JobShell.quote(request.workingDir ?? folder.path)) || exit 126\n\(command)"
+        let script = "cd \(JobShell.quote(dir)) || exit 126\n\(preamble)\(command)"
         let pid = try Self.spawn(["/bin/sh", "-c", script], environment: env, logPath: log)
         return Record(
             key: request.key, pid: pid, startTicks: Self.startTicks(pid: pid), launchedAt: Date(), state: .running,
             gracePeriodSeconds: request.gracePeriodSeconds, acknowledged: false, contained: false, logPath: log)
     }
 
-    private func launchContainer(_ request: LaunchRequest, folder: URL, runtime: ContainerRuntime) throws -> Record {
+    private func launchContainer(_ asked: LaunchRequest, folder: URL, runtime: ContainerRuntime) throws -> Record {
+        var request = asked
+        // A batch script runs in its submit directory where the node shares it with jobs, as under Slurm; else in
+        // its own /work (Slurm falls back to /tmp), which its log says.
+        var preamble = ""
+        if request.workingDir == nil, let submit = request.slurm?.options.submitDir {
+            if let why = runtime.workingDirectoryProblem(submit, node: self.node) {
+                preamble =
+                    "echo \(JobShell.quote("allot: \(why.replacingOccurrences(of: "the working directory", with: "the submit directory")); running in /work")) >&2\n"
+            } else {
+                request.workingDir = submit
+            }
+        }
+        var outputFolders: [String] = []
+        if let slurm = request.slurm {
+            for dir in SlurmEnvironment.outputFolders(for: request, slurm: slurm) {
+                let within = request.workingDir.map { dir == $0 || dir.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") } ?? false
+                if within { continue }
+                if let why = runtime.workingDirectoryProblem(dir, node: self.node) {
+                    throw SupervisorError.refused(
+                        "the output folder of --output/--error: \(why.replacingOccurrences(of: "the working directory ", with: ""))")
+                }
+                outputFolders.append(dir)
+            }
+            preamble += SlurmEnvironment.redirection(for: request, slurm: slurm)
+        }
         let account: Account
         do {
             account = try Account.resolve(request.tenant.account)
@@ -247,10 +300,27 @@ public actor Supervisor {
             cdi = try CDIEdits.load(runtime.cdiSpec, gpus: mine)
         }
         let (command, script) = try self.scriptCommand(request.command, folder: folder, visibleAt: "/.allot-script")
+        var slurmMounts: [OCISpec.Mount] = []
+        if let slurm = request.slurm {
+            if let tools = self.toolsDir {
+                slurmMounts.append(
+                    .init(
+                        destination: SlurmEnvironment.binInContainer, type: "bind", source: tools.path, options: ["rbind", "ro", "nosuid", "nodev"]))
+            }
+            let hosts = folder.appendingPathComponent("hosts")
+            let base = (try? String(contentsOfFile: "/etc/hosts", encoding: .utf8)) ?? "127.0.0.1\tlocalhost\n"
+            try Data(SlurmEnvironment.hosts(for: slurm, base: base).utf8).write(to: hosts)
+            try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: hosts.path)
+            slurmMounts.append(.init(destination: "/etc/hosts", type: "bind", source: hosts.path, options: ["bind", "ro", "nosuid", "nodev"]))
+            for dir in outputFolders {
+                slurmMounts.append(.init(destination: dir, type: "bind", source: dir, options: ["rbind", "rw", "nosuid", "nodev"]))
+            }
+        }
         let spec = runtime.spec(
             for: request, account: account, rootfs: rootfs, rootIsImage: request.tenant.image != nil, scratch: scratch.path, script: script,
-            command: command, gpus: self.gpus.isEmpty ? request.gpuIndices.map { GPUInfo(index: $0, uuid: "", model: "", memoryMiB: 0) } : self.gpus,
-            cdi: cdi, node: self.node)
+            command: preamble + command,
+            gpus: self.gpus.isEmpty ? request.gpuIndices.map { GPUInfo(index: $0, uuid: "", model: "", memoryMiB: 0) } : self.gpus,
+            cdi: cdi, node: self.node, extraMounts: slurmMounts)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         try encoder.encode(spec).write(to: bundle.appendingPathComponent("config.json"))
@@ -297,12 +367,27 @@ public actor Supervisor {
             "PET_NNODES": "\(g.nnodes)", "PET_NODE_RANK": "\(g.nodeRank)", "PET_NPROC_PER_NODE": "\(g.nprocPerNode)",
         ]
         env.merge(set) { _, ours in ours }
+        if let slurm = request.slurm {
+            env.merge(SlurmEnvironment.variables(for: request, slurm: slurm)) { _, ours in ours }
+            if account != nil { env["PATH"] = SlurmEnvironment.binInContainer + ":" + (env["PATH"] ?? "/usr/bin:/bin") }
+        }
         return env
     }
 
-    /// SIGTERM to the rank now, SIGKILL once the grace period has passed (see `poll`).
-    public func stop(_ key: RankKey, gracePeriodSeconds: Int) throws -> RankStatus {
+    /// SIGTERM to the rank now, SIGKILL once the grace period has passed (see `poll`). A drain's or reclaim's
+    /// stop (`warnFirst`) of a rank with a warning signal sends that signal now and SIGTERM its lead later.
+    public func stop(_ key: RankKey, gracePeriodSeconds: Int, warnFirst: Bool = false) throws -> RankStatus {
         guard var record = self.records[key] else { throw SupervisorError.unknownRank(key) }
+        if warnFirst, let warning = record.warning, warning.secondsBefore > 0, record.state == .running, record.stopRequestedAt == nil {
+            if record.terminateAt == nil {
+                if record.warned != true { self.warn(record) }
+                record.warned = true
+                record.terminateAt = Date().addingTimeInterval(Double(warning.secondsBefore))
+                record.gracePeriodSeconds = gracePeriodSeconds
+                self.save(record)
+            }
+            return self.status(record)
+        }
         if record.state == .running && record.stopRequestedAt == nil {
             record.stopRequestedAt = Date()
             record.gracePeriodSeconds = gracePeriodSeconds
@@ -375,7 +460,35 @@ public actor Supervisor {
             if let asked = record.stopRequestedAt, now.timeIntervalSince(asked) >= Double(record.gracePeriodSeconds) {
                 self.signal(record, SIGKILL)
             }
+            if record.stopRequestedAt == nil, let due = record.terminateAt, due <= now {
+                record.stopRequestedAt = now
+                self.signal(record, SIGTERM)
+                self.save(record)
+            } else if record.stopRequestedAt == nil, record.warned != true, let due = record.warnAt, due <= now {
+                self.warn(record)
+                record.warned = true
+                self.save(record)
+            }
         }
+    }
+
+    /// Sends the job's warning signal: with `B:` to the batch script's shell only (through the container's init,
+    /// which forwards it), else to every process of the rank but its init, as Slurm signals a job's steps.
+    private func warn(_ record: Record) {
+        guard let warning = record.warning else { return }
+        let number = warning.number
+        guard record.contained == true, case .container(let runtime) = self.isolation else {
+            if warning.batchOnly { kill(record.pid, number) } else { kill(-record.pid, number) }
+            return
+        }
+        let initPid = (try? String(contentsOf: self.folder(for: record.key).appendingPathComponent("init.pid"), encoding: .utf8))
+            .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        if !warning.batchOnly, let initPid, let pids = runtime.processes(record.key), !pids.isEmpty {
+            for pid in pids where pid != initPid { kill(pid, number) }
+            return
+        }
+        // runc hands what it gets to the container's init, which passes it to the script.
+        if Self.isAlive(pid: record.pid, startTicks: record.startTicks) { kill(record.pid, number) }
     }
 
     /// What the heartbeat reports: every running rank, and every ended one the scheduler has not acknowledged.

@@ -22,7 +22,9 @@ struct Submit: AsyncParsableCommand {
         var spec: JobSpec
         do {
             if SbatchParser.isBatchScript(text) {
-                let parsed = try SbatchParser.parse(text, file: self.file)
+                // As sbatch: relative paths are the submit directory's, and the shell's variables go with the job.
+                let parsed = try SbatchParser.parse(
+                    text, file: self.file, submitDir: FileManager.default.currentDirectoryPath, environment: ProcessInfo.processInfo.environment)
                 for warning in parsed.warnings { FileHandle.standardError.write(Data("allot: warning: \(self.file): \(warning)\n".utf8)) }
                 spec = parsed.spec
             } else {

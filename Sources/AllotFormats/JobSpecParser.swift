@@ -12,7 +12,9 @@ public enum JobSpecParser {
         "name", "org", "project", "kind", "pool", "gpuModel", "nodes", "gpusPerNode", "gpuMilli", "cpusPerNode",
         "cpuMilliPerNode", "memoryPerNode", "memoryMiBPerNode", "priorityClass", "timeLimit", "timeLimitSeconds",
         "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory", "image",
+        "signal", "timeMin", "timeMinSeconds", "slurm",
     ]
+    static let slurmFields: Set<String> = ["submitDir", "tasksPerNode", "cpusPerTask", "output", "error", "appendOutput"]
 
     public static func parse(_ text: String, file: String? = nil) throws(FormatErrors) -> JobSpec {
         let reader = FieldReader(file: file)
@@ -27,10 +29,10 @@ public enum JobSpecParser {
     }
 
     private static func read(_ f: Fields, reader: FieldReader) -> JobSpec? {
-        let name = f.name("name") ?? (f.has("name") ? nil : "job")
+        let name = f.has("name") ? self.jobName(f, reader: reader) : "job"
         let org = f.name("org")
         let project = f.name("project")
-        let pool = f.name("pool", required: true)
+        let pool = f.name("pool")
         var kind = JobKind.training
         if let k = f.string("kind") {
             if let parsed = JobKind(rawValue: k.lowercased()) {
@@ -102,12 +104,64 @@ public enum JobSpecParser {
         let priorityClass = f.name("priorityClass")
         let image = f.string("image")
         if let i = image, let why = ImageReference.problem(i) { reader.error(f.values["image"], "image", why) }
-        guard let name, let pool, let command, reader.issues.isEmpty else { return nil }
+        var signal: JobSignal?
+        if let text = f.string("signal") {
+            signal = JobSignal(slurm: text)
+            if signal == nil {
+                reader.error(f.values["signal"], "signal", "must be [B:]SIGNAL[@SECONDS] (USR1@90, B:TERM@30), not '\(text.prefix(40))'")
+            }
+        }
+        var timeMin: Int64?
+        if f.has("timeMin") && f.has("timeMinSeconds") {
+            reader.error(f.node, "timeMin", "give either timeMin or timeMinSeconds, not both")
+        } else if f.has("timeMin") {
+            timeMin = f.duration("timeMin")
+        } else if let s = f.int("timeMinSeconds", in: 1...(366 * 86400)) {
+            timeMin = Int64(s)
+        }
+        if let timeMin, let timeLimit, timeMin > timeLimit {
+            reader.error(f.values["timeMin"] ?? f.values["timeMinSeconds"], "timeMin", "is longer than the time limit (\(timeLimit)s)")
+        }
+        let slurm = f.has("slurm") ? self.slurm(f, reader: reader) : nil
+        guard let name, let command, reader.issues.isEmpty else { return nil }
         return JobSpec(
             name: name, org: org, project: project, kind: kind, pool: pool, gpuModel: models, nodes: nodes, gpusPerNode: gpus,
             gpuMilli: milli, cpuMilliPerNode: cpuMilli, memoryMiBPerNode: memory, priorityClass: priorityClass,
             timeLimitSeconds: timeLimit, command: command, env: env, workingDir: workingDir, maxAttempts: maxAttempts,
-            exclusive: exclusive, wholeNodeMemory: wholeNodeMemory, image: image)
+            exclusive: exclusive, wholeNodeMemory: wholeNodeMemory, image: image, signal: signal, timeMinSeconds: timeMin, slurm: slurm)
+    }
+
+    /// A job's name is kept as given (Slurm's are free text, spaces included): at most 200 characters, none of
+    /// them a control character.
+    private static func jobName(_ f: Fields, reader: FieldReader) -> String? {
+        guard let s = f.string("name") else { return nil }
+        if s.isEmpty || s.count > 200 || s.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) }) {
+            reader.error(f.values["name"], "name", "must be 1 to 200 characters, none of them a control character")
+            return nil
+        }
+        return s
+    }
+
+    /// What a batch script keeps of Slurm's options (`slurm:`, written by the CLI from `#SBATCH` lines).
+    private static func slurm(_ f: Fields, reader: FieldReader) -> SlurmOptions? {
+        guard let m = reader.mapping(f.node("slurm"), "slurm", allowed: self.slurmFields) else { return nil }
+        var options = SlurmOptions()
+        for key in ["submitDir", "output", "error"] {
+            guard let path = m.string(key) else { continue }
+            if !path.hasPrefix("/") || path.utf8.count > 4096 || path.contains("\0") || path.contains("\n") {
+                reader.error(m.values[key], "slurm.\(key)", "must be an absolute path of at most 4096 bytes, not '\(path.prefix(64))'")
+                continue
+            }
+            switch key {
+            case "submitDir": options.submitDir = path
+            case "output": options.output = path
+            default: options.error = path
+            }
+        }
+        options.tasksPerNode = m.int("tasksPerNode", in: 1...4096) ?? 1
+        options.cpusPerTask = m.int("cpusPerTask", in: 1...4096)
+        options.appendOutput = m.bool("appendOutput") ?? false
+        return options
     }
 
     /// The command: one shell line (or script), or a list of arguments that is quoted into one.

@@ -48,7 +48,7 @@ public enum PolicyParser {
                     f.node("defaults"), "defaults",
                     allowed: [
                         "priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout", "tokenLifetime", "tokenMaxLifetime", "budgetTime",
-                        "fairShareHalfLife",
+                        "fairShareHalfLife", "pool",
                     ])
                 {
                     if sawDefaults { reader.error(f.values["defaults"], "defaults", "is declared in more than one file") }
@@ -61,11 +61,12 @@ public enum PolicyParser {
                         tokenLifetimeSeconds: d.duration("tokenLifetime", max: 10 * 366 * 86400) ?? 90 * 86400,
                         tokenMaxLifetimeSeconds: d.duration("tokenMaxLifetime", max: 10 * 366 * 86400) ?? 365 * 86400,
                         budgetTimeSeconds: d.duration("budgetTime", max: 366 * 86400) ?? 86400,
-                        fairShareHalfLifeSeconds: d.duration("fairShareHalfLife", max: 366 * 86400) ?? 7 * 86400)
+                        fairShareHalfLifeSeconds: d.duration("fairShareHalfLife", max: 366 * 86400) ?? 7 * 86400, pool: d.name("pool"))
                     if policy.defaults.tokenLifetimeSeconds > policy.defaults.tokenMaxLifetimeSeconds {
                         reader.error(d.values["tokenLifetime"], "defaults.tokenLifetime", "is longer than defaults.tokenMaxLifetime")
                     }
                     if let pc = policy.defaults.priorityClass { located.defaultClass = (name, d.values["priorityClass"]?.mark?.line, pc) }
+                    if let pool = policy.defaults.pool { located.defaultPool = (name, d.values["pool"]?.mark?.line, pool) }
                 }
             }
             issues += reader.issues
@@ -104,6 +105,7 @@ public enum PolicyParser {
         var allocationPools: [(file: String, line: Int?, field: String, pool: String)] = []
         var restrictions: [(file: String, line: Int?, field: String, org: String)] = []
         var defaultClass: (file: String, line: Int?, name: String)?
+        var defaultPool: (file: String, line: Int?, name: String)?
         /// Unix accounts, by the organisation that runs jobs as them.
         var accounts: [String: String] = [:]
     }
@@ -300,6 +302,9 @@ public enum PolicyParser {
         }
         for r in located.restrictions where located.orgs[r.org] == nil {
             issues.append(FormatIssue(file: r.file, line: r.line, field: r.field, message: "unknown organization '\(r.org)'"))
+        }
+        if let d = located.defaultPool, located.pools[d.name] == nil {
+            issues.append(FormatIssue(file: d.file, line: d.line, field: "defaults.pool", message: "unknown pool '\(d.name)'"))
         }
         if let d = located.defaultClass, located.classes[d.name] == nil {
             issues.append(FormatIssue(file: d.file, line: d.line, field: "defaults.priorityClass", message: "unknown priority class '\(d.name)'"))

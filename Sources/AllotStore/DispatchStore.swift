@@ -31,6 +31,12 @@ public struct LaunchWork: Sendable, Hashable {
     public var image: String?
     /// The attempt's own random id, which its agents keep with each rank.
     public var launchID: String
+    public var name: String = ""
+    public var pool: String = ""
+    public var project: String?
+    public var timeLimitSeconds: Int64?
+    public var signal: JobSignal?
+    public var slurm: SlurmOptions?
 }
 
 /// A rank the dispatcher must ask its agent to stop.
@@ -40,6 +46,8 @@ public struct StopWork: Sendable, Hashable {
     public var agentURL: String
     public var enrolment: Int
     public var gracePeriodSeconds: Int
+    /// A drain's or a reclaim's stop: the job's warning signal (`--signal`) goes first.
+    public var warnFirst: Bool = false
 }
 
 /// The dispatcher's side of attempts: launches and stops are claimed (so no two dispatchers, or two rounds of

@@ -15,7 +15,7 @@ public struct JobStore: Sendable {
     /// Returns the new job's id.
     public func submit(
         _ spec: JobSpec, by principal: Principal, scope: Scope? = nil,
-        neverFits: @Sendable ([NodeSnapshot]) -> WaitReason?
+        neverFits: @Sendable (JobSpec, [NodeSnapshot]) -> WaitReason?
     ) async throws -> Int64 {
         let org: String
         switch scope ?? principal.scope {
@@ -29,33 +29,42 @@ public struct JobStore: Sendable {
             throw StoreError.forbidden("an agent token cannot submit jobs")
         }
         return try await self.database.transaction { tx in
-            if let reason = neverFits(try await ClusterReader(tx: tx).nodeSnapshots(pool: spec.pool)) {
+            var spec = spec
+            let pool = try await Self.pool(spec.pool, org: org, in: tx)
+            spec.pool = pool
+            let nodes = try await ClusterReader(tx: tx).nodeSnapshots(pool: pool)
+            let models = Set(nodes.flatMap { $0.gpus.map(\.model) })
+            spec.gpuModel = spec.gpuModel.map { PendingJob.model(named: $0, among: models) ?? $0 }
+            if let reason = neverFits(spec, nodes) {
                 throw StoreError.invalid(field: spec.gpuMilli != nil ? "gpuMilli" : "gpusPerNode", message: reason.text)
             }
-            guard let restricted = try await tx.query("SELECT restricted_to FROM pools WHERE name = \(spec.pool)").decode([String].self).first()
-            else { throw StoreError.invalid(field: "pool", message: "unknown pool '\(spec.pool)'") }
+            guard let restricted = try await tx.query("SELECT restricted_to FROM pools WHERE name = \(pool)").decode([String].self).first()
+            else { throw StoreError.invalid(field: "pool", message: "unknown pool '\(pool.prefix(64))'") }
             if !restricted.isEmpty && !restricted.contains(org) {
-                throw StoreError.forbidden("pool \(spec.pool) is restricted to \(restricted.joined(separator: ", "))")
+                throw StoreError.forbidden("pool \(pool) is restricted to \(restricted.joined(separator: ", "))")
             }
             guard try await tx.query("SELECT 1 FROM organizations WHERE name = \(org)").decode(Int.self).first() != nil else {
                 throw StoreError.invalid(field: "org", message: "unknown organization '\(org)'")
             }
             let grant = try await tx.query(
                 """
-                SELECT projects::text FROM allocations WHERE org = \(org) AND pool = \(spec.pool) AND superseded_at IS NULL
+                SELECT projects::text FROM allocations WHERE org = \(org) AND pool = \(pool) AND superseded_at IS NULL
                   AND (valid_from IS NULL OR current_date BETWEEN valid_from AND valid_until)
                 ORDER BY valid_from NULLS LAST LIMIT 1
                 """
             ).decode(String.self).first { _ in true }
             guard let grant else {
-                throw StoreError.invalid(field: "pool", message: "\(org) has no allocation in force in pool \(spec.pool)")
+                throw StoreError.invalid(field: "pool", message: "\(org) has no allocation in force in pool \(pool)")
             }
             // Where the grant is split into projects, a job names one of them (Slurm refuses an unknown account too).
-            let projects = ((try? JSONDecoder().decode([ProjectLimit].self, from: Data(grant.utf8))) ?? []).map(\.name)
+            let limits = (try? JSONDecoder().decode([ProjectLimit].self, from: Data(grant.utf8))) ?? []
+            let projects = limits.map(\.name)
+            // No project named (Slurm's `-A org` alone): the user's default, the first project that lists them.
+            if spec.project == nil { spec.project = limits.first { $0.users[principal.name] != nil }?.name }
             if let project = spec.project, !projects.isEmpty, !projects.contains(project) {
                 throw StoreError.invalid(
                     field: "project",
-                    message: "'\(project.prefix(64))' is not one of \(org)'s projects in pool \(spec.pool) (\(projects.joined(separator: ", ")))")
+                    message: "'\(project.prefix(64))' is not one of \(org)'s projects in pool \(pool) (\(projects.joined(separator: ", ")))")
             }
             let (className, priority, maxTime, classOrgs, classRoles) = try await Self.priorityClass(spec.priorityClass, in: tx)
             // Policy says who may use which class (a class that preempts is not everyone's).
@@ -76,9 +85,28 @@ public struct JobStore: Sendable {
             try await tx.audit.append(
                 AuditEntry(
                     actor: principal, action: "job.submit", target: "job/\(id)", outcome: "queued",
-                    detail: ["org": org, "pool": spec.pool, "nodes": "\(spec.nodes)", "gpusPerNode": "\(spec.gpusPerNode)"]))
+                    detail: ["org": org, "pool": pool, "nodes": "\(spec.nodes)", "gpusPerNode": "\(spec.gpusPerNode)"]))
             return id
         }
+    }
+
+    /// The pool named, else the policy's default pool, else the one pool the organisation has an allocation in
+    /// force in (Slurm's default partition); where none of those decides, an error naming the choices.
+    private static func pool(_ named: String?, org: String, in tx: Transaction) async throws -> String {
+        if let named { return named }
+        if let fallback = try await tx.query("SELECT default_pool FROM policy_defaults").decode(String?.self).first() ?? nil { return fallback }
+        let pools = try await tx.query(
+            """
+            SELECT DISTINCT pool FROM allocations WHERE org = \(org) AND superseded_at IS NULL
+              AND (valid_from IS NULL OR current_date BETWEEN valid_from AND valid_until)
+            ORDER BY pool
+            """
+        ).decode(String.self).reduce(into: [String]()) { $0.append($1) }
+        if pools.count == 1 { return pools[0] }
+        if pools.isEmpty { throw StoreError.invalid(field: "pool", message: "is not given, and \(org) has no allocation in force in any pool") }
+        throw StoreError.invalid(
+            field: "pool",
+            message: "is not given and there is no default pool: choose one of \(org)'s pools (\(pools.joined(separator: ", "))) with -p or pool:")
     }
 
     /// The named class, the policy's default class, or (when no classes are declared) `default` at 0.

@@ -1,11 +1,15 @@
 import AllotCore
-import AllotFormats
+import Foundation
 import Testing
+
+@testable import AllotFormats
 
 /// A corpus of batch scripts as people write them, one rule of `man sbatch` each (and several at once).
 @Suite("#SBATCH scripts")
 struct SbatchParserTests {
-    static func parse(_ script: String) throws -> SbatchParser.Parsed { try SbatchParser.parse(script, file: "job.sh") }
+    static func parse(_ script: String, environment: [String: String] = [:]) throws -> SbatchParser.Parsed {
+        try SbatchParser.parse(script, file: "job.sh", submitDir: "/home/alice/proj", environment: environment)
+    }
 
     @Test("a typical multi-node PyTorch script")
     func typical() throws {
@@ -34,7 +38,9 @@ struct SbatchParserTests {
         #expect(p.spec.timeLimitSeconds == Int64(172_800))
         #expect(p.spec.pool == "h100" && p.spec.org == "national-ai-lab" && p.spec.priorityClass == "standard")
         #expect(p.spec.command.hasPrefix("#!/bin/bash\n#SBATCH"))
-        #expect(p.warnings.contains { $0.contains("--output") && $0.contains("allot logs") })
+        #expect(p.spec.slurm?.output == "/home/alice/proj/logs/%x-%j.out", "relative to the submit directory, pattern kept")
+        #expect(p.spec.slurm?.tasksPerNode == 1 && p.spec.slurm?.cpusPerTask == 96 && p.spec.slurm?.submitDir == "/home/alice/proj")
+        #expect(!p.warnings.contains { $0.contains("--output") })
     }
 
     @Test(
@@ -97,8 +103,7 @@ struct SbatchParserTests {
             """)
         #expect(p.spec.nodes == 2)
         #expect(p.spec.cpuMilliPerNode == 8000)
-        #expect(p.spec.name == "my-first-job")
-        #expect(p.warnings.contains { $0.contains("my first job") })
+        #expect(p.spec.name == "my first job", "kept as given, as Slurm does")
         #expect(p.spec.pool == "h200" && p.spec.org == "defense" && p.spec.project == "radar")
         #expect(p.spec.timeLimitSeconds == 1800)
     }
@@ -125,7 +130,7 @@ struct SbatchParserTests {
             "#SBATCH -p a\n#SBATCH --mail-type=END --mail-user=a@b.c\n#SBATCH --frobnicate=yes\n#SBATCH -Z\n#SBATCH --requeue\n#SBATCH --exclusive\nx"
         )
         #expect(p.spec.exclusive)
-        for word in ["--mail-type", "--mail-user", "--frobnicate", "-Z", "--requeue"] {
+        for word in ["--mail-type", "--mail-user", "--frobnicate", "-Z"] {
             #expect(p.warnings.contains { $0.contains(word) }, "no warning for \(word): \(p.warnings)")
         }
     }
@@ -141,7 +146,7 @@ struct SbatchParserTests {
         } catch {
             Issue.record("\(error)")
         }
-        #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH -N 1\nx") }  // no partition: no pool
+        #expect(throws: FormatErrors.self) { try SbatchParser.parse("#SBATCH -o out.txt\nx") }  // relative, no submit directory
         #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH -J 'unclosed\n#SBATCH -p a\nx") }
     }
 
@@ -157,5 +162,258 @@ struct SbatchParserTests {
         #expect(SbatchParser.isBatchScript("#!/bin/bash\necho"))
         #expect(SbatchParser.isBatchScript("#SBATCH -p a\necho"))
         #expect(!SbatchParser.isBatchScript("pool: h200\ncommand: x\n"))
+    }
+}
+
+/// Slurm's defaults and the options issue 15 names, one rule each; then every directive in the tables.
+@Suite("#SBATCH: Slurm's defaults and options")
+struct SbatchDefaultsTests {
+    static let dir = "/home/alice/proj"
+    static func parse(_ script: String, file: String = "train.sbatch", environment: [String: String] = [:]) throws -> SbatchParser.Parsed {
+        try SbatchParser.parse(script, file: file, submitDir: Self.dir, environment: environment)
+    }
+
+    @Test("no -p: the pool is left to the submission (the default pool); the name is the script's file name")
+    func defaults() throws {
+        let p = try Self.parse("#!/bin/bash\n#SBATCH -N 1\n#SBATCH --gres=gpu:1\npython train.py\n")
+        #expect(p.spec.pool == nil)
+        #expect(p.spec.name == "train.sbatch")
+        #expect(try SbatchParser.parse("#SBATCH -N1\nx", file: "-").spec.name == "sbatch")
+        #expect(p.spec.slurm?.submitDir == Self.dir)
+        #expect(p.spec.workingDir == nil, "the agent runs it in the submit directory where the node has it")
+    }
+
+    @Test(
+        "-D and --output/--error: relative paths are the submit directory's (output: the working directory's)",
+        arguments: [
+            ("-D .", Self.dir, nil), ("--chdir=runs/a", "\(Self.dir)/runs/a", nil), ("-D ../other", "/home/alice/other", nil),
+            ("-D /scratch/x/", "/scratch/x", nil), ("-o slurm-%j.out", nil, "\(Self.dir)/slurm-%j.out"),
+            ("-D /scratch -o logs/%x_%A_%a.log", "/scratch", "/scratch/logs/%x_%A_%a.log"), ("--output=/dev/null", nil, "/dev/null"),
+        ] as [(String, String?, String?)])
+    func paths(directive: String, workingDir: String?, output: String?) throws {
+        let p = try Self.parse("#SBATCH \(directive)\nx")
+        #expect(p.spec.workingDir == workingDir)
+        #expect(p.spec.slurm?.output == output)
+    }
+
+    @Test("--error apart from --output; --open-mode")
+    func errorAndOpenMode() throws {
+        let p = try Self.parse("#SBATCH -o out-%j.txt -e err-%j.txt\n#SBATCH --open-mode=append\nx")
+        #expect(p.spec.slurm?.output == "\(Self.dir)/out-%j.txt" && p.spec.slurm?.error == "\(Self.dir)/err-%j.txt")
+        #expect(p.spec.slurm?.appendOutput == true)
+        #expect(try Self.parse("#SBATCH --open-mode=truncate\nx").spec.slurm?.appendOutput == false)
+        #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH --open-mode=sometimes\nx") }
+    }
+
+    @Test("names are kept as given, spaces and all; control characters are refused")
+    func names() throws {
+        #expect(try Self.parse("#SBATCH -J \"llama 70B / sft (v2)\"\nx").spec.name == "llama 70B / sft (v2)")
+        #expect(try Self.parse("#SBATCH --job-name='résumé'\nx").spec.name == "résumé")
+        #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH --job-name=\"a\u{7}b\"\nx") }
+    }
+
+    @Test(
+        "GPUs: --gpus-per-task × tasks per node; any type name a site gives its GPUs",
+        arguments: [
+            ("--ntasks-per-node=4 --gpus-per-task=2", 8, [String]()), ("-N 2 --ntasks=16 --gpus-per-task=1", 8, []),
+            ("--gpus-per-task=8", 8, []), ("--gpus=a100-80gb:4", 4, ["A100-80GB"]), ("--gpus=nvidia_h100_80gb_hbm3:2", 2, ["NVIDIA_H100_80GB_HBM3"]),
+            ("--gres=gpu:h100-sxm5:8", 8, ["H100-SXM5"]), ("--gpus-per-node=l40s:2", 2, ["L40S"]), ("--gres=gpu:a100:4(S:0-1)", 4, ["A100"]),
+            ("--gpus-per-node=a100:2,v100:2", 2, ["A100", "V100"]),
+        ] as [(String, Int, [String])])
+    func gpus(directive: String, perNode: Int, models: [String]) throws {
+        let p = try Self.parse("#SBATCH \(directive)\nx")
+        #expect(p.spec.gpusPerNode == perNode, "\(directive)")
+        #expect(p.spec.gpuModel == models, "\(directive)")
+    }
+
+    @Test("tasks, CPUs per task or per GPU, memory per GPU")
+    func tasksAndCPUs() throws {
+        let a = try Self.parse("#SBATCH -N 2 --ntasks=8 --cpus-per-task=6\nx").spec
+        #expect(a.slurm?.tasksPerNode == 4 && a.cpuMilliPerNode == 24_000 && a.slurm?.cpusPerTask == 6)
+        let b = try Self.parse("#SBATCH --gres=gpu:4 --cpus-per-gpu=12 --mem-per-gpu=80G\nx").spec
+        #expect(b.cpuMilliPerNode == 48_000 && b.memoryMiBPerNode == 4 * 80 * 1024)
+        #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH -c 4 --cpus-per-gpu=2 --gres=gpu:1\nx") }
+    }
+
+    @Test("--time-min is kept for backfill; longer than --time it is dropped with a warning")
+    func timeMin() throws {
+        let p = try Self.parse("#SBATCH -t 4:00:00 --time-min=1:00:00\nx")
+        #expect(p.spec.timeMinSeconds == 3600 && p.spec.timeLimitSeconds == 14_400)
+        let q = try Self.parse("#SBATCH -t 10 --time-min=60\nx")
+        #expect(q.spec.timeMinSeconds == nil && q.warnings.contains { $0.contains("--time-min") })
+    }
+
+    @Test(
+        "--signal=[{R|B}:]SIG[@SECONDS]",
+        arguments: [
+            ("USR1@90", 10, 90, false), ("B:USR1@5", 10, 5, true), ("SIGTERM", 15, 60, false), ("10@30", 10, 30, false),
+            ("R:USR2@120", 12, 120, false), ("B:sigint@0", 2, 0, true),
+        ] as [(String, Int32, Int, Bool)])
+    func signal(text: String, number: Int32, seconds: Int, batch: Bool) throws {
+        let s = try #require(try Self.parse("#SBATCH --signal=\(text)\nx").spec.signal)
+        #expect(s.number == number && s.secondsBefore == seconds && s.batchOnly == batch)
+        #expect(JobSignal(slurm: s.description) == s, "its printed form reads back")
+    }
+
+    @Test("a malformed --signal names the directive")
+    func badSignal() {
+        for bad in ["NOPE@5", "USR1@-1", "USR1@99999", "@5", "B:"] {
+            #expect(throws: FormatErrors.self, "\(bad)") { try Self.parse("#SBATCH --signal=\(bad)\nx") }
+        }
+    }
+
+    @Test("--requeue is the default; --no-requeue: never requeued (one attempt)")
+    func requeue() throws {
+        #expect(try Self.parse("#SBATCH --requeue\nx").spec.maxAttempts == 3)
+        #expect(try Self.parse("#SBATCH --no-requeue\nx").spec.maxAttempts == 1)
+        #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH --requeue\n#SBATCH --no-requeue\nx") }
+    }
+
+    @Test("--export: ALL passes the shell's variables but its session's; NONE none; a list those named")
+    func export() throws {
+        let shell = [
+            "CONDA_PREFIX": "/opt/conda", "WANDB_PROJECT": "llm", "HOME": "/home/alice", "PATH": "/usr/bin", "SSH_AUTH_SOCK": "/tmp/x",
+            "ALLOT_TOKEN": "secret", "SLURM_JOB_ID": "9", "BASH_FUNC_module%%": "() { x; }", "OMP_NUM_THREADS": "4",
+        ]
+        let all = try Self.parse("#SBATCH -N 1\nx", environment: shell).spec.env
+        #expect(all == ["CONDA_PREFIX": "/opt/conda", "WANDB_PROJECT": "llm", "OMP_NUM_THREADS": "4"])
+        #expect(try Self.parse("#SBATCH --export=ALL\nx", environment: shell).spec.env == all)
+        #expect(try Self.parse("#SBATCH --export=NONE\nx", environment: shell).spec.env == [:])
+        #expect(
+            try Self.parse("#SBATCH --export=WANDB_PROJECT,SEED=7\nx", environment: shell).spec.env == ["WANDB_PROJECT": "llm", "SEED": "7"])
+        #expect(try Self.parse("#SBATCH --export=ALL,SEED=7\nx", environment: shell).spec.env == all.merging(["SEED": "7"]) { $1 })
+        #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH --export=ALLOT_TOKEN\nx", environment: shell) }
+        let huge = (0..<40).reduce(into: [String: String]()) { $0["BIG_\($1)"] = String(repeating: "x", count: 4000) }
+        let capped = try Self.parse("#SBATCH -N 1\nx", environment: huge)
+        #expect(capped.spec.env.count < 40 && capped.warnings.contains { $0.contains("64 KiB") })
+    }
+
+    /// The same script written on Windows: CRLF line ends, a byte-order mark, a directive after a blank line.
+    @Test("CRLF line ends and a BOM read as Unix ones; the command is run with LF")
+    func crlf() throws {
+        let unix =
+            "#!/bin/bash\n# training\n\n#SBATCH --job-name=\"run one\"\n#SBATCH -N 2 --gres=gpu:4\n\n#SBATCH -t 1:00:00\nsrun python train.py\n"
+        let dos = "\u{FEFF}" + unix.replacingOccurrences(of: "\n", with: "\r\n")
+        let a = try Self.parse(unix)
+        let b = try Self.parse(dos)
+        #expect(a.spec == b.spec)
+        #expect(b.spec.name == "run one" && b.spec.nodes == 2 && b.spec.gpusPerNode == 4 && b.spec.timeLimitSeconds == 3600)
+        #expect(!b.spec.command.contains("\r"))
+        #expect(b.warnings.contains { $0.contains("CRLF") })
+    }
+
+    /// Every option in the parser's tables, written the way Slurm accepts it: each is acted on or named in a
+    /// warning, never dropped.
+    @Test("every directive Slurm documents is honoured or warned about")
+    func everyDirective() throws {
+        let refused: Set<String> = ["array", "dependency"]
+        var checked = 0
+        for (name, letter) in SbatchParser.valued.sorted(by: { $0.key < $1.key }) where !refused.contains(name) {
+            let value: String
+            switch name {
+            case "nodes", "ntasks", "ntasks-per-node", "cpus-per-task", "cpus-per-gpu", "gpus", "gpus-per-node", "gpus-per-task": value = "1"
+            case "time", "time-min": value = "10"
+            case "mem", "mem-per-gpu", "mem-per-cpu": value = "1G"
+            case "signal": value = "USR1@5"
+            case "open-mode": value = "append"
+            case "export": value = "NONE"
+            case "gres": value = "gpu:1"
+            case "container-image": value = "pytorch:24.01"
+            default: value = "x"
+            }
+            for form in ["--\(name)=\(value)"] + (letter.map { ["-\($0) \(value)"] } ?? []) {
+                let p = try Self.parse("#SBATCH \(form)\nhostname")
+                let mentioned = p.warnings.contains { $0.contains("--\(name)") }
+                #expect(SbatchParser.actedOn.contains(name) || mentioned, "\(form): neither acted on nor warned (\(p.warnings))")
+                if !SbatchParser.actedOn.contains(name) {
+                    #expect(p.warnings.contains { $0.contains("--\(name) is not acted on") }, "\(form): \(p.warnings)")
+                }
+                checked += 1
+            }
+        }
+        for (name, letter) in SbatchParser.flags.sorted(by: { $0.key < $1.key }) {
+            for form in ["--\(name)"] + (letter.map { ["-\($0)"] } ?? []) {
+                let p = try Self.parse("#SBATCH \(form)\nhostname")
+                #expect(SbatchParser.actedOn.contains(name) || p.warnings.contains { $0.contains("--\(name)") }, "\(form): \(p.warnings)")
+                checked += 1
+            }
+        }
+        #expect(checked > 120)
+    }
+}
+
+@Suite("Slurm's hostlists, filename patterns and GPU type names")
+struct SlurmFormsTests {
+    @Test(
+        "compressed as Slurm writes them",
+        arguments: [
+            (["gpu-001", "gpu-002", "gpu-003"], "gpu-[001-003]"), (["gpu-001", "gpu-003", "gpu-004"], "gpu-[001,003-004]"),
+            (["node9", "node10", "node11"], "node[9-11]"), (["a1", "b1"], "a1,b1"), (["login"], "login"), (["gpu-001"], "gpu-001"),
+            (["r1-n01", "r1-n02", "r2-n01"], "r1-n[01-02],r2-n01"), (["gpu-099", "gpu-100"], "gpu-[099-100]"),
+            (["n12-ib", "n13-ib"], "n[12-13]-ib"), (["host", "gpu1", "gpu2"], "host,gpu[1-2]"),
+        ] as [([String], String)])
+    func compress(hosts: [String], list: String) {
+        #expect(Hostlist.compress(hosts) == list)
+        #expect(Hostlist.expand(list) == hosts)
+    }
+
+    @Test("expanded as scontrol show hostnames does, brackets anywhere")
+    func expand() {
+        #expect(Hostlist.expand("rack[1-2]-gpu[01-02]") == ["rack1-gpu01", "rack1-gpu02", "rack2-gpu01", "rack2-gpu02"])
+        #expect(Hostlist.expand("a,b[3,5-6],c") == ["a", "b3", "b5", "b6", "c"])
+        #expect(Hostlist.expand("gpu-[5-3]") == nil && Hostlist.expand("gpu-[1-x]") == nil && Hostlist.expand("gpu-[1-2") == nil)
+        #expect(Hostlist.expand("n[1-1000000]", limit: 1000) == nil)
+    }
+
+    /// Random node names of mixed shapes (padded and not, prefixes and suffixes, gaps), in random order.
+    @Test("expand(compress(hosts)) gives the hosts back, for 500 seeded random lists")
+    func roundTrip() {
+        for seed in 1...500 {
+            var rng = SplitMix(seed: UInt64(seed))
+            let prefixes = ["gpu-", "node", "r1-n", "dgx", "a100-"]
+            let suffixes = ["", "", "-ib"]
+            var hosts: [String] = []
+            for _ in 0..<Int(rng.next() % 40 + 1) {
+                let n = Int(rng.next() % 130)
+                let width = [0, 2, 3, 4][Int(rng.next() % 4)]
+                let digits = width > String(n).count ? String(repeating: "0", count: width - String(n).count) + String(n) : String(n)
+                hosts.append(prefixes[Int(rng.next() % 5)] + digits + suffixes[Int(rng.next() % 3)])
+            }
+            if rng.next() % 2 == 0 { hosts.sort() }
+            let list = Hostlist.compress(hosts)
+            #expect(Hostlist.expand(list) == hosts, "seed \(seed): \(hosts) → \(list)")
+        }
+    }
+
+    @Test("filename patterns: %j %x %N %n %A %a %u %%, zero-padded widths")
+    func patterns() {
+        let f = { (p: String) in SlurmOptions.fill(p, jobID: 42, name: "run one", node: "gpu-001.cluster", nodeRank: 1, user: "alice") }
+        #expect(f("/out/%x-%j.out") == "/out/run one-42.out")
+        #expect(f("%N_%n_%u") == "gpu-001_1_alice")
+        #expect(f("%A_%a") == "42_4294967294")
+        #expect(f("%5j|100%%|%q") == "00042|100%|%q")
+    }
+
+    @Test("a site's GPU type names the pool's model")
+    func modelNames() {
+        let pool: Set<String> = ["H100", "A100", "L40S"]
+        #expect(PendingJob.model(named: "h100", among: pool) == "H100")
+        #expect(PendingJob.model(named: "A100-80GB", among: pool) == "A100")
+        #expect(PendingJob.model(named: "nvidia_h100_80gb_hbm3", among: pool) == "H100")
+        #expect(PendingJob.model(named: "v100", among: pool) == nil)
+        #expect(PendingJob.model(named: "a100-h100", among: pool) == nil, "two models named: neither is chosen")
+    }
+}
+
+/// SplitMix64: a seeded generator, so a failing case names the seed that reproduces it.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { self.state = seed }
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

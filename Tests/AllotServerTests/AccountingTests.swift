@@ -296,7 +296,7 @@ struct AccountingTests {
                 try await JobStore(database: db).submit(
                     JobSpec(name: "j", project: project, pool: "h200", gpusPerNode: gpus, timeLimitSeconds: 3600, command: "x"),
                     by: Principal(name: user, role: .member, org: "u")
-                ) { _ in nil }
+                ) { _, _ in nil }
             }
             // alice may hold 2 GPUs of llm: her second job waits on her own limit.
             let a1 = try await submit("alice", "llm", gpus: 2)
@@ -316,7 +316,7 @@ struct AccountingTests {
             let long = try await JobStore(database: db).submit(
                 JobSpec(name: "long", project: "llm", pool: "h200", gpusPerNode: 2, timeLimitSeconds: 60 * 3600, command: "x"),
                 by: Principal(name: "carol", role: .member, org: "u")
-            ) { _ in nil }
+            ) { _, _ in nil }
             try await loop.cycle()
             #expect(try await A.job(db, long).reason?.hasPrefix("budget") == true)
             #expect(try await A.job(db, long).reason?.contains("u/llm has") == true)

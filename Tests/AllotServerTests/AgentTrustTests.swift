@@ -79,7 +79,7 @@ struct AgentTrustTests {
             try await Self.setUp(db)
             let id = try await JobStore(database: db).submit(
                 JobSpec(name: "j", org: "lab", pool: "h200", gpusPerNode: 8, command: "sleep 600"), by: Self.op
-            ) { _ in nil }
+            ) { _, _ in nil }
             let cycle = SchedulingCycle(store: SchedulerStore(database: db), placer: Placer(), logger: db.logger)
             #expect(try await cycle.run().placed == [id])
             let node = try #require(try await JobStore(database: db).show(id, scope: .all).attempts.first?.nodes.first?.node)
@@ -101,7 +101,7 @@ struct AgentTrustTests {
             try await Self.setUp(db)
             let id = try await JobStore(database: db).submit(
                 JobSpec(name: "j", org: "lab", pool: "h200", gpusPerNode: 2, command: "sleep 600"), by: Self.op
-            ) { _ in nil }
+            ) { _, _ in nil }
             _ = try await SchedulingCycle(store: SchedulerStore(database: db), placer: Placer(), logger: db.logger).run()
             let rank = try #require(try await JobStore(database: db).show(id, scope: .all).attempts.first?.nodes.first)
             _ = try await Self.report(db, rank.node, gpus: 0)

@@ -49,7 +49,7 @@ struct AllocationTests {
     static func submit(_ db: Database, _ org: String, nodes: Int = 1, gpus: Int, limit: Int64? = nil) async throws -> Int64 {
         try await JobStore(database: db).submit(
             JobSpec(name: "\(org)-\(gpus)", org: org, pool: "h200", nodes: nodes, gpusPerNode: gpus, timeLimitSeconds: limit, command: "x"), by: op
-        ) { _ in nil }
+        ) { _, _ in nil }
     }
 
     /// Acts as the agents: every placed rank starts running.
@@ -219,7 +219,7 @@ struct DrainInferenceTests {
             let loop = AllocationTests.loop(db)
             let id = try await JobStore(database: db).submit(
                 JobSpec(name: "serve", org: "u", kind: .inference, pool: "h200", gpusPerNode: 2, command: "serve"), by: AllocationTests.op
-            ) { _ in nil }
+            ) { _, _ in nil }
             try await loop.cycle()
             try await AllocationTests.startAll(db)
             let first = try #require(try await AllocationTests.job(db, id).attempts.first?.nodes.first?.node)

@@ -34,7 +34,7 @@ struct ObservabilityTests {
         }
         let jobs = JobStore(database: db)
         let submit = { (spec: JobSpec) in
-            try await jobs.submit(spec, by: op) { _ in nil }
+            try await jobs.submit(spec, by: op) { _, _ in nil }
         }
         let gang = try await submit(JobSpec(name: "radar-train", org: "defense", pool: "h200", nodes: 2, gpusPerNode: 8, command: "x"))
         _ = try await submit(JobSpec(name: "vision-serve", org: "university", kind: .inference, pool: "h200", gpuMilli: 500, command: "x"))

@@ -54,11 +54,11 @@ struct World {
         let lab = try await jobs.submit(
             try Self.spec("name: labsecret-train\norg: lab\ncommand: echo labsecret-command"),
             by: Principal(name: "alice-labsecret", role: .member, org: "lab")
-        ) { _ in nil }
+        ) { _, _ in nil }
         let uni = try await jobs.submit(
             try Self.spec("name: unisecret-train\norg: uni\ncommand: echo unisecret-command"),
             by: Principal(name: "bob-unisecret", role: .member, org: "uni")
-        ) { _ in nil }
+        ) { _, _ in nil }
         let router = API(database: db, wake: Wakeup(), oidc: oidc, logger: db.logger).router()
         return World(db: db, app: Application(router: router), tokens: tokens, labJob: lab, uniJob: uni)
     }
@@ -97,7 +97,7 @@ struct World {
         try await JobStore(database: self.db).submit(
             try Self.spec("name: labsecret-more\norg: lab\ncommand: echo labsecret-command"),
             by: Principal(name: "alice-labsecret", role: .member, org: "lab")
-        ) { _ in nil }
+        ) { _, _ in nil }
     }
 
     func freshLabToken() async throws -> Int64 {

@@ -86,7 +86,7 @@ public struct ContainerRuntime: Sendable {
     /// it had been reaped already, so the status in hand stands).
     static let initScript = """
         n=0; status=
-        for s in TERM INT HUP USR1 USR2; do trap "n=\\$((n+1)); kill -$s \\"\\$child\\" 2>/dev/null" "$s"; done
+        for s in TERM INT HUP USR1 USR2 QUIT ALRM XCPU VTALRM PROF WINCH URG; do trap "n=\\$((n+1)); kill -$s \\"\\$child\\" 2>/dev/null" "$s"; done
         cd "$1" || exit 126
         /bin/sh -c "$2" &
         child=$!
@@ -131,7 +131,7 @@ public struct ContainerRuntime: Sendable {
     /// The bundle's config.json for one rank.
     func spec(
         for request: LaunchRequest, account: Account, rootfs: String, rootIsImage: Bool, scratch: String, script: String?, command: String,
-        gpus: [GPUInfo], cdi: CDIEdits, node: String
+        gpus: [GPUInfo], cdi: CDIEdits, node: String, extraMounts: [OCISpec.Mount] = []
     ) -> OCISpec {
         var mounts: [OCISpec.Mount] = [
             .init(destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"]),
@@ -157,6 +157,7 @@ public struct ContainerRuntime: Sendable {
         if let script {
             mounts.append(.init(destination: "/.allot-script", type: "bind", source: script, options: ["bind", "ro", "nosuid", "nodev"]))
         }
+        mounts += extraMounts
         mounts += cdi.mounts
 
         let t = request.tenant
@@ -211,6 +212,15 @@ public struct ContainerRuntime: Sendable {
                 "the working directory \(dir) is not under a folder node \(node) shares with jobs (\(roots.isEmpty ? "none" : roots.joined(separator: ", ")))"
         }
         return nil
+    }
+
+    /// The host pids of every process in a rank's container (its cgroup's), nil when they cannot be read.
+    func processes(_ key: RankKey) -> [Int32]? {
+        let path = "\(self.cgroupParent)/\(Self.containerID(key))"
+        let v2 = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
+        let file = v2 ? "/sys/fs/cgroup\(path)/cgroup.procs" : "/sys/fs/cgroup/pids\(path)/cgroup.procs"
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+        return text.split(separator: "\n").compactMap { Int32($0) }
     }
 
     /// What a rank's cgroup says of how it ended, read after it exits and before its container is deleted:

@@ -161,6 +161,8 @@ public struct PriorityClass: Hashable, Codable, Sendable {
 /// Cluster-wide defaults from `Policies/`.
 public struct PolicyDefaults: Hashable, Codable, Sendable {
     public var priorityClass: String?
+    /// Where a job that names no pool goes (Slurm's default partition); nil: the organisation's only pool.
+    public var pool: String?
     public var gracePeriodSeconds: Int
     public var reclaimDeadlineSeconds: Int
     public var heartbeatTimeoutSeconds: Int
@@ -174,8 +176,9 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
     public init(
         priorityClass: String? = nil, gracePeriodSeconds: Int = 60, reclaimDeadlineSeconds: Int = 300, heartbeatTimeoutSeconds: Int = 30,
         tokenLifetimeSeconds: Int64 = 90 * 86400, tokenMaxLifetimeSeconds: Int64 = 365 * 86400, budgetTimeSeconds: Int64 = 86400,
-        fairShareHalfLifeSeconds: Int64 = 7 * 86400
+        fairShareHalfLifeSeconds: Int64 = 7 * 86400, pool: String? = nil
     ) {
+        self.pool = pool
         self.priorityClass = priorityClass
         self.gracePeriodSeconds = gracePeriodSeconds
         self.reclaimDeadlineSeconds = reclaimDeadlineSeconds
@@ -187,7 +190,7 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case priorityClass, gracePeriodSeconds, reclaimDeadlineSeconds, heartbeatTimeoutSeconds, tokenLifetimeSeconds, tokenMaxLifetimeSeconds,
+        case priorityClass, pool, gracePeriodSeconds, reclaimDeadlineSeconds, heartbeatTimeoutSeconds, tokenLifetimeSeconds, tokenMaxLifetimeSeconds,
             budgetTimeSeconds, fairShareHalfLifeSeconds
     }
 

@@ -92,6 +92,16 @@ public struct PendingJob: Hashable, Sendable {
         self.timeLimitSeconds = timeLimitSeconds
     }
 
+    /// The pool's model a job's GPU type names: the same name in any case, else the one model among its words
+    /// (a Slurm site's type `h100-80gb` or `nvidia_a100_sxm4` is the pool's `H100` or `A100`); nil when none or
+    /// several do.
+    public static func model(named asked: String, among models: Set<String>) -> String? {
+        if let same = models.first(where: { $0.caseInsensitiveCompare(asked) == .orderedSame }) { return same }
+        let words = Set(asked.lowercased().split { !($0.isLetter || $0.isNumber) }.map(String.init))
+        let named = models.filter { words.contains($0.lowercased()) }
+        return named.count == 1 ? named.first : nil
+    }
+
     /// Whether a GPU of this model is acceptable (case-insensitive, as operators type models loosely).
     public func accepts(model: String) -> Bool {
         self.gpuModels.isEmpty || self.gpuModels.contains { $0.caseInsensitiveCompare(model) == .orderedSame }

@@ -51,6 +51,33 @@ public struct RankTenant: Hashable, Codable, Sendable {
     }
 }
 
+/// What the ranks of a batch script are told of their allocation: Slurm's options, and the job's nodes (rank
+/// order) with the address each is reached at, for `SLURM_JOB_NODELIST`, `scontrol show hostnames` and the
+/// ranks' /etc/hosts.
+public struct SlurmLaunch: Hashable, Codable, Sendable {
+    public struct Node: Hashable, Codable, Sendable {
+        public var name: String
+        public var address: String
+        public init(name: String, address: String) {
+            self.name = name
+            self.address = address
+        }
+    }
+    public var options: SlurmOptions
+    public var jobName: String
+    /// `SLURM_JOB_ACCOUNT` (the organisation, or `org/project`) and `SLURM_JOB_PARTITION` (the pool).
+    public var account: String
+    public var partition: String
+    public var nodes: [Node]
+    public init(options: SlurmOptions, jobName: String, account: String, partition: String, nodes: [Node]) {
+        self.options = options
+        self.jobName = jobName
+        self.account = account
+        self.partition = partition
+        self.nodes = nodes
+    }
+}
+
 /// What the dispatcher asks an agent to start (`POST /v1/attempts`).
 public struct LaunchRequest: Hashable, Codable, Sendable {
     public var key: RankKey
@@ -63,11 +90,20 @@ public struct LaunchRequest: Hashable, Codable, Sendable {
     public var tenant: RankTenant
     /// The attempt's random id: a rank the agent holds under the same key but another id is another database's.
     public var launchID: String?
+    /// The job's time limit and the signal it wants that long before it (`--signal`): the agent sends it.
+    public var timeLimitSeconds: Int64?
+    public var signal: JobSignal?
+    /// Set for a batch script.
+    public var slurm: SlurmLaunch?
     public init(
         key: RankKey, command: String, env: [String: String], workingDir: String?, gpuIndices: [Int], gang: GangInfo,
-        gracePeriodSeconds: Int, tenant: RankTenant, launchID: String? = nil
+        gracePeriodSeconds: Int, tenant: RankTenant, launchID: String? = nil, timeLimitSeconds: Int64? = nil, signal: JobSignal? = nil,
+        slurm: SlurmLaunch? = nil
     ) {
         self.launchID = launchID
+        self.timeLimitSeconds = timeLimitSeconds
+        self.signal = signal
+        self.slurm = slurm
         self.key = key
         self.command = command
         self.env = env
@@ -140,5 +176,11 @@ public struct HeartbeatReply: Hashable, Codable, Sendable {
 /// `POST /v1/attempts/{job}/{attempt}/{rank}/stop`: SIGTERM, then SIGKILL after the grace period.
 public struct StopRequest: Hashable, Codable, Sendable {
     public var gracePeriodSeconds: Int
-    public init(gracePeriodSeconds: Int) { self.gracePeriodSeconds = gracePeriodSeconds }
+    /// A drain or a reclaim: a rank that asked for a warning signal (`--signal`) gets it first, and SIGTERM that
+    /// many seconds later.
+    public var warnFirst: Bool?
+    public init(gracePeriodSeconds: Int, warnFirst: Bool? = nil) {
+        self.gracePeriodSeconds = gracePeriodSeconds
+        self.warnFirst = warnFirst
+    }
 }

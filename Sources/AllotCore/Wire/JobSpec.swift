@@ -5,7 +5,9 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var org: String?
     public var project: String?
     public var kind: JobKind
-    public var pool: String
+    /// Nil: the default pool (Policies/ `defaults.pool`, else the only pool the organisation has an allocation in),
+    /// chosen at submission, as Slurm's default partition is.
+    public var pool: String?
     /// Acceptable GPU models; empty accepts any model of the pool.
     public var gpuModel: [String]
     public var nodes: Int
@@ -26,15 +28,26 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var wholeNodeMemory: Bool
     /// The OCI image the ranks' root filesystem comes from (`NAME[:TAG]`, in the nodes' image folder).
     public var image: String?
+    /// Sent ahead of the end: `signal.secondsBefore` before the time limit and before a drain or reclaim stop.
+    public var signal: JobSignal?
+    /// The shortest time limit the job accepts (Slurm's `--time-min`): backfill may start it with a limit cut
+    /// down to as little as this where the full limit does not fit.
+    public var timeMinSeconds: Int64?
+    /// Set for a batch script: what its ranks' `SLURM_*` environment and output files come from.
+    public var slurm: SlurmOptions?
 
     public init(
-        name: String, org: String? = nil, project: String? = nil, kind: JobKind = .training, pool: String,
+        name: String, org: String? = nil, project: String? = nil, kind: JobKind = .training, pool: String?,
         gpuModel: [String] = [], nodes: Int = 1, gpusPerNode: Int = 0, gpuMilli: Int? = nil,
         cpuMilliPerNode: Int = 0, memoryMiBPerNode: Int = 0, priorityClass: String? = nil,
         timeLimitSeconds: Int64? = nil, command: String, env: [String: String] = [:], workingDir: String? = nil,
-        maxAttempts: Int = 3, exclusive: Bool = false, wholeNodeMemory: Bool = false, image: String? = nil
+        maxAttempts: Int = 3, exclusive: Bool = false, wholeNodeMemory: Bool = false, image: String? = nil,
+        signal: JobSignal? = nil, timeMinSeconds: Int64? = nil, slurm: SlurmOptions? = nil
     ) {
         self.image = image
+        self.signal = signal
+        self.timeMinSeconds = timeMinSeconds
+        self.slurm = slurm
         self.name = name
         self.org = org
         self.project = project

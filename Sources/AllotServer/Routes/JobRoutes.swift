@@ -18,9 +18,9 @@ struct JobRoutes {
         routes.on(.submitJob) { request, context in
             let (principal, scope) = try context.caller()
             let spec = try JobSpecParser.parse(String(buffer: try await request.collectBody(upTo: InputLimits.documentBytes)))
-            let id = try await self.jobs.submit(spec, by: principal, scope: scope) { nodes in
+            let id = try await self.jobs.submit(spec, by: principal, scope: scope) { spec, nodes in
                 Placer.neverFitsReason(
-                    PendingJob(id: 0, pool: spec.pool, gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), nodes: nodes)
+                    PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), nodes: nodes)
             }
             self.wake.signal()
             return JSON.response(try await self.jobs.show(id, scope: scope), status: .created)

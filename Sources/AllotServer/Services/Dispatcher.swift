@@ -55,6 +55,13 @@ public struct Dispatcher: Service {
 
     func launch(_ work: LaunchWork) async {
         let master = work.ranks.first { $0.rank == 0 }?.agentURL.flatMap { URLComponents(string: $0)?.host } ?? "127.0.0.1"
+        let slurm = work.slurm.map { options in
+            SlurmLaunch(
+                options: options, jobName: work.name, account: work.project.map { "\(work.org)/\($0)" } ?? work.org, partition: work.pool,
+                nodes: work.ranks.sorted { $0.rank < $1.rank }.map {
+                    SlurmLaunch.Node(name: $0.node, address: $0.agentURL.flatMap { URLComponents(string: $0)?.host } ?? $0.node)
+                })
+        }
         var failure: (node: String, error: String)?
         var refusal: (node: String, reason: String)?
         await withTaskGroup(of: (LaunchWork.Rank, (any Error)?).self) { group in
@@ -72,7 +79,8 @@ public struct Dispatcher: Service {
                         gracePeriodSeconds: work.gracePeriodSeconds,
                         tenant: RankTenant(
                             org: work.org, owner: work.owner, account: work.account, cpuMilli: rank.cpuMilli, memoryMiB: rank.memoryMiB,
-                            image: work.image), launchID: work.launchID)
+                            image: work.image), launchID: work.launchID, timeLimitSeconds: work.timeLimitSeconds, signal: work.signal,
+                        slurm: slurm)
                     do {
                         let _: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
                             .post("/v1/attempts", json: request)
@@ -120,7 +128,7 @@ public struct Dispatcher: Service {
             let _: RankStatus = try await self.nodeKeys.agent(work.agentURL, node: work.node, enrolment: work.enrolment, timeout: .seconds(3))
                 .post(
                     "/v1/attempts/\(work.key.jobID)/\(work.key.attempt)/\(work.key.rank)/stop",
-                    json: StopRequest(gracePeriodSeconds: work.gracePeriodSeconds))
+                    json: StopRequest(gracePeriodSeconds: work.gracePeriodSeconds, warnFirst: work.warnFirst ? true : nil))
         } catch {
             self.logger.info("stop not delivered; will retry", metadata: ["rank": "\(work.key)", "node": "\(work.node)", "error": "\(error)"])
         }

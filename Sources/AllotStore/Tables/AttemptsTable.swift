@@ -225,7 +225,8 @@ struct AttemptsTable {
                 RETURNING a.job_id, a.number, a.launch_id)
             SELECT l.job_id, l.number, r.rank, r.node, n.agent_url, n.enrolment, r.gpu_indices, r.cpu_milli, r.memory_mib,
                    r.dispatched_at IS NOT NULL, j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s,
-                   j.org, j.owner, coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org), j.image, l.launch_id::text
+                   j.org, j.owner, coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org), j.image, l.launch_id::text,
+                   j.name, j.pool, j.project, j.time_limit_s, j.warn_signal, j.slurm::text
             FROM leased l
             JOIN attempt_ranks r ON r.job_id = l.job_id AND r.attempt = l.number
             JOIN nodes n ON n.name = r.node
@@ -252,7 +253,10 @@ struct AttemptsTable {
                         workingDir: try c[12].decode(String?.self), gpusPerNode: try c[13].decode(Int.self),
                         gracePeriodSeconds: try c[14].decode(Int.self),
                         org: try c[15].decode(String.self), owner: try c[16].decode(String.self), account: try c[17].decode(String.self),
-                        image: try c[18].decode(String?.self), launchID: try c[19].decode(String.self)))
+                        image: try c[18].decode(String?.self), launchID: try c[19].decode(String.self), name: try c[20].decode(String.self),
+                        pool: try c[21].decode(String.self), project: try c[22].decode(String?.self),
+                        timeLimitSeconds: try c[23].decode(Int64?.self), signal: try c[24].decode(String?.self).flatMap { JobSignal(slurm: $0) },
+                        slurm: try c[25].decode(String?.self).flatMap { try? JSONDecoder().decode(SlurmOptions.self, from: Data($0.utf8)) }))
             }
         }
         return work
@@ -284,7 +288,8 @@ struct AttemptsTable {
             sent AS (
                 UPDATE attempts a SET last_stop_sent_at = now() FROM due WHERE a.job_id = due.job_id AND a.number = due.number
                 RETURNING a.job_id, a.number)
-            SELECT r.job_id, r.attempt, r.rank, r.node, n.agent_url, n.enrolment, coalesce(a.stop_grace_s, d.grace_period_s)
+            SELECT r.job_id, r.attempt, r.rank, r.node, n.agent_url, n.enrolment, coalesce(a.stop_grace_s, d.grace_period_s),
+                   a.stop_state IN ('preempted', 'drained')
             FROM sent JOIN attempt_ranks r ON r.job_id = sent.job_id AND r.attempt = sent.number
             JOIN attempts a ON a.job_id = sent.job_id AND a.number = sent.number
             JOIN nodes n ON n.name = r.node CROSS JOIN policy_defaults d
@@ -292,11 +297,12 @@ struct AttemptsTable {
             ORDER BY 1, 2, 3
             """)
         var out: [StopWork] = []
-        for try await (job, attempt, rank, node, url, enrolment, grace) in rows.decode((Int64, Int, Int, String, String, Int, Int).self) {
+        for try await (job, attempt, rank, node, url, enrolment, grace, warn) in rows.decode((Int64, Int, Int, String, String, Int, Int, Bool?).self)
+        {
             out.append(
                 StopWork(
                     key: RankKey(jobID: job, attempt: attempt, rank: rank), node: node, agentURL: url, enrolment: enrolment,
-                    gracePeriodSeconds: grace))
+                    gracePeriodSeconds: grace, warnFirst: warn ?? false))
         }
         return out
     }

@@ -11,15 +11,17 @@ struct JobsTable {
         _ spec: JobSpec, org: String, owner: String, priorityClass: String, priority: Int, timeLimitSeconds: Int64?
     ) async throws -> Int64 {
         let envJSON = String(decoding: try JSONEncoder().encode(spec.env), as: UTF8.self)
+        let slurmJSON = try spec.slurm.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
         let id = try await self.tx.query(
             """
             INSERT INTO jobs (name, org, project, owner, kind, pool, gpu_models, nodes, gpus_per_node, gpu_milli,
                               cpu_milli_per_node, memory_mib_per_node, priority_class, priority, time_limit_s, command, env,
-                              working_dir, max_attempts, exclusive, whole_node_memory, reason)
+                              working_dir, max_attempts, exclusive, whole_node_memory, reason, warn_signal, time_min_s, slurm)
             VALUES (\(spec.name), \(org), \(spec.project), \(owner), \(spec.kind.rawValue)::job_kind, \(spec.pool),
                     \(spec.gpuModel), \(spec.nodes), \(spec.gpusPerNode), \(spec.gpuMilli), \(spec.cpuMilliPerNode),
                     \(spec.memoryMiBPerNode), \(priorityClass), \(priority), \(timeLimitSeconds), \(spec.command), \(envJSON)::jsonb,
-                    \(spec.workingDir), \(spec.maxAttempts), \(spec.exclusive), \(spec.wholeNodeMemory), 'waiting for the scheduler')
+                    \(spec.workingDir), \(spec.maxAttempts), \(spec.exclusive), \(spec.wholeNodeMemory), 'waiting for the scheduler',
+                    \(spec.signal?.description), \(spec.timeMinSeconds), \(slurmJSON)::jsonb)
             RETURNING id
             """
         ).decode(Int64.self).first()

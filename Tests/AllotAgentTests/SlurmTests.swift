@@ -1,0 +1,168 @@
+import AllotAgent
+import AllotCore
+import Foundation
+import Testing
+
+/// A batch script's ranks as Slurm would run them: the `SLURM_*` variables, `scontrol`, the submit directory,
+/// the `--output` file, and `--signal` ahead of the time limit and of a drain's stop. Real processes.
+@Suite("Batch scripts on the agent: SLURM_* variables, scontrol, output files, --signal")
+struct SlurmAgentTests {
+    static func request(
+        _ key: RankKey, _ command: String, nodes: [String] = ["gpu-001", "gpu-002", "gpu-003"], options: SlurmOptions = SlurmOptions(),
+        timeLimit: Int64? = nil, signal: JobSignal? = nil
+    ) -> LaunchRequest {
+        LaunchRequest(
+            key: key, command: command, env: [:], workingDir: nil, gpuIndices: [0, 1],
+            gang: GangInfo(masterAddr: "10.0.0.1", masterPort: 29511, nnodes: nodes.count, nodeRank: key.rank, nprocPerNode: 2),
+            gracePeriodSeconds: 5, tenant: RankTenant(org: "lab", owner: "alice", account: "nobody", cpuMilli: 8000, memoryMiB: 4096),
+            timeLimitSeconds: timeLimit, signal: signal,
+            slurm: SlurmLaunch(
+                options: options, jobName: "run one", account: "lab/llm", partition: "h200",
+                nodes: nodes.map { SlurmLaunch.Node(name: $0, address: "127.0.0.1") }))
+    }
+
+    static func folder() throws -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-slurm-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @Test("the variables Slurm scripts read, and scontrol show hostnames|hostlist|job")
+    func variablesAndScontrol() async throws {
+        let submit = try Self.folder()
+        let s = try Supervisor(stateDir: SupervisorTests.stateDir(), node: "gpu-002")
+        let key = RankKey(jobID: 42, attempt: 2, rank: 1)
+        let options = SlurmOptions(submitDir: submit.path, tasksPerNode: 2, cpusPerTask: 4)
+        let script = """
+            #!/bin/sh
+            env | grep '^SLURM' | sort
+            echo "pwd=$(pwd)"
+            echo "master=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+            scontrol show hostnames | tr '\\n' ' '; echo
+            scontrol show hostnames 'rack[1-2]-n[08-09]' | tr '\\n' ' '; echo
+            scontrol show hostlist gpu-001,gpu-002,gpu-003
+            scontrol show job "$SLURM_JOB_ID" | head -n 1
+            scontrol show job 7 || echo "other job refused"
+            scontrol update JobId=42 TimeLimit=1 || echo "update refused"
+            """
+        _ = try await s.launch(Self.request(key, script, options: options))
+        let end = try await SupervisorTests.waitForEnd(s, key)
+        let log = try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8)
+        #expect(end.exitCode == 0, "\(log)")
+        for line in [
+            "SLURM_JOB_ID=42", "SLURM_JOBID=42", "SLURM_JOB_NAME=run one", "SLURM_JOB_NODELIST=gpu-[001-003]", "SLURM_NNODES=3",
+            "SLURM_JOB_NUM_NODES=3", "SLURM_NODEID=1", "SLURM_PROCID=1", "SLURM_LOCALID=0", "SLURM_NTASKS=6", "SLURM_NTASKS_PER_NODE=2",
+            "SLURM_TASKS_PER_NODE=2(x3)", "SLURM_CPUS_PER_TASK=4", "SLURM_GPUS_ON_NODE=2", "SLURM_JOB_GPUS=0,1", "SLURM_RESTART_COUNT=1",
+            "SLURM_JOB_ACCOUNT=lab/llm", "SLURM_JOB_PARTITION=h200", "SLURM_SUBMIT_DIR=\(submit.path)", "SLURMD_NODENAME=gpu-002",
+            "SLURM_CPUS_ON_NODE=8", "SLURM_MEM_PER_NODE=4096", "pwd=\(submit.path)", "master=gpu-001", "gpu-001 gpu-002 gpu-003 ",
+            "rack1-n08 rack1-n09 rack2-n08 rack2-n09 ", "gpu-[001-003]", "JobId=42 JobName=run one", "other job refused", "update refused",
+        ] {
+            #expect(log.contains(line + "\n"), "missing \(line) in \(log)")
+        }
+    }
+
+    @Test("--output and --error: patterns filled, the first node writes them, a requeued attempt appends; a missing submit directory is said")
+    func outputFiles() async throws {
+        let submit = try Self.folder()
+        let s = try Supervisor(stateDir: SupervisorTests.stateDir(), node: "gpu-001")
+        let options = SlurmOptions(submitDir: submit.path, output: submit.path + "/%x-%j.out", error: submit.path + "/%x-%j.err")
+        let first = RankKey(jobID: 5, attempt: 1, rank: 0)
+        _ = try await s.launch(Self.request(first, "echo out one; echo err one >&2", options: options))
+        _ = try await SupervisorTests.waitForEnd(s, first)
+        let again = RankKey(jobID: 5, attempt: 2, rank: 0)
+        _ = try await s.launch(Self.request(again, "echo out two", options: options))
+        _ = try await SupervisorTests.waitForEnd(s, again)
+        #expect(try String(contentsOfFile: submit.path + "/run one-5.out", encoding: .utf8) == "out one\nout two\n")
+        #expect(try String(contentsOfFile: submit.path + "/run one-5.err", encoding: .utf8) == "err one\n")
+        let log = try String(contentsOfFile: await s.logPath(for: first), encoding: .utf8)
+        #expect(log.contains("allot: output goes to \(submit.path)/run one-5.out"), "\(log)")
+        // Another node's rank keeps its output in the job's log: one file is the batch step's.
+        let other = RankKey(jobID: 5, attempt: 2, rank: 1)
+        _ = try await s.launch(Self.request(other, "echo from rank one", options: options))
+        _ = try await SupervisorTests.waitForEnd(s, other)
+        #expect(try String(contentsOfFile: await s.logPath(for: other), encoding: .utf8).contains("from rank one"))
+
+        let gone = RankKey(jobID: 6, attempt: 1, rank: 0)
+        _ = try await s.launch(Self.request(gone, "pwd", options: SlurmOptions(submitDir: "/nonexistent/dir")))
+        _ = try await SupervisorTests.waitForEnd(s, gone)
+        #expect(try String(contentsOfFile: await s.logPath(for: gone), encoding: .utf8).contains("submit directory /nonexistent/dir is not on node"))
+    }
+
+    @Test("--signal=USR1@2 reaches the job 2 s before its 4 s limit; B: reaches the script's shell")
+    func signalBeforeLimit() async throws {
+        let s = try Supervisor(stateDir: SupervisorTests.stateDir(), node: "gpu-001")
+        for (job, signal) in [(Int64(8), JobSignal(number: 10, secondsBefore: 2)), (9, JobSignal(number: 10, secondsBefore: 2, batchOnly: true))] {
+            let key = RankKey(jobID: job, attempt: 1, rank: 0)
+            let started = Date()
+            _ = try await s.launch(
+                Self.request(key, "trap 'echo got USR1; exit 0' USR1; echo ready; sleep 30 & wait", timeLimit: 4, signal: signal))
+            let end = try await SupervisorTests.waitForEnd(s, key, seconds: 10)
+            let elapsed = Date().timeIntervalSince(started)
+            let log = try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8)
+            #expect(log.contains("got USR1"), "\(signal): \(log)")
+            #expect(end.exitCode == 0 && elapsed >= 1.5 && elapsed < 4, "\(signal): ended after \(elapsed) s")
+        }
+    }
+
+    @Test("a drain's or reclaim's stop warns first: the signal now, SIGTERM its lead later; a plain stop is SIGTERM at once")
+    func warnFirst() async throws {
+        let s = try Supervisor(stateDir: SupervisorTests.stateDir(), node: "gpu-001")
+        let key = RankKey(jobID: 10, attempt: 1, rank: 0)
+        let script = "trap 'echo warned at $(date +%s)' USR1; trap 'echo term at $(date +%s); exit 0' TERM; echo ready; while :; do sleep 0.1; done"
+        _ = try await s.launch(Self.request(key, script, signal: JobSignal(number: 10, secondsBefore: 2)))
+        try await SupervisorTests.waitForLog(s, key, "ready")
+        _ = try await s.stop(key, gracePeriodSeconds: 5, warnFirst: true)
+        _ = try await s.stop(key, gracePeriodSeconds: 5, warnFirst: true)  // allotd repeats a stop until it is confirmed
+        let end = try await SupervisorTests.waitForEnd(s, key, seconds: 10)
+        let log = try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8)
+        let warned = log.split(separator: "\n").first { $0.hasPrefix("warned at") }.flatMap { Int($0.split(separator: " ").last ?? "") }
+        let term = log.split(separator: "\n").first { $0.hasPrefix("term at") }.flatMap { Int($0.split(separator: " ").last ?? "") }
+        #expect(end.exitCode == 0)
+        #expect(log.components(separatedBy: "warned at").count == 2, "warned once: \(log)")
+        let (w, t) = (try #require(warned, "\(log)"), try #require(term, "\(log)"))
+        #expect(t - w >= 1 && t - w <= 3, "SIGTERM \(t - w) s after the warning")
+
+        let plain = RankKey(jobID: 11, attempt: 1, rank: 0)
+        _ = try await s.launch(Self.request(plain, script, signal: JobSignal(number: 10, secondsBefore: 2)))
+        try await SupervisorTests.waitForLog(s, plain, "ready")
+        _ = try await s.stop(plain, gracePeriodSeconds: 5)
+        _ = try await SupervisorTests.waitForEnd(s, plain, seconds: 10)
+        let plainLog = try String(contentsOfFile: await s.logPath(for: plain), encoding: .utf8)
+        #expect(plainLog.contains("term at") && !plainLog.contains("warned"), "\(plainLog)")
+    }
+}
+
+/// The same inside a real container: /etc/hosts names the job's nodes, scontrol is on PATH, the output file is
+/// written by the organisation's account in a folder the node shares.
+@Suite("Batch scripts in containers", .enabled(if: Confined.available, "needs root and runc"))
+struct SlurmContainerTests {
+    @Test("a contained batch rank: hosts, scontrol, SLURM_* and its --output file, owned by its account")
+    func contained() async throws {
+        let shared = FileManager.default.temporaryDirectory.appendingPathComponent("allot-shared-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: shared, withIntermediateDirectories: true)
+        try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: shared.path)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-ct-\(UUID().uuidString.prefix(8))")
+        let runtime = ContainerRuntime(
+            runc: ContainerRuntime.findRunc()!, binds: ContainerRuntime.systemBinds + [.init(path: shared.path, writable: true)],
+            offeredMemoryMiB: 1024)
+        let s = try Supervisor(stateDir: dir, node: "gpu-001", isolation: .container(runtime))
+        let key = RankKey(jobID: 77, attempt: 1, rank: 0)
+        var request = SlurmAgentTests.request(
+            key, "#!/bin/sh\ngetent hosts gpu-002 || grep gpu-002 /etc/hosts\nscontrol show hostnames\necho \"$SLURM_JOB_NODELIST $(pwd)\"\nid -u",
+            options: SlurmOptions(submitDir: shared.path, output: shared.path + "/out/slurm-%j.out"))
+        request.tenant = RankTenant(org: "lab", owner: "alice", account: Confined.accountA, memoryMiB: 256)
+        try FileManager.default.createDirectory(
+            atPath: shared.path + "/out", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o777])
+        _ = try await s.launch(request)
+        let end = try await SupervisorTests.waitForEnd(s, key, seconds: 30)
+        let out = (try? String(contentsOfFile: shared.path + "/out/slurm-77.out", encoding: .utf8)) ?? ""
+        let log = try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8)
+        #expect(end.exitCode == 0, "\(log)\n\(out)")
+        let a = try #require(Confined.ids(Confined.accountA))
+        #expect(out.contains("127.0.0.1") && out.contains("gpu-002"), "\(out)")
+        #expect(out.contains("gpu-001\ngpu-002\ngpu-003\n"), "\(out)")
+        #expect(out.contains("gpu-[001-003] \(shared.path)\n\(a.uid)\n"), "\(out)")
+        let attributes = try FileManager.default.attributesOfItem(atPath: shared.path + "/out/slurm-77.out")
+        #expect((attributes[.ownerAccountID] as? UInt) == UInt(a.uid), "written by the organisation's account")
+    }
+}
