@@ -12,7 +12,8 @@ import Synchronization
 /// The agent's own HTTP API, for allotd only: every request must carry allotd's signature with this node's key
 /// (`AgentSignature`), fresh and never seen before. `POST /v1/attempts` (start a rank, idempotent),
 /// `POST /v1/attempts/JOB/ATTEMPT/RANK/stop`, `GET /v1/attempts`, `GET /v1/attempts/JOB/ATTEMPT/RANK/log?offset=N`;
-/// and `GET /healthz`, which tells nothing.
+/// a batch job's steps (`POST /v1/steps/JOB/ATTEMPT/RANK`, `GET …/STEP?offset=N`, `POST …/STEP/cancel`), signed by
+/// the agent of its first node with the attempt's step key instead; and `GET /healthz`, which tells nothing.
 public struct AgentAPI: Sendable {
     public let supervisor: Supervisor
     let nodeKey: Data
@@ -65,11 +66,57 @@ public struct AgentAPI: Sendable {
             let data = try handle.read(upToCount: 8 << 20) ?? Data()
             return JSON.text(String(decoding: data, as: UTF8.self))
         }
+        // A batch job's steps, from the agent of its first node: signed with the attempt's step key, which only
+        // the agents of that attempt hold.
+        v1.post("/steps/:job/:attempt/:rank") { request, context in
+            let key = try Self.key(context)
+            let body = try await self.verified(request, key: try await self.stepKey(key))
+            let tasks = try JSON.decode(StepTasks.self, from: body)
+            guard !tasks.argv.isEmpty, !tasks.tasks.isEmpty else {
+                throw APIError.badRequest("a step runs a command in at least one task", field: "argv")
+            }
+            do {
+                try await self.supervisor.runStep(key, tasks)
+                return JSON.response(try await self.supervisor.stepProgress(key, step: tasks.step, offset: 0), status: .created)
+            } catch {
+                throw APIError.conflict("\(error)")
+            }
+        }
+        v1.get("/steps/:job/:attempt/:rank/:step") { request, context in
+            let key = try Self.key(context)
+            _ = try await self.verified(request, key: try await self.stepKey(key))
+            guard let step = context.parameters.get("step", as: Int.self) else { throw APIError.badRequest("the step must be a number") }
+            let offset = request.uri.queryParameters.get("offset", as: Int.self) ?? 0
+            do {
+                return JSON.response(try await self.supervisor.stepProgress(key, step: step, offset: offset))
+            } catch {
+                throw APIError.notFound("no step \(step) of rank \(key) on this node")
+            }
+        }
+        v1.post("/steps/:job/:attempt/:rank/:step/cancel") { request, context in
+            let key = try Self.key(context)
+            _ = try await self.verified(request, key: try await self.stepKey(key))
+            guard let step = context.parameters.get("step", as: Int.self) else { throw APIError.badRequest("the step must be a number") }
+            await self.supervisor.cancelStep(key, step: step)
+            do {
+                return JSON.response(try await self.supervisor.stepProgress(key, step: step, offset: 0))
+            } catch {
+                throw APIError.notFound("no step \(step) of rank \(key) on this node")
+            }
+        }
         return router
     }
 
+    /// The step key of a rank here, or 401: a rank that is no batch job's has none, and nobody may send it steps.
+    private func stepKey(_ key: RankKey) async throws -> Data {
+        guard let k = await self.supervisor.stepKey(for: key) else {
+            throw APIError(.unauthorized, code: "unauthorized", message: "rank \(key) takes no steps here")
+        }
+        return k
+    }
+
     /// The request's body, once its signature is checked; 401 naming what is wrong otherwise.
-    private func verified(_ request: Request) async throws -> Data {
+    private func verified(_ request: Request, key: Data? = nil) async throws -> Data {
         // A request with no signature, or an old one, is refused before its body is read.
         guard let header = request.headers[AgentAPI.signatureField], header.hasPrefix("v1 t="),
             let t = header.dropFirst(5).prefix(while: \.isNumber).description.nonEmptyInt,
@@ -79,7 +126,7 @@ public struct AgentAPI: Sendable {
         let path = request.uri.path + (request.uri.query.map { "?\($0)" } ?? "")
         if let why = AgentSignature.problem(
             header: request.headers[AgentAPI.signatureField], method: request.method.rawValue, path: path, body: body,
-            key: self.nodeKey, seen: self.nonces.seen)
+            key: key ?? self.nodeKey, seen: self.nonces.seen)
         {
             throw APIError(.unauthorized, code: "unauthorized", message: why)
         }

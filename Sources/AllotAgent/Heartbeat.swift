@@ -28,6 +28,8 @@ public struct Heartbeat: Service {
     /// Re-discovers the inventory (GPU health changes) at most this often.
     public let discover: @Sendable () throws -> NodeInventory
     public let logger: Logger
+    /// Runs the srun steps of the batch scripts on this node.
+    public let steps: StepRunner
 
     public init(
         server: APIClient, node: String, agentURL: String, supervisor: Supervisor, interval: Duration,
@@ -40,6 +42,7 @@ public struct Heartbeat: Service {
         self.interval = interval
         self.discover = discover
         self.logger = logger
+        self.steps = StepRunner(supervisor: supervisor)
     }
 
     public func run() async throws {
@@ -51,6 +54,7 @@ public struct Heartbeat: Service {
         var failures = 0
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await self.supervisor.poll()
+            await self.steps.tick()
             if ContinuousClock.now >= nextBeat {
                 if ContinuousClock.now - lastDiscovery > .seconds(30) {
                     do {
@@ -87,7 +91,7 @@ public struct Heartbeat: Service {
         let sentAt = Date()
         let report = AgentReport(
             node: self.node, agentURL: self.agentURL, cpuMilli: inventory.cpuMilli,
-            memoryMiB: inventory.memoryMiB, gpus: inventory.gpus, ranks: await self.supervisor.statuses())
+            memoryMiB: inventory.memoryMiB, gpus: inventory.gpus, ranks: await self.supervisor.statuses(), steps: await self.steps.statuses())
         let reply: HeartbeatReply = try await self.server.post(path, json: report)
         await self.supervisor.acknowledge(reply.acknowledged)
         let stopped = await self.supervisor.reconcile(live: Set(reply.live), heartbeatSentAt: sentAt)

@@ -161,15 +161,17 @@ enum SlurmEnvironment {
         esac
         """#
 
-    /// Writes `scontrol` into the agent's `bin` folder (owned by the agent, readable by all), returning the folder.
+    /// Writes `scontrol` and `srun` into the agent's `bin` folder (owned by the agent, readable by all), returning the folder.
     static func installTools(in stateDir: URL) throws -> URL {
         let bin = stateDir.appendingPathComponent("bin")
         let fm = FileManager.default
         try fm.createDirectory(at: bin, withIntermediateDirectories: true)
         try fm.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin.path)
-        let file = bin.appendingPathComponent("scontrol")
-        try Data((self.scontrol + "\n").utf8).write(to: file, options: .atomic)
-        try fm.setAttributes([.posixPermissions: 0o755], ofItemAtPath: file.path)
+        for (name, text) in [("scontrol", self.scontrol), ("srun", SlurmSteps.srun)] {
+            let file = bin.appendingPathComponent(name)
+            try Data((text + "\n").utf8).write(to: file, options: .atomic)
+            try fm.setAttributes([.posixPermissions: 0o755], ofItemAtPath: file.path)
+        }
         return bin
     }
 }

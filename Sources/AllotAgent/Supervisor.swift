@@ -82,19 +82,26 @@ public actor Supervisor {
         var warned: Bool?
         /// A drain's or reclaim's stop that warned first: SIGTERM is due then.
         var terminateAt: Date?
+        /// A batch job's launch (its steps' tasks run with its environment and account) and the folder it runs in.
+        var batch: LaunchRequest?
+        var workingDir: String?
     }
 
     public let stateDir: URL
     public let isolation: Isolation
-    private var records: [RankKey: Record] = [:]
+    var records: [RankKey: Record] = [:]
     /// Pids this agent spawned and can reap; adopted processes from before a restart are only watched.
-    private var children: Set<Int32> = []
-    private let node: String
+    var children: Set<Int32> = []
+    let node: String
     private var gpus: [GPUInfo] = []
     /// Where ranks' output goes: a folder per organisation that only it (and the agent) may enter.
     private let outputDir: URL
-    /// `scontrol` for batch scripts' ranks (nil if it could not be written).
-    private let toolsDir: URL?
+    /// `scontrol` and `srun` for batch scripts' ranks (nil if they could not be written).
+    let toolsDir: URL?
+    /// The steps' tasks this agent runs: by pid, which step of which rank each is and which task.
+    var taskPids: [Int32: (rank: RankKey, step: Int, task: Int)] = [:]
+    /// The steps run here, by rank and step number.
+    var stepRuns: [RankKey: [Int: StepRun]] = [:]
 
     public init(stateDir: URL, node: String, isolation: Isolation = .none, outputDir: URL? = nil) throws {
         self.stateDir = stateDir
@@ -154,6 +161,18 @@ public actor Supervisor {
 
         let folder = self.folder(for: request.key)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        var request = request
+        if let slurm = request.slurm, slurm.options.batchStep {
+            if request.key.rank > 0 {
+                // Slurm's batch step runs on the first node; the others host its steps until the script ends.
+                request.command = SlurmSteps.holder
+                request.slurm?.options.output = nil
+                request.slurm?.options.error = nil
+            } else {
+                let channel = try self.stepChannel(for: request.key, create: true)
+                request.env["ALLOT_STEP_DIR"] = self.isContained ? SlurmSteps.channelInContainer : channel.path
+            }
+        }
         let record: Record
         switch self.isolation {
         case .none: record = try self.launchProcess(request, folder: folder, agentEnvironment: agentEnvironment)
@@ -161,7 +180,9 @@ public actor Supervisor {
         }
         var launched = record
         launched.launchID = request.launchID
-        if let signal = request.signal {
+        if request.slurm?.options.batchStep == true { launched.batch = request }
+        // `B:` is for the batch script's shell alone: a rank that only hosts steps gets none.
+        if let signal = request.signal, !(signal.batchOnly && request.slurm?.options.batchStep == true && request.key.rank > 0) {
             launched.warning = signal
             launched.warnAt = request.timeLimitSeconds.map {
                 launched.launchedAt.addingTimeInterval(Double(max(0, $0 - Int64(signal.secondsBefore))))
@@ -226,9 +247,11 @@ public actor Supervisor {
         // The working directory is entered by the shell, so a missing one is reported in the rank's log.
         let script = "cd \(JobShell.quote(dir)) || exit 126\n\(preamble)\(command)"
         let pid = try Self.spawn(["/bin/sh", "-c", script], environment: env, logPath: log)
-        return Record(
+        var record = Record(
             key: request.key, pid: pid, startTicks: Self.startTicks(pid: pid), launchedAt: Date(), state: .running,
             gracePeriodSeconds: request.gracePeriodSeconds, acknowledged: false, contained: false, logPath: log)
+        record.workingDir = dir
+        return record
     }
 
     private func launchContainer(_ asked: LaunchRequest, folder: URL, runtime: ContainerRuntime) throws -> Record {
@@ -315,6 +338,14 @@ public actor Supervisor {
             for dir in outputFolders {
                 slurmMounts.append(.init(destination: dir, type: "bind", source: dir, options: ["rbind", "rw", "nosuid", "nodev"]))
             }
+            if slurm.options.batchStep, request.key.rank == 0 {
+                let channel = try self.stepChannel(for: request.key, create: false)
+                try Self.own(channel.path, uid: account.uid, gid: account.gid, mode: 0o700)
+                slurmMounts.append(
+                    .init(
+                        destination: SlurmSteps.channelInContainer, type: "bind", source: channel.path,
+                        options: ["rbind", "rw", "nosuid", "nodev", "noexec"]))
+            }
         }
         let spec = runtime.spec(
             for: request, account: account, rootfs: rootfs, rootIsImage: request.tenant.image != nil, scratch: scratch.path, script: script,
@@ -330,10 +361,12 @@ public actor Supervisor {
                 runtime.runc, "run", "--keep", "--pid-file", folder.appendingPathComponent("init.pid").path, "--bundle", bundle.path,
                 ContainerRuntime.containerID(request.key),
             ], environment: ["PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], logPath: log)
-        return Record(
+        var record = Record(
             key: request.key, pid: pid, startTicks: Self.startTicks(pid: pid), launchedAt: Date(), state: .running,
             gracePeriodSeconds: request.gracePeriodSeconds, acknowledged: false, contained: true, logPath: log,
             memoryMiB: request.tenant.memoryMiB > 0 ? request.tenant.memoryMiB : runtime.offeredMemoryMiB)
+        record.workingDir = request.workingDir ?? "/work"
+        return record
     }
 
     /// The environment of a rank: the job's, then what Allot sets. In a container that is all it has (no variable
@@ -421,6 +454,10 @@ public actor Supervisor {
             let r = waitpid(pid, &status, WNOHANG)
             guard r == pid || (r == -1 && errno == ECHILD) else { continue }
             self.children.remove(pid)
+            if let task = self.taskPids.removeValue(forKey: pid) {
+                self.taskEnded(task, status: r == pid ? status : nil)
+                continue
+            }
             guard var record = self.records.values.first(where: { $0.pid == pid && $0.state == .running }) else { continue }
             if record.contained != true { kill(-pid, SIGKILL) }  // anything the command left behind in its group goes with it
             if r == pid {

@@ -65,7 +65,7 @@ struct ListJobs: AsyncParsableCommand {
                 table(
                     ["ID", "NAME", "ORG", "POOL", "GPUS", "STATE", "SUBMITTED", "REASON"],
                     jobs.map { j in
-                        [String(j.id), j.name, j.org, j.pool, gpuText(j), j.state.rawValue, ago(j.submittedAt), j.reason ?? ""]
+                        [String(j.id), shownName(j.name), j.org, j.pool, gpuText(j), j.state.rawValue, ago(j.submittedAt), j.reason ?? ""]
                     }))
         }
     }
@@ -83,10 +83,16 @@ struct ShowJob: AsyncParsableCommand {
     }
 }
 
+/// A job's name as tables show it: quoted where it has spaces or quotes (Slurm's names are free text).
+func shownName(_ name: String) -> String {
+    name.contains(where: { $0 == " " || $0 == "\t" || $0 == "\"" || $0 == "'" })
+        ? "\"" + name.replacingOccurrences(of: "\"", with: "\\\"") + "\"" : name
+}
+
 /// The `allot jobs show` text.
 func render(_ job: JobView) -> String {
     var lines = [
-        "Job \(job.id): \(job.name)",
+        "Job \(job.id): \(shownName(job.name))",
         "  state:     \(job.state.rawValue)" + (job.exitCode.map { " (exit code \($0))" } ?? ""),
         "  reason:    \(job.reason ?? "-")"
             + (job.state == .queued
@@ -109,6 +115,11 @@ func render(_ job: JobView) -> String {
                 r.gpus.isEmpty
                 ? "no GPUs" : "GPUs " + r.gpus.map(String.init).joined(separator: ",") + (r.gpuMilli < 1000 ? " (\(r.gpuMilli) milli)" : "")
             lines.append("       rank \(r.rank) on \(r.node): \(gpus), \(r.state)\(r.exitCode.map { " (exit code \($0))" } ?? "")")
+        }
+        for s in a.steps ?? [] {
+            let how = s.state == .running ? "running" : "exited \(s.exitCode.map(String.init) ?? "?")"
+            let took = human(seconds: Int((s.endedAt ?? Date()).timeIntervalSince(s.startedAt)))
+            lines.append("       step \(job.id).\(s.step): \(s.command) — \(s.nodes) node(s), \(s.tasks) task(s), \(how), \(took)")
         }
     }
     return lines.joined(separator: "\n")

@@ -12,9 +12,9 @@ public enum JobSpecParser {
         "name", "org", "project", "kind", "pool", "gpuModel", "nodes", "gpusPerNode", "gpuMilli", "cpusPerNode",
         "cpuMilliPerNode", "memoryPerNode", "memoryMiBPerNode", "priorityClass", "timeLimit", "timeLimitSeconds",
         "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory", "image",
-        "signal", "timeMin", "timeMinSeconds", "slurm",
+        "signal", "timeMin", "timeMinSeconds", "slurm", "batchStep",
     ]
-    static let slurmFields: Set<String> = ["submitDir", "tasksPerNode", "cpusPerTask", "output", "error", "appendOutput"]
+    static let slurmFields: Set<String> = ["submitDir", "tasksPerNode", "cpusPerTask", "output", "error", "appendOutput", "batchStep"]
 
     public static func parse(_ text: String, file: String? = nil) throws(FormatErrors) -> JobSpec {
         let reader = FieldReader(file: file)
@@ -122,7 +122,15 @@ public enum JobSpecParser {
         if let timeMin, let timeLimit, timeMin > timeLimit {
             reader.error(f.values["timeMin"] ?? f.values["timeMinSeconds"], "timeMin", "is longer than the time limit (\(timeLimit)s)")
         }
-        let slurm = f.has("slurm") ? self.slurm(f, reader: reader) : nil
+        var slurm = f.has("slurm") ? self.slurm(f, reader: reader) : nil
+        // `batchStep: true`: the command runs once, on the first node, and srun in it runs steps (as a batch script).
+        if f.bool("batchStep") == true {
+            if kind == .inference {
+                reader.error(f.values["batchStep"], "batchStep", "is for training jobs; an inference service's replicas each run the command")
+            }
+            slurm = slurm ?? SlurmOptions()
+            slurm?.batchStep = true
+        }
         guard let name, let command, reader.issues.isEmpty else { return nil }
         return JobSpec(
             name: name, org: org, project: project, kind: kind, pool: pool, gpuModel: models, nodes: nodes, gpusPerNode: gpus,
@@ -161,6 +169,7 @@ public enum JobSpecParser {
         options.tasksPerNode = m.int("tasksPerNode", in: 1...4096) ?? 1
         options.cpusPerTask = m.int("cpusPerTask", in: 1...4096)
         options.appendOutput = m.bool("appendOutput") ?? false
+        options.batchStep = m.bool("batchStep") ?? false
         return options
     }
 
@@ -191,11 +200,7 @@ public enum JobSpecParser {
     }
 
     /// Quotes one argument for `/bin/sh` unless it needs none.
-    public static func shellQuote(_ s: String) -> String {
-        let safe = CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:@%+,")
-        if !s.isEmpty && s.unicodeScalars.allSatisfy({ safe.contains($0) }) { return s }
-        return "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
-    }
+    public static func shellQuote(_ s: String) -> String { ShellWord.quote(s) }
 
     /// The spec as pretty JSON with sorted keys: what `--dry-run` prints and what the CLI sends.
     public static func json(_ spec: JobSpec) -> String {

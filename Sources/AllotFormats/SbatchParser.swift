@@ -391,7 +391,8 @@ public enum SbatchParser {
             command: text, env: env, workingDir: workingDir, maxAttempts: maxAttempts, exclusive: exclusive, wholeNodeMemory: allMemory,
             image: image, signal: signal, timeMinSeconds: timeMin,
             slurm: SlurmOptions(
-                submitDir: submitDir, tasksPerNode: tasksPerNode, cpusPerTask: cpusPerTask, output: output, error: error, appendOutput: append))
+                submitDir: submitDir, tasksPerNode: tasksPerNode, cpusPerTask: cpusPerTask, output: output, error: error, appendOutput: append,
+                batchStep: true))
         return Parsed(spec: spec, warnings: warnings)
     }
 

@@ -31,6 +31,10 @@ public struct NodeKeys: Sendable {
 
     public func key(node: String, enrolment: Int) -> Data { NodeKey.derive(secret: self.secret, node: node, enrolment: enrolment) }
 
+    /// An attempt's step key: what the agents of a batch job's nodes sign its steps with. Derived from the
+    /// attempt's launch id, so every dispatch of any of its ranks (and every allotd) gives the same one.
+    public func stepKey(launchID: String) -> Data { NodeKey.derive(secret: self.secret, node: "steps/\(launchID)", enrolment: 1) }
+
     /// The key of the audit log's MAC chain and its checkpoints.
     public var auditKey: Data { NodeKey.derive(secret: self.secret, node: "audit-log", enrolment: 1) }
 

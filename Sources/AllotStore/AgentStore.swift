@@ -59,6 +59,7 @@ public struct AgentStore: Sendable {
                     // Nothing the scheduler knows: acknowledged below, and stopped by the agent once not live.
                 }
             }
+            if let steps = report.steps, !steps.isEmpty { try await tx.attempts.recordSteps(steps, from: report.node) }
             // Acknowledge every ended rank the database holds as ended, or does not know at all.
             let ended = report.ranks.filter { $0.state != .running }.map(\.key)
             let stillActive = try await tx.attempts.active(ended)

@@ -201,6 +201,20 @@ public struct JobStore: Sendable {
             ranks[RankKey(jobID: job, attempt: attempt, rank: 0), default: []].append(
                 RankView(rank: rank, node: node, gpus: gpus, gpuMilli: milli, state: try decoded(state, "attempt_ranks.state"), exitCode: exit))
         }
+        var steps: [RankKey: [StepStatus]] = [:]
+        let stepRows = try await tx.query(
+            """
+            SELECT job_id, attempt, step, command, nodes, tasks, state, exit_code, started_at, ended_at
+            FROM job_steps WHERE job_id = ANY(\(ids)) ORDER BY job_id, attempt, step
+            """)
+        for try await (job, attempt, step, command, nodes, tasks, state, exit, started, ended) in stepRows.decode(
+            (Int64, Int, Int, String, Int, Int, String, Int?, Date, Date?).self)
+        {
+            steps[RankKey(jobID: job, attempt: attempt, rank: 0), default: []].append(
+                StepStatus(
+                    jobID: job, attempt: attempt, step: step, command: command, nodes: nodes, tasks: tasks,
+                    state: StepStatus.State(rawValue: state) ?? .exited, exitCode: exit, startedAt: started, endedAt: ended))
+        }
         var attempts: [Int64: [AttemptView]] = [:]
         let rows = try await tx.query(
             """
@@ -213,7 +227,8 @@ public struct JobStore: Sendable {
             attempts[job, default: []].append(
                 AttemptView(
                     number: number, state: try decoded(state, "attempts.state"), reason: reason, exitCode: exit, placedAt: placed,
-                    startedAt: started, endedAt: ended, nodes: ranks[RankKey(jobID: job, attempt: number, rank: 0)] ?? []))
+                    startedAt: started, endedAt: ended, nodes: ranks[RankKey(jobID: job, attempt: number, rank: 0)] ?? [],
+                    steps: steps[RankKey(jobID: job, attempt: number, rank: 0)]))
         }
         for i in jobs.indices { jobs[i].attempts = attempts[jobs[i].id] ?? [] }
     }

@@ -204,6 +204,7 @@ struct EndToEndTests {
         let c = try await Cluster()
         do {
             try await self.gang(c)
+            try await self.batchScript(c)
             try await self.exitCode(c)
             try await self.cancel(c)
             try await self.drain(c)
@@ -250,6 +251,60 @@ struct EndToEndTests {
         #expect(Set(ranks) == ["0", "1"])
         #expect(masters.count == 1 && !masters.contains("-:-"))
         #expect(Set(job.attempts[0].nodes.map(\.node)) == ["gpu-001", "gpu-002"])
+    }
+
+    /// A Slurm user's script, unchanged: it runs once, on the first node; srun fans steps out over both nodes with
+    /// their task ids and labels, and returns the highest exit status; scontrol names the master; --signal warns.
+    func batchScript(_ c: Cluster) async throws {
+        let script = c.work.appendingPathComponent("train.sbatch")
+        try """
+        #!/bin/bash\r
+        #SBATCH --job-name="two node script"\r
+        #SBATCH -A national-ai-lab\r
+        #SBATCH -N 2 --ntasks-per-node=1\r
+        #SBATCH --gres=gpu:2\r
+        #SBATCH --time=1:00 --signal=B:USR1@50\r
+        #SBATCH -D \(c.shared.path)\r
+        \r
+        trap 'echo "warned by USR1"; exit 0' USR1\r
+        echo "batch on $(hostname) nodeid=$SLURM_NODEID nnodes=$SLURM_NNODES nodelist=$SLURM_JOB_NODELIST"\r
+        echo "master=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"\r
+        srun hostname\r
+        srun --label bash -c 'echo procid=$SLURM_PROCID nodeid=$SLURM_NODEID'\r
+        srun -N 2 -n 3 -l bash -c 'echo task $SLURM_PROCID local $SLURM_LOCALID of $SLURM_NTASKS'\r
+        srun bash -c 'exit 7'; echo "srun exit=$?"\r
+        sleep 60 & wait\r
+        echo "not warned"\r
+
+        """.write(to: script, atomically: true, encoding: .utf8)
+        // Its warnings (the DOS line ends) go to standard error, before the answer.
+        let submitted = try c.cli(["submit", script.path])
+        #expect(submitted.contains("warning") && submitted.contains("CRLF"), "\(submitted)")
+        let line = try #require(submitted.split(separator: "\n").first { $0.hasPrefix("submitted job ") }, "\(submitted)")
+        let id = try #require(Int64(line.dropFirst("submitted job ".count).prefix { $0.isNumber }))
+        let job = try await c.waitForJob(id) { $0.state.isTerminal }
+        let log = try c.cli(["logs", "\(id)"])
+        #expect(job.state == .succeeded && job.name == "two node script", "\(job)\n\(log)")
+        #expect(job.pool == "h200", "no -p: the organisation's only pool")
+        let nodes = job.attempts.last?.nodes.sorted { $0.rank < $1.rank }.map(\.node) ?? []
+        try #require(nodes.count == 2, "\(job)")
+        let lines = log.split(separator: "\n").map(String.init)
+        #expect(
+            lines.filter { $0.hasPrefix("batch on") } == ["batch on \(nodes[0]) nodeid=0 nnodes=2 nodelist=\(Hostlist.compress(nodes))"], "\(log)")
+        #expect(lines.contains("master=\(nodes[0])"), "\(log)")
+        #expect(lines.filter { nodes.contains($0) }.sorted() == nodes.sorted(), "srun hostname ran once on each node: \(log)")
+        #expect(Set(lines.filter { $0.contains("procid=") }) == ["0: procid=0 nodeid=0", "1: procid=1 nodeid=1"], "\(log)")
+        #expect(
+            Set(lines.filter { $0.contains(": task ") }) == ["0: task 0 local 0 of 3", "1: task 1 local 1 of 3", "2: task 2 local 0 of 3"],
+            "\(log)")
+        #expect(lines.contains("srun exit=7") && lines.contains("warned by USR1") && !lines.contains("not warned"), "\(log)")
+        // The other node ran no part of the script itself.
+        let other = try c.cli(["logs", "\(id)", "--rank", "1"])
+        #expect(!other.contains("batch on") && !other.contains("procid"), "\(other)")
+        let steps = job.attempts.last?.steps ?? []
+        #expect(steps.map(\.step) == [0, 1, 2, 3] && steps.map(\.exitCode) == [0, 0, 0, 7], "\(steps)")
+        #expect(steps.map(\.tasks) == [2, 2, 3, 2] && steps.allSatisfy { $0.state == .exited && $0.nodes == 2 }, "\(steps)")
+        #expect(try c.cli(["jobs", "show", "\(id)"]).contains("step \(id).2: bash -c"), "steps are shown")
     }
 
     func exitCode(_ c: Cluster) async throws {

@@ -107,12 +107,16 @@ public struct AttemptLifecycle: Hashable, Sendable {
     public private(set) var endedAt: Date?
     /// The attempt this one replaces (an inference replica moved off a draining node), until it runs.
     public let replaces: Int?
+    /// Slurm's batch step: rank 0 runs the script and the other ranks only host its steps, so rank 0's end is
+    /// the attempt's, and the others are stopped then.
+    public let batchStep: Bool
     public private(set) var ranks: [Rank]
 
     public init(
         jobID: Int64, number: Int, state: AttemptState = .placed, stop: Stop? = nil, reason: String? = nil, exitCode: Int? = nil,
-        startedAt: Date? = nil, endedAt: Date? = nil, replaces: Int? = nil, ranks: [Rank]
+        startedAt: Date? = nil, endedAt: Date? = nil, replaces: Int? = nil, batchStep: Bool = false, ranks: [Rank]
     ) {
+        self.batchStep = batchStep
         self.jobID = jobID
         self.number = number
         self.state = state
@@ -201,6 +205,10 @@ public struct AttemptLifecycle: Hashable, Sendable {
                 return self.requestStop(
                     endAs: .failed, reason: "rank \(failed.rank) on \(failed.node) \(how)\(why)", exitCode: signal > 0 ? 128 + signal : code, now: now
                 )
+            }
+            // The batch script ended well: its job is done, and the ranks that hosted its steps are stopped.
+            if self.batchStep, self.ranks.count > 1, let script = self.ranks.first, script.state == .exited, script.exitCode == 0 {
+                return self.requestStop(endAs: .succeeded, reason: "the batch script on \(script.node) exited 0", exitCode: 0, now: now)
             }
             if let vanished = self.ranks.first(where: { $0.state == .vanished }) {
                 return self.requestStop(

@@ -58,9 +58,12 @@ public struct SlurmLaunch: Hashable, Codable, Sendable {
     public struct Node: Hashable, Codable, Sendable {
         public var name: String
         public var address: String
-        public init(name: String, address: String) {
+        /// Where the node's agent takes the steps its tasks run in.
+        public var agentURL: String?
+        public init(name: String, address: String, agentURL: String? = nil) {
             self.name = name
             self.address = address
+            self.agentURL = agentURL
         }
     }
     public var options: SlurmOptions
@@ -69,7 +72,11 @@ public struct SlurmLaunch: Hashable, Codable, Sendable {
     public var account: String
     public var partition: String
     public var nodes: [Node]
-    public init(options: SlurmOptions, jobName: String, account: String, partition: String, nodes: [Node]) {
+    /// The attempt's step key (hex): the agents of its nodes sign and check the steps they send one another with
+    /// it. Derived by allotd from its secret and the attempt's launch id; never shown to the job.
+    public var stepKey: String?
+    public init(options: SlurmOptions, jobName: String, account: String, partition: String, nodes: [Node], stepKey: String? = nil) {
+        self.stepKey = stepKey
         self.options = options
         self.jobName = jobName
         self.account = account
@@ -151,7 +158,12 @@ public struct AgentReport: Hashable, Codable, Sendable {
     public var memoryMiB: Int
     public var gpus: [GPUInfo]
     public var ranks: [RankStatus]
-    public init(node: String, agentURL: String, cpuMilli: Int, memoryMiB: Int, gpus: [GPUInfo], ranks: [RankStatus]) {
+    /// The srun steps of the batch jobs whose first node this is, running or ended lately.
+    public var steps: [StepStatus]?
+    public init(
+        node: String, agentURL: String, cpuMilli: Int, memoryMiB: Int, gpus: [GPUInfo], ranks: [RankStatus], steps: [StepStatus]? = nil
+    ) {
+        self.steps = steps
         self.node = node
         self.agentURL = agentURL
         self.cpuMilli = cpuMilli

@@ -76,3 +76,14 @@ public struct JobSpec: Hashable, Codable, Sendable {
             exclusive: self.exclusive, allMemory: self.wholeNodeMemory)
     }
 }
+
+/// Quotes one word for `/bin/sh` unless it needs none: how commands are shown and joined from argument lists.
+public enum ShellWord {
+    public static func quote(_ s: String) -> String {
+        let safe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:@%+,")
+        if !s.isEmpty && s.allSatisfy({ safe.contains($0) }) { return s }
+        var quoted = "'"
+        for c in s { quoted += c == "'" ? "'\\''" : String(c) }
+        return quoted + "'"
+    }
+}

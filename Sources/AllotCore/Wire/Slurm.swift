@@ -1,3 +1,5 @@
+public import Foundation
+
 /// What a job submitted as a Slurm batch script keeps of Slurm's options: enough for its ranks to see the
 /// `SLURM_*` environment a script reads and to write the `--output`/`--error` files it names.
 public struct SlurmOptions: Hashable, Codable, Sendable {
@@ -11,11 +13,15 @@ public struct SlurmOptions: Hashable, Codable, Sendable {
     public var error: String?
     /// `--open-mode=append`: the files are appended to, not truncated (a requeued attempt always appends).
     public var appendOutput: Bool
+    /// Slurm's batch step: the command runs once, on the first node, and `srun` inside it runs steps on the
+    /// allocation's nodes (the others wait for them). A batch script always has one; a job spec asks for it.
+    public var batchStep: Bool
 
     public init(
         submitDir: String? = nil, tasksPerNode: Int = 1, cpusPerTask: Int? = nil, output: String? = nil, error: String? = nil,
-        appendOutput: Bool = false
+        appendOutput: Bool = false, batchStep: Bool = false
     ) {
+        self.batchStep = batchStep
         self.submitDir = submitDir
         self.tasksPerNode = tasksPerNode
         self.cpusPerTask = cpusPerTask
@@ -249,5 +255,88 @@ public enum Hostlist {
             }
         }
         return out
+    }
+}
+
+/// One `srun` step of a batch job: what the agent of its first node reports and `allot jobs show` lists.
+public struct StepStatus: Hashable, Codable, Sendable {
+    public enum State: String, Codable, Sendable {
+        case running, exited
+    }
+    public var jobID: Int64
+    public var attempt: Int
+    /// Slurm's step id: 0, 1, … in the order the script started them.
+    public var step: Int
+    /// The command, as srun was given it (at most 200 characters).
+    public var command: String
+    public var nodes: Int
+    public var tasks: Int
+    public var state: State
+    /// The highest exit status of its tasks (128 + N for a signal), as srun returns it.
+    public var exitCode: Int?
+    public var startedAt: Date
+    public var endedAt: Date?
+    public init(
+        jobID: Int64, attempt: Int, step: Int, command: String, nodes: Int, tasks: Int, state: State, exitCode: Int? = nil, startedAt: Date,
+        endedAt: Date? = nil
+    ) {
+        self.jobID = jobID
+        self.attempt = attempt
+        self.step = step
+        self.command = command
+        self.nodes = nodes
+        self.tasks = tasks
+        self.state = state
+        self.exitCode = exitCode
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+    }
+}
+
+/// The tasks of one step that one node runs (`POST /v1/steps/JOB/ATTEMPT/RANK`, from the agent of the job's
+/// first node to the agent of rank RANK's, signed with the attempt's step key).
+public struct StepTasks: Hashable, Codable, Sendable {
+    public var step: Int
+    public var argv: [String]
+    /// The tasks' global ids (`SLURM_PROCID`); their local ids are their positions here.
+    public var tasks: [Int]
+    public var ntasks: Int
+    public var nnodes: Int
+    /// This node's place among the step's nodes (`SLURM_NODEID`).
+    public var nodeID: Int
+    public var nodelist: String
+    public var tasksPerNode: String
+    /// `--label`: each line of output starts with its task's id.
+    public var label: Bool
+    public var chdir: String?
+    public init(
+        step: Int, argv: [String], tasks: [Int], ntasks: Int, nnodes: Int, nodeID: Int, nodelist: String, tasksPerNode: String, label: Bool,
+        chdir: String? = nil
+    ) {
+        self.step = step
+        self.argv = argv
+        self.tasks = tasks
+        self.ntasks = ntasks
+        self.nnodes = nnodes
+        self.nodeID = nodeID
+        self.nodelist = nodelist
+        self.tasksPerNode = tasksPerNode
+        self.label = label
+        self.chdir = chdir
+    }
+}
+
+/// How one node's tasks of a step are doing, and their output from an offset on.
+public struct StepProgress: Hashable, Codable, Sendable {
+    public var ended: Bool
+    /// The highest exit status of this node's tasks, once they all ended.
+    public var exitCode: Int?
+    public var output: Data
+    public var nextOffset: Int
+    public init(ended: Bool, exitCode: Int?, output: Data, nextOffset: Int) {
+        self.ended = ended
+        self.exitCode = exitCode
+        self.output = output
+        self.nextOffset = nextOffset
     }
 }

@@ -45,10 +45,13 @@ public struct AttemptView: Codable, Hashable, Sendable {
     public var startedAt: Date?
     public var endedAt: Date?
     public var nodes: [RankView]
+    /// Its srun steps (a batch job's), in order.
+    public var steps: [StepStatus]?
     public init(
         number: Int, state: AttemptState, reason: String?, exitCode: Int?, placedAt: Date, startedAt: Date?, endedAt: Date?,
-        nodes: [RankView]
+        nodes: [RankView], steps: [StepStatus]? = nil
     ) {
+        self.steps = steps
         self.number = number
         self.state = state
         self.reason = reason

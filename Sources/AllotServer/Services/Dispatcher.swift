@@ -59,8 +59,9 @@ public struct Dispatcher: Service {
             SlurmLaunch(
                 options: options, jobName: work.name, account: work.project.map { "\(work.org)/\($0)" } ?? work.org, partition: work.pool,
                 nodes: work.ranks.sorted { $0.rank < $1.rank }.map {
-                    SlurmLaunch.Node(name: $0.node, address: $0.agentURL.flatMap { URLComponents(string: $0)?.host } ?? $0.node)
-                })
+                    SlurmLaunch.Node(
+                        name: $0.node, address: $0.agentURL.flatMap { URLComponents(string: $0)?.host } ?? $0.node, agentURL: $0.agentURL)
+                }, stepKey: options.batchStep ? NodeKey.hex(self.nodeKeys.stepKey(launchID: work.launchID)) : nil)
         }
         var failure: (node: String, error: String)?
         var refusal: (node: String, reason: String)?

@@ -11,11 +11,12 @@ struct AttemptsTable {
     func lifecycle(_ job: Int64, _ number: Int) async throws -> AttemptLifecycle? {
         let row = try await self.tx.query(
             """
-            SELECT state::text, stop_state::text, stop_requested_at, reason, exit_code, started_at, ended_at, replaces, stop_credit_from
-            FROM attempts WHERE job_id = \(job) AND number = \(number) FOR UPDATE
+            SELECT a.state::text, a.stop_state::text, a.stop_requested_at, a.reason, a.exit_code, a.started_at, a.ended_at, a.replaces,
+                   a.stop_credit_from, coalesce((j.slurm ->> 'batchStep')::boolean, false)
+            FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.job_id = \(job) AND a.number = \(number) FOR UPDATE OF a
             """
-        ).decode((String, String?, Date?, String?, Int?, Date?, Date?, Int?, Date?).self).first()
-        guard let (state, stopState, stopAt, reason, exit, started, ended, replaces, creditFrom) = row else { return nil }
+        ).decode((String, String?, Date?, String?, Int?, Date?, Date?, Int?, Date?, Bool).self).first()
+        guard let (state, stopState, stopAt, reason, exit, started, ended, replaces, creditFrom, batchStep) = row else { return nil }
         var ranks: [AttemptLifecycle.Rank] = []
         let rankRows = try await self.tx.query(
             """
@@ -38,7 +39,24 @@ struct AttemptsTable {
         }
         return AttemptLifecycle(
             jobID: job, number: number, state: try decoded(state, "attempts.state"), stop: stop, reason: reason, exitCode: exit,
-            startedAt: started, endedAt: ended, replaces: replaces, ranks: ranks)
+            startedAt: started, endedAt: ended, replaces: replaces, batchStep: batchStep, ranks: ranks)
+    }
+
+    /// Records the srun steps the agent of `node` reports, each only where that node runs the attempt's rank 0 (the
+    /// batch script's); an ended step is never changed again.
+    func recordSteps(_ steps: [StepStatus], from node: String) async throws {
+        for s in steps.prefix(1000) {
+            try await self.tx.query(
+                """
+                INSERT INTO job_steps (job_id, attempt, step, command, nodes, tasks, state, exit_code, started_at, ended_at)
+                SELECT \(s.jobID), \(s.attempt), \(s.step), \(String(s.command.prefix(200))), \(max(1, s.nodes)), \(max(1, s.tasks)),
+                       \(s.state.rawValue), \(s.exitCode), \(s.startedAt), \(s.endedAt)
+                FROM attempt_ranks r
+                WHERE r.job_id = \(s.jobID) AND r.attempt = \(s.attempt) AND r.rank = 0 AND r.node = \(node) AND \(s.step) >= 0
+                ON CONFLICT (job_id, attempt, step) DO UPDATE SET state = excluded.state, exit_code = excluded.exit_code, ended_at = excluded.ended_at
+                WHERE job_steps.state = 'running'
+                """)
+        }
     }
 
     /// Writes back what changed since `before` was loaded.
