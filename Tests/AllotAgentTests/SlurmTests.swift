@@ -1,7 +1,8 @@
-import AllotAgent
 import AllotCore
 import Foundation
 import Testing
+
+@testable import AllotAgent
 
 /// A batch script's ranks as Slurm would run them: the `SLURM_*` variables, `scontrol`, the submit directory,
 /// the `--output` file, and `--signal` ahead of the time limit and of a drain's stop. Real processes.
@@ -164,5 +165,46 @@ struct SlurmContainerTests {
         #expect(out.contains("gpu-[001-003] \(shared.path)\n\(a.uid)\n"), "\(out)")
         let attributes = try FileManager.default.attributesOfItem(atPath: shared.path + "/out/slurm-77.out")
         #expect((attributes[.ownerAccountID] as? UInt) == UInt(a.uid), "written by the organisation's account")
+    }
+}
+
+/// srun's request and how a step's tasks spread over the job's nodes (Slurm's block distribution).
+@Suite("srun: requests and task layout")
+struct SrunLayoutTests {
+    @Test(
+        "tasks per node: the job's by default, -N/-n/--ntasks-per-node as asked, the first nodes one more where they do not divide",
+        arguments: [
+            (nil, nil, nil, 2, 1, [1, 1]), (nil, nil, nil, 2, 4, [4, 4]), (2, 3, nil, 2, 1, [2, 1]), (nil, 3, nil, 4, 1, [1, 1, 1]),
+            (1, nil, nil, 4, 2, [2]), (nil, 8, 4, 4, 1, [4, 4]), (nil, 1, nil, 2, 8, [1]),
+        ] as [(Int?, Int?, Int?, Int, Int, [Int])])
+    func layout(nodes: Int?, ntasks: Int?, tpn: Int?, jobNodes: Int, jobTPN: Int, counts: [Int]) throws {
+        let r = try #require(SlurmSteps.Request(Self.request(nodes: nodes, ntasks: ntasks, tpn: tpn)))
+        #expect(try SlurmSteps.layout(r, jobNodes: jobNodes, jobTasksPerNode: jobTPN).get() == counts)
+    }
+
+    @Test("a step the job cannot hold is refused with srun's words")
+    func refused() throws {
+        for (nodes, ntasks, tpn) in [(3, nil, nil), (2, 1, nil), (2, 9, 4)] as [(Int?, Int?, Int?)] {
+            let r = try #require(SlurmSteps.Request(Self.request(nodes: nodes, ntasks: ntasks, tpn: tpn)))
+            #expect(throws: SlurmSteps.StepRefusal.self) { try SlurmSteps.layout(r, jobNodes: 2, jobTasksPerNode: 1).get() }
+        }
+        #expect(SlurmSteps.tasksPerNodeText([2, 2, 2, 1]) == "2(x3),1")
+    }
+
+    @Test("the request srun writes reads back: counts, label, folder and the command's words with spaces and newlines")
+    func request() throws {
+        var data = Data("nodes=2\nntasks=\ntasks-per-node=\nlabel=1\nchdir=/data/run one\n--\n".utf8)
+        for word in ["python", "-c", "print('a b')\nprint(2)", ""] { data += Data(word.utf8) + Data([0]) }
+        let r = try #require(SlurmSteps.Request(data))
+        #expect(r.argv == ["python", "-c", "print('a b')\nprint(2)", ""])
+        #expect(r.chdir == "/data/run one")
+        #expect(SlurmSteps.Request(Data("nodes=x\n--\nls\u{0}".utf8)) == nil)
+        #expect(SlurmSteps.Request(Data("nodes=1\n".utf8)) == nil)
+    }
+
+    static func request(nodes: Int?, ntasks: Int?, tpn: Int?) -> Data {
+        Data(
+            "nodes=\(nodes.map(String.init) ?? "")\nntasks=\(ntasks.map(String.init) ?? "")\ntasks-per-node=\(tpn.map(String.init) ?? "")\nlabel=0\nchdir=\n--\nhostname\u{0}"
+                .utf8)
     }
 }

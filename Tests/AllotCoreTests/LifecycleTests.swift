@@ -30,6 +30,34 @@ struct LifecycleTests {
 
     // MARK: - Attempts
 
+    @Test("a batch step: the script's (rank 0's) exit 0 ends the attempt succeeded and stops the ranks hosting its steps")
+    func batchStep() throws {
+        func batch() -> AttemptLifecycle {
+            AttemptLifecycle(
+                jobID: 7, number: 1, state: .running, batchStep: true,
+                ranks: [
+                    .init(rank: 0, node: "n1", state: .running, isDispatched: true), .init(rank: 1, node: "n2", state: .running, isDispatched: true),
+                ])
+        }
+        var a = batch()
+        #expect(try a.apply(.reported([Self.exited(0, 0)], node: "n1"), now: Self.t0) == [])
+        #expect(a.stop?.endAs == .succeeded && a.state == .running, "rank 1 is asked to stop")
+        // The holder's end by SIGTERM (143) does not fail the job.
+        let end = try a.apply(.reported([Self.exited(1, 143, signal: 15)], node: "n2"), now: Self.t0)
+        #expect(a.state == .succeeded && a.exitCode == 0)
+        #expect(end.contains(.ended(.succeeded, reason: "the batch script on n1 exited 0", exitCode: 0)))
+
+        var failed = batch()
+        _ = try failed.apply(.reported([Self.exited(0, 3)], node: "n1"), now: Self.t0)
+        _ = try failed.apply(.reported([Self.exited(1, 143, signal: 15)], node: "n2"), now: Self.t0)
+        #expect(failed.state == .failed && failed.exitCode == 3)
+
+        // Without a batch step, one rank's exit 0 waits for the others.
+        var gang = Self.gang(.running, dispatched: true, ranks: .running)
+        _ = try gang.apply(.reported([Self.exited(0, 0)], node: "n1"), now: Self.t0)
+        #expect(gang.stop == nil)
+    }
+
     @Test("dispatch: placed → starting once every rank is accepted; a stopped or running attempt does not move")
     func dispatch() throws {
         var a = Self.gang()

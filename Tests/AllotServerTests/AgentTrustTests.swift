@@ -174,4 +174,57 @@ struct AgentSignatureTests {
             }
         }
     }
+
+    @Test("steps: only the attempt's step key opens them; allotd's node key, another attempt's key and a rank with none are refused")
+    func stepKeys() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-steps-\(UUID().uuidString.prefix(8))")
+        let supervisor = try Supervisor(stateDir: dir, node: "n2")
+        let stepKey = Data((0..<32).map { UInt8($0 * 7 % 256) })
+        let key = RankKey(jobID: 9, attempt: 1, rank: 1)
+        var launch = LaunchRequest(
+            key: key, command: "true", env: [:], workingDir: nil, gpuIndices: [],
+            gang: GangInfo(masterAddr: "127.0.0.1", masterPort: 29500, nnodes: 2, nodeRank: 1, nprocPerNode: 1), gracePeriodSeconds: 1,
+            tenant: RankTenant(org: "lab", owner: "alice", account: "nobody"))
+        launch.slurm = SlurmLaunch(
+            options: SlurmOptions(batchStep: true), jobName: "j", account: "lab", partition: "h200",
+            nodes: [.init(name: "n1", address: "127.0.0.1"), .init(name: "n2", address: "127.0.0.1")], stepKey: NodeKey.hex(stepKey))
+        _ = try await supervisor.launch(launch)
+        var plain = launch
+        plain.key = RankKey(jobID: 10, attempt: 1, rank: 1)
+        plain.slurm = nil
+        _ = try await supervisor.launch(plain)
+        let api = AgentAPI(supervisor: supervisor, nodeKey: Self.key)
+        let tasks = try JSONEncoder().encode(
+            StepTasks(
+                step: 0, argv: ["echo", "hi"], tasks: [1], ntasks: 2, nnodes: 2, nodeID: 1, nodelist: "n[1-2]", tasksPerNode: "1(x2)", label: true))
+        try await Application(router: api.router()).test(.router) { client in
+            for (why, k) in [("allotd's node key", Self.key), ("another key", Data((0..<32).map { UInt8($0) }))] {
+                try await client.execute(
+                    uri: "/v1/steps/9/1/1", method: .post, headers: Self.signed("POST", "/v1/steps/9/1/1", body: tasks, key: k),
+                    body: ByteBuffer(data: tasks)
+                ) { #expect($0.status == .unauthorized, "\(why)") }
+            }
+            try await client.execute(
+                uri: "/v1/steps/10/1/1", method: .post, headers: Self.signed("POST", "/v1/steps/10/1/1", body: tasks, key: stepKey),
+                body: ByteBuffer(data: tasks)
+            ) { #expect($0.status == .unauthorized, "a rank that is no batch job's takes no steps") }
+            try await client.execute(
+                uri: "/v1/steps/9/1/1", method: .post, headers: Self.signed("POST", "/v1/steps/9/1/1", body: tasks, key: stepKey),
+                body: ByteBuffer(data: tasks)
+            ) { #expect($0.status == .created) }
+            var output = ""
+            for _ in 0..<100 where !output.contains("1: hi") {
+                await supervisor.poll()
+                try await client.execute(
+                    uri: "/v1/steps/9/1/1/0?offset=0", method: .get, headers: Self.signed("GET", "/v1/steps/9/1/1/0?offset=0", key: stepKey)
+                ) { response in
+                    if let p = try? JSONDecoder().decode(StepProgress.self, from: Data(buffer: response.body)) {
+                        output = String(decoding: p.output, as: UTF8.self)
+                    }
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(output == "1: hi\n", "the task ran with its label")
+        }
+    }
 }
