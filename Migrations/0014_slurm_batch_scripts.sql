@@ -25,3 +25,17 @@ CREATE TABLE job_steps (
     PRIMARY KEY (job_id, attempt, step),
     FOREIGN KEY (job_id, attempt) REFERENCES attempts (job_id, number) ON DELETE CASCADE
 );
+
+-- Job arrays (each task a job; array_job_id is the first task's id, as Slurm's ArrayJobID), dependencies in
+-- Slurm's form until they are met (then NULL), and holds (by a user, or an operator, whose hold only an
+-- operator releases).
+ALTER TABLE jobs
+    ADD COLUMN array_job_id bigint REFERENCES jobs (id) ON DELETE CASCADE,
+    ADD COLUMN array_task_id integer CHECK (array_task_id >= 0),
+    ADD COLUMN array_limit integer CHECK (array_limit >= 1),
+    ADD COLUMN dependency text CHECK (length(dependency) <= 20000),
+    ADD COLUMN held_by text,
+    ADD COLUMN hold_kind text CHECK (hold_kind IN ('user', 'admin')),
+    ADD CONSTRAINT job_array_task_has_array CHECK ((array_job_id IS NULL) = (array_task_id IS NULL)),
+    ADD CONSTRAINT job_hold_has_kind CHECK ((held_by IS NULL) = (hold_kind IS NULL));
+CREATE INDEX jobs_by_array ON jobs (array_job_id) WHERE array_job_id IS NOT NULL;

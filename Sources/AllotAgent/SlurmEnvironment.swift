@@ -34,6 +34,13 @@ enum SlurmEnvironment {
         if let c = o.cpusPerTask { env["SLURM_CPUS_PER_TASK"] = "\(c)" }
         if request.tenant.memoryMiB > 0 { env["SLURM_MEM_PER_NODE"] = "\(request.tenant.memoryMiB)" }
         if let dir = o.submitDir { env["SLURM_SUBMIT_DIR"] = dir }
+        if let a = slurm.array {
+            env["SLURM_ARRAY_JOB_ID"] = "\(a.jobID)"
+            env["SLURM_ARRAY_TASK_ID"] = "\(a.taskID)"
+            env["SLURM_ARRAY_TASK_COUNT"] = "\(a.count)"
+            env["SLURM_ARRAY_TASK_MIN"] = "\(a.min)"
+            env["SLURM_ARRAY_TASK_MAX"] = "\(a.max)"
+        }
         return env
     }
 
@@ -47,7 +54,8 @@ enum SlurmEnvironment {
         let node = slurm.nodes.indices.contains(request.gang.nodeRank) ? slurm.nodes[request.gang.nodeRank].name : ""
         func fill(_ p: String) -> String {
             SlurmOptions.fill(
-                p, jobID: request.key.jobID, name: slurm.jobName, node: node, nodeRank: request.gang.nodeRank, user: request.tenant.owner)
+                p, jobID: request.key.jobID, name: slurm.jobName, node: node, nodeRank: request.gang.nodeRank, user: request.tenant.owner,
+                arrayJobID: slurm.array?.jobID, arrayTaskID: slurm.array?.taskID)
         }
         let output = fill(pattern)
         // --error alone: standard output stays in the log; both, or --output alone (error joins output): the files.

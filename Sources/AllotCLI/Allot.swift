@@ -8,7 +8,8 @@ public struct Allot: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "allot", abstract: "Submit and follow jobs on an Allot GPU pool; operate its nodes and policy.",
         subcommands: [
-            Submit.self, Jobs.self, Cancel.self, Logs.self, QuotaCommand.self, Nodes.self, Cordon.self, Uncordon.self, Drain.self,
+            Submit.self, Jobs.self, Cancel.self, Hold.self, Release.self, Requeue.self, Update.self, History.self, Logs.self, QuotaCommand.self,
+            Nodes.self, Cordon.self, Uncordon.self, Drain.self,
             Undrain.self, Maintenance.self, PolicyCommand.self, Tokens.self, Audit.self, Report.self, Simulate.self,
         ])
     public init() {}

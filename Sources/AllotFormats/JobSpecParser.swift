@@ -12,7 +12,7 @@ public enum JobSpecParser {
         "name", "org", "project", "kind", "pool", "gpuModel", "nodes", "gpusPerNode", "gpuMilli", "cpusPerNode",
         "cpuMilliPerNode", "memoryPerNode", "memoryMiBPerNode", "priorityClass", "timeLimit", "timeLimitSeconds",
         "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory", "image",
-        "signal", "timeMin", "timeMinSeconds", "slurm", "batchStep",
+        "signal", "timeMin", "timeMinSeconds", "slurm", "batchStep", "array", "dependency", "hold",
     ]
     static let slurmFields: Set<String> = ["submitDir", "tasksPerNode", "cpusPerTask", "output", "error", "appendOutput", "batchStep"]
 
@@ -131,12 +131,29 @@ public enum JobSpecParser {
             slurm = slurm ?? SlurmOptions()
             slurm?.batchStep = true
         }
+        var array: JobArray?
+        if let text = f.string("array") {
+            switch JobArray.parse(text) {
+            case .success(let a): array = a
+            case .failure(let p): reader.error(f.values["array"], "array", "\(p.message) (0-99%8, 1,3,5 or 0-20:2)")
+            }
+            if kind == .inference { reader.error(f.values["array"], "array", "is for training jobs") }
+        }
+        var dependency: JobDependency?
+        if let text = f.string("dependency") {
+            switch JobDependency.parse(text) {
+            case .success(let d): dependency = d
+            case .failure(let p): reader.error(f.values["dependency"], "dependency", p.message)
+            }
+        }
+        let hold = f.bool("hold")
         guard let name, let command, reader.issues.isEmpty else { return nil }
         return JobSpec(
             name: name, org: org, project: project, kind: kind, pool: pool, gpuModel: models, nodes: nodes, gpusPerNode: gpus,
             gpuMilli: milli, cpuMilliPerNode: cpuMilli, memoryMiBPerNode: memory, priorityClass: priorityClass,
             timeLimitSeconds: timeLimit, command: command, env: env, workingDir: workingDir, maxAttempts: maxAttempts,
-            exclusive: exclusive, wholeNodeMemory: wholeNodeMemory, image: image, signal: signal, timeMinSeconds: timeMin, slurm: slurm)
+            exclusive: exclusive, wholeNodeMemory: wholeNodeMemory, image: image, signal: signal, timeMinSeconds: timeMin, slurm: slurm,
+            array: array, dependency: dependency, hold: hold == true ? true : nil)
     }
 
     /// A job's name is kept as given (Slurm's are free text, spaces included): at most 200 characters, none of
@@ -171,6 +188,29 @@ public enum JobSpecParser {
         options.appendOutput = m.bool("appendOutput") ?? false
         options.batchStep = m.bool("batchStep") ?? false
         return options
+    }
+
+    /// `PATCH /v1/jobs/ID`'s body: `name`, `timeLimit` (or `timeLimitSeconds`), `priorityClass`; at least one.
+    public static func parseUpdate(_ text: String) throws(FormatErrors) -> JobUpdate {
+        let reader = FieldReader(file: nil)
+        guard let root = reader.compose(text), let f = reader.mapping(root, "", allowed: ["name", "timeLimit", "timeLimitSeconds", "priorityClass"])
+        else {
+            if reader.issues.isEmpty { throw FormatErrors([FormatIssue(file: nil, field: "", message: "give name, timeLimit or priorityClass")]) }
+            throw reader.errors
+        }
+        var update = JobUpdate()
+        if f.has("name") { update.name = self.jobName(f, reader: reader) }
+        if f.has("timeLimit") && f.has("timeLimitSeconds") {
+            reader.error(f.node, "timeLimit", "give either timeLimit or timeLimitSeconds, not both")
+        } else if f.has("timeLimit") {
+            update.timeLimitSeconds = f.duration("timeLimit")
+        } else if let s = f.int("timeLimitSeconds", in: 1...(366 * 86400)) {
+            update.timeLimitSeconds = Int64(s)
+        }
+        update.priorityClass = f.name("priorityClass")
+        if update == JobUpdate() && reader.issues.isEmpty { reader.error(f.node, "", "give name, timeLimit or priorityClass") }
+        guard reader.issues.isEmpty else { throw reader.errors }
+        return update
     }
 
     /// The command: one shell line (or script), or a list of arguments that is quoted into one.

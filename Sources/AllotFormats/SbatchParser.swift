@@ -51,7 +51,7 @@ public enum SbatchParser {
     static let actedOn: Set<String> = [
         "job-name", "nodes", "gres", "gpus-per-node", "gpus", "time", "partition", "account", "qos", "cpus-per-task", "ntasks-per-node",
         "ntasks", "mem", "mem-per-gpu", "mem-per-cpu", "chdir", "exclusive", "array", "dependency", "container-image", "gpus-per-task",
-        "cpus-per-gpu", "time-min", "signal", "requeue", "no-requeue", "open-mode", "export", "output", "error",
+        "cpus-per-gpu", "time-min", "signal", "requeue", "no-requeue", "open-mode", "export", "output", "error", "hold",
     ]
 
     /// What we do not act on, and what Allot does instead.
@@ -62,7 +62,7 @@ public enum SbatchParser {
         "prefer": "node features are not matched; the job runs on any node of the pool",
         "nodelist": "nodes are chosen by the scheduler", "exclude": "nodes are chosen by the scheduler; drain a node to keep jobs off it",
         "nodefile": "nodes are chosen by the scheduler",
-        "hold": "the job is queued at once (allot cancel stops it)", "begin": "the job is queued at once",
+        "begin": "the job is queued at once (hold it with --hold and release it with allot release)",
         "deadline": "the job is not cancelled at a deadline; its time limit (--time) bounds it",
         "reservation": "Allot has no reservations; guaranteed GPUs come from the organisation's allocation",
         "nice": "the order within a priority class is fair share, then submit time", "priority": "the priority comes from --qos (the priority class)",
@@ -75,7 +75,7 @@ public enum SbatchParser {
         "oversubscribe": "GPUs are never shared unless a job asks for a fraction (gpuMilli)",
         "wait": "sbatch returns at once; follow the job with allot jobs show",
         "parsable": "allot submit --output json prints the job", "test-only": "use allot submit --dry-run", "get-user-env": "see --export",
-        "export-file": "use --export=VAR=value", "kill-on-invalid-dep": "dependencies are not supported",
+        "export-file": "use --export=VAR=value", "kill-on-invalid-dep": "a dependency that can never be met always ends the job",
         "no-kill": "a gang ends together when a node is lost; it is requeued", "uid": "jobs run as the organisation's account (Policies/)",
         "gid": "jobs run as the organisation's account (Policies/)", "ntasks-per-gpu": "tasks are counted per node (--ntasks-per-node)",
         "tres-per-task": "use --gpus-per-task or --cpus-per-task", "switches": "gangs prefer nodes of one block by themselves",
@@ -156,8 +156,19 @@ public enum SbatchParser {
                 warnings.append("line \(line): --\(name) is not acted on by Allot: ignored")
             }
         }
-        for name in ["array", "dependency"] where values[name] != nil {
-            issue(name, name == "array" ? "job arrays are not supported yet: submit one job per task" : "job dependencies are not supported yet")
+        var array: JobArray?
+        if let a = value("array") {
+            switch JobArray.parse(a) {
+            case .success(let parsed): array = parsed
+            case .failure(let p): issue("array", "\(p.message) (--array=0-99%8, 1,3,5 or 0-20:2)")
+            }
+        }
+        var dependency: JobDependency?
+        if let d = value("dependency"), !d.isEmpty {
+            switch JobDependency.parse(d) {
+            case .success(let parsed): dependency = parsed
+            case .failure(let p): issue("dependency", p.message)
+            }
         }
         func line(_ name: String) -> Int { values[name]?.1 ?? 0 }
 
@@ -392,7 +403,8 @@ public enum SbatchParser {
             image: image, signal: signal, timeMinSeconds: timeMin,
             slurm: SlurmOptions(
                 submitDir: submitDir, tasksPerNode: tasksPerNode, cpusPerTask: cpusPerTask, output: output, error: error, appendOutput: append,
-                batchStep: true))
+                batchStep: true),
+            array: array, dependency: dependency, hold: values["hold"] != nil ? true : nil)
         return Parsed(spec: spec, warnings: warnings)
     }
 

@@ -94,4 +94,8 @@ public struct APIClient: Sendable {
     public func post<T: Decodable>(_ path: String, json body: some Encodable, as type: T.Type = T.self) async throws -> T {
         try WireJSON.decoder.decode(type, from: try await self.send(.POST, path, body: try WireJSON.encoder.encode(body)))
     }
+
+    public func patch<T: Decodable>(_ path: String, json body: some Encodable, as type: T.Type = T.self) async throws -> T {
+        try WireJSON.decoder.decode(type, from: try await self.send(.PATCH, path, body: try WireJSON.encoder.encode(body)))
+    }
 }

@@ -57,9 +57,23 @@ struct ClusterReader {
             try await self.tx.query(
                 """
                 SELECT \(unescaped: Self.pendingColumns) FROM jobs j WHERE j.state = 'queued' AND NOT j.cancel_requested
+                  AND j.dependency IS NULL AND j.held_by IS NULL
+                  AND (j.array_limit IS NULL OR j.id IN (\(unescaped: Self.arrayTasksWithRoom)))
                 ORDER BY j.priority DESC, j.submitted_at, j.id
                 """))
     }
+
+    /// The queued tasks of arrays with a `%` limit that may start now: the lowest indices, as many as the limit
+    /// leaves room for beside the array's live tasks (Slurm's JobArrayTaskLimit keeps the others waiting).
+    static let arrayTasksWithRoom = """
+        SELECT x.id FROM (
+            SELECT q.id, row_number() OVER (PARTITION BY q.array_job_id ORDER BY q.array_task_id) AS n,
+                   q.array_limit - (SELECT count(*) FROM jobs l WHERE l.array_job_id = q.array_job_id
+                                    AND l.state IN ('placed', 'starting', 'running')) AS room
+            FROM jobs q WHERE q.state = 'queued' AND q.array_limit IS NOT NULL AND NOT q.cancel_requested
+              AND q.dependency IS NULL AND q.held_by IS NULL) x
+        WHERE x.n <= x.room
+        """
 
     /// Inference jobs whose current attempt runs on a draining node and has no replacement yet: they are placed
     /// elsewhere first, and their old attempt is stopped once the replacement runs.

@@ -37,6 +37,7 @@ public struct LaunchWork: Sendable, Hashable {
     public var timeLimitSeconds: Int64?
     public var signal: JobSignal?
     public var slurm: SlurmOptions?
+    public var array: SlurmLaunch.ArrayTask?
 }
 
 /// A rank the dispatcher must ask its agent to stop.

@@ -79,13 +79,41 @@ public struct JobStore: Sendable {
                 throw StoreError.invalid(
                     field: "timeLimit", message: "\(limit)s is more than priority class \(className) allows (\(maxTime)s)")
             }
-            let id = try await tx.jobs.insert(
-                spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
-                timeLimitSeconds: spec.timeLimitSeconds ?? maxTime)
+            // A dependency names jobs the submitter may see (another organisation's are unknown to a member).
+            if let dependency = spec.dependency, !dependency.jobs.isEmpty {
+                let seesAll = (scope ?? principal.scope).organization == nil
+                let visible = try await tx.query(
+                    "SELECT id FROM jobs WHERE id = ANY(\(dependency.jobs)) AND (\(seesAll) OR org = \(org))"
+                ).decode(Int64.self).reduce(into: Set<Int64>()) { $0.insert($1) }
+                if let unknown = dependency.jobs.first(where: { !visible.contains($0) }) {
+                    throw StoreError.invalid(field: "dependency", message: "job \(unknown) is not a job \(org) can see")
+                }
+            }
+            let held = spec.hold == true ? principal : nil
+            let id: Int64
+            if let array = spec.array {
+                // One job per index; the first one's id is the array's.
+                let first = try await tx.jobs.insert(
+                    spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
+                    timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: (nil, array.indices[0]), heldBy: held)
+                for index in array.indices.dropFirst() {
+                    _ = try await tx.jobs.insert(
+                        spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
+                        timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: (first, index), heldBy: held)
+                }
+                id = first
+            } else {
+                id = try await tx.jobs.insert(
+                    spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
+                    timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, heldBy: held)
+            }
             try await tx.audit.append(
                 AuditEntry(
                     actor: principal, action: "job.submit", target: "job/\(id)", outcome: "queued",
-                    detail: ["org": org, "pool": pool, "nodes": "\(spec.nodes)", "gpusPerNode": "\(spec.gpusPerNode)"]))
+                    detail: [
+                        "org": org, "pool": pool, "nodes": "\(spec.nodes)", "gpusPerNode": "\(spec.gpusPerNode)",
+                        "array": spec.array?.description ?? "-", "dependency": spec.dependency?.description ?? "-",
+                    ]))
             return id
         }
     }
@@ -122,17 +150,22 @@ public struct JobStore: Sendable {
     }
 
     /// Jobs, newest first, optionally by state and organisation, within `scope`.
-    public func list(state: JobState?, org: String?, scope: Scope, limit: Int = 500) async throws -> [JobView] {
+    public func list(
+        state: JobState?, org: String?, scope: Scope, limit: Int = 500, user: String? = nil, name: String? = nil, ended: Bool = false
+    ) async throws -> [JobView] {
         if !scope.seesOrganizations { return [] }
         if let org, !scope.includes(org: org) { return [] }
         let orgFilter = scope.organization ?? org
         return try await self.database.read { tx in
+            // `ended`: the history (sacct's), most recently ended first.
             let rows = try await tx.query(
                 """
                 SELECT \(unescaped: Self.jobColumns) FROM jobs
                 WHERE (\(state?.rawValue)::job_state IS NULL OR state = \(state?.rawValue)::job_state)
                   AND (\(orgFilter)::text IS NULL OR org = \(orgFilter))
-                ORDER BY id DESC LIMIT \(limit)
+                  AND (\(user)::text IS NULL OR owner = \(user)) AND (\(name)::text IS NULL OR name = \(name))
+                  AND (NOT \(ended) OR state IN ('succeeded', 'failed', 'cancelled'))
+                ORDER BY CASE WHEN \(ended) THEN ended_at END DESC NULLS LAST, id DESC LIMIT \(limit)
                 """)
             var jobs = try await Self.decodeJobs(rows)
             try await Self.attachAttempts(&jobs, in: tx)
@@ -161,9 +194,98 @@ public struct JobStore: Sendable {
         return try await self.show(id, scope: scope)
     }
 
+    /// Holds queued jobs (`allot hold`, Slurm's `scontrol hold`): they wait until released. An operator's hold
+    /// (JobHeldAdmin) only an operator releases; a member's (JobHeldUser) anyone who may act on the job.
+    public func hold(_ id: Int64, by principal: Principal, scope: Scope) async throws -> JobView {
+        try await self.database.transaction { tx in
+            let job = try await Self.show(id, scope: scope, in: tx)
+            guard job.state == .queued else { throw StoreError.conflict("job \(id) is \(job.state.rawValue): only a queued job can be held") }
+            let admin = principal.role == .operator
+            try await tx.jobs.hold(id, by: principal.name, admin: admin)
+            try await tx.audit.append(AuditEntry(actor: principal, action: "job.hold", target: "job/\(id)", outcome: admin ? "admin" : "user"))
+        }
+        return try await self.show(id, scope: scope)
+    }
+
+    /// Releases a held job; a job that is not held is left as it is.
+    public func release(_ id: Int64, by principal: Principal, scope: Scope) async throws -> JobView {
+        try await self.database.transaction { tx in
+            let job = try await Self.show(id, scope: scope, in: tx)
+            guard job.heldBy != nil else { return }
+            if job.reasonCode == "held_admin" && principal.role != .operator {
+                throw StoreError.forbidden("job \(id) is held by an operator (\(job.heldBy ?? "-")): only an operator releases it")
+            }
+            try await tx.jobs.release(id)
+            try await tx.audit.append(AuditEntry(actor: principal, action: "job.release", target: "job/\(id)", outcome: "released"))
+        }
+        return try await self.show(id, scope: scope)
+    }
+
+    /// Requeues a live job (`allot requeue`, Slurm's `scontrol requeue`): its attempt is stopped (SIGTERM, grace)
+    /// and the job waits again with its submit time, as a preempted one does. A job with no attempt left is refused.
+    public func requeue(_ id: Int64, by principal: Principal, scope: Scope) async throws -> JobView {
+        try await self.database.transaction { tx in
+            let job = try await Self.show(id, scope: scope, in: tx)
+            guard [.placed, .starting, .running].contains(job.state) else {
+                throw StoreError.conflict("job \(id) is \(job.state.rawValue): only a placed or running job can be requeued")
+            }
+            guard job.attempts.count < job.maxAttempts else {
+                throw StoreError.conflict(
+                    "job \(id) has used its \(job.maxAttempts) attempts\(job.maxAttempts == 1 ? " (submitted with --no-requeue or maxAttempts 1)" : "")"
+                )
+            }
+            for a in job.attempts where a.state.isLive {
+                try await tx.transitions.attempt(
+                    id, a.number, .stop(endAs: .preempted, reason: "requeued by \(principal.name) (allot requeue)", credited: false))
+            }
+            try await tx.audit.append(AuditEntry(actor: principal, action: "job.requeue", target: "job/\(id)", outcome: "ok"))
+        }
+        return try await self.show(id, scope: scope)
+    }
+
+    /// Changes a queued job (`allot update`, Slurm's `scontrol update`): its name, its time limit (a member
+    /// may only shorten it, as in Slurm; within the priority class's maximum) and its priority class (one the
+    /// policy lets its organisation and the caller's role use).
+    public func update(_ id: Int64, _ change: JobUpdate, by principal: Principal, scope: Scope) async throws -> JobView {
+        try await self.database.transaction { tx in
+            let job = try await Self.show(id, scope: scope, in: tx)
+            guard job.state == .queued else { throw StoreError.conflict("job \(id) is \(job.state.rawValue): only a queued job can be changed") }
+            var className = job.priorityClass
+            var priority = job.priority
+            var maxTime: Int64?
+            if let asked = change.priorityClass {
+                let (name, value, max, orgs, roles) = try await Self.priorityClass(asked, in: tx)
+                if !orgs.isEmpty && !orgs.contains(job.org) { throw StoreError.forbidden("priority class \(name) is not for \(job.org)'s jobs") }
+                if !roles.isEmpty && !roles.contains(principal.role.rawValue) {
+                    throw StoreError.forbidden("priority class \(name) is not for \(principal.role.rawValue) tokens")
+                }
+                (className, priority, maxTime) = (name, value, max)
+            } else {
+                maxTime = try await Self.priorityClass(className, in: tx).2
+            }
+            let limit = change.timeLimitSeconds ?? job.timeLimitSeconds
+            if let t = change.timeLimitSeconds, principal.role != .operator, t > (job.timeLimitSeconds ?? Int64.max) {
+                throw StoreError.forbidden("only an operator lengthens a job's time limit (it is \(job.timeLimitSeconds ?? 0)s)")
+            }
+            if let limit, let maxTime, limit > maxTime {
+                throw StoreError.invalid(field: "timeLimit", message: "\(limit)s is more than priority class \(className) allows (\(maxTime)s)")
+            }
+            try await tx.jobs.update(id, name: change.name ?? job.name, timeLimitSeconds: limit, priorityClass: className, priority: priority)
+            try await tx.audit.append(
+                AuditEntry(
+                    actor: principal, action: "job.update", target: "job/\(id)", outcome: "ok",
+                    detail: [
+                        "name": change.name ?? "-", "timeLimitSeconds": change.timeLimitSeconds.map(String.init) ?? "-",
+                        "priorityClass": change.priorityClass ?? "-",
+                    ]))
+        }
+        return try await self.show(id, scope: scope)
+    }
+
     static let jobColumns = """
         id, name, org, project, owner, kind::text, pool, state::text, reason, exit_code, nodes, gpus_per_node, gpu_milli,
-        priority_class, priority, time_limit_s, max_attempts, command, submitted_at, updated_at, estimated_start, reason_code
+        priority_class, priority, time_limit_s, max_attempts, command, submitted_at, updated_at, estimated_start, reason_code,
+        array_job_id, array_task_id, array_limit, dependency, held_by, ended_at, time_min_s, warn_signal
         """
 
     static func decodeJobs(_ rows: PostgresRowSequence) async throws -> [JobView] {
@@ -172,16 +294,24 @@ public struct JobStore: Sendable {
             let (id, name, org, project, owner, kind, pool, state, reason, exitCode) =
                 try row.decode((Int64, String, String, String?, String, String, String, String, String?, Int?).self)
             let columns = row.makeRandomAccess()
-            jobs.append(
-                JobView(
-                    id: id, name: name, org: org, project: project, owner: owner, kind: try decoded(kind, "jobs.kind"), pool: pool,
-                    state: try decoded(state, "jobs.state"), reason: reason, exitCode: exitCode,
-                    nodes: try columns[10].decode(Int.self), gpusPerNode: try columns[11].decode(Int.self),
-                    gpuMilli: try columns[12].decode(Int?.self), priorityClass: try columns[13].decode(String.self),
-                    priority: try columns[14].decode(Int.self), timeLimitSeconds: try columns[15].decode(Int64?.self),
-                    maxAttempts: try columns[16].decode(Int.self), command: try columns[17].decode(String.self),
-                    submittedAt: try columns[18].decode(Date.self), updatedAt: try columns[19].decode(Date.self), attempts: [],
-                    estimatedStart: try columns[20].decode(Date?.self), reasonCode: try columns[21].decode(String?.self)))
+            var job = JobView(
+                id: id, name: name, org: org, project: project, owner: owner, kind: try decoded(kind, "jobs.kind"), pool: pool,
+                state: try decoded(state, "jobs.state"), reason: reason, exitCode: exitCode,
+                nodes: try columns[10].decode(Int.self), gpusPerNode: try columns[11].decode(Int.self),
+                gpuMilli: try columns[12].decode(Int?.self), priorityClass: try columns[13].decode(String.self),
+                priority: try columns[14].decode(Int.self), timeLimitSeconds: try columns[15].decode(Int64?.self),
+                maxAttempts: try columns[16].decode(Int.self), command: try columns[17].decode(String.self),
+                submittedAt: try columns[18].decode(Date.self), updatedAt: try columns[19].decode(Date.self), attempts: [],
+                estimatedStart: try columns[20].decode(Date?.self), reasonCode: try columns[21].decode(String?.self))
+            job.arrayJobID = try columns[22].decode(Int64?.self)
+            job.arrayTaskID = try columns[23].decode(Int?.self)
+            job.arrayLimit = try columns[24].decode(Int?.self)
+            job.dependency = try columns[25].decode(String?.self)
+            job.heldBy = try columns[26].decode(String?.self)
+            job.endedAt = try columns[27].decode(Date?.self)
+            job.timeMinSeconds = try columns[28].decode(Int64?.self)
+            job.signal = try columns[29].decode(String?.self)
+            jobs.append(job)
         }
         return jobs
     }

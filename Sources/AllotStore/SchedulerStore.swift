@@ -33,6 +33,70 @@ public struct SchedulerStore: Sendable {
     public let database: Database
     public init(database: Database) { self.database = database }
 
+    /// What keeps queued jobs from starting whatever the capacity, looked at before each cycle's snapshot:
+    /// dependencies (met ones are cleared, ones that can never be met end their job, Slurm's
+    /// DependencyNeverSatisfied) and arrays at their `%` limit, whose waiting tasks say so. Returns the jobs it ended.
+    @discardableResult
+    public func resolveWaits() async throws -> [Int64] {
+        try await self.database.transaction { tx in
+            var ended: [Int64] = []
+            let rows = try await tx.query(
+                """
+                SELECT id, dependency, name, owner, org FROM jobs
+                WHERE state = 'queued' AND dependency IS NOT NULL AND NOT cancel_requested
+                ORDER BY id LIMIT 5000 FOR UPDATE SKIP LOCKED
+                """)
+            var waiting: [(id: Int64, dependency: JobDependency, name: String, owner: String, org: String)] = []
+            for try await (id, text, name, owner, org) in rows.decode((Int64, String, String, String, String).self) {
+                guard case .success(let d) = JobDependency.parse(text) else { continue }
+                waiting.append((id, d, name, owner, org))
+            }
+            guard !waiting.isEmpty else {
+                try await tx.jobs.recordArrayLimitReasons()
+                return []
+            }
+            let named = Set(waiting.flatMap(\.dependency.jobs))
+            // Each named job, and under an array's id every task of the array.
+            var states: [Int64: [JobDependency.Depended]] = [:]
+            let depended = try await tx.query(
+                """
+                SELECT j.id, j.array_job_id, j.state::text, (SELECT min(a.started_at) FROM attempts a WHERE a.job_id = j.id), j.ended_at
+                FROM jobs j WHERE j.id = ANY(\(Array(named))) OR j.array_job_id = ANY(\(Array(named)))
+                """)
+            for try await (id, array, state, started, endedAt) in depended.decode((Int64, Int64?, String, Date?, Date?).self) {
+                let d = JobDependency.Depended(state: try decoded(state, "jobs.state"), startedAt: started, endedAt: endedAt)
+                if let array, named.contains(array) { states[array, default: []].append(d) }
+                if named.contains(id) && array != id { states[id, default: []].append(d) }
+            }
+            let now = try await tx.now()
+            var reasons: [Int64: WaitReason] = [:]
+            for job in waiting {
+                var singletonBlocked = false
+                if job.dependency.conditions.contains(where: { $0.kind == .singleton }) {
+                    singletonBlocked =
+                        try await tx.query(
+                            """
+                            SELECT 1 FROM jobs WHERE name = \(job.name) AND owner = \(job.owner) AND org = \(job.org) AND id < \(job.id)
+                              AND state NOT IN ('succeeded', 'failed', 'cancelled') LIMIT 1
+                            """
+                        ).decode(Int.self).first { _ in true } != nil
+                }
+                switch job.dependency.evaluate(states, singletonBlocked: singletonBlocked, now: now) {
+                case .satisfied:
+                    try await tx.jobs.dependencyMet(job.id)
+                case .waiting(let what):
+                    reasons[job.id] = .dependency(what)
+                case .never(let why):
+                    _ = try await tx.transitions.job(job.id, .neverRuns(reason: "DependencyNeverSatisfied: \(why) (--dependency=\(job.dependency))"))
+                    ended.append(job.id)
+                }
+            }
+            try await tx.jobs.recordWaitReasons(reasons)
+            try await tx.jobs.recordArrayLimitReasons()
+            return ended
+        }
+    }
+
     /// One consistent snapshot of everything a cycle decides on. With nothing queued and nothing to replace
     /// there is nothing to decide: the cluster itself is not read.
     public func snapshot() async throws -> SchedulingSnapshot {

@@ -47,6 +47,7 @@ public final class SchedulingCycle: Sendable {
     }
 
     public func run() async throws -> Outcome {
+        try await self.store.resolveWaits()
         let snapshot = try await self.store.snapshot()
         // Inference replicas on draining nodes are started elsewhere first: they run already.
         var nodes = snapshot.nodes

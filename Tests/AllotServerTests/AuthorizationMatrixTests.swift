@@ -60,6 +60,17 @@ struct AuthorizationMatrixTests {
         case .listJobs: return (Call(uri: "/v1/jobs"), readers)
         case .showJob: return (Call(uri: "/v1/jobs/\(w.labJob)"), labData)
         case .cancelJob: return (Call(uri: "/v1/jobs/\(try await w.freshLabJob())/cancel"), [401, 200, 404, 200, 404, 200, 403, 403, 403, 403])
+        case .holdJob: return (Call(uri: "/v1/jobs/\(try await w.freshLabJob())/hold"), [401, 200, 404, 200, 404, 200, 403, 403, 403, 403])
+        case .releaseJob:
+            return (Call(uri: "/v1/jobs/\(try await w.freshLabJob())/release"), [401, 200, 404, 200, 404, 200, 403, 403, 403, 403])
+        case .requeueJob:
+            // Queued, not running: those who may are told it cannot be requeued now.
+            return (Call(uri: "/v1/jobs/\(try await w.freshLabJob())/requeue"), [401, 409, 404, 409, 404, 409, 403, 403, 403, 403])
+        case .updateJob:
+            return (
+                Call(uri: "/v1/jobs/\(try await w.freshLabJob())", body: #"{"name": "renamed labsecret"}"#),
+                [401, 200, 404, 200, 404, 200, 403, 403, 403, 403]
+            )
         case .jobLog:
             // Not started, so those who may read it are told so (404 too, but a different one: see `notStarted`).
             return (Call(uri: "/v1/jobs/\(w.labJob)/log?rank=0&offset=0"), [401, 404, 404, 404, 404, 404, 404, 403, 403, 403])

@@ -18,6 +18,8 @@ public struct JobLifecycle: Hashable, Sendable {
         case attemptEnded(Int, AttemptState, reason: String, exitCode: Int?)
         /// Someone cancels the job: a queued one ends at once, a live one once its attempts have stopped.
         case cancel(by: Principal)
+        /// A queued job that can never start (a dependency that can never be met): it ends cancelled, saying why.
+        case neverRuns(reason: String)
     }
 
     public enum Action: Hashable, Sendable {
@@ -126,7 +128,15 @@ public struct JobLifecycle: Hashable, Sendable {
                         actor: principal, action: "job.cancel", target: self.target, outcome: before.isTerminal ? "already \(before.rawValue)" : "ok")
                 )
             ]
+        case .neverRuns(let why):
+            return try self.neverRuns(why, now: now)
         }
+    }
+
+    private mutating func neverRuns(_ why: String, now: Date) throws(Refusal) -> [Action] {
+        guard self.state == .queued else { throw Refusal("job \(self.id) is \(self.describedState), not queued") }
+        self.end(.cancelled, why, exitCode: nil, now: now)
+        return [.audit(AuditEntry(actor: .scheduler, action: "job.never_runs", target: self.target, outcome: "cancelled", detail: ["reason": why]))]
     }
 
     private mutating func end(_ state: JobState, _ reason: String, exitCode: Int?, now: Date) {

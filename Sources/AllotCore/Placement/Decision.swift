@@ -64,6 +64,12 @@ public enum WaitReason: Hashable, Sendable {
     case noAllocation(org: String, pool: String)
     /// It would fit, but only on nodes held back for an earlier job (EASY backfill).
     case reserved(forJob: Int64)
+    /// Its dependency is not met yet (`--dependency`): what it waits for.
+    case dependency(String)
+    /// Its array runs as many tasks as its `%` limit allows.
+    case arrayLimit(arrayJobID: Int64, limit: Int)
+    /// Someone holds it (`allot hold`, `--hold`); an operator's hold only an operator releases.
+    case held(by: String, admin: Bool)
 
     /// The short machine-readable reason code, as `allot jobs show --output json` prints it.
     public var code: String {
@@ -75,6 +81,25 @@ public enum WaitReason: Hashable, Sendable {
         case .budget: "budget"
         case .noAllocation: "quota"
         case .reserved: "reserved"
+        case .dependency: "dependency"
+        case .arrayLimit: "array_limit"
+        case .held(_, let admin): admin ? "held_admin" : "held_user"
+        }
+    }
+
+    /// Slurm's name for a reason code (what squeue's REASON column says), for people coming from Slurm.
+    public static func slurmName(code: String) -> String? {
+        switch code {
+        case "capacity": "Resources"
+        case "unschedulable": "BadConstraints"
+        case "quota": "AssocGrpGRES"
+        case "budget": "AssocGrpGRESMinutes"
+        case "reserved": "Priority"
+        case "dependency": "Dependency"
+        case "array_limit": "JobArrayTaskLimit"
+        case "held_user": "JobHeldUser"
+        case "held_admin": "JobHeldAdmin"
+        default: nil
         }
     }
 
@@ -95,6 +120,12 @@ public enum WaitReason: Hashable, Sendable {
             return "quota: \(org) has no allocation in force in pool \(pool)"
         case .reserved(let job):
             return "reserved for job \(job): the nodes it fits on are held for an earlier job"
+        case .dependency(let what):
+            return "dependency: \(what)"
+        case .arrayLimit(let array, let limit):
+            return "array limit: at most \(limit) tasks of array \(array) run at once"
+        case .held(let by, let admin):
+            return "held by \(by)\(admin ? " (an operator's hold: an operator releases it)" : ""): allot release lets it run"
         case .capacity(let needed, let feasible, let top):
             let why = top.map { " (most nodes: \($0.rawValue))" } ?? ""
             return needed > 1

@@ -75,7 +75,27 @@ public struct SlurmLaunch: Hashable, Codable, Sendable {
     /// The attempt's step key (hex): the agents of its nodes sign and check the steps they send one another with
     /// it. Derived by allotd from its secret and the attempt's launch id; never shown to the job.
     public var stepKey: String?
-    public init(options: SlurmOptions, jobName: String, account: String, partition: String, nodes: [Node], stepKey: String? = nil) {
+    /// The array the job is a task of (`SLURM_ARRAY_*`, `%A`, `%a`).
+    public var array: ArrayTask?
+    public struct ArrayTask: Hashable, Codable, Sendable {
+        public var jobID: Int64
+        public var taskID: Int
+        public var count: Int
+        public var min: Int
+        public var max: Int
+        public init(jobID: Int64, taskID: Int, count: Int, min: Int, max: Int) {
+            self.jobID = jobID
+            self.taskID = taskID
+            self.count = count
+            self.min = min
+            self.max = max
+        }
+    }
+    public init(
+        options: SlurmOptions, jobName: String, account: String, partition: String, nodes: [Node], stepKey: String? = nil,
+        array: ArrayTask? = nil
+    ) {
+        self.array = array
         self.stepKey = stepKey
         self.options = options
         self.jobName = jobName

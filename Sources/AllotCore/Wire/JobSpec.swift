@@ -35,6 +35,12 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var timeMinSeconds: Int64?
     /// Set for a batch script: what its ranks' `SLURM_*` environment and output files come from.
     public var slurm: SlurmOptions?
+    /// One job per index (`--array`), at most `limit` running at once.
+    public var array: JobArray?
+    /// What must happen to other jobs before this one may start (`--dependency`).
+    public var dependency: JobDependency?
+    /// Submitted held (`--hold`): it waits until released.
+    public var hold: Bool?
 
     public init(
         name: String, org: String? = nil, project: String? = nil, kind: JobKind = .training, pool: String?,
@@ -42,8 +48,12 @@ public struct JobSpec: Hashable, Codable, Sendable {
         cpuMilliPerNode: Int = 0, memoryMiBPerNode: Int = 0, priorityClass: String? = nil,
         timeLimitSeconds: Int64? = nil, command: String, env: [String: String] = [:], workingDir: String? = nil,
         maxAttempts: Int = 3, exclusive: Bool = false, wholeNodeMemory: Bool = false, image: String? = nil,
-        signal: JobSignal? = nil, timeMinSeconds: Int64? = nil, slurm: SlurmOptions? = nil
+        signal: JobSignal? = nil, timeMinSeconds: Int64? = nil, slurm: SlurmOptions? = nil, array: JobArray? = nil,
+        dependency: JobDependency? = nil, hold: Bool? = nil
     ) {
+        self.array = array
+        self.dependency = dependency
+        self.hold = hold
         self.image = image
         self.signal = signal
         self.timeMinSeconds = timeMinSeconds

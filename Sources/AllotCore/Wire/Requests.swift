@@ -167,3 +167,15 @@ public struct AuditRecord: Codable, Sendable, Hashable {
         self.detail = detail
     }
 }
+
+/// `PATCH /v1/jobs/ID` (`allot update`): what to change of a queued job; what is left out stays.
+public struct JobUpdate: Hashable, Codable, Sendable {
+    public var name: String?
+    public var timeLimitSeconds: Int64?
+    public var priorityClass: String?
+    public init(name: String? = nil, timeLimitSeconds: Int64? = nil, priorityClass: String? = nil) {
+        self.name = name
+        self.timeLimitSeconds = timeLimitSeconds
+        self.priorityClass = priorityClass
+    }
+}

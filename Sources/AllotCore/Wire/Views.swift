@@ -91,6 +91,18 @@ public struct JobView: Codable, Hashable, Sendable {
     public var attempts: [AttemptView]
     /// When a waiting job is expected to start, if running jobs end at their time limits.
     public var estimatedStart: Date?
+    /// A task of a job array: the array's id (its first task's), this task's index and the array's `%` limit.
+    public var arrayJobID: Int64?
+    public var arrayTaskID: Int?
+    public var arrayLimit: Int?
+    /// What it still waits for (`--dependency`, Slurm's form); nil once met.
+    public var dependency: String?
+    /// Who holds it (`allot hold`), if anyone.
+    public var heldBy: String?
+    /// When it ended; `--time-min`; its `--signal`.
+    public var endedAt: Date?
+    public var timeMinSeconds: Int64?
+    public var signal: String?
 
     public init(
         id: Int64, name: String, org: String, project: String?, owner: String, kind: JobKind, pool: String, state: JobState,

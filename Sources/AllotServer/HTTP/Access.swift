@@ -16,6 +16,10 @@ public enum Endpoint: String, CaseIterable, Sendable {
     case listJobs = "GET /v1/jobs"
     case showJob = "GET /v1/jobs/:id"
     case cancelJob = "POST /v1/jobs/:id/cancel"
+    case holdJob = "POST /v1/jobs/:id/hold"
+    case releaseJob = "POST /v1/jobs/:id/release"
+    case requeueJob = "POST /v1/jobs/:id/requeue"
+    case updateJob = "PATCH /v1/jobs/:id"
     case jobLog = "GET /v1/jobs/:id/log"
     case listNodes = "GET /v1/nodes"
     case addNode = "POST /v1/nodes"
@@ -105,7 +109,7 @@ public enum Access {
             return .only(.scraper, .operator, .auditor)
         case .quota, .report, .listJobs, .showJob, .jobLog:
             return AccessRule(roles: Set(Self.readers), tenant: .organization)
-        case .submitJob, .cancelJob:
+        case .submitJob, .cancelJob, .holdJob, .releaseJob, .requeueJob, .updateJob:
             return .only(.member, .orgAdmin, .operator, tenant: .organization)
         case .listNodes, .showNode, .showDrain, .listMaintenance:
             return AccessRule(roles: Set(Self.readers), tenant: .cluster)

@@ -28,9 +28,12 @@ struct JobRoutes {
         routes.on(.listJobs) { request, context in
             let (_, scope) = try context.caller()
             let state = try request.query("state", oneOf: JobState.self)
+            let q = request.uri.queryParameters
             return JSON.response(
                 try await self.jobs.list(
-                    state: state, org: request.uri.queryParameters.get("org"), scope: scope, limit: try request.query("limit", as: Int.self) ?? 500))
+                    state: state, org: q.get("org"), scope: scope, limit: try request.query("limit", as: Int.self) ?? 500,
+                    user: q.get("user").map { String($0.prefix(200)) }, name: q.get("name").map { String($0.prefix(200)) },
+                    ended: try request.query("ended", as: Bool.self) ?? false))
         }
         routes.on(.showJob) { _, context in
             JSON.response(try await self.jobs.show(try context.id(), scope: try context.caller().scope))
@@ -38,6 +41,29 @@ struct JobRoutes {
         routes.on(.cancelJob) { _, context in
             let (principal, scope) = try context.caller()
             let job = try await self.jobs.cancel(try context.id(), by: principal, scope: scope)
+            self.wake.signal()
+            return JSON.response(job)
+        }
+        routes.on(.holdJob) { _, context in
+            let (principal, scope) = try context.caller()
+            return JSON.response(try await self.jobs.hold(try context.id(), by: principal, scope: scope))
+        }
+        routes.on(.releaseJob) { _, context in
+            let (principal, scope) = try context.caller()
+            let job = try await self.jobs.release(try context.id(), by: principal, scope: scope)
+            self.wake.signal()
+            return JSON.response(job)
+        }
+        routes.on(.requeueJob) { _, context in
+            let (principal, scope) = try context.caller()
+            let job = try await self.jobs.requeue(try context.id(), by: principal, scope: scope)
+            self.wake.signal()
+            return JSON.response(job)
+        }
+        routes.on(.updateJob) { request, context in
+            let (principal, scope) = try context.caller()
+            let update = try JobSpecParser.parseUpdate(String(buffer: try await request.collectBody(upTo: InputLimits.documentBytes)))
+            let job = try await self.jobs.update(try context.id(), update, by: principal, scope: scope)
             self.wake.signal()
             return JSON.response(job)
         }

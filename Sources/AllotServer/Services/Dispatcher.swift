@@ -61,7 +61,7 @@ public struct Dispatcher: Service {
                 nodes: work.ranks.sorted { $0.rank < $1.rank }.map {
                     SlurmLaunch.Node(
                         name: $0.node, address: $0.agentURL.flatMap { URLComponents(string: $0)?.host } ?? $0.node, agentURL: $0.agentURL)
-                }, stepKey: options.batchStep ? NodeKey.hex(self.nodeKeys.stepKey(launchID: work.launchID)) : nil)
+                }, stepKey: options.batchStep ? NodeKey.hex(self.nodeKeys.stepKey(launchID: work.launchID)) : nil, array: work.array)
         }
         var failure: (node: String, error: String)?
         var refusal: (node: String, reason: String)?

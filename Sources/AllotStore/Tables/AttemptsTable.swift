@@ -244,7 +244,10 @@ struct AttemptsTable {
             SELECT l.job_id, l.number, r.rank, r.node, n.agent_url, n.enrolment, r.gpu_indices, r.cpu_milli, r.memory_mib,
                    r.dispatched_at IS NOT NULL, j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s,
                    j.org, j.owner, coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org), j.image, l.launch_id::text,
-                   j.name, j.pool, j.project, j.time_limit_s, j.warn_signal, j.slurm::text
+                   j.name, j.pool, j.project, j.time_limit_s, j.warn_signal, j.slurm::text, j.array_job_id, j.array_task_id,
+                   (SELECT count(*)::int FROM jobs t WHERE t.array_job_id = j.array_job_id),
+                   (SELECT min(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id),
+                   (SELECT max(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id)
             FROM leased l
             JOIN attempt_ranks r ON r.job_id = l.job_id AND r.attempt = l.number
             JOIN nodes n ON n.name = r.node
@@ -274,7 +277,13 @@ struct AttemptsTable {
                         image: try c[18].decode(String?.self), launchID: try c[19].decode(String.self), name: try c[20].decode(String.self),
                         pool: try c[21].decode(String.self), project: try c[22].decode(String?.self),
                         timeLimitSeconds: try c[23].decode(Int64?.self), signal: try c[24].decode(String?.self).flatMap { JobSignal(slurm: $0) },
-                        slurm: try c[25].decode(String?.self).flatMap { try? JSONDecoder().decode(SlurmOptions.self, from: Data($0.utf8)) }))
+                        slurm: try c[25].decode(String?.self).flatMap { try? JSONDecoder().decode(SlurmOptions.self, from: Data($0.utf8)) },
+                        array: try c[26].decode(Int64?.self).flatMap { arrayID in
+                            guard let task = try c[27].decode(Int?.self), let count = try c[28].decode(Int?.self),
+                                let low = try c[29].decode(Int?.self), let high = try c[30].decode(Int?.self)
+                            else { return nil }
+                            return SlurmLaunch.ArrayTask(jobID: arrayID, taskID: task, count: count, min: low, max: high)
+                        }))
             }
         }
         return work

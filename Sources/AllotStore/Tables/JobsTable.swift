@@ -8,20 +8,27 @@ struct JobsTable {
 
     /// Stores a checked job as queued; returns its id.
     func insert(
-        _ spec: JobSpec, org: String, owner: String, priorityClass: String, priority: Int, timeLimitSeconds: Int64?
+        _ spec: JobSpec, org: String, owner: String, priorityClass: String, priority: Int, timeLimitSeconds: Int64?,
+        array: (jobID: Int64?, task: Int)? = nil, heldBy: Principal? = nil
     ) async throws -> Int64 {
         let envJSON = String(decoding: try JSONEncoder().encode(spec.env), as: UTF8.self)
         let slurmJSON = try spec.slurm.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
         let id = try await self.tx.query(
             """
-            INSERT INTO jobs (name, org, project, owner, kind, pool, gpu_models, nodes, gpus_per_node, gpu_milli,
+            INSERT INTO jobs (id, name, org, project, owner, kind, pool, gpu_models, nodes, gpus_per_node, gpu_milli,
                               cpu_milli_per_node, memory_mib_per_node, priority_class, priority, time_limit_s, command, env,
-                              working_dir, max_attempts, exclusive, whole_node_memory, reason, warn_signal, time_min_s, slurm)
-            VALUES (\(spec.name), \(org), \(spec.project), \(owner), \(spec.kind.rawValue)::job_kind, \(spec.pool),
+                              working_dir, max_attempts, exclusive, whole_node_memory, reason, warn_signal, time_min_s, slurm,
+                              array_job_id, array_task_id, array_limit, dependency, held_by, hold_kind)
+            SELECT n.id, \(spec.name), \(org), \(spec.project), \(owner), \(spec.kind.rawValue)::job_kind, \(spec.pool),
                     \(spec.gpuModel), \(spec.nodes), \(spec.gpusPerNode), \(spec.gpuMilli), \(spec.cpuMilliPerNode),
                     \(spec.memoryMiBPerNode), \(priorityClass), \(priority), \(timeLimitSeconds), \(spec.command), \(envJSON)::jsonb,
                     \(spec.workingDir), \(spec.maxAttempts), \(spec.exclusive), \(spec.wholeNodeMemory), 'waiting for the scheduler',
-                    \(spec.signal?.description), \(spec.timeMinSeconds), \(slurmJSON)::jsonb)
+                    \(spec.signal?.description), \(spec.timeMinSeconds), \(slurmJSON)::jsonb,
+                    CASE WHEN \(array != nil) THEN coalesce(\(array?.jobID)::bigint, n.id) END, \(array?.task),
+                    \(array != nil ? spec.array?.limit : nil), \(spec.dependency?.description),
+                    \(heldBy?.name), \(heldBy.map { $0.role == .operator ? "admin" : "user" })
+            -- An array's first task names the array (Slurm's ArrayJobID is its first job id).
+            FROM (SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id) n
             RETURNING id
             """
         ).decode(Int64.self).first()
@@ -73,6 +80,54 @@ struct JobsTable {
             UPDATE jobs j SET reason = w.reason, reason_code = w.code, updated_at = now()
             FROM unnest(\(ids)::bigint[], \(reasons)::text[], \(codes)::text[]) AS w(id, reason, code)
             WHERE j.id = w.id AND j.state = 'queued' AND (j.reason IS DISTINCT FROM w.reason OR j.reason_code IS DISTINCT FROM w.code)
+            """)
+    }
+
+    func hold(_ id: Int64, by name: String, admin: Bool) async throws {
+        let reason = WaitReason.held(by: name, admin: admin)
+        try await self.tx.query(
+            """
+            UPDATE jobs SET held_by = \(name), hold_kind = \(admin ? "admin" : "user"), reason = \(reason.text), reason_code = \(reason.code),
+                   estimated_start = NULL, updated_at = now()
+            WHERE id = \(id) AND state = 'queued'
+            """)
+    }
+
+    func release(_ id: Int64) async throws {
+        try await self.tx.query(
+            """
+            UPDATE jobs SET held_by = NULL, hold_kind = NULL, reason = 'waiting for the scheduler', reason_code = NULL, updated_at = now()
+            WHERE id = \(id) AND state = 'queued'
+            """)
+    }
+
+    func update(_ id: Int64, name: String, timeLimitSeconds: Int64?, priorityClass: String, priority: Int) async throws {
+        try await self.tx.query(
+            """
+            UPDATE jobs SET name = \(name), time_limit_s = \(timeLimitSeconds), priority_class = \(priorityClass), priority = \(priority),
+                   updated_at = now()
+            WHERE id = \(id) AND state = 'queued'
+            """)
+    }
+
+    /// A queued job's dependency is met: it takes its turn in the queue.
+    func dependencyMet(_ id: Int64) async throws {
+        try await self.tx.query(
+            """
+            UPDATE jobs SET dependency = NULL, reason = 'waiting for the scheduler', reason_code = NULL, updated_at = now()
+            WHERE id = \(id) AND state = 'queued'
+            """)
+    }
+
+    /// The queued tasks of arrays at their `%` limit say so (only where that changed); the text is
+    /// `WaitReason.arrayLimit`'s.
+    func recordArrayLimitReasons() async throws {
+        try await self.tx.query(
+            """
+            UPDATE jobs j SET reason = 'array limit: at most ' || j.array_limit || ' tasks of array ' || j.array_job_id || ' run at once',
+                   reason_code = 'array_limit', updated_at = now()
+            WHERE j.state = 'queued' AND j.array_limit IS NOT NULL AND j.dependency IS NULL AND j.held_by IS NULL
+              AND j.reason_code IS DISTINCT FROM 'array_limit' AND j.id NOT IN (\(unescaped: ClusterReader.arrayTasksWithRoom))
             """)
     }
 
