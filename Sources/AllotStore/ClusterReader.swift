@@ -153,7 +153,7 @@ struct ClusterReader {
         j.id, j.org, j.pool, j.gpu_models, j.nodes, j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.priority,
         extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory,
         coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false),
-        (SELECT budget_time_s FROM policy_defaults), j.project, j.owner
+        (SELECT budget_time_s FROM policy_defaults), j.project, j.owner, j.time_min_s
         """
 
     private func pendingJobs(_ rows: PostgresRowSequence) async throws -> [PendingJob] {
@@ -172,6 +172,7 @@ struct ClusterReader {
             let c = row.makeRandomAccess()
             job.project = try c[16].decode(String?.self)
             job.owner = try c[17].decode(String.self)
+            job.timeMinSeconds = try c[18].decode(Int64?.self)
             jobs.append(job)
         }
         return jobs

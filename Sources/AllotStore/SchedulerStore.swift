@@ -186,6 +186,7 @@ public struct SchedulerStore: Sendable {
         let job = try await tx.transitions.job(id, replacing ? .replacementPlaced : .placed)
         guard try await tx.nodes.readyCount(Array(Set(placement.ranks.map(\.node)))) == Set(placement.ranks.map(\.node)).count else { return false }
         try await tx.attempts.insert(placement, number: job.attempts, replaces: replaces)
+        if let cut = placement.timeLimitSeconds { try await tx.jobs.cutTimeLimit(id, to: cut) }
         try await tx.reclaims.satisfy(job: id)
         let detail = placement.ranks.map { "\($0.node):\($0.gpuIndices.map(String.init).joined(separator: ","))" }.joined(separator: " ")
         try await tx.audit.append(

@@ -267,6 +267,28 @@ struct BackfillTests {
         #expect(Placer().place([gang, short, long], on: nodes).placements.first { $0.jobID == 12 }?.ranks.first?.node == "c")
     }
 
+    @Test("--time-min: a job whose limit crosses the reservation starts on its nodes with the limit cut, if its time-min fits")
+    func timeMin() {
+        let nodes: [NodeSnapshot] = [.node("a").using(Array(0..<8)), .node("b").using([0, 1, 2, 3]), .node("c")]
+        let running = [Self.running(1, node: "a", gpus: Array(0..<8), endsAt: 1000), Self.running(2, node: "b", gpus: [0, 1, 2, 3], endsAt: 5000)]
+        var gang = PendingJob.job(10, nodes: 2, gpus: 8, priority: 9)
+        gang.timeLimitSeconds = 3600
+        var flexible = PendingJob.job(12, gpus: 8, submittedAt: 2)
+        flexible.timeLimitSeconds = 10_000
+        flexible.timeMinSeconds = 600  // 600 ≤ 1000 − 0: runs on c until the reservation starts
+        var rigid = PendingJob.job(13, gpus: 8, submittedAt: 3)
+        rigid.timeLimitSeconds = 10_000
+        rigid.timeMinSeconds = 1200  // does not fit before 1000: waits
+        let plan = Placer().place([gang, flexible, rigid], on: nodes, backfill: Backfill(running: running, now: 0))
+        #expect(plan.placements.map(\.jobID) == [12])
+        #expect(plan.placements.first?.timeLimitSeconds == 1000, "10,000 s cut to the 1,000 s before the reservation")
+        #expect(plan.placements.first?.ranks.first?.node == "c")
+        #expect(plan.waiting[13] != nil)
+        var asPlaced = flexible
+        asPlaced.timeLimitSeconds = 1000
+        #expect(Self.reservationHolds(plan, nodes: nodes, running: running, queue: [gang, asPlaced, rigid], now: 0) == nil)
+    }
+
     /// Replays one cycle's aftermath at the reservation's start: running jobs and this cycle's placements that
     /// end by then are gone; the reserved job must fit on its reserved nodes.
     static func reservationHolds(_ plan: Plan, nodes: [NodeSnapshot], running: [RunningAttempt], queue: [PendingJob], now: Int64) -> String? {

@@ -135,10 +135,10 @@ struct SbatchParserTests {
         }
     }
 
-    @Test("errors name the directive and its line; arrays and dependencies are refused")
+    @Test("errors name the directive and its line")
     func errors() {
         do {
-            _ = try Self.parse("#SBATCH -p a\n#SBATCH -N lots\n#SBATCH -t soon\n#SBATCH --array=0-9\n#SBATCH --dependency=afterok:1\nx")
+            _ = try Self.parse("#SBATCH -p a\n#SBATCH -N lots\n#SBATCH -t soon\n#SBATCH --array=9-0\n#SBATCH --dependency=afterok:one\nx")
             Issue.record("accepted")
         } catch let error as FormatErrors {
             let found = Set(error.issues.map { "\($0.line ?? 0) \($0.field)" })
@@ -306,9 +306,8 @@ struct SbatchDefaultsTests {
     /// warning, never dropped.
     @Test("every directive Slurm documents is honoured or warned about")
     func everyDirective() throws {
-        let refused: Set<String> = ["array", "dependency"]
         var checked = 0
-        for (name, letter) in SbatchParser.valued.sorted(by: { $0.key < $1.key }) where !refused.contains(name) {
+        for (name, letter) in SbatchParser.valued.sorted(by: { $0.key < $1.key }) {
             let value: String
             switch name {
             case "nodes", "ntasks", "ntasks-per-node", "cpus-per-task", "cpus-per-gpu", "gpus", "gpus-per-node", "gpus-per-task": value = "1"
@@ -319,6 +318,8 @@ struct SbatchDefaultsTests {
             case "export": value = "NONE"
             case "gres": value = "gpu:1"
             case "container-image": value = "pytorch:24.01"
+            case "array": value = "0-1"
+            case "dependency": value = "singleton"
             default: value = "x"
             }
             for form in ["--\(name)=\(value)"] + (letter.map { ["-\($0) \(value)"] } ?? []) {
@@ -415,5 +416,111 @@ struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+@Suite("#SBATCH: arrays, dependencies, holds")
+struct SbatchArrayTests {
+    static func parse(_ s: String) throws -> JobSpec { try SbatchParser.parse(s, file: "a.sh", submitDir: "/tmp").spec }
+
+    @Test(
+        "--array forms",
+        arguments: [
+            ("0-99%8", Array(0...99), 8), ("1,3,5", [1, 3, 5], nil), ("0-20:2", Array(stride(from: 0, through: 20, by: 2)), nil),
+            ("7", [7], nil), ("1-3,10-11%1", [1, 2, 3, 10, 11], 1), ("3,1,2,3", [1, 2, 3], nil),
+        ] as [(String, [Int], Int?)])
+    func arrays(text: String, indices: [Int], limit: Int?) throws {
+        let a = try #require(try Self.parse("#SBATCH --array=\(text)\nx").array)
+        #expect(a.indices == indices && a.limit == limit)
+        #expect(try JobArray.parse(a.description).get() == a, "its printed form reads back: \(a)")
+    }
+
+    @Test("a malformed --array names the directive", arguments: ["", "5-1", "a-b", "0-10:0", "0-10%0", "0-2000", "0-5000000", "1:2:3"])
+    func badArrays(text: String) {
+        #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH --array=\(text)\nx") }
+    }
+
+    @Test(
+        "--dependency forms",
+        arguments: [
+            ("afterok:12", "afterok:12"), ("afterok:12:13,afterany:14", "afterok:12:13,afterany:14"),
+            ("afterok:12?afternotok:13", "afterok:12?afternotok:13"),
+            ("after:5+10", "after:5+10"), ("singleton", "singleton"), ("AFTERANY:9", "afterany:9"),
+        ] as [(String, String)])
+    func dependencies(text: String, printed: String) throws {
+        let d = try #require(try Self.parse("#SBATCH -d \(text)\nx").dependency)
+        #expect(d.description == printed)
+    }
+
+    @Test(
+        "a malformed --dependency names the directive",
+        arguments: ["afterok", "afterok:x", "aftercorr:1", "afterok:1,afterany:2?after:3", "expand:4", "afterok:12_3"])
+    func badDependencies(text: String) {
+        #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH --dependency=\(text)\nx") }
+    }
+
+    @Test("--hold submits held")
+    func hold() throws {
+        #expect(try Self.parse("#SBATCH -H\nx").hold == true)
+        #expect(try Self.parse("#SBATCH --hold\nx").hold == true)
+        #expect(try Self.parse("#SBATCH -N 1\nx").hold == nil)
+    }
+}
+
+/// Where a dependency stands, as a table: each row the condition, the depended jobs' states, the outcome.
+@Suite("Dependencies: Slurm's rules")
+struct DependencyRuleTests {
+    static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+    static func d(_ state: JobState, started: Double? = nil, ended: Double? = nil) -> JobDependency.Depended {
+        JobDependency.Depended(
+            state: state, startedAt: started.map { Self.t0.addingTimeInterval($0) }, endedAt: ended.map { Self.t0.addingTimeInterval($0) })
+    }
+    enum Want { case satisfied, waiting, never }
+
+    @Test(
+        "each kind against each state",
+        arguments: [
+            ("afterok:1", JobState.succeeded, Want.satisfied), ("afterok:1", .failed, .never), ("afterok:1", .cancelled, .never),
+            ("afterok:1", .running, .waiting), ("afterok:1", .queued, .waiting), ("afternotok:1", .failed, .satisfied),
+            ("afternotok:1", .cancelled, .satisfied), ("afternotok:1", .succeeded, .never), ("afternotok:1", .running, .waiting),
+            ("afterany:1", .failed, .satisfied), ("afterany:1", .succeeded, .satisfied), ("afterany:1", .running, .waiting),
+            ("after:1", .running, .satisfied), ("after:1", .queued, .waiting), ("after:1", .cancelled, .satisfied),
+        ] as [(String, JobState, Want)])
+    func kinds(text: String, state: JobState, want: Want) throws {
+        let dep = try JobDependency.parse(text).get()
+        let started: Double? = [.running, .succeeded, .failed].contains(state) ? -100 : nil
+        let outcome = dep.evaluate([1: [Self.d(state, started: started, ended: state.isTerminal ? -10 : nil)]], singletonBlocked: false, now: Self.t0)
+        switch (want, outcome) {
+        case (.satisfied, .satisfied), (.waiting, .waiting), (.never, .never): break
+        default: Issue.record("\(text) on \(state): \(outcome)")
+        }
+    }
+
+    @Test("all (,) and any (?); an array's id stands for all its tasks; after:+minutes; a job that does not exist")
+    func combinations() throws {
+        let now = Self.t0
+        let all = try JobDependency.parse("afterok:1,afterany:2").get()
+        #expect(all.evaluate([1: [Self.d(.succeeded)], 2: [Self.d(.running)]], singletonBlocked: false, now: now) != .satisfied)
+        #expect(all.evaluate([1: [Self.d(.succeeded)], 2: [Self.d(.failed)]], singletonBlocked: false, now: now) == .satisfied)
+        let any = try JobDependency.parse("afterok:1?afterok:2").get()
+        #expect(any.evaluate([1: [Self.d(.failed)], 2: [Self.d(.succeeded)]], singletonBlocked: false, now: now) == .satisfied)
+        if case .never = any.evaluate([1: [Self.d(.failed)], 2: [Self.d(.cancelled)]], singletonBlocked: false, now: now) {
+        } else {
+            Issue.record("any of two failed")
+        }
+        let array = try JobDependency.parse("afterok:5").get()
+        #expect(array.evaluate([5: [Self.d(.succeeded), Self.d(.running)]], singletonBlocked: false, now: now) != .satisfied)
+        if case .never = array.evaluate([5: [Self.d(.succeeded), Self.d(.failed)]], singletonBlocked: false, now: now) {
+        } else {
+            Issue.record("a failed task")
+        }
+        let later = try JobDependency.parse("after:1+10").get()
+        #expect(later.evaluate([1: [Self.d(.running, started: -300)]], singletonBlocked: false, now: now) != .satisfied)
+        #expect(later.evaluate([1: [Self.d(.running, started: -601)]], singletonBlocked: false, now: now) == .satisfied)
+        if case .never = try JobDependency.parse("afterany:99").get().evaluate([:], singletonBlocked: false, now: now) {
+        } else {
+            Issue.record("unknown job")
+        }
+        #expect(try JobDependency.parse("singleton").get().evaluate([:], singletonBlocked: true, now: now) != .satisfied)
     }
 }

@@ -27,7 +27,10 @@ public struct Placement: Hashable, Sendable {
     public var ranks: [RankAssignment]
     /// Runs beyond its organisation's guarantee on lent capacity: preemptible, to give the capacity back.
     public var borrowing: Bool
-    public init(jobID: Int64, ranks: [RankAssignment], borrowing: Bool = false) {
+    /// Backfill started it with its time limit cut down (to no less than its `--time-min`): its new limit.
+    public var timeLimitSeconds: Int64?
+    public init(jobID: Int64, ranks: [RankAssignment], borrowing: Bool = false, timeLimitSeconds: Int64? = nil) {
+        self.timeLimitSeconds = timeLimitSeconds
         self.jobID = jobID
         self.ranks = ranks
         self.borrowing = borrowing

@@ -84,11 +84,26 @@ public struct Placer: Sendable {
             }
             let reservation = plan.reservations[job.pool]
             var excluded: Set<Int>?
+            var cutLimit: Int64?
             if let r = reservation, let b = backfill, b.now + (job.timeLimitSeconds ?? Int64.max / 2) > r.startsAt {
                 // Would still run when the reservation starts: keep off its nodes.
                 excluded = reservedPositions[job.pool]
             }
-            switch attempt(job, excluding: excluded) {
+            var outcome = attempt(job, excluding: excluded)
+            // Slurm's --time-min: where the full limit crosses the reservation but the shortest accepted one does not,
+            // the job may run on the reserved nodes too, its limit cut to end as the reservation starts.
+            if case .failure = outcome, excluded != nil, let r = reservation, let b = backfill, let least = job.timeMinSeconds,
+                b.now + least <= r.startsAt
+            {
+                var cut = job
+                cut.timeLimitSeconds = min(job.timeLimitSeconds ?? Int64.max, r.startsAt - b.now)
+                if case .success(let ranks) = attempt(cut, excluding: nil) {
+                    outcome = .success(ranks)
+                    cutLimit = cut.timeLimitSeconds
+                }
+            }
+            let limit = cutLimit ?? job.timeLimitSeconds
+            switch outcome {
             case .success(let ranks):
                 // An exclusive job holds every GPU of its nodes: admitted and charged for all of them.
                 let held = ranks.reduce(0) { $0 + $1.gpuPositions.count } * (job.perNode.fractionMilli ?? 1000)
@@ -110,13 +125,13 @@ public struct Placer: Sendable {
                     assignments.append(assignment)
                     cluster.hold(assignment)
                 }
-                plan.placements.append(Placement(jobID: job.id, ranks: assignments, borrowing: borrowing))
+                plan.placements.append(Placement(jobID: job.id, ranks: assignments, borrowing: borrowing, timeLimitSeconds: cutLimit))
                 book?.charge(job, gpuMilli: max(held, job.totalGPUMilli))
                 if let b = backfill {
                     runningNow.append(
                         RunningAttempt(
                             jobID: job.id, attempt: 0, org: job.org, pool: job.pool, borrowing: borrowing, startedAt: b.now, ranks: assignments,
-                            endsAt: job.timeLimitSeconds.map { b.now + $0 }))
+                            endsAt: limit.map { b.now + $0 }))
                 }
             case .failure(let waiting):
                 plan.waiting[job.id] = waiting.reason

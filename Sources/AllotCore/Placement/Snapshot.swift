@@ -69,6 +69,8 @@ public struct PendingJob: Hashable, Sendable {
     /// Seconds since the epoch; older jobs go first among equals.
     public var submittedAt: Int64
     public var timeLimitSeconds: Int64?
+    /// The shortest limit it accepts (`--time-min`): backfill may start it with its limit cut down to this or more.
+    public var timeMinSeconds: Int64?
     /// Its priority class may preempt preemptible (or borrowing) work of lower priority.
     public var preempts: Bool = false
     /// Its project and owner inside the organisation, for their limits and fair share.

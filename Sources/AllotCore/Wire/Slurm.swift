@@ -345,8 +345,8 @@ public struct StepProgress: Hashable, Codable, Sendable {
 public struct JobArray: Hashable, Codable, Sendable, CustomStringConvertible {
     public var indices: [Int]
     public var limit: Int?
-    /// Slurm's MaxArraySize is 1001 by default; a site raises it. Allot takes up to 10,000 tasks per array.
-    public static let maxTasks = 10_000
+    /// As Slurm's default MaxArraySize: at most 1,001 tasks in one submission.
+    public static let maxTasks = 1001
     public static let maxIndex = 4_000_000
 
     public init(indices: [Int], limit: Int? = nil) {

@@ -110,6 +110,12 @@ struct JobsTable {
             """)
     }
 
+    /// Backfill started the job with a shorter limit than it asked, within its `--time-min` (as Slurm sets it).
+    func cutTimeLimit(_ id: Int64, to seconds: Int64) async throws {
+        try await self.tx.query(
+            "UPDATE jobs SET time_limit_s = \(seconds), updated_at = now() WHERE id = \(id) AND (time_min_s IS NULL OR time_min_s <= \(seconds))")
+    }
+
     /// A queued job's dependency is met: it takes its turn in the queue.
     func dependencyMet(_ id: Int64) async throws {
         try await self.tx.query(
