@@ -2,18 +2,19 @@
 # Runs Allot for real on this machine, end to end:
 #   a private PostgreSQL (in .allot/, when ALLOT_DATABASE_URL is unset) → allotd migrate → bootstrap →
 #   allotd serve → allot policy apply Policies/ → two nodes with agents (simulated 8xH200 each, real processes) →
-#   submits examples/gang.yaml (a 2-node × 4-GPU gang) → shows it running, then finished, with each rank's log.
+#   submits examples/gang.yaml (a 2-node × 4-GPU gang) → shows it running, then finished, with each rank's log →
+#   submits examples/train.sbatch (a Slurm batch script with srun and scontrol, unchanged) → its steps and output.
 # Options: --keep   leave everything running afterwards (Ctrl-C stops it all)
-#          --job F  submit F instead of examples/gang.yaml
+#          --job F  submit F instead of the two examples
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 work=$root/.allot
-keep=0; job=examples/gang.yaml
+keep=0; job=examples/gang.yaml; custom_job=
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep) keep=1 ;;
-    --job) job=$2; shift ;;
+    --job) job=$2; custom_job=1; shift ;;
     *) echo "usage: $0 [--keep] [--job FILE]" >&2; exit 2 ;;
   esac
   shift
@@ -123,6 +124,19 @@ for ((r = 0; r < nodes; r++)); do
   allot logs "$id" --rank "$r"
 done
 
+if [ -z "$custom_job" ]; then
+  echo "== allot submit examples/train.sbatch   (a Slurm batch script, unchanged)"
+  sid=$(allot submit examples/train.sbatch --output json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  for _ in $(seq 600); do
+    sstate=$(allot jobs show "$sid" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+    case "$sstate" in succeeded|failed|cancelled) break ;; esac
+    sleep 0.5
+  done
+  allot jobs show "$sid"
+  echo "== allot logs $sid"
+  allot logs "$sid"
+fi
+
 echo "== allot quota"
 allot quota --org national-ai-lab
 
@@ -134,4 +148,4 @@ if [ "$keep" = 1 ]; then
   echo "Ctrl-C stops allotd, the agents and PostgreSQL."
   wait
 fi
-[ "$state" = succeeded ]
+[ "$state" = succeeded ] && { [ -n "$custom_job" ] || [ "$sstate" = succeeded ]; }

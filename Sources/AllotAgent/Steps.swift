@@ -101,7 +101,9 @@ enum SlurmSteps {
     /// The shell a task runs in: it enters the step's folder (or says why not), then runs the command — with
     /// `--label`, each line of its output (and errors) prefixed with its task id, its status kept.
     static func taskScript(label: Bool) -> String {
-        let enter = #"cd "$1" 2>/dev/null || echo "srun: cannot enter $1 on $(hostname); the task runs in $(pwd)" >&2; t=$2; shift 2; "#
+        let enter =
+            #"if [ -n "$ALLOT_STEP_EXPORTS" ]; then eval "$ALLOT_STEP_EXPORTS"; fi; unset ALLOT_STEP_EXPORTS; "#
+            + #"cd "$1" 2>/dev/null || echo "srun: cannot enter $1 on $(hostname); the task runs in $(pwd)" >&2; t=$2; shift 2; "#
         guard label else { return enter + #"exec "$@""# }
         return enter
             + #"{ "$@"; echo $? >"/tmp/.allot-task-$$"; } 2>&1 | while IFS= read -r l || [ -n "$l" ]; do printf '%s: %s\n' "$t" "$l"; done; "#
@@ -148,6 +150,11 @@ enum SlurmSteps {
         [ $# -gt 0 ] || { echo "srun: fatal: no command to execute" >&2; exit 1; }
         token=$$.$(date +%s)
         req=$dir/$token.req
+        # Tasks start with srun's environment, as Slurm's --export=ALL; what each task is told of itself is not passed.
+        ( for v in SLURM_PROCID SLURM_LOCALID SLURM_NODEID SLURM_STEP_ID SLURM_STEPID SLURM_STEP_NUM_TASKS SLURM_STEP_NUM_NODES \
+            SLURM_STEP_NODELIST SLURM_STEP_TASKS_PER_NODE SLURM_STEP_GPUS SLURM_NTASKS SLURM_NPROCS SLURM_NNODES SLURM_NODELIST \
+            SLURM_TASKS_PER_NODE SLURMD_NODENAME CUDA_VISIBLE_DEVICES NVIDIA_VISIBLE_DEVICES HOSTNAME PWD OLDPWD SHLVL _; do
+            unset "$v" 2>/dev/null; done; export -p ) >"$dir/$token.env" 2>/dev/null
         { printf 'nodes=%s\nntasks=%s\ntasks-per-node=%s\nlabel=%s\nchdir=%s\n--\n' "$nodes" "$ntasks" "$tpn" "$label" "${chdir:-$PWD}"
           printf '%s\0' "$@"; } >"$req.tmp" && mv "$req.tmp" "$req" || exit 1
         trap ': >"$dir/$token.cancel"' INT TERM HUP
@@ -219,13 +226,14 @@ extension Supervisor {
         let script = SlurmSteps.taskScript(label: step.label)
         let folder = step.chdir ?? record.workingDir ?? "/work"
         for (local, task) in step.tasks.enumerated() {
-            let vars: [String: String] = [
+            var vars: [String: String] = [
                 "SLURM_PROCID": "\(task)", "SLURM_LOCALID": "\(local)", "SLURM_NODEID": "\(step.nodeID)", "SLURM_STEP_ID": "\(step.step)",
                 "SLURM_STEPID": "\(step.step)", "SLURM_STEP_NUM_TASKS": "\(step.ntasks)", "SLURM_STEP_NUM_NODES": "\(step.nnodes)",
                 "SLURM_STEP_NODELIST": step.nodelist, "SLURM_STEP_TASKS_PER_NODE": step.tasksPerNode, "SLURM_NTASKS": "\(step.ntasks)",
                 "SLURM_NPROCS": "\(step.ntasks)", "SLURM_NNODES": "\(step.nnodes)", "SLURM_NODELIST": step.nodelist,
                 "SLURM_TASKS_PER_NODE": step.tasksPerNode,
             ]
+            if let e = step.exports, e.utf8.count <= 96 << 10, !e.contains("\0") { vars["ALLOT_STEP_EXPORTS"] = e }
             let argv = ["/bin/sh", "-c", script, "allot-task", folder, "\(task)"] + step.argv
             let pid: Int32
             if case .container(let runtime) = self.isolation {
@@ -353,6 +361,14 @@ public actor StepRunner {
             append(Data((refusal.message + "\n").utf8))
             return finish(1)
         }
+        // srun's environment (`export -p`, as its shell wrote it), passed to every task; at most 96 KiB, an argument's limit.
+        let envFile = channel.appendingPathComponent("\(token).env").path
+        var exports = FileManager.default.contents(atPath: envFile).map { String(decoding: $0, as: UTF8.self) }
+        try? FileManager.default.removeItem(atPath: envFile)
+        if let e = exports, e.utf8.count > 96 << 10 {
+            append(Data("srun: the environment is over 96 KiB: the tasks start with the job's own\n".utf8))
+            exports = nil
+        }
         let names = slurm.nodes.prefix(counts.count).map(\.name)
         let nodelist = Hostlist.compress(Array(names))
         let perNode = SlurmSteps.tasksPerNodeText(counts)
@@ -370,7 +386,7 @@ public actor StepRunner {
         for (i, count) in counts.enumerated() {
             let tasks = StepTasks(
                 step: step, argv: request.argv, tasks: Array(first..<first + count), ntasks: total, nnodes: counts.count, nodeID: i,
-                nodelist: nodelist, tasksPerNode: perNode, label: request.label, chdir: request.chdir)
+                nodelist: nodelist, tasksPerNode: perNode, label: request.label, chdir: request.chdir, exports: exports)
             first += count
             let rank = RankKey(jobID: launch.key.jobID, attempt: launch.key.attempt, rank: i)
             if i == launch.key.rank {

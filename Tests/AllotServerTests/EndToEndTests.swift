@@ -270,7 +270,8 @@ struct EndToEndTests {
         echo "batch on $(hostname) nodeid=$SLURM_NODEID nnodes=$SLURM_NNODES nodelist=$SLURM_JOB_NODELIST"\r
         echo "master=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"\r
         srun hostname\r
-        srun --label bash -c 'echo procid=$SLURM_PROCID nodeid=$SLURM_NODEID'\r
+        export GREETING="from the batch step"\r
+        srun --label bash -c 'echo procid=$SLURM_PROCID nodeid=$SLURM_NODEID $GREETING'\r
         srun -N 2 -n 3 -l bash -c 'echo task $SLURM_PROCID local $SLURM_LOCALID of $SLURM_NTASKS'\r
         srun bash -c 'exit 7'; echo "srun exit=$?"\r
         sleep 60 & wait\r
@@ -293,7 +294,9 @@ struct EndToEndTests {
             lines.filter { $0.hasPrefix("batch on") } == ["batch on \(nodes[0]) nodeid=0 nnodes=2 nodelist=\(Hostlist.compress(nodes))"], "\(log)")
         #expect(lines.contains("master=\(nodes[0])"), "\(log)")
         #expect(lines.filter { nodes.contains($0) }.sorted() == nodes.sorted(), "srun hostname ran once on each node: \(log)")
-        #expect(Set(lines.filter { $0.contains("procid=") }) == ["0: procid=0 nodeid=0", "1: procid=1 nodeid=1"], "\(log)")
+        #expect(
+            Set(lines.filter { $0.contains("procid=") }) == ["0: procid=0 nodeid=0 from the batch step", "1: procid=1 nodeid=1 from the batch step"],
+            "tasks start with srun's environment: \(log)")
         #expect(
             Set(lines.filter { $0.contains(": task ") }) == ["0: task 0 local 0 of 3", "1: task 1 local 1 of 3", "2: task 2 local 0 of 3"],
             "\(log)")

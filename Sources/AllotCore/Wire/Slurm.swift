@@ -309,10 +309,13 @@ public struct StepTasks: Hashable, Codable, Sendable {
     /// `--label`: each line of output starts with its task's id.
     public var label: Bool
     public var chdir: String?
+    /// srun's environment as its shell exported it (`export -p`): the tasks start with it, as Slurm's.
+    public var exports: String?
     public init(
         step: Int, argv: [String], tasks: [Int], ntasks: Int, nnodes: Int, nodeID: Int, nodelist: String, tasksPerNode: String, label: Bool,
-        chdir: String? = nil
+        chdir: String? = nil, exports: String? = nil
     ) {
+        self.exports = exports
         self.step = step
         self.argv = argv
         self.tasks = tasks
