@@ -16,6 +16,9 @@ public import Foundation
 /// the calls with the attempt's step key. It collects every node's output, whole lines at a time, into the
 /// channel, and when every task has ended writes the step's exit status (the highest, as srun's) for srun to exit with.
 enum SlurmSteps {
+    /// Slurm's MAX_TASKS_PER_NODE is 512; Allot's agents run at most this many of one step's tasks on a node.
+    static let maxTasksPerNode = 256
+
     /// Where the batch script's step channel is in its container.
     static let channelInContainer = "/.allot/steps"
 
@@ -71,6 +74,9 @@ enum SlurmSteps {
             return .failure(StepRefusal("srun: error: only \(jobNodes) nodes in the job's allocation, not \(nodes)"))
         }
         let total = r.ntasks ?? nodes * (r.tasksPerNode ?? jobTasksPerNode)
+        guard (total + nodes - 1) / max(1, nodes) <= Self.maxTasksPerNode else {
+            return .failure(StepRefusal("srun: error: at most \(Self.maxTasksPerNode) tasks per node"))
+        }
         guard total >= nodes else { return .failure(StepRefusal("srun: error: \(total) tasks cannot be spread over \(nodes) nodes")) }
         if let tpn = r.tasksPerNode, total > tpn * nodes {
             return .failure(StepRefusal("srun: error: \(total) tasks do not fit \(nodes) nodes × \(tpn) tasks"))
@@ -314,6 +320,8 @@ public actor StepRunner {
             for file in files.sorted() where file.hasSuffix(".req") {
                 let path = script.channel.appendingPathComponent(file).path
                 guard !self.taken.contains(path) else { continue }
+                // At most 64 steps of one script at once; the others wait their turn.
+                guard self.taken.filter({ $0.hasPrefix(script.channel.path + "/") }).count < 64 else { break }
                 self.taken.insert(path)
                 let token = String(file.dropLast(4))
                 let attemptKey = "\(script.key.jobID).\(script.key.attempt)"
@@ -326,30 +334,27 @@ public actor StepRunner {
 
     private func run(script: (key: RankKey, launch: LaunchRequest, channel: URL), token: String, request path: String, step: Int) async {
         let channel = script.channel
-        let out = channel.appendingPathComponent("\(token).out").path
-        let owner = try? FileManager.default.attributesOfItem(atPath: channel.path)
+        // The channel is the job's to write: its files are opened without following links, read only when they
+        // are plain files of their own, and the agent's are made anew (never an existing name) and owned by fd.
+        var owner = stat()
+        let ownerKnown = stat(channel.path, &owner) == 0
+        var out: FileHandle?
         func append(_ data: Data) {
             guard !data.isEmpty else { return }
-            if !FileManager.default.fileExists(atPath: out) {
-                FileManager.default.createFile(atPath: out, contents: nil, attributes: [.posixPermissions: 0o600])
-                if let uid = owner?[.ownerAccountID] as? UInt, let gid = owner?[.groupOwnerAccountID] as? UInt { chown(out, uid_t(uid), gid_t(gid)) }
-            }
-            guard let h = FileHandle(forWritingAtPath: out) else { return }
-            defer { try? h.close() }
-            _ = try? h.seekToEnd()
-            try? h.write(contentsOf: data)
+            if out == nil, ownerKnown { out = ChannelFile.create(channel.path, "\(token).out", uid: owner.st_uid, gid: owner.st_gid) }
+            try? out?.write(contentsOf: data)
         }
         func finish(_ code: Int) {
-            let rc = channel.appendingPathComponent("\(token).rc").path
-            try? Data("\(code)\n".utf8).write(to: URL(fileURLWithPath: rc + ".tmp"))
-            if let uid = owner?[.ownerAccountID] as? UInt, let gid = owner?[.groupOwnerAccountID] as? UInt {
-                chown(rc + ".tmp", uid_t(uid), gid_t(gid))
+            try? out?.close()
+            if ownerKnown, let h = ChannelFile.create(channel.path, "\(token).rc.tmp", uid: owner.st_uid, gid: owner.st_gid) {
+                try? h.write(contentsOf: Data("\(code)\n".utf8))
+                try? h.close()
+                rename(channel.appendingPathComponent("\(token).rc.tmp").path, channel.appendingPathComponent("\(token).rc").path)
             }
-            rename(rc + ".tmp", rc)
-            try? FileManager.default.removeItem(atPath: path)
+            unlink(path)
             self.taken.remove(path)
         }
-        guard let data = FileManager.default.contents(atPath: path), let request = SlurmSteps.Request(data), let slurm = script.launch.slurm else {
+        guard let data = ChannelFile.read(path, max: 1 << 20), let request = SlurmSteps.Request(data), let slurm = script.launch.slurm else {
             append(Data("srun: error: the request could not be read\n".utf8))
             return finish(1)
         }
@@ -363,8 +368,9 @@ public actor StepRunner {
         }
         // srun's environment (`export -p`, as its shell wrote it), passed to every task; at most 96 KiB, an argument's limit.
         let envFile = channel.appendingPathComponent("\(token).env").path
-        var exports = FileManager.default.contents(atPath: envFile).map { String(decoding: $0, as: UTF8.self) }
-        try? FileManager.default.removeItem(atPath: envFile)
+        let envData = ChannelFile.read(envFile, max: 1 << 20)
+        var exports = envData.map { String(decoding: $0, as: UTF8.self) }
+        unlink(envFile)
         if let e = exports, e.utf8.count > 96 << 10 {
             append(Data("srun: the environment is over 96 KiB: the tasks start with the job's own\n".utf8))
             exports = nil
@@ -474,5 +480,27 @@ public actor StepRunner {
         self.steps[statusKey]?.exitCode = code
         self.steps[statusKey]?.endedAt = Date()
         finish(code)
+    }
+}
+
+/// Files in a step channel, which the job writes too: read only when plain, unlinked once and below a size; made
+/// anew by the agent with `O_EXCL`, never following a link, and given to the job's account by descriptor.
+enum ChannelFile {
+    static func read(_ path: String, max: Int) -> Data? {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1, Int(st.st_size) <= max else { return nil }
+        return try? handle.read(upToCount: max)
+    }
+
+    static func create(_ dir: String, _ name: String, uid: uid_t, gid: gid_t) -> FileHandle? {
+        let path = dir + "/" + name
+        unlink(path)  // whatever the job left under this name; a link is removed, not followed
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_APPEND, 0o600)
+        guard fd >= 0 else { return nil }
+        _ = fchown(fd, uid, gid)
+        return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
     }
 }

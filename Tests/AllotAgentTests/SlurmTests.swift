@@ -131,6 +131,40 @@ struct SlurmAgentTests {
         let plainLog = try String(contentsOfFile: await s.logPath(for: plain), encoding: .utf8)
         #expect(plainLog.contains("term at") && !plainLog.contains("warned"), "\(plainLog)")
     }
+    @Test("a job's step channel cannot make the agent follow its links: nothing read from, nor written through, another file")
+    func hostileChannel() async throws {
+        let s = try Supervisor(stateDir: SupervisorTests.stateDir(), node: "gpu-001")
+        let key = RankKey(jobID: 50, attempt: 1, rank: 0)
+        _ = try await s.launch(Self.request(key, "sleep 30", nodes: ["gpu-001"], options: SlurmOptions(batchStep: true)))
+        let channel = await s.folder(for: key).appendingPathComponent("steps")
+        let outside = try Self.folder()
+        let secret = outside.appendingPathComponent("secret")
+        let victim = outside.appendingPathComponent("victim")
+        try Data("TOPSECRET\n".utf8).write(to: secret)
+        chmod(secret.path, 0o600)
+        try Data("untouched\n".utf8).write(to: victim)
+        // The job's own files under the names the agent reads and writes: links to files it must not touch.
+        symlink(secret.path, channel.appendingPathComponent("t1.env").path)
+        symlink(victim.path, channel.appendingPathComponent("t1.out").path)
+        symlink(victim.path, channel.appendingPathComponent("t1.rc.tmp").path)
+        var request = Data("nodes=\nntasks=\ntasks-per-node=\nlabel=0\nchdir=\n--\n".utf8)
+        for word in ["sh", "-c", "echo \"exports=[$ALLOT_STEP_EXPORTS]\""] { request += Data(word.utf8) + Data([0]) }
+        try request.write(to: channel.appendingPathComponent("t1.req"))
+        let runner = StepRunner(supervisor: s)
+        let rc = channel.appendingPathComponent("t1.rc").path
+        for _ in 0..<200 where !FileManager.default.fileExists(atPath: rc) {
+            await s.poll()
+            await runner.tick()
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(try String(contentsOf: victim, encoding: .utf8) == "untouched\n", "nothing written through a link")
+        let out = try String(contentsOfFile: channel.appendingPathComponent("t1.out").path, encoding: .utf8)
+        #expect(out == "exports=[]\n" && !out.contains("TOPSECRET"), "\(out)")
+        #expect(try String(contentsOfFile: rc, encoding: .utf8) == "0\n")
+        var st = stat()
+        #expect(lstat(channel.appendingPathComponent("t1.out").path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG, "a file of the agent's own")
+        _ = try await s.stop(key, gracePeriodSeconds: 0)
+    }
 }
 
 /// The same inside a real container: /etc/hosts names the job's nodes, scontrol is on PATH, the output file is
