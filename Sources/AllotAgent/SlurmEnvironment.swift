@@ -21,7 +21,7 @@ enum SlurmEnvironment {
             "SLURM_JOB_ID": "\(request.key.jobID)", "SLURM_JOBID": "\(request.key.jobID)", "SLURM_JOB_NAME": slurm.jobName,
             "SLURM_JOB_NODELIST": nodelist, "SLURM_NODELIST": nodelist, "SLURM_NNODES": "\(nnodes)", "SLURM_JOB_NUM_NODES": "\(nnodes)",
             "SLURM_NODEID": "\(request.gang.nodeRank)", "SLURM_PROCID": "\(request.gang.nodeRank)", "SLURM_LOCALID": "0",
-            "SLURM_NTASKS": "\(o.tasksPerNode * nnodes)", "SLURM_NPROCS": "\(o.tasksPerNode * nnodes)",
+            "SLURM_NTASKS": "\(o.ntasks ?? o.tasksPerNode * nnodes)", "SLURM_NPROCS": "\(o.ntasks ?? o.tasksPerNode * nnodes)",
             "SLURM_NTASKS_PER_NODE": "\(o.tasksPerNode)", "SLURM_TASKS_PER_NODE": nnodes > 1 ? "\(o.tasksPerNode)(x\(nnodes))" : "\(o.tasksPerNode)",
             "SLURM_GPUS_ON_NODE": "\(request.gpuIndices.count)", "SLURM_JOB_GPUS": gpus, "SLURM_STEP_GPUS": gpus,
             "SLURM_RESTART_COUNT": "\(max(0, request.key.attempt - 1))", "SLURM_JOB_ACCOUNT": slurm.account,

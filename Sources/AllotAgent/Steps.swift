@@ -17,7 +17,7 @@ public import Foundation
 /// channel, and when every task has ended writes the step's exit status (the highest, as srun's) for srun to exit with.
 enum SlurmSteps {
     /// Slurm's MAX_TASKS_PER_NODE is 512; Allot's agents run at most this many of one step's tasks on a node.
-    static let maxTasksPerNode = 256
+    static let maxTasksPerNode = 128
 
     /// Where the batch script's step channel is in its container.
     static let channelInContainer = "/.allot/steps"
@@ -104,16 +104,18 @@ enum SlurmSteps {
         return parts.joined(separator: ",")
     }
 
-    /// The shell a task runs in: it enters the step's folder (or says why not), then runs the command — with
-    /// `--label`, each line of its output (and errors) prefixed with its task id, its status kept.
+    /// The shell a task runs in: it takes srun's environment, enters the step's folder (or says why not), then
+    /// becomes the command (`exec`, so signals and the exit status are the command's own). With `--label`, a
+    /// reader beside it prefixes each line of its output (and errors) with its task id, through a FIFO.
     static func taskScript(label: Bool) -> String {
         let enter =
             #"if [ -n "$ALLOT_STEP_EXPORTS" ]; then eval "$ALLOT_STEP_EXPORTS"; fi; unset ALLOT_STEP_EXPORTS; "#
             + #"cd "$1" 2>/dev/null || echo "srun: cannot enter $1 on $(hostname); the task runs in $(pwd)" >&2; t=$2; shift 2; "#
         guard label else { return enter + #"exec "$@""# }
         return enter
-            + #"{ "$@"; echo $? >"/tmp/.allot-task-$$"; } 2>&1 | while IFS= read -r l || [ -n "$l" ]; do printf '%s: %s\n' "$t" "$l"; done; "#
-            + #"rc=$(cat "/tmp/.allot-task-$$" 2>/dev/null); rm -f "/tmp/.allot-task-$$"; exit "${rc:-1}""#
+            + #"f="${TMPDIR:-/tmp}/.allot-task-$$"; rm -f "$f"; mkfifo -m 600 "$f" || exit 1; "#
+            + #"(while IFS= read -r l || [ -n "$l" ]; do printf '%s: %s\n' "$t" "$l"; done <"$f"; rm -f "$f") & "#
+            + #"exec "$@" >"$f" 2>&1"#
     }
 
     /// `srun` inside a batch job. Options that shape the step (-N, -n, --ntasks-per-node, -l, -D) are read; the
@@ -156,10 +158,12 @@ enum SlurmSteps {
         [ $# -gt 0 ] || { echo "srun: fatal: no command to execute" >&2; exit 1; }
         token=$$.$(date +%s)
         req=$dir/$token.req
-        # Tasks start with srun's environment, as Slurm's --export=ALL; what each task is told of itself is not passed.
+        # Tasks start with srun's environment, as Slurm's --export=ALL; what each node and task is told of itself is
+        # its own (its rank, GPUs, node), not the first node's.
         ( for v in SLURM_PROCID SLURM_LOCALID SLURM_NODEID SLURM_STEP_ID SLURM_STEPID SLURM_STEP_NUM_TASKS SLURM_STEP_NUM_NODES \
             SLURM_STEP_NODELIST SLURM_STEP_TASKS_PER_NODE SLURM_STEP_GPUS SLURM_NTASKS SLURM_NPROCS SLURM_NNODES SLURM_NODELIST \
-            SLURM_TASKS_PER_NODE SLURMD_NODENAME CUDA_VISIBLE_DEVICES NVIDIA_VISIBLE_DEVICES HOSTNAME PWD OLDPWD SHLVL _; do
+            SLURM_TASKS_PER_NODE SLURMD_NODENAME SLURM_JOB_GPUS SLURM_GPUS_ON_NODE CUDA_VISIBLE_DEVICES NVIDIA_VISIBLE_DEVICES \
+            NODE_RANK PET_NODE_RANK ALLOT_NODE ALLOT_NODE_RANK ALLOT_STEP_DIR HOSTNAME PWD OLDPWD SHLVL _; do
             unset "$v" 2>/dev/null; done; export -p ) >"$dir/$token.env" 2>/dev/null
         { printf 'nodes=%s\nntasks=%s\ntasks-per-node=%s\nlabel=%s\nchdir=%s\n--\n' "$nodes" "$ntasks" "$tpn" "$label" "${chdir:-$PWD}"
           printf '%s\0' "$@"; } >"$req.tmp" && mv "$req.tmp" "$req" || exit 1
@@ -180,6 +184,8 @@ enum SlurmSteps {
 /// One step's tasks on this node.
 struct StepRun: Sendable {
     var output: String
+    /// When its last task ended: its output is taken as complete a moment later (a `--label` reader may still write).
+    var endedAt: Date?
     /// Task id → exit status, once it ended.
     var exits: [Int: Int] = [:]
     var tasks: [Int]
@@ -271,6 +277,7 @@ extension Supervisor {
             code = signal == 0 ? Int((status >> 8) & 0xff) : 128 + signal
         }
         run.exits[task.task] = code
+        if run.ended { run.endedAt = Date() }
         self.stepRuns[task.rank]?[task.step] = run
     }
 
@@ -283,8 +290,9 @@ extension Supervisor {
             try handle.seek(toOffset: UInt64(max(0, offset)))
             data = try handle.read(upToCount: 1 << 20) ?? Data()
         }
-        // Ended is only said once everything it wrote has been read.
-        let ended = run.ended && data.count < 1 << 20
+        // Ended is only said once everything it wrote has been read, a moment after its last task ended.
+        let settled = run.endedAt.map { Date().timeIntervalSince($0) > 0.2 } ?? false
+        let ended = run.ended && settled && data.count < 1 << 20
         return StepProgress(ended: ended, exitCode: ended ? run.exitCode : nil, output: data, nextOffset: max(0, offset) + data.count)
     }
 
@@ -301,7 +309,6 @@ public actor StepRunner {
     let supervisor: Supervisor
     /// Requests being run, by their channel file.
     private var taken: Set<String> = []
-    private var nextStep: [String: Int] = [:]
     private var steps: [String: StepStatus] = [:]
 
     public init(supervisor: Supervisor) { self.supervisor = supervisor }
@@ -313,22 +320,48 @@ public actor StepRunner {
         return self.steps.values.sorted { ($0.jobID, $0.attempt, $0.step) < ($1.jobID, $1.attempt, $1.step) }
     }
 
-    /// Looks for new requests (every poll of the heartbeat loop); each is run by a task of its own.
+    /// Looks for new requests (every poll of the heartbeat loop); each is run by a task of its own. A request is
+    /// renamed `.run` when taken; one found so that no task runs (the agent restarted meanwhile) ends with an error,
+    /// so its srun does not wait for ever. Step numbers are kept in the rank's folder, so they never repeat.
     public func tick() async {
         for script in await self.supervisor.batchScripts() {
             let files = (try? FileManager.default.contentsOfDirectory(atPath: script.channel.path)) ?? []
-            for file in files.sorted() where file.hasSuffix(".req") {
+            for file in files.sorted() where file.hasSuffix(".run") {
                 let path = script.channel.appendingPathComponent(file).path
                 guard !self.taken.contains(path) else { continue }
-                // At most 64 steps of one script at once; the others wait their turn.
-                guard self.taken.filter({ $0.hasPrefix(script.channel.path + "/") }).count < 64 else { break }
-                self.taken.insert(path)
+                unlink(path)
+                Self.end(
+                    channel: script.channel, token: String(file.dropLast(4)), code: 1,
+                    message: "srun: error: the node's agent restarted during this step\n")
+            }
+            for file in files.sorted() where file.hasSuffix(".req") {
+                let request = script.channel.appendingPathComponent(file).path
+                // At most 16 steps of one script at once; the others wait their turn.
+                guard self.taken.filter({ $0.hasPrefix(script.channel.path + "/") }).count < 16 else { break }
                 let token = String(file.dropLast(4))
-                let attemptKey = "\(script.key.jobID).\(script.key.attempt)"
-                let number = self.nextStep[attemptKey, default: 0]
-                self.nextStep[attemptKey] = number + 1
+                let path = script.channel.appendingPathComponent("\(token).run").path
+                guard !self.taken.contains(path), rename(request, path) == 0 else { continue }
+                self.taken.insert(path)
+                let counter = await self.supervisor.folder(for: script.key).appendingPathComponent("next-step")
+                let number = ChannelFile.read(counter.path, max: 64).flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 0
+                try? Data("\(number + 1)".utf8).write(to: counter, options: .atomic)
                 Task { await self.run(script: script, token: token, request: path, step: number) }
             }
+        }
+    }
+
+    /// Ends a step srun waits for with `code`, saying why (the request could not be taken).
+    static func end(channel: URL, token: String, code: Int, message: String) {
+        var owner = stat()
+        guard stat(channel.path, &owner) == 0 else { return }
+        if let out = ChannelFile.create(channel.path, "\(token).out", uid: owner.st_uid, gid: owner.st_gid) {
+            try? out.write(contentsOf: Data(message.utf8))
+            try? out.close()
+        }
+        if let rc = ChannelFile.create(channel.path, "\(token).rc.tmp", uid: owner.st_uid, gid: owner.st_gid) {
+            try? rc.write(contentsOf: Data("\(code)\n".utf8))
+            try? rc.close()
+            rename(channel.appendingPathComponent("\(token).rc.tmp").path, channel.appendingPathComponent("\(token).rc").path)
         }
     }
 
@@ -360,7 +393,10 @@ public actor StepRunner {
         }
         let launch = script.launch
         let counts: [Int]
-        switch SlurmSteps.layout(request, jobNodes: max(1, slurm.nodes.count), jobTasksPerNode: slurm.options.tasksPerNode) {
+        // Without -n/-N, a step is the job's own tasks (SLURM_NTASKS), as srun inside an allocation.
+        var asked = request
+        if asked.ntasks == nil && asked.nodes == nil && asked.tasksPerNode == nil { asked.ntasks = slurm.options.ntasks }
+        switch SlurmSteps.layout(asked, jobNodes: max(1, slurm.nodes.count), jobTasksPerNode: slurm.options.tasksPerNode) {
         case .success(let c): counts = c
         case .failure(let refusal):
             append(Data((refusal.message + "\n").utf8))
@@ -470,6 +506,10 @@ public actor StepRunner {
                 } else if let newline = buffer.lastIndex(of: 10) {
                     append(buffer[...newline])
                     buffer = Data(buffer[buffer.index(after: newline)...])
+                } else if buffer.count > 1 << 20 {
+                    // A line longer than 1 MiB (progress bars redrawn with \r): passed on as it is.
+                    append(buffer)
+                    buffer = Data()
                 }
                 pending[i] = buffer
             }

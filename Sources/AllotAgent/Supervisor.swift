@@ -80,8 +80,9 @@ public actor Supervisor {
         var warning: JobSignal?
         var warnAt: Date?
         var warned: Bool?
-        /// A drain's or reclaim's stop that warned first: SIGTERM is due then.
+        /// A drain's or reclaim's stop that warned first: SIGTERM is due then; its grace counts from the warning.
         var terminateAt: Date?
+        var warnedAt: Date?
         /// A batch job's launch (its steps' tasks run with its environment and account) and the folder it runs in.
         var batch: LaunchRequest?
         var workingDir: String?
@@ -415,7 +416,11 @@ public actor Supervisor {
             if record.terminateAt == nil {
                 if record.warned != true { self.warn(record) }
                 record.warned = true
-                record.terminateAt = Date().addingTimeInterval(Double(warning.secondsBefore))
+                // Within the stop's grace (a reclaim's deadline bounds it): SIGTERM at most half of it later, and
+                // SIGKILL when the grace counted from the warning is over.
+                let lead = min(Double(warning.secondsBefore), Double(gracePeriodSeconds) / 2)
+                record.terminateAt = Date().addingTimeInterval(lead)
+                record.warnedAt = Date()
                 record.gracePeriodSeconds = gracePeriodSeconds
                 self.save(record)
             }
@@ -474,6 +479,7 @@ public actor Supervisor {
             } else {
                 record.state = .vanished
             }
+            self.stepRuns[record.key] = nil  // its steps' tasks ended with its container
             if record.contained == true, case .container(let runtime) = self.isolation {
                 if record.exitCode != 0 { record.detail = runtime.limitsHit(record.key, memoryMiB: record.memoryMiB ?? 0) }
                 record.awaitsDelete = !runtime.delete(record.key)
@@ -498,7 +504,7 @@ public actor Supervisor {
                 self.signal(record, SIGKILL)
             }
             if record.stopRequestedAt == nil, let due = record.terminateAt, due <= now {
-                record.stopRequestedAt = now
+                record.stopRequestedAt = record.warnedAt ?? now
                 self.signal(record, SIGTERM)
                 self.save(record)
             } else if record.stopRequestedAt == nil, record.warned != true, let due = record.warnAt, due <= now {
@@ -510,10 +516,16 @@ public actor Supervisor {
     }
 
     /// Sends the job's warning signal: with `B:` to the batch script's shell only (through the container's init,
-    /// which forwards it), else to every process of the rank but its init, as Slurm signals a job's steps.
+    /// which forwards it); without, to a batch job's step tasks on this node, or to every process of any other
+    /// job's rank but its init.
     private func warn(_ record: Record) {
         guard let warning = record.warning else { return }
         let number = warning.number
+        // A batch job without `B:`: Slurm signals its steps, not the script's shell (which would die of it).
+        if record.batch != nil && !warning.batchOnly {
+            for (pid, task) in self.taskPids where task.rank == record.key { kill(pid, number) }
+            return
+        }
         guard record.contained == true, case .container(let runtime) = self.isolation else {
             if warning.batchOnly { kill(record.pid, number) } else { kill(-record.pid, number) }
             return

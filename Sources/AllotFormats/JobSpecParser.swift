@@ -14,7 +14,7 @@ public enum JobSpecParser {
         "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory", "image",
         "signal", "timeMin", "timeMinSeconds", "slurm", "batchStep", "array", "dependency", "hold",
     ]
-    static let slurmFields: Set<String> = ["submitDir", "tasksPerNode", "cpusPerTask", "output", "error", "appendOutput", "batchStep"]
+    static let slurmFields: Set<String> = ["submitDir", "tasksPerNode", "cpusPerTask", "output", "error", "appendOutput", "batchStep", "ntasks"]
 
     public static func parse(_ text: String, file: String? = nil) throws(FormatErrors) -> JobSpec {
         let reader = FieldReader(file: file)
@@ -187,6 +187,7 @@ public enum JobSpecParser {
         options.cpusPerTask = m.int("cpusPerTask", in: 1...4096)
         options.appendOutput = m.bool("appendOutput") ?? false
         options.batchStep = m.bool("batchStep") ?? false
+        options.ntasks = m.int("ntasks", in: 1...1_000_000)
         return options
     }
 

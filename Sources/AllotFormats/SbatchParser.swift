@@ -184,23 +184,28 @@ public enum SbatchParser {
             }
         }
 
-        // Tasks per node: --ntasks-per-node, else --ntasks spread over the nodes (rounded up, as Slurm fills nodes).
+        // Tasks: --ntasks-per-node, else --ntasks spread over the nodes (rounded up, as Slurm fills nodes). Both, and
+        // no --nodes: as many nodes as the tasks need, as Slurm allocates them.
         var tasksPerNode = 1
         var tasksGiven = false
+        var totalTasks: Int?
+        if let t = value("ntasks") {
+            if let n = Int(t), (1...1_000_000).contains(n) { totalTasks = n } else { issue("ntasks", "must be a positive count, not '\(t)'") }
+            tasksGiven = true
+        }
         if let t = value("ntasks-per-node") {
             if let n = Int(t), (1...4096).contains(n) {
                 tasksPerNode = n
+                if let total = totalTasks, value("nodes") == nil { nodes = max(1, (total + n - 1) / n) }
             } else {
                 issue("ntasks-per-node", "must be a count from 1 to 4096, not '\(t)'")
             }
             tasksGiven = true
-        } else if let t = value("ntasks") {
-            if let n = Int(t), (1...1_000_000).contains(n) {
-                tasksPerNode = (n + nodes - 1) / nodes
-            } else {
-                issue("ntasks", "must be a positive count, not '\(t)'")
-            }
-            tasksGiven = true
+        } else if let total = totalTasks {
+            tasksPerNode = (total + nodes - 1) / nodes
+        }
+        if let total = totalTasks, total > tasksPerNode * nodes {
+            issue("ntasks", "\(total) tasks do not fit \(nodes) nodes × \(tasksPerNode) tasks")
         }
 
         // GPUs, per node, from whichever of --gres, --gpus-per-node, --gpus, --gpus-per-task was given. A type is
@@ -403,7 +408,7 @@ public enum SbatchParser {
             image: image, signal: signal, timeMinSeconds: timeMin,
             slurm: SlurmOptions(
                 submitDir: submitDir, tasksPerNode: tasksPerNode, cpusPerTask: cpusPerTask, output: output, error: error, appendOutput: append,
-                batchStep: true),
+                batchStep: true, ntasks: totalTasks),
             array: array, dependency: dependency, hold: values["hold"] != nil ? true : nil)
         return Parsed(spec: spec, warnings: warnings)
     }

@@ -9,7 +9,7 @@ public enum Units {
         if s.isEmpty { return nil }
         if s == "unlimited" || s == "infinite" { return nil }
         if s.contains(":") || s.contains("-") { return self.slurmTime(s) }
-        if let minutes = Int64(s), minutes >= 0 { return minutes * 60 }
+        if let minutes = Int64(s), minutes >= 0 { return minutes <= Self.largestField ? minutes * 60 : nil }
         // Suffixed parts: 1d2h30m15s, each unit at most once, in descending order.
         let units: [(Character, Int64)] = [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)]
         var total: Int64 = 0
@@ -30,6 +30,9 @@ public enum Units {
         return digits.isEmpty ? total : nil
     }
 
+    /// No field of a duration is larger (about 190 years of minutes): the arithmetic never overflows.
+    static let largestField: Int64 = 100_000_000
+
     /// Slurm's `-t/--time`: "minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
     /// "days-hours:minutes" and "days-hours:minutes:seconds".
     static func slurmTime(_ s: String) -> Int64? {
@@ -38,12 +41,12 @@ public enum Units {
         let hasDays = s.contains("-")
         if hasDays {
             let parts = s.split(separator: "-", omittingEmptySubsequences: false)
-            guard parts.count == 2, let d = Int64(parts[0]), d >= 0 else { return nil }
+            guard parts.count == 2, let d = Int64(parts[0]), d >= 0, d <= Self.largestField else { return nil }
             days = d
             rest = parts[1]
         }
         let fields = rest.split(separator: ":", omittingEmptySubsequences: false).map { Int64($0) }
-        guard !fields.isEmpty, fields.count <= 3, fields.allSatisfy({ $0 != nil && $0! >= 0 }) else { return nil }
+        guard !fields.isEmpty, fields.count <= 3, fields.allSatisfy({ $0 != nil && $0! >= 0 && $0! <= Self.largestField }) else { return nil }
         let f = fields.map { $0! }
         let seconds: Int64
         if hasDays {

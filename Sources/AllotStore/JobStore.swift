@@ -92,7 +92,14 @@ public struct JobStore: Sendable {
             let held = spec.hold == true ? principal : nil
             let id: Int64
             if let array = spec.array {
-                // One job per index; the first one's id is the array's.
+                // One job per index; the first one's id is the array's. Every task stores the spec, so an array's
+                // spec is bounded in all (128 MiB), not only each task's.
+                let each = spec.command.utf8.count + spec.env.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+                guard each * array.indices.count <= 128 << 20 else {
+                    throw StoreError.invalid(
+                        field: "array",
+                        message: "\(array.indices.count) tasks × \(each) bytes of command and env is more than 128 MiB: submit a shorter script")
+                }
                 let first = try await tx.jobs.insert(
                     spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
                     timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: (nil, array.indices[0]), heldBy: held)
@@ -188,8 +195,12 @@ public struct JobStore: Sendable {
     /// Cancels a job: a queued one at once; a live one is stopped (SIGTERM, grace, SIGKILL) and ends cancelled.
     public func cancel(_ id: Int64, by principal: Principal, scope: Scope) async throws -> JobView {
         try await self.database.transaction { tx in
-            _ = try await Self.show(id, scope: scope, in: tx)
+            let job = try await Self.show(id, scope: scope, in: tx)
             try await tx.transitions.job(id, .cancel(by: principal))
+            // The array's id stands for the whole array, as `scancel ARRAYID` (its tasks not yet ended).
+            if job.arrayJobID == id {
+                for task in try await tx.jobs.openArrayTasks(id) where task != id { _ = try await tx.transitions.job(task, .cancel(by: principal)) }
+            }
         }
         return try await self.show(id, scope: scope)
     }
@@ -201,6 +212,10 @@ public struct JobStore: Sendable {
             let job = try await Self.show(id, scope: scope, in: tx)
             guard job.state == .queued else { throw StoreError.conflict("job \(id) is \(job.state.rawValue): only a queued job can be held") }
             let admin = principal.role == .operator
+            // An operator's hold stays one: a member's hold over it would let the member release it.
+            if !admin, try await tx.jobs.holdKind(id) == "admin" {
+                throw StoreError.forbidden("job \(id) is held by an operator: only an operator changes that hold")
+            }
             try await tx.jobs.hold(id, by: principal.name, admin: admin)
             try await tx.audit.append(AuditEntry(actor: principal, action: "job.hold", target: "job/\(id)", outcome: admin ? "admin" : "user"))
         }
@@ -212,7 +227,7 @@ public struct JobStore: Sendable {
         try await self.database.transaction { tx in
             let job = try await Self.show(id, scope: scope, in: tx)
             guard job.heldBy != nil else { return }
-            if job.reasonCode == "held_admin" && principal.role != .operator {
+            if try await tx.jobs.holdKind(id) == "admin" && principal.role != .operator {
                 throw StoreError.forbidden("job \(id) is held by an operator (\(job.heldBy ?? "-")): only an operator releases it")
             }
             try await tx.jobs.release(id)

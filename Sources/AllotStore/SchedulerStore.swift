@@ -43,7 +43,7 @@ public struct SchedulerStore: Sendable {
             let rows = try await tx.query(
                 """
                 SELECT id, dependency, name, owner, org FROM jobs
-                WHERE state = 'queued' AND dependency IS NOT NULL AND NOT cancel_requested
+                WHERE state = 'queued' AND dependency IS NOT NULL AND NOT cancel_requested AND held_by IS NULL
                 ORDER BY id LIMIT 5000 FOR UPDATE SKIP LOCKED
                 """)
             var waiting: [(id: Int64, dependency: JobDependency, name: String, owner: String, org: String)] = []

@@ -4,6 +4,10 @@ import Testing
 
 @testable import AllotAgent
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A batch script's ranks as Slurm would run them: the `SLURM_*` variables, `scontrol`, the submit directory,
 /// the `--output` file, and `--signal` ahead of the time limit and of a drain's stop. Real processes.
 @Suite("Batch scripts on the agent: SLURM_* variables, scontrol, output files, --signal")
@@ -131,6 +135,35 @@ struct SlurmAgentTests {
         let plainLog = try String(contentsOfFile: await s.logPath(for: plain), encoding: .utf8)
         #expect(plainLog.contains("term at") && !plainLog.contains("warned"), "\(plainLog)")
     }
+    @Test("a batch job's --signal without B: reaches its steps' tasks, not the script's shell (which carries on)")
+    func signalReachesSteps() async throws {
+        let s = try Supervisor(stateDir: SupervisorTests.stateDir(), node: "gpu-001")
+        let key = RankKey(jobID: 60, attempt: 1, rank: 0)
+        let script = """
+            #!/bin/sh
+            srun sh -c 'trap "echo task got USR1; exit 0" USR1; echo task ready; sleep 30 & wait'
+            echo "script carries on after srun exited $?"
+            """
+        _ = try await s.launch(
+            Self.request(
+                key, script, nodes: ["gpu-001"], options: SlurmOptions(batchStep: true), timeLimit: 4, signal: JobSignal(number: 10, secondsBefore: 2)
+            ))
+        let runner = StepRunner(supervisor: s)
+        var end: RankStatus?
+        for _ in 0..<300 {
+            await s.poll()
+            await runner.tick()
+            if let st = await s.all().first(where: { $0.key == key }), st.state != .running {
+                end = st
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let log = try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8)
+        #expect(end?.exitCode == 0, "\(log)")
+        #expect(log.contains("task got USR1") && log.contains("script carries on after srun exited 0"), "\(log)")
+    }
+
     @Test("a job's step channel cannot make the agent follow its links: nothing read from, nor written through, another file")
     func hostileChannel() async throws {
         let s = try Supervisor(stateDir: SupervisorTests.stateDir(), node: "gpu-001")

@@ -230,6 +230,11 @@ struct SbatchDefaultsTests {
     func tasksAndCPUs() throws {
         let a = try Self.parse("#SBATCH -N 2 --ntasks=8 --cpus-per-task=6\nx").spec
         #expect(a.slurm?.tasksPerNode == 4 && a.cpuMilliPerNode == 24_000 && a.slurm?.cpusPerTask == 6)
+        let c = try Self.parse("#SBATCH --ntasks=16 --ntasks-per-node=8\nx").spec
+        #expect(c.nodes == 2 && c.slurm?.tasksPerNode == 8 && c.slurm?.ntasks == 16, "as many nodes as the tasks need")
+        let d = try Self.parse("#SBATCH -N 2 -n 3\nx").spec
+        #expect(d.slurm?.tasksPerNode == 2 && d.slurm?.ntasks == 3, "3 tasks over 2 nodes: SLURM_NTASKS stays 3")
+        #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH -N 1 -n 9 --ntasks-per-node=4\nx") }
         let b = try Self.parse("#SBATCH --gres=gpu:4 --cpus-per-gpu=12 --mem-per-gpu=80G\nx").spec
         #expect(b.cpuMilliPerNode == 48_000 && b.memoryMiBPerNode == 4 * 80 * 1024)
         #expect(throws: FormatErrors.self) { try Self.parse("#SBATCH -c 4 --cpus-per-gpu=2 --gres=gpu:1\nx") }

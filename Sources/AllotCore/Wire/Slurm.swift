@@ -16,11 +16,15 @@ public struct SlurmOptions: Hashable, Codable, Sendable {
     /// Slurm's batch step: the command runs once, on the first node, and `srun` inside it runs steps on the
     /// allocation's nodes (the others wait for them). A batch script always has one; a job spec asks for it.
     public var batchStep: Bool
+    /// `--ntasks`, where given: the job's tasks in all (`SLURM_NTASKS`, srun's default), which the nodes'
+    /// `tasksPerNode` may exceed where it does not divide.
+    public var ntasks: Int?
 
     public init(
         submitDir: String? = nil, tasksPerNode: Int = 1, cpusPerTask: Int? = nil, output: String? = nil, error: String? = nil,
-        appendOutput: Bool = false, batchStep: Bool = false
+        appendOutput: Bool = false, batchStep: Bool = false, ntasks: Int? = nil
     ) {
+        self.ntasks = ntasks
         self.batchStep = batchStep
         self.submitDir = submitDir
         self.tasksPerNode = tasksPerNode
@@ -435,14 +439,16 @@ public struct JobDependency: Hashable, Codable, Sendable, CustomStringConvertibl
     public struct Condition: Hashable, Codable, Sendable {
         public var kind: Kind
         public var jobs: [Int64]
-        /// `after:ID+MINUTES`.
-        public var minutes: Int
-        public init(kind: Kind, jobs: [Int64] = [], minutes: Int = 0) {
+        /// `after:ID+MINUTES`, each id its own (0 where none is given).
+        public var minutes: [Int64: Int]
+        public init(kind: Kind, jobs: [Int64] = [], minutes: [Int64: Int] = [:]) {
             self.kind = kind
             self.jobs = jobs
             self.minutes = minutes
         }
     }
+    /// The longest `after:ID+MINUTES` taken: a year.
+    public static let maxMinutes = 525_600
     public var conditions: [Condition]
     /// `?` between conditions: any one is enough.
     public var anyOf: Bool
@@ -472,14 +478,15 @@ public struct JobDependency: Hashable, Codable, Sendable, CustomStringConvertibl
             }
             guard parts.count >= 2 else { return .failure(.init("\(kind.rawValue) needs job ids (\(kind.rawValue):ID[:ID…])")) }
             var jobs: [Int64] = []
-            var minutes = 0
+            var minutes: [Int64: Int] = [:]
             for word in parts.dropFirst() {
                 var id = Substring(word)
+                var m = 0
                 if kind == .after, let plus = word.firstIndex(of: "+") {
-                    guard let m = Int(word[word.index(after: plus)...]), m >= 0 else {
-                        return .failure(.init("'\(word.prefix(20))': +time is minutes"))
+                    guard let given = Int(word[word.index(after: plus)...]), given >= 0, given <= Self.maxMinutes else {
+                        return .failure(.init("'\(word.prefix(20))': +time is minutes, at most \(Self.maxMinutes)"))
                     }
-                    minutes = m
+                    m = given
                     id = word[..<plus]
                 }
                 if id.contains("_") {
@@ -487,20 +494,23 @@ public struct JobDependency: Hashable, Codable, Sendable, CustomStringConvertibl
                 }
                 guard let n = Int64(id), n >= 1 else { return .failure(.init("'\(id.prefix(20))' is not a job id")) }
                 jobs.append(n)
+                if m > 0 { minutes[n] = m }
             }
             conditions.append(Condition(kind: kind, jobs: jobs, minutes: minutes))
         }
-        guard conditions.count <= 64, conditions.reduce(0, { $0 + $1.jobs.count }) <= 1000 else { return .failure(.init("names too many jobs")) }
+        guard conditions.count <= 64, conditions.reduce(0, { $0 + $1.jobs.count }) <= 500 else {
+            return .failure(.init("names too many jobs (at most 500)"))
+        }
         return .success(JobDependency(conditions: conditions, anyOf: anyOf))
     }
 
     public var description: String {
         self.conditions.map { c in
-            c.kind == .singleton
-                ? "singleton"
-                : c.kind.rawValue + ":" + c.jobs.map { "\($0)\(c.kind == .after && c.minutes > 0 ? "+\(c.minutes)" : "")" }.joined(separator: ":")
+            c.kind == .singleton ? "singleton" : c.kind.rawValue + ":" + c.jobs.map { id in Self.word(id, c.minutes[id]) }.joined(separator: ":")
         }.joined(separator: self.anyOf ? "?" : ",")
     }
+
+    private static func word(_ id: Int64, _ minutes: Int?) -> String { minutes.map { "\(id)+\($0)" } ?? "\(id)" }
 
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
@@ -562,8 +572,9 @@ public struct JobDependency: Hashable, Codable, Sendable, CustomStringConvertibl
         case .after:
             // Started (or ended without starting, as Slurm counts a cancelled job), plus the minutes asked.
             guard let since = d.startedAt ?? (ended ? d.endedAt ?? now : nil) else { return .waiting("after:\(id): job \(id) has not started") }
-            let due = since.addingTimeInterval(Double(c.minutes * 60))
-            return due <= now ? .satisfied : .waiting("after:\(id)+\(c.minutes): job \(id) started \(Int(now.timeIntervalSince(since))) s ago")
+            let minutes = c.minutes[id] ?? 0
+            let due = since.addingTimeInterval(Double(minutes) * 60)
+            return due <= now ? .satisfied : .waiting("after:\(id)+\(minutes): job \(id) started \(Int(now.timeIntervalSince(since))) s ago")
         case .afterany:
             return ended ? .satisfied : .waiting("afterany:\(id): job \(id) is \(d.state.rawValue)")
         case .afterok:

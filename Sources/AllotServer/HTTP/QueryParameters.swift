@@ -72,6 +72,9 @@ extension Endpoint {
                 QueryParameter("state", .choice(JobState.allCases.map(\.rawValue)), "Only jobs in this state."),
                 QueryParameter("org", .name, "Only this organisation's jobs (operators and auditors)."),
                 QueryParameter("limit", .whole(1...5000), "At most this many, newest first (default 500)."),
+                QueryParameter("user", .name, "Only jobs submitted by this token name (squeue's --user)."),
+                QueryParameter("name", .name, "Only jobs of this name (squeue's --name)."),
+                QueryParameter("ended", .flag, "Only ended jobs, most recently ended first (allot history, sacct's view)."),
             ]
         case .jobLog:
             return [

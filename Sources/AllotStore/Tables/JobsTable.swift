@@ -93,6 +93,18 @@ struct JobsTable {
             """)
     }
 
+    /// `user`, `admin`, or nil when the job is not held.
+    func holdKind(_ id: Int64) async throws -> String? {
+        try await self.tx.query("SELECT hold_kind FROM jobs WHERE id = \(id)").decode(String?.self).first { _ in true } ?? nil
+    }
+
+    /// The tasks of an array that have not ended.
+    func openArrayTasks(_ array: Int64) async throws -> [Int64] {
+        try await self.tx.query(
+            "SELECT id FROM jobs WHERE array_job_id = \(array) AND state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY id"
+        ).decode(Int64.self).reduce(into: []) { $0.append($1) }
+    }
+
     func release(_ id: Int64) async throws {
         try await self.tx.query(
             """
