@@ -39,3 +39,6 @@ ALTER TABLE jobs
     ADD CONSTRAINT job_array_task_has_array CHECK ((array_job_id IS NULL) = (array_task_id IS NULL)),
     ADD CONSTRAINT job_hold_has_kind CHECK ((held_by IS NULL) = (hold_kind IS NULL));
 CREATE INDEX jobs_by_array ON jobs (array_job_id) WHERE array_job_id IS NOT NULL;
+
+-- `--begin`: it may not start before then.
+ALTER TABLE jobs ADD COLUMN begin_at timestamptz;

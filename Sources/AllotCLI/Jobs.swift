@@ -24,7 +24,8 @@ struct Submit: AsyncParsableCommand {
             if SbatchParser.isBatchScript(text) {
                 // As sbatch: relative paths are the submit directory's, and the shell's variables go with the job.
                 let parsed = try SbatchParser.parse(
-                    text, file: self.file, submitDir: FileManager.default.currentDirectoryPath, environment: ProcessInfo.processInfo.environment)
+                    text, file: self.file, submitDir: FileManager.default.currentDirectoryPath, environment: ProcessInfo.processInfo.environment,
+                    now: Date(), timeZone: .current)
                 for warning in parsed.warnings { FileHandle.standardError.write(Data("allot: warning: \(self.file): \(warning)\n".utf8)) }
                 spec = parsed.spec
             } else {
@@ -151,6 +152,7 @@ func render(_ job: JobView) -> String {
     }
     if let d = job.dependency { lines.insert("  depends:   \(d)", at: 2) }
     if let h = job.heldBy { lines.insert("  held by:   \(h) (allot release \(job.id))", at: 2) }
+    if let b = job.beginAt, job.state == .queued { lines.insert("  begins:    not before \(iso(b)) (\(ago(b)))", at: 2) }
     for a in job.attempts {
         var head = "    #\(a.number) \(a.state.rawValue)"
         if let e = a.exitCode { head += " exit \(e)" }

@@ -12,7 +12,7 @@ public enum JobSpecParser {
         "name", "org", "project", "kind", "pool", "gpuModel", "nodes", "gpusPerNode", "gpuMilli", "cpusPerNode",
         "cpuMilliPerNode", "memoryPerNode", "memoryMiBPerNode", "priorityClass", "timeLimit", "timeLimitSeconds",
         "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory", "image",
-        "signal", "timeMin", "timeMinSeconds", "slurm", "batchStep", "array", "dependency", "hold",
+        "signal", "timeMin", "timeMinSeconds", "slurm", "batchStep", "array", "dependency", "hold", "beginAt",
     ]
     static let slurmFields: Set<String> = ["submitDir", "tasksPerNode", "cpusPerTask", "output", "error", "appendOutput", "batchStep", "ntasks"]
 
@@ -147,13 +147,20 @@ public enum JobSpecParser {
             }
         }
         let hold = f.bool("hold")
+        var beginAt: Date?
+        if let b = f.string("beginAt") {
+            beginAt = WireJSON.date(b)
+            if beginAt == nil {
+                reader.error(f.values["beginAt"], "beginAt", "must be a time in ISO 8601 (2026-12-24T18:00:00Z), not '\(b.prefix(40))'")
+            }
+        }
         guard let name, let command, reader.issues.isEmpty else { return nil }
         return JobSpec(
             name: name, org: org, project: project, kind: kind, pool: pool, gpuModel: models, nodes: nodes, gpusPerNode: gpus,
             gpuMilli: milli, cpuMilliPerNode: cpuMilli, memoryMiBPerNode: memory, priorityClass: priorityClass,
             timeLimitSeconds: timeLimit, command: command, env: env, workingDir: workingDir, maxAttempts: maxAttempts,
             exclusive: exclusive, wholeNodeMemory: wholeNodeMemory, image: image, signal: signal, timeMinSeconds: timeMin, slurm: slurm,
-            array: array, dependency: dependency, hold: hold == true ? true : nil)
+            array: array, dependency: dependency, hold: hold == true ? true : nil, beginAt: beginAt)
     }
 
     /// A job's name is kept as given (Slurm's are free text, spaces included): at most 200 characters, none of
@@ -247,6 +254,7 @@ public enum JobSpecParser {
     public static func json(_ spec: JobSpec) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
         return String(decoding: (try? encoder.encode(spec)) ?? Data(), as: UTF8.self)
     }
 }

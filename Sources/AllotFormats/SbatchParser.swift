@@ -1,5 +1,5 @@
 public import AllotCore
-import Foundation
+public import Foundation
 
 /// Reads a Slurm batch script's `#SBATCH` directives into a `JobSpec`, by Slurm's own rules (`man sbatch`):
 /// directives are read from the top of the script and stop at its first line that is neither blank nor a
@@ -51,7 +51,7 @@ public enum SbatchParser {
     static let actedOn: Set<String> = [
         "job-name", "nodes", "gres", "gpus-per-node", "gpus", "time", "partition", "account", "qos", "cpus-per-task", "ntasks-per-node",
         "ntasks", "mem", "mem-per-gpu", "mem-per-cpu", "chdir", "exclusive", "array", "dependency", "container-image", "gpus-per-task",
-        "cpus-per-gpu", "time-min", "signal", "requeue", "no-requeue", "open-mode", "export", "output", "error", "hold",
+        "cpus-per-gpu", "time-min", "signal", "requeue", "no-requeue", "open-mode", "export", "output", "error", "hold", "begin",
     ]
 
     /// What we do not act on, and what Allot does instead.
@@ -62,7 +62,7 @@ public enum SbatchParser {
         "prefer": "node features are not matched; the job runs on any node of the pool",
         "nodelist": "nodes are chosen by the scheduler", "exclude": "nodes are chosen by the scheduler; drain a node to keep jobs off it",
         "nodefile": "nodes are chosen by the scheduler",
-        "begin": "the job is queued at once (hold it with --hold and release it with allot release)",
+
         "deadline": "the job is not cancelled at a deadline; its time limit (--time) bounds it",
         "reservation": "Allot has no reservations; guaranteed GPUs come from the organisation's allocation",
         "nice": "the order within a priority class is fair share, then submit time", "priority": "the priority comes from --qos (the priority class)",
@@ -95,7 +95,8 @@ public enum SbatchParser {
     /// resolve) by a shell with `environment` (what `--export` passes). `file` names the script in messages and
     /// is its default name.
     public static func parse(
-        _ text: String, file: String? = nil, submitDir: String? = nil, environment: [String: String] = [:]
+        _ text: String, file: String? = nil, submitDir: String? = nil, environment: [String: String] = [:], now: Date = Date(),
+        timeZone: TimeZone = .current
     ) throws(FormatErrors) -> Parsed {
         var text = text
         var dosWarning: String?
@@ -161,6 +162,16 @@ public enum SbatchParser {
             switch JobArray.parse(a) {
             case .success(let parsed): array = parsed
             case .failure(let p): issue("array", "\(p.message) (--array=0-99%8, 1,3,5 or 0-20:2)")
+            }
+        }
+        var beginAt: Date?
+        if let b = value("begin") {
+            beginAt = Units.beginTime(b, now: now, timeZone: timeZone)
+            if beginAt == nil {
+                issue(
+                    "begin",
+                    "must be now+COUNT[minutes|hours|days|weeks], HH:MM[:SS], YYYY-MM-DD[THH:MM[:SS]], midnight, noon, teatime or tomorrow, not '\(b.prefix(40))'"
+                )
             }
         }
         var dependency: JobDependency?
@@ -409,7 +420,7 @@ public enum SbatchParser {
             slurm: SlurmOptions(
                 submitDir: submitDir, tasksPerNode: tasksPerNode, cpusPerTask: cpusPerTask, output: output, error: error, appendOutput: append,
                 batchStep: true, ntasks: totalTasks),
-            array: array, dependency: dependency, hold: values["hold"] != nil ? true : nil)
+            array: array, dependency: dependency, hold: values["hold"] != nil ? true : nil, beginAt: beginAt)
         return Parsed(spec: spec, warnings: warnings)
     }
 

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Durations and sizes as people and Slurm write them.
 public enum Units {
@@ -99,5 +99,58 @@ public enum Units {
         }
         let mib = (n * factor).rounded(.up)
         return mib < Double(Int.max / 2) ? Int(mib) : nil
+    }
+
+    /// Slurm's `--begin` (`man sbatch`): `now[+COUNT[seconds|minutes|hours|days|weeks]]` (seconds by default),
+    /// `HH:MM[:SS]` (its next occurrence), `YYYY-MM-DD[THH:MM[:SS]]`, `midnight`, `noon`, `fika` (15:00),
+    /// `teatime` (16:00), `today`, `tomorrow`; local times in `timeZone`. Nil when malformed.
+    public static func beginTime(_ text: String, now: Date, timeZone: TimeZone = .current) -> Date? {
+        let s = text.trimmingCharacters(in: .whitespaces).lowercased()
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = timeZone
+        let today = calendar.startOfDay(for: now)
+        func next(_ hour: Int, _ minute: Int, _ second: Int) -> Date? {
+            guard let t = calendar.date(bySettingHour: hour, minute: minute, second: second, of: today) else { return nil }
+            return t > now ? t : calendar.date(byAdding: .day, value: 1, to: t)
+        }
+        switch s {
+        case "now": return now
+        case "today": return today
+        case "tomorrow": return calendar.date(byAdding: .day, value: 1, to: today)
+        case "midnight": return calendar.date(byAdding: .day, value: 1, to: today)
+        case "noon": return next(12, 0, 0)
+        case "fika": return next(15, 0, 0)
+        case "teatime": return next(16, 0, 0)
+        default: break
+        }
+        if s.hasPrefix("now+") {
+            let rest = s.dropFirst(4)
+            let digits = rest.prefix { $0.isNumber }
+            guard let n = Int64(digits), n <= Self.largestField else { return nil }
+            let units: [String: Int64] = [
+                "": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "minute": 60, "minutes": 60, "h": 3600, "hour": 3600,
+                "hours": 3600, "d": 86400, "day": 86400, "days": 86400, "w": 604_800, "week": 604_800, "weeks": 604_800,
+            ]
+            guard let unit = units[String(rest.dropFirst(digits.count))] else { return nil }
+            return now.addingTimeInterval(Double(n * unit))
+        }
+        let clock = s.split(separator: ":").map { Int($0) }
+        if !s.contains("-"), (2...3).contains(clock.count), clock.allSatisfy({ $0 != nil }) {
+            let f = clock.map { $0! }
+            guard (0...23).contains(f[0]), (0...59).contains(f[1]), f.count == 2 || (0...59).contains(f[2]) else { return nil }
+            return next(f[0], f[1], f.count == 3 ? f[2] : 0)
+        }
+        let parts = s.split(separator: "t", maxSplits: 1).map(String.init)
+        let day = parts[0].split(separator: "-").map { Int($0) }
+        guard day.count == 3, day.allSatisfy({ $0 != nil }) else { return nil }
+        var c = DateComponents()
+        (c.year, c.month, c.day) = (day[0], day[1], day[2])
+        if parts.count == 2 {
+            let t = parts[1].split(separator: ":").map { Int($0) }
+            guard (2...3).contains(t.count), t.allSatisfy({ $0 != nil }) else { return nil }
+            (c.hour, c.minute, c.second) = (t[0], t[1], t.count == 3 ? t[2] : 0)
+        }
+        guard let date = calendar.date(from: c), calendar.component(.day, from: date) == c.day else { return nil }
+        return date
     }
 }

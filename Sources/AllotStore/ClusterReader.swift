@@ -57,7 +57,7 @@ struct ClusterReader {
             try await self.tx.query(
                 """
                 SELECT \(unescaped: Self.pendingColumns) FROM jobs j WHERE j.state = 'queued' AND NOT j.cancel_requested
-                  AND j.dependency IS NULL AND j.held_by IS NULL
+                  AND j.dependency IS NULL AND j.held_by IS NULL AND (j.begin_at IS NULL OR j.begin_at <= now())
                   AND (j.array_limit IS NULL OR j.id IN (\(unescaped: Self.arrayTasksWithRoom)))
                 ORDER BY j.priority DESC, j.submitted_at, j.id
                 """))
@@ -71,7 +71,7 @@ struct ClusterReader {
                    q.array_limit - (SELECT count(*) FROM jobs l WHERE l.array_job_id = q.array_job_id
                                     AND l.state IN ('placed', 'starting', 'running')) AS room
             FROM jobs q WHERE q.state = 'queued' AND q.array_limit IS NOT NULL AND NOT q.cancel_requested
-              AND q.dependency IS NULL AND q.held_by IS NULL) x
+              AND q.dependency IS NULL AND q.held_by IS NULL AND (q.begin_at IS NULL OR q.begin_at <= now())) x
         WHERE x.n <= x.room
         """
 

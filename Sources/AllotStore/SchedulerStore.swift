@@ -53,6 +53,7 @@ public struct SchedulerStore: Sendable {
             }
             guard !waiting.isEmpty else {
                 try await tx.jobs.recordArrayLimitReasons()
+                try await tx.jobs.recordBeginTimeReasons()
                 return []
             }
             let named = Set(waiting.flatMap(\.dependency.jobs))
@@ -93,6 +94,7 @@ public struct SchedulerStore: Sendable {
             }
             try await tx.jobs.recordWaitReasons(reasons)
             try await tx.jobs.recordArrayLimitReasons()
+            try await tx.jobs.recordBeginTimeReasons()
             return ended
         }
     }

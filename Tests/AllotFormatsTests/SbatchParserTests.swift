@@ -325,6 +325,7 @@ struct SbatchDefaultsTests {
             case "container-image": value = "pytorch:24.01"
             case "array": value = "0-1"
             case "dependency": value = "singleton"
+            case "begin": value = "now+1hour"
             default: value = "x"
             }
             for form in ["--\(name)=\(value)"] + (letter.map { ["-\($0) \(value)"] } ?? []) {
@@ -527,5 +528,30 @@ struct DependencyRuleTests {
             Issue.record("unknown job")
         }
         #expect(try JobDependency.parse("singleton").get().evaluate([:], singletonBlocked: true, now: now) != .satisfied)
+    }
+}
+
+@Suite("#SBATCH --begin")
+struct SbatchBeginTests {
+    static let now = Date(timeIntervalSince1970: 1_800_000_000)  // 2027-01-15T08:00:00Z
+    static let utc = TimeZone(identifier: "UTC")!
+
+    @Test(
+        "Slurm's forms, local times in the submitter's zone",
+        arguments: [
+            ("now", 0.0), ("now+60", 60), ("now+10minutes", 600), ("now+2hours", 7200), ("now+1day", 86400), ("now+1week", 604_800),
+            ("09:30", 5400), ("07:00", 82800), ("2027-01-15T12:00:00", 14400), ("2027-01-16", 57600), ("noon", 14400), ("teatime", 28800),
+            ("midnight", 57600), ("tomorrow", 57600),
+        ] as [(String, Double)])
+    func forms(text: String, offset: Double) throws {
+        let spec = try SbatchParser.parse("#SBATCH --begin=\(text)\nx", file: "a.sh", submitDir: "/tmp", now: Self.now, timeZone: Self.utc).spec
+        #expect(spec.beginAt == Self.now.addingTimeInterval(offset), "\(text)")
+    }
+
+    @Test("a malformed --begin names the directive", arguments: ["soon", "now+5fortnights", "25:00", "2027-02-30", "now+x"])
+    func malformed(text: String) {
+        #expect(throws: FormatErrors.self) {
+            try SbatchParser.parse("#SBATCH --begin=\(text)\nx", file: "a.sh", submitDir: "/tmp", now: Self.now, timeZone: Self.utc)
+        }
     }
 }

@@ -263,7 +263,7 @@ struct EndToEndTests {
         #SBATCH -A national-ai-lab\r
         #SBATCH -N 2 --ntasks-per-node=1\r
         #SBATCH --gres=gpu:2\r
-        #SBATCH --time=1:00 --signal=B:USR1@50\r
+        #SBATCH --time=0:20 --signal=B:USR1@5\r
         #SBATCH -D \(c.shared.path)\r
         \r
         trap 'echo "warned by USR1"; exit 0' USR1\r

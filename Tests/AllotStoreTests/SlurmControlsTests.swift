@@ -152,4 +152,24 @@ struct SlurmControlsTests {
             await #expect(throws: StoreError.self) { _ = try await store.hold(id, by: mallory, scope: .organization("defense")) }
         }
     }
+
+    @Test("--begin: not placed before its time, saying so (BeginTime); placed once it has come")
+    func beginTime() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            let store = JobStore(database: db)
+            let later = try await f.submit(
+                JobSpec(name: "later", pool: "h200", gpusPerNode: 1, command: "x", beginAt: Date().addingTimeInterval(3600)), as: Self.alice)
+            let soon = try await f.submit(
+                JobSpec(name: "soon", pool: "h200", gpusPerNode: 1, command: "x", beginAt: Date().addingTimeInterval(1)), as: Self.alice)
+            try await Self.cycle(db)
+            let waiting = try await store.show(later, scope: .all)
+            #expect(waiting.state == .queued && waiting.reasonCode == "begin_time" && WaitReason.slurmName(code: "begin_time") == "BeginTime")
+            #expect(waiting.reason?.hasPrefix("begin time: not before ") == true, "\(waiting.reason ?? "-")")
+            try await Task.sleep(for: .milliseconds(1500))
+            try await Self.cycle(db)
+            #expect(try await store.show(soon, scope: .all).state == .placed)
+            #expect(try await store.show(later, scope: .all).state == .queued)
+        }
+    }
 }

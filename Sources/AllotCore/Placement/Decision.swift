@@ -102,6 +102,7 @@ public enum WaitReason: Hashable, Sendable {
         case "array_limit": "JobArrayTaskLimit"
         case "held_user": "JobHeldUser"
         case "held_admin": "JobHeldAdmin"
+        case "begin_time": "BeginTime"
         default: nil
         }
     }

@@ -1,3 +1,5 @@
+public import Foundation
+
 /// A job as submitted (SPEC §3), after parsing and validation: every size in base units.
 /// The same shape travels from the CLI to the server and is printed by `allot submit --dry-run`.
 public struct JobSpec: Hashable, Codable, Sendable {
@@ -41,6 +43,8 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var dependency: JobDependency?
     /// Submitted held (`--hold`): it waits until released.
     public var hold: Bool?
+    /// It may not start before this time (`--begin`).
+    public var beginAt: Date?
 
     public init(
         name: String, org: String? = nil, project: String? = nil, kind: JobKind = .training, pool: String?,
@@ -49,8 +53,9 @@ public struct JobSpec: Hashable, Codable, Sendable {
         timeLimitSeconds: Int64? = nil, command: String, env: [String: String] = [:], workingDir: String? = nil,
         maxAttempts: Int = 3, exclusive: Bool = false, wholeNodeMemory: Bool = false, image: String? = nil,
         signal: JobSignal? = nil, timeMinSeconds: Int64? = nil, slurm: SlurmOptions? = nil, array: JobArray? = nil,
-        dependency: JobDependency? = nil, hold: Bool? = nil
+        dependency: JobDependency? = nil, hold: Bool? = nil, beginAt: Date? = nil
     ) {
+        self.beginAt = beginAt
         self.array = array
         self.dependency = dependency
         self.hold = hold

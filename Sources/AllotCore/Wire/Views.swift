@@ -103,6 +103,8 @@ public struct JobView: Codable, Hashable, Sendable {
     public var endedAt: Date?
     public var timeMinSeconds: Int64?
     public var signal: String?
+    /// It may not start before this (`--begin`).
+    public var beginAt: Date?
 
     public init(
         id: Int64, name: String, org: String, project: String?, owner: String, kind: JobKind, pool: String, state: JobState,
