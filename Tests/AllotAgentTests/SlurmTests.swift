@@ -146,11 +146,12 @@ struct SlurmAgentTests {
             """
         _ = try await s.launch(
             Self.request(
-                key, script, nodes: ["gpu-001"], options: SlurmOptions(batchStep: true), timeLimit: 4, signal: JobSignal(number: 10, secondsBefore: 2)
+                key, script, nodes: ["gpu-001"], options: SlurmOptions(batchStep: true), timeLimit: 10,
+                signal: JobSignal(number: 10, secondsBefore: 5)
             ))
         let runner = StepRunner(supervisor: s)
         var end: RankStatus?
-        for _ in 0..<300 {
+        for _ in 0..<600 {  // the signal is due 5 s in: a loaded machine may take seconds to start the step
             await s.poll()
             await runner.tick()
             if let st = await s.all().first(where: { $0.key == key }), st.state != .running {

@@ -205,6 +205,7 @@ struct EndToEndTests {
         do {
             try await self.gang(c)
             try await self.batchScript(c)
+            try await self.arraysAndDependencies(c)
             try await self.exitCode(c)
             try await self.cancel(c)
             try await self.drain(c)
@@ -308,6 +309,41 @@ struct EndToEndTests {
         #expect(steps.map(\.step) == [0, 1, 2, 3] && steps.map(\.exitCode) == [0, 0, 0, 7], "\(steps)")
         #expect(steps.map(\.tasks) == [2, 2, 3, 2] && steps.allSatisfy { $0.state == .exited && $0.nodes == 2 }, "\(steps)")
         #expect(try c.cli(["jobs", "show", "\(id)"]).contains("step \(id).2: bash -c"), "steps are shown")
+    }
+
+    /// `--array=0-3%2` never runs more than 2 tasks at once; `afterok` on a failed job never starts and says why.
+    func arraysAndDependencies(_ c: Cluster) async throws {
+        let sweep = c.work.appendingPathComponent("sweep.sbatch")
+        try
+            "#!/bin/sh\n#SBATCH -A national-ai-lab\n#SBATCH --array=0-3%2\n#SBATCH --gres=gpu:1\necho task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_JOB_ID\nsleep 2\n"
+            .write(to: sweep, atomically: true, encoding: .utf8)
+        let failing = c.work.appendingPathComponent("failing.sbatch")
+        try "#!/bin/sh\n#SBATCH -A national-ai-lab\nexit 1\n".write(to: failing, atomically: true, encoding: .utf8)
+        func submitted(_ output: String) throws -> Int64 {
+            let line = try #require(output.split(separator: "\n").first { $0.hasPrefix("submitted job") }, "\(output)")
+            return try #require(line.split(separator: " ").lazy.compactMap { Int64($0) }.first, "\(line)")
+        }
+        let array = try submitted(try c.cli(["submit", sweep.path]))
+        let failed = try submitted(try c.cli(["submit", failing.path]))
+        let dependent = c.work.appendingPathComponent("dependent.sbatch")
+        try "#!/bin/sh\n#SBATCH -A national-ai-lab\n#SBATCH --dependency=afterok:\(failed)\necho never\n"
+            .write(to: dependent, atomically: true, encoding: .utf8)
+        let waiter = try submitted(try c.cli(["submit", dependent.path]))
+        var most = 0
+        var tasks: [JobView] = []
+        let deadline = Date().addingTimeInterval(90)
+        repeat {
+            tasks = try c.json(["jobs", "--org", "national-ai-lab"], as: [JobView].self).filter { $0.arrayJobID == array }
+            most = max(most, tasks.filter { [.placed, .starting, .running].contains($0.state) }.count)
+            try await Task.sleep(for: .milliseconds(200))
+        } while !(tasks.count == 4 && tasks.allSatisfy { $0.state.isTerminal }) && Date() < deadline
+        #expect(tasks.count == 4 && tasks.allSatisfy { $0.state == .succeeded }, "\(tasks.map { "\($0.id) \($0.state)" })")
+        #expect(most <= 2 && most >= 1, "at most 2 of the array's tasks at once, saw \(most)")
+        let log = try c.cli(["logs", "\(tasks.first { $0.arrayTaskID == 3 }!.id)"])
+        #expect(log.contains("task 3 of \(array)"), "\(log)")
+        let never = try await c.waitForJob(waiter) { $0.state.isTerminal }
+        #expect(never.state == .cancelled && never.reason?.contains("DependencyNeverSatisfied") == true, "\(never.reason ?? "-")")
+        #expect(try c.cli(["jobs", "show", "\(waiter)"]).contains("DependencyNeverSatisfied: afterok:\(failed): job \(failed) ended failed"))
     }
 
     func exitCode(_ c: Cluster) async throws {
