@@ -154,7 +154,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(name: "allot", dependencies: ["AllotCLI"], swiftSettings: strict),
         .testTarget(name: "AllotCoreTests", dependencies: ["AllotCore", "AllotTesting"], swiftSettings: strict),
-        .testTarget(name: "AllotFormatsTests", dependencies: ["AllotCore", "AllotFormats"], swiftSettings: strict),
+        .testTarget(name: "AllotFormatsTests", dependencies: ["AllotCore", "AllotFormats", "AllotTesting"], swiftSettings: strict),
         .testTarget(
             name: "AllotStoreTests",
             dependencies: [

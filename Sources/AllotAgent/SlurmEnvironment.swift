@@ -47,7 +47,16 @@ enum SlurmEnvironment {
     /// The rank's output and error files (Slurm's patterns filled in), or nil where the rank's output stays in
     /// the job's log: only the first node writes the script's files (Slurm's batch step), unless the pattern
     /// names the node (`%N`, `%n`) so that each node has its own.
+    /// A batch script without `--output` or `--error` gets Slurm's default: `slurm-%j.out` (`slurm-%A_%a.out` for
+    /// an array task) in its working directory — where the node has it (the submit directory shared with jobs, or
+    /// `-D`); else its output stays in the job's log.
     static func files(for request: LaunchRequest, slurm: SlurmLaunch) -> (output: String, error: String?)? {
+        var options = slurm.options
+        if options.output == nil && options.error == nil, options.submitDir != nil, let dir = request.workingDir {
+            options.output = URL(fileURLWithPath: dir).appendingPathComponent(slurm.array == nil ? "slurm-%j.out" : "slurm-%A_%a.out").path
+        }
+        var slurm = slurm
+        slurm.options = options
         guard let pattern = slurm.options.output ?? slurm.options.error else { return nil }
         let perNode = { (p: String) in p.contains("%N") || p.contains("%n") }
         guard request.gang.nodeRank == 0 || perNode(pattern) else { return nil }
@@ -71,7 +80,9 @@ enum SlurmEnvironment {
         let op = slurm.options.appendOutput || request.key.attempt > 1 ? ">>" : ">"
         var lines: [String] = []
         if !files.output.isEmpty {
-            lines.append("echo \(JobShell.quote("allot: output goes to \(files.output) (--output)"))")
+            lines.append(
+                "echo \(JobShell.quote("allot: output goes to \(files.output) (\(slurm.options.output == nil ? "Slurm's default; --output to choose" : "--output"))"))"
+            )
             if let e = files.error {
                 lines.append("echo \(JobShell.quote("allot: errors go to \(e) (--error)"))")
                 lines.append("exec \(op)\(JobShell.quote(files.output)) 2\(op)\(JobShell.quote(e)) </dev/null || exit 1")

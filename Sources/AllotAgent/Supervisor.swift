@@ -234,12 +234,14 @@ public actor Supervisor {
         let (command, _) = try self.scriptCommand(request.command, folder: folder, visibleAt: nil)
         let log = folder.appendingPathComponent("output.log").path
         // A batch script runs in its submit directory where the node has it, as under Slurm; else in its folder.
+        var request = request
         var dir = request.workingDir ?? folder.path
         var preamble = ""
         if request.workingDir == nil, let submit = request.slurm?.options.submitDir {
             var isDir: ObjCBool = false
             if FileManager.default.fileExists(atPath: submit, isDirectory: &isDir), isDir.boolValue {
                 dir = submit
+                request.workingDir = submit
             } else {
                 preamble = "echo \(JobShell.quote("allot: the submit directory \(submit) is not on node \(self.node); running in \(dir)")) >&2\n"
             }

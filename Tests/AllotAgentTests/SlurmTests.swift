@@ -52,6 +52,7 @@ struct SlurmAgentTests {
             """
         _ = try await s.launch(Self.request(key, script, options: options))
         let end = try await SupervisorTests.waitForEnd(s, key)
+        // Rank 1: not the batch step's node, so its output stays in the job's log (rank 0 writes slurm-%j.out).
         let log = try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8)
         #expect(end.exitCode == 0, "\(log)")
         for line in [
@@ -86,6 +87,13 @@ struct SlurmAgentTests {
         _ = try await s.launch(Self.request(other, "echo from rank one", options: options))
         _ = try await SupervisorTests.waitForEnd(s, other)
         #expect(try String(contentsOfFile: await s.logPath(for: other), encoding: .utf8).contains("from rank one"))
+
+        // No --output: Slurm's slurm-%j.out in the submit directory, which the node has.
+        let plain = RankKey(jobID: 7, attempt: 1, rank: 0)
+        _ = try await s.launch(Self.request(plain, "echo to the default file", options: SlurmOptions(submitDir: submit.path)))
+        _ = try await SupervisorTests.waitForEnd(s, plain)
+        #expect(try String(contentsOfFile: submit.path + "/slurm-7.out", encoding: .utf8) == "to the default file\n")
+        #expect(try String(contentsOfFile: await s.logPath(for: plain), encoding: .utf8).contains("Slurm's default; --output to choose"))
 
         let gone = RankKey(jobID: 6, attempt: 1, rank: 0)
         _ = try await s.launch(Self.request(gone, "pwd", options: SlurmOptions(submitDir: "/nonexistent/dir")))

@@ -1,4 +1,5 @@
 import AllotCore
+import AllotTesting
 import Foundation
 import Testing
 
@@ -376,7 +377,7 @@ struct SlurmFormsTests {
     @Test("expand(compress(hosts)) gives the hosts back, for 500 seeded random lists")
     func roundTrip() {
         for seed in 1...500 {
-            var rng = SplitMix(seed: UInt64(seed))
+            var rng = SeededRandom(seed: UInt64(seed))
             let prefixes = ["gpu-", "node", "r1-n", "dgx", "a100-"]
             let suffixes = ["", "", "-ib"]
             var hosts: [String] = []
@@ -409,19 +410,6 @@ struct SlurmFormsTests {
         #expect(PendingJob.model(named: "nvidia_h100_80gb_hbm3", among: pool) == "H100")
         #expect(PendingJob.model(named: "v100", among: pool) == nil)
         #expect(PendingJob.model(named: "a100-h100", among: pool) == nil, "two models named: neither is chosen")
-    }
-}
-
-/// SplitMix64: a seeded generator, so a failing case names the seed that reproduces it.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { self.state = seed }
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

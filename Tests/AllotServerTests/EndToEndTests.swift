@@ -285,7 +285,10 @@ struct EndToEndTests {
         let line = try #require(submitted.split(separator: "\n").first { $0.hasPrefix("submitted job ") }, "\(submitted)")
         let id = try #require(Int64(line.dropFirst("submitted job ".count).prefix { $0.isNumber }))
         let job = try await c.waitForJob(id) { $0.state.isTerminal }
-        let log = try c.cli(["logs", "\(id)"])
+        // Slurm's default output file in the working directory (-D, shared); the job's log says so.
+        let notice = try c.cli(["logs", "\(id)"])
+        #expect(notice.contains("allot: output goes to \(c.shared.path)/slurm-\(id).out"), "\(notice)")
+        let log = (try? String(contentsOfFile: c.shared.path + "/slurm-\(id).out", encoding: .utf8)) ?? ""
         #expect(job.state == .succeeded && job.name == "two node script", "\(job)\n\(log)")
         #expect(job.pool == "h200", "no -p: the organisation's only pool")
         let nodes = job.attempts.last?.nodes.sorted { $0.rank < $1.rank }.map(\.node) ?? []
