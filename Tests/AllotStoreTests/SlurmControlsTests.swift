@@ -172,4 +172,27 @@ struct SlurmControlsTests {
             #expect(try await store.show(later, scope: .all).state == .queued)
         }
     }
+
+    @Test("a reclaim's, drain's or requeue's stop asks the agent to warn first (--signal); a cancel does not")
+    func warnFirst() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            let store = JobStore(database: db)
+            let dispatch = DispatchStore(database: db)
+            var stops: [Int64: Bool] = [:]
+            for (name, requeue) in [("requeued", true), ("cancelled", false)] {
+                let id = try await f.submit(
+                    JobSpec(name: name, pool: "h200", gpusPerNode: 1, command: "x", signal: JobSignal(slurm: "USR1@30")), as: Self.alice)
+                try await Self.cycle(db)
+                try await dispatch.markDispatched(RankKey(jobID: id, attempt: 1, rank: 0))
+                if requeue {
+                    _ = try await store.requeue(id, by: Self.alice, scope: .organization("lab"))
+                } else {
+                    _ = try await store.cancel(id, by: Self.alice, scope: .organization("lab"))
+                }
+                for stop in try await dispatch.claimStops() where stop.key.jobID == id { stops[id] = stop.warnFirst }
+                #expect(stops[id] == requeue, "\(name)")
+            }
+        }
+    }
 }
