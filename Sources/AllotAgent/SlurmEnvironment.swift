@@ -2,10 +2,8 @@ public import AllotCore
 import Foundation
 
 /// What a batch script's rank gets of Slurm's world: the `SLURM_*` variables scripts read, the `--output` and
-/// `--error` files, and `scontrol` on its PATH.
-///
-/// Until `srun` steps exist, the script runs on every node of the allocation (as one task per node would under
-/// `srun`): each rank's `SLURM_NODEID` and `SLURM_PROCID` are its node rank.
+/// `--error` files, the job's nodes in `/etc/hosts`, and `scontrol` and `srun` on its PATH. A rank's
+/// `SLURM_NODEID` and `SLURM_PROCID` are its node rank (its steps' tasks get their own, `Steps.swift`).
 enum SlurmEnvironment {
     /// Where the rank sees the agent's `scontrol` (bound read-only into its container).
     static let binInContainer = "/.allot/bin"
@@ -55,9 +53,7 @@ enum SlurmEnvironment {
         if options.output == nil && options.error == nil, options.submitDir != nil, let dir = request.workingDir {
             options.output = URL(fileURLWithPath: dir).appendingPathComponent(slurm.array == nil ? "slurm-%j.out" : "slurm-%A_%a.out").path
         }
-        var slurm = slurm
-        slurm.options = options
-        guard let pattern = slurm.options.output ?? slurm.options.error else { return nil }
+        guard let pattern = options.output ?? options.error else { return nil }
         let perNode = { (p: String) in p.contains("%N") || p.contains("%n") }
         guard request.gang.nodeRank == 0 || perNode(pattern) else { return nil }
         let node = slurm.nodes.indices.contains(request.gang.nodeRank) ? slurm.nodes[request.gang.nodeRank].name : ""
@@ -68,8 +64,8 @@ enum SlurmEnvironment {
         }
         let output = fill(pattern)
         // --error alone: standard output stays in the log; both, or --output alone (error joins output): the files.
-        if slurm.options.output == nil, let e = slurm.options.error { return (output: "", error: fill(e)) }
-        return (output: output, error: slurm.options.error.map(fill))
+        if options.output == nil, let e = options.error { return (output: "", error: fill(e)) }
+        return (output: output, error: options.error.map(fill))
     }
 
     /// Shell lines run before the script: they redirect its output to its files (truncated, or appended with
@@ -101,6 +97,40 @@ enum SlurmEnvironment {
         guard let files = self.files(for: request, slurm: slurm) else { return [] }
         return Array(Set([files.output, files.error ?? ""].filter { !$0.isEmpty }.map { URL(fileURLWithPath: $0).deletingLastPathComponent().path }))
             .sorted()
+    }
+
+    /// A batch script runs in its submit directory, as under Slurm, where the node can give it (`problem` says why
+    /// not); else where a job without one runs (`fallback`; Slurm falls back to /tmp), which its log says.
+    /// Returns that line of the log, or nothing.
+    static func enterSubmitDirectory(_ request: inout LaunchRequest, fallback: String, problem: (String) -> String?) -> String {
+        guard request.workingDir == nil, let submit = request.slurm?.options.submitDir else { return "" }
+        if let why = problem(submit) { return "echo \(JobShell.quote("allot: \(why); running in \(fallback)")) >&2\n" }
+        request.workingDir = submit
+        return ""
+    }
+
+    /// What a batch rank's container gets besides a plain rank's: `scontrol` and `srun`, its `/etc/hosts` (written
+    /// into the rank's folder), the folders of its output files, and on the batch node its step channel.
+    static func mounts(for slurm: SlurmLaunch, folder: URL, tools: URL?, outputFolders: [String], stepChannel: String?) throws -> [OCISpec.Mount] {
+        var mounts: [OCISpec.Mount] = []
+        if let tools {
+            mounts.append(.init(destination: self.binInContainer, type: "bind", source: tools.path, options: ["rbind", "ro", "nosuid", "nodev"]))
+        }
+        let hosts = folder.appendingPathComponent("hosts")
+        let base = (try? String(contentsOfFile: "/etc/hosts", encoding: .utf8)) ?? "127.0.0.1\tlocalhost\n"
+        try Data(self.hosts(for: slurm, base: base).utf8).write(to: hosts)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: hosts.path)
+        mounts.append(.init(destination: "/etc/hosts", type: "bind", source: hosts.path, options: ["bind", "ro", "nosuid", "nodev"]))
+        for dir in outputFolders {
+            mounts.append(.init(destination: dir, type: "bind", source: dir, options: ["rbind", "rw", "nosuid", "nodev"]))
+        }
+        if let stepChannel {
+            mounts.append(
+                .init(
+                    destination: SlurmSteps.channelInContainer, type: "bind", source: stepChannel,
+                    options: ["rbind", "rw", "nosuid", "nodev", "noexec"]))
+        }
+        return mounts
     }
 
     /// `/etc/hosts` for the rank: the node's own, then each node of the allocation by name at the address its

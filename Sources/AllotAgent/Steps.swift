@@ -358,11 +358,7 @@ public actor StepRunner {
             try? out.write(contentsOf: Data(message.utf8))
             try? out.close()
         }
-        if let rc = ChannelFile.create(channel.path, "\(token).rc.tmp", uid: owner.st_uid, gid: owner.st_gid) {
-            try? rc.write(contentsOf: Data("\(code)\n".utf8))
-            try? rc.close()
-            rename(channel.appendingPathComponent("\(token).rc.tmp").path, channel.appendingPathComponent("\(token).rc").path)
-        }
+        ChannelFile.publishStatus(channel.path, token: token, code: code, uid: owner.st_uid, gid: owner.st_gid)
     }
 
     private func run(script: (key: RankKey, launch: LaunchRequest, channel: URL), token: String, request path: String, step: Int) async {
@@ -379,11 +375,7 @@ public actor StepRunner {
         }
         func finish(_ code: Int) {
             try? out?.close()
-            if ownerKnown, let h = ChannelFile.create(channel.path, "\(token).rc.tmp", uid: owner.st_uid, gid: owner.st_gid) {
-                try? h.write(contentsOf: Data("\(code)\n".utf8))
-                try? h.close()
-                rename(channel.appendingPathComponent("\(token).rc.tmp").path, channel.appendingPathComponent("\(token).rc").path)
-            }
+            if ownerKnown { ChannelFile.publishStatus(channel.path, token: token, code: code, uid: owner.st_uid, gid: owner.st_gid) }
             unlink(path)
             self.taken.remove(path)
         }
@@ -533,6 +525,14 @@ enum ChannelFile {
         var st = stat()
         guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, st.st_nlink == 1, Int(st.st_size) <= max else { return nil }
         return try? handle.read(upToCount: max)
+    }
+
+    /// A step's exit status for srun: written aside, then renamed into place whole (srun polls for it).
+    static func publishStatus(_ dir: String, token: String, code: Int, uid: uid_t, gid: gid_t) {
+        guard let h = self.create(dir, "\(token).rc.tmp", uid: uid, gid: gid) else { return }
+        try? h.write(contentsOf: Data("\(code)\n".utf8))
+        try? h.close()
+        rename("\(dir)/\(token).rc.tmp", "\(dir)/\(token).rc")
     }
 
     static func create(_ dir: String, _ name: String, uid: uid_t, gid: gid_t) -> FileHandle? {

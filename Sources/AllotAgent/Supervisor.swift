@@ -235,17 +235,12 @@ public actor Supervisor {
         let log = folder.appendingPathComponent("output.log").path
         // A batch script runs in its submit directory where the node has it, as under Slurm; else in its folder.
         var request = request
-        var dir = request.workingDir ?? folder.path
-        var preamble = ""
-        if request.workingDir == nil, let submit = request.slurm?.options.submitDir {
+        var preamble = SlurmEnvironment.enterSubmitDirectory(&request, fallback: folder.path) { submit in
             var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: submit, isDirectory: &isDir), isDir.boolValue {
-                dir = submit
-                request.workingDir = submit
-            } else {
-                preamble = "echo \(JobShell.quote("allot: the submit directory \(submit) is not on node \(self.node); running in \(dir)")) >&2\n"
-            }
+            return FileManager.default.fileExists(atPath: submit, isDirectory: &isDir) && isDir.boolValue
+                ? nil : "the submit directory \(submit) is not on node \(self.node)"
         }
+        let dir = request.workingDir ?? folder.path
         if let slurm = request.slurm { preamble += SlurmEnvironment.redirection(for: request, slurm: slurm) }
         // The working directory is entered by the shell, so a missing one is reported in the rank's log.
         let script = "cd \(JobShell.quote(dir)) || exit 126\n\(preamble)\(command)"
@@ -259,16 +254,9 @@ public actor Supervisor {
 
     private func launchContainer(_ asked: LaunchRequest, folder: URL, runtime: ContainerRuntime) throws -> Record {
         var request = asked
-        // A batch script runs in its submit directory where the node shares it with jobs, as under Slurm; else in
-        // its own /work (Slurm falls back to /tmp), which its log says.
-        var preamble = ""
-        if request.workingDir == nil, let submit = request.slurm?.options.submitDir {
-            if let why = runtime.workingDirectoryProblem(submit, node: self.node) {
-                preamble =
-                    "echo \(JobShell.quote("allot: \(why.replacingOccurrences(of: "the working directory", with: "the submit directory")); running in /work")) >&2\n"
-            } else {
-                request.workingDir = submit
-            }
+        // Where the node shares it with jobs: else its own /work.
+        var preamble = SlurmEnvironment.enterSubmitDirectory(&request, fallback: "/work") { submit in
+            runtime.workingDirectoryProblem(submit, node: self.node)?.replacingOccurrences(of: "the working directory", with: "the submit directory")
         }
         var outputFolders: [String] = []
         if let slurm = request.slurm {
@@ -328,27 +316,13 @@ public actor Supervisor {
         let (command, script) = try self.scriptCommand(request.command, folder: folder, visibleAt: "/.allot-script")
         var slurmMounts: [OCISpec.Mount] = []
         if let slurm = request.slurm {
-            if let tools = self.toolsDir {
-                slurmMounts.append(
-                    .init(
-                        destination: SlurmEnvironment.binInContainer, type: "bind", source: tools.path, options: ["rbind", "ro", "nosuid", "nodev"]))
-            }
-            let hosts = folder.appendingPathComponent("hosts")
-            let base = (try? String(contentsOfFile: "/etc/hosts", encoding: .utf8)) ?? "127.0.0.1\tlocalhost\n"
-            try Data(SlurmEnvironment.hosts(for: slurm, base: base).utf8).write(to: hosts)
-            try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: hosts.path)
-            slurmMounts.append(.init(destination: "/etc/hosts", type: "bind", source: hosts.path, options: ["bind", "ro", "nosuid", "nodev"]))
-            for dir in outputFolders {
-                slurmMounts.append(.init(destination: dir, type: "bind", source: dir, options: ["rbind", "rw", "nosuid", "nodev"]))
-            }
+            var channel: String?
             if slurm.options.batchStep, request.key.rank == 0 {
-                let channel = try self.stepChannel(for: request.key, create: false)
-                try Self.own(channel.path, uid: account.uid, gid: account.gid, mode: 0o700)
-                slurmMounts.append(
-                    .init(
-                        destination: SlurmSteps.channelInContainer, type: "bind", source: channel.path,
-                        options: ["rbind", "rw", "nosuid", "nodev", "noexec"]))
+                channel = try self.stepChannel(for: request.key, create: false).path
+                try Self.own(channel!, uid: account.uid, gid: account.gid, mode: 0o700)
             }
+            slurmMounts = try SlurmEnvironment.mounts(
+                for: slurm, folder: folder, tools: self.toolsDir, outputFolders: outputFolders, stepChannel: channel)
         }
         let spec = runtime.spec(
             for: request, account: account, rootfs: rootfs, rootIsImage: request.tenant.image != nil, scratch: scratch.path, script: script,
