@@ -85,6 +85,26 @@ struct CapacityIndexTests {
     /// The reference: score every node that passes every filter, the way the strategy defines it; best first.
     static func scan(_ job: PendingJob, _ nodes: [NodeSnapshot], _ strategy: ScoringStrategy, _ mix: WorkloadMix) -> [(score: Score, position: Int)] {
         let model = mix.model
+        // The pool's pressure, worked out afresh from the nodes: its shortage of CPU and memory for the work
+        // expected, and how scarce each model is for the shapes that name models.
+        let members = nodes.filter { $0.pool == job.pool && $0.state.acceptsWork }
+        var freeByModel: [String: Int] = [:]
+        for n in members { for g in n.gpus where g.health.isSchedulable { freeByModel[g.model.lowercased(), default: 0] += g.leftoverMilli } }
+        let freeGPU = Double(freeByModel.values.reduce(0, +))
+        let freeCPU = Double(members.reduce(0) { $0 + $1.cpuMilli - $1.usedCPUMilli })
+        let freeMemory = Double(members.reduce(0) { $0 + $1.memoryMiB - $1.usedMemoryMiB })
+        let cpuShortage = model.gpuPerCPUMilli.map { r in freeCPU > 0 ? min(1, freeGPU / r / freeCPU) : 0 } ?? 0
+        let memoryShortage = model.gpuPerMiB.map { r in freeMemory > 0 ? min(1, freeGPU / r / freeMemory) : 0 } ?? 0
+        let demand = model.terms.map { $0.weight * Double($0.shape.milli ?? $0.shape.gpus * 1000) }
+        var scarcity: [String: Double] = [:]
+        if strategy == .fragmentationAware, demand.reduce(0, +) > 0, freeGPU > 0 {
+            for (t, term) in model.terms.enumerated() where !term.shape.models.isEmpty {
+                let share = demand[t] / demand.reduce(0, +)
+                let theirs = Double(term.shape.models.reduce(0) { $0 + (freeByModel[$1] ?? 0) })
+                guard theirs > 0 else { continue }
+                for m in term.shape.models where (freeByModel[m] ?? 0) > 0 { scarcity[m, default: 0] += share * freeGPU / theirs }
+            }
+        }
         var all: [(score: Score, position: Int)] = []
         for (p, node) in nodes.enumerated() where Placer.reject(job, on: node) == nil {
             let usable = node.gpus.indices.filter { node.gpus[$0].health.isSchedulable }
@@ -95,31 +115,46 @@ struct CapacityIndexTests {
             let cpuAfter = node.cpuMilli - node.usedCPUMilli - cpu
             let memoryAfter = node.memoryMiB - node.usedMemoryMiB - memory
             // Every way the rank could land: each GPU it could share, or the whole GPUs it takes.
-            var outcomes: [(leftovers: [Int], freeAfter: Int)] = []
+            var outcomes: [(leftovers: [Int], freeAfter: Int, takes: Int, model: String)] = []
             if let f = r.fractionMilli {
                 for (i, g) in usable.enumerated() where job.accepts(model: node.gpus[g].model) && leftovers[i] >= f {
                     var after = leftovers
                     after[i] -= f
-                    outcomes.append((after, free - f))
+                    outcomes.append((after, free - f, f, node.gpus[g].model.lowercased()))
                 }
             } else {
                 var after = leftovers
                 var taken = 0
+                var first = ""
                 for (i, g) in usable.enumerated() where job.accepts(model: node.gpus[g].model) && leftovers[i] == 1000 {
                     if r.exclusive || taken < r.gpus {
                         after[i] = 0
                         taken += 1
+                        if first.isEmpty { first = node.gpus[g].model.lowercased() }
                     }
                 }
-                outcomes.append((after, r.exclusive ? free - taken * 1000 : free - r.gpus * 1000))
+                let takes = r.exclusive ? taken * 1000 : r.gpus * 1000
+                outcomes.append((after, free - takes, takes, first))
+            }
+            // Shapes that name models take only those GPUs.
+            let accepts = { (t: Int, i: Int) in
+                model.terms[t].shape.models.isEmpty || model.terms[t].shape.models.contains(node.gpus[usable[i]].model.lowercased())
             }
             let before = model.fragmentation(
+                leftovers: leftovers, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB, accepts: accepts)
+            let surplusBefore = model.surplus(
                 leftovers: leftovers, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB)
             let scores = outcomes.map { o -> Score in
                 switch strategy {
                 case .fragmentationAware:
-                    let growth = model.fragmentation(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter) - before
-                    return Score(primary: Int((growth * 1000).rounded()), tie: o.freeAfter)
+                    let growth = model.fragmentation(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter, accepts: accepts) - before
+                    // The pool's pressure: CPU and memory surplus grown, weighed by the pool's shortage; GPUs taken
+                    // from a model others depend on, weighed by its scarcity.
+                    let surplus = model.surplus(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
+                    let extra =
+                        cpuShortage * (surplus.cpu - surplusBefore.cpu) + memoryShortage * (surplus.memory - surplusBefore.memory)
+                        + Double(o.takes) * (scarcity[o.model] ?? 0)
+                    return Score(primary: Int((growth * 1000).rounded()) + Int((extra * 1000).rounded()), tie: o.freeAfter)
                 case .bestFit: return Score(primary: o.freeAfter, tie: 0)
                 case .spread: return Score(primary: -o.freeAfter, tie: 0)
                 case .firstFit: return .zero
@@ -137,7 +172,9 @@ struct CapacityIndexTests {
             for seed in PlacementPropertyTests.seeds.prefix(2000) {
                 await Task.yield()  // CPU-bound: see PlacementPropertyTests
                 let (snapshot, queue) = RandomCluster.make(seed: seed)
-                let mix = strategy == .fragmentationAware ? WorkloadMix(queue.map(\.perNode)) : WorkloadMix()
+                // Every other seed expects the models the jobs name too, so scarcity is weighed.
+                let mix =
+                    strategy != .fragmentationAware ? WorkloadMix() : seed % 4 < 2 ? WorkloadMix(queue.map(\.perNode)) : WorkloadMix().adding(queue)
                 // Every other seed with a cache too small for the arrays, so its overflow is tested as well.
                 var cluster = Cluster(snapshot, book: ProfileBook(strategy: strategy, mix: mix, slotLimit: seed % 2 == 0 ? 8 : 1 << 20))
                 for (step, job) in queue.enumerated() {

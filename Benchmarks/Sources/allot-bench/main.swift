@@ -1,5 +1,6 @@
 import AllotCore
 import Foundation
+import Synchronization
 
 // Placement benchmarks (SPEC §8, issue 3), all in one run so the figures compare side by side:
 //  - decisions per second for single-node jobs, and full cycles over a queue of 100,000 mixed jobs, with
@@ -64,18 +65,16 @@ func mixedQueue(_ count: Int, seed: UInt64, singleNodeOnly: Bool = false) -> [Pe
     }
 }
 
-/// A cluster and a GPU-sharing workload shaped like the published production trace that fragmentation
-/// studies use: Alibaba's cluster-trace-gpu-v2023 (`openb_node_list_gpu_node.csv`, `openb_pod_list_default.csv`,
-/// Weng et al., ATC'23). The node types and pod shapes below, with their rough proportions, were read off
-/// that trace (node types weighted so the totals match its 1,213 nodes, 6,212 GPUs and 107,018 CPUs): mostly
-/// 8-GPU nodes with 96 CPUs, many 2-GPU nodes with 104 CPUs, some with little CPU; about half the pods
-/// take a share of one GPU (in odd sizes such as 0.47 or 0.81), one in eight takes no GPU, most of the rest
-/// one GPU with 3–19 CPUs, and a few 2, 4 or 8 GPUs. CPU often runs out before GPUs do. Single-node, as in
-/// the trace; no GPU model constraints.
+/// A heterogeneous cluster and workloads shaped like the published production trace that fragmentation
+/// studies use: Alibaba's cluster-trace-gpu-v2023 (`openb_node_list_gpu_node.csv`, `openb_pod_list_*.csv`,
+/// Weng et al., ATC'23). The node types below, with their rough proportions, were read off that trace (weighted
+/// so the totals match its 1,213 nodes, 6,212 GPUs and 107,018 CPUs): mostly 8-GPU nodes with 96 CPUs, many
+/// 2-GPU nodes with 104 CPUs, some with little CPU; to them are added a few 1-GPU nodes (the trace has none) so
+/// that every node size of a real national cluster — 1, 2, 4 and 8 GPUs, seven models — is there.
 let traceNodeTypes: [((gpus: Int, cpus: Int, memoryMiB: Int, model: String), Double)] = [
     ((8, 96, 393_216, "G2"), 46), ((2, 104, 524_288, "T4"), 32), ((4, 96, 393_216, "T4"), 2), ((2, 16, 122_880, "P100"), 8),
     ((2, 64, 262_144, "P100"), 2), ((8, 128, 786_432, "G3"), 3), ((4, 32, 131_072, "V100M16"), 3), ((8, 64, 262_144, "V100M16"), 1),
-    ((8, 96, 786_432, "V100M32"), 2), ((4, 48, 376_832, "V100M32"), 1),
+    ((8, 96, 786_432, "V100M32"), 2), ((4, 48, 376_832, "V100M32"), 1), ((1, 32, 131_072, "T4"), 4), ((1, 16, 65_536, "A10"), 3),
 ]
 
 func traceCluster(nodes: Int, seed: UInt64) -> [NodeSnapshot] {
@@ -88,42 +87,95 @@ func traceCluster(nodes: Int, seed: UInt64) -> [NodeSnapshot] {
     }
 }
 
-let tracePodShapes: [(NodeRequest, Double)] = {
+/// The pod shapes of the trace's default list, by kind: about half the pods take a share of one GPU (in odd
+/// sizes such as 0.47 or 0.81), one in eight takes no GPU, most of the rest one GPU with 3–19 CPUs, a few 2, 4
+/// or 8 GPUs. CPU often runs out before GPUs do. Single-node, as in the trace.
+enum PodKind: CaseIterable { case cpuOnly, share, one, multi }
+
+let tracePods: [PodKind: [(NodeRequest, Double)]] = {
     func share(_ milli: Int, _ cpu: Int, _ memory: Int) -> NodeRequest {
         NodeRequest(gpus: 0, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory)
     }
     func gpus(_ n: Int, _ cpu: Int, _ memory: Int) -> NodeRequest { NodeRequest(gpus: n, cpuMilli: cpu, memoryMiB: memory) }
-    let cpuOnly: [(NodeRequest, Double)] = [
-        (gpus(0, 8000, 30517), 4), (gpus(0, 32000, 49152), 3), (gpus(0, 12500, 57344), 1), (gpus(0, 16000, 31250), 1), (gpus(0, 20000, 65536), 1),
+    return [
+        .cpuOnly: [
+            (gpus(0, 8000, 30517), 4), (gpus(0, 32000, 49152), 3), (gpus(0, 12500, 57344), 1), (gpus(0, 16000, 31250), 1),
+            (gpus(0, 20000, 65536), 1),
+        ],
+        .share: [
+            (share(470, 8000, 30517), 5), (share(470, 11908, 47104), 4), (share(460, 6000, 12288), 4), (share(320, 4000, 15258), 3),
+            (share(320, 8000, 30517), 2), (share(220, 4000, 15258), 2), (share(220, 8000, 30517), 1), (share(160, 4000, 15258), 1),
+            (share(110, 4000, 15258), 1), (share(650, 11908, 47104), 3), (share(810, 3152, 5600), 4), (share(550, 4152, 10600), 1),
+            (share(230, 4000, 30517), 1), (share(50, 4000, 15258), 0.5), (share(480, 4000, 22888), 1),
+        ],
+        .one: [
+            (gpus(1, 3152, 5600), 5), (gpus(1, 12000, 24576), 3), (gpus(1, 16000, 32768), 3), (gpus(1, 11400, 48128), 3),
+            (gpus(1, 18708, 64512), 2), (gpus(1, 12000, 16384), 2), (gpus(1, 9810, 41560), 1), (gpus(1, 8000, 16384), 1),
+            (gpus(1, 4000, 24576), 1), (gpus(1, 15200, 80896), 1), (gpus(1, 11908, 47104), 1),
+        ],
+        // Two GPUs most often, eight least, with CPU and memory in proportion, as the trace's multi-GPU pods have.
+        .multi: [
+            (gpus(2, 6000, 65536), 3), (gpus(2, 16000, 98304), 2), (gpus(4, 32200, 132096), 2), (gpus(4, 24000, 98304), 1),
+            (gpus(8, 88000, 327680), 1), (gpus(8, 64000, 262144), 1),
+        ],
     ]
-    let shares: [(NodeRequest, Double)] = [
-        (share(470, 8000, 30517), 5), (share(470, 11908, 47104), 4), (share(460, 6000, 12288), 4), (share(320, 4000, 15258), 3),
-        (share(320, 8000, 30517), 2), (share(220, 4000, 15258), 2), (share(220, 8000, 30517), 1), (share(160, 4000, 15258), 1),
-        (share(110, 4000, 15258), 1), (share(650, 11908, 47104), 3), (share(810, 3152, 5600), 4), (share(550, 4152, 10600), 1),
-        (share(230, 4000, 30517), 1), (share(50, 4000, 15258), 0.5), (share(480, 4000, 22888), 1),
-    ]
-    let one: [(NodeRequest, Double)] = [
-        (gpus(1, 3152, 5600), 5), (gpus(1, 12000, 24576), 3), (gpus(1, 16000, 32768), 3), (gpus(1, 11400, 48128), 3), (gpus(1, 18708, 64512), 2),
-        (gpus(1, 12000, 16384), 2), (gpus(1, 9810, 41560), 1), (gpus(1, 8000, 16384), 1), (gpus(1, 4000, 24576), 1), (gpus(1, 15200, 80896), 1),
-        (gpus(1, 11908, 47104), 1),
-    ]
-    let multi: [(NodeRequest, Double)] = [
-        (gpus(2, 6000, 65536), 1), (gpus(4, 32200, 132096), 1), (gpus(8, 88000, 327680), 1), (gpus(8, 64000, 262144), 1),
-    ]
-    // Shares of pods: 13% no GPU, 38% a share, 47% one GPU, 2% several.
-    func scaled(_ xs: [(NodeRequest, Double)], _ to: Double) -> [(NodeRequest, Double)] {
-        let total = xs.reduce(0) { $0 + $1.1 }
-        return xs.map { ($0.0, $0.1 / total * to) }
-    }
-    return scaled(cpuOnly, 13) + scaled(shares, 38) + scaled(one, 47) + scaled(multi, 2)
 }()
 
-func traceWorkload(_ count: Int, seed: UInt64) -> [PendingJob] {
+/// A workload mix, after the trace's published variants (the `openb_pod_list_*` files the ATC'23 study
+/// evaluates): how pods divide among the kinds, and how GPU pods are changed.
+struct Mix: Sendable {
+    var name: String
+    var summary: String
+    /// Percent of pods of each kind.
+    var kinds: [PodKind: Double]
+    /// GPU pods' CPU asks multiplied by this (capped at the largest node's CPUs).
+    var cpuScale: Double = 1
+    /// The share of GPU pods that accept only some models.
+    var constrained: Double = 0
+}
+
+let mixes: [Mix] = [
+    Mix(
+        name: "default", summary: "the trace's own mix: 13% no GPU, 38% a share, 47% one GPU, 2% several",
+        kinds: [.cpuOnly: 13, .share: 38, .one: 47, .multi: 2]),
+    // The trace's shares bring more CPU per GPU than its whole-GPU pods (15 CPUs against 11): with its 13% of
+    // CPU-only pods on top, a mix of shares alone would need 21 CPUs per GPU where the cluster has 17, and CPU,
+    // not placement, would decide how many GPUs go unallocated. So the CPU-only pods are left out.
+    Mix(name: "sharing-100", summary: "every pod takes a share of one GPU (gpushare100, without CPU-only pods)", kinds: [.share: 100]),
+    Mix(name: "multi-gpu-20", summary: "20% of pods ask 2–8 whole GPUs (multigpu20)", kinds: [.cpuOnly: 13, .share: 30, .one: 37, .multi: 20]),
+    Mix(name: "multi-gpu-50", summary: "50% of pods ask 2–8 whole GPUs (multigpu50)", kinds: [.cpuOnly: 13, .share: 16, .one: 21, .multi: 50]),
+    // GPU pods ask a quarter more CPU than the trace's, and few pods come without a GPU: CPU demand per GPU is
+    // 90% of what the cluster has (the default mix's is 84%), so CPU runs out on the nodes poor in it first
+    // unless placement steers CPU-hungry pods to the nodes rich in it.
+    Mix(
+        name: "cpu-heavy", summary: "GPU pods ask 1.25× the CPUs, 5% take no GPU: 90% of the cluster's CPU per GPU",
+        kinds: [.cpuOnly: 5, .share: 38, .one: 47, .multi: 2], cpuScale: 1.25),
+    Mix(
+        name: "model-constrained", summary: "a third of GPU pods accept only some models (gpuspec33)",
+        kinds: [.cpuOnly: 13, .share: 38, .one: 47, .multi: 2],
+        constrained: 0.33),
+]
+
+/// The model groups a constrained pod picks from, roughly by the GPUs each group has.
+let modelGroups: [([String], Double)] = [
+    (["G2"], 5), (["T4"], 2), (["V100M16", "V100M32"], 1), (["P100"], 1), (["G2", "G3"], 1), (["A10", "T4"], 1),
+]
+
+func workload(_ mix: Mix, _ count: Int, seed: UInt64) -> [PendingJob] {
     var rng = Random(state: seed)
+    let kinds = PodKind.allCases.compactMap { k in mix.kinds[k].map { (k, $0) } }
     return (0..<count).map { i in
-        PendingJob(id: Int64(i), org: "o\(i % 8)", pool: "h200", perNode: rng.pick(tracePodShapes), priority: 100, submittedAt: Int64(i))
+        var request = rng.pick(tracePods[rng.pick(kinds)]!)
+        var models: [String] = []
+        if request.gpuMilli > 0 {
+            request.cpuMilli = min(128_000, Int(Double(request.cpuMilli) * mix.cpuScale))
+            if mix.constrained > 0, Double.random(in: 0..<1, using: &rng) < mix.constrained { models = rng.pick(modelGroups) }
+        }
+        return PendingJob(id: Int64(i), org: "o\(i % 8)", pool: "h200", gpuModels: models, perNode: request, priority: 100, submittedAt: Int64(i))
     }
 }
+
+func traceWorkload(_ count: Int, seed: UInt64) -> [PendingJob] { workload(mixes[0], count, seed: seed) }
 
 func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
@@ -170,6 +222,7 @@ func cycles(_ workload: String, nodes n: Int, jobs: [PendingJob], strategy: Scor
 // MARK: - Packing
 
 struct Packing: Codable {
+    var mix: String
     var strategy: String
     var demand: Double
     var nodes: Int
@@ -195,30 +248,73 @@ func arrivals(_ workload: [PendingJob], demand: Double, capacityMilli: Int) -> [
 /// day) and of the jobs that arrived since.
 func replay(
     _ jobs: [PendingJob], on start: [NodeSnapshot], strategy: ScoringStrategy, history recent: WorkloadMix
-) -> (allocatedMilli: Int, placed: [Int64: String]) {
+) -> (allocatedMilli: Int, placed: [Int64: String], nodes: [NodeSnapshot]) {
     var nodes = start
     var history = recent
     var placed: [Int64: String] = [:]
     for job in jobs {
         let plan = Placer(strategy: strategy, expected: history).place([job], on: nodes)
-        history.add(job.perNode)
+        history.add(TaskShape(job))
         for p in plan.placements {
             for r in p.ranks { nodes.hold(r) }
             placed[p.jobID] = p.ranks.first?.node
         }
     }
-    return (nodes.reduce(0) { $0 + $1.gpus.reduce(0) { $0 + $1.usedMilli } }, placed)
+    return (nodes.reduce(0) { $0 + $1.gpus.reduce(0) { $0 + $1.usedMilli } }, placed, nodes)
 }
 
-func packing(_ strategy: ScoringStrategy, demand: Double, nodes n: Int, seeds: [UInt64]) -> Packing {
-    let shares = seeds.map { seed in
-        let nodes = traceCluster(nodes: n, seed: seed)
-        let capacity = nodes.reduce(0) { $0 + $1.gpus.count } * 1000
-        let jobs = arrivals(traceWorkload(20 * n, seed: seed), demand: demand, capacityMilli: capacity)
-        return 1 - Double(replay(jobs, on: nodes, strategy: strategy, history: recentHistory(seed: seed)).allocatedMilli) / Double(capacity)
+/// What is left free at the end of a replay, per node type: where GPUs are stranded and by what (`--detail`).
+func leftovers(_ nodes: [NodeSnapshot], title: String) -> String {
+    var byType: [String: (gpus: Int, of: Int, cpus: Int, memoryGiB: Int)] = [:]
+    for n in nodes {
+        let key = "\(n.gpus.count)×\(n.gpus.first?.model ?? "-") \(n.cpuMilli / 1000) CPUs"
+        var e = byType[key] ?? (0, 0, 0, 0)
+        e.gpus += n.gpus.reduce(0) { $0 + 1000 - $1.usedMilli }
+        e.of += n.gpus.count * 1000
+        e.cpus += (n.cpuMilli - n.usedCPUMilli) / 1000
+        e.memoryGiB += (n.memoryMiB - n.usedMemoryMiB) / 1024
+        byType[key] = e
     }
-    return Packing(
-        strategy: strategy.rawValue, demand: demand, nodes: n, seeds: seeds.count, unallocatedGPUShare: shares.reduce(0, +) / Double(shares.count))
+    let lines = byType.sorted { $0.key < $1.key }.map { k, v in
+        String(
+            format: "  %-22@ GPUs free %6.1f of %4d, CPUs free %5d, memory free %6d GiB", k as NSString, Double(v.gpus) / 1000, v.of / 1000, v.cpus,
+            v.memoryGiB)
+    }
+    return ([title] + lines).joined(separator: "\n")
+}
+
+/// Every strategy on every mix at every demand, each the mean over `seeds`; the replays run on all cores.
+func packing(_ mixes: [Mix], demands: [Double], nodes n: Int, seeds: [UInt64]) -> [Packing] {
+    struct Case {
+        var mix: Mix
+        var strategy: ScoringStrategy
+        var demand: Double
+        var seed: UInt64
+    }
+    let cases = mixes.flatMap { m in
+        ScoringStrategy.allCases.flatMap { s in demands.flatMap { d in seeds.map { Case(mix: m, strategy: s, demand: d, seed: $0) } } }
+    }
+    let shares = Mutex([Double](repeating: 0, count: cases.count))
+    DispatchQueue.concurrentPerform(iterations: cases.count) { i in
+        let c = cases[i]
+        let nodes = traceCluster(nodes: n, seed: c.seed)
+        let capacity = nodes.reduce(0) { $0 + $1.gpus.count } * 1000
+        let jobs = arrivals(workload(c.mix, 20 * n, seed: c.seed), demand: c.demand, capacityMilli: capacity)
+        let outcome = replay(jobs, on: nodes, strategy: c.strategy, history: recentHistory(c.mix, seed: c.seed))
+        shares.withLock { $0[i] = 1 - Double(outcome.allocatedMilli) / Double(capacity) }
+        if detail { print(leftovers(outcome.nodes, title: "\(c.mix.name), \(c.strategy.rawValue), \(Int(c.demand * 100))% demand, seed \(c.seed)")) }
+    }
+    let all = shares.withLock { $0 }
+    return mixes.flatMap { m in
+        ScoringStrategy.allCases.flatMap { s in
+            demands.map { d in
+                let mine = cases.indices.filter { cases[$0].mix.name == m.name && cases[$0].strategy == s && cases[$0].demand == d }.map { all[$0] }
+                return Packing(
+                    mix: m.name, strategy: s.rawValue, demand: d, nodes: n, seeds: seeds.count,
+                    unallocatedGPUShare: mine.reduce(0, +) / Double(mine.count))
+            }
+        }
+    }
 }
 
 /// The most GPU capacity any sequence of placement choices could have allocated for these arrivals, in their
@@ -231,10 +327,13 @@ func packing(_ strategy: ScoringStrategy, demand: Double, nodes n: Int, seeds: [
 func placementOptimum(_ jobs: [PendingJob], on start: [NodeSnapshot], atLeast: Int, limit: Int = 6_000_000) -> Int? {
     // A node's state: its type, free CPU and memory, and the free thousandths of its GPUs, sorted.
     typealias State = [[Int]]
-    let types = Array(Set(start.map { "\($0.cpuMilli)/\($0.memoryMiB)/\($0.gpus.count)" })).sorted()
+    func type(_ n: NodeSnapshot) -> String { "\(n.cpuMilli)/\(n.memoryMiB)/\(n.gpus.count)/\(n.gpus.first?.model ?? "")" }
+    let types = Array(Set(start.map(type))).sorted()
+    let typeModel = types.map { t in start.first { type($0) == t }!.gpus.first?.model ?? "" }
     let initial: State = start.map { n in
-        [types.firstIndex(of: "\(n.cpuMilli)/\(n.memoryMiB)/\(n.gpus.count)")!, n.cpuMilli, n.memoryMiB] + Array(repeating: 1000, count: n.gpus.count)
+        [types.firstIndex(of: type(n))!, n.cpuMilli, n.memoryMiB] + Array(repeating: 1000, count: n.gpus.count)
     }.sorted { $0.lexicographicallyPrecedes($1) }
+    func accepts(_ job: PendingJob, _ node: [Int]) -> Bool { job.perNode.gpuMilli == 0 || job.accepts(model: typeModel[node[0]]) }
     let capacity = start.reduce(0) { $0 + $1.gpus.count } * 1000
     // Demand still to arrive after job k.
     var remaining = Array(repeating: 0, count: jobs.count + 1)
@@ -253,7 +352,7 @@ func placementOptimum(_ jobs: [PendingJob], on start: [NodeSnapshot], atLeast: I
         for j in k..<jobs.count {
             let r = jobs[j].perNode
             var fits = false
-            for (i, node) in state.enumerated() where node[1] >= r.cpuMilli && node[2] >= r.memoryMiB {
+            for (i, node) in state.enumerated() where node[1] >= r.cpuMilli && node[2] >= r.memoryMiB && accepts(jobs[j], node) {
                 let gpus = node[3...]
                 let ok =
                     r.fractionMilli.map { f in gpus.contains { $0 >= f } } ?? (r.gpus == 0 || gpus.filter { $0 == 1000 }.count >= r.gpus)
@@ -274,7 +373,7 @@ func placementOptimum(_ jobs: [PendingJob], on start: [NodeSnapshot], atLeast: I
         let r = jobs[k].perNode
         var outcomes = Set<State>()
         for (i, node) in state.enumerated() where i == 0 || node != state[i - 1] {
-            guard node[1] >= r.cpuMilli, node[2] >= r.memoryMiB else { continue }
+            guard node[1] >= r.cpuMilli, node[2] >= r.memoryMiB, accepts(jobs[k], node) else { continue }
             var choices: [[Int]] = []
             let gpus = Array(node[3...])
             if let f = r.fractionMilli {
@@ -310,8 +409,8 @@ func placementOptimum(_ jobs: [PendingJob], on start: [NodeSnapshot], atLeast: I
 }
 
 /// What a scheduler would have seen start in the hours before: 2,000 earlier pods of the same workload.
-func recentHistory(seed: UInt64) -> WorkloadMix {
-    WorkloadMix(traceWorkload(2000, seed: seed &+ 1_000_003).map(\.perNode))
+func recentHistory(_ mix: Mix, seed: UInt64) -> WorkloadMix {
+    WorkloadMix().adding(workload(mix, 2000, seed: seed &+ 1_000_003))
 }
 
 /// A small instance: the nodes, the arrived jobs, what each strategy allocated placing them one at a time,
@@ -319,6 +418,7 @@ func recentHistory(seed: UInt64) -> WorkloadMix {
 struct Instance: Codable {
     struct Node: Codable {
         var name: String
+        var model: String
         var gpus: Int
         var cpuMilli: Int
         var memoryMiB: Int
@@ -329,7 +429,10 @@ struct Instance: Codable {
         var milli: Int?
         var cpuMilli: Int
         var memoryMiB: Int
+        /// The models it accepts; empty: any.
+        var models: [String]
     }
+    var mix: String
     var seed: UInt64
     var demand: Double
     var capacityMilli: Int
@@ -342,28 +445,33 @@ struct Instance: Codable {
     var placementOptimumMilli: Int?
 }
 
-func instances(nodes n: Int, seeds: [UInt64], demands: [Double]) -> [Instance] {
-    seeds.flatMap { seed in
-        demands.map { demand in
-            let start = traceCluster(nodes: n, seed: seed)
-            let capacity = start.reduce(0) { $0 + $1.gpus.count } * 1000
-            let jobs = arrivals(traceWorkload(40 * n, seed: seed), demand: demand, capacityMilli: capacity)
-            let allocated = Dictionary(
-                uniqueKeysWithValues: ScoringStrategy.allCases.map {
-                    ($0.rawValue, replay(jobs, on: start, strategy: $0, history: recentHistory(seed: seed)).allocatedMilli)
-                })
-            return Instance(
-                seed: seed, demand: demand, capacityMilli: capacity,
-                nodes: start.map { .init(name: $0.name, gpus: $0.gpus.count, cpuMilli: $0.cpuMilli, memoryMiB: $0.memoryMiB) },
-                jobs: jobs.map {
-                    .init(
-                        id: $0.id, gpus: $0.perNode.gpus, milli: $0.perNode.fractionMilli, cpuMilli: $0.perNode.cpuMilli,
-                        memoryMiB: $0.perNode.memoryMiB)
-                },
-                allocatedMilli: allocated,
-                placementOptimumMilli: placementOptimum(jobs, on: start, atLeast: allocated.values.max() ?? 0))
-        }
+func instances(_ mixes: [Mix], nodes n: Int, seeds: [UInt64], demands: [Double]) -> [Instance] {
+    let cases = mixes.flatMap { m in seeds.flatMap { s in demands.map { (mix: m, seed: s, demand: $0) } } }
+    let out = Mutex([Instance?](repeating: nil, count: cases.count))
+    DispatchQueue.concurrentPerform(iterations: cases.count) { i in
+        let (mix, seed, demand) = cases[i]
+        let start = traceCluster(nodes: n, seed: seed)
+        let capacity = start.reduce(0) { $0 + $1.gpus.count } * 1000
+        let jobs = arrivals(workload(mix, 40 * n, seed: seed), demand: demand, capacityMilli: capacity)
+        let allocated = Dictionary(
+            uniqueKeysWithValues: ScoringStrategy.allCases.map {
+                ($0.rawValue, replay(jobs, on: start, strategy: $0, history: recentHistory(mix, seed: seed)).allocatedMilli)
+            })
+        let instance = Instance(
+            mix: mix.name, seed: seed, demand: demand, capacityMilli: capacity,
+            nodes: start.map {
+                .init(name: $0.name, model: $0.gpus.first?.model ?? "", gpus: $0.gpus.count, cpuMilli: $0.cpuMilli, memoryMiB: $0.memoryMiB)
+            },
+            jobs: jobs.map {
+                .init(
+                    id: $0.id, gpus: $0.perNode.gpus, milli: $0.perNode.fractionMilli, cpuMilli: $0.perNode.cpuMilli,
+                    memoryMiB: $0.perNode.memoryMiB, models: $0.gpuModels)
+            },
+            allocatedMilli: allocated,
+            placementOptimumMilli: placementOptimum(jobs, on: start, atLeast: allocated.values.max() ?? 0))
+        out.withLock { $0[i] = instance }
     }
+    return out.withLock { $0.compactMap { $0 } }
 }
 
 // MARK: - Run
@@ -377,6 +485,8 @@ let queued = quick ? 20_000 : 100_000
 let smallNodes = args.firstIndex(of: "--small-nodes").map { Int(args[$0 + 1])! } ?? 3
 /// Small instances per demand (`--small-seeds N`).
 let smallSeeds = args.firstIndex(of: "--small-seeds").map { Int(args[$0 + 1])! } ?? (quick ? 6 : 20)
+/// `--detail` prints, for every packing replay, what is left free per node type.
+let detail = args.contains("--detail")
 /// `--only speed|packing|small` runs one part (the others report empty).
 let only = args.firstIndex(of: "--only").map { args[$0 + 1] }
 func runs(_ part: String) -> Bool { only == nil || only == part }
@@ -405,20 +515,27 @@ for n in sizes where runs("speed") {
 
 let packingSeeds: [UInt64] = quick ? [1, 2] : [1, 2, 3, 4, 5]
 let packingNodes = quick ? 100 : 400
-let quality =
-    runs("packing")
-    ? ScoringStrategy.allCases.flatMap { s in [1.0, 1.3].map { packing(s, demand: $0, nodes: packingNodes, seeds: packingSeeds) } } : []
-/// Per demand: how many fewer GPUs the fragmentation-aware strategy leaves unallocated than best fit.
+/// `--mix NAME` (repeatable) keeps only those mixes.
+let chosenMixes = args.indices.filter { args[$0] == "--mix" }.map { args[$0 + 1] }
+let mixesRun = chosenMixes.isEmpty ? mixes : mixes.filter { chosenMixes.contains($0.name) }
+let quality = runs("packing") ? packing(mixesRun, demands: [1.0, 1.3], nodes: packingNodes, seeds: packingSeeds) : []
+/// Per mix and demand: how many fewer GPUs the fragmentation-aware strategy leaves unallocated than best fit.
 var fewerThanBestFit: [String: Double] = [:]
-for demand in [1.0, 1.3] where runs("packing") {
-    let share = { (s: ScoringStrategy) in quality.first { $0.strategy == s.rawValue && $0.demand == demand }!.unallocatedGPUShare }
-    fewerThanBestFit["\(Int(demand * 100))%"] = 1 - share(.fragmentationAware) / share(.bestFit)
+for mix in mixesRun where runs("packing") {
+    for demand in [1.0, 1.3] {
+        let share = { (s: ScoringStrategy) in
+            quality.first { $0.mix == mix.name && $0.strategy == s.rawValue && $0.demand == demand }!.unallocatedGPUShare
+        }
+        fewerThanBestFit["\(mix.name) \(Int(demand * 100))%"] = 1 - share(.fragmentationAware) / share(.bestFit)
+    }
 }
 
-// Small instances (`--small-nodes` nodes of the trace's types), each strategy against the placement optimum.
-let small = runs("small") ? instances(nodes: smallNodes, seeds: Array(1...UInt64(smallSeeds)), demands: [1.0, 1.3]) : []
+// Small instances (`--small-nodes` nodes of the cluster's types), each strategy against the placement optimum.
+let small =
+    runs("small") ? instances(mixesRun, nodes: smallNodes, seeds: Array(1...UInt64(smallSeeds)), demands: [1.0, 1.3]) : []
 if let path = instancesPath { try JSONEncoder().encode(small).write(to: URL(fileURLWithPath: path)) }
 struct VersusOptimum: Codable {
+    var mix: String
     var strategy: String
     var demand: Double
     /// Instances the exhaustive search finished (the others are left out of the figures).
@@ -435,17 +552,20 @@ struct VersusOptimum: Codable {
     var unallocatedShare: Double
     var optimumUnallocatedShare: Double
 }
-let versus: [VersusOptimum] = (runs("small") ? [1.0, 1.3] : []).flatMap { demand in
-    ScoringStrategy.allCases.map { s in
-        let solved = small.filter { $0.demand == demand && $0.placementOptimumMilli != nil }
-        let got = solved.map { Double($0.allocatedMilli[s.rawValue]!) }
-        let best = solved.map { Double($0.placementOptimumMilli!) }
-        let capacity = solved.reduce(0.0) { $0 + Double($1.capacityMilli) }
-        return VersusOptimum(
-            strategy: s.rawValue, demand: demand, solved: solved.count, instances: small.filter { $0.demand == demand }.count,
-            allocatedVsOptimum: got.reduce(0, +) / best.reduce(0, +), worstInstance: zip(got, best).map { $0 / $1 }.min() ?? 1,
-            optimal: zip(got, best).filter { $0 == $1 }.count,
-            unallocatedShare: 1 - got.reduce(0, +) / capacity, optimumUnallocatedShare: 1 - best.reduce(0, +) / capacity)
+let versus: [VersusOptimum] = (runs("small") ? mixesRun : []).flatMap { mix in
+    [1.0, 1.3].flatMap { demand in
+        ScoringStrategy.allCases.map { s in
+            let all = small.filter { $0.mix == mix.name && $0.demand == demand }
+            let solved = all.filter { $0.placementOptimumMilli != nil }
+            let got = solved.map { Double($0.allocatedMilli[s.rawValue]!) }
+            let best = solved.map { Double($0.placementOptimumMilli!) }
+            let capacity = solved.reduce(0.0) { $0 + Double($1.capacityMilli) }
+            return VersusOptimum(
+                mix: mix.name, strategy: s.rawValue, demand: demand, solved: solved.count, instances: all.count,
+                allocatedVsOptimum: got.reduce(0, +) / max(1, best.reduce(0, +)), worstInstance: zip(got, best).map { $0 / $1 }.min() ?? 1,
+                optimal: zip(got, best).filter { $0 == $1 }.count,
+                unallocatedShare: 1 - got.reduce(0, +) / max(1, capacity), optimumUnallocatedShare: 1 - best.reduce(0, +) / max(1, capacity))
+        }
     }
 }
 
@@ -486,24 +606,32 @@ if args.contains("--json") {
         print("")
     }
     if !quality.isEmpty {
-        print("Packing at saturation: trace-shaped cluster of \(packingNodes) nodes, mean of \(packingSeeds.count) seeds")
-        print(pad("STRATEGY", 21) + pad("DEMAND", 8) + "UNALLOCATED GPUs")
-        for p in quality {
-            print(pad(p.strategy, 21) + pad("\(Int(p.demand * 100))%", 8) + String(format: "%.2f%%", p.unallocatedGPUShare * 100))
+        print(
+            "Packing at saturation: unallocated GPU share, heterogeneous trace-shaped cluster of \(packingNodes) nodes, mean of \(packingSeeds.count) seeds"
+        )
+        let strategies = ScoringStrategy.allCases.map(\.rawValue)
+        print(pad("MIX", 19) + pad("DEMAND", 8) + strategies.map { pad($0, 21) }.joined() + "FEWER THAN BEST-FIT")
+        for mix in mixesRun {
+            for demand in [1.0, 1.3] {
+                let cells = strategies.map { s in
+                    let p = quality.first { $0.mix == mix.name && $0.strategy == s && $0.demand == demand }!
+                    return pad(String(format: "%.2f%%", p.unallocatedGPUShare * 100), 21)
+                }
+                let fewer = fewerThanBestFit["\(mix.name) \(Int(demand * 100))%"]!
+                print(pad(mix.name, 19) + pad("\(Int(demand * 100))%", 8) + cells.joined() + String(format: "%.1f%%", fewer * 100))
+            }
         }
-        for (k, v) in fewerThanBestFit.sorted(by: { $0.key < $1.key }) {
-            print("fragmentation-aware leaves \(String(format: "%.1f%%", v * 100)) fewer GPUs unallocated than best-fit at \(k) demand")
-        }
+        for mix in mixesRun { print("  \(mix.name): \(mix.summary)") }
         print("")
     }
     if !versus.isEmpty {
         print("Small instances (\(smallNodes) nodes) against the placement optimum (exhaustive search, same arrival order)")
         print(
-            pad("STRATEGY", 21) + pad("DEMAND", 8) + pad("SOLVED", 8) + pad("OF OPTIMUM", 12) + pad("WORST", 9) + pad("OPTIMAL", 9)
+            pad("MIX", 19) + pad("STRATEGY", 21) + pad("DEMAND", 8) + pad("SOLVED", 8) + pad("OF OPTIMUM", 12) + pad("WORST", 9) + pad("OPTIMAL", 9)
                 + pad("UNALLOCATED", 13) + pad("OPTIMUM'S", 11) + "GAP (points of capacity)")
         for v in versus {
             print(
-                pad(v.strategy, 21) + pad("\(Int(v.demand * 100))%", 8) + pad("\(v.solved)/\(v.instances)", 8)
+                pad(v.mix, 19) + pad(v.strategy, 21) + pad("\(Int(v.demand * 100))%", 8) + pad("\(v.solved)/\(v.instances)", 8)
                     + pad(String(format: "%.2f%%", v.allocatedVsOptimum * 100), 12) + pad(String(format: "%.2f%%", v.worstInstance * 100), 9)
                     + pad("\(v.optimal)", 9) + pad(String(format: "%.2f%%", v.unallocatedShare * 100), 13)
                     + pad(String(format: "%.2f%%", v.optimumUnallocatedShare * 100), 11)

@@ -14,6 +14,11 @@ struct Transition {
     var score: Score
     /// For a share: the GPU it goes on, as (model, thousandths left before), so the node's GPU is found fast.
     var share: (model: Int, leftover: Int)?
+    /// The GPU thousandths it takes, and the model of (the first of) those GPUs: what scarcity weighs.
+    var takes = 0
+    var model = 0
+    /// How the node's CPU and memory surplus changes (GPU thousandths), weighed by the pool's shortage.
+    var surplus: (cpu: Double, memory: Double) = (0, 0)
 }
 
 /// A job's per-node request with the models it accepts: jobs of one shape score alike.
@@ -53,6 +58,28 @@ final class ProfileBook {
     private var fragmentation: [Double?] = []
     private var shapeIDs: [JobShape: Int] = [:]
     private var shapes: [JobShape] = []
+    /// Model names by id (lowercased), as the cluster numbers them, so shapes that name models can be matched.
+    var modelNames: [String] = [] {
+        didSet { self.termAccepts = [] }
+    }
+    /// Per term of the mix, per model id: whether the term's shape takes GPUs of that model.
+    private(set) var termAccepts: [[Bool]] = []
+    /// The terms whose shapes accept only some models, with their share of the mix's GPU demand: the work that
+    /// can go nowhere else, which scarcity weighs against the free capacity of its models.
+    private(set) lazy var captive: [(term: Int, share: Double)] = {
+        let demand = self.mix.terms.map { $0.weight * Double($0.shape.milli ?? $0.shape.gpus * 1000) }
+        let total = demand.reduce(0, +)
+        guard total > 0 else { return [] }
+        self.resolveModels()
+        return self.mix.terms.indices.filter { !self.mix.terms[$0].shape.models.isEmpty }.map { ($0, demand[$0] / total) }
+    }()
+
+    private func resolveModels() {
+        guard self.termAccepts.isEmpty else { return }
+        self.termAccepts = self.mix.terms.map { term in
+            self.modelNames.map { name in term.shape.models.isEmpty || term.shape.models.contains(name) }
+        }
+    }
     /// Per shape, per profile: not worked out yet, cannot take it, or how it scores. Arrays, not a dictionary:
     /// every decision reads one entry per profile of its pool.
     private var transitions: [[Slot]] = []
@@ -114,9 +141,18 @@ final class ProfileBook {
     private func fragmentation(of profile: Int) -> Double {
         if let f = self.fragmentation[profile] { return f }
         let p = self.profiles[profile]
-        let f = self.mix.fragmentation(leftovers: p.gpus.map(Profile.leftover), cpuMilli: p.cpuMilli, memoryMiB: p.memoryMiB)
+        let f = self.fragmentation(p.gpus.map(Profile.leftover), models: p.gpus, cpuMilli: p.cpuMilli, memoryMiB: p.memoryMiB)
         self.fragmentation[profile] = f
         return f
+    }
+
+    /// The mix's expected fragmentation of GPUs with these leftovers, the models those of `entries`.
+    private func fragmentation(_ leftovers: [Int], models entries: [Int32], cpuMilli: Int, memoryMiB: Int) -> Double {
+        self.resolveModels()
+        return self.mix.fragmentation(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: memoryMiB) { t, g in
+            let model = Profile.model(entries[g])
+            return model < self.termAccepts[t].count && self.termAccepts[t][model]
+        }
     }
 
     private func computeTransition(profile id: Int, shape: JobShape) -> Transition? {
@@ -131,6 +167,7 @@ final class ProfileBook {
         // The thousandths left on each usable GPU once the rank is placed, and what it takes.
         var after = entries.map(Profile.leftover)
         var takes = 0
+        var model = 0
         var share: (model: Int, leftover: Int)?
         if shape.exclusive {
             guard entries.allSatisfy({ Profile.leftover($0) == 1000 }) else { return nil }
@@ -138,6 +175,7 @@ final class ProfileBook {
             guard acceptable.count >= shape.gpus else { return nil }
             for i in acceptable { after[i] = 0 }
             takes = acceptable.count * 1000
+            model = acceptable.first.map { Profile.model(entries[$0]) } ?? 0
         } else if let f = shape.fraction {
             // Each distinct (model, leftover) it fits is a choice; best fit takes the smallest leftover, the
             // fragmentation-aware strategy the one that leaves the least expected unusable capacity.
@@ -146,7 +184,7 @@ final class ProfileBook {
             for (i, e) in entries.enumerated() where accepts(e) && Profile.leftover(e) >= f && seen.insert(e).inserted {
                 var trial = after
                 trial[i] -= f
-                let expected = self.mix.fragmentation(leftovers: trial, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
+                let expected = self.fragmentation(trial, models: entries, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
                 let candidate = (score: expected, leftover: Profile.leftover(e), index: i)
                 if best.map({ (candidate.score, candidate.leftover) < ($0.score, $0.leftover) }) ?? true { best = candidate }
             }
@@ -154,24 +192,30 @@ final class ProfileBook {
             after[choice.index] -= f
             share = (Profile.model(entries[choice.index]), choice.leftover)
             takes = f
+            model = Profile.model(entries[choice.index])
         } else if shape.gpus > 0 {
             let wholeFree = entries.indices.filter { accepts(entries[$0]) && Profile.leftover(entries[$0]) == 1000 }
             guard wholeFree.count >= shape.gpus else { return nil }
             for i in wholeFree.prefix(shape.gpus) { after[i] = 0 }
             takes = shape.gpus * 1000
+            model = Profile.model(entries[wholeFree[0]])
         }
         let freeAfter = free - takes
+        var surplus: (cpu: Double, memory: Double) = (0, 0)
         let score: Score
         switch self.strategy {
         case .fragmentationAware:
             // Thousandths of a thousandth, so scores compare exactly and equal inputs tie.
-            let growth = self.mix.fragmentation(leftovers: after, cpuMilli: cpuAfter, memoryMiB: memoryAfter) - self.fragmentation(of: id)
+            let growth = self.fragmentation(after, models: entries, cpuMilli: cpuAfter, memoryMiB: memoryAfter) - self.fragmentation(of: id)
             score = Score(primary: Int((growth * 1000).rounded()), tie: freeAfter)
+            let before = self.mix.surplus(leftovers: entries.map(Profile.leftover), cpuMilli: profile.cpuMilli, memoryMiB: profile.memoryMiB)
+            let now = self.mix.surplus(leftovers: after, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
+            surplus = (now.cpu - before.cpu, now.memory - before.memory)
         case .bestFit: score = Score(primary: freeAfter, tie: 0)
         case .spread: score = Score(primary: -freeAfter, tie: 0)
         case .firstFit: score = .zero
         }
-        return Transition(score: score, share: share)
+        return Transition(score: score, share: share, takes: takes, model: model, surplus: surplus)
     }
 }
 
@@ -199,6 +243,11 @@ struct Cluster {
     private var members: [[Int32]] = []
     /// Per pool, the profiles that have nodes.
     private var live: [[Int]] = []
+    /// Per pool, per model id: free GPU thousandths on nodes that take work, for scarcity.
+    private var freeByModel: [[Int]] = []
+    /// Per pool: free CPU and memory on nodes that take work, for the pool's shortage of them.
+    private var freeCPU: [Int] = []
+    private var freeMemory: [Int] = []
 
     init(_ snapshot: [NodeSnapshot], book: ProfileBook) {
         // The store hands them over in name order already; sorting is for other callers.
@@ -211,12 +260,16 @@ struct Cluster {
             if self.poolIDs[node.pool] == nil {
                 self.poolIDs[node.pool] = self.live.count
                 self.live.append([])
+                self.freeByModel.append([])
+                self.freeCPU.append(0)
+                self.freeMemory.append(0)
             }
             if node.maintenanceInSeconds != nil { self.poolsWithMaintenance.insert(node.pool) }
             if node.block != nil { self.poolsWithBlocks.insert(node.pool) }
             for gpu in node.gpus where self.modelIDs[gpu.model] == nil {
                 let lower = gpu.model.lowercased()
                 let id = self.modelIDsByLowercase[lower] ?? self.modelIDsByLowercase.count
+                if id == self.modelIDsByLowercase.count { book.modelNames.append(lower) }
                 self.modelIDsByLowercase[lower] = id
                 self.modelIDs[gpu.model] = id
             }
@@ -244,19 +297,68 @@ struct Cluster {
         var share: (model: Int, leftover: Int)?
     }
 
+    /// How scarce each model's free capacity is in `pool` for the work expected that can use only some models
+    /// (nil when none is expected): Σ over such shapes of their share of the expected GPU demand, spread over
+    /// their models by free capacity, divided by the model's share of the pool's free capacity. 1 means that
+    /// work alone would take all the model has left, in proportion; 0, no such work wants it.
+    func scarcity(pool: Int) -> [Double]? {
+        guard !self.book.captive.isEmpty else { return nil }
+        let free = self.freeByModel[pool]
+        let total = Double(free.reduce(0, +))
+        guard total > 0 else { return nil }
+        var wanted = Array(repeating: 0.0, count: free.count)
+        for (t, share) in self.book.captive {
+            let accepts = self.book.termAccepts[t]
+            let theirs = free.indices.reduce(0) { $0 + ($1 < accepts.count && accepts[$1] ? free[$1] : 0) }
+            guard theirs > 0 else { continue }
+            for m in free.indices where m < accepts.count && accepts[m] { wanted[m] += share * Double(free[m]) / Double(theirs) }
+        }
+        return free.indices.map { free[$0] > 0 ? wanted[$0] * total / Double(free[$0]) : 0 }
+    }
+
+    /// What the pool as a whole weighs into a transition's score: how scarce each model is for work that needs
+    /// it, and how short of CPU and memory the pool is for the work expected (the CPU its free GPUs would need
+    /// over the CPU it has free, at most 1; likewise memory).
+    struct PoolPressure {
+        var scarcity: [Double]?
+        var cpuShortage = 0.0
+        var memoryShortage = 0.0
+    }
+
+    func pressure(pool: Int) -> PoolPressure? {
+        guard self.book.strategy == .fragmentationAware else { return nil }
+        let gpus = Double(self.freeByModel[pool].reduce(0, +))
+        var p = PoolPressure(scarcity: self.scarcity(pool: pool))
+        if let r = self.book.mix.gpuPerCPUMilli, self.freeCPU[pool] > 0 { p.cpuShortage = min(1, gpus / r / Double(self.freeCPU[pool])) }
+        if let r = self.book.mix.gpuPerMiB, self.freeMemory[pool] > 0 { p.memoryShortage = min(1, gpus / r / Double(self.freeMemory[pool])) }
+        return p
+    }
+
+    /// A transition's score with the pool's pressure added: the thousandths it takes times the model's scarcity,
+    /// so work that could go anywhere leaves the models others depend on to them; and the growth of the node's
+    /// CPU and memory surplus times the pool's shortage of each, so CPU-hungry work goes where CPU is plenty.
+    static func scored(_ t: Transition, pressure: PoolPressure?) -> Score {
+        guard let p = pressure else { return t.score }
+        var extra = p.cpuShortage * t.surplus.cpu + p.memoryShortage * t.surplus.memory
+        if let s = p.scarcity, t.model < s.count { extra += Double(t.takes) * s[t.model] }
+        return Score(primary: t.score.primary + Int((extra * 1000).rounded()), tie: t.score.tie)
+    }
+
     /// The best node for a single rank: lowest score, then first in name order; nil when none can take it.
     func best(for job: PendingJob, shape: Int, excluding excluded: Set<Int>? = nil) -> Candidate? {
         guard let pool = self.poolIDs[job.pool] else { return nil }
+        let pressure = self.pressure(pool: pool)
         var best: Candidate?
         for profile in self.live[pool] {
             guard let t = self.book.transition(profile: profile, shape: shape) else { continue }
-            if let b = best, b.score < t.score { continue }
+            let score = Self.scored(t, pressure: pressure)
+            if let b = best, b.score < score { continue }
             for m in self.members[profile].reversed() {
                 let p = Int(m)
                 // Within a score, name order decides: nothing later in this group can beat the best so far.
-                if let b = best, b.score == t.score, p >= b.position { break }
+                if let b = best, b.score == score, p >= b.position { break }
                 if excluded?.contains(p) == true || Placer.reject(job, on: self.nodes[p]) != nil { continue }
-                best = Candidate(position: p, score: t.score, block: self.nodes[p].block, share: t.share)
+                best = Candidate(position: p, score: score, block: self.nodes[p].block, share: t.share)
                 break
             }
         }
@@ -268,14 +370,17 @@ struct Cluster {
     /// a caller that stops early has checked only the nodes it was shown.
     func walk(_ job: PendingJob, shape: Int, excluding excluded: Set<Int>?, _ visit: (Candidate) -> Bool) {
         guard let pool = self.poolIDs[job.pool] else { return }
-        let scored = self.live[pool].compactMap { p in self.book.transition(profile: p, shape: shape).map { (profile: p, transition: $0) } }
-            .sorted { $0.transition.score < $1.transition.score }
+        let pressure = self.pressure(pool: pool)
+        let scored = self.live[pool].compactMap { p in
+            self.book.transition(profile: p, shape: shape).map { (profile: p, transition: $0, score: Self.scored($0, pressure: pressure)) }
+        }
+        .sorted { $0.score < $1.score }
         var i = 0
         while i < scored.count {
             // One score at a time: its groups' members (each kept descending) merged in ascending position.
             var level: [(profile: Int, transition: Transition, next: Int)] = []
-            let score = scored[i].transition.score
-            while i < scored.count && scored[i].transition.score == score {
+            let score = scored[i].score
+            while i < scored.count && scored[i].score == score {
                 level.append((scored[i].profile, scored[i].transition, self.members[scored[i].profile].count - 1))
                 i += 1
             }
@@ -293,23 +398,44 @@ struct Cluster {
         }
     }
 
-    /// Nodes for a gang of `count`: the first block to offer `count` nodes as the walk goes from the best node
-    /// down takes the gang on its best ones — so a gang stays in one block whenever one can hold it, and the
-    /// walk stops as soon as one can — else (no block can, or the pool has none) the best `count` overall.
+    /// Nodes for a gang of `count`: in a pool with blocks, the block that holds it most tightly — the fewest
+    /// nodes that can take a rank, at least `count` — on its best nodes, so blocks with more room stay whole for
+    /// larger gangs (ties: the better nodes, then the block's name); else (no block can, or the pool has none)
+    /// the best `count` overall.
     func gang(for job: PendingJob, count: Int, shape: Int, excluding excluded: Set<Int>?) -> [Candidate]? {
         var best: [Candidate] = []
         var byBlock: [String: [Candidate]] = [:]
-        var chosen: [Candidate]?
         let blocks = self.poolsWithBlocks.contains(job.pool)
         self.walk(job, shape: shape, excluding: excluded) { c in
             if best.count < count { best.append(c) }
             guard blocks else { return best.count == count }
-            guard let b = c.block else { return false }
-            byBlock[b, default: []].append(c)
-            if byBlock[b]!.count == count { chosen = byBlock[b] }
-            return chosen != nil
+            if let b = c.block { byBlock[b, default: []].append(c) }
+            return false
         }
-        return chosen ?? (best.count == count ? best : nil)
+        let tightest = byBlock.filter { $0.value.count >= count }.min { a, b in
+            if a.value.count != b.value.count { return a.value.count < b.value.count }
+            let (sa, sb) = (a.value.prefix(count).reduce(Score.zero) { $0 + $1.score }, b.value.prefix(count).reduce(Score.zero) { $0 + $1.score })
+            return sa != sb ? sa < sb : a.key < b.key
+        }
+        if let t = tightest { return Array(t.value.prefix(count)) }
+        return best.count == count ? best : nil
+    }
+
+    /// Per pool with blocks: the empty nodes of the blocks that the first queued gangs (up to 16 per pool)
+    /// would take, which single-node work leaves alone while it has somewhere else to go.
+    func gangBlocks(for queue: [PendingJob]) -> [String: Set<Int>] {
+        var out: [String: Set<Int>] = [:]
+        var looked: [String: Int] = [:]
+        for job in queue where job.nodes > 1 && self.poolsWithBlocks.contains(job.pool) && looked[job.pool, default: 0] < 16 {
+            looked[job.pool, default: 0] += 1
+            guard let chosen = self.gang(for: job, count: job.nodes, shape: self.shape(of: job), excluding: nil),
+                let block = chosen.first?.block, chosen.allSatisfy({ $0.block == block })
+            else { continue }
+            for p in self.poolMembers[job.pool] ?? [] where self.nodes[p].block == block && self.nodes[p].isIdle {
+                out[job.pool, default: []].insert(p)
+            }
+        }
+        return out
     }
 
     /// The GPUs (positions in the node's list) one rank of `job` takes on a node chosen for it.
@@ -345,6 +471,7 @@ struct Cluster {
         let profile = Profile(
             pool: pool, gpus: entries, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB)
         let id = self.book.id(of: profile)
+        self.count(profile, sign: 1)
         if id >= self.members.count { self.members.append(contentsOf: Array(repeating: [], count: id - self.members.count + 1)) }
         if self.members[id].isEmpty { self.live[pool].append(id) }
         let m = Int32(p)
@@ -352,9 +479,23 @@ struct Cluster {
         self.profileOf[p] = id
     }
 
+    private mutating func count(_ profile: Profile, sign: Int) {
+        let pool = profile.pool
+        self.freeCPU[pool] += sign * profile.cpuMilli
+        self.freeMemory[pool] += sign * profile.memoryMiB
+        for e in profile.gpus {
+            let model = Profile.model(e)
+            if model >= self.freeByModel[pool].count {
+                self.freeByModel[pool].append(contentsOf: repeatElement(0, count: model - self.freeByModel[pool].count + 1))
+            }
+            self.freeByModel[pool][model] += sign * Profile.leftover(e)
+        }
+    }
+
     private mutating func unindex(_ p: Int) {
         let id = self.profileOf[p]
         guard id >= 0 else { return }
+        self.count(self.book.profiles[id], sign: -1)
         let m = Int32(p)
         self.members[id].remove(at: self.members[id].insertionPoint(of: m))
         if self.members[id].isEmpty { self.live[self.book.profiles[id].pool].removeAll { $0 == id } }

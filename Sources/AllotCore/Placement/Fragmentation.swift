@@ -7,19 +7,24 @@ public struct TaskShape: Hashable, Sendable, Codable {
     public var milli: Int?
     public var cpuMilli: Int
     public var memoryMiB: Int
+    /// The GPU models it accepts, lowercased and sorted; empty: any. GPUs of other models are of no use to it.
+    public var models: [String]
 
-    public init(gpus: Int, milli: Int? = nil, cpuMilli: Int = 0, memoryMiB: Int = 0) {
+    public init(gpus: Int, milli: Int? = nil, cpuMilli: Int = 0, memoryMiB: Int = 0, models: [String] = []) {
         self.gpus = gpus
         self.milli = milli
         self.cpuMilli = cpuMilli
         self.memoryMiB = memoryMiB
+        self.models = Array(Set(models.map { $0.lowercased() })).sorted()
     }
 
-    public init(_ request: NodeRequest) {
+    public init(_ request: NodeRequest, models: [String] = []) {
         self.init(
             gpus: request.fractionMilli == nil ? request.gpus : 0, milli: request.fractionMilli, cpuMilli: request.cpuMilli,
-            memoryMiB: request.memoryMiB)
+            memoryMiB: request.memoryMiB, models: request.gpuMilli > 0 ? models : [])
     }
+
+    public init(_ job: PendingJob) { self.init(job.perNode, models: job.gpuModels) }
 
     /// Whether it takes any GPU at all.
     public var usesGPU: Bool { self.gpus > 0 || self.milli != nil }
@@ -28,13 +33,18 @@ public struct TaskShape: Hashable, Sendable, Codable {
     /// (fragmentation gradient descent, Weng et al., USENIX ATC'23): all of it when the task does not fit on
     /// the node at all — too little CPU or memory left, too few GPUs free — and otherwise the GPUs it cannot
     /// take: those with less left than its share, or, for whole GPUs, those partly taken.
-    public func unusable(leftovers: some Collection<Int>, cpuMilli: Int, memoryMiB: Int) -> Int {
+    /// GPUs of a model it does not accept (`accepts` is asked by position) are unusable whatever they hold.
+    public func unusable(leftovers: [Int], cpuMilli: Int, memoryMiB: Int, accepts: (Int) -> Bool = { _ in true }) -> Int {
         let total = leftovers.reduce(0, +)
         if self.cpuMilli > cpuMilli || self.memoryMiB > memoryMiB { return total }
+        let all = self.models.isEmpty
         if let m = self.milli {
-            return leftovers.reduce(0) { $0 + ($1 < m ? $1 : 0) }
+            var unusable = 0
+            for (i, l) in leftovers.enumerated() where l < m || !(all || accepts(i)) { unusable += l }
+            return unusable
         }
-        let whole = leftovers.reduce(0) { $0 + ($1 == 1000 ? 1 : 0) }
+        var whole = 0
+        for (i, l) in leftovers.enumerated() where l == 1000 && (all || accepts(i)) { whole += 1 }
         return whole >= self.gpus ? total - whole * 1000 : total
     }
 }
@@ -56,8 +66,8 @@ public struct WorkloadMix: Hashable, Sendable {
         for r in requests { self.add(r) }
     }
 
-    public mutating func add(_ request: NodeRequest, weight: Double = 1) {
-        self.add(TaskShape(request), weight: weight)
+    public mutating func add(_ request: NodeRequest, models: [String] = [], weight: Double = 1) {
+        self.add(TaskShape(request, models: models), weight: weight)
     }
 
     public mutating func add(_ shape: TaskShape, weight: Double = 1) {
@@ -65,10 +75,10 @@ public struct WorkloadMix: Hashable, Sendable {
         self.weights[shape, default: 0] += weight
     }
 
-    /// This mix with more jobs' shapes added, each as one more of its kind.
-    public func adding(_ requests: some Sequence<NodeRequest>) -> WorkloadMix {
+    /// This mix with more jobs' shapes added, each as one more of its kind per node, with the models it accepts.
+    public func adding(_ jobs: some Sequence<PendingJob>) -> WorkloadMix {
         var out = self
-        for r in requests { out.add(r) }
+        for j in jobs { out.add(TaskShape(j), weight: Double(j.nodes)) }
         return out
     }
 
@@ -80,7 +90,12 @@ public struct WorkloadMix: Hashable, Sendable {
         // memory count in the balance.
         let top = self.weights.filter { $0.key.usesGPU }.sorted { a, b in
             if a.value != b.value { return a.value > b.value }
-            return (a.key.gpus, a.key.milli ?? 0, a.key.cpuMilli, a.key.memoryMiB) < (b.key.gpus, b.key.milli ?? 0, b.key.cpuMilli, b.key.memoryMiB)
+            if (a.key.gpus, a.key.milli ?? 0, a.key.cpuMilli, a.key.memoryMiB) != (b.key.gpus, b.key.milli ?? 0, b.key.cpuMilli, b.key.memoryMiB) {
+                return (a.key.gpus, a.key.milli ?? 0, a.key.cpuMilli, a.key.memoryMiB) < (
+                    b.key.gpus, b.key.milli ?? 0, b.key.cpuMilli, b.key.memoryMiB
+                )
+            }
+            return a.key.models.lexicographicallyPrecedes(b.key.models)
         }
         .prefix(Self.shapeLimit)
         let total = top.reduce(0) { $0 + $1.value }
@@ -106,13 +121,29 @@ struct FragmentationModel {
 
     /// Thousandths of GPU capacity on a node with these free thousandths per usable GPU and this much free CPU
     /// and memory that the next task, drawn from the expected mix, could not use — plus what no run of such
-    /// tasks could use because the CPU or memory they bring along would run out first.
-    func fragmentation(leftovers: some Collection<Int>, cpuMilli: Int, memoryMiB: Int) -> Double {
-        let next = self.terms.reduce(0) { $0 + $1.weight * Double($1.shape.unusable(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: memoryMiB)) }
+    /// tasks could use because the CPU or memory they bring along would run out first. `accepts(term, gpu)`
+    /// says whether the term's shape takes the GPU at that position (asked only of shapes that name models).
+    func fragmentation(leftovers: [Int], cpuMilli: Int, memoryMiB: Int, accepts: (Int, Int) -> Bool = { _, _ in true }) -> Double {
+        var next = 0.0
+        for (t, term) in self.terms.enumerated() {
+            next += term.weight * Double(term.shape.unusable(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: memoryMiB) { accepts(t, $0) })
+        }
         let free = Double(leftovers.reduce(0, +))
         var reachable = free
         if let r = self.gpuPerCPUMilli { reachable = min(reachable, Double(max(0, cpuMilli)) * r) }
         if let r = self.gpuPerMiB { reachable = min(reachable, Double(max(0, memoryMiB)) * r) }
         return next + (free - reachable)
+    }
+
+    /// The other side of the balance: CPU and memory a node keeps beyond what the expected work would bring
+    /// along for its free GPUs, in GPU thousandths (what that CPU or memory could have served elsewhere).
+    /// Where the pool is short of CPU or memory, it strands GPUs on other nodes; the placer weighs it by how
+    /// short the pool is.
+    func surplus(leftovers: [Int], cpuMilli: Int, memoryMiB: Int) -> (cpu: Double, memory: Double) {
+        let free = Double(leftovers.reduce(0, +))
+        return (
+            self.gpuPerCPUMilli.map { max(0, Double(max(0, cpuMilli)) * $0 - free) } ?? 0,
+            self.gpuPerMiB.map { max(0, Double(max(0, memoryMiB)) * $0 - free) } ?? 0
+        )
     }
 }
