@@ -73,6 +73,8 @@ public enum WaitReason: Hashable, Sendable {
     case arrayLimit(arrayJobID: Int64, limit: Int)
     /// Someone holds it (`allot hold`, `--hold`); an operator's hold only an operator releases.
     case held(by: String, admin: Bool)
+    /// Free capacity was scattered; work is being moved to make room for it (the plan, in words).
+    case defragmentation(String)
 
     /// The short machine-readable reason code, as `allot jobs show --output json` prints it.
     public var code: String {
@@ -87,6 +89,7 @@ public enum WaitReason: Hashable, Sendable {
         case .dependency: "dependency"
         case .arrayLimit: "array_limit"
         case .held(_, let admin): admin ? "held_admin" : "held_user"
+        case .defragmentation: "defragmentation"
         }
     }
 
@@ -102,6 +105,7 @@ public enum WaitReason: Hashable, Sendable {
         case "array_limit": "JobArrayTaskLimit"
         case "held_user": "JobHeldUser"
         case "held_admin": "JobHeldAdmin"
+        case "defragmentation": "Resources"
         case "begin_time": "BeginTime"
         default: nil
         }
@@ -130,6 +134,8 @@ public enum WaitReason: Hashable, Sendable {
             return "array limit: at most \(limit) tasks of array \(array) run at once"
         case .held(let by, let admin):
             return "held by \(by)\(admin ? " (an operator's hold: an operator releases it)" : ""): allot release lets it run"
+        case .defragmentation(let plan):
+            return "waiting for defragmentation: \(plan)"
         case .capacity(let needed, let feasible, let top):
             let why = top.map { " (most nodes: \($0.rawValue))" } ?? ""
             return needed > 1

@@ -52,18 +52,34 @@ public struct Placer: Sendable {
     ///
     /// Rejections are counted for the jobs that wait. Within one call capacity only shrinks, so a job of a
     /// shape that already failed fails again for the same reason: that answer is reused, not recomputed.
-    public func place(_ queue: [PendingJob], on snapshot: [NodeSnapshot], quota: QuotaBook? = nil, backfill: Backfill? = nil) -> Plan {
-        let mix = self.strategy == .fragmentationAware ? self.expected.adding(queue.lazy.map(\.perNode)) : WorkloadMix()
+    ///
+    /// `defragmenting` are the plans in progress: their nodes are set aside for their jobs, which no other job
+    /// takes, and a job whose plan has not made room yet waits for it. Single-node work leaves the empty nodes
+    /// of the blocks queued gangs would take alone while it fits elsewhere.
+    public func place(
+        _ queue: [PendingJob], on snapshot: [NodeSnapshot], quota: QuotaBook? = nil, backfill: Backfill? = nil,
+        defragmenting: [DefragmentationPlan] = []
+    ) -> Plan {
+        let mix = self.strategy == .fragmentationAware ? self.expected.adding(queue) : WorkloadMix()
         var cluster = Cluster(snapshot, book: ProfileBook(strategy: self.strategy, mix: mix))
         var book = quota
         var runningNow = backfill?.running ?? []
         var failed: [FailureKey: Waiting] = [:]
         var reserveTried: Set<FailureKey> = []
         var reservedPositions: [String: Set<Int>] = [:]
+        var plans: [Int64: DefragmentationPlan] = [:]
+        var setAside: [String: Set<Int>] = [:]
+        for d in defragmenting {
+            plans[d.jobID] = d
+            for n in d.nodes { if let p = cluster.positionByName[n] { setAside[d.pool, default: []].insert(p) } }
+        }
+        let gangBlocks = cluster.gangBlocks(for: queue.filter { plans[$0.id] == nil })
 
-        // Within one call capacity only shrinks: a shape that failed once fails again, for the same reason.
-        func attempt(_ job: PendingJob, excluding excluded: Set<Int>?) -> Result<[ChosenRank], Waiting> {
-            let key = FailureKey(job, restricted: excluded != nil, cluster: cluster)
+        // Within one call capacity only shrinks: a shape that failed once fails again, for the same reason. A job
+        // with a plan of its own sees nodes no other job does, so its answers are its own.
+        func attempt(_ job: PendingJob, excluding excluded: Set<Int>?, reserved: Bool) -> Result<[ChosenRank], Waiting> {
+            if plans[job.id] != nil { return self.placeOne(job, in: cluster, excluding: excluded) }
+            let key = FailureKey(job, restricted: reserved, cluster: cluster)
             if let known = failed[key] { return .failure(known) }
             let outcome = self.placeOne(job, in: cluster, excluding: excluded)
             if case .failure(let w) = outcome { failed[key] = w }
@@ -83,21 +99,32 @@ public struct Placer: Sendable {
                 }
             }
             let reservation = plan.reservations[job.pool]
-            var excluded: Set<Int>?
+            // Nodes set aside for other jobs' defragmentation are never this job's.
+            let base: Set<Int>? = plans[job.id] == nil ? setAside[job.pool] : nil
+            var excluded = base
+            var reserved = false
             var cutLimit: Int64?
             if let r = reservation, let b = backfill, b.now + (job.timeLimitSeconds ?? Int64.max / 2) > r.startsAt {
                 // Would still run when the reservation starts: keep off its nodes.
-                excluded = reservedPositions[job.pool]
+                excluded = (reservedPositions[job.pool] ?? []).union(base ?? [])
+                reserved = true
             }
-            var outcome = attempt(job, excluding: excluded)
+            var outcome: Result<[ChosenRank], Waiting>
+            if job.nodes == 1, let protected = gangBlocks[job.pool],
+                case .success(let ranks) = self.placeOne(job, in: cluster, excluding: protected.union(excluded ?? []), explain: false)
+            {
+                outcome = .success(ranks)
+            } else {
+                outcome = attempt(job, excluding: excluded, reserved: reserved)
+            }
             // Slurm's --time-min: where the full limit crosses the reservation but the shortest accepted one does not,
             // the job may run on the reserved nodes too, its limit cut to end as the reservation starts.
-            if case .failure = outcome, excluded != nil, let r = reservation, let b = backfill, let least = job.timeMinSeconds,
+            if case .failure = outcome, reserved, let r = reservation, let b = backfill, let least = job.timeMinSeconds,
                 b.now + least <= r.startsAt
             {
                 var cut = job
                 cut.timeLimitSeconds = min(job.timeLimitSeconds ?? Int64.max, r.startsAt - b.now)
-                if case .success(let ranks) = attempt(cut, excluding: nil) {
+                if case .success(let ranks) = attempt(cut, excluding: base, reserved: false) {
                     outcome = .success(ranks)
                     cutLimit = cut.timeLimitSeconds
                 }
@@ -136,11 +163,16 @@ public struct Placer: Sendable {
             case .failure(let waiting):
                 plan.waiting[job.id] = waiting.reason
                 for (r, n) in waiting.rejections { plan.rejections[r, default: 0] += n }
+                if let d = plans[job.id] {
+                    // Its nodes are not free yet: the moved work is still stopping.
+                    plan.waiting[job.id] = .defragmentation(d.summary)
+                    continue
+                }
                 guard let b = backfill else { continue }
                 if let r = reservation {
-                    if excluded != nil {
+                    if reserved {
                         // Say what holds it back: the reservation, or the cluster itself.
-                        switch attempt(job, excluding: nil) {
+                        switch attempt(job, excluding: base, reserved: false) {
                         case .success: plan.waiting[job.id] = .reserved(forJob: r.jobID)
                         case .failure(let unrestricted): plan.waiting[job.id] = unrestricted.reason
                         }
@@ -308,7 +340,10 @@ public struct Placer: Sendable {
         var rejections: [Rejection: Int] = [:]
     }
 
-    private func placeOne(_ job: PendingJob, in cluster: Cluster, excluding excluded: Set<Int>?) -> Result<[ChosenRank], Waiting> {
+    /// One job's ranks, or why it waits (with `explain`: else the reason is left unworked out).
+    private func placeOne(
+        _ job: PendingJob, in cluster: Cluster, excluding excluded: Set<Int>?, explain: Bool = true
+    ) -> Result<[ChosenRank], Waiting> {
         let candidates = cluster.poolMembers[job.pool] ?? []
         if candidates.isEmpty { return .failure(Waiting(reason: .emptyPool(pool: job.pool))) }
         if let chosen = Self.choose(job, shape: cluster.shape(of: job), in: cluster, excluding: excluded) {
@@ -317,6 +352,7 @@ public struct Placer: Sendable {
                     ChosenRank(rank: rank, position: c.position, gpuPositions: cluster.gpus(for: job, on: c))
                 })
         }
+        guard explain else { return .failure(Waiting(reason: .capacity(needed: job.nodes, feasible: 0, topRejection: nil))) }
         // It waits: look at every node of the pool once to say why.
         var found = 0
         var counts: [Rejection: Int] = [:]

@@ -13,7 +13,14 @@ public struct RunningAttempt: Hashable, Sendable {
     public var endsAt: Int64?
     /// Its priority class is preemptible.
     public var preemptible: Bool = false
+    /// Its priority class preempts others: work guaranteed its place, never moved.
+    public var preempts: Bool = false
+    /// Its job said it may be moved (it checkpoints): defragmentation may requeue it elsewhere.
+    public var movable: Bool = false
     public var priority: Int = 0
+    /// What its job asks per node and the models it accepts, to place it again when it is moved.
+    public var perNode: NodeRequest?
+    public var gpuModels: [String] = []
 
     public init(
         jobID: Int64, attempt: Int, org: String, pool: String, borrowing: Bool, startedAt: Int64, ranks: [RankAssignment], endsAt: Int64? = nil

@@ -110,6 +110,11 @@ public struct PendingJob: Hashable, Sendable {
     }
 }
 
+extension NodeSnapshot {
+    /// Nothing runs on it: no GPU, CPU or memory in use.
+    public var isIdle: Bool { self.usedCPUMilli == 0 && self.usedMemoryMiB == 0 && self.gpus.allSatisfy { $0.usedMilli == 0 } }
+}
+
 extension Array where Element == NodeSnapshot {
     /// Marks what a rank holds (its GPUs' thousandths, CPU and memory) as in use on its node, or with
     /// `releasing` as free again: how replays, benchmarks and preemption planning move a snapshot on.
