@@ -142,7 +142,8 @@ func render(_ job: JobView) -> String {
         "  org:       \(job.org)\(job.project.map { " / \($0)" } ?? "")   owner: \(job.owner)",
         "  pool:      \(job.pool)   shape: \(job.nodes) \(job.kind == .inference ? "replica(s), one node each" : "node(s)") × \(job.gpuMilli.map { "\(Double($0) / 1000) GPU" } ?? "\(job.gpusPerNode) GPUs")",
         "  priority:  \(job.priorityClass) (\(job.priority))   time limit: \(job.timeLimitSeconds.map { human(seconds: Int($0)) } ?? "none")"
-            + (job.timeMinSeconds.map { "   time min: \(human(seconds: Int($0)))" } ?? "") + (job.signal.map { "   signal: \($0)" } ?? ""),
+            + (job.timeMinSeconds.map { "   time min: \(human(seconds: Int($0)))" } ?? "") + (job.signal.map { "   signal: \($0)" } ?? "")
+            + (job.movable == true ? "   movable" : ""),
         "  submitted: \(ISO8601DateFormatter().string(from: job.submittedAt)) (\(ago(job.submittedAt)))",
         "  command:   \(job.command.split(separator: "\n").first.map(String.init) ?? "")\(job.command.contains("\n") ? " …" : "")",
         "  attempts:  \(job.attempts.count) of at most \(job.maxAttempts)",

@@ -12,7 +12,7 @@ public enum JobSpecParser {
         "name", "org", "project", "kind", "pool", "gpuModel", "nodes", "gpusPerNode", "gpuMilli", "cpusPerNode",
         "cpuMilliPerNode", "memoryPerNode", "memoryMiBPerNode", "priorityClass", "timeLimit", "timeLimitSeconds",
         "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory", "image",
-        "signal", "timeMin", "timeMinSeconds", "slurm", "batchStep", "array", "dependency", "hold", "beginAt",
+        "signal", "timeMin", "timeMinSeconds", "slurm", "batchStep", "array", "dependency", "hold", "beginAt", "movable",
     ]
     static let slurmFields: Set<String> = ["submitDir", "tasksPerNode", "cpusPerTask", "output", "error", "appendOutput", "batchStep", "ntasks"]
 
@@ -147,6 +147,7 @@ public enum JobSpecParser {
             }
         }
         let hold = f.bool("hold")
+        let movable = f.bool("movable")
         var beginAt: Date?
         if let b = f.string("beginAt") {
             beginAt = WireJSON.date(b)
@@ -160,7 +161,8 @@ public enum JobSpecParser {
             gpuMilli: milli, cpuMilliPerNode: cpuMilli, memoryMiBPerNode: memory, priorityClass: priorityClass,
             timeLimitSeconds: timeLimit, command: command, env: env, workingDir: workingDir, maxAttempts: maxAttempts,
             exclusive: exclusive, wholeNodeMemory: wholeNodeMemory, image: image, signal: signal, timeMinSeconds: timeMin, slurm: slurm,
-            array: array, dependency: dependency, hold: hold == true ? true : nil, beginAt: beginAt)
+            array: array, dependency: dependency, hold: hold == true ? true : nil, beginAt: beginAt,
+            movable: movable == true ? true : nil)
     }
 
     /// A job's name is kept as given (Slurm's are free text, spaces included): at most 200 characters, none of

@@ -48,7 +48,7 @@ public enum PolicyParser {
                     f.node("defaults"), "defaults",
                     allowed: [
                         "priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout", "tokenLifetime", "tokenMaxLifetime", "budgetTime",
-                        "fairShareHalfLife", "pool",
+                        "fairShareHalfLife", "pool", "defragmentMovesPerHour", "defragmentMinimumRuntime",
                     ])
                 {
                     if sawDefaults { reader.error(f.values["defaults"], "defaults", "is declared in more than one file") }
@@ -61,7 +61,9 @@ public enum PolicyParser {
                         tokenLifetimeSeconds: d.duration("tokenLifetime", max: 10 * 366 * 86400) ?? 90 * 86400,
                         tokenMaxLifetimeSeconds: d.duration("tokenMaxLifetime", max: 10 * 366 * 86400) ?? 365 * 86400,
                         budgetTimeSeconds: d.duration("budgetTime", max: 366 * 86400) ?? 86400,
-                        fairShareHalfLifeSeconds: d.duration("fairShareHalfLife", max: 366 * 86400) ?? 7 * 86400, pool: d.name("pool"))
+                        fairShareHalfLifeSeconds: d.duration("fairShareHalfLife", max: 366 * 86400) ?? 7 * 86400, pool: d.name("pool"),
+                        defragmentMovesPerHour: d.int("defragmentMovesPerHour", in: 0...1000) ?? 4,
+                        defragmentMinimumRuntimeSeconds: d.duration("defragmentMinimumRuntime", max: 366 * 86400) ?? 600)
                     if policy.defaults.tokenLifetimeSeconds > policy.defaults.tokenMaxLifetimeSeconds {
                         reader.error(d.values["tokenLifetime"], "defaults.tokenLifetime", "is longer than defaults.tokenMaxLifetime")
                     }

@@ -99,7 +99,9 @@ struct ClusterReader {
             SELECT a.job_id, a.number, j.org, j.pool, a.borrowed, floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint,
                    r.rank, r.node, r.gpu_indices, r.milli_per_gpu, r.cpu_milli, r.memory_mib,
                    floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint + j.time_limit_s,
-                   coalesce((SELECT pc.preemptible FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.priority
+                   coalesce((SELECT pc.preemptible FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.priority,
+                   coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.movable, j.gpu_models,
+                   j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.exclusive, j.whole_node_memory
             FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
             WHERE attempt_is_live(a.state) AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, r.rank
@@ -107,6 +109,7 @@ struct ClusterReader {
         for try await row in rows {
             let (job, attempt, org, pool, borrowed, started, rank, node, gpus, milli, cpu, memory, endsAt, preemptible, priority) = try row.decode(
                 (Int64, Int, String, String, Bool, Int64, Int, String, [Int], Int, Int, Int, Int64?, Bool, Int).self)
+            let columns = row.makeRandomAccess()
             let r = RankAssignment(rank: rank, node: node, gpuIndices: gpus, milliPerGPU: milli, cpuMilli: cpu, memoryMiB: memory)
             if let last = out.last, last.jobID == job, last.attempt == attempt {
                 out[out.count - 1].ranks.append(r)
@@ -115,6 +118,15 @@ struct ClusterReader {
                     jobID: job, attempt: attempt, org: org, pool: pool, borrowing: borrowed, startedAt: started, ranks: [r], endsAt: endsAt)
                 running.preemptible = preemptible
                 running.priority = priority
+                // What defragmentation needs to move it: whether it may be, and what to place again.
+                running.preempts = try columns[15].decode(Bool.self)
+                running.movable = try columns[16].decode(Bool.self)
+                running.gpuModels = try columns[17].decode([String].self)
+                running.perNode = NodeRequest(
+                    gpus: try columns[18].decode(Int.self), fractionMilli: try columns[19].decode(Int?.self),
+                    cpuMilli: try columns[20].decode(Int.self),
+                    memoryMiB: try columns[21].decode(Int.self), exclusive: try columns[22].decode(Bool.self),
+                    allMemory: try columns[23].decode(Bool.self))
                 out.append(running)
             }
         }

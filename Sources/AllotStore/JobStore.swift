@@ -300,7 +300,7 @@ public struct JobStore: Sendable {
     static let jobColumns = """
         id, name, org, project, owner, kind::text, pool, state::text, reason, exit_code, nodes, gpus_per_node, gpu_milli,
         priority_class, priority, time_limit_s, max_attempts, command, submitted_at, updated_at, estimated_start, reason_code,
-        array_job_id, array_task_id, array_limit, dependency, held_by, ended_at, time_min_s, warn_signal, begin_at
+        array_job_id, array_task_id, array_limit, dependency, held_by, ended_at, time_min_s, warn_signal, begin_at, movable
         """
 
     static func decodeJobs(_ rows: PostgresRowSequence) async throws -> [JobView] {
@@ -327,6 +327,7 @@ public struct JobStore: Sendable {
             job.timeMinSeconds = try columns[28].decode(Int64?.self)
             job.signal = try columns[29].decode(String?.self)
             job.beginAt = try columns[30].decode(Date?.self)
+            job.movable = try columns[31].decode(Bool.self) ? true : nil
             jobs.append(job)
         }
         return jobs

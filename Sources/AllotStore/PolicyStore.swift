@@ -154,12 +154,13 @@ public struct PolicyStore: Sendable {
         // Defaults.
         let d = policy.defaults
         let old = try await tx.query(
-            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s, budget_time_s, fair_share_half_life_s, default_pool FROM policy_defaults"
-        ).decode((String?, Int, Int, Int, Int64, Int64, Int64, Int64, String?).self).first { _ in true }
+            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s, budget_time_s, fair_share_half_life_s, default_pool, defragment_moves_per_hour, defragment_min_runtime_s::bigint FROM policy_defaults"
+        ).decode((String?, Int, Int, Int, Int64, Int64, Int64, Int64, String?, Int, Int64).self).first { _ in true }
         if let old,
             PolicyDefaults(
                 priorityClass: old.0, gracePeriodSeconds: old.1, reclaimDeadlineSeconds: old.2, heartbeatTimeoutSeconds: old.3,
-                tokenLifetimeSeconds: old.4, tokenMaxLifetimeSeconds: old.5, budgetTimeSeconds: old.6, fairShareHalfLifeSeconds: old.7, pool: old.8)
+                tokenLifetimeSeconds: old.4, tokenMaxLifetimeSeconds: old.5, budgetTimeSeconds: old.6, fairShareHalfLifeSeconds: old.7, pool: old.8,
+                defragmentMovesPerHour: old.9, defragmentMinimumRuntimeSeconds: old.10)
                 != d
         {
             try await tx.query(
@@ -167,13 +168,14 @@ public struct PolicyStore: Sendable {
                 UPDATE policy_defaults SET priority_class = \(d.priorityClass), grace_period_s = \(d.gracePeriodSeconds),
                        reclaim_deadline_s = \(d.reclaimDeadlineSeconds), heartbeat_timeout_s = \(d.heartbeatTimeoutSeconds),
                        token_lifetime_s = \(d.tokenLifetimeSeconds), token_max_lifetime_s = \(d.tokenMaxLifetimeSeconds),
-                       budget_time_s = \(d.budgetTimeSeconds), fair_share_half_life_s = \(d.fairShareHalfLifeSeconds), default_pool = \(d.pool), updated_by = \(actor.name), updated_at = now()
+                       budget_time_s = \(d.budgetTimeSeconds), fair_share_half_life_s = \(d.fairShareHalfLifeSeconds), default_pool = \(d.pool),
+                       defragment_moves_per_hour = \(d.defragmentMovesPerHour), defragment_min_runtime_s = \(Int(d.defragmentMinimumRuntimeSeconds)), updated_by = \(actor.name), updated_at = now()
                 """)
             changes.append(
                 PolicyChange(
                     kind: .changed, what: "defaults",
                     detail:
-                        "priorityClass \(d.priorityClass ?? "-"), pool \(d.pool ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s, budgetTime \(d.budgetTimeSeconds)s, fairShareHalfLife \(d.fairShareHalfLifeSeconds)s"
+                        "priorityClass \(d.priorityClass ?? "-"), pool \(d.pool ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s, budgetTime \(d.budgetTimeSeconds)s, fairShareHalfLife \(d.fairShareHalfLifeSeconds)s, defragmentMovesPerHour \(d.defragmentMovesPerHour), defragmentMinimumRuntime \(d.defragmentMinimumRuntimeSeconds)s"
                 ))
         }
 

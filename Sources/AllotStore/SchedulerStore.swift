@@ -18,6 +18,11 @@ public struct SchedulingSnapshot: Sendable {
     public var poolsReclaiming: Set<String>
     /// The database's clock at the snapshot, in seconds since the epoch.
     public var now: Int64
+    /// Defragmentation plans in progress: their nodes are set aside for their jobs.
+    public var defragmenting: [DefragmentationPlan] = []
+    /// Per pool, the attempts defragmentation may still move this hour; and how long one must have run first.
+    public var defragmentMovesLeft: [String: Int] = [:]
+    public var defragmentMinimumRuntimeSeconds: Int64 = 600
 }
 
 /// What a committed plan placed.
@@ -39,6 +44,14 @@ public struct SchedulerStore: Sendable {
     @discardableResult
     public func resolveWaits() async throws -> [Int64] {
         try await self.database.transaction { tx in
+            // Defragmentation plans that can no longer do their work give their nodes back.
+            for stale in try await tx.defragmentations.endStale() {
+                try await tx.audit.append(
+                    AuditEntry(
+                        actor: .scheduler, action: "job.defragment.\(stale.outcome)", target: "job/\(stale.job)",
+                        outcome: "plan \(stale.id) \(stale.outcome)",
+                        detail: [:]))
+            }
             var ended: [Int64] = []
             let rows = try await tx.query(
                 """
@@ -111,10 +124,14 @@ public struct SchedulerStore: Sendable {
             if queue.isEmpty && replacements.isEmpty {
                 return SchedulingSnapshot(queue: [], replacements: [], nodes: [], quota: QuotaBook(), running: [], poolsReclaiming: [], now: now)
             }
-            return SchedulingSnapshot(
+            var snapshot = SchedulingSnapshot(
                 queue: queue, replacements: replacements, nodes: try await cluster.nodeSnapshots(),
                 quota: QuotaBook(rows: try await QuotaStore.rows(in: tx, at: clock), now: clock),
                 running: try await cluster.running(), poolsReclaiming: try await cluster.poolsReclaiming(), now: now)
+            snapshot.defragmenting = try await tx.defragmentations.open()
+            (snapshot.defragmentMovesLeft, snapshot.defragmentMinimumRuntimeSeconds) = try await tx.defragmentations.limits(
+                pools: Set(queue.map(\.pool)))
+            return snapshot
         }
     }
 
@@ -190,6 +207,7 @@ public struct SchedulerStore: Sendable {
         try await tx.attempts.insert(placement, number: job.attempts, replaces: replaces)
         if let cut = placement.timeLimitSeconds { try await tx.jobs.cutTimeLimit(id, to: cut) }
         try await tx.reclaims.satisfy(job: id)
+        try await tx.defragmentations.satisfy(job: id)
         let detail = placement.ranks.map { "\($0.node):\($0.gpuIndices.map(String.init).joined(separator: ","))" }.joined(separator: " ")
         try await tx.audit.append(
             AuditEntry(actor: .scheduler, action: "job.place", target: "job/\(id)", outcome: "attempt \(job.attempts)", detail: ["ranks": detail]))
@@ -221,6 +239,34 @@ public struct SchedulerStore: Sendable {
                 AuditEntry(
                     actor: .scheduler, action: "job.preempt", target: "job/\(job.id)", outcome: "reclaim for \(job.org)",
                     detail: ["victims": victims.map { "\($0.jobID).\($0.attempt)" }.joined(separator: ",")]))
+        }
+    }
+
+    /// Carries out a defragmentation plan for `job`: records it (unless the pool has one open already, then
+    /// nothing happens and false comes back), asks each moved attempt to stop — SIGTERM and its grace, then it is
+    /// requeued keeping its submit time — says so on the job, and audits the plan.
+    @discardableResult
+    public func defragment(_ plan: DefragmentationPlan, for job: PendingJob) async throws -> Bool {
+        try await self.database.transaction { tx in
+            guard let id = try await tx.defragmentations.insert(plan) else { return false }
+            for m in plan.moves {
+                try await tx.transitions.attempt(
+                    m.jobID, m.attempt,
+                    .stop(
+                        endAs: .preempted,
+                        reason:
+                            "moved by defragmentation: making room for job \(job.id) on \(plan.nodes.joined(separator: ", ")) in pool \(plan.pool); requeued keeping its submit time"
+                    ))
+            }
+            try await tx.jobs.recordWaitReasons([job.id: .defragmentation(plan.summary)])
+            try await tx.audit.append(
+                AuditEntry(
+                    actor: .scheduler, action: "job.defragment", target: "job/\(job.id)", outcome: "plan \(id): \(plan.summary)",
+                    detail: [
+                        "pool": plan.pool, "nodes": plan.nodes.joined(separator: ","),
+                        "moves": plan.moves.map { "\($0.jobID).\($0.attempt)" }.joined(separator: ","),
+                    ]))
+            return true
         }
     }
 

@@ -5,7 +5,8 @@ import Synchronization
 
 /// One scheduling cycle (SPEC §4), the same for allotd's scheduler loop and for the store tests:
 /// 1. read one snapshot; 2. place replacements, then the queue (pure); 3. commit both; 4. on the snapshot as
-/// the commit left it, give organisations their guarantee back (reclaim) and estimate when waiting jobs start.
+/// the commit left it, give organisations their guarantee back (reclaim), move work to gather capacity that
+/// scattered (defragmentation) and estimate when waiting jobs start.
 ///
 /// ```swift
 /// let cycle = SchedulingCycle(store: SchedulerStore(database: db), placer: Placer(), logger: logger)
@@ -39,11 +40,15 @@ public final class SchedulingCycle: Sendable {
         public var replaced: [Int64]
         /// Jobs for which attempts were asked to stop (reclaim or preemption by class).
         public var preemptedFor: [Int64]
+        /// Jobs for which work was moved (defragmentation).
+        public var defragmentedFor: [Int64] = []
         /// How long the placement core took to decide.
         public var decision: Duration
         public var rejections: [Rejection: Int]
         /// Whether anything changed that the dispatcher should act on.
-        public var needsDispatch: Bool { !self.placed.isEmpty || !self.replaced.isEmpty || !self.preemptedFor.isEmpty }
+        public var needsDispatch: Bool {
+            !self.placed.isEmpty || !self.replaced.isEmpty || !self.preemptedFor.isEmpty || !self.defragmentedFor.isEmpty
+        }
     }
 
     public func run() async throws -> Outcome {
@@ -57,7 +62,9 @@ public final class SchedulingCycle: Sendable {
         var placer = self.placer
         if placer.strategy == .fragmentationAware { placer.expected = try await self.recentShapes() }
         let started = ContinuousClock.now
-        let plan = placer.place(snapshot.queue, on: nodes, quota: snapshot.quota, backfill: Backfill(running: snapshot.running, now: snapshot.now))
+        let plan = placer.place(
+            snapshot.queue, on: nodes, quota: snapshot.quota, backfill: Backfill(running: snapshot.running, now: snapshot.now),
+            defragmenting: snapshot.defragmenting)
         let decision = ContinuousClock.now - started
         let committed = try await self.store.commit(plan, replacing: replacements)
 
@@ -81,10 +88,37 @@ public final class SchedulingCycle: Sendable {
             return false
         }.sorted(by: Placer.inQueueOrder)
         let preempted = try await self.reclaim(blocked: blocked, snapshot: snapshot, nodes: nodes, running: running)
+        let busy = Set(preempted.compactMap { id in byID[id]?.pool })
+        let defragmented = try await self.defragment(blocked: blocked, snapshot: snapshot, nodes: nodes, running: running, busy: busy)
         try await self.estimate(blocked: blocked, nodes: nodes, running: running, now: snapshot.now)
-        return Outcome(
+        var outcome = Outcome(
             queued: snapshot.queue.count, placed: committed.placed, replaced: committed.replaced, preemptedFor: preempted, decision: decision,
             rejections: plan.rejections)
+        outcome.defragmentedFor = defragmented
+        return outcome
+    }
+
+    /// Gathers scattered capacity: per pool with no reclaim or plan in progress, for the first of its jobs waiting
+    /// on capacity (up to five, in queue order) that free GPUs scattered over nodes keep waiting, the fewest moves
+    /// of movable work within the policy's limit that make room — only when the moved work fits elsewhere too.
+    /// One plan per pool at a time; the next waits until this one's job is placed or its deadline passes.
+    private func defragment(
+        blocked: [PendingJob], snapshot: SchedulingSnapshot, nodes: [NodeSnapshot], running: [RunningAttempt], busy: Set<String>
+    ) async throws -> [Int64] {
+        var skip = snapshot.poolsReclaiming.union(busy).union(snapshot.defragmenting.map(\.pool))
+        var tried: [String: Int] = [:]
+        var made: [Int64] = []
+        for job in blocked where !skip.contains(job.pool) && tried[job.pool, default: 0] < 5 {
+            tried[job.pool, default: 0] += 1
+            let limits = DefragmentationLimits(
+                moves: snapshot.defragmentMovesLeft[job.pool] ?? 0, minimumRuntimeSeconds: snapshot.defragmentMinimumRuntimeSeconds)
+            guard let plan = self.placer.defragmentation(for: job, on: nodes, running: running, now: snapshot.now, limits: limits) else { continue }
+            skip.insert(job.pool)
+            guard try await self.store.defragment(plan, for: job) else { continue }
+            made.append(job.id)
+            self.logger.info("defragmenting", metadata: ["job": "\(job.id)", "pool": "\(job.pool)", "plan": "\(plan.summary)"])
+        }
+        return made
     }
 
     /// Gives organisations their guarantee back (SPEC §4.5): for the first job per pool that waits on capacity

@@ -173,11 +173,18 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
     public var budgetTimeSeconds: Int64
     /// Usage this long ago counts half in fair share.
     public var fairShareHalfLifeSeconds: Int64
+    /// How many attempts defragmentation may move per pool in an hour (0: never).
+    public var defragmentMovesPerHour: Int
+    /// How long an attempt must have run before defragmentation may move it.
+    public var defragmentMinimumRuntimeSeconds: Int64
     public init(
         priorityClass: String? = nil, gracePeriodSeconds: Int = 60, reclaimDeadlineSeconds: Int = 300, heartbeatTimeoutSeconds: Int = 30,
         tokenLifetimeSeconds: Int64 = 90 * 86400, tokenMaxLifetimeSeconds: Int64 = 365 * 86400, budgetTimeSeconds: Int64 = 86400,
-        fairShareHalfLifeSeconds: Int64 = 7 * 86400, pool: String? = nil
+        fairShareHalfLifeSeconds: Int64 = 7 * 86400, pool: String? = nil, defragmentMovesPerHour: Int = 4,
+        defragmentMinimumRuntimeSeconds: Int64 = 600
     ) {
+        self.defragmentMovesPerHour = defragmentMovesPerHour
+        self.defragmentMinimumRuntimeSeconds = defragmentMinimumRuntimeSeconds
         self.pool = pool
         self.priorityClass = priorityClass
         self.gracePeriodSeconds = gracePeriodSeconds
@@ -191,7 +198,7 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case priorityClass, pool, gracePeriodSeconds, reclaimDeadlineSeconds, heartbeatTimeoutSeconds, tokenLifetimeSeconds, tokenMaxLifetimeSeconds,
-            budgetTimeSeconds, fairShareHalfLifeSeconds
+            budgetTimeSeconds, fairShareHalfLifeSeconds, defragmentMovesPerHour, defragmentMinimumRuntimeSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -205,6 +212,9 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
         self.tokenMaxLifetimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .tokenMaxLifetimeSeconds) ?? d.tokenMaxLifetimeSeconds
         self.budgetTimeSeconds = try c.decodeIfPresent(Int64.self, forKey: .budgetTimeSeconds) ?? d.budgetTimeSeconds
         self.fairShareHalfLifeSeconds = try c.decodeIfPresent(Int64.self, forKey: .fairShareHalfLifeSeconds) ?? d.fairShareHalfLifeSeconds
+        self.defragmentMovesPerHour = try c.decodeIfPresent(Int.self, forKey: .defragmentMovesPerHour) ?? d.defragmentMovesPerHour
+        self.defragmentMinimumRuntimeSeconds =
+            try c.decodeIfPresent(Int64.self, forKey: .defragmentMinimumRuntimeSeconds) ?? d.defragmentMinimumRuntimeSeconds
     }
 }
 

@@ -45,6 +45,9 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var hold: Bool?
     /// It may not start before this time (`--begin`).
     public var beginAt: Date?
+    /// It checkpoints and may be moved: defragmentation may stop it (SIGTERM, then its grace) and requeue it,
+    /// keeping its submit time, to make room for work that scattered capacity keeps waiting.
+    public var movable: Bool?
 
     public init(
         name: String, org: String? = nil, project: String? = nil, kind: JobKind = .training, pool: String?,
@@ -53,8 +56,9 @@ public struct JobSpec: Hashable, Codable, Sendable {
         timeLimitSeconds: Int64? = nil, command: String, env: [String: String] = [:], workingDir: String? = nil,
         maxAttempts: Int = 3, exclusive: Bool = false, wholeNodeMemory: Bool = false, image: String? = nil,
         signal: JobSignal? = nil, timeMinSeconds: Int64? = nil, slurm: SlurmOptions? = nil, array: JobArray? = nil,
-        dependency: JobDependency? = nil, hold: Bool? = nil, beginAt: Date? = nil
+        dependency: JobDependency? = nil, hold: Bool? = nil, beginAt: Date? = nil, movable: Bool? = nil
     ) {
+        self.movable = movable
         self.beginAt = beginAt
         self.array = array
         self.dependency = dependency

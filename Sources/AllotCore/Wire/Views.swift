@@ -105,6 +105,8 @@ public struct JobView: Codable, Hashable, Sendable {
     public var signal: String?
     /// It may not start before this (`--begin`).
     public var beginAt: Date?
+    /// It may be moved by defragmentation (its `movable` flag); nil when not.
+    public var movable: Bool?
 
     public init(
         id: Int64, name: String, org: String, project: String?, owner: String, kind: JobKind, pool: String, state: JobState,
