@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Placement benchmarks in release mode (Benchmarks/, a package of its own), in one run so figures compare side by side:
-# decisions/s and cycle p50/p99 as the cluster grows, unallocated GPUs per strategy at 100% and 130% arrived demand,
-# small instances against the exact placement optimum; then ops/optimum.py solves the same small instances as an
-# integer programme (the offline optimum, any subset of the jobs) when scipy is at hand.
-#   ops/bench.sh            full run (1k/10k/50k nodes, 100,000 queued jobs)
+# decisions/s and cycle p50/p99 as the cluster grows; unallocated GPUs per strategy at 100% and 130% arrived demand for
+# six workload mixes after the published variants of Alibaba's GPU trace (default, sharing-100, multi-gpu-20,
+# multi-gpu-50, cpu-heavy, model-constrained) on a heterogeneous cluster; small instances of every mix against the
+# exact placement optimum; then ops/optimum.py solves the same small instances as an integer programme (the offline
+# optimum, any subset of the jobs) when scipy is at hand.
+#   ops/bench.sh            full run (1k/10k/50k nodes, 100,000 queued jobs; 400-node packing, 5 seeds)
 #   ops/bench.sh --quick    a smaller run
 #   ops/bench.sh --json     JSON instead of tables
 #   ops/bench.sh --only small --small-seeds 60    only the small instances, more of them
+#   ops/bench.sh --only packing --mix cpu-heavy --detail    one mix, with what each replay left free per node type
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root/Benchmarks"

@@ -36,8 +36,16 @@ def solve(instance, time_limit=60.0):
     for n, node in enumerate(nodes):
         for i in range(node["gpus"]):
             var(("w", n, i))
+    def accepts(job, node):
+        # A job that names models takes GPUs of those only (case-insensitive); CPU-only jobs go anywhere.
+        models = [m.lower() for m in job.get("models") or []]
+        uses_gpu = job.get("milli") is not None or job["gpus"] > 0
+        return not models or not uses_gpu or node.get("model", "").lower() in models
+
     for j, job in enumerate(jobs):
         for n, node in enumerate(nodes):
+            if not accepts(job, node):
+                continue
             if job.get("milli") is not None:
                 for i in range(node["gpus"]):
                     var(("y", j, n, i))
@@ -55,6 +63,8 @@ def solve(instance, time_limit=60.0):
     for j, job in enumerate(jobs):
         placed = {}
         for n, node in enumerate(nodes):
+            if not accepts(job, node):
+                continue
             if job.get("milli") is not None:
                 for i in range(node["gpus"]):
                     placed[index[("y", j, n, i)]] = 1
@@ -69,7 +79,7 @@ def solve(instance, time_limit=60.0):
             keys = (
                 [("y", j, n, i) for i in range(node["gpus"])] if job.get("milli") is not None else [("x", j, n)]
             )
-            for k in keys:
+            for k in keys if accepts(job, node) else []:
                 if k in index:
                     cpu[index[k]] = job["cpuMilli"]
                     memory[index[k]] = job["memoryMiB"]
@@ -85,7 +95,7 @@ def solve(instance, time_limit=60.0):
             # A GPU is either whole for one job or shared up to 1000 thousandths.
             shared = {index[("w", n, i)]: 1000}
             for j, job in enumerate(jobs):
-                if job.get("milli") is not None:
+                if job.get("milli") is not None and accepts(job, node):
                     shared[index[("y", j, n, i)]] = job["milli"]
             row(shared, -np.inf, 1000)
             if i + 1 < node["gpus"]:
@@ -129,6 +139,7 @@ def main():
         for strategy, allocated in sorted(inst["allocatedMilli"].items()):
             rows.append(
                 {
+                    "mix": inst.get("mix", "default"),
                     "seed": inst["seed"],
                     "demand": inst["demand"],
                     "strategy": strategy,
@@ -141,13 +152,17 @@ def main():
                 }
             )
     summary = []
-    for demand in sorted({r["demand"] for r in rows}):
-        for strategy in sorted({r["strategy"] for r in rows}):
-            sel = [r for r in rows if r["demand"] == demand and r["strategy"] == strategy]
-            ratio = sum(r["allocatedMilli"] for r in sel) / sum(r["optimumBoundMilli"] for r in sel)
+    mixes = list(dict.fromkeys(r["mix"] for r in rows))
+    demands = sorted({r["demand"] for r in rows})
+    strategies = sorted({r["strategy"] for r in rows})
+    for mix, demand, strategy in [(m, d, s) for m in mixes for d in demands for s in strategies]:
+        sel = [r for r in rows if r["mix"] == mix and r["demand"] == demand and r["strategy"] == strategy]
+        if sel:
+            ratio = sum(r["allocatedMilli"] for r in sel) / max(1, sum(r["optimumBoundMilli"] for r in sel))
             gap = [(r["optimumBoundMilli"] - r["allocatedMilli"]) / r["capacityMilli"] for r in sel]
             summary.append(
                 {
+                    "mix": mix,
                     "demand": demand,
                     "strategy": strategy,
                     "instances": len(sel),
@@ -162,10 +177,10 @@ def main():
     if "--json" in sys.argv:
         print(json.dumps({"instances": rows, "summary": summary}, indent=2))
         return
-    print(f"{'STRATEGY':21}{'DEMAND':8}{'N':4}{'UNALLOC':9}{'OPTIMUM':9}{'VS OPTIMUM':12}{'MEAN GAP':10}{'WORST GAP':10}PROVEN")
+    print(f"{'MIX':19}{'STRATEGY':21}{'DEMAND':8}{'N':4}{'UNALLOC':9}{'OPTIMUM':9}{'VS OPTIMUM':12}{'MEAN GAP':10}{'WORST GAP':10}PROVEN")
     for s in summary:
         print(
-            f"{s['strategy']:21}{int(s['demand'] * 100):>3}%    {s['instances']:<4}{s['unallocatedShare'] * 100:6.2f}%  "
+            f"{s['mix']:19}{s['strategy']:21}{int(s['demand'] * 100):>3}%    {s['instances']:<4}{s['unallocatedShare'] * 100:6.2f}%  "
             f"{s['optimumUnallocatedShare'] * 100:6.2f}%  {s['allocatedVsOptimum'] * 100:8.2f}%   "
             f"{s['meanGapOfCapacity'] * 100:6.2f}%   {s['worstGapOfCapacity'] * 100:6.2f}%   {'yes' if s['allProven'] else 'no'}"
         )

@@ -101,7 +101,7 @@ struct ClusterReader {
                    floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint + j.time_limit_s,
                    coalesce((SELECT pc.preemptible FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.priority,
                    coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.movable, j.gpu_models,
-                   j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.exclusive, j.whole_node_memory
+                   j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.exclusive, j.whole_node_memory, j.max_attempts
             FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
             WHERE attempt_is_live(a.state) AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, r.rank
@@ -127,6 +127,7 @@ struct ClusterReader {
                     cpuMilli: try columns[20].decode(Int.self),
                     memoryMiB: try columns[21].decode(Int.self), exclusive: try columns[22].decode(Bool.self),
                     allMemory: try columns[23].decode(Bool.self))
+                running.maxAttempts = try columns[24].decode(Int.self)
                 out.append(running)
             }
         }
@@ -148,14 +149,14 @@ struct ClusterReader {
     func recentShapes(hours: Int = 24, limit: Int = 5000) async throws -> WorkloadMix {
         let rows = try await self.tx.query(
             """
-            SELECT j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.nodes
+            SELECT j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.nodes, j.gpu_models
             FROM attempts a JOIN jobs j ON j.id = a.job_id
             WHERE a.placed_at > now() - \(hours)::int * interval '1 hour'
             ORDER BY a.placed_at DESC LIMIT \(limit)
             """)
         var mix = WorkloadMix()
-        for try await (gpus, milli, cpu, memory, nodes) in rows.decode((Int, Int?, Int, Int, Int).self) {
-            mix.add(NodeRequest(gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory), weight: Double(nodes))
+        for try await (gpus, milli, cpu, memory, nodes, models) in rows.decode((Int, Int?, Int, Int, Int, [String]).self) {
+            mix.add(NodeRequest(gpus: gpus, fractionMilli: milli, cpuMilli: cpu, memoryMiB: memory), models: models, weight: Double(nodes))
         }
         return mix
     }

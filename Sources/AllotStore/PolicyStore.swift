@@ -153,6 +153,13 @@ public struct PolicyStore: Sendable {
 
         // Defaults.
         let d = policy.defaults
+        guard (0...1000).contains(d.defragmentMovesPerHour) else {
+            throw StoreError.invalid(field: "defaults.defragmentMovesPerHour", message: "must be 0 to 1000, not \(d.defragmentMovesPerHour)")
+        }
+        guard (0...31_622_400).contains(d.defragmentMinimumRuntimeSeconds) else {
+            throw StoreError.invalid(
+                field: "defaults.defragmentMinimumRuntimeSeconds", message: "must be 0 to 31622400 seconds, not \(d.defragmentMinimumRuntimeSeconds)")
+        }
         let old = try await tx.query(
             "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s, budget_time_s, fair_share_half_life_s, default_pool, defragment_moves_per_hour, defragment_min_runtime_s::bigint FROM policy_defaults"
         ).decode((String?, Int, Int, Int, Int64, Int64, Int64, Int64, String?, Int, Int64).self).first { _ in true }

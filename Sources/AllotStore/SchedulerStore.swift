@@ -207,7 +207,10 @@ public struct SchedulerStore: Sendable {
         try await tx.attempts.insert(placement, number: job.attempts, replaces: replaces)
         if let cut = placement.timeLimitSeconds { try await tx.jobs.cutTimeLimit(id, to: cut) }
         try await tx.reclaims.satisfy(job: id)
-        try await tx.defragmentations.satisfy(job: id)
+        if let plan = try await tx.defragmentations.satisfy(job: id) {
+            try await tx.audit.append(
+                AuditEntry(actor: .scheduler, action: "job.defragment.placed", target: "job/\(id)", outcome: "plan \(plan) placed", detail: [:]))
+        }
         let detail = placement.ranks.map { "\($0.node):\($0.gpuIndices.map(String.init).joined(separator: ","))" }.joined(separator: " ")
         try await tx.audit.append(
             AuditEntry(actor: .scheduler, action: "job.place", target: "job/\(id)", outcome: "attempt \(job.attempts)", detail: ["ranks": detail]))

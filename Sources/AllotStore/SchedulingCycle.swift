@@ -56,7 +56,7 @@ public final class SchedulingCycle: Sendable {
         let snapshot = try await self.store.snapshot()
         // Inference replicas on draining nodes are started elsewhere first: they run already.
         var nodes = snapshot.nodes
-        let replacements = self.placer.place(snapshot.replacements, on: nodes).placements
+        let replacements = self.placer.place(snapshot.replacements, on: nodes, defragmenting: snapshot.defragmenting).placements
         for p in replacements { for r in p.ranks { nodes.hold(r) } }
 
         var placer = self.placer

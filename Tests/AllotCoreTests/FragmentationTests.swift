@@ -69,6 +69,55 @@ struct FragmentationTests {
         #expect(Placer(strategy: .fragmentationAware, expected: mix).place([job], on: nodes).placements.first?.ranks.first?.node == "b")
     }
 
+    @Test("a shape that names models finds other models' GPUs unusable")
+    func modelAwareUnusable() {
+        // GPU 0 is an H100, GPU 1 an A100, both free. A 1-GPU task that takes only H100s can use GPU 0: the A100's
+        // 1000 are unusable to it. Without the model it could use both: 0.
+        let shape = TaskShape(gpus: 1, models: ["H100"])
+        #expect(shape.models == ["h100"])
+        #expect(shape.unusable(leftovers: [1000, 1000], cpuMilli: 64_000, memoryMiB: 1 << 20) { $0 == 0 } == 1000)
+        #expect(TaskShape(gpus: 1).unusable(leftovers: [1000, 1000], cpuMilli: 64_000, memoryMiB: 1 << 20) == 0)
+    }
+
+    @Test("scarcity: work that can go anywhere leaves the GPUs of a model to the work that needs that model")
+    func scarcity() {
+        // Expected: half the GPU demand 1-GPU tasks of any model, half 1-GPU tasks that take only P100s. Free: a
+        // P100 node with 2 GPUs (2000 of 10,000 free thousandths: a 0.2 share) and a G2 node with 8 (0.8).
+        // P100's scarcity: the captive half of the demand, all on P100, over its 0.2 share of the free capacity:
+        // 0.5 / 0.2 = 2.5; G2's: 0. An any-model 1-GPU job grows no fragmentation on either node, but on the P100
+        // node it pays 1000 × 2.5 = 2500: it goes to G2. Best fit would take the fuller P100 node.
+        let nodes: [NodeSnapshot] = [.node("a-p100", gpus: 2, model: "P100"), .node("b-g2", gpus: 8, model: "G2")]
+        var mix = WorkloadMix()
+        mix.add(NodeRequest(gpus: 1), weight: 5)
+        mix.add(NodeRequest(gpus: 1), models: ["P100"], weight: 5)
+        let cluster = Cluster(nodes, book: ProfileBook(strategy: .fragmentationAware, mix: mix))
+        let scarcity = cluster.scarcity(pool: 0) ?? []
+        #expect(scarcity.count == 2 && abs(scarcity[0] - 2.5) < 1e-9 && scarcity[1] == 0)
+        let job = PendingJob.job(1, gpus: 1)
+        #expect(Placer(strategy: .bestFit).place([job], on: nodes).placements.first?.ranks.first?.node == "a-p100")
+        #expect(Placer(strategy: .fragmentationAware, expected: mix).place([job], on: nodes).placements.first?.ranks.first?.node == "b-g2")
+    }
+
+    @Test("shortage: a node's CPU surplus, in GPU thousandths, weighed by how short the pool is of CPU")
+    func surplusAndShortage() {
+        // The mix brings 15 CPUs per GPU: 1000 / 15,000 = 1/15 GPU thousandth per CPU thousandth. A node with 2
+        // free GPUs and 104 CPUs keeps 104,000 / 15 − 2000 = 4933.3 thousandths of surplus; one with 16 CPUs none.
+        let model = WorkloadMix([NodeRequest(gpus: 1, cpuMilli: 15_000)]).model
+        #expect(abs(model.surplus(freeMilli: 2000, cpuMilli: 104_000, memoryMiB: 0).cpu - 4933.333) < 0.01)
+        #expect(model.surplus(freeMilli: 2000, cpuMilli: 16_000, memoryMiB: 0).cpu == 0)
+        // A rank that grows the surplus by 600 where the pool's shortage is 0.87 pays 600 × 0.87 = 522 thousandths
+        // (× 1000 in the score), on top of its fragmentation growth (here 100 → 100,000).
+        let t = Transition(score: Score(primary: 100_000, tie: 7), share: nil, takes: 810, model: 0, surplus: (600, 0))
+        let scored = Cluster.scored(t, pressure: Cluster.PoolPressure(scarcity: nil, cpuShortage: 0.87, memoryShortage: 0))
+        #expect(scored == Score(primary: 100_000 + 522_000, tie: 7))
+        // The pool's shortage: 4 free GPUs would need 4000 × 15 = 60,000 CPU thousandths at the mix's ratio; with
+        // 120,000 free, 0.5.
+        let cluster = Cluster(
+            [.node("a", gpus: 2, cpus: 104), .node("b", gpus: 2, cpus: 16)],
+            book: ProfileBook(strategy: .fragmentationAware, mix: WorkloadMix([NodeRequest(gpus: 1, cpuMilli: 15_000)])))
+        #expect(abs((cluster.pressure(pool: 0)?.cpuShortage ?? 0) - 0.5) < 1e-9)
+    }
+
     @Test("with nothing to learn from, the fragmentation-aware strategy falls back to best fit")
     func fallsBackToBestFit() {
         let nodes: [NodeSnapshot] = [.node("a-empty"), .node("b-half").using([0, 1, 2, 3])]
@@ -143,14 +192,14 @@ struct CapacityIndexTests {
             let before = model.fragmentation(
                 leftovers: leftovers, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB, accepts: accepts)
             let surplusBefore = model.surplus(
-                leftovers: leftovers, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB)
+                freeMilli: free, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB)
             let scores = outcomes.map { o -> Score in
                 switch strategy {
                 case .fragmentationAware:
                     let growth = model.fragmentation(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter, accepts: accepts) - before
                     // The pool's pressure: CPU and memory surplus grown, weighed by the pool's shortage; GPUs taken
                     // from a model others depend on, weighed by its scarcity.
-                    let surplus = model.surplus(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
+                    let surplus = model.surplus(freeMilli: o.freeAfter, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
                     let extra =
                         cpuShortage * (surplus.cpu - surplusBefore.cpu) + memoryShortage * (surplus.memory - surplusBefore.memory)
                         + Double(o.takes) * (scarcity[o.model] ?? 0)

@@ -76,9 +76,18 @@ struct DefragmentationFlowTests {
             #expect(audit.contains { $0.action == "job.defragment" && $0.target == "job/\(job)" })
             let submittedBefore = try await moved.asyncMap { try await AllocationTests.job(db, $0).submittedAt }
 
-            // While the moved work stops, another cycle makes no second plan and puts nothing on n2.
+            // While the moved work stops, another cycle makes no second plan and puts nothing on n2, though a
+            // 1-GPU job would fit on its 2 free GPUs: it takes the one free on n1 or n3, then ends.
+            let other = try await Self.submit(db, gpus: 1, movable: false)
             try await loop.cycle()
             #expect(try await DispatchStore(database: db).claimStops().isEmpty)
+            try await AllocationTests.startAll(db)
+            let during = try await SchedulerStore(database: db).running()
+            let otherAttempt = try #require(during.first { $0.jobID == other })
+            #expect(["n1", "n3"].contains(otherAttempt.ranks[0].node))
+            _ = try await AllocationTests.report(
+                db, otherAttempt.ranks[0].node,
+                [RankStatus(key: RankKey(jobID: other, attempt: otherAttempt.attempt, rank: 0), state: .exited, exitCode: 0)])
 
             for s in stops {
                 _ = try await AllocationTests.report(db, s.node, [RankStatus(key: s.key, state: .exited, exitCode: 143, signal: 15)])
@@ -91,12 +100,15 @@ struct DefragmentationFlowTests {
             }
             #expect(try await moved.asyncMap { try await AllocationTests.job(db, $0).submittedAt } == submittedBefore)
 
-            // The next cycle: the job on n2, the moved jobs on the one GPU left free on n1 and n3; the plan done.
+            // The next cycle: the job on n2, the moved jobs on the one GPU left free on n1 and n3; the plan done,
+            // and audited so.
             try await loop.cycle()
             try await AllocationTests.startAll(db)
             let placed = try await SchedulerStore(database: db).running()
             #expect(placed.first { $0.jobID == job }?.ranks.first?.node == "n2")
             #expect(Set(moved.compactMap { id in placed.first { $0.jobID == id }?.ranks.first?.node }) == ["n1", "n3"])
+            #expect(
+                try await AuditStore(database: db).list(since: nil).contains { $0.action == "job.defragment.placed" && $0.target == "job/\(job)" })
             let outcome = try await db.query("SELECT outcome FROM defragmentations WHERE job_id = \(job)").decode(String?.self).array()
             #expect(outcome == ["placed"])
         }

@@ -205,12 +205,12 @@ struct TimeLimitTests {
         try await TestDatabase.with { db in
             let f = try await StoreFixture(db)
             _ = try await f.submit(JobSpec(name: "g", org: "lab", pool: "h200", nodes: 2, gpusPerNode: 4, cpuMilliPerNode: 8000, command: "true"))
-            _ = try await f.submit(JobSpec(name: "s", org: "lab", pool: "h200", gpuMilli: 500, command: "true"))
+            _ = try await f.submit(JobSpec(name: "s", org: "lab", pool: "h200", gpuModel: ["H200"], gpuMilli: 500, command: "true"))
             _ = try await f.submit(JobSpec(name: "q", org: "lab", pool: "h200", gpusPerNode: 8, command: "true"))  // no room left
             #expect(try await f.schedule().count == 2)
             let mix = try await SchedulerStore(database: db).recentShapes()
-            // The gang counts once per node; the job still queued is not history.
-            #expect(mix.weights == [TaskShape(gpus: 4, cpuMilli: 8000): 2, TaskShape(gpus: 0, milli: 500): 1])
+            // The gang counts once per node; the job still queued is not history; the models a job accepts are kept.
+            #expect(mix.weights == [TaskShape(gpus: 4, cpuMilli: 8000): 2, TaskShape(gpus: 0, milli: 500, models: ["H200"]): 1])
             // Attempts older than the look-back are forgotten.
             _ = try await db.query("UPDATE attempts SET placed_at = now() - interval '2 days'")
             #expect(try await SchedulerStore(database: db).recentShapes().isEmpty)

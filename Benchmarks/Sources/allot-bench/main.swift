@@ -484,7 +484,7 @@ let queued = quick ? 20_000 : 100_000
 /// Nodes per small instance (`--small-nodes N`).
 let smallNodes = args.firstIndex(of: "--small-nodes").map { Int(args[$0 + 1])! } ?? 3
 /// Small instances per demand (`--small-seeds N`).
-let smallSeeds = args.firstIndex(of: "--small-seeds").map { Int(args[$0 + 1])! } ?? (quick ? 6 : 20)
+let smallSeeds = args.firstIndex(of: "--small-seeds").map { Int(args[$0 + 1])! } ?? (quick ? 3 : 10)
 /// `--detail` prints, for every packing replay, what is left free per node type.
 let detail = args.contains("--detail")
 /// `--only speed|packing|small` runs one part (the others report empty).

@@ -15,10 +15,10 @@ struct Transition {
     /// For a share: the GPU it goes on, as (model, thousandths left before), so the node's GPU is found fast.
     var share: (model: Int, leftover: Int)?
     /// The GPU thousandths it takes, and the model of (the first of) those GPUs: what scarcity weighs.
-    var takes = 0
-    var model = 0
+    var takes: Int32 = 0
+    var model: Int32 = 0
     /// How the node's CPU and memory surplus changes (GPU thousandths), weighed by the pool's shortage.
-    var surplus: (cpu: Double, memory: Double) = (0, 0)
+    var surplus: (cpu: Float, memory: Float) = (0, 0)
 }
 
 /// A job's per-node request with the models it accepts: jobs of one shape score alike.
@@ -63,22 +63,22 @@ final class ProfileBook {
         didSet { self.termAccepts = [] }
     }
     /// Per term of the mix, per model id: whether the term's shape takes GPUs of that model.
-    private(set) var termAccepts: [[Bool]] = []
+    private var termAccepts: [[Bool]] = []
     /// The terms whose shapes accept only some models, with their share of the mix's GPU demand: the work that
     /// can go nowhere else, which scarcity weighs against the free capacity of its models.
-    private(set) lazy var captive: [(term: Int, share: Double)] = {
-        let demand = self.mix.terms.map { $0.weight * Double($0.shape.milli ?? $0.shape.gpus * 1000) }
-        let total = demand.reduce(0, +)
-        guard total > 0 else { return [] }
-        self.resolveModels()
-        return self.mix.terms.indices.filter { !self.mix.terms[$0].shape.models.isEmpty }.map { ($0, demand[$0] / total) }
-    }()
+    let captive: [(term: Int, share: Double)]
 
     private func resolveModels() {
         guard self.termAccepts.isEmpty else { return }
         self.termAccepts = self.mix.terms.map { term in
             self.modelNames.map { name in term.shape.models.isEmpty || term.shape.models.contains(name) }
         }
+    }
+
+    /// Per model id: whether the term's shape takes that model's GPUs (worked out once the cluster named them all).
+    func accepts(term: Int) -> [Bool] {
+        self.resolveModels()
+        return self.termAccepts[term]
     }
     /// Per shape, per profile: not worked out yet, cannot take it, or how it scores. Arrays, not a dictionary:
     /// every decision reads one entry per profile of its pool.
@@ -97,7 +97,11 @@ final class ProfileBook {
     init(strategy: ScoringStrategy, mix: WorkloadMix, slotLimit: Int = 1 << 20) {
         self.slotLimit = slotLimit
         self.strategy = strategy
-        self.mix = strategy == .fragmentationAware ? mix.model : FragmentationModel(terms: [])
+        let model = strategy == .fragmentationAware ? mix.model : FragmentationModel(terms: [])
+        self.mix = model
+        let demand = model.terms.map { $0.weight * Double($0.shape.milli ?? $0.shape.gpus * 1000) }
+        let total = demand.reduce(0, +)
+        self.captive = total > 0 ? model.terms.indices.filter { !model.terms[$0].shape.models.isEmpty }.map { ($0, demand[$0] / total) } : []
     }
 
     func id(of profile: Profile) -> Int {
@@ -208,14 +212,15 @@ final class ProfileBook {
             // Thousandths of a thousandth, so scores compare exactly and equal inputs tie.
             let growth = self.fragmentation(after, models: entries, cpuMilli: cpuAfter, memoryMiB: memoryAfter) - self.fragmentation(of: id)
             score = Score(primary: Int((growth * 1000).rounded()), tie: freeAfter)
-            let before = self.mix.surplus(leftovers: entries.map(Profile.leftover), cpuMilli: profile.cpuMilli, memoryMiB: profile.memoryMiB)
-            let now = self.mix.surplus(leftovers: after, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
+            let before = self.mix.surplus(freeMilli: free, cpuMilli: profile.cpuMilli, memoryMiB: profile.memoryMiB)
+            let now = self.mix.surplus(freeMilli: freeAfter, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
             surplus = (now.cpu - before.cpu, now.memory - before.memory)
         case .bestFit: score = Score(primary: freeAfter, tie: 0)
         case .spread: score = Score(primary: -freeAfter, tie: 0)
         case .firstFit: score = .zero
         }
-        return Transition(score: score, share: share, takes: takes, model: model, surplus: surplus)
+        return Transition(
+            score: score, share: share, takes: Int32(takes), model: Int32(model), surplus: (Float(surplus.cpu), Float(surplus.memory)))
     }
 }
 
@@ -245,6 +250,10 @@ struct Cluster {
     private var live: [[Int]] = []
     /// Per pool, per model id: free GPU thousandths on nodes that take work, for scarcity.
     private var freeByModel: [[Int]] = []
+    /// Per pool and block: nodes that take work with nothing running (free whole nodes), for gangs by block;
+    /// and every node of each block, in name order.
+    private var idleInBlock: [BlockKey: Int] = [:]
+    private var blockMembers: [BlockKey: [Int]] = [:]
     /// Per pool: free CPU and memory on nodes that take work, for the pool's shortage of them.
     private var freeCPU: [Int] = []
     private var freeMemory: [Int] = []
@@ -265,7 +274,10 @@ struct Cluster {
                 self.freeMemory.append(0)
             }
             if node.maintenanceInSeconds != nil { self.poolsWithMaintenance.insert(node.pool) }
-            if node.block != nil { self.poolsWithBlocks.insert(node.pool) }
+            if let block = node.block {
+                self.poolsWithBlocks.insert(node.pool)
+                self.blockMembers[BlockKey(pool: self.poolIDs[node.pool]!, block: block), default: []].append(p)
+            }
             for gpu in node.gpus where self.modelIDs[gpu.model] == nil {
                 let lower = gpu.model.lowercased()
                 let id = self.modelIDsByLowercase[lower] ?? self.modelIDsByLowercase.count
@@ -308,7 +320,7 @@ struct Cluster {
         guard total > 0 else { return nil }
         var wanted = Array(repeating: 0.0, count: free.count)
         for (t, share) in self.book.captive {
-            let accepts = self.book.termAccepts[t]
+            let accepts = self.book.accepts(term: t)
             let theirs = free.indices.reduce(0) { $0 + ($1 < accepts.count && accepts[$1] ? free[$1] : 0) }
             guard theirs > 0 else { continue }
             for m in free.indices where m < accepts.count && accepts[m] { wanted[m] += share * Double(free[m]) / Double(theirs) }
@@ -339,8 +351,8 @@ struct Cluster {
     /// CPU and memory surplus times the pool's shortage of each, so CPU-hungry work goes where CPU is plenty.
     static func scored(_ t: Transition, pressure: PoolPressure?) -> Score {
         guard let p = pressure else { return t.score }
-        var extra = p.cpuShortage * t.surplus.cpu + p.memoryShortage * t.surplus.memory
-        if let s = p.scarcity, t.model < s.count { extra += Double(t.takes) * s[t.model] }
+        var extra = p.cpuShortage * Double(t.surplus.cpu) + p.memoryShortage * Double(t.surplus.memory)
+        if let s = p.scarcity, Int(t.model) < s.count { extra += Double(t.takes) * s[Int(t.model)] }
         return Score(primary: t.score.primary + Int((extra * 1000).rounded()), tie: t.score.tie)
     }
 
@@ -398,39 +410,75 @@ struct Cluster {
         }
     }
 
-    /// Nodes for a gang of `count`: in a pool with blocks, the block that holds it most tightly — the fewest
-    /// nodes that can take a rank, at least `count` — on its best nodes, so blocks with more room stay whole for
-    /// larger gangs (ties: the better nodes, then the block's name); else (no block can, or the pool has none)
-    /// the best `count` overall.
+    /// Nodes for a gang of `count`: in a pool with blocks, the block that holds it most tightly — of the blocks
+    /// that can take it, the one with the fewest free whole nodes (kept per block as the cluster changes), so
+    /// blocks with more room stay whole for larger gangs — on its best nodes; else (no block can, or the pool
+    /// has none) the best `count` overall. The walk from the best node down stops at the first block that can
+    /// take the gang; only a block with fewer free whole nodes is then looked at, node by node.
     func gang(for job: PendingJob, count: Int, shape: Int, excluding excluded: Set<Int>?) -> [Candidate]? {
         var best: [Candidate] = []
         var byBlock: [String: [Candidate]] = [:]
+        var chosen: (block: String, nodes: [Candidate])?
         let blocks = self.poolsWithBlocks.contains(job.pool)
         self.walk(job, shape: shape, excluding: excluded) { c in
             if best.count < count { best.append(c) }
             guard blocks else { return best.count == count }
-            if let b = c.block { byBlock[b, default: []].append(c) }
-            return false
+            guard let b = c.block else { return false }
+            byBlock[b, default: []].append(c)
+            if byBlock[b]!.count == count { chosen = (b, byBlock[b]!) }
+            return chosen != nil
         }
-        let tightest = byBlock.filter { $0.value.count >= count }.min { a, b in
-            if a.value.count != b.value.count { return a.value.count < b.value.count }
-            let (sa, sb) = (a.value.prefix(count).reduce(Score.zero) { $0 + $1.score }, b.value.prefix(count).reduce(Score.zero) { $0 + $1.score })
-            return sa != sb ? sa < sb : a.key < b.key
+        guard let first = chosen, let pool = self.poolIDs[job.pool] else { return best.count == count ? best : nil }
+        // Tighter blocks, fewest free whole nodes first: the first that can take the gang takes it.
+        let idle = self.idleInBlock[BlockKey(pool: pool, block: first.block)] ?? 0
+        let tighter = self.idleInBlock.filter { $0.key.pool == pool && $0.key.block != first.block && $0.value >= count && $0.value < idle }
+            .sorted { a, b in a.value != b.value ? a.value < b.value : a.key.block < b.key.block }
+        let pressure = self.pressure(pool: pool)
+        for t in tighter {
+            var candidates: [Candidate] = []
+            for p in self.blockMembers[t.key] ?? [] where excluded?.contains(p) != true && self.profileOf[p] >= 0 {
+                guard let tr = self.book.transition(profile: self.profileOf[p], shape: shape), Placer.reject(job, on: self.nodes[p]) == nil
+                else { continue }
+                candidates.append(Candidate(position: p, score: Self.scored(tr, pressure: pressure), block: t.key.block, share: tr.share))
+            }
+            if candidates.count >= count {
+                return Array(candidates.sorted { $0.score != $1.score ? $0.score < $1.score : $0.position < $1.position }.prefix(count))
+            }
         }
-        if let t = tightest { return Array(t.value.prefix(count)) }
-        return best.count == count ? best : nil
+        return first.nodes
+    }
+
+    struct BlockKey: Hashable {
+        var pool: Int
+        var block: String
     }
 
     /// Per pool with blocks: the empty nodes of the blocks that the first queued gangs (up to 16 per pool)
-    /// would take, which single-node work leaves alone while it has somewhere else to go.
+    /// would take — the block that holds one most tightly, or for one that fits no block now, the block with the
+    /// most nodes that can take a rank, where it will fit first — which single-node work leaves alone while it
+    /// has somewhere else to go.
     func gangBlocks(for queue: [PendingJob]) -> [String: Set<Int>] {
         var out: [String: Set<Int>] = [:]
         var looked: [String: Int] = [:]
         for job in queue where job.nodes > 1 && self.poolsWithBlocks.contains(job.pool) && looked[job.pool, default: 0] < 16 {
             looked[job.pool, default: 0] += 1
-            guard let chosen = self.gang(for: job, count: job.nodes, shape: self.shape(of: job), excluding: nil),
-                let block = chosen.first?.block, chosen.allSatisfy({ $0.block == block })
-            else { continue }
+            let shape = self.shape(of: job)
+            var block: String?
+            if let chosen = self.gang(for: job, count: job.nodes, shape: shape, excluding: nil), let b = chosen.first?.block,
+                chosen.allSatisfy({ $0.block == b })
+            {
+                block = b
+            } else {
+                var feasible: [String: Int] = [:]
+                var seen = 0
+                self.walk(job, shape: shape, excluding: nil) { c in
+                    if let b = c.block { feasible[b, default: 0] += 1 }
+                    seen += 1
+                    return seen >= max(32, 2 * job.nodes)
+                }
+                block = feasible.max { a, b in a.value != b.value ? a.value < b.value : a.key > b.key }?.key
+            }
+            guard let block else { continue }
             for p in self.poolMembers[job.pool] ?? [] where self.nodes[p].block == block && self.nodes[p].isIdle {
                 out[job.pool, default: []].insert(p)
             }
@@ -472,6 +520,7 @@ struct Cluster {
             pool: pool, gpus: entries, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB)
         let id = self.book.id(of: profile)
         self.count(profile, sign: 1)
+        if let block = node.block, node.isIdle { self.idleInBlock[BlockKey(pool: pool, block: block), default: 0] += 1 }
         if id >= self.members.count { self.members.append(contentsOf: Array(repeating: [], count: id - self.members.count + 1)) }
         if self.members[id].isEmpty { self.live[pool].append(id) }
         let m = Int32(p)
@@ -496,6 +545,9 @@ struct Cluster {
         let id = self.profileOf[p]
         guard id >= 0 else { return }
         self.count(self.book.profiles[id], sign: -1)
+        if let block = self.nodes[p].block, self.nodes[p].isIdle {
+            self.idleInBlock[BlockKey(pool: self.book.profiles[id].pool, block: block), default: 0] -= 1
+        }
         let m = Int32(p)
         self.members[id].remove(at: self.members[id].insertionPoint(of: m))
         if self.members[id].isEmpty { self.live[self.book.profiles[id].pool].removeAll { $0 == id } }

@@ -30,11 +30,13 @@ public struct DefragmentationPlan: Hashable, Sendable, Codable {
         self.nodes = nodes
     }
 
-    /// "moving jobs 12, 19 from gpu-031", as `allot jobs show` says it.
+    /// "moving jobs 12, 19 from gpu-031", as `allot jobs show` says it (the first 20 of each, then how many more).
     public var summary: String {
-        let jobs = self.moves.map { String($0.jobID) }.joined(separator: ", ")
-        let from = Array(Set(self.moves.flatMap(\.from))).sorted().joined(separator: ", ")
-        return "moving job\(self.moves.count == 1 ? "" : "s") \(jobs) from \(from)"
+        func listed(_ xs: [String]) -> String {
+            xs.prefix(20).joined(separator: ", ") + (xs.count > 20 ? " and \(xs.count - 20) more" : "")
+        }
+        let jobs = listed(self.moves.map(\.jobID).sorted().map(String.init))
+        return "moving job\(self.moves.count == 1 ? "" : "s") \(jobs) from \(listed(Array(Set(self.moves.flatMap(\.from))).sorted()))"
     }
 }
 
@@ -52,10 +54,12 @@ public struct DefragmentationLimits: Hashable, Sendable {
 extension Placer {
     /// Whether `attempt` may be moved to make room for `job`: it said so (the job's `movable` flag, for work that
     /// checkpoints) or its class is preemptible; its class does not preempt others (work guaranteed its place);
-    /// its priority is no higher than the job's; and it has run at least the minimum runtime.
+    /// its priority is no higher than the job's; it has run at least the minimum runtime; and its job has an
+    /// attempt left, so the move requeues it rather than ending it.
     public static func mayMove(_ attempt: RunningAttempt, for job: PendingJob, now: Int64, minimumRuntimeSeconds: Int64) -> Bool {
         attempt.jobID != job.id && attempt.pool == job.pool && (attempt.movable || attempt.preemptible) && !attempt.preempts
             && attempt.priority <= job.priority && now - attempt.startedAt >= minimumRuntimeSeconds
+            && attempt.attempt < (attempt.maxAttempts ?? Int.max)
     }
 
     /// The fewest moves that let `job` start (nil when it fits already, when its pool lacks the free GPUs in
@@ -67,6 +71,8 @@ extension Placer {
         guard limits.moves > 0, job.perNode.gpuMilli > 0, !job.perNode.exclusive else { return nil }
         guard Self.neverFitsReason(job, nodes: nodes) == nil, self.place([job], on: nodes).placements.isEmpty else { return nil }
         let pool = nodes.indices.filter { nodes[$0].pool == job.pool && nodes[$0].state.acceptsWork }
+        // Only where the pool has the free GPUs in all: scattered, not short.
+        guard Self.freeMilli(for: job, in: pool, of: nodes) >= job.totalGPUMilli else { return nil }
         let movable = running.filter { Self.mayMove($0, for: job, now: now, minimumRuntimeSeconds: limits.minimumRuntimeSeconds) }
         var moversOn: [String: [RunningAttempt]] = [:]
         for a in movable {
@@ -81,16 +87,18 @@ extension Placer {
                 costs.append((p, moves))
             }
         }
-        // Groups a gang may take: one block each where the pool names blocks, else the whole pool.
+        // The options: for one node, every node that moves make room on; for a gang, per block where the pool
+        // names blocks (else the whole pool), its nodes that need the fewest moves.
+        var options: [(moves: [RunningAttempt], positions: [Int])] = []
+        if job.nodes == 1 {
+            for c in costs where !c.moves.isEmpty && c.moves.count <= limits.moves { options.append((c.moves, [c.position])) }
+        }
         let blocks = job.nodes > 1 && pool.contains { nodes[$0].block != nil }
         var groups: [String: [(position: Int, moves: [RunningAttempt])]] = [:]
-        for c in costs {
+        for c in costs where job.nodes > 1 {
             if blocks && nodes[c.position].block == nil { continue }
             groups[blocks ? nodes[c.position].block! : "", default: []].append(c)
         }
-        // Only where the pool has the free GPUs in all: scattered, not short.
-        guard Self.freeMilli(for: job, in: pool, of: nodes) >= job.totalGPUMilli else { return nil }
-        var options: [(moves: [RunningAttempt], positions: [Int])] = []
         for members in groups.values {
             let cheapest = members.sorted { a, b in
                 a.moves.count != b.moves.count ? a.moves.count < b.moves.count : nodes[a.position].name < nodes[b.position].name
@@ -116,14 +124,14 @@ extension Placer {
         return nil
     }
 
-    /// Free GPU thousandths the job could use on these nodes: whole free GPUs for whole-GPU work, leftovers
-    /// of at least its share for shares.
+    /// Free GPU thousandths of the models the job accepts on these nodes: whole free GPUs for whole-GPU work,
+    /// every GPU's leftover for a share (leftovers too small each may add up to room once work moves).
     static func freeMilli(for job: PendingJob, in positions: [Int], of nodes: [NodeSnapshot]) -> Int {
         var free = 0
         for p in positions {
             for gpu in nodes[p].gpus where gpu.health.isSchedulable && job.accepts(model: gpu.model) {
-                if let f = job.perNode.fractionMilli {
-                    if gpu.leftoverMilli >= f { free += gpu.leftoverMilli }
+                if job.perNode.fractionMilli != nil {
+                    free += gpu.leftoverMilli
                 } else if gpu.isFree {
                     free += 1000
                 }
@@ -193,9 +201,10 @@ extension Placer {
             freed.hold(assignment, at: p)
             rank += 1
         }
-        let requeued = moves.map(\.asPending)
-        guard self.place(requeued, on: freed).placements.count == requeued.count else { return nil }
+        // Off the job's nodes: the scheduler sets them aside for it.
         let names = Set(positions.map { nodes[$0].name })
+        let requeued = moves.map(\.asPending)
+        guard self.place(requeued, on: freed.filter { !names.contains($0.name) }).placements.count == requeued.count else { return nil }
         return DefragmentationPlan(
             jobID: job.id, pool: job.pool,
             moves: moves.map { m in
@@ -223,6 +232,6 @@ extension RunningAttempt {
                 memoryMiB: first?.memoryMiB ?? 0)
         return PendingJob(
             id: self.jobID, org: self.org, pool: self.pool, gpuModels: self.gpuModels, nodes: max(1, self.ranks.count), perNode: request,
-            priority: self.priority, submittedAt: self.startedAt)
+            priority: self.priority, submittedAt: self.startedAt, timeLimitSeconds: self.endsAt.map { $0 - self.startedAt })
     }
 }

@@ -15,7 +15,7 @@ public struct TaskShape: Hashable, Sendable, Codable {
         self.milli = milli
         self.cpuMilli = cpuMilli
         self.memoryMiB = memoryMiB
-        self.models = Array(Set(models.map { $0.lowercased() })).sorted()
+        self.models = models.isEmpty ? [] : Array(Set(models.map { $0.lowercased() })).sorted()
     }
 
     public init(_ request: NodeRequest, models: [String] = []) {
@@ -126,7 +126,11 @@ struct FragmentationModel {
     func fragmentation(leftovers: [Int], cpuMilli: Int, memoryMiB: Int, accepts: (Int, Int) -> Bool = { _, _ in true }) -> Double {
         var next = 0.0
         for (t, term) in self.terms.enumerated() {
-            next += term.weight * Double(term.shape.unusable(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: memoryMiB) { accepts(t, $0) })
+            let unusable =
+                term.shape.models.isEmpty
+                ? term.shape.unusable(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: memoryMiB)
+                : term.shape.unusable(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: memoryMiB) { accepts(t, $0) }
+            next += term.weight * Double(unusable)
         }
         let free = Double(leftovers.reduce(0, +))
         var reachable = free
@@ -139,8 +143,8 @@ struct FragmentationModel {
     /// along for its free GPUs, in GPU thousandths (what that CPU or memory could have served elsewhere).
     /// Where the pool is short of CPU or memory, it strands GPUs on other nodes; the placer weighs it by how
     /// short the pool is.
-    func surplus(leftovers: [Int], cpuMilli: Int, memoryMiB: Int) -> (cpu: Double, memory: Double) {
-        let free = Double(leftovers.reduce(0, +))
+    func surplus(freeMilli: Int, cpuMilli: Int, memoryMiB: Int) -> (cpu: Double, memory: Double) {
+        let free = Double(freeMilli)
         return (
             self.gpuPerCPUMilli.map { max(0, Double(max(0, cpuMilli)) * $0 - free) } ?? 0,
             self.gpuPerMiB.map { max(0, Double(max(0, memoryMiB)) * $0 - free) } ?? 0

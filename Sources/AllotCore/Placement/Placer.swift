@@ -74,11 +74,12 @@ public struct Placer: Sendable {
             for n in d.nodes { if let p = cluster.positionByName[n] { setAside[d.pool, default: []].insert(p) } }
         }
         let gangBlocks = cluster.gangBlocks(for: queue.filter { plans[$0.id] == nil })
+        var guardedFailed: Set<FailureKey> = []
 
         // Within one call capacity only shrinks: a shape that failed once fails again, for the same reason. A job
         // with a plan of its own sees nodes no other job does, so its answers are its own.
         func attempt(_ job: PendingJob, excluding excluded: Set<Int>?, reserved: Bool) -> Result<[ChosenRank], Waiting> {
-            if plans[job.id] != nil { return self.placeOne(job, in: cluster, excluding: excluded) }
+            if !plans.isEmpty && plans[job.id] != nil { return self.placeOne(job, in: cluster, excluding: excluded) }
             let key = FailureKey(job, restricted: reserved, cluster: cluster)
             if let known = failed[key] { return .failure(known) }
             let outcome = self.placeOne(job, in: cluster, excluding: excluded)
@@ -100,7 +101,7 @@ public struct Placer: Sendable {
             }
             let reservation = plan.reservations[job.pool]
             // Nodes set aside for other jobs' defragmentation are never this job's.
-            let base: Set<Int>? = plans[job.id] == nil ? setAside[job.pool] : nil
+            let base: Set<Int>? = setAside.isEmpty || plans[job.id] != nil ? nil : setAside[job.pool]
             var excluded = base
             var reserved = false
             var cutLimit: Int64?
@@ -110,9 +111,16 @@ public struct Placer: Sendable {
                 reserved = true
             }
             var outcome: Result<[ChosenRank], Waiting>
-            if job.nodes == 1, let protected = gangBlocks[job.pool],
-                case .success(let ranks) = self.placeOne(job, in: cluster, excluding: protected.union(excluded ?? []), explain: false)
+            // Off the empty nodes queued gangs would take first, while it fits elsewhere (a shape that did not
+            // fit so, within this call, never will: capacity only shrinks).
+            var guarded: Result<[ChosenRank], Waiting>?
+            if job.nodes == 1, !gangBlocks.isEmpty, let protected = gangBlocks[job.pool],
+                !guardedFailed.contains(FailureKey(job, restricted: reserved, cluster: cluster))
             {
+                guarded = self.placeOne(job, in: cluster, excluding: excluded.map { protected.union($0) } ?? protected, explain: false)
+                if case .failure = guarded { guardedFailed.insert(FailureKey(job, restricted: reserved, cluster: cluster)) }
+            }
+            if case .success(let ranks) = guarded {
                 outcome = .success(ranks)
             } else {
                 outcome = attempt(job, excluding: excluded, reserved: reserved)
@@ -163,9 +171,9 @@ public struct Placer: Sendable {
             case .failure(let waiting):
                 plan.waiting[job.id] = waiting.reason
                 for (r, n) in waiting.rejections { plan.rejections[r, default: 0] += n }
-                if let d = plans[job.id] {
-                    // Its nodes are not free yet: the moved work is still stopping.
-                    plan.waiting[job.id] = .defragmentation(d.summary)
+                if !plans.isEmpty, let d = plans[job.id] {
+                    // Its nodes are not free yet: the moved work is still stopping (unless something else holds it).
+                    if case .capacity = waiting.reason { plan.waiting[job.id] = .defragmentation(d.summary) }
                     continue
                 }
                 guard let b = backfill else { continue }
@@ -178,7 +186,7 @@ public struct Placer: Sendable {
                         }
                     }
                 } else if case .capacity = waiting.reason, reserveTried.insert(FailureKey(job, restricted: false, cluster: cluster)).inserted,
-                    let r = self.reserve(job, in: cluster, running: runningNow, now: b.now)
+                    let r = self.reserve(job, in: cluster, running: runningNow, now: b.now, excluding: base)
                 {
                     plan.reservations[job.pool] = r
                     reservedPositions[job.pool] = Set(r.nodes.compactMap { cluster.positionByName[$0] })
@@ -209,7 +217,7 @@ public struct Placer: Sendable {
     }
 
     /// The earliest time `job` fits if running attempts end at their time limits, and the nodes it takes then.
-    func reserve(_ job: PendingJob, in cluster: Cluster, running: [RunningAttempt], now: Int64) -> Reservation? {
+    func reserve(_ job: PendingJob, in cluster: Cluster, running: [RunningAttempt], now: Int64, excluding excluded: Set<Int>? = nil) -> Reservation? {
         var freed = cluster
         let shape = freed.shape(of: job)
         let ending = running.filter { $0.endsAt != nil && $0.pool == job.pool }.sorted { $0.endsAt! < $1.endsAt! }
@@ -221,7 +229,7 @@ public struct Placer: Sendable {
                 for rank in ending[i].ranks { freed.hold(rank, releasing: true) }
                 i += 1
             }
-            if let chosen = Self.choose(job, shape: shape, in: freed, excluding: nil) {
+            if let chosen = Self.choose(job, shape: shape, in: freed, excluding: excluded) {
                 return Reservation(jobID: job.id, startsAt: max(now, end), nodes: Set(chosen.map { freed.nodes[$0.position].name }))
             }
         }

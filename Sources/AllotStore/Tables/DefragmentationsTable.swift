@@ -22,9 +22,11 @@ struct DefragmentationsTable {
         ).decode(Int64.self).first { _ in true }
     }
 
-    /// The job was placed: its plan, if any, did its work.
-    func satisfy(job: Int64) async throws {
-        try await self.tx.query("UPDATE defragmentations SET ended_at = now(), outcome = 'placed' WHERE job_id = \(job) AND ended_at IS NULL")
+    /// The job was placed: its plan, if any, did its work (its id, so the end is audited).
+    func satisfy(job: Int64) async throws -> Int64? {
+        try await self.tx.query(
+            "UPDATE defragmentations SET ended_at = now(), outcome = 'placed' WHERE job_id = \(job) AND ended_at IS NULL RETURNING id"
+        ).decode(Int64.self).first { _ in true }
     }
 
     /// Ends the plans that can no longer do their work: past their deadline (expired), or whose job is no
