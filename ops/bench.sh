@@ -7,7 +7,7 @@
 # optimum, any subset of the jobs) when scipy is at hand.
 #   ops/bench.sh            full run (1k/10k/50k nodes, 100,000 queued jobs; 400-node packing, 5 seeds)
 #   ops/bench.sh --quick    a smaller run
-#   ops/bench.sh --json     JSON instead of tables
+#   ops/bench.sh --json     JSON instead of tables (--json-out FILE: both)
 #   ops/bench.sh --only small --small-seeds 60    only the small instances, more of them
 #   ops/bench.sh --only packing --mix cpu-heavy --detail    one mix, with what each replay left free per node type
 set -euo pipefail

@@ -588,6 +588,8 @@ let report = Report(
     growth: growth)
 let encoder = JSONEncoder()
 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+/// `--json-out FILE` writes the JSON there as well as printing the tables.
+if let i = args.firstIndex(of: "--json-out") { try encoder.encode(report).write(to: URL(fileURLWithPath: args[i + 1])) }
 if args.contains("--json") {
     print(String(decoding: try encoder.encode(report), as: UTF8.self))
 } else {
