@@ -150,7 +150,8 @@ struct AllocationTests {
             try await loop.cycle()
             let job = try await Self.job(db, waiting)
             let eta = try #require(job.estimatedStart)
-            #expect(abs(eta.timeIntervalSinceNow - 7200) < 5)
+            // The first job's start plus its 2 h limit; a minute's slack for a loaded machine between its start and now.
+            #expect(abs(eta.timeIntervalSinceNow - 7200) < 60)
         }
     }
 

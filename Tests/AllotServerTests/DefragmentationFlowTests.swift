@@ -80,7 +80,8 @@ struct DefragmentationFlowTests {
             // 1-GPU job would fit on its 2 free GPUs: it takes the one free on n1 or n3, then ends.
             let other = try await Self.submit(db, gpus: 1, movable: false)
             try await loop.cycle()
-            #expect(try await DispatchStore(database: db).claimStops().isEmpty)
+            // (The moved attempts' stops are sent again after 5 s until their agents report: those are not new.)
+            #expect(try await DispatchStore(database: db).claimStops().filter { !moved.contains($0.key.jobID) }.isEmpty)
             try await AllocationTests.startAll(db)
             let during = try await SchedulerStore(database: db).running()
             let otherAttempt = try #require(during.first { $0.jobID == other })
