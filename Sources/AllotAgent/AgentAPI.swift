@@ -18,6 +18,8 @@ public struct AgentAPI: Sendable {
     public let supervisor: Supervisor
     let nodeKey: Data
     let nonces = Nonces()
+    /// The newest leader epoch a launch came with: launches of older epochs come from a deposed leader.
+    let epoch = EpochFloor()
 
     public init(supervisor: Supervisor, nodeKey: Data) {
         self.supervisor = supervisor
@@ -32,6 +34,16 @@ public struct AgentAPI: Sendable {
             let body = try await self.verified(request)
             let launch = try JSON.decode(LaunchRequest.self, from: body)
             guard !launch.command.isEmpty else { throw APIError.badRequest("must not be empty", field: "command") }
+            if let e = launch.epoch {
+                let newest = self.epoch.newest.withLock { newest in
+                    newest = max(newest, e)
+                    return newest
+                }
+                guard e == newest else {
+                    throw APIError(
+                        .conflict, code: "stale_epoch", message: "launched by leader epoch \(e), but epoch \(newest) leads now", field: "epoch")
+                }
+            }
             do {
                 return JSON.response(try await self.supervisor.launch(launch), status: .created)
             } catch SupervisorError.refused(let why) {
@@ -149,6 +161,11 @@ extension String {
 
 /// The nonces of the signatures accepted lately (for twice the allowed clock skew): a request seen once is
 /// refused the second time.
+/// The newest leader epoch seen (in a class: a Mutex cannot live in a copyable struct).
+final class EpochFloor: Sendable {
+    let newest = Mutex<Int64>(0)
+}
+
 final class Nonces: Sendable {
     private let seenAt = Mutex<[String: Date]>([:])
 

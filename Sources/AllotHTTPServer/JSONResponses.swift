@@ -8,9 +8,12 @@ import NIOFoundationCompat
 public struct APIError: HTTPResponseError, CustomStringConvertible {
     public var status: HTTPResponse.Status
     public var body: APIErrorBody
+    /// Seconds after which the request may succeed (`Retry-After`), for 503s that pass by themselves.
+    public var retryAfterSeconds: Int?
 
-    public init(_ status: HTTPResponse.Status, code: String, message: String, field: String? = nil) {
+    public init(_ status: HTTPResponse.Status, code: String, message: String, field: String? = nil, retryAfterSeconds: Int? = nil) {
         self.status = status
+        self.retryAfterSeconds = retryAfterSeconds
         // An error may quote its request: never answer with more than a few kilobytes of it.
         self.body = APIErrorBody(code: code, message: Self.capped(message, 4096), field: field.map { Self.capped($0, 256) })
     }
@@ -30,7 +33,9 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        JSON.response(self.body, status: self.status)
+        var response = JSON.response(self.body, status: self.status)
+        if let seconds = self.retryAfterSeconds { response.headers[.retryAfter] = String(seconds) }
+        return response
     }
 }
 

@@ -30,23 +30,27 @@ public struct API: Sendable {
         self.logger = logger
     }
 
+    /// Wakes this allotd's scheduler, and the leader's wherever it runs.
+    var clusterWake: ClusterWake { ClusterWake(database: self.database, local: self.wake) }
+
     var authenticator: Authenticator { Authenticator(tokens: TokenStore(database: self.database), oidc: self.oidc, nodeKeys: self.nodeKeys) }
 
     public func router() -> Router<AllotRequestContext> {
+        let wake = self.clusterWake
         let router = Router(context: AllotRequestContext.self)
         // Errors outermost, so that what the access check throws is answered in the API's shape too.
         router.add(middleware: ErrorMiddleware(logger: self.logger))
         router.add(middleware: AccessMiddleware(authenticator: self.authenticator))
         router.addRoutes(StatusRoutes(database: self.database, metrics: self.metrics, authenticator: self.authenticator).routes)
         router.addRoutes(
-            JobRoutes(jobs: JobStore(database: self.database), nodes: NodeStore(database: self.database), nodeKeys: self.nodeKeys, wake: self.wake)
+            JobRoutes(jobs: JobStore(database: self.database), nodes: NodeStore(database: self.database), nodeKeys: self.nodeKeys, wake: wake)
                 .routes)
         router.addRoutes(
             NodeRoutes(
                 nodes: NodeStore(database: self.database), lifecycle: NodeLifecycleStore(database: self.database), nodeKeys: self.nodeKeys,
-                wake: self.wake
+                wake: wake
             ).routes)
-        router.addRoutes(AgentRoutes(agents: AgentStore(database: self.database), wake: self.wake).routes)
+        router.addRoutes(AgentRoutes(agents: AgentStore(database: self.database), wake: wake).routes)
         router.addRoutes(ProgrammeRoutes(database: self.database, auditCheckpoints: self.auditCheckpoints).routes)
         return router
     }

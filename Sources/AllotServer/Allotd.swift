@@ -46,6 +46,7 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
     var services: [any Service] = [
         database,
         LeaderElector(lease: LeaderLease(database: database, holder: holder), leadership: leadership, logger: logger),
+        WakeupListener(database: database, wake: wake, logger: logger),
         SchedulerLoop(
             database: database, placer: Placer(strategy: options.strategy), leadership: leadership, wake: wake, dispatch: dispatch,
             interval: options.schedulerInterval, metrics: metrics, logger: logger),

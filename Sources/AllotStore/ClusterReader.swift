@@ -9,12 +9,16 @@ struct ClusterReader {
     let tx: Transaction
 
     /// Nodes whose agents have reported, with what live attempts hold on them and when their next maintenance
-    /// window starts. Nodes that never reported are left out: nothing is known of their GPUs yet.
+    /// window starts. Nodes that never reported are left out: nothing is known of their GPUs yet. The silent nodes
+    /// of a held pool are seen as cordoned: whatever was placed there could not be dispatched.
     func nodeSnapshots(pool: String? = nil) async throws -> [NodeSnapshot] {
         var nodes: [String: NodeSnapshot] = [:]
         let rows = try await self.tx.query(
             """
-            SELECT name, pool, block, state::text, cpu_milli, memory_mib FROM nodes
+            SELECT name, pool, block,
+              CASE WHEN state = 'ready' AND EXISTS (SELECT 1 FROM pool_holds h WHERE nodes.name = ANY (h.silent_nodes))
+                THEN 'cordoned' ELSE state::text END,
+              cpu_milli, memory_mib FROM nodes
             WHERE last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR pool = \(pool))
             """)
         for try await (name, pool, block, state, cpu, memory) in rows.decode((String, String, String?, String, Int, Int).self) {

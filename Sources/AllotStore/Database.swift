@@ -62,6 +62,8 @@ public struct Database: Sendable, Service {
     /// The key of the audit log's MAC chain: kept outside the database (derived from allotd's secret file), so
     /// that whoever can write the database cannot write a record that verifies.
     public let auditKey: Data
+    /// Set on the leader's copy: every read-write transaction is fenced by it (see `Fence`).
+    public private(set) var fence: Fence?
 
     public init(url: DatabaseURL, logger: Logger, auditKey: Data) {
         self.url = url
@@ -72,6 +74,14 @@ public struct Database: Sendable, Service {
 
     public func run() async { await self.client.run() }
 
+    /// This database, each read-write transaction of which first proves the lease (`allot_fence`): the
+    /// transaction fails with `StoreError.fenced`, changing nothing, once `fence` is stale.
+    public func fenced(by fence: Fence) -> Database {
+        var copy = self
+        copy.fence = fence
+        return copy
+    }
+
     /// Runs `body` in one transaction; a thrown error rolls it back. `isolation` REPEATABLE READ gives the body
     /// one consistent snapshot of the database.
     @discardableResult
@@ -81,7 +91,12 @@ public struct Database: Sendable, Service {
         do {
             return try await self.client.withTransaction(logger: self.logger) { connection in
                 let tx = Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey)
-                if isolation == .repeatableRead { try await tx.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY") }
+                if isolation == .repeatableRead {
+                    try await tx.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                } else if let fence = self.fence {
+                    // Read to the end: PostgreSQL's refusal may arrive with the rows rather than with the query.
+                    for try await _ in try await tx.query("SELECT allot_fence(\(fence.holder), \(fence.epoch))") {}
+                }
                 return try await body(tx)
             }
         } catch let error as PostgresTransactionError {
@@ -121,6 +136,7 @@ public struct Database: Sendable, Service {
         guard let state = e.sqlState else {
             return StoreError.unreachable(url: self.url.description, underlying: "\(e.code)")
         }
+        if state == "AL001" { return StoreError.fenced(e.serverMessage ?? "this allotd no longer holds the scheduling lease") }
         if state.hasPrefix("23") || state.hasPrefix("22") {
             return StoreError.invalid(field: e.constraint ?? "", message: e.serverMessage ?? "rejected by the database")
         }
@@ -128,6 +144,25 @@ public struct Database: Sendable, Service {
             return StoreError.unreachable(url: self.url.description, underlying: e.serverMessage ?? state)
         }
         return error
+    }
+
+    /// Sends a notification on `channel` (PostgreSQL's NOTIFY, delivered to every session listening on it).
+    public func notify(_ channel: String, payload: String = "") async throws {
+        try await self.query("SELECT pg_notify(\(channel), \(payload))")
+    }
+
+    /// Listens on `channel` on a connection of its own, calling `received` for each notification, until the
+    /// connection fails (it throws) or the task is cancelled.
+    public func listen(_ channel: String, received: @Sendable () -> Void) async throws {
+        do {
+            try await self.client.withConnection { connection in
+                try await connection.listen(on: channel) { notifications in
+                    for try await _ in notifications { received() }
+                }
+            }
+        } catch {
+            throw self.translate(error)
+        }
     }
 
     /// Waits until the server answers, or throws a clear error after `timeout`.
@@ -210,6 +245,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
     case forbidden(String)
     case unreachable(url: String, underlying: String)
     case migration(String)
+    /// The database refused a scheduling write: another allotd holds the lease now, or this one's lapsed.
+    case fenced(String)
     /// The database holds a value this version of Allot does not know (a newer allotd wrote it, or a hand edit).
     case unknownValue(column: String, value: String)
 
@@ -223,6 +260,7 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
             // PostgresNIO reports a wrong password as a tripped circuit breaker: say what it usually means.
             "cannot reach PostgreSQL at \(url) (check that it runs and that the user and password are right): \(underlying)"
         case .migration(let message): message
+        case .fenced(let message): message
         case .unknownValue(let column, let value): "the database holds '\(value)' in \(column), which this allotd does not know"
         }
     }

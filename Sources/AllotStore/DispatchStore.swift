@@ -38,6 +38,9 @@ public struct LaunchWork: Sendable, Hashable {
     public var signal: JobSignal?
     public var slurm: SlurmOptions?
     public var array: SlurmLaunch.ArrayTask?
+    /// The port reserved for the gang's rendezvous on the rank-0 node (MASTER_PORT); nil for an attempt placed
+    /// before ports were reserved.
+    public var rendezvousPort: Int? = nil
 }
 
 /// A rank the dispatcher must ask its agent to stop.

@@ -1,8 +1,21 @@
-import Foundation
+public import Foundation
 import PostgresNIO
 
-/// Which allotd schedules: a lease in the `leader` table that its holder renews. Any allotd whose lease
-/// has expired can take it over, so a crashed leader is replaced within `ttl`.
+/// The proof that this allotd schedules: the lease's holder and epoch. A database fenced by it (`Database.fenced`)
+/// starts each transaction with `allot_fence`, which PostgreSQL refuses once another allotd has taken over or
+/// the lease has lapsed — so a leader that was paused and wakes up commits nothing.
+public struct Fence: Sendable, Hashable, CustomStringConvertible {
+    public var holder: String
+    public var epoch: Int64
+    public init(holder: String, epoch: Int64) {
+        self.holder = holder
+        self.epoch = epoch
+    }
+    public var description: String { "epoch \(self.epoch) (\(self.holder))" }
+}
+
+/// Which allotd schedules: one row in `leader`, timed by the database's clock, that its holder renews. Any
+/// allotd may take it over once it has expired; each change of holder takes a new, higher epoch.
 public struct LeaderLease: Sendable {
     public let database: Database
     public let holder: String
@@ -14,20 +27,39 @@ public struct LeaderLease: Sendable {
         self.ttlSeconds = ttlSeconds
     }
 
-    /// Takes or renews the lease; true when this process holds it afterwards.
-    public func acquireOrRenew() async throws -> Bool {
-        let rows = try await self.database.query(
-            """
-            INSERT INTO leader (holder, expires_at) VALUES (\(self.holder), now() + make_interval(secs => \(self.ttlSeconds)))
-            ON CONFLICT (only_row) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
-            WHERE leader.holder = EXCLUDED.holder OR leader.expires_at < now()
-            RETURNING holder
-            """)
-        return try await rows.decode(String.self).first() == self.holder
+    /// Takes or renews the lease: the fence this process holds afterwards, or nil when another allotd holds it.
+    /// A renewal keeps the epoch; a takeover (or a lease of ours that had lapsed) takes the next one. Waits at most
+    /// two seconds for the lease row, which a fenced transaction holds until it ends.
+    public func acquireOrRenew() async throws -> Fence? {
+        try await self.database.transaction { tx in
+            try await tx.query("SET LOCAL lock_timeout = '2s'")
+            let rows = try await tx.query(
+                """
+                INSERT INTO leader (holder, expires_at, epoch, acquired_at)
+                VALUES (\(self.holder), now() + make_interval(secs => \(self.ttlSeconds)), nextval('leader_epochs'), now())
+                ON CONFLICT (only_row) DO UPDATE SET
+                    holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
+                    epoch = CASE WHEN leader.holder = EXCLUDED.holder AND leader.expires_at >= now() THEN leader.epoch ELSE EXCLUDED.epoch END,
+                    acquired_at = CASE WHEN leader.holder = EXCLUDED.holder AND leader.expires_at >= now() THEN leader.acquired_at ELSE now() END
+                WHERE leader.holder = EXCLUDED.holder OR leader.expires_at < now()
+                RETURNING holder, epoch
+                """)
+            for try await (holder, epoch) in rows.decode((String, Int64).self) where holder == self.holder {
+                return Fence(holder: holder, epoch: epoch)
+            }
+            return nil
+        }
     }
 
-    /// Gives the lease up, so another allotd can take over at once.
+    /// Gives the lease up, so another allotd can take over at once (the row stays: epochs only grow).
     public func release() async throws {
-        try await self.database.query("DELETE FROM leader WHERE holder = \(self.holder)")
+        try await self.database.query("UPDATE leader SET expires_at = now() - interval '1 second' WHERE holder = \(self.holder)")
+    }
+
+    /// Who holds the lease now, and until when (database time); nil when nobody ever has.
+    public func current() async throws -> (holder: String, epoch: Int64, expiresAt: Date)? {
+        let rows = try await self.database.query("SELECT holder, epoch, expires_at FROM leader")
+        for try await row in rows.decode((String, Int64, Date).self) { return (row.0, row.1, row.2) }
+        return nil
     }
 }

@@ -120,41 +120,40 @@ public struct NodeStore: Sendable {
 
     // MARK: - Loss
 
-    /// Marks nodes `lost` whose last heartbeat is older than `timeoutSeconds`, and stops their attempts (ending
-    /// `lost`, so the jobs requeue). When more than half of a pool's reporting nodes go silent together, that is
-    /// more likely the network or the scheduler's side than the nodes: the pool is held instead (nothing is
-    /// requeued, an audit record and a metric say so) until the nodes return or an operator declares them lost.
+    /// Marks nodes `lost` that have been silent for longer than `timeoutSeconds`, and stops their attempts (ending
+    /// `lost`, so the jobs requeue). Silence is measured from the pool's newest heartbeat, not from now, so a stall
+    /// on the scheduler's side (allotd or PostgreSQL away) loses nothing. When half of a pool's nodes or more (two at least)
+    /// go silent together, that is more likely the network than the nodes: the pool is held instead (nothing is
+    /// requeued, its silent nodes take no placements, an audit record and a metric say so) until the nodes return
+    /// or an operator declares them lost. "Together" is a window, not an instant — nodes silent for more than half
+    /// the timeout count — because heartbeats are spread over their interval: at the moment the first node of a
+    /// partition passes the timeout, the rest have been silent almost as long. A pool silent as a whole is held too.
     /// Returns the nodes newly lost and the pools newly held.
     public func markLostNodes(timeoutSeconds: Int) async throws -> (lost: [String], held: [String]) {
         try await self.database.transaction { tx in
-            var byPool: [String: (silent: [String], reporting: Int)] = [:]
-            for n in try await tx.nodes.liveness(timeoutSeconds: timeoutSeconds) {
-                byPool[n.pool, default: ([], 0)].reporting += 1
-                if n.silent { byPool[n.pool]!.silent.append(n.node) }
-            }
+            let (now, nodes) = try await tx.nodes.liveness()
+            let verdicts = Silence.judge(nodes.map { ($0.pool, $0.node, $0.lastHeartbeat) }, now: now, timeoutSeconds: Double(timeoutSeconds))
             var lost: [String] = []
             var held: [String] = []
-            for (pool, p) in byPool.sorted(by: { $0.key < $1.key }) {
-                if p.silent.isEmpty {
-                    try await tx.nodes.releaseHold(pool)
-                    continue
-                }
-                if p.reporting >= 2 && p.silent.count * 2 > p.reporting {
-                    if try await tx.nodes.hold(pool, silent: p.silent) {
-                        held.append(pool)
+            for verdict in verdicts {
+                switch verdict.action {
+                case .none:
+                    try await tx.nodes.releaseHold(verdict.pool)
+                case .hold(let silent, let why):
+                    if try await tx.nodes.hold(verdict.pool, silent: silent) {
+                        held.append(verdict.pool)
                         try await tx.audit.append(
                             AuditEntry(
-                                actor: .scheduler, action: "pool.hold", target: "pool/\(pool)",
-                                outcome: "\(p.silent.count) of \(p.reporting) nodes silent: nothing requeued; an operator decides",
-                                detail: ["nodes": p.silent.joined(separator: ",")]))
+                                actor: .scheduler, action: "pool.hold", target: "pool/\(verdict.pool)",
+                                outcome: "\(why): nothing requeued; an operator decides", detail: ["nodes": silent.joined(separator: ",")]))
                     }
-                    continue
+                case .lose(let silent):
+                    try await tx.nodes.releaseHold(verdict.pool)
+                    for node in silent {
+                        try await tx.transitions.node(node, .lost(reason: "no heartbeat for \(timeoutSeconds)s", by: .scheduler))
+                    }
+                    lost += silent
                 }
-                try await tx.nodes.releaseHold(pool)
-                for node in p.silent {
-                    try await tx.transitions.node(node, .lost(reason: "no heartbeat for \(timeoutSeconds)s", by: .scheduler))
-                }
-                lost += p.silent
             }
             return (lost, held)
         }
@@ -166,6 +165,49 @@ public struct NodeStore: Sendable {
         try await self.database.transaction { tx in
             try await tx.transitions.node(node, .lost(reason: "declared lost by \(actor.name)", by: actor))
             try await tx.nodes.releaseHolds(containing: node)
+        }
+    }
+}
+
+/// Which silent nodes are lost and which pools are held (pure, so it is tested on its own).
+enum Silence {
+    enum Action: Equatable {
+        /// Nothing lost, nothing held: any hold of the pool ends.
+        case none
+        case hold(silent: [String], why: String)
+        case lose([String])
+    }
+
+    struct Verdict: Equatable {
+        var pool: String
+        var action: Action
+    }
+
+    /// Per pool: its nodes' silence measured from the pool's newest heartbeat; nodes past `timeoutSeconds` are
+    /// lost unless half the pool or more (two nodes at least) has been silent for over half the timeout (a partition), or the pool's
+    /// newest heartbeat is itself past the timeout (all of it silent): then the pool is held. A pool of one node
+    /// has no others to compare with: its node is lost when silent past the timeout.
+    static func judge(_ nodes: [(pool: String, node: String, lastHeartbeat: Date)], now: Date, timeoutSeconds: Double) -> [Verdict] {
+        let byPool = Dictionary(grouping: nodes, by: \.pool)
+        return byPool.keys.sorted().map { pool in
+            let members = byPool[pool]!
+            let newest = members.map(\.lastHeartbeat).max()!
+            let lag = { (n: (pool: String, node: String, lastHeartbeat: Date)) in newest.timeIntervalSince(n.lastHeartbeat) }
+            if members.count == 1 {
+                let n = members[0]
+                return Verdict(pool: pool, action: now.timeIntervalSince(n.lastHeartbeat) > timeoutSeconds ? .lose([n.node]) : .none)
+            }
+            if now.timeIntervalSince(newest) > timeoutSeconds {
+                return Verdict(pool: pool, action: .hold(silent: members.map(\.node).sorted(), why: "all \(members.count) nodes silent"))
+            }
+            let past = members.filter { lag($0) > timeoutSeconds }.map(\.node).sorted()
+            let going = members.filter { lag($0) > timeoutSeconds / 2 }.map(\.node).sorted()
+            // Half the pool or more, and more than one node: a partition (one of two nodes silent is just a dead node).
+            if going.count >= 2 && going.count * 2 >= members.count {
+                return Verdict(pool: pool, action: .hold(silent: going, why: "\(going.count) of \(members.count) nodes silent"))
+            }
+            // Some nodes fell silent, not most of the pool: the ones past the timeout are lost.
+            return Verdict(pool: pool, action: past.isEmpty ? .none : .lose(past))
         }
     }
 }

@@ -51,9 +51,11 @@ public final class SchedulingCycle: Sendable {
         }
     }
 
-    public func run() async throws -> Outcome {
-        try await self.store.resolveWaits()
-        let snapshot = try await self.store.snapshot()
+    /// One cycle. With a fence (the scheduler loop's), every write is refused once another allotd leads.
+    public func run(fence: Fence? = nil) async throws -> Outcome {
+        let store = fence.map { SchedulerStore(database: self.store.database.fenced(by: $0)) } ?? self.store
+        try await store.resolveWaits()
+        let snapshot = try await store.snapshot()
         // Inference replicas on draining nodes are started elsewhere first: they run already.
         var nodes = snapshot.nodes
         let replacements = self.placer.place(snapshot.replacements, on: nodes, defragmenting: snapshot.defragmenting).placements
@@ -66,7 +68,7 @@ public final class SchedulingCycle: Sendable {
             snapshot.queue, on: nodes, quota: snapshot.quota, backfill: Backfill(running: snapshot.running, now: snapshot.now),
             defragmenting: snapshot.defragmenting)
         let decision = ContinuousClock.now - started
-        let committed = try await self.store.commit(plan, replacing: replacements)
+        let committed = try await store.commit(plan, replacing: replacements)
 
         // The cluster as the commit left it: what was placed now holds its GPUs and runs.
         var running = snapshot.running
@@ -87,10 +89,10 @@ public final class SchedulingCycle: Sendable {
             if case .capacity = plan.waiting[job.id] { return true }
             return false
         }.sorted(by: Placer.inQueueOrder)
-        let preempted = try await self.reclaim(blocked: blocked, snapshot: snapshot, nodes: nodes, running: running)
+        let preempted = try await self.reclaim(store, blocked: blocked, snapshot: snapshot, nodes: nodes, running: running)
         let busy = Set(preempted.compactMap { id in byID[id]?.pool })
-        let defragmented = try await self.defragment(blocked: blocked, snapshot: snapshot, nodes: nodes, running: running, busy: busy)
-        try await self.estimate(blocked: blocked, nodes: nodes, running: running, now: snapshot.now)
+        let defragmented = try await self.defragment(store, blocked: blocked, snapshot: snapshot, nodes: nodes, running: running, busy: busy)
+        try await self.estimate(store, blocked: blocked, nodes: nodes, running: running, now: snapshot.now)
         var outcome = Outcome(
             queued: snapshot.queue.count, placed: committed.placed, replaced: committed.replaced, preemptedFor: preempted, decision: decision,
             rejections: plan.rejections)
@@ -103,7 +105,8 @@ public final class SchedulingCycle: Sendable {
     /// of movable work within the policy's limit that make room — only when the moved work fits elsewhere too.
     /// One plan per pool at a time; the next waits until this one's job is placed or its deadline passes.
     private func defragment(
-        blocked: [PendingJob], snapshot: SchedulingSnapshot, nodes: [NodeSnapshot], running: [RunningAttempt], busy: Set<String>
+        _ store: SchedulerStore, blocked: [PendingJob], snapshot: SchedulingSnapshot, nodes: [NodeSnapshot], running: [RunningAttempt],
+        busy: Set<String>
     ) async throws -> [Int64] {
         var skip = snapshot.poolsReclaiming.union(busy).union(snapshot.defragmenting.map(\.pool))
         var tried: [String: Int] = [:]
@@ -114,7 +117,7 @@ public final class SchedulingCycle: Sendable {
                 moves: snapshot.defragmentMovesLeft[job.pool] ?? 0, minimumRuntimeSeconds: snapshot.defragmentMinimumRuntimeSeconds)
             guard let plan = self.placer.defragmentation(for: job, on: nodes, running: running, now: snapshot.now, limits: limits) else { continue }
             skip.insert(job.pool)
-            guard try await self.store.defragment(plan, for: job) else { continue }
+            guard try await store.defragment(plan, for: job) else { continue }
             made.append(job.id)
             self.logger.info("defragmenting", metadata: ["job": "\(job.id)", "pool": "\(job.pool)", "plan": "\(plan.summary)"])
         }
@@ -126,7 +129,7 @@ public final class SchedulingCycle: Sendable {
     /// that, a class that preempts stops preemptible or borrowing work of lower priority. One reclaim per pool
     /// at a time: the next waits until the victims have stopped.
     private func reclaim(
-        blocked: [PendingJob], snapshot: SchedulingSnapshot, nodes: [NodeSnapshot], running: [RunningAttempt]
+        _ store: SchedulerStore, blocked: [PendingJob], snapshot: SchedulingSnapshot, nodes: [NodeSnapshot], running: [RunningAttempt]
     ) async throws
         -> [Int64]
     {
@@ -141,7 +144,7 @@ public final class SchedulingCycle: Sendable {
                 byClass = true
             }
             guard !victims.isEmpty else { continue }
-            try await self.store.preempt(victims, for: job, byClass: byClass)
+            try await store.preempt(victims, for: job, byClass: byClass)
             busy.insert(job.pool)
             preempted.append(job.id)
             self.logger.info(
@@ -152,10 +155,10 @@ public final class SchedulingCycle: Sendable {
     }
 
     /// Estimated start times for the first 100 jobs waiting on capacity, from the running jobs' time limits.
-    private func estimate(blocked: [PendingJob], nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64) async throws {
+    private func estimate(_ store: SchedulerStore, blocked: [PendingJob], nodes: [NodeSnapshot], running: [RunningAttempt], now: Int64) async throws {
         let waiting = Array(blocked.prefix(100))
         guard !waiting.isEmpty, self.due(.estimate) else { return }
-        try await self.store.recordEstimates(self.placer.estimatedStarts(for: waiting, on: nodes, running: running, now: now))
+        try await store.recordEstimates(self.placer.estimatedStarts(for: waiting, on: nodes, running: running, now: now))
     }
 
     /// What started recently: the job shapes the fragmentation-aware strategy expects, re-read once a minute.

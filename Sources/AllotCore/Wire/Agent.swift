@@ -122,11 +122,15 @@ public struct LaunchRequest: Hashable, Codable, Sendable {
     public var signal: JobSignal?
     /// Set for a batch script.
     public var slurm: SlurmLaunch?
+    /// The leader epoch that placed it (see `Fence`): an agent that has taken a launch of a newer epoch refuses
+    /// it, so a deposed leader that wakes up mid-dispatch starts nothing.
+    public var epoch: Int64?
     public init(
         key: RankKey, command: String, env: [String: String], workingDir: String?, gpuIndices: [Int], gang: GangInfo,
         gracePeriodSeconds: Int, tenant: RankTenant, launchID: String? = nil, timeLimitSeconds: Int64? = nil, signal: JobSignal? = nil,
-        slurm: SlurmLaunch? = nil
+        slurm: SlurmLaunch? = nil, epoch: Int64? = nil
     ) {
+        self.epoch = epoch
         self.launchID = launchID
         self.timeLimitSeconds = timeLimitSeconds
         self.signal = signal

@@ -80,7 +80,9 @@ struct ErrorMiddleware: RouterMiddleware {
             case .conflict(let m): return .conflict(m)
             case .invalid(let field, let m): return .badRequest(m, field: field.isEmpty ? nil : field)
             case .forbidden(let m): return .forbidden(m)
-            case .unreachable, .migration: return APIError(.serviceUnavailable, code: "unavailable", message: e.description)
+            // The database restarting or failing over: the client should try again shortly.
+            case .unreachable: return APIError(.serviceUnavailable, code: "unavailable", message: e.description, retryAfterSeconds: 2)
+            case .migration, .fenced: return APIError(.serviceUnavailable, code: "unavailable", message: e.description, retryAfterSeconds: 5)
             case .unknownValue: return APIError(.internalServerError, code: "internal", message: e.description)
             }
         case let e as Refusal:

@@ -11,7 +11,7 @@ struct JobRoutes {
     let jobs: JobStore
     let nodes: NodeStore
     let nodeKeys: NodeKeys
-    let wake: Wakeup
+    let wake: ClusterWake
 
     var routes: RouteCollection<AllotRequestContext> {
         let routes = RouteCollection(context: AllotRequestContext.self)

@@ -10,7 +10,7 @@ struct NodeRoutes {
     let nodes: NodeStore
     let lifecycle: NodeLifecycleStore
     let nodeKeys: NodeKeys
-    let wake: Wakeup
+    let wake: ClusterWake
 
     var routes: RouteCollection<AllotRequestContext> {
         let routes = RouteCollection(context: AllotRequestContext.self)
@@ -91,7 +91,7 @@ extension NodeRoutes {
 /// `/v1/agents`: registrations and heartbeats, each from the agent of the node it reports.
 struct AgentRoutes {
     let agents: AgentStore
-    let wake: Wakeup
+    let wake: ClusterWake
 
     var routes: RouteCollection<AllotRequestContext> {
         let routes = RouteCollection(context: AllotRequestContext.self)

@@ -32,17 +32,18 @@ public struct Dispatcher: Service {
         self.logger = logger
     }
 
-    var store: DispatchStore { DispatchStore(database: self.database) }
-
     public func run() async throws {
         await withDiscardingTaskGroup { group in
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                if self.leadership.isLeader {
+                if let fence = self.leadership.fence {
+                    // Claims and what follows them are fenced: a deposed leader's writes are refused, and agents
+                    // refuse its launches once they have seen a newer epoch.
+                    let store = DispatchStore(database: self.database.fenced(by: fence))
                     do {
-                        for work in try await self.store.claimLaunches() { group.addTask { await self.launch(work) } }
-                        for stop in try await self.store.claimStops() { group.addTask { await self.stop(stop) } }
+                        for work in try await store.claimLaunches() { group.addTask { await self.launch(work, store: store, fence: fence) } }
+                        for stop in try await store.claimStops() { group.addTask { await self.stop(stop) } }
                     } catch {
-                        self.logger.warning("dispatch round failed", metadata: ["error": "\(error)"])
+                        if !self.leadership.refused(error) { self.logger.warning("dispatch round failed", metadata: ["error": "\(error)"]) }
                     }
                 }
                 await self.wake.wait(upTo: self.interval)
@@ -50,10 +51,10 @@ public struct Dispatcher: Service {
         }
     }
 
-    /// The rendezvous port of an attempt: fixed per job and attempt, so every rank agrees without talking.
+    /// The rendezvous port of an attempt placed before ports were reserved (`LaunchWork.rendezvousPort`).
     static func masterPort(job: Int64, attempt: Int) -> Int { 29500 + Int(job % 2000) * 10 + attempt % 10 }
 
-    func launch(_ work: LaunchWork) async {
+    func launch(_ work: LaunchWork, store: DispatchStore, fence: Fence) async {
         let master = work.ranks.first { $0.rank == 0 }?.agentURL.flatMap { URLComponents(string: $0)?.host } ?? "127.0.0.1"
         let slurm = work.slurm.map { options in
             SlurmLaunch(
@@ -75,13 +76,14 @@ public struct Dispatcher: Service {
                         key: RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank), command: work.command, env: work.env,
                         workingDir: work.workingDir, gpuIndices: rank.gpuIndices,
                         gang: GangInfo(
-                            masterAddr: master, masterPort: Self.masterPort(job: work.jobID, attempt: work.attempt), nnodes: work.ranks.count,
+                            masterAddr: master, masterPort: work.rendezvousPort ?? Self.masterPort(job: work.jobID, attempt: work.attempt),
+                            nnodes: work.ranks.count,
                             nodeRank: rank.rank, nprocPerNode: max(1, work.gpusPerNode)),
                         gracePeriodSeconds: work.gracePeriodSeconds,
                         tenant: RankTenant(
                             org: work.org, owner: work.owner, account: work.account, cpuMilli: rank.cpuMilli, memoryMiB: rank.memoryMiB,
                             image: work.image), launchID: work.launchID, timeLimitSeconds: work.timeLimitSeconds, signal: work.signal,
-                        slurm: slurm)
+                        slurm: slurm, epoch: fence.epoch)
                     do {
                         let _: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
                             .post("/v1/attempts", json: request)
@@ -98,7 +100,7 @@ public struct Dispatcher: Service {
                     failure = (rank.node, "\(error)")
                 } else {
                     do {
-                        try await self.store.markDispatched(RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank))
+                        try await store.markDispatched(RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank))
                     } catch {
                         self.logger.warning("recording a dispatch failed", metadata: ["error": "\(error)"])
                     }
@@ -108,7 +110,7 @@ public struct Dispatcher: Service {
         if let refusal {
             self.logger.warning("launch refused", metadata: ["job": "\(work.jobID)", "node": "\(refusal.node)", "reason": "\(refusal.reason)"])
             do {
-                try await self.store.launchRefused(jobID: work.jobID, attempt: work.attempt, node: refusal.node, reason: refusal.reason)
+                try await store.launchRefused(jobID: work.jobID, attempt: work.attempt, node: refusal.node, reason: refusal.reason)
             } catch {
                 self.logger.warning("recording a refused launch failed", metadata: ["error": "\(error)"])
             }
@@ -116,7 +118,7 @@ public struct Dispatcher: Service {
             self.metrics.dispatchFailed()
             self.logger.info("dispatch failed", metadata: ["job": "\(work.jobID)", "node": "\(failure.node)", "error": "\(failure.error)"])
             do {
-                try await self.store.dispatchFailed(
+                try await store.dispatchFailed(
                     jobID: work.jobID, attempt: work.attempt, node: failure.node, error: failure.error, maxTries: self.maxTries)
             } catch {
                 self.logger.warning("recording a dispatch failure failed", metadata: ["error": "\(error)"])

@@ -2,27 +2,41 @@ public import AllotStore
 public import Logging
 public import ServiceLifecycle
 
-/// Takes and renews the leader lease every couple of seconds; releases it on shutdown.
+/// Takes and renews the leader lease every `every`; releases it on shutdown. A failed renewal does not drop
+/// the fence at once — the lease may still be ours — but `Leadership` drops it by its own clock before the lease
+/// can have lapsed, and the database refuses it from then on in any case.
 public struct LeaderElector: Service {
     public let lease: LeaderLease
     public let leadership: Leadership
+    public let every: Duration
     public let logger: Logger
 
+    public init(lease: LeaderLease, leadership: Leadership, every: Duration = .seconds(2), logger: Logger) {
+        self.lease = lease
+        self.leadership = leadership
+        self.every = every
+        self.logger = logger
+    }
+
     public func run() async throws {
+        let ttl = Duration.milliseconds(Int64(self.lease.ttlSeconds * 1000))
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let asked = ContinuousClock.now
+            let before = self.leadership.fence
             do {
-                let leading = try await self.lease.acquireOrRenew()
-                if leading != self.leadership.isLeader {
-                    self.logger.info(leading ? "this allotd now schedules" : "another allotd schedules", metadata: ["holder": "\(self.lease.holder)"])
+                if let fence = try await self.lease.acquireOrRenew() {
+                    self.leadership.renewed(fence, asked: asked, ttl: ttl)
+                    if before != fence { self.logger.info("this allotd now schedules", metadata: ["fence": "\(fence)"]) }
+                } else {
+                    self.leadership.lost()
+                    if before != nil { self.logger.warning("another allotd schedules now", metadata: ["was": "\(before!)"]) }
                 }
-                self.leadership.set(leading)
             } catch {
-                self.leadership.set(false)
                 self.logger.warning("leader lease check failed", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(for: .seconds(2))
+            try? await Task.sleep(for: self.every)
         }
-        self.leadership.set(false)
+        self.leadership.lost()
         try? await self.lease.release()
     }
 }

@@ -24,11 +24,12 @@ public struct NodeMonitor: Service {
     }
 
     public func run() async throws {
-        let nodes = NodeStore(database: self.database)
-        let lifecycle = NodeLifecycleStore(database: self.database)
         var checkpointed = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            if self.leadership.isLeader {
+            if let fence = self.leadership.fence {
+                let database = self.database.fenced(by: fence)
+                let nodes = NodeStore(database: database)
+                let lifecycle = NodeLifecycleStore(database: database)
                 do {
                     let timeout: Int
                     if let heartbeatTimeoutOverride {
@@ -47,15 +48,15 @@ public struct NodeMonitor: Service {
                             "most of a pool went silent at once: holding instead of requeueing; `allot nodes declare-lost` decides",
                             metadata: ["pools": "\(held)"])
                     }
-                    try await SchedulerStore(database: self.database).stopOverdue()
+                    try await SchedulerStore(database: database).stopOverdue()
                     try await lifecycle.advanceMaintenance()
                     try await lifecycle.advanceDrains()
                     if ContinuousClock.now - checkpointed >= .seconds(60) {
-                        try await StatementStore(database: self.database).checkpoint()
+                        try await StatementStore(database: database).checkpoint()
                         checkpointed = ContinuousClock.now
                     }
                 } catch {
-                    self.logger.warning("node monitor round failed", metadata: ["error": "\(error)"])
+                    if !self.leadership.refused(error) { self.logger.warning("node monitor round failed", metadata: ["error": "\(error)"]) }
                 }
             }
             try? await Task.sleep(for: .seconds(1))

@@ -30,21 +30,21 @@ public struct SchedulerLoop: Service {
 
     public func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            if self.leadership.isLeader {
+            if let fence = self.leadership.fence {
                 do {
-                    try await self.cycle()
+                    try await self.cycle(fence: fence)
                 } catch {
-                    self.logger.warning("scheduling cycle failed", metadata: ["error": "\(error)"])
+                    if !self.leadership.refused(error) { self.logger.warning("scheduling cycle failed", metadata: ["error": "\(error)"]) }
                 }
             }
             await self.wake.wait(upTo: self.interval)
         }
     }
 
-    /// One cycle; returns the jobs placed.
+    /// One cycle, fenced by `fence` (the loop's; tests call it without); returns the jobs placed.
     @discardableResult
-    public func cycle() async throws -> [Int64] {
-        let outcome = try await self.scheduling.run()
+    public func cycle(fence: Fence? = nil) async throws -> [Int64] {
+        let outcome = try await self.scheduling.run(fence: fence)
         if outcome.queued > 0 { self.metrics.observeCycle(decision: outcome.decision, placed: outcome.placed.count) }
         if outcome.needsDispatch { self.dispatch.signal() }
         self.logger.debug(

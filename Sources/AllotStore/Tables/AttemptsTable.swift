@@ -93,11 +93,26 @@ struct AttemptsTable {
             """)
     }
 
-    /// Inserts a placed attempt: its row, its ranks and their GPU claims (the schema refuses a GPU claimed twice).
+    /// Inserts a placed attempt: its row with its rendezvous port, its ranks and their GPU claims (the schema refuses
+    /// a GPU claimed twice, and a port two live attempts would share on one node).
     func insert(_ placement: Placement, number: Int, replaces: Int?) async throws {
         let job = placement.jobID
+        let master = (placement.ranks.first { $0.rank == 0 } ?? placement.ranks.first)?.node
+        // The first free port of the rank-0 node's range, from a point that differs per job and attempt (so a
+        // port just given back, perhaps still in TIME_WAIT, is not the next one taken); each probe is one index look-up.
         try await self.tx.query(
-            "INSERT INTO attempts (job_id, number, borrowed, replaces) VALUES (\(job), \(number), \(placement.borrowing), \(replaces))")
+            """
+            INSERT INTO attempts (job_id, number, borrowed, replaces, rendezvous_node, rendezvous_port)
+            SELECT \(job), \(number), \(placement.borrowing), \(replaces), n.name, (
+                SELECT p FROM generate_series(0, upper(n.rendezvous_ports) - lower(n.rendezvous_ports) - 1) AS k,
+                  LATERAL (SELECT lower(n.rendezvous_ports)
+                    + ((\(job) * 10 + \(number)) % (upper(n.rendezvous_ports) - lower(n.rendezvous_ports)) + k)
+                    % (upper(n.rendezvous_ports) - lower(n.rendezvous_ports)) AS p) AS candidate
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM attempts a WHERE a.rendezvous_node = n.name AND a.rendezvous_port = candidate.p AND attempt_is_live(a.state))
+                LIMIT 1)
+            FROM (SELECT \(master)::text AS name) m LEFT JOIN nodes n ON n.name = m.name
+            """)
         for r in placement.ranks {
             try await self.tx.query(
                 """
@@ -240,14 +255,14 @@ struct AttemptsTable {
             leased AS (
                 UPDATE attempts a SET next_dispatch_at = now() + make_interval(secs => \(Double(leaseSeconds)))
                 FROM due WHERE a.job_id = due.job_id AND a.number = due.number
-                RETURNING a.job_id, a.number, a.launch_id)
+                RETURNING a.job_id, a.number, a.launch_id, a.rendezvous_port)
             SELECT l.job_id, l.number, r.rank, r.node, n.agent_url, n.enrolment, r.gpu_indices, r.cpu_milli, r.memory_mib,
                    r.dispatched_at IS NOT NULL, j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s,
                    j.org, j.owner, coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org), j.image, l.launch_id::text,
                    j.name, j.pool, j.project, j.time_limit_s, j.warn_signal, j.slurm::text, j.array_job_id, j.array_task_id,
                    (SELECT count(*)::int FROM jobs t WHERE t.array_job_id = j.array_job_id),
                    (SELECT min(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id),
-                   (SELECT max(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id)
+                   (SELECT max(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id), l.rendezvous_port
             FROM leased l
             JOIN attempt_ranks r ON r.job_id = l.job_id AND r.attempt = l.number
             JOIN nodes n ON n.name = r.node
@@ -283,7 +298,7 @@ struct AttemptsTable {
                                 let low = try c[29].decode(Int?.self), let high = try c[30].decode(Int?.self)
                             else { return nil }
                             return SlurmLaunch.ArrayTask(jobID: arrayID, taskID: task, count: count, min: low, max: high)
-                        }))
+                        }, rendezvousPort: try c[31].decode(Int?.self)))
             }
         }
         return work

@@ -107,13 +107,15 @@ struct NodesTable {
     }
 
     /// Nodes that have reported and are not lost, by pool, each with whether it is silent past `timeoutSeconds`.
-    func liveness(timeoutSeconds: Int) async throws -> [(pool: String, node: String, silent: Bool)] {
-        try await self.tx.query(
+    func liveness() async throws -> (now: Date, nodes: [(pool: String, node: String, lastHeartbeat: Date)]) {
+        let now = try await self.tx.now()
+        let nodes = try await self.tx.query(
             """
-            SELECT n.pool, n.name, n.last_heartbeat < now() - make_interval(secs => \(Double(timeoutSeconds)))
+            SELECT n.pool, n.name, n.last_heartbeat
             FROM nodes n WHERE n.last_heartbeat IS NOT NULL AND n.state <> 'lost' ORDER BY n.name FOR UPDATE
             """
-        ).decode((String, String, Bool).self).array().map { (pool: $0.0, node: $0.1, silent: $0.2) }
+        ).decode((String, String, Date).self).array().map { (pool: $0.0, node: $0.1, lastHeartbeat: $0.2) }
+        return (now, nodes)
     }
 
     /// Holds a pool whose nodes went silent together; true when the hold is new.
