@@ -22,11 +22,32 @@ BEGIN
             fence_epoch, left(fence_holder, 200), coalesce(lease.epoch, 0), coalesce(left(lease.holder, 200), 'nobody')
             USING ERRCODE = 'AL001';
     END IF;
+    -- What this transaction writes is stamped with its epoch (attempts.epoch), so a check can prove afterwards
+    -- that no epoch wrote after the next one began.
+    PERFORM set_config('allot.epoch', fence_epoch::text, true);
     -- A leader stopped in the middle of a transaction would hold the lease row, and so block any takeover, for
     -- as long as it stays stopped: PostgreSQL ends such a session after 5 s idle, rolling its work back.
     PERFORM set_config('idle_in_transaction_session_timeout', '5000', true);
 END $$;
 
+
+-- Every term of leadership, kept: when each epoch began and who held it (written by the trigger below only).
+CREATE TABLE leader_terms (
+    epoch bigint PRIMARY KEY,
+    holder text NOT NULL,
+    began_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION leader_term_began() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.epoch <> OLD.epoch THEN
+        INSERT INTO leader_terms (epoch, holder) VALUES (NEW.epoch, NEW.holder) ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER leader_terms_kept AFTER INSERT OR UPDATE ON leader FOR EACH ROW EXECUTE FUNCTION leader_term_began();
+
+-- The epoch of the leader that placed each attempt (NULL: placed unfenced, by a test or before this migration).
+ALTER TABLE attempts ADD COLUMN epoch bigint DEFAULT nullif(current_setting('allot.epoch', true), '')::bigint;
 
 -- Gang rendezvous ports (MASTER_PORT) are reservations: each attempt takes one on its rank-0 node when it is
 -- placed, from that node's range — by default 29500–32767, below Linux's ephemeral ports (32768 and up) — and no

@@ -2,6 +2,7 @@ public import Foundation
 public import Logging
 package import PostgresNIO
 public import ServiceLifecycle
+import Synchronization
 
 /// Where the database is, read from a `postgres://user:password@host:port/db?sslmode=…` URL (`ALLOT_DATABASE_URL`).
 public struct DatabaseURL: Sendable, CustomStringConvertible {
@@ -50,6 +51,16 @@ public struct DatabaseURL: Sendable, CustomStringConvertible {
         config.options.connectTimeout = .seconds(5)
         return config
     }
+
+    /// The same server for one connection of its own (the reachability probe's), with the same TLS choice.
+    func connectionConfiguration() throws -> PostgresConnection.Configuration {
+        let tls: PostgresConnection.Configuration.TLS =
+            self.requireTLS
+            ? .require(try .init(configuration: .makeClientConfiguration()))
+            : self.preferTLS ? .prefer(try .init(configuration: .makeClientConfiguration())) : .disable
+        return PostgresConnection.Configuration(
+            host: self.host, port: self.port, username: self.user, password: self.password, database: self.database, tls: tls)
+    }
 }
 
 /// The PostgreSQL client shared by every store, plus the logger its queries log into. It is a Service: run it
@@ -65,6 +76,9 @@ public struct Database: Sendable, Service {
     /// Set on the leader's copy: every read-write transaction is fenced by it (see `Fence`).
     public private(set) var fence: Fence?
 
+    /// Whether the server answered the probe lately (see `run`).
+    let health = Health()
+
     public init(url: DatabaseURL, logger: Logger, auditKey: Data) {
         self.url = url
         self.client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
@@ -72,7 +86,67 @@ public struct Database: Sendable, Service {
         self.auditKey = auditKey
     }
 
-    public func run() async { await self.client.run() }
+    /// Runs the client, and a probe that asks the server `SELECT 1` every second on a connection of its own. While
+    /// the probe fails, every operation fails at once with `StoreError.unreachable` (allotd answers 503) instead of
+    /// waiting for a pooled connection: PostgresNIO's pool would hold a request for up to a minute before giving up.
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.client.run() }
+            group.addTask { await self.probe() }
+        }
+    }
+
+    private func probe() async {
+        var connection: PostgresConnection?
+        var id = 0
+        while !Task.isCancelled {
+            do {
+                if connection == nil {
+                    id += 1
+                    connection = try await Self.bounded(.seconds(3)) { [url, logger, id] in
+                        try await PostgresConnection.connect(configuration: try url.connectionConfiguration(), id: id, logger: logger)
+                    }
+                }
+                let c = connection!
+                _ = try await Self.bounded(.seconds(3)) { [logger] in try await c.query("SELECT 1", logger: logger) }
+                if !self.health.reachable { self.logger.info("PostgreSQL answers again", metadata: ["database": "\(self.url)"]) }
+                self.health.reachable = true
+            } catch {
+                if Task.isCancelled { break }
+                if self.health.reachable {
+                    self.logger.warning("PostgreSQL does not answer: answering 503 until it does", metadata: ["error": "\(error)"])
+                }
+                self.health.reachable = false
+                try? await connection?.close()
+                connection = nil
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+        try? await connection?.close()
+    }
+
+    /// `body`, or a timeout error after `limit`.
+    static func bounded<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw StoreError.unreachable(url: "-", underlying: "no answer within \(limit)")
+            }
+            return value
+        }
+    }
+
+    /// Fails at once while the probe finds the server away.
+    private func available() throws {
+        guard self.health.reachable else {
+            throw StoreError.unreachable(url: self.url.description, underlying: "the server did not answer the last probe")
+        }
+    }
 
     /// This database, each read-write transaction of which first proves the lease (`allot_fence`): the
     /// transaction fails with `StoreError.fenced`, changing nothing, once `fence` is stale.
@@ -88,6 +162,7 @@ public struct Database: Sendable, Service {
     package func transaction<T: Sendable>(
         _ isolation: Isolation = .readCommitted, _ body: (Transaction) async throws -> T
     ) async throws -> T {
+        try self.available()
         do {
             return try await self.client.withTransaction(logger: self.logger) { connection in
                 let tx = Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey)
@@ -110,6 +185,7 @@ public struct Database: Sendable, Service {
 
     /// Reads on one connection without a transaction of their own.
     package func read<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
+        try self.available()
         do {
             return try await self.client.withConnection { connection in
                 try await body(Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey))
@@ -122,6 +198,7 @@ public struct Database: Sendable, Service {
     /// One statement outside any transaction of ours (for tests and one-shot statements).
     @discardableResult
     package func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
+        try self.available()
         do {
             return try await self.client.query(query, logger: self.logger, file: file, line: line)
         } catch {
@@ -132,6 +209,11 @@ public struct Database: Sendable, Service {
     /// PostgreSQL's errors as the stores' own: a constraint or data error is the caller's input, named by the
     /// constraint; a lost connection is the database being unreachable. Anything else passes through.
     func translate(_ error: any Error) -> any Error {
+        // The pool's own errors (its circuit breaker after a minute of failed connections) come as a type that
+        // PostgresNIO does not export: known by name.
+        if String(reflecting: type(of: error)).hasSuffix("ConnectionPoolError") {
+            return StoreError.unreachable(url: self.url.description, underlying: "\(error)")
+        }
         guard let e = error as? PSQLError else { return error }
         guard let state = e.sqlState else {
             return StoreError.unreachable(url: self.url.description, underlying: "\(e.code)")
@@ -228,6 +310,15 @@ package final class Transaction {
 
 @available(*, unavailable)
 extension Transaction: Sendable {}
+
+/// What the reachability probe last found; shared by every copy of a `Database`.
+final class Health: Sendable {
+    private let state = Mutex(true)
+    var reachable: Bool {
+        get { self.state.withLock { $0 } }
+        set { self.state.withLock { $0 = newValue } }
+    }
+}
 
 extension AsyncSequence {
     /// The first element, or nil.

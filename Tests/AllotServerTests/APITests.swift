@@ -156,3 +156,38 @@ struct APITests {
         }
     }
 }
+
+@Suite("PostgreSQL away")
+struct DatabaseAwayTests {
+    @Test("with PostgreSQL unreachable, allotd answers 503 with Retry-After in the API's error shape, never a 5xx of its own")
+    func unreachable() async throws {
+        // Nothing listens on port 1 of loopback.
+        let db = Database(url: try DatabaseURL("postgres://allot@127.0.0.1:1/allot"), logger: Logger(label: "away"), auditKey: Data(count: 32))
+        // Run as allotd runs it: the client with its reachability probe.
+        let running = Task { await db.run() }
+        defer { running.cancel() }
+        try await Task.sleep(for: .seconds(2))
+        do {
+            let app = Application(router: API(database: db, wake: Wakeup(), logger: db.logger).router())
+            try await app.test(.router) { client in
+                try await client.execute(
+                    uri: "/v1/jobs", method: .post, headers: [.authorization: "Bearer allot_0123456789abcdef"],
+                    body: ByteBuffer(string: "pool: h200\ncommand: x\n")
+                ) { response in
+                    #expect(response.status == .serviceUnavailable)
+                    #expect(response.headers[.retryAfter] == "2")
+                    let error = try APITests.error(response)
+                    #expect(error.code == "unavailable" && error.message.contains("PostgreSQL"))
+                }
+                // Fast: answered by the probe's finding, not after the pool's minute of retries.
+                let clock = ContinuousClock()
+                let took = try await clock.measure {
+                    try await client.execute(uri: "/v1/jobs", method: .get, headers: [.authorization: "Bearer allot_0123456789abcdef"]) { response in
+                        #expect(response.status == .serviceUnavailable)
+                    }
+                }
+                #expect(took < .seconds(2))
+            }
+        }
+    }
+}

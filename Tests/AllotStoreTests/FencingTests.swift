@@ -73,6 +73,9 @@ struct FencingTests {
             #expect(try await f.scalar("SELECT count(*)::int FROM audit", as: Int.self) == auditBefore)
             #expect(try await f.scalar("SELECT state::text FROM nodes WHERE name = 'n1'", as: String.self) == "ready")
             #expect(try await f.job(queued).state == .queued)
+            // Each attempt says which term placed it, and each term when it began.
+            #expect(try await f.scalar("SELECT epoch FROM attempts WHERE job_id = \(running)", as: Int64.self) == old.epoch)
+            #expect(try await db.query("SELECT epoch FROM leader_terms ORDER BY epoch").decode(Int64.self).array() == [old.epoch, new.epoch])
             // The new leader's fence works.
             #expect(try await NodeStore(database: db.fenced(by: new)).markLostNodes(timeoutSeconds: 30).lost == ["n1"])
         }
