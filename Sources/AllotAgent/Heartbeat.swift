@@ -20,7 +20,8 @@ public struct NodeInventory: Sendable {
 /// the scheduler no longer holds live (reconciliation after a loss) and forgets acknowledged endings.
 /// Also polls the supervisor, so exits are noticed within a fraction of a second.
 public struct Heartbeat: Service {
-    public let server: APIClient
+    /// allotd's addresses: every allotd serves the API, so when one does not answer the next is tried.
+    public let servers: [APIClient]
     public let node: String
     public let agentURL: String
     public let supervisor: Supervisor
@@ -35,7 +36,15 @@ public struct Heartbeat: Service {
         server: APIClient, node: String, agentURL: String, supervisor: Supervisor, interval: Duration,
         logger: Logger, discover: @escaping @Sendable () throws -> NodeInventory
     ) {
-        self.server = server
+        self.init(servers: [server], node: node, agentURL: agentURL, supervisor: supervisor, interval: interval, logger: logger, discover: discover)
+    }
+
+    public init(
+        servers: [APIClient], node: String, agentURL: String, supervisor: Supervisor, interval: Duration,
+        logger: Logger, discover: @escaping @Sendable () throws -> NodeInventory
+    ) {
+        precondition(!servers.isEmpty, "a heartbeat needs an allotd to report to")
+        self.servers = servers
         self.node = node
         self.agentURL = agentURL
         self.supervisor = supervisor
@@ -52,6 +61,7 @@ public struct Heartbeat: Service {
         var registered = false
         var nextBeat = ContinuousClock.now
         var failures = 0
+        var current = 0
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await self.supervisor.poll()
             await self.steps.tick()
@@ -66,7 +76,7 @@ public struct Heartbeat: Service {
                     lastDiscovery = ContinuousClock.now
                 }
                 do {
-                    try await self.beat(inventory, path: registered ? "/v1/agents/heartbeat" : "/v1/agents/register")
+                    try await self.beat(inventory, path: registered ? "/v1/agents/heartbeat" : "/v1/agents/register", via: self.servers[current])
                     if !registered {
                         self.logger.info("registered with allotd", metadata: ["node": "\(self.node)", "gpus": "\(inventory.gpus.count)"])
                     }
@@ -75,6 +85,7 @@ public struct Heartbeat: Service {
                     nextBeat = ContinuousClock.now + self.interval
                 } catch {
                     failures += 1
+                    current = (current + 1) % self.servers.count
                     // Keep trying, a little slower each time, up to the heartbeat interval.
                     let wait = min(self.interval, .milliseconds(250 * (1 << min(failures, 4))))
                     if failures == 1 || failures % 10 == 0 {
@@ -87,12 +98,12 @@ public struct Heartbeat: Service {
         }
     }
 
-    func beat(_ inventory: NodeInventory, path: String) async throws {
+    func beat(_ inventory: NodeInventory, path: String, via server: APIClient) async throws {
         let sentAt = Date()
         let report = AgentReport(
             node: self.node, agentURL: self.agentURL, cpuMilli: inventory.cpuMilli,
             memoryMiB: inventory.memoryMiB, gpus: inventory.gpus, ranks: await self.supervisor.statuses(), steps: await self.steps.statuses())
-        let reply: HeartbeatReply = try await self.server.post(path, json: report)
+        let reply: HeartbeatReply = try await server.post(path, json: report)
         await self.supervisor.acknowledge(reply.acknowledged)
         let stopped = await self.supervisor.reconcile(live: Set(reply.live), heartbeatSentAt: sentAt)
         if !stopped.isEmpty {

@@ -51,7 +51,7 @@ struct Inventory: AsyncParsableCommand {
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Register with allotd, heartbeat, and run what it dispatches.")
-    @Option(help: "allotd's URL.") var server: String
+    @Option(help: "allotd's URL, or several separated by commas: when one does not answer, the next is tried.") var server: String
     @Option(help: "This node's name, as registered with `allot nodes add`.") var node: String
     @Option(help: "The node's credentials file written by `allot nodes add` (keep it in a folder only root can read).") var tokenFile: String
     @Option(help: "Where the agent's API listens, HOST:PORT.") var listen = HostPort(host: "127.0.0.1", port: 9101)
@@ -135,7 +135,9 @@ struct Run: AsyncParsableCommand {
         _ = try gpuOptions.discover(node: node)  // fail fast on a bad --gpus or a missing nvidia-smi
 
         let heartbeat = Heartbeat(
-            server: APIClient(baseURL: self.server, token: credentials.token, timeout: .seconds(5)), node: node,
+            servers: self.server.split(separator: ",").map {
+                APIClient(baseURL: $0.trimmingCharacters(in: .whitespaces), token: credentials.token, timeout: .seconds(5))
+            }, node: node,
             agentURL: self.advertiseURL ?? self.listen.httpURL, supervisor: supervisor,
             interval: .milliseconds(Int(self.heartbeatInterval * 1000)), logger: logger
         ) {

@@ -3,6 +3,7 @@ public import AllotStore
 import Foundation
 public import Logging
 public import ServiceLifecycle
+import Synchronization
 
 /// Runs the scheduling cycle while this allotd leads: on a wake-up (a submission, a node change), and at least
 /// every `interval`; wakes the dispatcher when the cycle placed or preempted anything.
@@ -31,13 +32,46 @@ public struct SchedulerLoop: Service {
     public func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if let fence = self.leadership.fence {
-                do {
-                    try await self.cycle(fence: fence)
-                } catch {
+                switch await Self.within(.seconds(60), { try await self.cycle(fence: fence) }) {
+                case .done: break
+                case .failed(let error):
                     if !self.leadership.refused(error) { self.logger.warning("scheduling cycle failed", metadata: ["error": "\(error)"]) }
+                case .timedOut:
+                    self.logger.error("a scheduling cycle took over 60 s (a database call that never returned?): abandoned, scheduling goes on")
                 }
             }
             await self.wake.wait(upTo: self.interval)
+        }
+    }
+
+    enum Finished: Sendable {
+        case done
+        case failed(any Error)
+        case timedOut
+    }
+
+    /// Runs `work` and returns when it ends or after `limit`, whichever is first — without waiting for work that
+    /// ignores cancellation: seen once after a PostgreSQL restart, a cycle whose connection died never returned,
+    /// and the loop must not stop with it. The abandoned task is cancelled and left to end by itself.
+    static func within(_ limit: Duration, _ work: @escaping @Sendable () async throws -> Void) async -> Finished {
+        let once = Once()
+        return await withCheckedContinuation { (c: CheckedContinuation<Finished, Never>) in
+            let task = Task { () -> Bool in
+                do {
+                    try await work()
+                    return once.resume(c, .done)
+                } catch {
+                    return once.resume(c, .failed(error))
+                }
+            }
+            let timer = Task {
+                try? await Task.sleep(for: limit)
+                if once.resume(c, .timedOut) { task.cancel() }
+            }
+            Task {
+                _ = await task.value
+                timer.cancel()
+            }
         }
     }
 
@@ -54,5 +88,19 @@ public struct SchedulerLoop: Service {
                 "rejections": "\(outcome.rejections)",
             ])
         return outcome.placed
+    }
+}
+
+/// Resumes a continuation the first time only.
+final class Once: Sendable {
+    private let resumed = Mutex(false)
+    @discardableResult
+    func resume<T>(_ c: CheckedContinuation<T, Never>, _ value: sending T) -> Bool {
+        let first = self.resumed.withLock { r in
+            defer { r = true }
+            return !r
+        }
+        if first { c.resume(returning: value) }
+        return first
     }
 }
