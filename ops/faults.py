@@ -152,7 +152,9 @@ figures = {"503": 0, "refused": 0}
 
 
 def submit(i, seconds=0.3):
-    spec = json.dumps({"name": f"f{i}", "org": "national-ai-lab", "pool": "h200", "gpusPerNode": 1, "cpusPerNode": 1,
+    # maxAttempts 10: Allot counts an infrastructure ending (a lost node, a rank gone with its agent) against a job's
+    # attempts (default 3), so a job lost three times by the agent restarts would fail — a known gap (issue 14).
+    spec = json.dumps({"name": f"f{i}", "org": "national-ai-lab", "pool": "h200", "gpusPerNode": 1, "cpusPerNode": 1, "maxAttempts": 10,
                        "memoryPerNode": "1G", "command": f"echo launched-$ALLOT_JOB_ID-$ALLOT_ATTEMPT-$ALLOT_NODE_RANK; sleep {seconds}"})
     for attempt in range(200):
         k = "ab"[(i + attempt) % 2]
