@@ -10,15 +10,21 @@ import Testing
 
 @Suite("Fenced leadership, silent pools as a window, rendezvous ports, wake-ups through PostgreSQL", databaseTests)
 struct FencingTests {
+    /// The lease runs out, as it would for a leader paused past its TTL (moved in the database, not waited for:
+    /// a loaded machine must not make a live lease lapse mid-test).
+    static func lapse(_ db: Database) async throws {
+        try await db.query("UPDATE leader SET expires_at = now() - interval '1 second'")
+    }
+
     @Test("a renewal keeps the epoch; a takeover after expiry takes a higher one; a release lets the other in at once")
     func epochs() async throws {
         try await TestDatabase.with { db in
-            let a = LeaderLease(database: db, holder: "a", ttlSeconds: 1)
-            let b = LeaderLease(database: db, holder: "b", ttlSeconds: 1)
+            let a = LeaderLease(database: db, holder: "a", ttlSeconds: 30)
+            let b = LeaderLease(database: db, holder: "b", ttlSeconds: 30)
             let first = try #require(try await a.acquireOrRenew())
             #expect(try await b.acquireOrRenew() == nil)
             #expect(try await a.acquireOrRenew() == first)
-            try await Task.sleep(for: .milliseconds(1200))
+            try await Self.lapse(db)
             let second = try #require(try await b.acquireOrRenew())
             #expect(second.holder == "b" && second.epoch > first.epoch)
             #expect(try await a.acquireOrRenew() == nil)
@@ -33,7 +39,7 @@ struct FencingTests {
     func staleFenceChangesNothing() async throws {
         try await TestDatabase.with { db in
             let f = try await StoreFixture(db)
-            let a = LeaderLease(database: db, holder: "a", ttlSeconds: 1)
+            let a = LeaderLease(database: db, holder: "a", ttlSeconds: 30)
             let old = try #require(try await a.acquireOrRenew())
             // The fence works while it is fresh.
             let running = try await f.submit(JobSpec(name: "r", org: "lab", pool: "h200", gpusPerNode: 8, command: "x"))
@@ -41,7 +47,7 @@ struct FencingTests {
             #expect(try await fresh.run(fence: old).placed == [running])
 
             // a pauses past its lease; b takes over.
-            try await Task.sleep(for: .milliseconds(1200))
+            try await Self.lapse(db)
             let new = try #require(try await LeaderLease(database: db, holder: "b", ttlSeconds: 30).acquireOrRenew())
             #expect(new.epoch > old.epoch)
             let queued = try await f.submit(JobSpec(name: "q", org: "lab", pool: "h200", gpusPerNode: 8, command: "x"))
@@ -85,9 +91,9 @@ struct FencingTests {
     func lapsedLease() async throws {
         try await TestDatabase.with { db in
             _ = try await StoreFixture(db)
-            let a = LeaderLease(database: db, holder: "a", ttlSeconds: 1)
+            let a = LeaderLease(database: db, holder: "a", ttlSeconds: 30)
             let fence = try #require(try await a.acquireOrRenew())
-            try await Task.sleep(for: .milliseconds(1200))
+            try await Self.lapse(db)
             await #expect(throws: StoreError.self) { try await SchedulerStore(database: db.fenced(by: fence)).stopOverdue() }
             // Renewing a lapsed lease of one's own is a new term: a new epoch, and the old fence stays refused.
             let renewed = try #require(try await a.acquireOrRenew())
