@@ -36,7 +36,12 @@ public struct LeaderLease: Sendable {
             let rows = try await tx.query(
                 """
                 INSERT INTO leader (holder, expires_at, epoch, acquired_at)
-                VALUES (\(self.holder), now() + make_interval(secs => \(self.ttlSeconds)), nextval('leader_epochs'), now())
+                SELECT \(self.holder), now() + make_interval(secs => \(self.ttlSeconds)),
+                    -- A new epoch only for a takeover: a renewal, or a standby's try while the lease is held, takes none.
+                    CASE WHEN EXISTS (SELECT 1 FROM leader WHERE holder = \(self.holder) AND expires_at >= now())
+                        THEN (SELECT epoch FROM leader) ELSE nextval('leader_epochs') END,
+                    now()
+                WHERE NOT EXISTS (SELECT 1 FROM leader WHERE holder <> \(self.holder) AND expires_at >= now())
                 ON CONFLICT (only_row) DO UPDATE SET
                     holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
                     epoch = CASE WHEN leader.holder = EXCLUDED.holder AND leader.expires_at >= now() THEN leader.epoch ELSE EXCLUDED.epoch END,

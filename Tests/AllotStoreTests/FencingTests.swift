@@ -27,6 +27,8 @@ struct FencingTests {
             try await Self.lapse(db)
             let second = try #require(try await b.acquireOrRenew())
             #expect(second.holder == "b" && second.epoch > first.epoch)
+            // Renewals and a standby's tries take no epoch: terms are numbered one after the other.
+            #expect(second.epoch == first.epoch + 1)
             #expect(try await a.acquireOrRenew() == nil)
             try await b.release()
             let third = try #require(try await a.acquireOrRenew())
