@@ -38,10 +38,20 @@ bin=$(swift build --show-bin-path)
 export PATH="$bin:$PATH"
 
 pid=""
+# allotd must end on SIGTERM within 10 s; one that does not is killed, and the run fails saying so.
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  status=$?
+  if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "== allotd did not exit within 10 s of SIGTERM: killed" >&2
+      kill -9 "$pid" 2>/dev/null || true
+      status=1
+    fi
+  fi
   wait 2>/dev/null || true
   ops/postgres.sh destroy "$work/postgres" >/dev/null 2>&1 || true
+  exit $status
 }
 trap cleanup EXIT INT TERM
 

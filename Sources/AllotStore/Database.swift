@@ -92,7 +92,8 @@ public struct Database: Sendable, Service {
     public func run() async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.client.run() }
-            group.addTask { await self.probe() }
+            // The client ends on graceful shutdown by itself; the probe must too, or allotd never exits on SIGTERM.
+            group.addTask { try? await cancelWhenGracefulShutdown { await self.probe() } }
         }
     }
 

@@ -55,14 +55,17 @@ public final class TestProcess: @unchecked Sendable {
         _ = reap(self.process)
     }
 
-    /// SIGTERM, then SIGKILL after 10 s.
-    public func stop() {
-        guard self.process.isRunning else { return }
+    /// SIGTERM, then SIGKILL after 10 s. True when the process was gone, or went on SIGTERM.
+    @discardableResult
+    public func stop() -> Bool {
+        guard self.process.isRunning else { return true }
         self.process.terminate()
         if reap(self.process, within: 10) == nil {
             kill(self.process.processIdentifier, SIGKILL)
             _ = reap(self.process)
+            return false
         }
+        return true
     }
 
     deinit { self.stop() }

@@ -211,6 +211,9 @@ struct EndToEndTests {
             try await self.drain(c)
             try await self.agentCrash(c)
             try await self.schedulerCrash(c)
+            // SIGTERM ends the daemons (a LISTEN or a probe that ignored graceful shutdown once kept allotd up for ever).
+            #expect(c.allotd.stop(), "allotd did not exit within 10 s of SIGTERM\n\(c.diagnostics)")
+            for (node, agent) in c.agents { #expect(agent.stop(), "the agent of \(node) did not exit within 10 s of SIGTERM") }
         } catch {
             Issue.record("\(error)\n\(c.diagnostics)")
             await c.shutdown()

@@ -21,10 +21,13 @@ public struct WakeupListener: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 self.wake.signal()
-                try await self.database.listen(ClusterWake.channel) { [wake] in wake.signal() }
+                // LISTEN waits for ever: cancelled on graceful shutdown, or allotd would not exit on SIGTERM.
+                try await cancelWhenGracefulShutdown { [database, wake] in
+                    try await database.listen(ClusterWake.channel) { wake.signal() }
+                }
                 pause = .seconds(1)
             } catch {
-                if Task.isCancelled { return }
+                if Task.isCancelled || Task.isShuttingDownGracefully { return }
                 self.logger.info("wake-up listener lost its connection; listening again", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: pause)
                 pause = min(pause * 2, .seconds(5))
