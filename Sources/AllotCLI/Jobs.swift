@@ -146,7 +146,7 @@ func render(_ job: JobView) -> String {
             + (job.movable == true ? "   movable" : ""),
         "  submitted: \(ISO8601DateFormatter().string(from: job.submittedAt)) (\(ago(job.submittedAt)))",
         "  command:   \(job.command.split(separator: "\n").first.map(String.init) ?? "")\(job.command.contains("\n") ? " …" : "")",
-        "  attempts:  \(job.attempts.count) of at most \(job.maxAttempts)",
+        "  attempts:  \(job.attempts.count)\(attemptsNote(job))",
     ]
     if let array = job.arrayJobID, let task = job.arrayTaskID {
         lines.insert("  array:     task \(task) of array \(array)\(job.arrayLimit.map { " (at most \($0) at once)" } ?? "")", at: 2)
@@ -337,3 +337,10 @@ struct History: AsyncParsableCommand {
 }
 
 func iso(_ date: Date?) -> String { date.map { ISO8601DateFormatter().string(from: $0) } ?? "-" }
+
+/// How many of a job's attempts the infrastructure ended (they spend nothing), or that it is never requeued.
+private func attemptsNote(_ job: JobView) -> String {
+    if job.maxAttempts <= 1 { return "   never requeued (--no-requeue)" }
+    let interrupted = job.attempts.filter(\.state.requeuesJob).count
+    return interrupted == 0 ? "" : "   (\(interrupted) ended by the infrastructure, requeued at no cost)"
+}

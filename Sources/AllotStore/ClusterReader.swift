@@ -90,7 +90,7 @@ struct ClusterReader {
                 JOIN attempts a ON a.job_id = j.id AND a.state = 'running' AND a.replaces IS NULL AND a.stop_requested_at IS NULL
                 JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
                 JOIN nodes n ON n.name = r.node AND n.state = 'draining'
-                WHERE j.kind = 'inference' AND j.state = 'running' AND NOT j.cancel_requested AND j.attempts < j.max_attempts
+                WHERE j.kind = 'inference' AND j.state = 'running' AND NOT j.cancel_requested AND j.max_attempts > 1
                   AND NOT EXISTS (SELECT 1 FROM attempts x WHERE x.job_id = j.id AND x.replaces IS NOT NULL AND attempt_is_live(x.state))
                 """))
     }
@@ -105,7 +105,8 @@ struct ClusterReader {
                    floor(extract(epoch FROM coalesce(a.started_at, a.placed_at)))::bigint + j.time_limit_s,
                    coalesce((SELECT pc.preemptible FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.priority,
                    coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.movable, j.gpu_models,
-                   j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.exclusive, j.whole_node_memory, j.max_attempts
+                   j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.exclusive, j.whole_node_memory,
+                   CASE WHEN j.max_attempts = 1 THEN 1 END
             FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
             WHERE attempt_is_live(a.state) AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, r.rank
@@ -131,7 +132,8 @@ struct ClusterReader {
                     cpuMilli: try columns[20].decode(Int.self),
                     memoryMiB: try columns[21].decode(Int.self), exclusive: try columns[22].decode(Bool.self),
                     allMemory: try columns[23].decode(Bool.self))
-                running.maxAttempts = try columns[24].decode(Int.self)
+                // Only a --no-requeue job's attempt is its last: a move spends no attempt of any other (JobLifecycle).
+                running.maxAttempts = try columns[24].decode(Int?.self)
                 out.append(running)
             }
         }

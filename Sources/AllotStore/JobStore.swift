@@ -237,17 +237,15 @@ public struct JobStore: Sendable {
     }
 
     /// Requeues a live job (`allot requeue`, Slurm's `scontrol requeue`): its attempt is stopped (SIGTERM, grace)
-    /// and the job waits again with its submit time, as a preempted one does. A job with no attempt left is refused.
+    /// and the job waits again with its submit time, as a preempted one does. A `--no-requeue` job is refused.
     public func requeue(_ id: Int64, by principal: Principal, scope: Scope) async throws -> JobView {
         try await self.database.transaction { tx in
             let job = try await Self.show(id, scope: scope, in: tx)
             guard [.placed, .starting, .running].contains(job.state) else {
                 throw StoreError.conflict("job \(id) is \(job.state.rawValue): only a placed or running job can be requeued")
             }
-            guard job.attempts.count < job.maxAttempts else {
-                throw StoreError.conflict(
-                    "job \(id) has used its \(job.maxAttempts) attempts\(job.maxAttempts == 1 ? " (submitted with --no-requeue or maxAttempts 1)" : "")"
-                )
+            guard job.maxAttempts > 1 else {
+                throw StoreError.conflict("job \(id) is never requeued: it was submitted with --no-requeue (maxAttempts 1)")
             }
             for a in job.attempts where a.state.isLive {
                 try await tx.transitions.attempt(

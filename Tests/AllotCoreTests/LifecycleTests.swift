@@ -230,11 +230,16 @@ struct LifecycleTests {
             (.lost, 1, 3, false, .queued, "requeued after attempt 1: why", nil),
             (.preempted, 2, 3, false, .queued, "requeued after attempt 2: why", nil),
             (.drained, 1, 3, false, .queued, "requeued after attempt 1: why", nil),
-            (.dispatchFailed, 3, 3, false, .failed, "attempt 3 dispatch_failed: why; maxAttempts (3) spent", 3),
+            // Infrastructure endings spend no attempt: the third of three is requeued; the 21st is one too many.
+            (.dispatchFailed, 3, 3, false, .queued, "requeued after attempt 3: why", nil),
+            (.lost, 21, 3, false, .failed, "attempt 21 lost: why; ended by the infrastructure 21 times, over the limit of 20", 3),
+            (.lost, 1, 1, false, .failed, "attempt 1 lost: why; not requeued (maxAttempts 1, --no-requeue)", 3),
             (.lost, 1, 3, true, .cancelled, "cancelled", nil),
         ] as [(AttemptState, Int, Int, Bool, JobState, String, Int?)])
     func attemptEnded(ending: AttemptState, made: Int, max: Int, cancel: Bool, state: JobState, reason: String, exit: Int?) throws {
-        var j = JobLifecycle(id: 7, state: .running, attempts: made, maxAttempts: max, cancelRequested: cancel, liveAttempts: [made])
+        // Every earlier attempt was ended by the infrastructure (the job is still live).
+        var j = JobLifecycle(
+            id: 7, state: .running, attempts: made, maxAttempts: max, interrupted: Array(1..<made), cancelRequested: cancel, liveAttempts: [made])
         let actions = try j.apply(.attemptEnded(made, ending, reason: "why", exitCode: 3), now: Self.t0)
         #expect(j.state == state && j.reason == reason && j.exitCode == exit)
         #expect(j.endedAt == (state.isTerminal ? Self.t0 : nil))

@@ -126,20 +126,25 @@ struct LifecycleTests {
         }
     }
 
-    @Test("after maxAttempts infrastructure endings the job fails instead of requeueing forever")
-    func maxAttempts() async throws {
+    @Test("infrastructure endings spend no attempt: maxAttempts 2, never delivered three times, still queued; --no-requeue fails at the first")
+    func infrastructureEndingsAreFree() async throws {
         try await TestDatabase.with { db in
             let f = try await StoreFixture(db, nodes: ["n1"])
             let id = try await f.submit(JobSpec(name: "x", org: "lab", pool: "h200", gpusPerNode: 1, command: "true", maxAttempts: 2))
-            for attempt in 1...2 {
+            for attempt in 1...3 {
                 try await f.schedule()
                 let failedOut = try await DispatchStore(database: db).dispatchFailed(
                     jobID: id, attempt: attempt, node: "n1", error: "refused", maxTries: 1)
                 #expect(failedOut)
             }
             let job = try await f.job(id)
-            #expect(job.state == .failed)
-            #expect(job.reason?.contains("maxAttempts (2) spent") == true)
+            #expect(job.state == .queued && job.attempts.count == 3, "\(job.state) \(job.reason ?? "")")
+            let once = try await f.submit(JobSpec(name: "y", org: "lab", pool: "h200", gpusPerNode: 1, command: "true", maxAttempts: 1))
+            try await f.schedule()
+            let attempt = try #require(try await f.job(once).attempts.first?.number)
+            #expect(try await DispatchStore(database: db).dispatchFailed(jobID: once, attempt: attempt, node: "n1", error: "refused", maxTries: 1))
+            let never = try await f.job(once)
+            #expect(never.state == .failed && never.reason?.contains("not requeued (maxAttempts 1, --no-requeue)") == true, "\(never.reason ?? "")")
         }
     }
 

@@ -2,8 +2,11 @@ public import Foundation
 
 /// A job as a state machine (SPEC §3): queued → placed → starting → running → succeeded | failed | cancelled.
 /// An attempt the infrastructure ended (lost, preempted, drained, never dispatched) sends the job back to the
-/// queue, keeping its submit time, until `maxAttempts` is spent. An inference job moved off a draining node has
-/// two live attempts for a while: the one it runs and a replacement; when either ends the other carries on.
+/// queue, keeping its submit time, and spends none of its `maxAttempts`: the job did nothing wrong (Kubernetes'
+/// pod failure policy ignores disruptions the same way). `maxAttempts` 1 (`--no-requeue`) means never requeued;
+/// a job ended that way `interruptionLimit` times (its ranks keep taking their nodes down) fails, as Slurm's
+/// `max_batch_requeue` bounds a batch job's requeues. An inference job moved off a draining node has two live
+/// attempts for a while: the one it runs and a replacement; when either ends the other carries on.
 public struct JobLifecycle: Hashable, Sendable {
     public enum Event: Hashable, Sendable {
         /// A placement for a queued job: its next attempt (number `attempts` afterwards) is placed.
@@ -38,6 +41,10 @@ public struct JobLifecycle: Hashable, Sendable {
     /// Attempts made so far.
     public private(set) var attempts: Int
     public let maxAttempts: Int
+    /// The attempts the infrastructure ended (lost, preempted, drained, never dispatched): they spend no attempt.
+    public private(set) var interrupted: [Int]
+    /// Infrastructure endings after which a job fails instead of being requeued once more.
+    public static let interruptionLimit = 20
     public private(set) var cancelRequested: Bool
     public private(set) var endedAt: Date?
     /// The numbers of its live attempts.
@@ -45,7 +52,7 @@ public struct JobLifecycle: Hashable, Sendable {
 
     public init(
         id: Int64, state: JobState = .queued, reason: String? = nil, exitCode: Int? = nil, attempts: Int = 0, maxAttempts: Int,
-        cancelRequested: Bool = false, endedAt: Date? = nil, liveAttempts: [Int] = []
+        interrupted: [Int] = [], cancelRequested: Bool = false, endedAt: Date? = nil, liveAttempts: [Int] = []
     ) {
         self.id = id
         self.state = state
@@ -53,6 +60,7 @@ public struct JobLifecycle: Hashable, Sendable {
         self.exitCode = exitCode
         self.attempts = attempts
         self.maxAttempts = maxAttempts
+        self.interrupted = interrupted.sorted()
         self.cancelRequested = cancelRequested
         self.endedAt = endedAt
         self.liveAttempts = liveAttempts.sorted()
@@ -99,13 +107,23 @@ public struct JobLifecycle: Hashable, Sendable {
             case .cancelled: self.end(.cancelled, why, exitCode: nil, now: now)
             case .failed: self.end(.failed, why, exitCode: exitCode, now: now)
             case _ where self.cancelRequested: self.end(.cancelled, "cancelled", exitCode: nil, now: now)
-            case _ where ending.requeuesJob && self.attempts < self.maxAttempts:
-                self.state = .queued
-                self.reason = "requeued after attempt \(n): \(why)"
-                self.exitCode = nil
+            case _ where ending.requeuesJob:
+                if !self.interrupted.contains(n) { self.interrupted.append(n) }
+                if self.maxAttempts <= 1 {
+                    self.end(
+                        .failed, "attempt \(n) \(ending.rawValue): \(why); not requeued (maxAttempts 1, --no-requeue)", exitCode: exitCode, now: now)
+                } else if self.interrupted.count > Self.interruptionLimit {
+                    self.end(
+                        .failed,
+                        "attempt \(n) \(ending.rawValue): \(why); ended by the infrastructure \(self.interrupted.count) times, over the limit of \(Self.interruptionLimit)",
+                        exitCode: exitCode, now: now)
+                } else {
+                    self.state = .queued
+                    self.reason = "requeued after attempt \(n): \(why)"
+                    self.exitCode = nil
+                }
             default:
-                self.end(
-                    .failed, "attempt \(n) \(ending.rawValue): \(why); maxAttempts (\(self.maxAttempts)) spent", exitCode: exitCode, now: now)
+                self.end(.failed, "attempt \(n) \(ending.rawValue): \(why)", exitCode: exitCode, now: now)
             }
             return [
                 .audit(

@@ -18,7 +18,7 @@ public struct RunningAttempt: Hashable, Sendable {
     /// Its job said it may be moved (it checkpoints): defragmentation may requeue it elsewhere.
     public var movable: Bool = false
     public var priority: Int = 0
-    /// Its job's `maxAttempts` (nil: unbounded): an attempt that is its job's last is never moved.
+    /// 1 for a job that is never requeued (`--no-requeue`), nil otherwise: an attempt that is its job's last is never moved.
     public var maxAttempts: Int?
     /// What its job asks per node and the models it accepts, to place it again when it is moved.
     public var perNode: NodeRequest?

@@ -42,14 +42,16 @@ struct JobsTable {
             """
             SELECT j.state::text, j.reason, j.exit_code, j.attempts, j.max_attempts, j.cancel_requested, j.ended_at,
                    coalesce((SELECT array_agg(a.number ORDER BY a.number) FROM attempts a
-                             WHERE a.job_id = j.id AND attempt_is_live(a.state)), '{}')
+                             WHERE a.job_id = j.id AND attempt_is_live(a.state)), '{}'),
+                   coalesce((SELECT array_agg(a.number ORDER BY a.number) FROM attempts a
+                             WHERE a.job_id = j.id AND a.state IN ('lost', 'preempted', 'drained', 'dispatch_failed')), '{}')
             FROM jobs j WHERE j.id = \(id) FOR UPDATE
             """
-        ).decode((String, String?, Int?, Int, Int, Bool, Date?, [Int]).self).first()
-        guard let (state, reason, exit, attempts, maxAttempts, cancel, ended, live) = row else { return nil }
+        ).decode((String, String?, Int?, Int, Int, Bool, Date?, [Int], [Int]).self).first()
+        guard let (state, reason, exit, attempts, maxAttempts, cancel, ended, live, interrupted) = row else { return nil }
         return JobLifecycle(
             id: id, state: try decoded(state, "jobs.state"), reason: reason, exitCode: exit, attempts: attempts, maxAttempts: maxAttempts,
-            cancelRequested: cancel, endedAt: ended, liveAttempts: live)
+            interrupted: interrupted, cancelRequested: cancel, endedAt: ended, liveAttempts: live)
     }
 
     /// Locks the job's row for this transaction; false when there is no such job.
