@@ -163,6 +163,7 @@ public actor Supervisor {
         let folder = self.folder(for: request.key)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         var request = request
+        request.gpuIndices = try self.currentIndices(of: request)
         if let slurm = request.slurm, slurm.options.batchStep {
             if request.key.rank > 0 {
                 // Slurm's batch step runs on the first node; the others host its steps until the script ends.
@@ -192,6 +193,18 @@ public actor Supervisor {
         self.children.insert(launched.pid)
         self.save(launched)
         return self.status(launched)
+    }
+
+    /// Where nvidia-smi lists the launch's GPUs now, found by UUID (allotd's slots stay put when the numbering
+    /// shifts); the slots themselves when the launch names no UUIDs or the node knows none.
+    func currentIndices(of request: LaunchRequest) throws -> [Int] {
+        guard let uuids = request.gpuUUIDs, uuids.count == request.gpuIndices.count, !self.gpus.isEmpty else { return request.gpuIndices }
+        return try uuids.map { uuid in
+            guard let gpu = self.gpus.first(where: { $0.uuid == uuid }) else {
+                throw SupervisorError.refused("GPU \(uuid.prefix(100)) is not on node \(self.node) now: nvidia-smi no longer lists it")
+            }
+            return gpu.index
+        }
     }
 
     /// Whether the rank held under a launch's key is another attempt's: its id differs, or — for a rank from

@@ -98,7 +98,9 @@ struct ShowNode: AsyncParsableCommand {
                 ["GPU", "MODEL", "MEMORY", "HEALTH", "HELD", "UUID", "DETAIL"],
                 n.gpus.map { g in
                     [
-                        "\(g.index)", g.model, "\(g.memoryMiB) MiB", g.health.rawValue, "\(n.usedGPUMilli["\(g.index)"] ?? 0)", g.uuid,
+                        "\(g.index)", g.model, "\(g.memoryMiB) MiB",
+                        g.health.rawValue + (g.missingSince == nil ? "" : ", missing since \(iso(g.missingSince))"),
+                        "\(n.usedGPUMilli["\(g.index)"] ?? 0)", g.uuid,
                         g.healthDetail ?? "",
                     ]
                 }))

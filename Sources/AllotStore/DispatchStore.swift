@@ -12,6 +12,8 @@ public struct LaunchWork: Sendable, Hashable {
         /// The node's enrolment, from which its signing key is derived.
         public var enrolment: Int
         public var gpuIndices: [Int]
+        /// The UUIDs of those GPUs, in the same order ("" for a GPU that reported none).
+        public var gpuUUIDs: [String] = []
         public var cpuMilli: Int
         public var memoryMiB: Int
         public var dispatched: Bool

@@ -47,17 +47,18 @@ public struct NodeStore: Sendable {
         for (i, n) in nodes.enumerated() { index[n.name] = i }
         let gpus = try await tx.query(
             """
-            SELECT node, idx, uuid, model, memory_mib, nvlink_domain, mig_mode, health::text, health_detail, claimed_milli
-            FROM gpus WHERE present AND (\(name)::text IS NULL OR node = \(name)) ORDER BY node, idx
+            SELECT node, idx, uuid, model, memory_mib, nvlink_domain, mig_mode, health::text, health_detail, claimed_milli, missing_since
+            FROM gpus WHERE (present OR missing_since IS NOT NULL) AND (\(name)::text IS NULL OR node = \(name)) ORDER BY node, idx
             """)
-        for try await (node, idx, uuid, model, memory, domain, mig, health, detail, claimed) in gpus.decode(
-            (String, Int, String, String, Int, Int?, String?, String, String?, Int).self)
+        for try await (node, idx, uuid, model, memory, domain, mig, health, detail, claimed, missing) in gpus.decode(
+            (String, Int, String, String, Int, Int?, String?, String, String?, Int, Date?).self)
         {
             guard let i = index[node] else { continue }
             nodes[i].gpus.append(
                 GPUInfo(
                     index: idx, uuid: uuid, model: model, memoryMiB: memory, nvlinkDomain: domain, migMode: mig,
                     health: try decoded(health, "gpus.health"), healthDetail: detail))
+            nodes[i].gpus[nodes[i].gpus.count - 1].missingSince = missing
             if claimed > 0 { nodes[i].usedGPUMilli["\(idx)"] = claimed }
         }
         return nodes

@@ -36,6 +36,22 @@ struct SupervisorTests {
         }
     }
 
+    @Test("a launch names its GPUs by UUID: after a renumbering the rank gets the GPUs it was placed on; a GPU no longer listed refuses the launch")
+    func gpusByUUID() async throws {
+        let s = try Supervisor(stateDir: Self.stateDir(), node: "n1")
+        // GPU-1 fell off the bus: nvidia-smi lists GPU-2 and GPU-3 at 1 and 2 now.
+        await s.setGPUs(["GPU-0", "GPU-2", "GPU-3"].enumerated().map { GPUInfo(index: $0, uuid: $1, model: "H200", memoryMiB: 1, minorNumber: $0) })
+        let key = RankKey(jobID: 21, attempt: 1, rank: 0)
+        var request = Self.launch(key, "echo \"visible=$CUDA_VISIBLE_DEVICES\"", gpus: [2, 3])
+        request.gpuUUIDs = ["GPU-2", "GPU-3"]
+        _ = try await s.launch(request)
+        #expect(try await Self.waitForEnd(s, key).exitCode == 0)
+        #expect(try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8).contains("visible=1,2"))
+        var gone = Self.launch(RankKey(jobID: 22, attempt: 1, rank: 0), "true", gpus: [1])
+        gone.gpuUUIDs = ["GPU-1"]
+        await #expect(throws: SupervisorError.self) { try await s.launch(gone) }
+    }
+
     @Test("a rank sees its GPUs, the gang variables and the job's own, and its exit code is kept")
     func environmentAndExit() async throws {
         let s = try Supervisor(stateDir: Self.stateDir(), node: "n1")

@@ -1,10 +1,11 @@
 import AllotCore
 import AllotDatabaseTesting
-import AllotStore
 import AllotTesting
 import Foundation
 import PostgresNIO
 import Testing
+
+@testable import AllotStore
 
 @Suite("Node lifecycle: drains, maintenance, GPU health, silent pools", databaseTests)
 struct NodeLifecycleTests {
@@ -141,7 +142,7 @@ struct NodeLifecycleTests {
             let id = try await f.submit(JobSpec(name: "j", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
             try await f.schedule()
             let gpu = try #require(try await f.job(id).attempts.first?.nodes.first?.gpus.first)
-            var inventory = (0..<2).map { GPUInfo(index: $0, uuid: "u\($0)", model: "H200", memoryMiB: 1) }
+            var inventory = (0..<2).map { GPUInfo(index: $0, uuid: "GPU-n1-\($0)", model: "H200", memoryMiB: 1) }
             inventory[gpu].health = .quarantined
             inventory[gpu].healthDetail = "3 uncorrectable ECC errors since boot"
             _ = try await AgentStore(database: db).report(
@@ -174,7 +175,7 @@ struct NodeLifecycleTests {
         try await TestDatabase.with { db in
             let f = try await StoreFixture(db, nodes: ["n1"], gpus: 2)
             func report(_ xids: [XidEvent]) async throws {
-                var inventory = (0..<2).map { GPUInfo(index: $0, uuid: "u\($0)", model: "H200", memoryMiB: 1) }
+                var inventory = (0..<2).map { GPUInfo(index: $0, uuid: "GPU-n1-\($0)", model: "H200", memoryMiB: 1) }
                 inventory[0].xids = xids
                 _ = try await AgentStore(database: db).report(
                     AgentReport(
@@ -192,6 +193,88 @@ struct NodeLifecycleTests {
             #expect(detail.node.gpus[0].health == .quarantined)
             #expect(detail.healthEvents.map(\.to) == [.suspect, .quarantined])
             #expect(detail.healthEvents.last?.xid == 79)
+        }
+    }
+
+    @Test(
+        "GPUs by UUID: one falls off the bus and nvidia-smi renumbers the rest; claims and health stay with each GPU; the missing one is quarantined and its job requeued, credited"
+    )
+    func gpuFallsOffTheBus() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1"])
+            let a = try await f.submit(JobSpec(name: "a", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
+            let b = try await f.submit(JobSpec(name: "b", org: "lab", pool: "h200", gpusPerNode: 1, command: "x"))
+            try await f.schedule()
+            try await Self.start(f, a)
+            try await Self.start(f, b)
+            let gone = try #require(try await f.job(a).attempts.first?.nodes.first?.gpus.first)
+            let kept = try #require(try await f.job(b).attempts.first?.nodes.first?.gpus.first)
+            let all = (0..<8).map { GPUInfo(index: $0, uuid: "GPU-n1-\($0)", model: "H200", memoryMiB: 1) }
+            // GPU 7 turns suspect first, so its history has something to keep.
+            var before = all
+            before[7].xids = [XidEvent(xid: 13, at: "10.0", message: "Graphics SM Warp Exception")]
+            func report(_ gpus: [GPUInfo], a aState: RankStatus.State = .running) async throws {
+                let ranks = [
+                    RankStatus(key: RankKey(jobID: a, attempt: 1, rank: 0), state: aState, exitCode: aState == .exited ? 137 : nil),
+                    RankStatus(key: RankKey(jobID: b, attempt: 1, rank: 0), state: .running),
+                ]
+                _ = try await AgentStore(database: db).report(
+                    AgentReport(node: "n1", agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: gpus, ranks: ranks),
+                    from: f.agent("n1"))
+            }
+            try await report(before)
+            // GPU `gone` drops out; nvidia-smi numbers the others 0 to 6.
+            var shifted = all.filter { $0.index != gone }
+            for k in shifted.indices { shifted[k].index = k }
+            try await report(shifted)
+            var detail = try await NodeStore(database: db).detail("n1")
+            #expect(detail.node.gpus.map(\.index) == Array(0..<8))
+            #expect(detail.node.gpus.allSatisfy { $0.uuid == "GPU-n1-\($0.index)" }, "\(detail.node.gpus)")
+            let missing = try #require(detail.node.gpus.first { $0.index == gone })
+            #expect(missing.missingSince != nil && missing.health == .quarantined)
+            #expect(detail.node.gpus.filter { $0.missingSince != nil }.count == 1)
+            #expect(detail.node.gpus.first { $0.index == 7 }?.health == (gone == 7 ? .quarantined : .suspect))
+            #expect(detail.healthEvents.last?.gpuIndex == gone && detail.healthEvents.last?.jobID == a)
+            // The job on it is stopped as the infrastructure's loss (its rank dies: the CUDA context is gone); the
+            // other keeps its GPU and runs on.
+            let stopping = try await f.job(a).attempts
+            #expect(stopping.first?.reason?.contains("missing from nvidia-smi") == true, "\(stopping)")
+            try await report(shifted, a: .exited)
+            let requeued = try await f.job(a)
+            #expect(requeued.state == .queued && requeued.attempts.first?.state == .lost, "\(requeued.attempts)")
+            #expect(try await f.job(b).state == .running)
+            #expect(try await f.job(b).attempts.first?.nodes.first?.gpus == [kept])
+            // It goes again, on neither the missing GPU nor b's.
+            #expect(try await f.schedule() == [a])
+            let again = try #require(try await f.job(a).attempts.last?.nodes.first?.gpus.first)
+            #expect(again != gone && again != kept)
+            // Back on the bus: listed again, still quarantined until an operator restores it.
+            try await report(all)
+            detail = try await NodeStore(database: db).detail("n1")
+            #expect(detail.node.gpus.allSatisfy { $0.missingSince == nil } && detail.node.gpus[gone].health == .quarantined)
+        }
+    }
+
+    @Test("GPU slots: a known UUID keeps its slot, a new one never takes a slot another UUID owns, no slot is given twice (seeded random reports)")
+    func gpuSlotsProperty() {
+        for seed in UInt64(1)...2000 {
+            var rng = SeededRandom(seed: seed)
+            var owners: [Int: String] = [:]
+            for slot in 0..<Int(rng.next() % 10) where rng.next() % 4 != 0 { owners[slot] = rng.next() % 5 == 0 ? "" : "G\(slot)" }
+            let pool = (0..<14).map { "G\($0)" }.shuffled(using: &rng)
+            let reported = pool.prefix(Int(rng.next() % 10)).enumerated().map { k, uuid in
+                GPUInfo(index: k, uuid: rng.next() % 6 == 0 ? "" : uuid, model: "H200", memoryMiB: 1)
+            }
+            let slots = NodesTable.slots(for: reported, owners: owners)
+            var problem: String?
+            if Set(slots).count != slots.count { problem = "a slot given twice: \(slots)" }
+            for (gpu, slot) in zip(reported, slots) {
+                if !gpu.uuid.isEmpty, let own = owners.first(where: { $0.value == gpu.uuid })?.key, own != slot {
+                    problem = "\(gpu.uuid) owns slot \(own) but got \(slot)"
+                }
+                if let owner = owners[slot], !owner.isEmpty, owner != gpu.uuid { problem = "slot \(slot) of \(owner) given to '\(gpu.uuid)'" }
+            }
+            if let problem { Issue.record("seed \(seed): \(problem) (owners \(owners), reported \(reported.map(\.uuid)))") }
         }
     }
 

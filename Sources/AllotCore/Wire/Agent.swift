@@ -111,7 +111,11 @@ public struct LaunchRequest: Hashable, Codable, Sendable {
     public var command: String
     public var env: [String: String]
     public var workingDir: String?
+    /// Allot's slots of the rank's GPUs (see `gpuUUIDs`).
     public var gpuIndices: [Int]
+    /// The same GPUs by UUID: the agent finds each where nvidia-smi lists it now, so a renumbering (a GPU fallen
+    /// off the bus shifts those after it) gives the rank the GPUs it was placed on. Nil from an older allotd.
+    public var gpuUUIDs: [String]?
     public var gang: GangInfo
     public var gracePeriodSeconds: Int
     public var tenant: RankTenant
@@ -128,8 +132,9 @@ public struct LaunchRequest: Hashable, Codable, Sendable {
     public init(
         key: RankKey, command: String, env: [String: String], workingDir: String?, gpuIndices: [Int], gang: GangInfo,
         gracePeriodSeconds: Int, tenant: RankTenant, launchID: String? = nil, timeLimitSeconds: Int64? = nil, signal: JobSignal? = nil,
-        slurm: SlurmLaunch? = nil, epoch: Int64? = nil
+        slurm: SlurmLaunch? = nil, epoch: Int64? = nil, gpuUUIDs: [String]? = nil
     ) {
+        self.gpuUUIDs = gpuUUIDs
         self.epoch = epoch
         self.launchID = launchID
         self.timeLimitSeconds = timeLimitSeconds

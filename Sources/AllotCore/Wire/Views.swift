@@ -158,6 +158,8 @@ public struct GPUInfo: Codable, Hashable, Sendable {
     public var minorNumber: Int?
     /// XID events read from the kernel log since the agent started.
     public var xids: [XidEvent]
+    /// Since when the agent no longer lists this GPU while it lists others (allotd's answers only).
+    public var missingSince: Date?
     public init(
         index: Int, uuid: String, model: String, memoryMiB: Int, nvlinkDomain: Int? = nil, migMode: String? = nil,
         health: GPUHealth = .healthy, healthDetail: String? = nil, pciBusID: String? = nil, xids: [XidEvent] = [], minorNumber: Int? = nil

@@ -86,6 +86,17 @@ extension NodeRoutes {
         else { return "must be http(s)://HOST:PORT, not '\(text.prefix(200))'" }
         return nil
     }
+
+    /// A GPU is known by its UUID, so one UUID listed twice (or one index twice) is a broken report.
+    static func gpuListProblem(_ gpus: [GPUInfo]) -> String? {
+        var uuids: Set<String> = []
+        var indices: Set<Int> = []
+        for gpu in gpus {
+            if !gpu.uuid.isEmpty, !uuids.insert(gpu.uuid).inserted { return "GPU \(gpu.uuid.prefix(100)) is listed twice" }
+            if !indices.insert(gpu.index).inserted { return "index \(gpu.index) is listed twice" }
+        }
+        return nil
+    }
 }
 
 /// `/v1/agents`: registrations and heartbeats, each from the agent of the node it reports.
@@ -103,6 +114,7 @@ struct AgentRoutes {
                     throw APIError.forbidden("this token acts only for node \(principal.node ?? "-"), not \(report.node)")
                 }
                 if let why = NodeRoutes.agentURLProblem(report.agentURL) { throw APIError.badRequest(why, field: "agentURL") }
+                if let why = NodeRoutes.gpuListProblem(report.gpus) { throw APIError.badRequest(why, field: "gpus") }
                 let reply = try await self.agents.report(report, from: principal)
                 if !report.ranks.isEmpty || endpoint == .register { self.wake.signal() }
                 return JSON.response(reply)

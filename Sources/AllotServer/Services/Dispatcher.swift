@@ -83,7 +83,7 @@ public struct Dispatcher: Service {
                         tenant: RankTenant(
                             org: work.org, owner: work.owner, account: work.account, cpuMilli: rank.cpuMilli, memoryMiB: rank.memoryMiB,
                             image: work.image), launchID: work.launchID, timeLimitSeconds: work.timeLimitSeconds, signal: work.signal,
-                        slurm: slurm, epoch: fence.epoch)
+                        slurm: slurm, epoch: fence.epoch, gpuUUIDs: rank.gpuUUIDs.contains("") ? nil : rank.gpuUUIDs)
                     do {
                         let _: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
                             .post("/v1/attempts", json: request)

@@ -262,7 +262,9 @@ struct AttemptsTable {
                    j.name, j.pool, j.project, j.time_limit_s, j.warn_signal, j.slurm::text, j.array_job_id, j.array_task_id,
                    (SELECT count(*)::int FROM jobs t WHERE t.array_job_id = j.array_job_id),
                    (SELECT min(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id),
-                   (SELECT max(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id), l.rendezvous_port
+                   (SELECT max(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id), l.rendezvous_port,
+                   ARRAY(SELECT coalesce(g.uuid, '') FROM unnest(r.gpu_indices) WITH ORDINALITY AS u(slot, k)
+                         LEFT JOIN gpus g ON g.node = r.node AND g.idx = u.slot ORDER BY u.k)
             FROM leased l
             JOIN attempt_ranks r ON r.job_id = l.job_id AND r.attempt = l.number
             JOIN nodes n ON n.name = r.node
@@ -277,8 +279,8 @@ struct AttemptsTable {
                 (Int64, Int, Int, String, String?, Int, [Int], Int, Int, Bool).self)
             let c = row.makeRandomAccess()
             let r = LaunchWork.Rank(
-                rank: rank, node: node, agentURL: url, enrolment: enrolment, gpuIndices: gpus, cpuMilli: cpu, memoryMiB: memory,
-                dispatched: dispatched)
+                rank: rank, node: node, agentURL: url, enrolment: enrolment, gpuIndices: gpus, gpuUUIDs: try c[32].decode([String].self),
+                cpuMilli: cpu, memoryMiB: memory, dispatched: dispatched)
             if let last = work.last, last.jobID == job, last.attempt == attempt {
                 work[work.count - 1].ranks.append(r)
             } else {

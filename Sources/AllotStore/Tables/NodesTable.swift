@@ -138,17 +138,27 @@ struct NodesTable {
 
     // MARK: - GPUs
 
-    /// Refreshes a node's GPUs from its agent's report. XIDs grade a GPU (the application's faults make it
-    /// suspect, the hardware's quarantine it), health only worsens here, and every change is recorded with the
-    /// job that was on the GPU. GPUs no longer reported are marked absent, not deleted. Returns the audit records
-    /// the health changes call for, and the GPUs quarantined now, with why.
-    func upsertGPUs(_ gpus: [GPUInfo], node: String) async throws -> (audit: [AuditEntry], quarantined: [(index: Int, cause: String)]) {
-        let idx = gpus.map(\.index)
+    /// Refreshes a node's GPUs from its agent's report. Each physical GPU keeps one slot (`gpus.idx`) for good,
+    /// found by its UUID, so claims, health and XIDs stay with it when nvidia-smi's numbering shifts; the agent's
+    /// own index is only how the report lists it. XIDs grade a GPU (the application's faults make it suspect, the
+    /// hardware's quarantine it), health only worsens here, and every change is recorded with the job that was on
+    /// the GPU. A GPU with a UUID that drops out of a report listing others has left the bus: it is marked missing
+    /// and quarantined (its work is the infrastructure's loss). Returns the audit records the health changes call
+    /// for, and the slots quarantined now, with why.
+    func upsertGPUs(_ reported: [GPUInfo], node: String) async throws -> (audit: [AuditEntry], quarantined: [(index: Int, cause: String)]) {
         var before: [Int: GPUHealth] = [:]
-        for try await (i, h) in try await self.tx.query("SELECT idx, health::text FROM gpus WHERE node = \(node)").decode((Int, String).self) {
+        var owner: [Int: String] = [:]  // slot → UUID ("" for a GPU that never had one)
+        var wasPresent: Set<Int> = []
+        for try await (i, uuid, h, present) in try await self.tx.query(
+            "SELECT idx, uuid, health::text, present FROM gpus WHERE node = \(node) ORDER BY idx FOR UPDATE"
+        ).decode((Int, String, String, Bool).self) {
             before[i] = try decoded(h, "gpus.health")
+            owner[i] = uuid
+            if present { wasPresent.insert(i) }
         }
-        var gpus = gpus
+        let slots = Self.slots(for: reported, owners: owner)
+        var gpus = reported
+        for k in gpus.indices { gpus[k].index = slots[k] }
         var events: [(index: Int, from: GPUHealth, to: GPUHealth, cause: String, xid: Int?)] = []
         for (k, gpu) in gpus.enumerated() {
             var current = before[gpu.index] ?? .healthy
@@ -176,23 +186,41 @@ struct NodesTable {
             if current != .healthy && gpu.health != .quarantined { gpus[k].health = current }
             if current == .quarantined && gpus[k].healthDetail == nil { gpus[k].healthDetail = events.last { $0.index == gpu.index }?.cause }
         }
+        // Gone from a report that lists others: a GPU with a UUID has fallen off the bus (an empty report is the
+        // agent failing to read any, handled below as before).
+        let reportedSlots = Set(slots)
+        let gone = reported.isEmpty ? [] : wasPresent.subtracting(reportedSlots).filter { !(owner[$0] ?? "").isEmpty }.sorted()
+        for slot in gone where before[slot] != .quarantined {
+            events.append(
+                (slot, before[slot] ?? .healthy, .quarantined, "missing from nvidia-smi's list (\(owner[slot] ?? "")): fallen off the bus?", nil))
+        }
         try await self.tx.query(
             """
             INSERT INTO gpus (node, idx, uuid, model, memory_mib, nvlink_domain, mig_mode, health, health_detail, present)
             SELECT \(node), g.idx, g.uuid, g.model, g.memory, nullif(g.domain, -1), nullif(g.mig, ''), g.health::gpu_health, nullif(g.detail, ''), true
-            FROM unnest(\(idx)::integer[], \(gpus.map(\.uuid))::text[], \(gpus.map(\.model))::text[], \(gpus.map(\.memoryMiB))::integer[],
+            FROM unnest(\(slots)::integer[], \(gpus.map(\.uuid))::text[], \(gpus.map(\.model))::text[], \(gpus.map(\.memoryMiB))::integer[],
                         \(gpus.map { $0.nvlinkDomain ?? -1 })::integer[], \(gpus.map { $0.migMode ?? "" })::text[],
                         \(gpus.map(\.health.rawValue))::text[], \(gpus.map { $0.healthDetail ?? "" })::text[])
                  AS g(idx, uuid, model, memory, domain, mig, health, detail)
             ON CONFLICT (node, idx) DO UPDATE SET
-                uuid = EXCLUDED.uuid, model = EXCLUDED.model, memory_mib = EXCLUDED.memory_mib, nvlink_domain = EXCLUDED.nvlink_domain,
-                mig_mode = EXCLUDED.mig_mode, present = true,
+                uuid = CASE WHEN gpus.uuid = '' THEN EXCLUDED.uuid ELSE gpus.uuid END, model = EXCLUDED.model,
+                memory_mib = EXCLUDED.memory_mib, nvlink_domain = EXCLUDED.nvlink_domain,
+                mig_mode = EXCLUDED.mig_mode, present = true, missing_since = NULL,
                 -- Health only worsens here: back to healthy is an operator's call (allot nodes restore-gpu).
                 health = CASE WHEN gpus.health = 'quarantined' OR (gpus.health = 'suspect' AND EXCLUDED.health = 'healthy')
                               THEN gpus.health ELSE EXCLUDED.health END,
                 health_detail = CASE WHEN gpus.health = 'quarantined' OR (gpus.health = 'suspect' AND EXCLUDED.health = 'healthy')
                               THEN gpus.health_detail ELSE EXCLUDED.health_detail END
             """)
+        if !gone.isEmpty {
+            try await self.tx.query(
+                """
+                UPDATE gpus SET present = false, missing_since = now(), health = 'quarantined',
+                       health_detail = coalesce(CASE WHEN health = 'quarantined' THEN health_detail END,
+                                                'missing from nvidia-smi''s list: fallen off the bus?')
+                WHERE node = \(node) AND idx = ANY(\(gone)::integer[])
+                """)
+        }
         let agent = Principal(name: "agent:\(node)", role: .agent, node: node)
         var audit: [AuditEntry] = []
         for e in events {
@@ -208,12 +236,12 @@ struct NodesTable {
                     actor: agent, action: "gpu.health", target: "node/\(node)/gpu/\(e.index)", outcome: "\(e.from.rawValue) → \(e.to.rawValue)",
                     detail: ["cause": e.cause]))
         }
-        // A GPU the report leaves out goes absent, unless live work holds it: then the report cannot take it away
-        // (a fault the agent sees comes as a health grade of a GPU it still reports, not as silence).
+        // Any other GPU the report leaves out goes absent, unless live work holds it: then the report cannot take
+        // it away (a GPU without a UUID, or a report listing none, is no proof the GPU is gone).
         let held = try await self.tx.query(
             """
             SELECT DISTINCT gpu_index FROM gpu_claims
-            WHERE node = \(node) AND released_at IS NULL AND NOT (gpu_index = ANY(\(idx)::integer[])) ORDER BY 1
+            WHERE node = \(node) AND released_at IS NULL AND NOT (gpu_index = ANY(\(slots + gone)::integer[])) ORDER BY 1
             """
         ).decode(Int.self).array()
         for gpu in held {
@@ -225,9 +253,37 @@ struct NodesTable {
         try await self.tx.query(
             """
             UPDATE gpus SET present = false
-            WHERE node = \(node) AND present AND NOT (idx = ANY(\(idx)::integer[])) AND NOT (idx = ANY(\(held)::integer[]))
+            WHERE node = \(node) AND present AND NOT (idx = ANY(\(slots + gone)::integer[])) AND NOT (idx = ANY(\(held)::integer[]))
             """)
         return (audit, events.filter { $0.to == .quarantined }.map { (index: $0.index, cause: $0.cause) })
+    }
+
+    /// The slot of each reported GPU: its own when its UUID has one; else the position the agent lists it at when
+    /// no other GPU owns that slot; else the lowest slot no GPU owns. Pure, so the rule is tested on its own.
+    static func slots(for reported: [GPUInfo], owners: [Int: String]) -> [Int] {
+        var slotOf: [String: Int] = [:]
+        for (slot, uuid) in owners where !uuid.isEmpty { slotOf[uuid] = slot }
+        var slots = [Int?](repeating: nil, count: reported.count)
+        var taken: Set<Int> = []
+        for (k, gpu) in reported.enumerated() where !gpu.uuid.isEmpty {
+            if let slot = slotOf[gpu.uuid], !taken.contains(slot) {
+                slots[k] = slot
+                taken.insert(slot)
+            }
+        }
+        // A slot is free for a GPU when nothing in this report took it and no other UUID owns it.
+        func free(_ slot: Int, for uuid: String) -> Bool {
+            guard !taken.contains(slot) else { return false }
+            let owned = owners[slot] ?? ""
+            return owned.isEmpty || owned == uuid
+        }
+        for (k, gpu) in reported.enumerated() where slots[k] == nil {
+            var slot = gpu.index >= 0 && free(gpu.index, for: gpu.uuid) ? gpu.index : 0
+            while !free(slot, for: gpu.uuid) { slot += 1 }
+            slots[k] = slot
+            taken.insert(slot)
+        }
+        return slots.map { $0! }
     }
 
     /// Returns a GPU to service; false when it was healthy already.
