@@ -28,7 +28,8 @@ public enum GPUDiscovery {
         "H200": 143_771, "H100": 81_559, "A100": 81_920, "L40S": 46_068, "B200": 183_359, "GH200": 97_871, "A10": 23_028,
     ]
 
-    /// `8xH200`, or `4xH100,4xA100`: indices in order, one NVLink domain per model group.
+    /// `8xH200`, or `4xH100,4xA100`: indices in order, one NVLink domain per model group, PCI bus ids from
+    /// `00000000:18:00.0` on (what a fault fixture's kernel log lines name).
     public static func simulated(_ spec: String, node: String) throws(Failure) -> [GPUInfo] {
         var gpus: [GPUInfo] = []
         for (domain, part) in spec.split(separator: ",").enumerated() {
@@ -42,7 +43,7 @@ public enum GPUDiscovery {
                 gpus.append(
                     GPUInfo(
                         index: i, uuid: "GPU-sim-\(node)-\(i)", model: model, memoryMiB: self.simulatedMemoryMiB[model] ?? 81_920,
-                        nvlinkDomain: domain, migMode: "Disabled", minorNumber: i))
+                        nvlinkDomain: domain, migMode: "Disabled", pciBusID: String(format: "00000000:%02X:00.0", 0x18 + i), minorNumber: i))
             }
         }
         if gpus.isEmpty { throw .badSimulation(spec) }

@@ -18,7 +18,12 @@ struct GPUOptions: ParsableArguments {
     var gpus: String?
 
     func discover(node: String) throws -> [GPUInfo] {
-        if let gpus { return try GPUDiscovery.simulated(gpus, node: node) }
+        if let gpus {
+            let simulated = try GPUDiscovery.simulated(gpus, node: node)
+            // A simulated node's XIDs come from a fixture ($ALLOT_DMESG) alone, never from this machine's kernel log.
+            let environment = ProcessInfo.processInfo.environment
+            return environment["ALLOT_DMESG"] == nil ? simulated : KernelLog.attachXids(to: simulated, environment: environment)
+        }
         return KernelLog.attachXids(to: try GPUDiscovery.nvidiaSMI(path: GPUDiscovery.nvidiaSMIPath()))
     }
 }
