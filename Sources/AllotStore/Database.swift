@@ -5,24 +5,41 @@ public import ServiceLifecycle
 import Synchronization
 
 /// Where the database is, read from a `postgres://user:password@host:port/db?sslmode=…` URL (`ALLOT_DATABASE_URL`).
+/// As with libpq, the URL may name several servers (`@h1:5432,h2:5432/db?target_session_attrs=read-write`): allotd
+/// uses the first that answers and, with `read-write` (or `primary`), is not a standby; when that one goes away it
+/// moves to another, so a promoted standby takes over without a restart.
 public struct DatabaseURL: Sendable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
+    public struct Server: Sendable, Hashable {
+        public var host: String
+        public var port: Int
+    }
+    /// Every server the URL names, in its order; the first is `host`/`port`.
+    public var servers: [Server]
+    public var host: String {
+        get { self.servers[0].host }
+        set { self.servers[0].host = newValue }
+    }
+    public var port: Int {
+        get { self.servers[0].port }
+        set { self.servers[0].port = newValue }
+    }
     public var user: String
     public var password: String?
     public var database: String
     public var requireTLS: Bool
     public var preferTLS: Bool
+    /// libpq's `target_session_attrs=read-write` or `primary`: a server in recovery (a standby) is passed over.
+    public var readWrite: Bool
 
     public init(_ text: String) throws(StoreError) {
-        guard let url = URLComponents(string: text), let scheme = url.scheme, ["postgres", "postgresql"].contains(scheme) else {
+        let (single, servers) = try Self.servers(of: text)
+        guard let url = URLComponents(string: single), let scheme = url.scheme, ["postgres", "postgresql"].contains(scheme) else {
             throw .invalid(field: "ALLOT_DATABASE_URL", message: "must look like postgres://user:password@host:port/database")
         }
         guard let host = url.host, !host.isEmpty else {
             throw .invalid(field: "ALLOT_DATABASE_URL", message: "names no host")
         }
-        self.host = host
-        self.port = url.port ?? 5432
+        self.servers = servers.isEmpty ? [Server(host: host, port: url.port ?? 5432)] : servers
         self.user = url.user.flatMap { $0.removingPercentEncoding } ?? "postgres"
         self.password = url.password.flatMap { $0.removingPercentEncoding }
         let db = String(url.path.drop { $0 == "/" })
@@ -30,36 +47,82 @@ public struct DatabaseURL: Sendable, CustomStringConvertible {
         let sslmode = url.queryItems?.first { $0.name == "sslmode" }?.value ?? "prefer"
         self.requireTLS = ["require", "verify-ca", "verify-full"].contains(sslmode)
         // Loopback needs no TLS; elsewhere libpq's default ("prefer") applies.
-        self.preferTLS = sslmode == "prefer" && !["127.0.0.1", "localhost", "::1"].contains(host)
+        self.preferTLS = sslmode == "prefer" && !self.servers.allSatisfy { ["127.0.0.1", "localhost", "::1"].contains($0.host) }
+        switch url.queryItems?.first(where: { $0.name == "target_session_attrs" })?.value ?? "any" {
+        case "any": self.readWrite = false
+        case "read-write", "primary": self.readWrite = true
+        case let other:
+            throw .invalid(
+                field: "ALLOT_DATABASE_URL",
+                message: "target_session_attrs '\(other.prefix(40))': allotd writes, so only any, read-write or primary")
+        }
+    }
+
+    /// Splits libpq's host list (`h1:p1,[::1]:p2`) out of the URL: the URL with the first host alone, and every
+    /// server (none when the URL names one host, left to URLComponents). By hand: URLComponents takes one host.
+    static func servers(of text: String) throws(StoreError) -> (String, [Server]) {
+        guard let schemeEnd = text.range(of: "://") else { return (text, []) }
+        let rest = text[schemeEnd.upperBound...]
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        let at = authority.lastIndex(of: "@")
+        let list = at.map { authority[authority.index(after: $0)...] } ?? authority
+        guard list.contains(",") else { return (text, []) }
+        var servers: [Server] = []
+        for entry in list.split(separator: ",", omittingEmptySubsequences: false) {
+            var host = Substring(entry)
+            var port = "5432"
+            if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
+                let after = host[host.index(after: close)...]
+                if after.hasPrefix(":") { port = String(after.dropFirst()) }
+                host = host[host.index(after: host.startIndex)..<close]
+            } else if let colon = host.lastIndex(of: ":") {
+                port = String(host[host.index(after: colon)...])
+                host = host[..<colon]
+            }
+            guard !host.isEmpty, let number = Int(port), (1...65535).contains(number) else {
+                throw .invalid(field: "ALLOT_DATABASE_URL", message: "server '\(entry.prefix(100))' of the host list must be HOST[:PORT]")
+            }
+            servers.append(Server(host: String(host), port: number))
+        }
+        let first = list.split(separator: ",", omittingEmptySubsequences: false)[0]
+        let single = String(text[..<list.startIndex]) + first + String(rest[authorityEnd...])
+        return (single, servers)
     }
 
     /// The URL without its password, for logs and errors.
-    public var description: String { "postgres://\(self.user)@\(self.host):\(self.port)/\(self.database)" }
+    public var description: String { "postgres://\(self.user)@\(self.hostList)/\(self.database)" }
 
     /// The URL as text, with its password, for handing to a child process.
     public var urlString: String {
         let auth = self.password.map { "\(self.user):\($0)" } ?? self.user
-        return "postgres://\(auth)@\(self.host):\(self.port)/\(self.database)"
+        return "postgres://\(auth)@\(self.hostList)/\(self.database)\(self.readWrite ? "?target_session_attrs=read-write" : "")"
     }
 
-    func clientConfiguration() -> PostgresClient.Configuration {
+    private var hostList: String {
+        self.servers.map { "\($0.host.contains(":") ? "[\($0.host)]" : $0.host):\($0.port)" }.joined(separator: ",")
+    }
+
+    func clientConfiguration(_ server: Int = 0) -> PostgresClient.Configuration {
         let tls: PostgresClient.Configuration.TLS =
             self.requireTLS ? .require(.makeClientConfiguration()) : self.preferTLS ? .prefer(.makeClientConfiguration()) : .disable
         var config = PostgresClient.Configuration(
-            host: self.host, port: self.port, username: self.user, password: self.password, database: self.database, tls: tls)
+            host: self.servers[server].host, port: self.servers[server].port, username: self.user, password: self.password,
+            database: self.database, tls: tls)
         config.options.maximumConnections = 16
         config.options.connectTimeout = .seconds(5)
         return config
     }
 
     /// The same server for one connection of its own (the reachability probe's), with the same TLS choice.
-    func connectionConfiguration() throws -> PostgresConnection.Configuration {
+    func connectionConfiguration(_ server: Int = 0) throws -> PostgresConnection.Configuration {
         let tls: PostgresConnection.Configuration.TLS =
             self.requireTLS
             ? .require(try .init(configuration: .makeClientConfiguration()))
             : self.preferTLS ? .prefer(try .init(configuration: .makeClientConfiguration())) : .disable
         return PostgresConnection.Configuration(
-            host: self.host, port: self.port, username: self.user, password: self.password, database: self.database, tls: tls)
+            host: self.servers[server].host, port: self.servers[server].port, username: self.user, password: self.password,
+            database: self.database, tls: tls)
     }
 }
 
@@ -67,7 +130,9 @@ public struct DatabaseURL: Sendable, CustomStringConvertible {
 /// (in the application's ServiceGroup, or with `withRunningClient`) for as long as the stores are used.
 /// PostgreSQL's own types stay inside this module: the stores' API speaks in the core's types.
 public struct Database: Sendable, Service {
-    package let client: PostgresClient
+    /// One client per server of the URL; the one in use is the probe's choice (see `run`).
+    let clients: [PostgresClient]
+    package var client: PostgresClient { self.clients[self.health.server] }
     public let logger: Logger
     public let url: DatabaseURL
     /// The key of the audit log's MAC chain: kept outside the database (derived from allotd's secret file), so
@@ -81,18 +146,20 @@ public struct Database: Sendable, Service {
 
     public init(url: DatabaseURL, logger: Logger, auditKey: Data) {
         self.url = url
-        self.client = PostgresClient(configuration: url.clientConfiguration(), backgroundLogger: logger)
+        self.clients = url.servers.indices.map { PostgresClient(configuration: url.clientConfiguration($0), backgroundLogger: logger) }
         self.logger = logger
         self.auditKey = auditKey
     }
 
-    /// Runs the client, and a probe that asks the server `SELECT 1` every second on a connection of its own. While
-    /// the probe fails, every operation fails at once with `StoreError.unreachable` (allotd answers 503) instead of
-    /// waiting for a pooled connection: PostgresNIO's pool would hold a request for up to a minute before giving up.
+    /// Runs the clients, and a probe that asks the server `SELECT 1` every second on a connection of its own
+    /// (with `read-write`, whether it is in recovery). While the probe fails, every operation fails at once with
+    /// `StoreError.unreachable` (allotd answers 503) instead of waiting for a pooled connection: PostgresNIO's pool
+    /// would hold a request for up to a minute before giving up. When the server in use fails and the URL names
+    /// others, the probe looks for one that serves (a promoted standby) and moves every operation there.
     public func run() async {
         await withDiscardingTaskGroup { group in
-            group.addTask { await self.client.run() }
-            // The client ends on graceful shutdown by itself; the probe must too, or allotd never exits on SIGTERM.
+            for client in self.clients { group.addTask { await client.run() } }
+            // The clients end on graceful shutdown by themselves; the probe must too, or allotd never exits on SIGTERM.
             group.addTask { try? await cancelWhenGracefulShutdown { await self.probe() } }
         }
     }
@@ -101,49 +168,88 @@ public struct Database: Sendable, Service {
         var connection: PostgresConnection?
         var id = 0
         while !Task.isCancelled {
+            let server = self.health.server
             do {
                 if connection == nil {
                     id += 1
-                    connection = try await Self.bounded(.seconds(3)) { [url, logger, id] in
-                        try await PostgresConnection.connect(configuration: try url.connectionConfiguration(), id: id, logger: logger)
-                    }
+                    connection = try await self.connect(server, id: id)
                 }
-                let c = connection!
-                _ = try await Self.bounded(.seconds(3)) { [logger] in try await c.query("SELECT 1", logger: logger) }
+                try await self.check(connection!)
                 if !self.health.reachable { self.logger.info("PostgreSQL answers again", metadata: ["database": "\(self.url)"]) }
                 self.health.reachable = true
             } catch {
                 if Task.isCancelled { break }
-                if self.health.reachable {
-                    self.logger.warning("PostgreSQL does not answer: answering 503 until it does", metadata: ["error": "\(error)"])
-                }
-                self.health.reachable = false
-                try? await connection?.close()
+                if let dead = connection { Task { try? await dead.close() } }
                 connection = nil
+                if let (other, open) = await self.anotherServer(than: server, id: &id) {
+                    self.logger.warning(
+                        "PostgreSQL server \(self.url.servers[server].host):\(self.url.servers[server].port) failed; using \(self.url.servers[other].host):\(self.url.servers[other].port)",
+                        metadata: ["error": "\(error)"])
+                    self.health.server = other
+                    self.health.reachable = true
+                    connection = open
+                } else {
+                    if self.health.reachable {
+                        self.logger.warning("PostgreSQL does not answer: answering 503 until it does", metadata: ["error": "\(error)"])
+                    }
+                    self.health.reachable = false
+                }
             }
+            self.health.firstProbe = false
             try? await Task.sleep(for: .seconds(1))
         }
         try? await connection?.close()
     }
 
-    /// `body`, or a timeout error after `limit`.
-    static func bounded<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else {
-                throw StoreError.unreachable(url: "-", underlying: "no answer within \(limit)")
-            }
-            return value
+    private func connect(_ server: Int, id: Int) async throws -> PostgresConnection {
+        try await Self.bounded(.seconds(3)) { [url, logger] in
+            try await PostgresConnection.connect(configuration: try url.connectionConfiguration(server), id: id, logger: logger)
         }
     }
 
-    /// Fails at once while the probe finds the server away.
-    private func available() throws {
+    /// That the server answers and, for a `read-write` URL, is not a standby.
+    private func check(_ connection: PostgresConnection) async throws {
+        let standby = try await Self.bounded(.seconds(3)) { [logger] in
+            try await connection.query("SELECT pg_is_in_recovery()", logger: logger).decode(Bool.self).first() ?? false
+        }
+        if standby && self.url.readWrite {
+            throw StoreError.unreachable(url: self.url.description, underlying: "the server is a standby (in recovery)")
+        }
+    }
+
+    /// The first other server of the URL that passes `check`, with the connection that showed it.
+    private func anotherServer(than server: Int, id: inout Int) async -> (Int, PostgresConnection)? {
+        for other in self.url.servers.indices where other != server {
+            id += 1
+            guard let connection = try? await self.connect(other, id: id) else { continue }
+            if (try? await self.check(connection)) != nil { return (other, connection) }
+            try? await connection.close()
+        }
+        return nil
+    }
+
+    /// `body`, or a timeout error after `limit`.
+    static func bounded<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        // A race of two unstructured tasks, not a task group: a group waits for every child, and a query on a
+        // connection whose server died mid-answer may ignore cancellation for good (seen after an immediate stop).
+        let race = Race<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            race.start(continuation)
+            let work = Task {
+                do { race.finish(.success(try await body())) } catch { race.finish(.failure(error)) }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                work.cancel()
+                race.finish(.failure(StoreError.unreachable(url: "-", underlying: "no answer within \(limit)")))
+            }
+        }
+    }
+
+    /// Fails at once while the probe finds the server away. Before the probe's first verdict (a few ms after
+    /// `run`), waits for it: the first server of a list may be the one that is away.
+    private func available() async throws {
+        for _ in 0..<250 where self.health.firstProbe { try await Task.sleep(for: .milliseconds(20)) }
         guard self.health.reachable else {
             throw StoreError.unreachable(url: self.url.description, underlying: "the server did not answer the last probe")
         }
@@ -163,7 +269,7 @@ public struct Database: Sendable, Service {
     package func transaction<T: Sendable>(
         _ isolation: Isolation = .readCommitted, _ body: (Transaction) async throws -> T
     ) async throws -> T {
-        try self.available()
+        try await self.available()
         do {
             return try await self.client.withTransaction(logger: self.logger) { connection in
                 let tx = Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey)
@@ -186,7 +292,7 @@ public struct Database: Sendable, Service {
 
     /// Reads on one connection without a transaction of their own.
     package func read<T: Sendable>(_ body: (Transaction) async throws -> T) async throws -> T {
-        try self.available()
+        try await self.available()
         do {
             return try await self.client.withConnection { connection in
                 try await body(Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey))
@@ -199,7 +305,7 @@ public struct Database: Sendable, Service {
     /// One statement outside any transaction of ours (for tests and one-shot statements).
     @discardableResult
     package func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
-        try self.available()
+        try await self.available()
         do {
             return try await self.client.query(query, logger: self.logger, file: file, line: line)
         } catch {
@@ -223,7 +329,8 @@ public struct Database: Sendable, Service {
         if state.hasPrefix("23") || state.hasPrefix("22") {
             return StoreError.invalid(field: e.constraint ?? "", message: e.serverMessage ?? "rejected by the database")
         }
-        if state.hasPrefix("08") || state.hasPrefix("57") {
+        // 25006: a write reached a standby (a server demoted, or not yet left for the promoted one).
+        if state.hasPrefix("08") || state.hasPrefix("57") || state == "25006" {
             return StoreError.unreachable(url: self.url.description, underlying: e.serverMessage ?? state)
         }
         return error
@@ -268,10 +375,13 @@ public struct Database: Sendable, Service {
     /// Runs the client for the duration of `body`, for one-shot commands (migrate, bootstrap) and tests.
     @discardableResult
     public func withRunningClient<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                await self.client.run()
-                return nil
+        self.health.firstProbe = false  // no probe here: one-shot commands go to the first server
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            for client in self.clients {
+                group.addTask {
+                    await client.run()
+                    return nil
+                }
             }
             defer { group.cancelAll() }
             // Let run() start first: the client warns about leases asked for before it runs.
@@ -313,11 +423,28 @@ package final class Transaction {
 extension Transaction: Sendable {}
 
 /// What the reachability probe last found; shared by every copy of a `Database`.
+/// The continuation of `Database.bounded`, resumed by whichever finishes first.
+final class Race<T: Sendable>: Sendable {
+    private let pending = Mutex<CheckedContinuation<T, any Error>?>(nil)
+    func start(_ continuation: CheckedContinuation<T, any Error>) { self.pending.withLock { $0 = continuation } }
+    func finish(_ result: Result<T, any Error>) { self.pending.withLock { $0.take() }?.resume(with: result) }
+}
+
 final class Health: Sendable {
-    private let state = Mutex(true)
+    private let state = Mutex((reachable: true, server: 0, firstProbe: true))
     var reachable: Bool {
-        get { self.state.withLock { $0 } }
-        set { self.state.withLock { $0 = newValue } }
+        get { self.state.withLock { $0.reachable } }
+        set { self.state.withLock { $0.reachable = newValue } }
+    }
+    /// Whether the probe has yet to give its first verdict (`run` starts it; `withRunningClient` runs none).
+    var firstProbe: Bool {
+        get { self.state.withLock { $0.firstProbe } }
+        set { self.state.withLock { $0.firstProbe = newValue } }
+    }
+    /// The server of the URL in use.
+    var server: Int {
+        get { self.state.withLock { $0.server } }
+        set { self.state.withLock { $0.server = newValue } }
     }
 }
 

@@ -1,0 +1,55 @@
+import AllotDatabaseTesting
+import AllotStore
+import Foundation
+import Logging
+import Testing
+
+@Suite("Database URLs: libpq's host lists and target_session_attrs")
+struct DatabaseURLTests {
+    @Test("several servers, IPv6 in brackets, default ports; read-write kept; the password never in the description")
+    func hostList() throws {
+        let url = try DatabaseURL("postgres://app:s%40cret@db1:5433,[::1]:6543,db3/allot?target_session_attrs=read-write&sslmode=require")
+        #expect(url.servers.map(\.host) == ["db1", "::1", "db3"])
+        #expect(url.servers.map(\.port) == [5433, 6543, 5432])
+        #expect(url.user == "app" && url.password == "s@cret" && url.database == "allot" && url.readWrite && url.requireTLS)
+        #expect(url.description == "postgres://app@db1:5433,[::1]:6543,db3:5432/allot")
+        let again = try DatabaseURL(url.urlString)
+        #expect(again.servers == url.servers && again.readWrite && again.password == "s@cret")
+        let one = try DatabaseURL("postgres://app@127.0.0.1:5432/allot")
+        #expect(one.servers.count == 1 && !one.readWrite && !one.preferTLS)
+    }
+
+    @Test("a bad server in the list or a target allotd cannot write to is refused, naming ALLOT_DATABASE_URL")
+    func refusals() {
+        for text in [
+            "postgres://app@db1:5432,db2:notaport/allot", "postgres://app@db1:5432,,db2/allot", "postgres://app@db1,db2:70000/allot",
+            "postgres://app@db1/allot?target_session_attrs=read-only", "postgres://app@db1,db2/allot?target_session_attrs=standby",
+        ] {
+            let error = #expect(throws: StoreError.self, "\(text)") { _ = try DatabaseURL(text) }
+            guard case .invalid(let field, let message) = error else {
+                Issue.record("\(text): \(String(describing: error))")
+                continue
+            }
+            #expect(field == "ALLOT_DATABASE_URL" && !message.isEmpty && message.count < 200, "\(message)")
+        }
+    }
+
+    @Test("with a dead server first in the list, operations go to the next one that serves", databaseTests)
+    func movesOn() async throws {
+        let admin = try DatabaseURL(try #require(TestDatabase.adminURL))
+        let auth = admin.password.map { "\(admin.user):\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? admin.user
+        let url = try DatabaseURL(
+            "postgres://\(auth)@127.0.0.1:1,\(admin.host):\(admin.port)/\(admin.database)?target_session_attrs=read-write")
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let db = Database(url: url, logger: logger, auditKey: TestDatabase.auditKey)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await db.run() }
+            defer { group.cancelAll() }
+            // The probe finds 127.0.0.1:1 refusing and moves on; the first operation waits for its verdict.
+            let started = ContinuousClock.now
+            #expect(await db.isReachable())
+            #expect(ContinuousClock.now - started < .seconds(10))
+        }
+    }
+}
