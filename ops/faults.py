@@ -42,6 +42,12 @@ pgdir = f"{work}/postgres"
 superuser = sh(f"{root}/ops/postgres.sh", "start", pgdir)
 owner, app = sh(f"{root}/ops/postgres.sh", "roles", pgdir).splitlines()
 pghome = os.path.realpath(f"{pgdir}/cluster")
+# A synchronous streaming standby (ops/postgres.sh standby): allotd's URL names both servers, read-write first.
+standby_dir = f"{work}/standby"
+standby_superuser = sh(f"{root}/ops/postgres.sh", "standby", standby_dir, pgdir)
+standby_port = standby_superuser.rsplit(":", 1)[1].split("/")[0]
+primary_port = superuser.rsplit(":", 1)[1].split("/")[0]
+app = app.replace(f"127.0.0.1:{primary_port}/", f"127.0.0.1:{primary_port},127.0.0.1:{standby_port}/") + "?target_session_attrs=read-write"
 pgbin = sorted(d for d in os.listdir("/usr/lib/postgresql"))[-1]
 pgbin = f"/usr/lib/postgresql/{pgbin}/bin"
 
@@ -123,9 +129,17 @@ agent_ports = {n: free_port() for n in agents}
 
 
 def start_agent(n):
+    # The kernel log each agent reads XIDs from: a fixture the XID scenario writes to (simulated GPUs sit at PCI
+    # buses 0x18, 0x19, … as `allot-agent --gpus` numbers them).
+    dmesg = f"{work}/dmesg-{n}"
+    if not os.path.exists(dmesg):
+        with open(dmesg, "w") as f:
+            f.write(f"#!/bin/sh\ncat {work}/kmsg-{n}.txt 2>/dev/null\nexit 0\n")
+        os.chmod(dmesg, 0o755)
     start(f"agent-{n}", [f"{bin_}/allot-agent", "--server", f"{url['a']},{url['b']}", "--node", n, "--token-file", f"{work}/{n}.token",
                          "--listen", f"127.0.0.1:{agent_ports[n]}", "--gpus", "8xH200", "--cpus", "32", "--memory", "256G",
-                         "--state-dir", f"{work}/agents/{n}", "--output-dir", f"{work}/output/{n}", "--isolation", isolation])
+                         "--state-dir", f"{work}/agents/{n}", "--output-dir", f"{work}/output/{n}", "--isolation", isolation],
+          env={"ALLOT_DMESG": dmesg})
 
 
 for n in agents:
@@ -152,9 +166,8 @@ figures = {"503": 0, "refused": 0}
 
 
 def submit(i, seconds=0.3):
-    # maxAttempts 10: Allot counts an infrastructure ending (a lost node, a rank gone with its agent) against a job's
-    # attempts (default 3), so a job lost three times by the agent restarts would fail — a known gap (issue 14).
-    spec = json.dumps({"name": f"f{i}", "org": "national-ai-lab", "pool": "h200", "gpusPerNode": 1, "cpusPerNode": 1, "maxAttempts": 10,
+    # The default maxAttempts: an infrastructure ending (a lost node, a rank gone with its agent) spends none.
+    spec = json.dumps({"name": f"f{i}", "org": "national-ai-lab", "pool": "h200", "gpusPerNode": 1, "cpusPerNode": 1,
                        "memoryPerNode": "1G", "command": f"echo launched-$ALLOT_JOB_ID-$ALLOT_ATTEMPT-$ALLOT_NODE_RANK; sleep {seconds}"})
     for attempt in range(200):
         k = "ab"[(i + attempt) % 2]
@@ -361,7 +374,72 @@ results["race"] = {"jobs": N["race"], "jobs not finished": left}
 print("  ", results["race"], flush=True)
 check("race")
 
-print("== not yet scripted: a GPU hardware XID on a running gang; promoting a synchronous standby mid-load", flush=True)
+scenario("a GPU hardware XID (79, fallen off the bus) on a node of a running 2-node gang, from the agent's kernel log")
+gang = api("POST", "/v1/jobs", json.dumps({
+    "name": "xid-gang", "org": "national-ai-lab", "pool": "h200", "nodes": 2, "gpusPerNode": 4, "cpusPerNode": 1, "memoryPerNode": "1G",
+    "command": "echo launched-$ALLOT_JOB_ID-$ALLOT_ATTEMPT-$ALLOT_NODE_RANK; if [ $ALLOT_ATTEMPT = 1 ]; then sleep 600; else sleep 2; fi"}))["id"]
+with lock:
+    acked.append(gang)
+t0 = time.time()
+while time.time() - t0 < 60 and sql(f"SELECT state FROM jobs WHERE id = {gang}") != "running":
+    time.sleep(0.5)
+node, slot = sql(f"SELECT node, gpu_indices[1] FROM attempt_ranks WHERE job_id = {gang} AND attempt = 1 AND rank = 1").split("|")
+bus = 0x18 + int(sql(f"SELECT substring(uuid from '[0-9]+$') FROM gpus WHERE node = '{node}' AND idx = {slot}"))
+with open(f"{work}/kmsg-{node}.txt", "a") as f:
+    f.write(f"[ 4242.123456] NVRM: Xid (PCI:0000:{bus:02x}:00): 79, pid=4242, name=python3, GPU has fallen off the bus.\n")
+fault_at = time.time()
+ended = None
+while time.time() - fault_at < 90:
+    if sql(f"SELECT state FROM attempts WHERE job_id = {gang} AND number = 1") == "lost":
+        ended = time.time() - fault_at
+        break
+    time.sleep(0.5)
+left = settle()
+row = sql(f"SELECT j.state, (SELECT count(*) FROM attempts WHERE job_id = j.id), (SELECT health FROM gpus WHERE node = '{node}' AND idx = {slot}),"
+          f" (SELECT count(*) FROM attempt_ranks r WHERE r.job_id = j.id AND r.attempt > 1 AND r.node = '{node}' AND {slot} = ANY(r.gpu_indices))"
+          f" FROM jobs j WHERE j.id = {gang}").split("|")
+results["xid-gang"] = {"gang stopped and requeued after s (the agent reads its kernel log every 30 s)": round(ended, 1) if ended else None,
+                       "job": row[0], "attempts": int(row[1]), "GPU": row[2], "placed on the faulty GPU again": row[3] != "0", "jobs not finished": left}
+print("  ", results["xid-gang"], flush=True)
+if ended is None or row[0] != "succeeded" or row[2] != "quarantined" or row[3] != "0":
+    broken.append(("xid-gang", results["xid-gang"]))
+check("xid-gang")
+sh(f"{bin_}/allot", "nodes", "restore-gpu", node, slot, "--reason", "fault drill over", env=cli_env)
+
+scenario("the primary PostgreSQL killed mid-load (immediate stop) and its synchronous standby promoted")
+before, acked_before = figures["503"], len(acked)
+threads = load(N["submissions"] // 3)
+time.sleep(1.5)
+t0 = time.time()
+subprocess.run(as_pg(f"{pgbin}/pg_ctl", "-D", f"{pghome}/data", "-m", "immediate", "-w", "stop"), check=True,
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+sh(f"{root}/ops/postgres.sh", "promote", standby_dir)
+promoted = time.time() - t0
+superuser = standby_superuser
+serving = None
+while time.time() - t0 < 60:
+    try:
+        for k in "ab":
+            job = api("POST", "/v1/jobs", json.dumps({"name": f"after-promotion-{k}", "org": "national-ai-lab", "pool": "h200", "gpusPerNode": 1,
+                                                      "cpusPerNode": 1, "memoryPerNode": "1G", "command": "true"}), k=k, timeout=5)
+            with lock:
+                acked.append(job["id"])
+        serving = time.time() - t0
+        break
+    except Exception:
+        time.sleep(0.2)
+for t in threads:
+    t.join()
+left = settle()
+results["standby-promotion"] = {"standby promoted after s": round(promoted, 1),
+                                "both allotd accepting submissions after s": round(serving, 1) if serving else None,
+                                "submissions acknowledged meanwhile": len(acked) - acked_before, "503 answers meanwhile": figures["503"] - before,
+                                "jobs not finished": left, "allotd still running": all(procs[f"allotd-{k}"].poll() is None for k in "ab")}
+print("  ", results["standby-promotion"], flush=True)
+if serving is None:
+    broken.append(("standby-promotion", results["standby-promotion"]))
+check("standby-promotion")
+
 with open(f"{work}/faults.json", "w") as f:
     json.dump({"seed": args.seed, "bounded": B, "results": results, "broken": broken}, f, indent=2)
 for proc in procs.values():

@@ -11,6 +11,7 @@ cleanup() {
   pkill -CONT -f "$work" 2>/dev/null || true
   pkill -f "$work" 2>/dev/null || true
   sleep 0.5
+  ops/postgres.sh destroy "$work/standby" >/dev/null 2>&1 || true
   ops/postgres.sh destroy "$work/postgres" >/dev/null 2>&1 || true
   if command -v runc >/dev/null; then
     for c in $(runc list -q 2>/dev/null | grep '^allot-' || true); do runc delete --force "$c" >/dev/null 2>&1 || true; done

@@ -4,6 +4,10 @@
 #                                        URL of the database `allot`
 #   ops/postgres.sh roles DIR            makes (once) the roles allotd runs as: allot_owner, which owns `allot` and
 #                                        runs migrations, and allot_app, which serves; prints their two URLs
+#   ops/postgres.sh standby DIR PRIMARY  a synchronous streaming standby of the cluster in PRIMARY (PostgreSQL's own
+#                                        replication: pg_basebackup, then the primary waits for it at every commit);
+#                                        started on a free port; prints its superuser URL
+#   ops/postgres.sh promote DIR          promotes the standby in DIR to a primary (pg_ctl promote)
 #   ops/postgres.sh stop DIR             fast shutdown
 #   ops/postgres.sh destroy DIR          stop, and delete the cluster's data
 # Every role has a random password (scram-sha-256, also on loopback: a GPU node's ranks share its network, so
@@ -17,7 +21,8 @@ PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n
 [ -x "$PGBIN/initdb" ] || { echo "postgres.sh: PostgreSQL server binaries not found (install postgresql)" >&2; exit 1; }
 
 cmd=${1:-}; dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|roles|stop|destroy DIR [--fast]" >&2; exit 2; }
+usage="usage: $0 start|roles|standby|promote|stop|destroy DIR [--fast | PRIMARY]"
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "$usage" >&2; exit 2; }
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
@@ -81,6 +86,47 @@ roles)
   echo "postgres://allot_owner:$(cat "$home/allot_owner.password")@127.0.0.1:$port/allot"
   echo "postgres://allot_app:$(cat "$home/allot_app.password")@127.0.0.1:$port/allot"
   ;;
+standby)
+  primary=${3:-}
+  [ -n "$primary" ] && [ -f "$primary/cluster/superuser.password" ] || { echo "postgres.sh standby: $primary is no cluster of postgres.sh start" >&2; exit 2; }
+  primary_home=$(readlink -f "$primary/cluster")
+  export PGPASSWORD
+  PGPASSWORD=$(cat "$primary_home/superuser.password")
+  primary_port=$(cat "$primary_home/port")
+  name=allot_standby
+  if [ ! -f "$home/data/PG_VERSION" ]; then
+    as_pg install -m 0600 "$primary_home/superuser.password" "$home/superuser.password"
+    # -R writes standby.signal and primary_conninfo (with application_name, which synchronous_standby_names names).
+    as_pg "$PGBIN/pg_basebackup" -d "host=127.0.0.1 port=$primary_port user=postgres application_name=$name" \
+      -D "$home/data" -R -X stream -c fast >"$home/basebackup.log" 2>&1 || { cat "$home/basebackup.log" >&2; exit 1; }
+  fi
+  if ! as_pg "$PGBIN/pg_ctl" -D "$home/data" status >/dev/null 2>&1; then
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    as_pg "$PGBIN/pg_ctl" -D "$home/data" -l "$home/server.log" -o "-c listen_addresses=127.0.0.1 -p $port -k $home -c max_connections=200" \
+      -w -t 60 start >/dev/null || { cat "$home/server.log" >&2; exit 1; }
+    echo "$port" | as_pg tee "$home/port" >/dev/null
+  fi
+  port=$(cat "$home/port")
+  # Every commit on the primary now waits until the standby has it on disk: a promoted standby lost nothing.
+  as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$primary_port" -U postgres -d postgres -qtAc \
+    "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 ($name)'" -c "SELECT pg_reload_conf()" >/dev/null
+  for _ in $(seq 1 300); do
+    state=$(as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$primary_port" -U postgres -d postgres -qtAc \
+      "SELECT sync_state FROM pg_stat_replication WHERE application_name = '$name'")
+    [ "$state" = sync ] && break
+    sleep 0.1
+  done
+  [ "$state" = sync ] || { echo "postgres.sh standby: the standby did not become synchronous (state '$state')" >&2; exit 1; }
+  echo "postgres://postgres:$PGPASSWORD@127.0.0.1:$port/allot"
+  ;;
+promote)
+  as_pg "$PGBIN/pg_ctl" -D "$home/data" -w -t 60 promote >/dev/null
+  # The new primary has no standby of its own yet: were it to wait for one, no commit would return.
+  export PGPASSWORD
+  PGPASSWORD=$(cat "$home/superuser.password")
+  as_pg "$PGBIN/psql" -h 127.0.0.1 -p "$(cat "$home/port")" -U postgres -d postgres -qtAc \
+    "ALTER SYSTEM RESET synchronous_standby_names" -c "SELECT pg_reload_conf()" >/dev/null
+  ;;
 stop)
   if [ -f "$home/data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$home/data" -m fast -w stop >/dev/null 2>&1 || true; fi
   ;;
@@ -88,5 +134,5 @@ destroy)
   if [ -f "$home/data/PG_VERSION" ]; then as_pg "$PGBIN/pg_ctl" -D "$home/data" -m immediate -w stop >/dev/null 2>&1 || true; fi
   rm -rf "$home" "$dir/cluster"
   ;;
-*) echo "usage: $0 start|roles|stop|destroy DIR [--fast]" >&2; exit 2 ;;
+*) echo "$usage" >&2; exit 2 ;;
 esac
