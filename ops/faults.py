@@ -349,7 +349,12 @@ time.sleep(3)
 lost_before = int(sql("SELECT count(*) FROM attempts WHERE state = 'lost'"))
 for n in half:
     procs[f"agent-{n}"].send_signal(signal.SIGSTOP)
-time.sleep(TIMEOUT_S + 8)
+held_after_s = None
+t0 = time.time()
+while time.time() - t0 < TIMEOUT_S + 8:
+    if held_after_s is None and sql("SELECT count(*) FROM pool_holds") == "1":
+        held_after_s = time.time() - t0
+    time.sleep(0.5)
 held = sql("SELECT count(*) FROM pool_holds")
 lost_during = int(sql("SELECT count(*) FROM attempts WHERE state = 'lost'")) - lost_before
 for n in half:
@@ -357,7 +362,8 @@ for n in half:
 time.sleep(6)
 held_after = sql("SELECT count(*) FROM pool_holds")
 left = settle()
-results["partition"] = {"attempts lost (requeued) during the partition": lost_during, "pool held": held == "1", "hold ended by itself": held_after == "0",
+results["partition"] = {"attempts lost (requeued) during the partition": lost_during, "pool held after s": round(held_after_s, 1) if held_after_s else None,
+                        "still held at its end": held == "1", "hold ended by itself": held_after == "0",
                         "jobs not finished": left}
 print("  ", results["partition"], flush=True)
 if lost_during or held != "1" or held_after != "0":

@@ -39,11 +39,15 @@ public struct Dispatcher: Service {
                     // Claims and what follows them are fenced: a deposed leader's writes are refused, and agents
                     // refuse its launches once they have seen a newer epoch.
                     let store = DispatchStore(database: self.database.fenced(by: fence))
-                    do {
-                        for work in try await store.claimLaunches() { group.addTask { await self.launch(work, store: store, fence: fence) } }
-                        for stop in try await store.claimStops() { group.addTask { await self.stop(stop) } }
-                    } catch {
+                    // Bounded, as the scheduler's cycles are: a claim whose connection died must not stop dispatch.
+                    switch await SchedulerLoop.within(.seconds(30), { (try await store.claimLaunches(), try await store.claimStops()) }) {
+                    case .done(let (launches, stops)):
+                        for work in launches { group.addTask { await self.launch(work, store: store, fence: fence) } }
+                        for stop in stops { group.addTask { await self.stop(stop) } }
+                    case .failed(let error):
                         if !self.leadership.refused(error) { self.logger.warning("dispatch round failed", metadata: ["error": "\(error)"]) }
+                    case .timedOut:
+                        self.logger.error("a dispatch round took over 30 s (a database call that never returned?): abandoned")
                     }
                 }
                 await self.wake.wait(upTo: self.interval)

@@ -23,16 +23,19 @@ public struct LeaderElector: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let asked = ContinuousClock.now
             let before = self.leadership.fence
-            do {
-                if let fence = try await self.lease.acquireOrRenew() {
-                    self.leadership.renewed(fence, asked: asked, ttl: ttl)
-                    if before != fence { self.logger.info("this allotd now schedules", metadata: ["fence": "\(fence)"]) }
-                } else {
-                    self.leadership.lost()
-                    if before != nil { self.logger.warning("another allotd schedules now", metadata: ["was": "\(before!)"]) }
-                }
-            } catch {
+            // Bounded: a renewal stuck on a dead connection lets this allotd's leadership lapse by its TTL, and the
+            // next try goes on.
+            switch await SchedulerLoop.within(ttl, { try await self.lease.acquireOrRenew() }) {
+            case .done(let fence?):
+                self.leadership.renewed(fence, asked: asked, ttl: ttl)
+                if before != fence { self.logger.info("this allotd now schedules", metadata: ["fence": "\(fence)"]) }
+            case .done(nil):
+                self.leadership.lost()
+                if before != nil { self.logger.warning("another allotd schedules now", metadata: ["was": "\(before!)"]) }
+            case .failed(let error):
                 self.logger.warning("leader lease check failed", metadata: ["error": "\(error)"])
+            case .timedOut:
+                self.logger.warning("leader lease check took longer than the lease: abandoned")
             }
             try? await Task.sleep(for: self.every)
         }

@@ -27,39 +27,49 @@ public struct NodeMonitor: Service {
         var checkpointed = ContinuousClock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if let fence = self.leadership.fence {
-                let database = self.database.fenced(by: fence)
-                let nodes = NodeStore(database: database)
-                let lifecycle = NodeLifecycleStore(database: database)
-                do {
-                    let timeout: Int
-                    if let heartbeatTimeoutOverride {
-                        timeout = heartbeatTimeoutOverride
-                    } else {
-                        timeout = try await nodes.heartbeatTimeoutSeconds()
-                    }
-                    let (lost, held) = try await nodes.markLostNodes(timeoutSeconds: timeout)
-                    if !lost.isEmpty {
-                        self.metrics.nodesLost(lost.count)
-                        self.logger.warning("nodes lost", metadata: ["nodes": "\(lost)", "timeout": "\(timeout)s"])
-                        self.wake.signal()
-                    }
-                    if !held.isEmpty {
-                        self.logger.error(
-                            "most of a pool went silent at once: holding instead of requeueing; `allot nodes declare-lost` decides",
-                            metadata: ["pools": "\(held)"])
-                    }
-                    try await SchedulerStore(database: database).stopOverdue()
-                    try await lifecycle.advanceMaintenance()
-                    try await lifecycle.advanceDrains()
-                    if ContinuousClock.now - checkpointed >= .seconds(60) {
-                        try await StatementStore(database: database).checkpoint()
-                        checkpointed = ContinuousClock.now
-                    }
-                } catch {
+                // Bounded: a round whose connection died mid-query (a PostgreSQL restart) must not stop the monitor,
+                // or silent nodes would be neither lost nor held again.
+                switch await SchedulerLoop.within(.seconds(30), { [checkpointed] in try await self.round(fence: fence, checkpointed: checkpointed) })
+                {
+                case .done(let checkpointedNow): if checkpointedNow { checkpointed = ContinuousClock.now }
+                case .failed(let error):
                     if !self.leadership.refused(error) { self.logger.warning("node monitor round failed", metadata: ["error": "\(error)"]) }
+                case .timedOut:
+                    self.logger.error("a node monitor round took over 30 s (a database call that never returned?): abandoned")
                 }
             }
             try? await Task.sleep(for: .seconds(1))
         }
+    }
+
+    /// One round: lost nodes and held pools, overdue attempts, maintenance, drains, and (each minute) the usage
+    /// checkpoint; true when it checkpointed.
+    private func round(fence: Fence, checkpointed: ContinuousClock.Instant) async throws -> Bool {
+        let database = self.database.fenced(by: fence)
+        let nodes = NodeStore(database: database)
+        let lifecycle = NodeLifecycleStore(database: database)
+        let timeout: Int
+        if let heartbeatTimeoutOverride {
+            timeout = heartbeatTimeoutOverride
+        } else {
+            timeout = try await nodes.heartbeatTimeoutSeconds()
+        }
+        let (lost, held) = try await nodes.markLostNodes(timeoutSeconds: timeout)
+        if !lost.isEmpty {
+            self.metrics.nodesLost(lost.count)
+            self.logger.warning("nodes lost", metadata: ["nodes": "\(lost)", "timeout": "\(timeout)s"])
+            self.wake.signal()
+        }
+        if !held.isEmpty {
+            self.logger.error(
+                "most of a pool went silent at once: holding instead of requeueing; `allot nodes declare-lost` decides",
+                metadata: ["pools": "\(held)"])
+        }
+        try await SchedulerStore(database: database).stopOverdue()
+        try await lifecycle.advanceMaintenance()
+        try await lifecycle.advanceDrains()
+        guard ContinuousClock.now - checkpointed >= .seconds(60) else { return false }
+        try await StatementStore(database: database).checkpoint()
+        return true
     }
 }

@@ -44,22 +44,22 @@ public struct SchedulerLoop: Service {
         }
     }
 
-    enum Finished: Sendable {
-        case done
+    enum Finished<T: Sendable>: Sendable {
+        case done(T)
         case failed(any Error)
         case timedOut
     }
 
     /// Runs `work` and returns when it ends or after `limit`, whichever is first — without waiting for work that
     /// ignores cancellation: seen once after a PostgreSQL restart, a cycle whose connection died never returned,
-    /// and the loop must not stop with it. The abandoned task is cancelled and left to end by itself.
-    static func within(_ limit: Duration, _ work: @escaping @Sendable () async throws -> Void) async -> Finished {
+    /// and the loop must not stop with it. The abandoned task is cancelled and left to end by itself. Every
+    /// service loop of allotd that talks to the database runs its rounds through this.
+    static func within<T: Sendable>(_ limit: Duration, _ work: @escaping @Sendable () async throws -> T) async -> Finished<T> {
         let once = Once()
-        return await withCheckedContinuation { (c: CheckedContinuation<Finished, Never>) in
+        return await withCheckedContinuation { (c: CheckedContinuation<Finished<T>, Never>) in
             let task = Task { () -> Bool in
                 do {
-                    try await work()
-                    return once.resume(c, .done)
+                    return once.resume(c, .done(try await work()))
                 } catch {
                     return once.resume(c, .failed(error))
                 }
