@@ -2,6 +2,11 @@
 -- another. Claims, health events and XIDs name the slot, so they keep pointing at the same GPU when nvidia-smi's
 -- numbering shifts (a GPU that falls off the bus renumbers every GPU after it). The agent's current index travels
 -- in its reports only; launches carry the UUIDs and the agent finds each one's device where it is now.
+-- Before this, a GPU that renumbered left its UUID on a stale slot as well as on its new one. The slot that keeps
+-- a UUID is the present one, else the lowest; the others forget it (they keep their history and are given anew).
+UPDATE gpus g SET uuid = '' WHERE uuid <> '' AND EXISTS (
+    SELECT 1 FROM gpus o WHERE o.node = g.node AND o.uuid = g.uuid AND o.idx <> g.idx
+        AND (o.present AND NOT g.present OR o.present = g.present AND o.idx < g.idx));
 CREATE UNIQUE INDEX gpus_uuid_per_node ON gpus (node, uuid) WHERE uuid <> '';
 
 CREATE FUNCTION gpus_uuid_fixed() RETURNS trigger LANGUAGE plpgsql AS $$

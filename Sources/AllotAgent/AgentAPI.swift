@@ -46,6 +46,8 @@ public struct AgentAPI: Sendable {
             }
             do {
                 return JSON.response(try await self.supervisor.launch(launch), status: .created)
+            } catch SupervisorError.gpuMissing(let uuid) {
+                throw APIError(.conflict, code: "gpu_missing", message: SupervisorError.gpuMissing(uuid).description, field: "gpuUUIDs")
             } catch SupervisorError.refused(let why) {
                 throw APIError(.unprocessableContent, code: "launch_refused", message: why)
             } catch let error as SupervisorError {

@@ -21,6 +21,9 @@ public enum SupervisorError: Error, CustomStringConvertible, Equatable {
     /// The launch cannot work on this node (no such account, no such image or working directory): retrying
     /// will not mend it.
     case refused(String)
+    /// A GPU the launch names is not listed by nvidia-smi now: the node's fault, not the job's, so allotd retries
+    /// and then requeues the attempt as a dispatch failure (and quarantines the GPU from the node's next report).
+    case gpuMissing(String)
 
     public var description: String {
         switch self {
@@ -31,6 +34,7 @@ public enum SupervisorError: Error, CustomStringConvertible, Equatable {
         case .spawnFailed(let why): "cannot start the command: \(why)"
         case .unknownRank(let key): "no rank \(key) on this node"
         case .refused(let why): why
+        case .gpuMissing(let uuid): "GPU \(uuid.prefix(100)) is not on this node now: nvidia-smi no longer lists it"
         }
     }
 }
@@ -201,7 +205,7 @@ public actor Supervisor {
         guard let uuids = request.gpuUUIDs, uuids.count == request.gpuIndices.count, !self.gpus.isEmpty else { return request.gpuIndices }
         return try uuids.map { uuid in
             guard let gpu = self.gpus.first(where: { $0.uuid == uuid }) else {
-                throw SupervisorError.refused("GPU \(uuid.prefix(100)) is not on node \(self.node) now: nvidia-smi no longer lists it")
+                throw SupervisorError.gpuMissing(uuid)
             }
             return gpu.index
         }
@@ -370,7 +374,10 @@ public actor Supervisor {
             ]
         }
         env.merge(request.env) { _, job in job }
-        let gpus = request.gpuIndices.map(String.init).joined(separator: ",")
+        // A container's device cgroup opens only the rank's GPUs, and CUDA (like nvidia-smi) numbers what it can
+        // open from 0, in PCI order — as Slurm does under ConstrainDevices. A plain process sees the node's numbering.
+        let visible = account == nil ? request.gpuIndices : Array(request.gpuIndices.indices)
+        let gpus = visible.map(String.init).joined(separator: ",")
         let g = request.gang
         let set: [String: String] = [
             "CUDA_VISIBLE_DEVICES": gpus,

@@ -72,15 +72,18 @@ public struct DatabaseURL: Sendable, CustomStringConvertible {
         for entry in list.split(separator: ",", omittingEmptySubsequences: false) {
             var host = Substring(entry)
             var port = "5432"
+            var wellFormed = true
             if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
                 let after = host[host.index(after: close)...]
-                if after.hasPrefix(":") { port = String(after.dropFirst()) }
+                if after.hasPrefix(":") { port = String(after.dropFirst()) } else { wellFormed = after.isEmpty }
                 host = host[host.index(after: host.startIndex)..<close]
             } else if let colon = host.lastIndex(of: ":") {
                 port = String(host[host.index(after: colon)...])
                 host = host[..<colon]
+                // An IPv6 address goes in brackets, as in libpq's URLs: a bare one cannot be told from its port.
+                wellFormed = !host.contains(":")
             }
-            guard !host.isEmpty, let number = Int(port), (1...65535).contains(number) else {
+            guard wellFormed, !host.contains("["), !host.contains("]"), !host.isEmpty, let number = Int(port), (1...65535).contains(number) else {
                 throw .invalid(field: "ALLOT_DATABASE_URL", message: "server '\(entry.prefix(100))' of the host list must be HOST[:PORT]")
             }
             servers.append(Server(host: String(host), port: number))

@@ -173,7 +173,7 @@ struct ContainerTests {
         let a = try #require(Confined.ids(Confined.accountA))
         #expect(log.hasPrefix("\(a.uid)\n"), "\(log)")
         #expect(log.contains("no-python"))  // the image, not the host's /usr
-        #expect(log.contains("/dev/nvidia1\n1\n"))
+        #expect(log.contains("/dev/nvidia1\n0\n"))  // the one GPU it can open is its device 0
     }
 }
 

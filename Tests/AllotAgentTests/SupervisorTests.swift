@@ -36,7 +36,7 @@ struct SupervisorTests {
         }
     }
 
-    @Test("a launch names its GPUs by UUID: after a renumbering the rank gets the GPUs it was placed on; a GPU no longer listed refuses the launch")
+    @Test("a launch names its GPUs by UUID: after a renumbering the rank gets the GPUs it was placed on; a GPU no longer listed is the node's fault")
     func gpusByUUID() async throws {
         let s = try Supervisor(stateDir: Self.stateDir(), node: "n1")
         // GPU-1 fell off the bus: nvidia-smi lists GPU-2 and GPU-3 at 1 and 2 now.
@@ -49,7 +49,8 @@ struct SupervisorTests {
         #expect(try String(contentsOfFile: await s.logPath(for: key), encoding: .utf8).contains("visible=1,2"))
         var gone = Self.launch(RankKey(jobID: 22, attempt: 1, rank: 0), "true", gpus: [1])
         gone.gpuUUIDs = ["GPU-1"]
-        await #expect(throws: SupervisorError.self) { try await s.launch(gone) }
+        // The node's fault, not the job's: retried by allotd (409), never a refusal that fails the attempt.
+        await #expect(throws: SupervisorError.gpuMissing("GPU-1")) { try await s.launch(gone) }
     }
 
     @Test("a rank sees its GPUs, the gang variables and the job's own, and its exit code is kept")

@@ -24,6 +24,8 @@ struct DatabaseURLTests {
         for text in [
             "postgres://app@db1:5432,db2:notaport/allot", "postgres://app@db1:5432,,db2/allot", "postgres://app@db1,db2:70000/allot",
             "postgres://app@db1/allot?target_session_attrs=read-only", "postgres://app@db1,db2/allot?target_session_attrs=standby",
+            // Junk after a bracketed address, a bare IPv6 address, a stray bracket.
+            "postgres://app@db1,[::1]x:5432/allot", "postgres://app@db1,::1:5432/allot", "postgres://app@db1,db]2/allot",
         ] {
             let error = #expect(throws: StoreError.self, "\(text)") { _ = try DatabaseURL(text) }
             guard case .invalid(let field, let message) = error else {

@@ -93,6 +93,8 @@ extension NodeRoutes {
         var indices: Set<Int> = []
         for gpu in gpus {
             if !gpu.uuid.isEmpty, !uuids.insert(gpu.uuid).inserted { return "GPU \(gpu.uuid.prefix(100)) is listed twice" }
+            // nvidia-smi numbers from 0; no node holds a thousand GPUs, so a larger index is a broken report.
+            guard (0...1023).contains(gpu.index) else { return "index \(gpu.index) is outside 0...1023" }
             if !indices.insert(gpu.index).inserted { return "index \(gpu.index) is listed twice" }
         }
         return nil
