@@ -162,7 +162,7 @@ def leader():
 
 # --- load --------------------------------------------------------------------------------------------------------
 acked, lock = [], threading.Lock()
-figures = {"503": 0, "refused": 0}
+figures = {"503": 0, "refused": 0, "5xx": 0}
 
 
 def submit(i, seconds=0.3):
@@ -179,6 +179,9 @@ def submit(i, seconds=0.3):
         except urllib.error.HTTPError as e:
             with lock:
                 figures["503" if e.code == 503 else "refused"] += 1
+                # Database trouble is a 503 with Retry-After; any other 5xx is a fault of allotd's.
+                if e.code >= 500 and e.code not in (502, 503):
+                    figures["5xx"] += 1
             if e.code not in (502, 503):
                 print(f"faults: submission {i} refused: {e.code} {e.read()[:300]}", flush=True)
                 return
@@ -239,6 +242,8 @@ def check(scenario):
                 if sum(1 for line in f if line.startswith("launched-")) > 1:
                     dup += 1
     out["duplicate launches"] = dup
+    out["5xx answers other than 503"] = figures["5xx"]
+    figures["5xx"] = 0
     bad = {k: v for k, v in out.items() if v}
     if bad:
         broken.append((scenario, bad))

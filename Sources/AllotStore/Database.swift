@@ -332,8 +332,12 @@ public struct Database: Sendable, Service {
         if state.hasPrefix("23") || state.hasPrefix("22") {
             return StoreError.invalid(field: e.constraint ?? "", message: e.serverMessage ?? "rejected by the database")
         }
-        // 25006: a write reached a standby (a server demoted, or not yet left for the promoted one).
-        if state.hasPrefix("08") || state.hasPrefix("57") || state == "25006" {
+        // Trouble that passes, so the client should try again (503, Retry-After): the connection (08), the server
+        // stopping or a query cancelled (57), resources such as connection slots (53), a serialization failure or
+        // deadlock (40), a session ended for idling in a transaction (25P03: a paused allotd's, on resuming) or
+        // over its time (25P04), a lock not granted in time (55P03), and a write that reached a standby (25006: a
+        // server demoted, or not yet left for the promoted one). Nothing was committed in any of them.
+        if ["08", "57", "53", "40"].contains(String(state.prefix(2))) || ["25006", "25P03", "25P04", "55P03"].contains(state) {
             return StoreError.unreachable(url: self.url.description, underlying: e.serverMessage ?? state)
         }
         return error
@@ -486,6 +490,9 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
         case .unknownValue(let column, let value): "the database holds '\(value)' in \(column), which this allotd does not know"
         }
     }
+
+    /// The SQLSTATE of a PostgreSQL error none of these cases covers, for an answer that names it (nil otherwise).
+    public static func sqlState(of error: any Error) -> String? { (error as? PSQLError)?.sqlState }
 }
 
 extension PSQLError {

@@ -2,6 +2,7 @@ import AllotDatabaseTesting
 import AllotStore
 import Foundation
 import Logging
+import PostgresNIO
 import Testing
 
 @Suite("Database URLs: libpq's host lists and target_session_attrs")
@@ -52,6 +53,33 @@ struct DatabaseURLTests {
             let started = ContinuousClock.now
             #expect(await db.isReachable())
             #expect(ContinuousClock.now - started < .seconds(10))
+        }
+    }
+
+    static func raising(_ state: String) -> PostgresQuery {
+        PostgresQuery(unsafeSQL: "DO $$ BEGIN RAISE EXCEPTION 'raised by a test' USING ERRCODE = '\(state)'; END $$")
+    }
+
+    @Test(
+        "trouble that passes (serialization, deadlock, an idle session ended, a lock not granted) is the database unavailable; an error of another kind keeps its SQLSTATE",
+        databaseTests)
+    func transientErrors() async throws {
+        let admin = try DatabaseURL(try #require(TestDatabase.adminURL))
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let db = Database(url: admin, logger: logger, auditKey: TestDatabase.auditKey)
+        try await db.withRunningClient {
+            for state in ["40001", "40P01", "25P03", "55P03", "53300", "57014"] {
+                let error = await #expect(throws: StoreError.self, "\(state)") {
+                    try await db.query(Self.raising(state))
+                }
+                guard case .unreachable? = error else {
+                    Issue.record("\(state): \(String(describing: error))")
+                    continue
+                }
+            }
+            let other = await #expect(throws: (any Error).self) { try await db.query(Self.raising("XX001")) }
+            #expect(other.flatMap(StoreError.sqlState(of:)) == "XX001")
         }
     }
 }

@@ -89,6 +89,9 @@ struct ErrorMiddleware: RouterMiddleware {
             return .conflict(e.description)
         case let e as HTTPError:
             return APIError(e.status, code: "http", message: e.body ?? "\(e.status)")
+        case _ where StoreError.sqlState(of: error) != nil:
+            // PostgresNIO keeps the server's message out of `description`: the SQLSTATE says what went wrong.
+            return APIError(.internalServerError, code: "internal", message: "internal error: database error \(StoreError.sqlState(of: error)!)")
         default:
             return APIError(.internalServerError, code: "internal", message: "internal error: \(error)")
         }
