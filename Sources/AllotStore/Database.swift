@@ -335,9 +335,10 @@ public struct Database: Sendable, Service {
         // Trouble that passes, so the client should try again (503, Retry-After): the connection (08), the server
         // stopping or a query cancelled (57), resources such as connection slots (53), a serialization failure or
         // deadlock (40), a session ended for idling in a transaction (25P03: a paused allotd's, on resuming) or
-        // over its time (25P04), a lock not granted in time (55P03), and a write that reached a standby (25006: a
+        // over its time (25P04), a statement of a transaction already aborted by one of these (25P02: a query given up
+        // at its time bound leaves its transaction so), a lock not granted in time (55P03), and a write that reached a standby (25006: a
         // server demoted, or not yet left for the promoted one). Nothing was committed in any of them.
-        if ["08", "57", "53", "40"].contains(String(state.prefix(2))) || ["25006", "25P03", "25P04", "55P03"].contains(state) {
+        if ["08", "57", "53", "40"].contains(String(state.prefix(2))) || ["25006", "25P02", "25P03", "25P04", "55P03"].contains(state) {
             return StoreError.unreachable(url: self.url.description, underlying: e.serverMessage ?? state)
         }
         return error

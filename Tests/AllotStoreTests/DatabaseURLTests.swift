@@ -69,7 +69,7 @@ struct DatabaseURLTests {
         logger.logLevel = .critical
         let db = Database(url: admin, logger: logger, auditKey: TestDatabase.auditKey)
         try await db.withRunningClient {
-            for state in ["40001", "40P01", "25P03", "55P03", "53300", "57014"] {
+            for state in ["40001", "40P01", "25P02", "25P03", "55P03", "53300", "57014"] {
                 let error = await #expect(throws: StoreError.self, "\(state)") {
                     try await db.query(Self.raising(state))
                 }
