@@ -3,7 +3,8 @@
 # fault scenario under load with the invariant checks after it (ops/faults.py says which). One command:
 #   ops/faults.sh            the full version (50 kills, 2,000 submissions, 30 s SIGSTOP, 20 agent restarts, …)
 #   ops/faults.sh --bounded  the short version CI runs (a few minutes)
-# Extra: --seed N repeats a run's random moments. Everything it started is stopped and deleted at exit.
+# Extra: --seed N repeats a run's random moments; --only standby-promotion,race runs those scenarios alone (names in
+# ops/faults.py). Everything it started is stopped and deleted at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/allot-faults.XXXXXX)

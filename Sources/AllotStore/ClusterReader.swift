@@ -175,7 +175,7 @@ struct ClusterReader {
         (SELECT budget_time_s FROM policy_defaults), j.project, j.owner, j.time_min_s
         """
 
-    private func pendingJobs(_ rows: PostgresRowSequence) async throws -> [PendingJob] {
+    private func pendingJobs(_ rows: Rows) async throws -> [PendingJob] {
         var jobs: [PendingJob] = []
         for try await row in rows {
             let (id, org, pool, models, nodes, gpus, milli, cpu, memory, priority, submitted, limit, exclusive, allMemory, preempts, budget) =

@@ -205,7 +205,8 @@ public struct Database: Sendable, Service {
     }
 
     private func connect(_ server: Int, id: Int) async throws -> PostgresConnection {
-        try await Self.bounded(.seconds(3)) { [url, logger] in
+        // A connection that opens after the bound is closed, not left to hold a server slot.
+        try await Self.bounded(.seconds(3), late: { try? await $0.close() }) { [url, logger] in
             try await PostgresConnection.connect(configuration: try url.connectionConfiguration(server), id: id, logger: logger)
         }
     }
@@ -213,7 +214,8 @@ public struct Database: Sendable, Service {
     /// That the server answers and, for a `read-write` URL, is not a standby.
     private func check(_ connection: PostgresConnection) async throws {
         let standby = try await Self.bounded(.seconds(3)) { [logger] in
-            try await connection.query("SELECT pg_is_in_recovery()", logger: logger).decode(Bool.self).first() ?? false
+            try await Rows.all(of: "SELECT pg_is_in_recovery()", on: connection, logger: logger, file: #fileID, line: #line)
+                .decode(Bool.self).first() ?? false
         }
         if standby && self.url.readWrite {
             throw StoreError.unreachable(url: self.url.description, underlying: "the server is a standby (in recovery)")
@@ -231,15 +233,20 @@ public struct Database: Sendable, Service {
         return nil
     }
 
-    /// `body`, or a timeout error after `limit`.
-    static func bounded<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    /// `body`, or a timeout error after `limit`; `late` gets a result that came after the timeout.
+    static func bounded<T: Sendable>(
+        _ limit: Duration, late: (@Sendable (T) async -> Void)? = nil, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
         // A race of two unstructured tasks, not a task group: a group waits for every child, and a query on a
         // connection whose server died mid-answer may ignore cancellation for good (seen after an immediate stop).
         let race = Race<T>()
         return try await withCheckedThrowingContinuation { continuation in
             race.start(continuation)
             let work = Task {
-                do { race.finish(.success(try await body())) } catch { race.finish(.failure(error)) }
+                do {
+                    let value = try await body()
+                    if !race.finish(.success(value)) { await late?(value) }
+                } catch { race.finish(.failure(error)) }
             }
             Task {
                 try? await Task.sleep(for: limit)
@@ -307,10 +314,12 @@ public struct Database: Sendable, Service {
 
     /// One statement outside any transaction of ours (for tests and one-shot statements).
     @discardableResult
-    package func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
+    package func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> Rows {
         try await self.available()
         do {
-            return try await self.client.query(query, logger: self.logger, file: file, line: line)
+            return try await self.client.withConnection { [logger] connection in
+                try await Rows.all(of: query, on: connection, logger: logger, file: file, line: line)
+            }
         } catch {
             throw self.translate(error)
         }
@@ -383,7 +392,20 @@ public struct Database: Sendable, Service {
     /// Runs the client for the duration of `body`, for one-shot commands (migrate, bootstrap) and tests.
     @discardableResult
     public func withRunningClient<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
-        self.health.firstProbe = false  // no probe here: one-shot commands go to the first server
+        self.health.firstProbe = false  // no probe here: one-shot commands go to the first server that serves
+        if self.url.servers.count > 1 {
+            var id = 0
+            for server in self.url.servers.indices {
+                id += 1
+                guard let connection = try? await self.connect(server, id: id) else { continue }
+                let serves = (try? await self.check(connection)) != nil
+                try? await connection.close()
+                if serves {
+                    self.health.server = server
+                    break
+                }
+            }
+        }
         return try await withThrowingTaskGroup(of: T?.self) { group in
             for client in self.clients {
                 group.addTask {
@@ -414,8 +436,8 @@ package final class Transaction {
     }
 
     @discardableResult
-    package func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> PostgresRowSequence {
-        try await self.connection.query(query, logger: self.logger, file: file, line: line)
+    package func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> Rows {
+        try await Rows.all(of: query, on: self.connection, logger: self.logger, file: file, line: line)
     }
 
     /// The transaction's own time (PostgreSQL's `now()`): one clock for every row it writes, whichever allotd runs.
@@ -430,12 +452,50 @@ package final class Transaction {
 @available(*, unavailable)
 extension Transaction: Sendable {}
 
+/// A query's rows, every one read before the query returns. Why not PostgresNIO's streaming `PostgresRowSequence`:
+/// in 1.33.2 a connection that the server closes while a stream waits for its consumer's demand traps the whole
+/// process (RowStreamStateMachine.channelReadComplete, "How can we receive a body part, after a
+/// channelReadComplete…"), which a primary's immediate stop mid-load did; the collecting API asks for more rows at
+/// once on the event loop and never waits for a consumer. Every result Allot reads is decoded whole anyway.
+/// PostgresNIO's `decode` (on any sequence of rows) applies as before.
+package struct Rows: AsyncSequence, Sendable {
+    package let rows: [PostgresRow]
+
+    static func all(of query: PostgresQuery, on connection: PostgresConnection, logger: Logger, file: String, line: Int) async throws -> Rows {
+        let result: EventLoopFuture<PostgresQueryResult> = connection.query(query, logger: logger, file: file, line: line)
+        // A query written to a connection that had just closed is never answered (PostgresNIO drops it with the
+        // write's error): seen as a request that hung after the server ended a session. The event loop takes the
+        // write first, then this check: a connection closed by then will answer nothing, so it fails here.
+        let answer = result.eventLoop.makePromise(of: PostgresQueryResult.self)
+        result.cascade(to: answer)
+        connection.eventLoop.execute {
+            if connection.isClosed {
+                answer.fail(StoreError.unreachable(url: "-", underlying: "the connection closed before the query was answered"))
+            }
+        }
+        return Rows(rows: Array(try await answer.futureResult.get()))
+    }
+
+    package struct AsyncIterator: AsyncIteratorProtocol {
+        var rows: IndexingIterator<[PostgresRow]>
+        package mutating func next() async -> PostgresRow? { self.rows.next() }
+    }
+
+    package func makeAsyncIterator() -> AsyncIterator { AsyncIterator(rows: self.rows.makeIterator()) }
+}
+
 /// What the reachability probe last found; shared by every copy of a `Database`.
 /// The continuation of `Database.bounded`, resumed by whichever finishes first.
 final class Race<T: Sendable>: Sendable {
     private let pending = Mutex<CheckedContinuation<T, any Error>?>(nil)
     func start(_ continuation: CheckedContinuation<T, any Error>) { self.pending.withLock { $0 = continuation } }
-    func finish(_ result: Result<T, any Error>) { self.pending.withLock { $0.take() }?.resume(with: result) }
+    /// Whether this was the first to finish (the one that resumed the caller).
+    @discardableResult
+    func finish(_ result: Result<T, any Error>) -> Bool {
+        guard let continuation = self.pending.withLock({ $0.take() }) else { return false }
+        continuation.resume(with: result)
+        return true
+    }
 }
 
 final class Health: Sendable {

@@ -301,7 +301,7 @@ public struct JobStore: Sendable {
         array_job_id, array_task_id, array_limit, dependency, held_by, ended_at, time_min_s, warn_signal, begin_at, movable
         """
 
-    static func decodeJobs(_ rows: PostgresRowSequence) async throws -> [JobView] {
+    static func decodeJobs(_ rows: Rows) async throws -> [JobView] {
         var jobs: [JobView] = []
         for try await row in rows {
             let (id, name, org, project, owner, kind, pool, state, reason, exitCode) =
