@@ -281,18 +281,26 @@ public struct Database: Sendable, Service {
     ) async throws -> T {
         try await self.available()
         do {
-            return try await self.client.withTransaction(logger: self.logger) { connection in
+            // BEGIN, COMMIT and ROLLBACK go through `Rows.all` too (not PostgresClient.withTransaction), so that
+            // none of them is written to a connection that closed and then waited on for ever.
+            return try await self.client.withConnection { connection in
                 let tx = Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey)
-                if isolation == .repeatableRead {
-                    try await tx.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                } else if let fence = self.fence {
-                    // Read to the end: PostgreSQL's refusal may arrive with the rows rather than with the query.
-                    for try await _ in try await tx.query("SELECT allot_fence(\(fence.holder), \(fence.epoch))") {}
+                try await tx.query("BEGIN")
+                let value: T
+                do {
+                    if isolation == .repeatableRead {
+                        try await tx.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    } else if let fence = self.fence {
+                        try await tx.query("SELECT allot_fence(\(fence.holder), \(fence.epoch))")
+                    }
+                    value = try await body(tx)
+                } catch {
+                    _ = try? await tx.query("ROLLBACK")
+                    throw error
                 }
-                return try await body(tx)
+                try await tx.query("COMMIT")
+                return value
             }
-        } catch let error as PostgresTransactionError {
-            throw self.translate(error.closureError ?? error.beginError ?? error.commitError ?? error)
         } catch {
             throw self.translate(error)
         }
@@ -462,18 +470,18 @@ package struct Rows: AsyncSequence, Sendable {
     package let rows: [PostgresRow]
 
     static func all(of query: PostgresQuery, on connection: PostgresConnection, logger: Logger, file: String, line: Int) async throws -> Rows {
-        let result: EventLoopFuture<PostgresQueryResult> = connection.query(query, logger: logger, file: file, line: line)
-        // A query written to a connection that had just closed is never answered (PostgresNIO drops it with the
-        // write's error): seen as a request that hung after the server ended a session. The event loop takes the
-        // write first, then this check: a connection closed by then will answer nothing, so it fails here.
-        let answer = result.eventLoop.makePromise(of: PostgresQueryResult.self)
-        result.cascade(to: answer)
-        connection.eventLoop.execute {
+        // On the connection's event loop, the check then the write: a query written to a connection that has
+        // closed is dropped with its promise (PostgresNIO writes it without one), seen as a request that hung after
+        // the server ended a session; while the channel is active its handler is there to answer or fail it. And
+        // the collecting starts at once, before any row can arrive.
+        let result: EventLoopFuture<PostgresQueryResult> = connection.eventLoop.flatSubmit {
             if connection.isClosed {
-                answer.fail(StoreError.unreachable(url: "-", underlying: "the connection closed before the query was answered"))
+                return connection.eventLoop.makeFailedFuture(
+                    StoreError.unreachable(url: "-", underlying: "the connection had closed before the query"))
             }
+            return connection.query(query, logger: logger, file: file, line: line)
         }
-        return Rows(rows: Array(try await answer.futureResult.get()))
+        return Rows(rows: Array(try await result.get()))
     }
 
     package struct AsyncIterator: AsyncIteratorProtocol {
