@@ -149,45 +149,51 @@ public struct AuditStore: Sendable {
     /// record that does not verify, and what is wrong, in words. Records written before the log was keyed (no
     /// MAC, all of them before the first that has one) are checked by their SHA-256 chain only.
     public func verify(checkpoints: [AuditChain.Checkpoint] = []) async throws -> AuditVerification {
-        try await self.database.read { tx in
+        // One snapshot, read a page at a time: the log grows without bound and every result is read whole.
+        try await self.database.transaction(.repeatableRead) { tx in
             var problems: [String] = []
             var firstBroken: Int64?
             func broken(_ id: Int64, _ why: String) {
                 if firstBroken == nil || id < firstBroken! { firstBroken = id }
                 if problems.count < 20 { problems.append(why) }
             }
-            let rows = try await tx.query(
-                """
-                SELECT id, mac, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), actor, action, target, outcome,
-                       coalesce(detail::text, ''), prev_hash, hash, audit_hash(prev_hash, at, actor, action, target, outcome, detail)
-                FROM audit ORDER BY id
-                """)
+            let checkpointed = Set(checkpoints.map(\.id))
             var checked = 0
             var previousHash = AuditChain.zero
             var previousMac: String?
             var keyed = false
             var macs: [Int64: String] = [:]
             var lastID: Int64 = 0
-            for try await row in rows {
-                let (id, mac, at, actor, action, target, outcome, detail, prevHash, hash, recomputed) = try row.decode(
-                    (Int64, String?, String, String, String, String, String, String, String, String, String).self)
-                checked += 1
-                lastID = id
-                if prevHash != previousHash || hash != recomputed {
-                    broken(id, "record \(id): its SHA-256 link does not follow the record before it")
+            while true {
+                let rows = try await tx.query(
+                    """
+                    SELECT id, mac, to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), actor, action, target, outcome,
+                           coalesce(detail::text, ''), prev_hash, hash, audit_hash(prev_hash, at, actor, action, target, outcome, detail)
+                    FROM audit WHERE id > \(lastID) ORDER BY id LIMIT 10000
+                    """)
+                if rows.rows.isEmpty { break }
+                for try await row in rows {
+                    let (id, mac, at, actor, action, target, outcome, detail, prevHash, hash, recomputed) = try row.decode(
+                        (Int64, String?, String, String, String, String, String, String, String, String, String).self)
+                    checked += 1
+                    lastID = id
+                    if prevHash != previousHash || hash != recomputed {
+                        broken(id, "record \(id): its SHA-256 link does not follow the record before it")
+                    }
+                    if let mac {
+                        keyed = true
+                        let expected = AuditChain.mac(
+                            key: self.database.auditKey, previous: previousMac, at: at, actor: actor, action: action, target: target,
+                            outcome: outcome,
+                            detail: detail)
+                        if mac != expected { broken(id, "record \(id): its MAC does not verify (written or rewritten without allotd's key)") }
+                        if checkpointed.contains(id) { macs[id] = mac }
+                    } else if keyed {
+                        broken(id, "record \(id): it has no MAC (not written by allotd)")
+                    }
+                    previousHash = hash
+                    previousMac = mac
                 }
-                if let mac {
-                    keyed = true
-                    let expected = AuditChain.mac(
-                        key: self.database.auditKey, previous: previousMac, at: at, actor: actor, action: action, target: target, outcome: outcome,
-                        detail: detail)
-                    if mac != expected { broken(id, "record \(id): its MAC does not verify (written or rewritten without allotd's key)") }
-                    macs[id] = mac
-                } else if keyed {
-                    broken(id, "record \(id): it has no MAC (not written by allotd)")
-                }
-                previousHash = hash
-                previousMac = mac
             }
             for c in checkpoints.sorted(by: { $0.id < $1.id }) {
                 guard c.isSigned(by: self.database.auditKey) else {
