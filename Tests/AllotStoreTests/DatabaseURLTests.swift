@@ -39,13 +39,7 @@ struct DatabaseURLTests {
 
     @Test("with a dead server first in the list, operations go to the next one that serves", databaseTests)
     func movesOn() async throws {
-        let admin = try DatabaseURL(try #require(TestDatabase.adminURL))
-        let auth = admin.password.map { "\(admin.user):\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? admin.user
-        let url = try DatabaseURL(
-            "postgres://\(auth)@127.0.0.1:1,\(admin.host):\(admin.port)/\(admin.database)?target_session_attrs=read-write")
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let db = Database(url: url, logger: logger, auditKey: TestDatabase.auditKey)
+        let db = Self.database(try Self.deadServerFirst())
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await db.run() }
             defer { group.cancelAll() }
@@ -58,13 +52,7 @@ struct DatabaseURLTests {
 
     @Test("a one-shot command (migrate, bootstrap) with a dead server first in the list uses the next one that serves", databaseTests)
     func oneShotMovesOn() async throws {
-        let admin = try DatabaseURL(try #require(TestDatabase.adminURL))
-        let auth = admin.password.map { "\(admin.user):\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? admin.user
-        let url = try DatabaseURL(
-            "postgres://\(auth)@127.0.0.1:1,\(admin.host):\(admin.port)/\(admin.database)?target_session_attrs=read-write")
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let db = Database(url: url, logger: logger, auditKey: TestDatabase.auditKey)
+        let db = Self.database(try Self.deadServerFirst())
         let answer = try await db.withRunningClient {
             var answer: Int?
             for try await value in try await db.query("SELECT 42").decode(Int.self) { answer = value }
@@ -80,10 +68,7 @@ struct DatabaseURLTests {
         // PostgresNIO 1.33.2's streaming rows trap the process when the server closes the connection while a stream
         // waits for its consumer (seen when a primary stopped mid-load); Allot reads every result whole instead. And a
         // query written to a connection that had just closed was never answered: the last query here hung 1 run in 3.
-        let admin = try DatabaseURL(try #require(TestDatabase.adminURL))
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let db = Database(url: admin, logger: logger, auditKey: TestDatabase.auditKey)
+        let db = Self.database(try DatabaseURL(try #require(TestDatabase.adminURL)))
         try await db.withRunningClient {
             for _ in 0..<3 {
                 let tag = "allot-test-\(UUID().uuidString.prefix(8))"
@@ -115,6 +100,21 @@ struct DatabaseURLTests {
         }
     }
 
+    /// The test server's URL behind a server that refuses (127.0.0.1:1), read-write.
+    static func deadServerFirst() throws -> DatabaseURL {
+        let admin = try DatabaseURL(try #require(TestDatabase.adminURL))
+        let auth = admin.password.map { "\(admin.user):\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" } ?? admin.user
+        return try DatabaseURL(
+            "postgres://\(auth)@127.0.0.1:1,\(admin.host):\(admin.port)/\(admin.database)?target_session_attrs=read-write")
+    }
+
+    /// A database on `url` whose logger stays quiet.
+    static func database(_ url: DatabaseURL) -> Database {
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        return Database(url: url, logger: logger, auditKey: TestDatabase.auditKey)
+    }
+
     static func raising(_ state: String) -> PostgresQuery {
         PostgresQuery(unsafeSQL: "DO $$ BEGIN RAISE EXCEPTION 'raised by a test' USING ERRCODE = '\(state)'; END $$")
     }
@@ -123,10 +123,7 @@ struct DatabaseURLTests {
         "trouble that passes (serialization, deadlock, an idle session ended, a lock not granted) is the database unavailable; an error of another kind keeps its SQLSTATE",
         databaseTests)
     func transientErrors() async throws {
-        let admin = try DatabaseURL(try #require(TestDatabase.adminURL))
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
-        let db = Database(url: admin, logger: logger, auditKey: TestDatabase.auditKey)
+        let db = Self.database(try DatabaseURL(try #require(TestDatabase.adminURL)))
         try await db.withRunningClient {
             for state in ["40001", "40P01", "25P02", "25P03", "55P03", "53300", "57014"] {
                 let error = await #expect(throws: StoreError.self, "\(state)") {
