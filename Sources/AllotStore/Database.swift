@@ -224,7 +224,12 @@ public struct Database: Sendable, Service {
 
     /// The first other server of the URL that passes `check`, with the connection that showed it.
     private func anotherServer(than server: Int, id: inout Int) async -> (Int, PostgresConnection)? {
-        for other in self.url.servers.indices where other != server {
+        await self.firstServing(among: self.url.servers.indices.filter { $0 != server }, id: &id)
+    }
+
+    /// The first of `servers` that passes `check`, with the connection that showed it.
+    private func firstServing(among servers: [Int], id: inout Int) async -> (Int, PostgresConnection)? {
+        for other in servers {
             id += 1
             guard let connection = try? await self.connect(other, id: id) else { continue }
             if (try? await self.check(connection)) != nil { return (other, connection) }
@@ -401,18 +406,10 @@ public struct Database: Sendable, Service {
     @discardableResult
     public func withRunningClient<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
         self.health.firstProbe = false  // no probe here: one-shot commands go to the first server that serves
-        if self.url.servers.count > 1 {
-            var id = 0
-            for server in self.url.servers.indices {
-                id += 1
-                guard let connection = try? await self.connect(server, id: id) else { continue }
-                let serves = (try? await self.check(connection)) != nil
-                try? await connection.close()
-                if serves {
-                    self.health.server = server
-                    break
-                }
-            }
+        var id = 0
+        if self.url.servers.count > 1, let (server, connection) = await self.firstServing(among: Array(self.url.servers.indices), id: &id) {
+            try? await connection.close()
+            self.health.server = server
         }
         return try await withThrowingTaskGroup(of: T?.self) { group in
             for client in self.clients {
