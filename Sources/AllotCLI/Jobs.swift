@@ -59,15 +59,23 @@ struct ListJobs: AsyncParsableCommand {
     @Option(help: "Only this organization's jobs.") var org: String?
     @Option(name: [.customShort("u"), .long], help: "Only jobs this token name submitted (squeue's --user).") var user: String?
     @Option(help: "Only jobs of this name.") var name: String?
+    @Option(help: ArgumentHelp("At most this many, newest first (1 to 5000).", valueName: "n")) var limit: Int = 500
+    @Option(help: ArgumentHelp("The next page: only jobs older than this job id (the last one listed).", valueName: "id")) var before: Int64?
     @OptionGroup var connection: Connection
 
+    func validate() throws {
+        guard (1...5000).contains(self.limit) else { throw ValidationError("--limit must be from 1 to 5000, not \(self.limit)") }
+        if let before, before < 1 { throw ValidationError("--before must be a job id (1 or more), not \(before)") }
+    }
+
     func run() async throws {
-        var query: [String] = []
+        var query = ["limit=\(self.limit)"]
+        if let before { query.append("before=\(before)") }
         if let state { query.append("state=\(state.rawValue)") }
         for (key, value) in [("org", self.org), ("user", self.user), ("name", self.name)] {
             if let value { query.append("\(key)=\(value.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? value)") }
         }
-        let jobs: [JobView] = try await self.connection.client().get("/v1/jobs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+        let jobs: [JobView] = try await self.connection.client().get("/v1/jobs?" + query.joined(separator: "&"))
         switch self.connection.output {
         case .json: try printJSON(jobs)
         default:
@@ -77,6 +85,9 @@ struct ListJobs: AsyncParsableCommand {
                     Self.grouped(jobs).map { j, id in
                         [id, shownName(j.name), j.org, j.pool, gpuText(j), j.state.rawValue, ago(j.submittedAt), reasonText(j)]
                     }))
+            if jobs.count == self.limit, let last = jobs.last {
+                FileHandle.standardError.write(Data("allot: \(self.limit) shown; older ones: allot jobs --before \(last.id)\n".utf8))
+            }
         }
     }
 

@@ -43,8 +43,10 @@ public struct API: Sendable {
         router.add(middleware: AccessMiddleware(authenticator: self.authenticator))
         router.addRoutes(StatusRoutes(database: self.database, metrics: self.metrics, authenticator: self.authenticator).routes)
         router.addRoutes(
-            JobRoutes(jobs: JobStore(database: self.database), nodes: NodeStore(database: self.database), nodeKeys: self.nodeKeys, wake: wake)
-                .routes)
+            JobRoutes(
+                jobs: JobStore(database: self.database), nodes: NodeStore(database: self.database), nodeKeys: self.nodeKeys, wake: wake,
+                submissions: SubmissionBatcher(jobs: JobStore(database: self.database))
+            ).routes)
         router.addRoutes(
             NodeRoutes(
                 nodes: NodeStore(database: self.database), lifecycle: NodeLifecycleStore(database: self.database), nodeKeys: self.nodeKeys,

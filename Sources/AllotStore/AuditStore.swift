@@ -11,36 +11,47 @@ import PostgresNIO
 struct AuditLog {
     let tx: Transaction
 
-    func append(_ entry: AuditEntry) async throws {
-        let json = entry.detail.isEmpty ? nil : String(decoding: try JSONEncoder().encode(entry.detail), as: UTF8.self)
-        let actor = entry.actor.auditName
-        // One writer at a time extends the chain; the time and the detail are taken as PostgreSQL will store them.
+    func append(_ entry: AuditEntry) async throws { try await self.append([entry]) }
+
+    /// Appends records in order: the chain's lock and head are taken once for them all (a batch of submissions
+    /// extends it in one go), then each record links to the one before.
+    func append(_ entries: [AuditEntry]) async throws {
+        guard !entries.isEmpty else { return }
+        let jsons = try entries.map { $0.detail.isEmpty ? "" : String(decoding: try JSONEncoder().encode($0.detail), as: UTF8.self) }
+        // One writer at a time extends the chain; the time and the details are taken as PostgreSQL will store them.
         try await self.tx.query("SELECT pg_advisory_xact_lock(7321001)")
         guard
-            let (prev, prevMac, at, detail) = try await self.tx.query(
+            let (head, headMac, at, details) = try await self.tx.query(
                 """
                 WITH t AS (SELECT clock_timestamp() AS ts)
                 SELECT coalesce((SELECT hash FROM audit ORDER BY id DESC LIMIT 1), repeat('0', 64)),
                        (SELECT mac FROM audit ORDER BY id DESC LIMIT 1),
-                       to_char(t.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), coalesce((\(json)::jsonb)::text, '')
+                       to_char(t.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'),
+                       ARRAY(SELECT coalesce((nullif(d, '')::jsonb)::text, '') FROM unnest(\(jsons)::text[]) WITH ORDINALITY u(d, n) ORDER BY n)
                 FROM t
                 """
-            ).decode((String, String?, String, String).self).first()
+            ).decode((String, String?, String, [String]).self).first(), details.count == entries.count
         else { throw StoreError.conflict("the audit log cannot be read") }
-        let mac = AuditChain.mac(
-            key: self.tx.auditKey, previous: prevMac, at: at, actor: actor, action: entry.action, target: entry.target, outcome: entry.outcome,
-            detail: detail)
-        try await self.tx.query(
-            """
-            INSERT INTO audit (at, actor, action, target, outcome, detail, prev_hash, hash, mac)
-            SELECT a.at, \(actor), \(entry.action), \(entry.target), \(entry.outcome), \(json)::jsonb, \(prev),
-                   audit_hash(\(prev), a.at, \(actor), \(entry.action), \(entry.target), \(entry.outcome), \(json)::jsonb), \(mac)
-            FROM (SELECT (\(at)::timestamp AT TIME ZONE 'UTC') AS at) a
-            """)
-    }
-
-    func append(_ entries: [AuditEntry]) async throws {
-        for e in entries { try await self.append(e) }
+        var (previous, previousMac) = (head, headMac)
+        for (i, entry) in entries.enumerated() {
+            let actor = entry.actor.auditName
+            let json: String? = jsons[i].isEmpty ? nil : jsons[i]
+            let mac = AuditChain.mac(
+                key: self.tx.auditKey, previous: previousMac, at: at, actor: actor, action: entry.action, target: entry.target,
+                outcome: entry.outcome, detail: details[i])
+            guard
+                let hash = try await self.tx.query(
+                    """
+                    INSERT INTO audit (at, actor, action, target, outcome, detail, prev_hash, hash, mac)
+                    SELECT a.at, \(actor), \(entry.action), \(entry.target), \(entry.outcome), \(json)::jsonb, \(previous),
+                           audit_hash(\(previous), a.at, \(actor), \(entry.action), \(entry.target), \(entry.outcome), \(json)::jsonb), \(mac)
+                    FROM (SELECT (\(at)::timestamp AT TIME ZONE 'UTC') AS at) a
+                    RETURNING hash
+                    """
+                ).decode(String.self).first()
+            else { throw StoreError.conflict("the audit record was not stored") }
+            (previous, previousMac) = (hash, mac)
+        }
     }
 }
 

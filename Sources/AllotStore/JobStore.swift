@@ -9,16 +9,61 @@ public struct JobStore: Sendable {
     public let database: Database
     public init(database: Database) { self.database = database }
 
-    /// Stores a validated spec as a queued job, checking it against the pools, organisations and priority
-    /// classes in the database. The organisation is the scope's (a member's own) or, for a scope of every
-    /// organisation, the spec's. `neverFits` is asked with the pool's nodes to refuse jobs that could never run.
-    /// Returns the new job's id.
+    /// Stores a validated spec as a queued job (a batch of one: see `submit(_:neverFits:)`). Returns the new job's id.
     public func submit(
         _ spec: JobSpec, by principal: Principal, scope: Scope? = nil,
         neverFits: @Sendable (JobSpec, [NodeSnapshot]) -> WaitReason?
     ) async throws -> Int64 {
+        try await self.submit([Submission(spec, by: principal, scope: scope)], neverFits: neverFits)[0].get().id
+    }
+
+    /// Stores validated specs as queued jobs in one transaction: one commit and one extension of the audit chain
+    /// for the lot, which is what lets concurrent submissions share PostgreSQL's fsync (group commit, done here
+    /// because the audit chain admits one writer at a time). Each is checked on its own against the pools,
+    /// organisations and priority classes in the database — the organisation is the scope's (a member's own) or,
+    /// for a scope of every organisation, the spec's — under a savepoint of its own, so a refused one (its error
+    /// in its place) changes nothing and leaves the others. `neverFits` is asked with the pool's nodes to refuse
+    /// jobs that could never run. Nothing is acknowledged before the commit: a failed commit throws for them all.
+    /// Returns each one's job as stored (an array's first task).
+    public func submit(
+        _ batch: [Submission], neverFits: @Sendable (JobSpec, [NodeSnapshot]) -> WaitReason?
+    ) async throws -> [Result<JobView, any Error>] {
+        try await self.database.transaction { tx in
+            let context = SubmissionContext(tx: tx)
+            var outcomes: [Result<(id: Int64, audit: AuditEntry), any Error>] = []
+            for (n, submission) in batch.enumerated() {
+                // At most `SubmissionBatcher`'s batch of savepoints, none released: each costs one round trip.
+                try await tx.query("SAVEPOINT \(unescaped: "s\(n)")")
+                do {
+                    outcomes.append(.success(try await Self.store(submission, in: context, neverFits: neverFits)))
+                } catch {
+                    // A refusal of the database's (a constraint) aborted the transaction up to the savepoint; a lost
+                    // connection fails the batch.
+                    try await tx.query("ROLLBACK TO SAVEPOINT \(unescaped: "s\(n)")")
+                    outcomes.append(.failure(self.database.translate(error)))
+                }
+            }
+            let stored = outcomes.compactMap { try? $0.get() }
+            try await tx.audit.append(stored.map(\.audit))
+            let views = try await Self.decodeJobs(
+                try await tx.query("SELECT \(unescaped: Self.jobColumns) FROM jobs WHERE id = ANY(\(stored.map(\.id)))")
+            ).reduce(into: [Int64: JobView]()) { $0[$1.id] = $1 }
+            return outcomes.map { outcome in
+                outcome.flatMap { stored in
+                    views[stored.id].map { .success($0) } ?? .failure(StoreError.conflict("job \(stored.id) was not stored"))
+                }
+            }
+        }
+    }
+
+    /// One submission's checks and rows, inside the batch's transaction; returns its id and its audit record.
+    private static func store(
+        _ submission: Submission, in context: SubmissionContext, neverFits: (JobSpec, [NodeSnapshot]) -> WaitReason?
+    ) async throws -> (id: Int64, audit: AuditEntry) {
+        let (principal, tx) = (submission.principal, context.tx)
+        var spec = submission.spec
         let org: String
-        switch scope ?? principal.scope {
+        switch submission.scope ?? principal.scope {
         case .organization(let own):
             if let asked = spec.org, asked != own { throw StoreError.forbidden("a member of \(own) cannot submit for \(asked)") }
             org = own
@@ -28,124 +73,93 @@ public struct JobStore: Sendable {
         case .node:
             throw StoreError.forbidden("an agent token cannot submit jobs")
         }
-        return try await self.database.transaction { tx in
-            var spec = spec
-            let pool = try await Self.pool(spec.pool, org: org, in: tx)
-            spec.pool = pool
-            let nodes = try await ClusterReader(tx: tx).nodeSnapshots(pool: pool)
-            let models = Set(nodes.flatMap { $0.gpus.map(\.model) })
-            spec.gpuModel = spec.gpuModel.map { PendingJob.model(named: $0, among: models) ?? $0 }
-            if let reason = neverFits(spec, nodes) {
-                throw StoreError.invalid(field: spec.gpuMilli != nil ? "gpuMilli" : "gpusPerNode", message: reason.text)
-            }
-            guard let restricted = try await tx.query("SELECT restricted_to FROM pools WHERE name = \(pool)").decode([String].self).first()
-            else { throw StoreError.invalid(field: "pool", message: "unknown pool '\(pool.prefix(64))'") }
-            if !restricted.isEmpty && !restricted.contains(org) {
-                throw StoreError.forbidden("pool \(pool) is restricted to \(restricted.joined(separator: ", "))")
-            }
-            guard try await tx.query("SELECT 1 FROM organizations WHERE name = \(org)").decode(Int.self).first() != nil else {
-                throw StoreError.invalid(field: "org", message: "unknown organization '\(org)'")
-            }
-            let grant = try await tx.query(
-                """
-                SELECT projects::text FROM allocations WHERE org = \(org) AND pool = \(pool) AND superseded_at IS NULL
-                  AND (valid_from IS NULL OR current_date BETWEEN valid_from AND valid_until)
-                ORDER BY valid_from NULLS LAST LIMIT 1
-                """
-            ).decode(String.self).first { _ in true }
-            guard let grant else {
-                throw StoreError.invalid(field: "pool", message: "\(org) has no allocation in force in pool \(pool)")
-            }
-            // Where the grant is split into projects, a job names one of them (Slurm refuses an unknown account too).
-            let limits = (try? JSONDecoder().decode([ProjectLimit].self, from: Data(grant.utf8))) ?? []
-            let projects = limits.map(\.name)
-            // No project named (Slurm's `-A org` alone): the user's default, the first project that lists them.
-            if spec.project == nil { spec.project = limits.first { $0.users[principal.name] != nil }?.name }
-            if let project = spec.project, !projects.isEmpty, !projects.contains(project) {
-                throw StoreError.invalid(
-                    field: "project",
-                    message: "'\(project.prefix(64))' is not one of \(org)'s projects in pool \(pool) (\(projects.joined(separator: ", ")))")
-            }
-            let (className, priority, maxTime, classOrgs, classRoles) = try await Self.priorityClass(spec.priorityClass, in: tx)
-            // Policy says who may use which class (a class that preempts is not everyone's).
-            if !classOrgs.isEmpty && !classOrgs.contains(org) {
-                throw StoreError.forbidden("priority class \(className) is not for \(org)'s jobs (Policies/: \(classOrgs.joined(separator: ", ")))")
-            }
-            if !classRoles.isEmpty && !classRoles.contains(principal.role.rawValue) {
-                throw StoreError.forbidden(
-                    "priority class \(className) is not for \(principal.role.rawValue) tokens (Policies/: \(classRoles.joined(separator: ", ")))")
-            }
-            if let maxTime, let limit = spec.timeLimitSeconds, limit > maxTime {
-                throw StoreError.invalid(
-                    field: "timeLimit", message: "\(limit)s is more than priority class \(className) allows (\(maxTime)s)")
-            }
-            // A dependency names jobs the submitter may see (another organisation's are unknown to a member).
-            if let dependency = spec.dependency, !dependency.jobs.isEmpty {
-                let seesAll = (scope ?? principal.scope).organization == nil
-                let visible = try await tx.query(
-                    "SELECT id FROM jobs WHERE id = ANY(\(dependency.jobs)) AND (\(seesAll) OR org = \(org))"
-                ).decode(Int64.self).reduce(into: Set<Int64>()) { $0.insert($1) }
-                if let unknown = dependency.jobs.first(where: { !visible.contains($0) }) {
-                    throw StoreError.invalid(field: "dependency", message: "job \(unknown) is not a job \(org) can see")
-                }
-            }
-            let held = spec.hold == true ? principal : nil
-            let id: Int64
-            if let array = spec.array {
-                // One job per index; the first one's id is the array's. Every task stores the spec, so an array's
-                // spec is bounded in all (128 MiB), not only each task's.
-                let each = spec.command.utf8.count + spec.env.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
-                guard each * array.indices.count <= 128 << 20 else {
-                    throw StoreError.invalid(
-                        field: "array",
-                        message: "\(array.indices.count) tasks × \(each) bytes of command and env is more than 128 MiB: submit a shorter script")
-                }
-                let first = try await tx.jobs.insert(
-                    spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
-                    timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: (nil, array.indices[0]), heldBy: held)
-                for index in array.indices.dropFirst() {
-                    _ = try await tx.jobs.insert(
-                        spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
-                        timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: (first, index), heldBy: held)
-                }
-                id = first
-            } else {
-                id = try await tx.jobs.insert(
-                    spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
-                    timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, heldBy: held)
-            }
-            try await tx.audit.append(
-                AuditEntry(
-                    actor: principal, action: "job.submit", target: "job/\(id)", outcome: "queued",
-                    detail: [
-                        "org": org, "pool": pool, "nodes": "\(spec.nodes)", "gpusPerNode": "\(spec.gpusPerNode)",
-                        "array": spec.array?.description ?? "-", "dependency": spec.dependency?.description ?? "-",
-                    ]))
-            return id
+        let pool = try await context.pool(spec.pool, org: org)
+        spec.pool = pool
+        let (nodes, models) = try await context.nodes(pool: pool)
+        spec.gpuModel = spec.gpuModel.map { PendingJob.model(named: $0, among: models) ?? $0 }
+        if let reason = neverFits(spec, nodes) {
+            throw StoreError.invalid(field: spec.gpuMilli != nil ? "gpuMilli" : "gpusPerNode", message: reason.text)
         }
-    }
-
-    /// The pool named, else the policy's default pool, else the one pool the organisation has an allocation in
-    /// force in (Slurm's default partition); where none of those decides, an error naming the choices.
-    private static func pool(_ named: String?, org: String, in tx: Transaction) async throws -> String {
-        if let named { return named }
-        if let fallback = try await tx.query("SELECT default_pool FROM policy_defaults").decode(String?.self).first() ?? nil { return fallback }
-        let pools = try await tx.query(
-            """
-            SELECT DISTINCT pool FROM allocations WHERE org = \(org) AND superseded_at IS NULL
-              AND (valid_from IS NULL OR current_date BETWEEN valid_from AND valid_until)
-            ORDER BY pool
-            """
-        ).decode(String.self).reduce(into: [String]()) { $0.append($1) }
-        if pools.count == 1 { return pools[0] }
-        if pools.isEmpty { throw StoreError.invalid(field: "pool", message: "is not given, and \(org) has no allocation in force in any pool") }
-        throw StoreError.invalid(
-            field: "pool",
-            message: "is not given and there is no default pool: choose one of \(org)'s pools (\(pools.joined(separator: ", "))) with -p or pool:")
+        guard let restricted = try await context.restriction(pool: pool) else {
+            throw StoreError.invalid(field: "pool", message: "unknown pool '\(pool.prefix(64))'")
+        }
+        if !restricted.isEmpty && !restricted.contains(org) {
+            throw StoreError.forbidden("pool \(pool) is restricted to \(restricted.joined(separator: ", "))")
+        }
+        guard try await context.organizationExists(org) else {
+            throw StoreError.invalid(field: "org", message: "unknown organization '\(org)'")
+        }
+        guard let grant = try await context.grant(org: org, pool: pool) else {
+            throw StoreError.invalid(field: "pool", message: "\(org) has no allocation in force in pool \(pool)")
+        }
+        // Where the grant is split into projects, a job names one of them (Slurm refuses an unknown account too).
+        let limits = (try? JSONDecoder().decode([ProjectLimit].self, from: Data(grant.utf8))) ?? []
+        let projects = limits.map(\.name)
+        // No project named (Slurm's `-A org` alone): the user's default, the first project that lists them.
+        if spec.project == nil { spec.project = limits.first { $0.users[principal.name] != nil }?.name }
+        if let project = spec.project, !projects.isEmpty, !projects.contains(project) {
+            throw StoreError.invalid(
+                field: "project",
+                message: "'\(project.prefix(64))' is not one of \(org)'s projects in pool \(pool) (\(projects.joined(separator: ", ")))")
+        }
+        let (className, priority, maxTime, classOrgs, classRoles) = try await context.priorityClass(spec.priorityClass)
+        // Policy says who may use which class (a class that preempts is not everyone's).
+        if !classOrgs.isEmpty && !classOrgs.contains(org) {
+            throw StoreError.forbidden("priority class \(className) is not for \(org)'s jobs (Policies/: \(classOrgs.joined(separator: ", ")))")
+        }
+        if !classRoles.isEmpty && !classRoles.contains(principal.role.rawValue) {
+            throw StoreError.forbidden(
+                "priority class \(className) is not for \(principal.role.rawValue) tokens (Policies/: \(classRoles.joined(separator: ", ")))")
+        }
+        if let maxTime, let limit = spec.timeLimitSeconds, limit > maxTime {
+            throw StoreError.invalid(field: "timeLimit", message: "\(limit)s is more than priority class \(className) allows (\(maxTime)s)")
+        }
+        // A dependency names jobs the submitter may see (another organisation's are unknown to a member).
+        if let dependency = spec.dependency, !dependency.jobs.isEmpty {
+            let seesAll = (submission.scope ?? principal.scope).organization == nil
+            let visible = try await tx.query(
+                "SELECT id FROM jobs WHERE id = ANY(\(dependency.jobs)) AND (\(seesAll) OR org = \(org))"
+            ).decode(Int64.self).reduce(into: Set<Int64>()) { $0.insert($1) }
+            if let unknown = dependency.jobs.first(where: { !visible.contains($0) }) {
+                throw StoreError.invalid(field: "dependency", message: "job \(unknown) is not a job \(org) can see")
+            }
+        }
+        let held = spec.hold == true ? principal : nil
+        let id: Int64
+        if let array = spec.array {
+            // One job per index; the first one's id is the array's. Every task stores the spec, so an array's
+            // spec is bounded in all (128 MiB), not only each task's.
+            let each = spec.command.utf8.count + spec.env.reduce(0) { $0 + $1.key.utf8.count + $1.value.utf8.count }
+            guard each * array.indices.count <= 128 << 20 else {
+                throw StoreError.invalid(
+                    field: "array",
+                    message: "\(array.indices.count) tasks × \(each) bytes of command and env is more than 128 MiB: submit a shorter script")
+            }
+            let first = try await tx.jobs.insert(
+                spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
+                timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: (nil, array.indices[0]), heldBy: held)
+            for index in array.indices.dropFirst() {
+                _ = try await tx.jobs.insert(
+                    spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
+                    timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: (first, index), heldBy: held)
+            }
+            id = first
+        } else {
+            id = try await tx.jobs.insert(
+                spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
+                timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, heldBy: held)
+        }
+        let audit = AuditEntry(
+            actor: principal, action: "job.submit", target: "job/\(id)", outcome: "queued",
+            detail: [
+                "org": org, "pool": pool, "nodes": "\(spec.nodes)", "gpusPerNode": "\(spec.gpusPerNode)",
+                "array": spec.array?.description ?? "-", "dependency": spec.dependency?.description ?? "-",
+            ])
+        return (id, audit)
     }
 
     /// The named class, the policy's default class, or (when no classes are declared) `default` at 0.
-    private static func priorityClass(_ name: String?, in tx: Transaction) async throws -> (String, Int, Int64?, [String], [String]) {
+    static func priorityClass(_ name: String?, in tx: Transaction) async throws -> (String, Int, Int64?, [String], [String]) {
         var wanted = name
         if wanted == nil { wanted = try await tx.query("SELECT priority_class FROM policy_defaults").decode(String?.self).first() ?? nil }
         guard let wanted else { return ("default", 0, nil, [], []) }
@@ -156,9 +170,11 @@ public struct JobStore: Sendable {
         return found
     }
 
-    /// Jobs, newest first, optionally by state and organisation, within `scope`.
+    /// Jobs, newest first, optionally by state and organisation, within `scope`; `before` (the last job of the
+    /// page before) starts the next page, in the same order.
     public func list(
-        state: JobState?, org: String?, scope: Scope, limit: Int = 500, user: String? = nil, name: String? = nil, ended: Bool = false
+        state: JobState?, org: String?, scope: Scope, limit: Int = 500, user: String? = nil, name: String? = nil, ended: Bool = false,
+        before: Int64? = nil
     ) async throws -> [JobView] {
         if !scope.seesOrganizations { return [] }
         if let org, !scope.includes(org: org) { return [] }
@@ -172,6 +188,8 @@ public struct JobStore: Sendable {
                   AND (\(orgFilter)::text IS NULL OR org = \(orgFilter))
                   AND (\(user)::text IS NULL OR owner = \(user)) AND (\(name)::text IS NULL OR name = \(name))
                   AND (NOT \(ended) OR state IN ('succeeded', 'failed', 'cancelled'))
+                  AND (\(before)::bigint IS NULL OR CASE WHEN \(ended)
+                         THEN (ended_at, id) < (SELECT b.ended_at, b.id FROM jobs b WHERE b.id = \(before)) ELSE id < \(before) END)
                 ORDER BY CASE WHEN \(ended) THEN ended_at END DESC NULLS LAST, id DESC LIMIT \(limit)
                 """)
             var jobs = try await Self.decodeJobs(rows)

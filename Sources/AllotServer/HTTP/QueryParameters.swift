@@ -75,6 +75,9 @@ extension Endpoint {
                 QueryParameter("user", .name, "Only jobs submitted by this token name (squeue's --user)."),
                 QueryParameter("name", .name, "Only jobs of this name (squeue's --name)."),
                 QueryParameter("ended", .flag, "Only ended jobs, most recently ended first (allot history, sacct's view)."),
+                QueryParameter(
+                    "before", .whole(1...Int.max),
+                    "The next page: only jobs listed after this one, the last of the page before (its Link header's rel=next names it)."),
             ]
         case .jobLog:
             return [

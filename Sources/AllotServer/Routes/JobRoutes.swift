@@ -4,6 +4,7 @@ import AllotHTTPClient
 import AllotHTTPServer
 import AllotStore
 import Foundation
+import HTTPTypes
 import Hummingbird
 
 /// `/v1/jobs`: submit, list, show, cancel, and a rank's log (fetched from its agent).
@@ -12,28 +13,36 @@ struct JobRoutes {
     let nodes: NodeStore
     let nodeKeys: NodeKeys
     let wake: ClusterWake
+    let submissions: SubmissionBatcher
 
     var routes: RouteCollection<AllotRequestContext> {
         let routes = RouteCollection(context: AllotRequestContext.self)
         routes.on(.submitJob) { request, context in
             let (principal, scope) = try context.caller()
             let spec = try JobSpecParser.parse(String(buffer: try await request.collectBody(upTo: InputLimits.documentBytes)))
-            let id = try await self.jobs.submit(spec, by: principal, scope: scope) { spec, nodes in
-                Placer.neverFitsReason(
-                    PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), nodes: nodes)
-            }
+            let job = try await self.submissions.submit(Submission(spec, by: principal, scope: scope))
             self.wake.signal()
-            return JSON.response(try await self.jobs.show(id, scope: scope), status: .created)
+            return JSON.response(job, status: .created)
         }
         routes.on(.listJobs) { request, context in
             let (_, scope) = try context.caller()
             let state = try request.query("state", oneOf: JobState.self)
             let q = request.uri.queryParameters
-            return JSON.response(
-                try await self.jobs.list(
-                    state: state, org: q.get("org"), scope: scope, limit: try request.query("limit", as: Int.self) ?? 500,
-                    user: q.get("user").map { String($0.prefix(200)) }, name: q.get("name").map { String($0.prefix(200)) },
-                    ended: try request.query("ended", as: Bool.self) ?? false))
+            let limit = try request.query("limit", as: Int.self) ?? 500
+            let jobs = try await self.jobs.list(
+                state: state, org: q.get("org"), scope: scope, limit: limit, user: q.get("user").map { String($0.prefix(200)) },
+                name: q.get("name").map { String($0.prefix(200)) }, ended: try request.query("ended", as: Bool.self) ?? false,
+                before: try request.query("before", as: Int64.self))
+            var response = JSON.response(jobs)
+            // A full page may have more after it: RFC 8288's next link, as GitHub's API pages (the body stays a list).
+            if jobs.count == limit, let last = jobs.last {
+                let plain = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-._~"))
+                let others = q.filter { $0.key != "before" }.map {
+                    "\($0.key)=\(String($0.value).addingPercentEncoding(withAllowedCharacters: plain) ?? "")"
+                }
+                response.headers[HTTPField.Name("Link")!] = "</v1/jobs?\((others + ["before=\(last.id)"]).joined(separator: "&"))>; rel=\"next\""
+            }
+            return response
         }
         routes.on(.showJob) { _, context in
             JSON.response(try await self.jobs.show(try context.id(), scope: try context.caller().scope))

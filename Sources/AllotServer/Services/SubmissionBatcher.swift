@@ -1,0 +1,50 @@
+import AllotCore
+import AllotStore
+
+/// Group commit for submissions: the POST /v1/jobs requests that arrive while a batch commits wait together and go
+/// into the next one — one transaction, one extension of the audit chain, one fsync for all of them — and each
+/// is answered only after that commit. The audit chain admits one writer at a time, so without batching every
+/// submission would wait for the previous one's fsync; PostgreSQL's own group commit cannot help across that lock.
+/// Two batches may be in flight, so one checks and inserts while the other commits.
+actor SubmissionBatcher {
+    let jobs: JobStore
+    /// Each submission in a batch takes a savepoint; PostgreSQL keeps 64 subtransactions per transaction in
+    /// shared memory before other sessions' snapshots slow down, so a batch stays below that.
+    static let batchLimit = 32
+    static let inFlightLimit = 2
+    private var pending: [(submission: Submission, answer: CheckedContinuation<JobView, any Error>)] = []
+    private var inFlight = 0
+
+    init(jobs: JobStore) { self.jobs = jobs }
+
+    /// Stores the submission with whatever else is waiting; returns its job once committed.
+    func submit(_ submission: Submission) async throws -> JobView {
+        try await withCheckedThrowingContinuation { answer in
+            self.pending.append((submission, answer))
+            if self.inFlight < Self.inFlightLimit {
+                self.inFlight += 1
+                Task { await self.drain() }
+            }
+        }
+    }
+
+    private func drain() async {
+        while !self.pending.isEmpty {
+            let batch = Array(self.pending.prefix(Self.batchLimit))
+            self.pending.removeFirst(batch.count)
+            do {
+                let results = try await self.jobs.submit(batch.map(\.submission), neverFits: Self.neverFits)
+                for (result, waiting) in zip(results, batch) { waiting.answer.resume(with: result) }
+            } catch {
+                for waiting in batch { waiting.answer.resume(throwing: error) }
+            }
+        }
+        self.inFlight -= 1
+    }
+
+    /// Whether the job could run on none of the pool's nodes even were they empty (asked with the pool's nodes).
+    @Sendable static func neverFits(_ spec: JobSpec, _ nodes: [NodeSnapshot]) -> WaitReason? {
+        Placer.neverFitsReason(
+            PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), nodes: nodes)
+    }
+}

@@ -1,0 +1,116 @@
+import AllotCore
+import AllotDatabaseTesting
+import AllotServer
+import AllotStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOFoundationCompat
+import PostgresNIO
+import Testing
+
+@Suite("Submissions answered after their batch commits; the job list in pages", databaseTests)
+struct SubmissionAndPagingTests {
+    static func body<T: Decodable>(_ response: TestResponse, as: T.Type = T.self) throws -> T {
+        try WireJSON.decoder.decode(T.self, from: Data(buffer: response.body))
+    }
+
+    @Test("64 submissions at once over live HTTP: each a 201 with its own job, stored, audited once, the chain intact; a bad one among them a 400")
+    func concurrentSubmissions() async throws {
+        try await TestDatabase.with { db in
+            let s = try await APITests.setUp(db)
+            try await s.app.test(.live) { client in
+                let answers = try await withThrowingTaskGroup(of: (Int, HTTPResponse.Status, ByteBuffer).self) { group in
+                    for i in 0..<64 {
+                        group.addTask {
+                            // Every eighth asks for more GPUs than any node has: refused on its own.
+                            let gpus = i % 8 == 7 ? 9 : 1
+                            return try await client.execute(
+                                uri: "/v1/jobs", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"],
+                                body: ByteBuffer(string: "pool: h200\nname: c\(i)\ngpusPerNode: \(gpus)\ncommand: 'true'\n")
+                            ) { (i, $0.status, $0.body) }
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+                var ids: [Int64] = []
+                for (i, status, body) in answers {
+                    if i % 8 == 7 {
+                        #expect(status == .badRequest, "submission \(i)")
+                    } else {
+                        #expect(status == .created, "submission \(i): \(String(buffer: body))")
+                        let job = try WireJSON.decoder.decode(JobView.self, from: Data(buffer: body))
+                        #expect(job.name == "c\(i)" && job.state == .queued && job.org == "lab")
+                        ids.append(job.id)
+                    }
+                }
+                #expect(Set(ids).count == 56)
+                let stored = try await db.query("SELECT id FROM jobs").decode(Int64.self).reduce(into: Set<Int64>()) { $0.insert($1) }
+                #expect(stored == Set(ids))
+                let records = try await AuditStore(database: db).list(since: nil).filter { $0.action == "job.submit" }
+                let audited = records.map(\.target)
+                #expect(audited.count == 56 && Set(audited) == Set(ids.map { "job/\($0)" }))
+                // A batch's records share its one clock reading: fewer readings than records means they were grouped.
+                #expect(Set(records.map(\.at)).count < records.count, "no two submissions shared a commit")
+                let verified = try await AuditStore(database: db).verify()
+                #expect(verified.intact, "\(verified.problems)")
+            }
+        }
+    }
+
+    @Test("GET /v1/jobs in pages: every job once, newest first, a next link on full pages only; the same for ended jobs")
+    func paging() async throws {
+        try await TestDatabase.with { db in
+            let s = try await APITests.setUp(db)
+            let auth: HTTPFields = [.authorization: "Bearer \(s.memberToken)"]
+            try await s.app.test(.router) { client in
+                var submitted: [Int64] = []
+                for i in 0..<25 {
+                    try await client.execute(
+                        uri: "/v1/jobs", method: .post, headers: auth,
+                        body: ByteBuffer(string: "pool: h200\nname: p\(i)\nhold: true\ncommand: 'true'\n")
+                    ) { submitted.append(try Self.body($0, as: JobView.self).id) }
+                }
+                // Cancel some, in an order of their own, so the ended list's order differs from the ids'.
+                let cancelled = [submitted[3], submitted[20], submitted[7], submitted[11], submitted[0]]
+                for id in cancelled {
+                    try await client.execute(uri: "/v1/jobs/\(id)/cancel", method: .post, headers: auth) { #expect($0.status == .ok) }
+                }
+                func walk(_ first: String) async throws -> (ids: [Int64], pages: [Int]) {
+                    var (ids, pages, next) = ([Int64](), [Int](), Optional(first))
+                    while let uri = next {
+                        next = nil
+                        try await client.execute(uri: uri, method: .get, headers: auth) { response in
+                            #expect(response.status == .ok)
+                            let page = try Self.body(response, as: [JobView].self)
+                            ids += page.map(\.id)
+                            pages.append(page.count)
+                            if let link = response.headers[HTTPField.Name("Link")!] {
+                                #expect(link.hasSuffix(">; rel=\"next\"") && link.hasPrefix("</v1/jobs?"))
+                                next = String(link.dropFirst().prefix { $0 != ">" })
+                            }
+                        }
+                        #expect(pages.count < 20, "the pages must end")
+                    }
+                    return (ids, pages)
+                }
+                let all = try await walk("/v1/jobs?limit=10")
+                #expect(all.ids == submitted.reversed())
+                #expect(all.pages == [10, 10, 5])
+                // Exactly full: one more request finds the end with no link.
+                let exact = try await walk("/v1/jobs?limit=5")
+                #expect(exact.ids == submitted.reversed() && exact.pages == [5, 5, 5, 5, 5, 0])
+                // Ended jobs, most recently ended first, through pages of 2, the filter kept in the link.
+                let ended = try await walk("/v1/jobs?ended=true&limit=2")
+                #expect(ended.ids == cancelled.reversed(), "\(ended.ids) vs \(cancelled)")
+                #expect(ended.pages == [2, 2, 1])
+                // The state filter is kept in the link too.
+                let queued = try await walk("/v1/jobs?state=queued&limit=7")
+                #expect(queued.ids == submitted.reversed().filter { !cancelled.contains($0) })
+                try await client.execute(uri: "/v1/jobs?before=0", method: .get, headers: auth) { #expect($0.status == .badRequest) }
+                try await client.execute(uri: "/v1/jobs?before=x", method: .get, headers: auth) { #expect($0.status == .badRequest) }
+            }
+        }
+    }
+}
