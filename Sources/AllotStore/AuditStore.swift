@@ -4,19 +4,28 @@ public import Foundation
 import Logging
 import PostgresNIO
 
-/// The one writer of `audit`: appends happen inside the transaction that makes the change, so a change and its
-/// record commit together or not at all. Each record carries two links to the one before: a SHA-256 chain
+/// The one writer of `audit`: appends happen inside the transaction that makes the change, at its end, so a change
+/// and its record commit together or not at all. Each record carries two links to the one before: a SHA-256 chain
 /// (`hash`, checkable by anyone) and an HMAC chain (`mac`) keyed outside the database, which only allotd's key
 /// can extend — so a rewritten, forged or truncated log is told apart from a true one.
 struct AuditLog {
     let tx: Transaction
 
-    func append(_ entry: AuditEntry) async throws { try await self.append([entry]) }
+    /// Records `entry` as part of the transaction: it joins the chain when the transaction commits (`flush`), or
+    /// never, with whatever else the transaction (or the savepoint it was made after) undoes.
+    func append(_ entry: AuditEntry) async throws { self.tx.pendingAudit.append(entry) }
 
-    /// Appends records in order: the chain's lock and head are taken once for them all (a batch of submissions
-    /// extends it in one go), then each record links to the one before.
-    func append(_ entries: [AuditEntry]) async throws {
+    func append(_ entries: [AuditEntry]) async throws { self.tx.pendingAudit += entries }
+
+    /// Appends the transaction's records to the chain, in order: the chain's lock and head are taken once for
+    /// them all, then each record links to the one before. `Database.transaction` calls it just before COMMIT,
+    /// so the chain's lock is the last lock every transaction takes — none waits for it while holding rows that
+    /// the lock's holder needs next (the scheduler's commit and a heartbeat deadlocked that way) — and it is held
+    /// only from here to the commit.
+    func flush() async throws {
+        let entries = self.tx.pendingAudit
         guard !entries.isEmpty else { return }
+        self.tx.pendingAudit = []
         let jsons = try entries.map { $0.detail.isEmpty ? "" : String(decoding: try JSONEncoder().encode($0.detail), as: UTF8.self) }
         // One writer at a time extends the chain; the time and the details are taken as PostgreSQL will store them.
         try await self.tx.query("SELECT pg_advisory_xact_lock(7321001)")
@@ -32,26 +41,41 @@ struct AuditLog {
                 """
             ).decode((String, String?, String, [String]).self).first(), details.count == entries.count
         else { throw StoreError.conflict("the audit log cannot be read") }
-        var (previous, previousMac) = (head, headMac)
+        // The MACs chain in allotd (the key never reaches the database), the SHA-256 links in one INSERT (a recursive
+        // query links each record to the one before), so a batch of records costs one round trip.
+        var macs: [String] = []
+        var previousMac = headMac
         for (i, entry) in entries.enumerated() {
-            let actor = entry.actor.auditName
-            let json: String? = jsons[i].isEmpty ? nil : jsons[i]
             let mac = AuditChain.mac(
-                key: self.tx.auditKey, previous: previousMac, at: at, actor: actor, action: entry.action, target: entry.target,
+                key: self.tx.auditKey, previous: previousMac, at: at, actor: entry.actor.auditName, action: entry.action, target: entry.target,
                 outcome: entry.outcome, detail: details[i])
-            guard
-                let hash = try await self.tx.query(
-                    """
-                    INSERT INTO audit (at, actor, action, target, outcome, detail, prev_hash, hash, mac)
-                    SELECT a.at, \(actor), \(entry.action), \(entry.target), \(entry.outcome), \(json)::jsonb, \(previous),
-                           audit_hash(\(previous), a.at, \(actor), \(entry.action), \(entry.target), \(entry.outcome), \(json)::jsonb), \(mac)
-                    FROM (SELECT (\(at)::timestamp AT TIME ZONE 'UTC') AS at) a
-                    RETURNING hash
-                    """
-                ).decode(String.self).first()
-            else { throw StoreError.conflict("the audit record was not stored") }
-            (previous, previousMac) = (hash, mac)
+            macs.append(mac)
+            previousMac = mac
         }
+        let (actors, actions, targets, outcomes) = (
+            entries.map { $0.actor.auditName }, entries.map(\.action), entries.map(\.target), entries.map(\.outcome)
+        )
+        let stored = try await self.tx.query(
+            """
+            WITH RECURSIVE input AS (
+                SELECT u.n, u.actor, u.action, u.target, u.outcome, nullif(u.detail, '')::jsonb AS detail, u.mac
+                FROM unnest(\(actors)::text[], \(actions)::text[], \(targets)::text[], \(outcomes)::text[], \(jsons)::text[], \(macs)::text[])
+                     WITH ORDINALITY AS u(actor, action, target, outcome, detail, mac, n)
+            ), a AS (SELECT (\(at)::timestamp AT TIME ZONE 'UTC') AS at),
+            chain AS (
+                SELECT i.n, \(head)::text AS prev_hash, audit_hash(\(head), a.at, i.actor, i.action, i.target, i.outcome, i.detail) AS hash
+                FROM input i, a WHERE i.n = 1
+                UNION ALL
+                SELECT i.n, c.hash, audit_hash(c.hash, a.at, i.actor, i.action, i.target, i.outcome, i.detail)
+                FROM chain c JOIN input i ON i.n = c.n + 1, a
+            )
+            INSERT INTO audit (at, actor, action, target, outcome, detail, prev_hash, hash, mac)
+            SELECT a.at, i.actor, i.action, i.target, i.outcome, i.detail, c.prev_hash, c.hash, i.mac
+            FROM chain c JOIN input i USING (n), a ORDER BY c.n
+            RETURNING id
+            """
+        ).rows.count
+        guard stored == entries.count else { throw StoreError.conflict("the audit records were not stored") }
     }
 }
 

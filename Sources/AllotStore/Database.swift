@@ -1,3 +1,4 @@
+import AllotCore
 public import Foundation
 public import Logging
 package import PostgresNIO
@@ -299,6 +300,8 @@ public struct Database: Sendable, Service {
                         try await tx.query("SELECT allot_fence(\(fence.holder), \(fence.epoch))")
                     }
                     value = try await body(tx)
+                    // Last, so the chain's lock is the last one any transaction takes and is held only to the commit.
+                    try await tx.audit.flush()
                 } catch {
                     _ = try? await tx.query("ROLLBACK")
                     throw error
@@ -318,7 +321,10 @@ public struct Database: Sendable, Service {
         try await self.available()
         do {
             return try await self.client.withConnection { connection in
-                try await body(Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey))
+                let tx = Transaction(connection: connection, logger: self.logger, auditKey: self.auditKey)
+                let value = try await body(tx)
+                precondition(tx.pendingAudit.isEmpty, "audit records are appended in a transaction, not a read")
+                return value
             }
         } catch {
             throw self.translate(error)
@@ -360,6 +366,8 @@ public struct Database: Sendable, Service {
         // over its time (25P04), a statement of a transaction already aborted by one of these (25P02: a query given up
         // at its time bound leaves its transaction so), a lock not granted in time (55P03), and a write that reached a standby (25006: a
         // server demoted, or not yet left for the promoted one). Nothing was committed in any of them.
+        // A serialization failure or deadlock (40) and a lock not granted in time (55P03) are contention, not a lost server.
+        if state.hasPrefix("40") || state == "55P03" { return StoreError.busy(e.serverMessage ?? state) }
         if ["08", "57", "53", "40"].contains(String(state.prefix(2))) || ["25006", "25P02", "25P03", "25P04", "55P03"].contains(state) {
             return StoreError.unreachable(url: self.url.description, underlying: e.serverMessage ?? state)
         }
@@ -433,6 +441,25 @@ package final class Transaction {
     let logger: Logger
     let auditKey: Data
     private var clock: Date?
+    /// The audit records of this transaction, appended to the chain just before it commits (`AuditLog`).
+    var pendingAudit: [AuditEntry] = []
+    /// How many records were pending when each savepoint was taken: rolling back to it drops the ones after.
+    private var savepoints: [String: Int] = [:]
+
+    /// A savepoint; `rollback(to:)` undoes what came after it, audit records included.
+    func savepoint(_ name: String) async throws {
+        try await self.query("SAVEPOINT \(unescaped: name)")
+        self.savepoints[name] = self.pendingAudit.count
+    }
+
+    func rollback(to name: String) async throws {
+        try await self.query("ROLLBACK TO SAVEPOINT \(unescaped: name)")
+        if let count = self.savepoints[name], count < self.pendingAudit.count { self.pendingAudit.removeSubrange(count...) }
+    }
+
+    func release(_ name: String) async throws {
+        try await self.query("RELEASE SAVEPOINT \(unescaped: name)")
+    }
 
     init(connection: PostgresConnection, logger: Logger, auditKey: Data) {
         self.connection = connection
@@ -536,6 +563,9 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
     case invalid(field: String, message: String)
     case forbidden(String)
     case unreachable(url: String, underlying: String)
+    /// The database could not finish this now for other work in its way (a deadlock, a serialization failure, a
+    /// lock not granted in time); nothing was changed, and the same request may succeed at once.
+    case busy(String)
     case migration(String)
     /// The database refused a scheduling write: another allotd holds the lease now, or this one's lapsed.
     case fenced(String)
@@ -551,6 +581,7 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
         case .unreachable(let url, let underlying):
             // PostgresNIO reports a wrong password as a tripped circuit breaker: say what it usually means.
             "cannot reach PostgreSQL at \(url) (check that it runs and that the user and password are right): \(underlying)"
+        case .busy(let why): "the database could not finish this now (\(why)); nothing was changed: try again"
         case .migration(let message): message
         case .fenced(let message): message
         case .unknownValue(let column, let value): "the database holds '\(value)' in \(column), which this allotd does not know"

@@ -172,23 +172,23 @@ public struct SchedulerStore: Sendable {
     private func insertEach(_ placements: [Placement], replacing: Bool, in tx: Transaction) async throws -> [Int64] {
         var placed: [Int64] = []
         for placement in placements {
-            try await tx.query("SAVEPOINT placement")
+            try await tx.savepoint("placement")
             do {
                 if try await self.insert(placement, replacing: replacing, in: tx) {
                     placed.append(placement.jobID)
-                    try await tx.query("RELEASE SAVEPOINT placement")
+                    try await tx.release("placement")
                 } else {
-                    try await tx.query("ROLLBACK TO SAVEPOINT placement")
+                    try await tx.rollback(to: "placement")
                 }
             } catch let error as PSQLError {
-                try await tx.query("ROLLBACK TO SAVEPOINT placement")
+                try await tx.rollback(to: "placement")
                 self.database.logger.debug(
                     "placement refused by the database",
                     metadata: [
                         "job": "\(placement.jobID)", "constraint": "\(error.constraint ?? "-")", "message": "\(error.serverMessage ?? "\(error)")",
                     ])
             } catch StoreError.conflict(let why) {
-                try await tx.query("ROLLBACK TO SAVEPOINT placement")
+                try await tx.rollback(to: "placement")
                 self.database.logger.debug("placement skipped", metadata: ["job": "\(placement.jobID)", "why": "\(why)"])
             }
         }

@@ -82,6 +82,7 @@ struct ErrorMiddleware: RouterMiddleware {
             case .forbidden(let m): return .forbidden(m)
             // The database restarting or failing over: the client should try again shortly.
             case .unreachable: return APIError(.serviceUnavailable, code: "unavailable", message: e.description, retryAfterSeconds: 2)
+            case .busy: return APIError(.serviceUnavailable, code: "busy", message: e.description, retryAfterSeconds: 1)
             case .migration, .fenced: return APIError(.serviceUnavailable, code: "unavailable", message: e.description, retryAfterSeconds: 5)
             case .unknownValue: return APIError(.internalServerError, code: "internal", message: e.description)
             }
