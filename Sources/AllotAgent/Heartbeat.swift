@@ -54,6 +54,9 @@ public struct Heartbeat: Service {
         self.steps = StepRunner(supervisor: supervisor)
     }
 
+    /// The shortest time between two reports, when ranks change faster than that.
+    static let soonest = Duration.milliseconds(100)
+
     public func run() async throws {
         var inventory = try self.discover()
         await self.supervisor.setGPUs(inventory.gpus)
@@ -62,10 +65,16 @@ public struct Heartbeat: Service {
         var nextBeat = ContinuousClock.now
         var failures = 0
         var current = 0
+        var lastBeat = ContinuousClock.now
+        var reported = -1
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await self.supervisor.poll()
             await self.steps.tick()
-            if ContinuousClock.now >= nextBeat {
+            // A rank that started or ended is reported at once (at most every `soonest`), not at the next beat:
+            // the job runs, or its GPUs are free for the next one, a beat's interval sooner.
+            let changes = await self.supervisor.changes
+            let changed = registered && failures == 0 && changes != reported && ContinuousClock.now - lastBeat >= Self.soonest
+            if ContinuousClock.now >= nextBeat || changed {
                 if ContinuousClock.now - lastDiscovery > .seconds(30) {
                     do {
                         inventory = try self.discover()
@@ -82,7 +91,9 @@ public struct Heartbeat: Service {
                     }
                     registered = true
                     failures = 0
-                    nextBeat = ContinuousClock.now + self.interval
+                    reported = changes
+                    lastBeat = ContinuousClock.now
+                    nextBeat = lastBeat + self.interval
                 } catch {
                     failures += 1
                     current = (current + 1) % self.servers.count

@@ -1,5 +1,6 @@
 public import AllotCore
 public import AllotHTTPClient
+import CDispatch
 public import Foundation
 
 #if canImport(Glibc)

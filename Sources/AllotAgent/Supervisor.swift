@@ -568,7 +568,12 @@ public actor Supervisor {
         RankStatus(key: r.key, state: r.state, exitCode: r.exitCode, signal: r.signal, pid: r.pid, detail: r.detail)
     }
 
+    /// Counts the changes to what the heartbeat reports (a rank launched, ended, stopped), so that a change is
+    /// reported at once rather than at the next beat.
+    public private(set) var changes = 0
+
     private func save(_ record: Record) {
+        self.changes += 1
         self.records[record.key] = record
         let url = self.folder(for: record.key).appendingPathComponent("meta.json")
         try? JSONEncoder().encode(record).write(to: url, options: .atomic)

@@ -11,6 +11,33 @@ struct ClusterReader {
     /// Nodes whose agents have reported, with what live attempts hold on them and when their next maintenance
     /// window starts. Nodes that never reported are left out: nothing is known of their GPUs yet. The silent nodes
     /// of a held pool are seen as cordoned: whatever was placed there could not be dispatched.
+    /// The pool's nodes that ever reported, grouped by shape (CPU, memory, GPU models and NVLink domains in index
+    /// order), with how many of each: one query and a handful of rows whatever the pool's size, for the checks of
+    /// submissions. Usage, health and state are left out: those ask what could ever fit.
+    func nodeShapes(pool: String) async throws -> [NodeShape] {
+        let rows = try await self.tx.query(
+            """
+            SELECT cpu_milli, memory_mib, models, domains, count(*)::int FROM (
+              SELECT n.cpu_milli, n.memory_mib,
+                     coalesce(array_agg(g.model ORDER BY g.idx) FILTER (WHERE g.idx IS NOT NULL), '{}') AS models,
+                     coalesce(array_agg(coalesce(g.nvlink_domain, -1) ORDER BY g.idx) FILTER (WHERE g.idx IS NOT NULL), '{}') AS domains
+              FROM nodes n LEFT JOIN gpus g ON g.node = n.name AND g.present
+              WHERE n.last_heartbeat IS NOT NULL AND n.pool = \(pool)
+              GROUP BY n.name, n.cpu_milli, n.memory_mib) s
+            GROUP BY cpu_milli, memory_mib, models, domains
+            """)
+        var shapes: [NodeShape] = []
+        for try await (cpu, memory, models, domains, count) in rows.decode((Int, Int, [String], [Int], Int).self) {
+            let gpus = zip(models, domains).enumerated().map { i, g in GPUSlot(index: i, model: g.0, nvlinkDomain: g.1 < 0 ? nil : g.1) }
+            shapes.append(
+                NodeShape(
+                    node: NodeSnapshot(
+                        name: "shape-\(shapes.count)", pool: pool, block: nil, state: .ready, cpuMilli: cpu, memoryMiB: memory, gpus: gpus),
+                    count: count))
+        }
+        return shapes
+    }
+
     func nodeSnapshots(pool: String? = nil) async throws -> [NodeSnapshot] {
         var nodes: [String: NodeSnapshot] = [:]
         let rows = try await self.tx.query(

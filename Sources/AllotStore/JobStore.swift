@@ -12,7 +12,7 @@ public struct JobStore: Sendable {
     /// Stores a validated spec as a queued job (a batch of one: see `submit(_:neverFits:)`). Returns the new job's id.
     public func submit(
         _ spec: JobSpec, by principal: Principal, scope: Scope? = nil,
-        neverFits: @Sendable (JobSpec, [NodeSnapshot]) -> WaitReason?
+        neverFits: @Sendable (JobSpec, [NodeShape]) -> WaitReason?
     ) async throws -> Int64 {
         try await self.submit([Submission(spec, by: principal, scope: scope)], neverFits: neverFits)[0].get().id
     }
@@ -22,44 +22,43 @@ public struct JobStore: Sendable {
     /// because the audit chain admits one writer at a time). Each is checked on its own against the pools,
     /// organisations and priority classes in the database — the organisation is the scope's (a member's own) or,
     /// for a scope of every organisation, the spec's — under a savepoint of its own, so a refused one (its error
-    /// in its place) changes nothing and leaves the others. `neverFits` is asked with the pool's nodes to refuse
+    /// in its place) changes nothing and leaves the others. `neverFits` is asked with the pool's node shapes to refuse
     /// jobs that could never run. Nothing is acknowledged before the commit: a failed commit throws for them all.
     /// Returns each one's job as stored (an array's first task).
     public func submit(
-        _ batch: [Submission], neverFits: @Sendable (JobSpec, [NodeSnapshot]) -> WaitReason?
+        _ batch: [Submission], neverFits: @Sendable (JobSpec, [NodeShape]) -> WaitReason?
     ) async throws -> [Result<JobView, any Error>] {
         try await self.database.transaction { tx in
             let context = SubmissionContext(tx: tx)
-            var outcomes: [Result<(id: Int64, audit: AuditEntry), any Error>] = []
-            for (n, submission) in batch.enumerated() {
+            var outcomes: [Result<Int64, any Error>] = []
+            // A batch of one needs no savepoint: its refusal rolls the transaction back.
+            if batch.count == 1 { outcomes.append(.success(try await Self.store(batch[0], in: context, neverFits: neverFits))) }
+            for (n, submission) in batch.enumerated() where batch.count > 1 {
                 // At most `SubmissionBatcher`'s batch of savepoints, none released: each costs one round trip.
-                try await tx.query("SAVEPOINT \(unescaped: "s\(n)")")
+                try await tx.savepoint("s\(n)")
                 do {
                     outcomes.append(.success(try await Self.store(submission, in: context, neverFits: neverFits)))
                 } catch {
-                    // A refusal of the database's (a constraint) aborted the transaction up to the savepoint; a lost
-                    // connection fails the batch.
-                    try await tx.query("ROLLBACK TO SAVEPOINT \(unescaped: "s\(n)")")
+                    // A refusal of the database's (a constraint) aborted the transaction up to the savepoint, which
+                    // takes its audit record with it; a lost connection fails the batch.
+                    try await tx.rollback(to: "s\(n)")
                     outcomes.append(.failure(self.database.translate(error)))
                 }
             }
             let stored = outcomes.compactMap { try? $0.get() }
-            try await tx.audit.append(stored.map(\.audit))
             let views = try await Self.decodeJobs(
-                try await tx.query("SELECT \(unescaped: Self.jobColumns) FROM jobs WHERE id = ANY(\(stored.map(\.id)))")
+                try await tx.query("SELECT \(unescaped: Self.jobColumns) FROM jobs WHERE id = ANY(\(stored))")
             ).reduce(into: [Int64: JobView]()) { $0[$1.id] = $1 }
             return outcomes.map { outcome in
-                outcome.flatMap { stored in
-                    views[stored.id].map { .success($0) } ?? .failure(StoreError.conflict("job \(stored.id) was not stored"))
-                }
+                outcome.flatMap { id in views[id].map { .success($0) } ?? .failure(StoreError.conflict("job \(id) was not stored")) }
             }
         }
     }
 
-    /// One submission's checks and rows, inside the batch's transaction; returns its id and its audit record.
+    /// One submission's checks, rows and audit record, inside the batch's transaction; returns its id.
     private static func store(
-        _ submission: Submission, in context: SubmissionContext, neverFits: (JobSpec, [NodeSnapshot]) -> WaitReason?
-    ) async throws -> (id: Int64, audit: AuditEntry) {
+        _ submission: Submission, in context: SubmissionContext, neverFits: (JobSpec, [NodeShape]) -> WaitReason?
+    ) async throws -> Int64 {
         let (principal, tx) = (submission.principal, context.tx)
         var spec = submission.spec
         let org: String
@@ -73,11 +72,12 @@ public struct JobStore: Sendable {
         case .node:
             throw StoreError.forbidden("an agent token cannot submit jobs")
         }
+        try await context.prefetch(org: org, pool: spec.pool, priorityClass: spec.priorityClass)
         let pool = try await context.pool(spec.pool, org: org)
         spec.pool = pool
-        let (nodes, models) = try await context.nodes(pool: pool)
+        let (shapes, models) = try await context.shapes(pool: pool)
         spec.gpuModel = spec.gpuModel.map { PendingJob.model(named: $0, among: models) ?? $0 }
-        if let reason = neverFits(spec, nodes) {
+        if let reason = neverFits(spec, shapes) {
             throw StoreError.invalid(field: spec.gpuMilli != nil ? "gpuMilli" : "gpusPerNode", message: reason.text)
         }
         guard let restricted = try await context.restriction(pool: pool) else {
@@ -149,13 +149,14 @@ public struct JobStore: Sendable {
                 spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
                 timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, heldBy: held)
         }
-        let audit = AuditEntry(
-            actor: principal, action: "job.submit", target: "job/\(id)", outcome: "queued",
-            detail: [
-                "org": org, "pool": pool, "nodes": "\(spec.nodes)", "gpusPerNode": "\(spec.gpusPerNode)",
-                "array": spec.array?.description ?? "-", "dependency": spec.dependency?.description ?? "-",
-            ])
-        return (id, audit)
+        try await tx.audit.append(
+            AuditEntry(
+                actor: principal, action: "job.submit", target: "job/\(id)", outcome: "queued",
+                detail: [
+                    "org": org, "pool": pool, "nodes": "\(spec.nodes)", "gpusPerNode": "\(spec.gpusPerNode)",
+                    "array": spec.array?.description ?? "-", "dependency": spec.dependency?.description ?? "-",
+                ]))
+        return id
     }
 
     /// The named class, the policy's default class, or (when no classes are declared) `default` at 0.

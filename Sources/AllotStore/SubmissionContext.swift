@@ -17,18 +17,50 @@ public struct Submission: Sendable {
 
 /// What the submissions of one batch look up — the default pool, a pool's nodes and restriction, organisations,
 /// grants, priority classes — read once per batch and transaction, not once per job: a batch of submissions to
-/// one pool reads the pool's nodes once.
+/// one pool reads the pool's node shapes once.
 final class SubmissionContext {
     let tx: Transaction
     private var defaults: (pool: String?, priorityClass: String?)?
     private var poolsOf: [String: [String]] = [:]
-    private var nodesOf: [String: (nodes: [NodeSnapshot], models: Set<String>)] = [:]
+    private var shapesOf: [String: (shapes: [NodeShape], models: Set<String>)] = [:]
     private var restrictions: [String: [String]?] = [:]
     private var organizations: [String: Bool] = [:]
     private var grants: [String: String?] = [:]
     private var classes: [String: (String, Int, Int64?, [String], [String])] = [:]
+    private var prefetched: Set<String> = []
 
     init(tx: Transaction) { self.tx = tx }
+
+    /// Reads in one query what a submission by `org` to the pool named (else the default pool) with the class named
+    /// (else the default class) is checked against; the lookups below then answer from what it found.
+    func prefetch(org: String, pool named: String?, priorityClass className: String?) async throws {
+        let key = "\(org)\u{1f}\(named ?? "")\u{1f}\(className ?? "")"
+        guard self.prefetched.insert(key).inserted else { return }
+        guard
+            let row = try await self.tx.query(
+                """
+                WITH d AS (SELECT default_pool, priority_class FROM policy_defaults
+                           UNION ALL SELECT NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM policy_defaults)),
+                     p AS (SELECT coalesce(\(named)::text, d.default_pool) AS pool, d.default_pool, d.priority_class FROM d LIMIT 1)
+                SELECT p.default_pool, p.priority_class, p.pool, (SELECT restricted_to FROM pools WHERE name = p.pool),
+                       EXISTS (SELECT 1 FROM organizations WHERE name = \(org)),
+                       (SELECT projects::text FROM allocations WHERE org = \(org) AND pool = p.pool AND superseded_at IS NULL
+                          AND (valid_from IS NULL OR current_date BETWEEN valid_from AND valid_until)
+                        ORDER BY valid_from NULLS LAST LIMIT 1),
+                       c.name, c.value, c.max_time_s, c.organizations, c.roles
+                FROM p LEFT JOIN priority_classes c ON c.name = coalesce(\(className)::text, p.priority_class)
+                """
+            ).decode((String?, String?, String?, [String]?, Bool, String?, String?, Int?, Int64?, [String]?, [String]?).self).first()
+        else { return }
+        let (defaultPool, defaultClass, pool, restricted, orgExists, grant, name, value, maxTime, orgs, roles) = row
+        self.defaults = (defaultPool, defaultClass)
+        self.organizations[org] = orgExists
+        if let pool {
+            self.restrictions.updateValue(restricted, forKey: pool)
+            self.grants.updateValue(grant, forKey: "\(org)\u{1f}\(pool)")
+        }
+        if let name, let value { self.classes[name] = (name, value, maxTime, orgs ?? [], roles ?? []) }
+    }
 
     private func policyDefaults() async throws -> (pool: String?, priorityClass: String?) {
         if let defaults { return defaults }
@@ -63,12 +95,12 @@ final class SubmissionContext {
             message: "is not given and there is no default pool: choose one of \(org)'s pools (\(pools.joined(separator: ", "))) with -p or pool:")
     }
 
-    /// The pool's nodes (those that ever reported) and the GPU models among them.
-    func nodes(pool: String) async throws -> (nodes: [NodeSnapshot], models: Set<String>) {
-        if let known = self.nodesOf[pool] { return known }
-        let nodes = try await ClusterReader(tx: self.tx).nodeSnapshots(pool: pool)
-        let found = (nodes, Set(nodes.flatMap { $0.gpus.map(\.model) }))
-        self.nodesOf[pool] = found
+    /// The pool's node shapes (of the nodes that ever reported) and the GPU models among them.
+    func shapes(pool: String) async throws -> (shapes: [NodeShape], models: Set<String>) {
+        if let known = self.shapesOf[pool] { return known }
+        let shapes = try await ClusterReader(tx: self.tx).nodeShapes(pool: pool)
+        let found = (shapes, Set(shapes.flatMap { $0.node.gpus.map(\.model) }))
+        self.shapesOf[pool] = found
         return found
     }
 
@@ -76,7 +108,7 @@ final class SubmissionContext {
     func restriction(pool: String) async throws -> [String]? {
         if let known = self.restrictions[pool] { return known }
         let found = try await self.tx.query("SELECT restricted_to FROM pools WHERE name = \(pool)").decode([String].self).first()
-        self.restrictions[pool] = found
+        self.restrictions.updateValue(found, forKey: pool)
         return found
     }
 
@@ -98,7 +130,7 @@ final class SubmissionContext {
             ORDER BY valid_from NULLS LAST LIMIT 1
             """
         ).decode(String.self).first()
-        self.grants[key] = found
+        self.grants.updateValue(found, forKey: key)
         return found
     }
 

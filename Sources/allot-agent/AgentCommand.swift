@@ -10,7 +10,8 @@ import Logging
 @main
 struct AllotAgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "allot-agent", abstract: "The Allot node agent.", subcommands: [Run.self, Inventory.self], defaultSubcommand: Run.self)
+        commandName: "allot-agent", abstract: "The Allot node agent.", subcommands: [Run.self, Inventory.self, Simulate.self],
+        defaultSubcommand: Run.self)
 }
 
 struct GPUOptions: ParsableArguments {
@@ -155,5 +156,40 @@ struct Run: AsyncParsableCommand {
     static func defaultStateDir(node: String) -> String {
         if getuid() == 0 { return "/var/lib/allot-agent/\(node)" }
         return FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".local/state/allot-agent/\(node)").path
+    }
+}
+
+struct Simulate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Many simulated nodes in one process, for benchmarks: each heartbeats and takes launches over HTTP, and runs nothing.",
+        discussion: """
+            Every NAME.token file in --credentials (as `allot nodes add NAME --token-file DIR/NAME.token` writes them) is one node; \
+            add each with --agent-url http://LISTEN/nodes/NAME. A rank runs for the seconds its command's leading `sleep N` asks \
+            (none otherwise) and exits 0.
+            """)
+    @Option(help: "allotd's URL, or several separated by commas.") var server: String
+    @Option(help: "A folder of NAME.token credentials files, one per node.") var credentials: String
+    @Option(help: "Where the nodes' API listens, HOST:PORT.") var listen = HostPort(host: "127.0.0.1", port: 9101)
+    @Option(help: "Each node's GPUs, COUNTxMODEL.") var gpus = "8xH200"
+    @Option(help: "Each node's CPUs.") var cpus: Double = 64
+    @Option(help: "Each node's memory, e.g. 512G.") var memory = SizeArgument(argument: "512G")!
+    @Option(help: "Seconds between each node's heartbeats.") var heartbeatInterval: Double = 5
+    @Option(help: "How much to log.") var logLevel: LogLevel = .info
+
+    func run() async throws {
+        let logger = self.logLevel.bootstrap(label: "allot-agent-simulated")
+        let files = try FileManager.default.contentsOfDirectory(atPath: self.credentials).filter { $0.hasSuffix(".token") }.sorted()
+        guard !files.isEmpty else { throw ValidationError("--credentials: \(self.credentials) holds no NAME.token file") }
+        let nodes = try files.map { file in
+            let credentials = try AgentCredentials.read("\(self.credentials)/\(file)")
+            guard let key = NodeKey.parse(hex: credentials.nodeKey) else { throw ValidationError("--credentials: \(file): its node-key is not hex") }
+            return SimulatedNodes.Node(name: String(file.dropLast(".token".count)), token: credentials.token, key: key)
+        }
+        let simulated = try SimulatedNodes(
+            nodes: nodes, gpus: self.gpus, cpuMilli: Int(self.cpus * 1000), memoryMiB: self.memory.mebibytes,
+            servers: self.server.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }, baseURL: self.listen.httpURL,
+            interval: .milliseconds(Int(self.heartbeatInterval * 1000)), logger: logger)
+        logger.info("simulating nodes", metadata: ["nodes": "\(nodes.count)", "listen": "\(self.listen.httpURL)"])
+        try await simulated.serve(host: self.listen.host, port: self.listen.port)
     }
 }

@@ -208,6 +208,7 @@ struct EndToEndTests {
             try await self.arraysAndDependencies(c)
             try await self.exitCode(c)
             try await self.cancel(c)
+            try await self.simulatedNodes(c)
             try await self.drain(c)
             try await self.agentCrash(c)
             try await self.schedulerCrash(c)
@@ -358,6 +359,49 @@ struct EndToEndTests {
         #expect(job.state == .failed)
         #expect(job.exitCode == 3)
         #expect(try c.cli(["jobs", "show", "\(id)"]).contains("failed (exit code 3)"))
+    }
+
+    /// `allot-agent simulate`: three nodes in one process, each enrolled with its own credentials and agent URL,
+    /// heartbeating and taking launches and stops over HTTP; their ranks run nothing, for the seconds they ask.
+    func simulatedNodes(_ c: Cluster) async throws {
+        let credentials = c.work.appendingPathComponent("simulated")
+        try FileManager.default.createDirectory(at: credentials, withIntermediateDirectories: true)
+        let port = freeLoopbackPort()
+        let nodes = ["sim-01", "sim-02", "sim-03"]
+        for node in nodes {
+            try c.cli([
+                "nodes", "add", node, "--pool", "h100", "--agent-url", "http://127.0.0.1:\(port)/nodes/\(node)", "--token-file",
+                credentials.appendingPathComponent("\(node).token").path,
+            ])
+        }
+        let simulator = try TestProcess(
+            "allot-agent",
+            [
+                "simulate", "--server", c.env["ALLOT_SERVER"]!, "--credentials", credentials.path, "--listen", "127.0.0.1:\(port)", "--gpus",
+                "8xH100", "--heartbeat-interval", "0.5",
+            ], environment: c.env, name: "simulated-nodes")
+        defer { _ = simulator.stop() }
+        try await Cluster.waitFor("three simulated nodes ready", seconds: 30) {
+            try c.json(["nodes"], as: [NodeView].self).filter { nodes.contains($0.name) && $0.state == .ready && $0.gpus.count == 8 }.count == 3
+        }
+        // Twelve 4-GPU jobs of a second each on 24 GPUs: two waves, every one placed on a simulated node and succeeding.
+        var ids: [Int64] = []
+        for i in 0..<12 {
+            ids.append(
+                try c.submit("name: sim-\(i)\norg: university-consortium\npool: h100\ngpusPerNode: 4\ncommand: sleep 1\ntimeLimit: 5m\n"))
+        }
+        for id in ids {
+            let job = try await c.waitForJob(id, seconds: 60) { $0.state.isTerminal }
+            #expect(job.state == .succeeded, "job \(id): \(job.state) \(job.reason ?? "")\n\(simulator.output.suffix(2000))")
+            #expect(job.attempts.last?.nodes.allSatisfy { nodes.contains($0.node) } == true)
+        }
+        // A long one is stopped through the simulated node's API when cancelled.
+        let long = try c.submit("name: sim-long\norg: university-consortium\npool: h100\ngpusPerNode: 8\ncommand: sleep 600\n")
+        _ = try await c.waitForJob(long, seconds: 30) { $0.state == .running }
+        try c.cli(["cancel", "\(long)"])
+        let cancelled = try await c.waitForJob(long, seconds: 30) { $0.state.isTerminal }
+        #expect(cancelled.state == .cancelled)
+        #expect(simulator.stop(), "the simulator did not exit within 10 s of SIGTERM")
     }
 
     func cancel(_ c: Cluster) async throws {

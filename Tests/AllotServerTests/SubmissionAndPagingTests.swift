@@ -1,5 +1,7 @@
 import AllotCore
 import AllotDatabaseTesting
+import AllotFormats
+import AllotHTTPClient
 import AllotServer
 import AllotStore
 import Foundation
@@ -21,28 +23,36 @@ struct SubmissionAndPagingTests {
         try await TestDatabase.with { db in
             let s = try await APITests.setUp(db)
             try await s.app.test(.live) { client in
-                let answers = try await withThrowingTaskGroup(of: (Int, HTTPResponse.Status, ByteBuffer).self) { group in
+                // AsyncHTTPClient (a pool of connections), so the requests really are in flight together.
+                let api = APIClient(baseURL: "http://127.0.0.1:\(try #require(client.port))", token: s.memberToken, timeout: .seconds(60))
+                let answers = try await withThrowingTaskGroup(of: (Int, Result<JobView, APIClient.Failure>).self) { group in
                     for i in 0..<64 {
                         group.addTask {
                             // Every eighth asks for more GPUs than any node has: refused on its own.
                             let gpus = i % 8 == 7 ? 9 : 1
-                            return try await client.execute(
-                                uri: "/v1/jobs", method: .post, headers: [.authorization: "Bearer \(s.memberToken)"],
-                                body: ByteBuffer(string: "pool: h200\nname: c\(i)\ngpusPerNode: \(gpus)\ncommand: 'true'\n")
-                            ) { (i, $0.status, $0.body) }
+                            let spec = try JobSpecParser.parse("pool: h200\nname: c\(i)\ngpusPerNode: \(gpus)\ncommand: 'true'\n")
+                            do {
+                                return (i, .success(try await api.post("/v1/jobs", json: spec)))
+                            } catch let failure as APIClient.Failure {
+                                return (i, .failure(failure))
+                            }
                         }
                     }
                     return try await group.reduce(into: []) { $0.append($1) }
                 }
                 var ids: [Int64] = []
-                for (i, status, body) in answers {
-                    if i % 8 == 7 {
-                        #expect(status == .badRequest, "submission \(i)")
-                    } else {
-                        #expect(status == .created, "submission \(i): \(String(buffer: body))")
-                        let job = try WireJSON.decoder.decode(JobView.self, from: Data(buffer: body))
+                for (i, answer) in answers {
+                    switch answer {
+                    case .success(let job):
+                        #expect(i % 8 != 7, "submission \(i) asks for 9 GPUs per node")
                         #expect(job.name == "c\(i)" && job.state == .queued && job.org == "lab")
                         ids.append(job.id)
+                    case .failure(let failure):
+                        guard case .api(400, let body) = failure else {
+                            Issue.record("submission \(i): \(failure)")
+                            continue
+                        }
+                        #expect(i % 8 == 7 && body.error.field == "gpusPerNode", "submission \(i): \(failure)")
                     }
                 }
                 #expect(Set(ids).count == 56)

@@ -8,9 +8,9 @@ import Testing
 
 @Suite("Submissions in batches: one commit, each checked on its own", databaseTests)
 struct SubmissionBatchTests {
-    static func neverFits(_ spec: JobSpec, _ nodes: [NodeSnapshot]) -> WaitReason? {
+    static func neverFits(_ spec: JobSpec, _ shapes: [NodeShape]) -> WaitReason? {
         Placer.neverFitsReason(
-            PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), nodes: nodes)
+            PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), shapes: shapes)
     }
 
     @Test("a refused submission — by the checks or by the database's constraints — changes nothing and leaves the rest of its batch")

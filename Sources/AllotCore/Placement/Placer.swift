@@ -304,11 +304,18 @@ public struct Placer: Sendable {
     /// Why no node of the pool could ever take the job, even empty, or nil when one could.
     /// Nodes whose agents have not reported GPUs yet are unknown and do not count against the job.
     public static func neverFitsReason(_ job: PendingJob, nodes: [NodeSnapshot]) -> WaitReason? {
-        let pool = nodes.filter { $0.pool == job.pool && !($0.gpus.isEmpty && $0.cpuMilli == 0) }
+        self.neverFitsReason(job, shapes: nodes.map { NodeShape(node: $0, count: 1) })
+    }
+
+    /// The same, asked of the pool's nodes grouped by shape (`ClusterReader.nodeShapes`): a pool of 10,000 alike
+    /// nodes is one fit, not 10,000, for every submission.
+    public static func neverFitsReason(_ job: PendingJob, shapes: [NodeShape]) -> WaitReason? {
+        let pool = shapes.filter { $0.node.pool == job.pool && !($0.node.gpus.isEmpty && $0.node.cpuMilli == 0) }
         if pool.isEmpty { return nil }
         var couldFit = 0
         var rejection: Rejection?
-        for var node in pool {
+        for shape in pool {
+            var node = shape.node
             node.state = .ready
             node.maintenanceInSeconds = nil
             node.usedCPUMilli = 0
@@ -318,7 +325,7 @@ public struct Placer: Sendable {
                 node.gpus[i].health = .healthy
             }
             switch self.fit(job, on: node) {
-            case .fits: couldFit += 1
+            case .fits: couldFit += shape.count
             case .rejected(let r): rejection = rejection ?? r
             }
         }

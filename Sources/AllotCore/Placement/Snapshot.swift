@@ -135,3 +135,14 @@ extension Array where Element == NodeSnapshot {
         }
     }
 }
+
+/// Nodes of one shape — pool, CPU, memory, GPUs (model, NVLink domain) — and how many a pool has: what "could this
+/// job ever run here" asks of a pool, whatever its nodes hold now.
+public struct NodeShape: Sendable, Hashable {
+    public var node: NodeSnapshot
+    public var count: Int
+    public init(node: NodeSnapshot, count: Int) {
+        self.node = node
+        self.count = count
+    }
+}

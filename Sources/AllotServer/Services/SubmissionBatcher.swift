@@ -43,8 +43,8 @@ actor SubmissionBatcher {
     }
 
     /// Whether the job could run on none of the pool's nodes even were they empty (asked with the pool's nodes).
-    @Sendable static func neverFits(_ spec: JobSpec, _ nodes: [NodeSnapshot]) -> WaitReason? {
+    @Sendable static func neverFits(_ spec: JobSpec, _ shapes: [NodeShape]) -> WaitReason? {
         Placer.neverFitsReason(
-            PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), nodes: nodes)
+            PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), shapes: shapes)
     }
 }
