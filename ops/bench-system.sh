@@ -10,8 +10,8 @@ work=$(mktemp -d /tmp/allot-bench.XXXXXX)
 cleanup() {
   pkill -f "$work" 2>/dev/null || true
   sleep 0.3
-  ops/postgres.sh destroy "$work/postgres" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  if [ -n "${KEEP_BENCH:-}" ]; then ops/postgres.sh stop "$work/postgres" >/dev/null 2>&1 || true; else ops/postgres.sh destroy "$work/postgres" >/dev/null 2>&1 || true; fi
+  if [ -n "${KEEP_BENCH:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT INT TERM
 swift build -c release --product allotd 2>&1 | grep -E "error|Build complete" || true

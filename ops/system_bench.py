@@ -24,8 +24,9 @@ p.add_argument("--clients", default="1,4,16")
 p.add_argument("--cli-jobs", type=int, default=400, help="jobs submitted through the CLI, one process each (0: skip)")
 p.add_argument("--nodes", type=int, default=10000, help="simulated nodes for the heartbeat and placement figures (below 10,000: skipped)")
 p.add_argument("--queued", type=int, default=100000, help="queued jobs for the placement figure")
-p.add_argument("--phases", default="submit,cli,list,control,scale",
-               help="which figures: submit (API vs pgbench), cli, list, control (simulated 16 and 1,000 nodes), scale (10,000 nodes)")
+p.add_argument("--phases", default="submit,cli,list,control,latency,scale",
+               help="which figures: submit (API vs pgbench), cli, list, control (jobs completed on 16 and 1,000 simulated nodes), "
+                    "latency (submit to running on 1,000 idle nodes), scale (10,000 nodes)")
 p.add_argument("--json-out")
 args = p.parse_args()
 work, bin_ = args.work, args.bin
@@ -53,6 +54,9 @@ owner, app = sh(f"{root}/ops/postgres.sh", "roles", pgdir).splitlines()
 pgbin = f"/usr/lib/postgresql/{sorted(os.listdir('/usr/lib/postgresql'))[-1]}/bin"
 settings = sh("psql", superuser, "-qtAX", "-c", "SELECT current_setting('fsync') || ' ' || current_setting('synchronous_commit')")
 assert settings == "on on", f"the benchmark needs a durable server, got fsync/synchronous_commit {settings}"
+if os.environ.get("BENCH_SLOW_MS"):  # PostgreSQL logs every statement slower than this, for profiling
+    sh("psql", superuser, "-qtAX", "-c", f"ALTER SYSTEM SET log_min_duration_statement = {int(os.environ['BENCH_SLOW_MS'])}")
+    sh("psql", superuser, "-qtAX", "-c", "SELECT pg_reload_conf()")
 
 sh(f"{bin_}/allotd", "migrate", "--migrations", f"{root}/Migrations", "--app-role", "allot_app", env={"ALLOT_DATABASE_URL": owner})
 with open(f"{work}/app.url", "w") as f:
@@ -338,7 +342,7 @@ def latencies(label, count):
     return out
 
 
-if "control" in phases or "scale" in phases:
+if phases & {"control", "latency", "scale"}:
     results["control_plane"] = {}
     add_nodes(16)
 if "control" in phases:
@@ -354,6 +358,11 @@ if "control" in phases:
     results["control_plane"]["1000_nodes"] = r
     print(f"control plane, 1,000 simulated nodes: 2,000 one-GPU jobs: {r['per_s']}/s completed (submitted {r['submitted_per_s']}/s, "
           f"{r['not_succeeded']} not succeeded); 984 nodes enrolled in {took:.0f} s", flush=True)
+
+if "latency" in phases:
+    if len(sim_nodes) < 1000:
+        add_nodes(1000)
+        start_simulator(interval=5)
     r = latencies("lat", 100)
     results["latency_free_capacity"] = r
     print(f"submit -> placed / first rank started / running, 1,000 idle nodes, one at a time: " + ", ".join(

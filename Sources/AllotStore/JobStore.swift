@@ -23,13 +23,14 @@ public struct JobStore: Sendable {
     /// organisations and priority classes in the database — the organisation is the scope's (a member's own) or,
     /// for a scope of every organisation, the spec's — under a savepoint of its own, so a refused one (its error
     /// in its place) changes nothing and leaves the others. `neverFits` is asked with the pool's node shapes to refuse
-    /// jobs that could never run. Nothing is acknowledged before the commit: a failed commit throws for them all.
+    /// jobs that could never run; `shapes` keeps the pools' node shapes between batches. Nothing is acknowledged
+    /// before the commit: a failed commit throws for them all.
     /// Returns each one's job as stored (an array's first task).
     public func submit(
-        _ batch: [Submission], neverFits: @Sendable (JobSpec, [NodeShape]) -> WaitReason?
+        _ batch: [Submission], shapes: NodeShapeCache? = nil, neverFits: @Sendable (JobSpec, [NodeShape]) -> WaitReason?
     ) async throws -> [Result<JobView, any Error>] {
         try await self.database.transaction { tx in
-            let context = SubmissionContext(tx: tx)
+            let context = SubmissionContext(tx: tx, cache: shapes)
             var outcomes: [Result<Int64, any Error>] = []
             // A batch of one needs no savepoint: its refusal rolls the transaction back.
             if batch.count == 1 { outcomes.append(.success(try await Self.store(batch[0], in: context, neverFits: neverFits))) }

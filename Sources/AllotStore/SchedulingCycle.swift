@@ -44,6 +44,8 @@ public final class SchedulingCycle: Sendable {
         public var defragmentedFor: [Int64] = []
         /// How long the placement core took to decide.
         public var decision: Duration
+        /// Where the cycle's time went: reading the snapshot, committing the plan, and the whole cycle.
+        public var timings: (snapshot: Duration, commit: Duration, total: Duration) = (.zero, .zero, .zero)
         public var rejections: [Rejection: Int]
         /// Whether anything changed that the dispatcher should act on.
         public var needsDispatch: Bool {
@@ -54,8 +56,10 @@ public final class SchedulingCycle: Sendable {
     /// One cycle. With a fence (the scheduler loop's), every write is refused once another allotd leads.
     public func run(fence: Fence? = nil) async throws -> Outcome {
         let store = fence.map { SchedulerStore(database: self.store.database.fenced(by: $0)) } ?? self.store
+        let began = ContinuousClock.now
         try await store.resolveWaits()
         let snapshot = try await store.snapshot()
+        let snapshotTook = ContinuousClock.now - began
         // Inference replicas on draining nodes are started elsewhere first: they run already.
         var nodes = snapshot.nodes
         let replacements = self.placer.place(snapshot.replacements, on: nodes, defragmenting: snapshot.defragmenting).placements
@@ -69,6 +73,7 @@ public final class SchedulingCycle: Sendable {
             defragmenting: snapshot.defragmenting)
         let decision = ContinuousClock.now - started
         let committed = try await store.commit(plan, replacing: replacements)
+        let commitTook = ContinuousClock.now - started - decision
 
         // The cluster as the commit left it: what was placed now holds its GPUs and runs.
         var running = snapshot.running
@@ -97,6 +102,7 @@ public final class SchedulingCycle: Sendable {
             queued: snapshot.queue.count, placed: committed.placed, replaced: committed.replaced, preemptedFor: preempted, decision: decision,
             rejections: plan.rejections)
         outcome.defragmentedFor = defragmented
+        outcome.timings = (snapshotTook, commitTook, ContinuousClock.now - began)
         return outcome
     }
 

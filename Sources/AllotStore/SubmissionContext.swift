@@ -1,6 +1,29 @@
 public import AllotCore
 import Foundation
 import PostgresNIO
+import Synchronization
+
+/// The pools' node shapes as submissions last read them, kept for a few seconds: at 1,000 nodes reading them
+/// took 30 ms of PostgreSQL's time, once per batch. A shape is what "could this job ever run" asks of a pool, and
+/// pools change shape when nodes join or leave; a node that joined in the last `lifetime` is seen that much later
+/// (its jobs are refused as never fitting meanwhile, with a message that names the shapes asked for).
+public final class NodeShapeCache: Sendable {
+    let lifetime: Duration
+    private let kept = Mutex<[String: (at: ContinuousClock.Instant, shapes: [NodeShape], models: Set<String>)]>([:])
+
+    public init(lifetime: Duration = .seconds(5)) { self.lifetime = lifetime }
+
+    func shapes(pool: String) -> (shapes: [NodeShape], models: Set<String>)? {
+        self.kept.withLock { kept in
+            guard let entry = kept[pool], ContinuousClock.now - entry.at < self.lifetime else { return nil }
+            return (entry.shapes, entry.models)
+        }
+    }
+
+    func keep(_ found: (shapes: [NodeShape], models: Set<String>), pool: String) {
+        self.kept.withLock { $0[pool] = (.now, found.shapes, found.models) }
+    }
+}
 
 /// One job submitted: the spec, who submits it and the scope they act in (nil: the principal's own).
 public struct Submission: Sendable {
@@ -29,7 +52,12 @@ final class SubmissionContext {
     private var classes: [String: (String, Int, Int64?, [String], [String])] = [:]
     private var prefetched: Set<String> = []
 
-    init(tx: Transaction) { self.tx = tx }
+    let cache: NodeShapeCache?
+
+    init(tx: Transaction, cache: NodeShapeCache? = nil) {
+        self.tx = tx
+        self.cache = cache
+    }
 
     /// Reads in one query what a submission by `org` to the pool named (else the default pool) with the class named
     /// (else the default class) is checked against; the lookups below then answer from what it found.
@@ -97,10 +125,11 @@ final class SubmissionContext {
 
     /// The pool's node shapes (of the nodes that ever reported) and the GPU models among them.
     func shapes(pool: String) async throws -> (shapes: [NodeShape], models: Set<String>) {
-        if let known = self.shapesOf[pool] { return known }
+        if let known = self.shapesOf[pool] ?? self.cache?.shapes(pool: pool) { return known }
         let shapes = try await ClusterReader(tx: self.tx).nodeShapes(pool: pool)
         let found = (shapes, Set(shapes.flatMap { $0.node.gpus.map(\.model) }))
         self.shapesOf[pool] = found
+        if !shapes.isEmpty { self.cache?.keep(found, pool: pool) }
         return found
     }
 

@@ -85,6 +85,7 @@ public struct SchedulerLoop: Service {
             "cycle",
             metadata: [
                 "queued": "\(outcome.queued)", "placed": "\(outcome.placed.count)", "decide": "\(outcome.decision)",
+                "snapshot": "\(outcome.timings.snapshot)", "commit": "\(outcome.timings.commit)", "total": "\(outcome.timings.total)",
                 "rejections": "\(outcome.rejections)",
             ])
         return outcome.placed

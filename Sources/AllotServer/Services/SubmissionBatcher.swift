@@ -14,6 +14,7 @@ actor SubmissionBatcher {
     static let inFlightLimit = 2
     private var pending: [(submission: Submission, answer: CheckedContinuation<JobView, any Error>)] = []
     private var inFlight = 0
+    private let shapes = NodeShapeCache()
 
     init(jobs: JobStore) { self.jobs = jobs }
 
@@ -33,7 +34,7 @@ actor SubmissionBatcher {
             let batch = Array(self.pending.prefix(Self.batchLimit))
             self.pending.removeFirst(batch.count)
             do {
-                let results = try await self.jobs.submit(batch.map(\.submission), neverFits: Self.neverFits)
+                let results = try await self.jobs.submit(batch.map(\.submission), shapes: self.shapes, neverFits: Self.neverFits)
                 for (result, waiting) in zip(results, batch) { waiting.answer.resume(with: result) }
             } catch {
                 for waiting in batch { waiting.answer.resume(throwing: error) }
