@@ -18,27 +18,35 @@ struct SubmissionAndPagingTests {
         try WireJSON.decoder.decode(T.self, from: Data(buffer: response.body))
     }
 
-    @Test("64 submissions at once over live HTTP: each a 201 with its own job, stored, audited once, the chain intact; a bad one among them a 400")
+    @Test(
+        "64 submissions from 8 clients at once over live HTTP: each a 201 with its own job, stored, audited once, the chain intact; a bad one among them a 400"
+    )
     func concurrentSubmissions() async throws {
         try await TestDatabase.with { db in
             let s = try await APITests.setUp(db)
             try await s.app.test(.live) { client in
                 // AsyncHTTPClient (a pool of connections), so the requests really are in flight together.
                 let api = APIClient(baseURL: "http://127.0.0.1:\(try #require(client.port))", token: s.memberToken, timeout: .seconds(60))
-                let answers = try await withThrowingTaskGroup(of: (Int, Result<JobView, APIClient.Failure>).self) { group in
-                    for i in 0..<64 {
+                // Eight clients of eight submissions each: as many in flight as the client's pool has connections, so
+                // none waits for one (a loaded machine made such waits time out).
+                let answers = try await withThrowingTaskGroup(of: [(Int, Result<JobView, APIClient.Failure>)].self) { group in
+                    for client in 0..<8 {
                         group.addTask {
-                            // Every eighth asks for more GPUs than any node has: refused on its own.
-                            let gpus = i % 8 == 7 ? 9 : 1
-                            let spec = try JobSpecParser.parse("pool: h200\nname: c\(i)\ngpusPerNode: \(gpus)\ncommand: 'true'\n")
-                            do {
-                                return (i, .success(try await api.post("/v1/jobs", json: spec)))
-                            } catch let failure as APIClient.Failure {
-                                return (i, .failure(failure))
+                            var answers: [(Int, Result<JobView, APIClient.Failure>)] = []
+                            for i in stride(from: client, to: 64, by: 8) {
+                                // Every eighth asks for more GPUs than any node has: refused on its own.
+                                let gpus = i % 8 == 7 ? 9 : 1
+                                let spec = try JobSpecParser.parse("pool: h200\nname: c\(i)\ngpusPerNode: \(gpus)\ncommand: 'true'\n")
+                                do {
+                                    answers.append((i, .success(try await api.post("/v1/jobs", json: spec))))
+                                } catch let failure as APIClient.Failure {
+                                    answers.append((i, .failure(failure)))
+                                }
                             }
+                            return answers
                         }
                     }
-                    return try await group.reduce(into: []) { $0.append($1) }
+                    return try await group.reduce(into: []) { $0 += $1 }
                 }
                 var ids: [Int64] = []
                 for (i, answer) in answers {
