@@ -49,6 +49,11 @@ public actor SimulatedNodes {
     }
 
     private var states: [String: State] = [:]
+    /// Reports on their way: at most `inFlightLimit`, the HTTP client's connections to one host, so a report waits
+    /// here (late, as a slow agent's is) rather than in the client's queue, where it would time out after 3 s.
+    private var inFlight = 0
+    private var cursor = 0
+    static let inFlightLimit = 8
     private let names: [String]
     let servers: [String]
     let baseURL: String
@@ -167,7 +172,11 @@ public actor SimulatedNodes {
         let now = ContinuousClock.now
         let date = Date()
         var out: [DueReport] = []
-        for name in self.names {
+        // From where the last scan stopped, so that when reports are held back every node still gets its turn.
+        var scanned = 0
+        while scanned < self.names.count && self.inFlight + out.count < Self.inFlightLimit {
+            let name = self.names[(self.cursor + scanned) % self.names.count]
+            scanned += 1
             guard var state = self.states[name], !state.sending else { continue }
             for (key, rank) in state.ranks where rank.status.state == .running && (rank.endsAt.map { $0 <= date } ?? false) {
                 state.ranks[key]?.status.state = .exited
@@ -188,10 +197,13 @@ public actor SimulatedNodes {
             }
             self.states[name] = state
         }
+        self.cursor = (self.cursor + scanned) % max(1, self.names.count)
+        self.inFlight += out.count
         return out
     }
 
     private func delivered(_ node: String, changes: Int, reply: HeartbeatReply, sentAt: Date) {
+        self.inFlight -= 1
         guard var state = self.states[node] else { return }
         state.sending = false
         state.registered = true
@@ -212,6 +224,7 @@ public actor SimulatedNodes {
     }
 
     private func failed(_ node: String, error: any Error) {
+        self.inFlight -= 1
         guard var state = self.states[node] else { return }
         state.sending = false
         state.failures += 1
