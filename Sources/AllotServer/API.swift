@@ -52,7 +52,10 @@ public struct API: Sendable {
                 nodes: NodeStore(database: self.database), lifecycle: NodeLifecycleStore(database: self.database), nodeKeys: self.nodeKeys,
                 wake: wake
             ).routes)
-        router.addRoutes(AgentRoutes(agents: AgentStore(database: self.database), wake: wake).routes)
+        router.addRoutes(
+            AgentRoutes(
+                agents: AgentStore(database: self.database), wake: wake, shortcut: HeartbeatShortcut(agents: AgentStore(database: self.database))
+            ).routes)
         router.addRoutes(ProgrammeRoutes(database: self.database, auditCheckpoints: self.auditCheckpoints).routes)
         return router
     }

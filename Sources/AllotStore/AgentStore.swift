@@ -23,6 +23,12 @@ public struct AgentStore: Sendable {
         }
     }
 
+    /// Records that these nodes reported and nothing changed (`HeartbeatShortcut`), in one statement; returns the
+    /// nodes it applied to (not a lost one, which needs its full report to come back).
+    public func touch(_ nodes: [String]) async throws -> Set<String> {
+        try await self.database.transaction { tx in try await tx.nodes.touch(nodes) }
+    }
+
     private func apply(_ report: AgentReport, from principal: Principal) async throws -> HeartbeatReply {
         try await self.database.transaction { tx in
             let before = try await tx.nodes.lifecycle(report.node)

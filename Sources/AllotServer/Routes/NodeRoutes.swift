@@ -105,6 +105,7 @@ extension NodeRoutes {
 struct AgentRoutes {
     let agents: AgentStore
     let wake: ClusterWake
+    let shortcut: HeartbeatShortcut
 
     var routes: RouteCollection<AllotRequestContext> {
         let routes = RouteCollection(context: AllotRequestContext.self)
@@ -117,7 +118,12 @@ struct AgentRoutes {
                 }
                 if let why = NodeRoutes.agentURLProblem(report.agentURL) { throw APIError.badRequest(why, field: "agentURL") }
                 if let why = NodeRoutes.gpuListProblem(report.gpus) { throw APIError.badRequest(why, field: "gpus") }
+                let digest = HeartbeatShortcut.digest(report)
+                if endpoint == .heartbeat, let digest, let reply = try await self.shortcut.reply(to: report.node, digest: digest) {
+                    return JSON.response(reply)
+                }
                 let reply = try await self.agents.report(report, from: principal)
+                await self.shortcut.answered(report.node, digest: endpoint == .heartbeat ? digest : nil, reply: reply)
                 if !report.ranks.isEmpty || endpoint == .register { self.wake.signal() }
                 return JSON.response(reply)
             }

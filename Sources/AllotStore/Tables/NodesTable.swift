@@ -55,6 +55,14 @@ struct NodesTable {
             """)
     }
 
+    /// Heartbeats that changed nothing, of several nodes at once: only their time moves. A node that is lost, or
+    /// has never reported, is left for the full report (which brings it back); the nodes touched are returned.
+    func touch(_ names: [String]) async throws -> Set<String> {
+        try await self.tx.query(
+            "UPDATE nodes SET last_heartbeat = now() WHERE name = ANY(\(names)) AND state <> 'lost' AND last_heartbeat IS NOT NULL RETURNING name"
+        ).decode(String.self).reduce(into: Set<String>()) { $0.insert($1) }
+    }
+
     /// A new enrolment: its number (the node's key changes with it) and where its agent will be reached.
     func enrol(_ node: String, agentURL: String?) async throws -> Int {
         guard

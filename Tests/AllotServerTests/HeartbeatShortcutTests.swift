@@ -1,0 +1,59 @@
+import AllotCore
+import AllotDatabaseTesting
+import AllotServer
+import AllotStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOFoundationCompat
+import PostgresNIO
+import Testing
+
+@Suite("Heartbeats that change nothing take the short path", databaseTests)
+struct HeartbeatShortcutTests {
+    static let report = AgentReport(
+        node: "n1", agentURL: "http://127.0.0.1:1", cpuMilli: 8000, memoryMiB: 65536,
+        gpus: (0..<8).map { GPUInfo(index: $0, uuid: "g\($0)", model: "H200", memoryMiB: 1) }, ranks: [])
+
+    static func beat(_ client: some TestClientProtocol, _ token: String, _ report: AgentReport = Self.report) async throws -> HTTPResponse.Status {
+        try await client.execute(
+            uri: "/v1/agents/heartbeat", method: .post, headers: [.authorization: "Bearer \(token)"],
+            body: ByteBuffer(data: try WireJSON.encoder.encode(report))
+        ) { $0.status }
+    }
+
+    static func lastHeartbeat(_ db: Database) async throws -> Date? {
+        try await db.query("SELECT last_heartbeat FROM nodes WHERE name = 'n1'").decode(Date?.self).first { _ in true } ?? nil
+    }
+
+    @Test("an unchanged report moves the node's time only; a changed one, a report with ranks and a lost node's take the full path")
+    func shortPath() async throws {
+        try await TestDatabase.with { db in
+            let s = try await APITests.setUp(db)
+            try await s.app.test(.router) { client in
+                #expect(try await Self.beat(client, s.agentToken) == .ok)  // full: remembered
+                let before = try #require(try await Self.lastHeartbeat(db))
+                // What only the full path checks (the enrolled address) no longer holds: the short path still answers,
+                // and the node's time moves.
+                try await db.query("UPDATE nodes SET agent_url = 'http://127.0.0.1:2' WHERE name = 'n1'")
+                try await Task.sleep(for: .milliseconds(20))
+                #expect(try await Self.beat(client, s.agentToken) == .ok)
+                #expect(try #require(try await Self.lastHeartbeat(db)) > before)
+                // A report that differs takes the full path, which refuses the address.
+                var changed = Self.report
+                changed.cpuMilli = 4000
+                #expect(try await Self.beat(client, s.agentToken, changed) == .forbidden)
+                try await db.query("UPDATE nodes SET agent_url = 'http://127.0.0.1:1' WHERE name = 'n1'")
+                #expect(try await Self.beat(client, s.agentToken, changed) == .ok)
+                #expect(try await db.query("SELECT cpu_milli FROM nodes WHERE name = 'n1'").decode(Int.self).first { _ in true } == 4000)
+
+                // A lost node's report, unchanged or not, brings it back: only the full path does.
+                try await NodeStore(database: db).declareLost("n1", by: Principal(name: "op", role: .operator))
+                #expect(try await db.query("SELECT state::text FROM nodes WHERE name = 'n1'").decode(String.self).first { _ in true } == "lost")
+                #expect(try await Self.beat(client, s.agentToken, changed) == .ok)
+                #expect(try await db.query("SELECT state::text FROM nodes WHERE name = 'n1'").decode(String.self).first { _ in true } == "ready")
+            }
+        }
+    }
+}
