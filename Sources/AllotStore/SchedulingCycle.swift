@@ -26,11 +26,15 @@ public final class SchedulingCycle: Sendable {
         var recent = WorkloadMix()
     }
 
-    public init(store: SchedulerStore, placer: Placer, logger: Logger, estimateEverySeconds: Double = 10) {
+    /// The most placements one cycle commits (see `run`).
+    let placementsPerCycle: Int
+
+    public init(store: SchedulerStore, placer: Placer, logger: Logger, estimateEverySeconds: Double = 10, placementsPerCycle: Int = 1000) {
         self.store = store
         self.placer = placer
         self.logger = logger
         self.estimateEvery = estimateEverySeconds
+        self.placementsPerCycle = max(1, placementsPerCycle)
     }
 
     /// What one cycle did.
@@ -38,6 +42,8 @@ public final class SchedulingCycle: Sendable {
         public var queued: Int
         public var placed: [Int64]
         public var replaced: [Int64]
+        /// Placements decided but left to the next cycle (over `placementsPerCycle`): it should run at once.
+        public var deferred = 0
         /// Jobs for which attempts were asked to stop (reclaim or preemption by class).
         public var preemptedFor: [Int64]
         /// Jobs for which work was moved (defragmentation).
@@ -68,9 +74,14 @@ public final class SchedulingCycle: Sendable {
         var placer = self.placer
         if placer.strategy == .fragmentationAware { placer.expected = try await self.recentShapes() }
         let started = ContinuousClock.now
-        let plan = placer.place(
+        var plan = placer.place(
             snapshot.queue, on: nodes, quota: snapshot.quota, backfill: Backfill(running: snapshot.running, now: snapshot.now),
             defragmenting: snapshot.defragmenting)
+        // A cycle commits at most `placementsPerCycle`, in the plan's (queue) order; the rest go to the next cycle,
+        // which runs at once. Without the bound, 100,000 queued jobs on 10,000 idle nodes made a plan that no cycle
+        // could commit within its time bound: each was abandoned and rolled back, and nothing was ever placed.
+        let deferred = max(0, plan.placements.count - self.placementsPerCycle)
+        if deferred > 0 { plan.placements.removeLast(deferred) }
         let decision = ContinuousClock.now - started
         let committed = try await store.commit(plan, replacing: replacements)
         let commitTook = ContinuousClock.now - started - decision
@@ -102,6 +113,7 @@ public final class SchedulingCycle: Sendable {
             queued: snapshot.queue.count, placed: committed.placed, replaced: committed.replaced, preemptedFor: preempted, decision: decision,
             rejections: plan.rejections)
         outcome.defragmentedFor = defragmented
+        outcome.deferred = deferred
         outcome.timings = (snapshotTook, commitTook, ContinuousClock.now - began)
         return outcome
     }

@@ -81,10 +81,12 @@ public struct SchedulerLoop: Service {
         let outcome = try await self.scheduling.run(fence: fence)
         if outcome.queued > 0 { self.metrics.observeCycle(decision: outcome.decision, placed: outcome.placed.count) }
         if outcome.needsDispatch { self.dispatch.signal() }
+        if outcome.deferred > 0 { self.wake.signal() }
         self.logger.debug(
             "cycle",
             metadata: [
-                "queued": "\(outcome.queued)", "placed": "\(outcome.placed.count)", "decide": "\(outcome.decision)",
+                "queued": "\(outcome.queued)", "placed": "\(outcome.placed.count)", "deferred": "\(outcome.deferred)",
+                "decide": "\(outcome.decision)",
                 "snapshot": "\(outcome.timings.snapshot)", "commit": "\(outcome.timings.commit)", "total": "\(outcome.timings.total)",
                 "rejections": "\(outcome.rejections)",
             ])
