@@ -10,15 +10,17 @@ import Foundation
 /// transaction over the node, its GPUs and its attempts. Any change, any rank, a lost node, and every `lifetime`
 /// take the full path.
 actor HeartbeatShortcut {
-    let agents: AgentStore
     let lifetime: Duration
     private var last: [String: (digest: Data, reply: HeartbeatReply, at: ContinuousClock.Instant)] = [:]
-    private var pending: [(node: String, answer: CheckedContinuation<Bool, any Error>)] = []
-    private var touching = false
+    /// Whether each node was touched (not lost), every node waiting meanwhile in one statement.
+    private let touches: GroupCommit<String, Bool>
 
     init(agents: AgentStore, lifetime: Duration = .seconds(20)) {
-        self.agents = agents
         self.lifetime = lifetime
+        self.touches = GroupCommit { nodes in
+            let touched = try await agents.touch(nodes)
+            return nodes.map { .success(touched.contains($0)) }
+        }
     }
 
     /// What identifies a report that changes nothing: its whole content, when it has no ranks and no steps.
@@ -31,7 +33,7 @@ actor HeartbeatShortcut {
     /// the full path.
     func reply(to node: String, digest: Data) async throws -> HeartbeatReply? {
         guard let known = self.last[node], known.digest == digest, ContinuousClock.now - known.at < self.lifetime else { return nil }
-        guard try await self.touch(node) else {
+        guard try await self.touches.submit(node) else {
             self.last[node] = nil
             return nil
         }
@@ -41,30 +43,5 @@ actor HeartbeatShortcut {
     /// Remembers a full report's answer.
     func answered(_ node: String, digest: Data?, reply: HeartbeatReply) {
         if let digest { self.last[node] = (digest, reply, .now) } else { self.last[node] = nil }
-    }
-
-    private func touch(_ node: String) async throws -> Bool {
-        try await withCheckedThrowingContinuation { answer in
-            self.pending.append((node, answer))
-            if !self.touching {
-                self.touching = true
-                Task { await self.drain() }
-            }
-        }
-    }
-
-    /// One statement for every node waiting, while the last one ran.
-    private func drain() async {
-        while !self.pending.isEmpty {
-            let batch = self.pending
-            self.pending = []
-            do {
-                let touched = try await self.agents.touch(batch.map(\.node))
-                for waiting in batch { waiting.answer.resume(returning: touched.contains(waiting.node)) }
-            } catch {
-                for waiting in batch { waiting.answer.resume(throwing: error) }
-            }
-        }
-        self.touching = false
     }
 }

@@ -6,42 +6,22 @@ import AllotStore
 /// is answered only after that commit. The audit chain admits one writer at a time, so without batching every
 /// submission would wait for the previous one's fsync; PostgreSQL's own group commit cannot help across that lock.
 /// Two batches may be in flight, so one checks and inserts while the other commits.
-actor SubmissionBatcher {
-    let jobs: JobStore
+struct SubmissionBatcher {
     /// Each submission in a batch takes a savepoint; PostgreSQL keeps 64 subtransactions per transaction in
     /// shared memory before other sessions' snapshots slow down, so a batch stays below that.
     static let batchLimit = 32
     static let inFlightLimit = 2
-    private var pending: [(submission: Submission, answer: CheckedContinuation<JobView, any Error>)] = []
-    private var inFlight = 0
-    private let shapes = NodeShapeCache()
+    private let batches: GroupCommit<Submission, JobView>
 
-    init(jobs: JobStore) { self.jobs = jobs }
+    init(jobs: JobStore) {
+        let shapes = NodeShapeCache()
+        self.batches = GroupCommit(batchLimit: Self.batchLimit, inFlightLimit: Self.inFlightLimit) { batch in
+            try await jobs.submit(batch, shapes: shapes, neverFits: Self.neverFits)
+        }
+    }
 
     /// Stores the submission with whatever else is waiting; returns its job once committed.
-    func submit(_ submission: Submission) async throws -> JobView {
-        try await withCheckedThrowingContinuation { answer in
-            self.pending.append((submission, answer))
-            if self.inFlight < Self.inFlightLimit {
-                self.inFlight += 1
-                Task { await self.drain() }
-            }
-        }
-    }
-
-    private func drain() async {
-        while !self.pending.isEmpty {
-            let batch = Array(self.pending.prefix(Self.batchLimit))
-            self.pending.removeFirst(batch.count)
-            do {
-                let results = try await self.jobs.submit(batch.map(\.submission), shapes: self.shapes, neverFits: Self.neverFits)
-                for (result, waiting) in zip(results, batch) { waiting.answer.resume(with: result) }
-            } catch {
-                for waiting in batch { waiting.answer.resume(throwing: error) }
-            }
-        }
-        self.inFlight -= 1
-    }
+    func submit(_ submission: Submission) async throws -> JobView { try await self.batches.submit(submission) }
 
     /// Whether the job could run on none of the pool's nodes even were they empty (asked with the pool's nodes).
     @Sendable static func neverFits(_ spec: JobSpec, _ shapes: [NodeShape]) -> WaitReason? {
