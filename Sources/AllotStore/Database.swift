@@ -1,4 +1,3 @@
-import AllotCore
 public import Foundation
 public import Logging
 package import PostgresNIO
@@ -434,88 +433,6 @@ public struct Database: Sendable, Service {
     }
 }
 
-/// One open transaction, handed to each table's writer in turn so that a change spanning several tables
-/// commits whole or not at all. Used by one task at a time, inside `Database.transaction`.
-package final class Transaction {
-    let connection: PostgresConnection
-    let logger: Logger
-    let auditKey: Data
-    private var clock: Date?
-    /// The audit records of this transaction, appended to the chain just before it commits (`AuditLog`).
-    var pendingAudit: [AuditEntry] = []
-    /// How many records were pending when each savepoint was taken: rolling back to it drops the ones after.
-    private var savepoints: [String: Int] = [:]
-
-    /// A savepoint; `rollback(to:)` undoes what came after it, audit records included.
-    func savepoint(_ name: String) async throws {
-        try await self.query("SAVEPOINT \(unescaped: name)")
-        self.savepoints[name] = self.pendingAudit.count
-    }
-
-    func rollback(to name: String) async throws {
-        try await self.query("ROLLBACK TO SAVEPOINT \(unescaped: name)")
-        if let count = self.savepoints[name], count < self.pendingAudit.count { self.pendingAudit.removeSubrange(count...) }
-    }
-
-    func release(_ name: String) async throws {
-        try await self.query("RELEASE SAVEPOINT \(unescaped: name)")
-    }
-
-    init(connection: PostgresConnection, logger: Logger, auditKey: Data) {
-        self.connection = connection
-        self.logger = logger
-        self.auditKey = auditKey
-    }
-
-    @discardableResult
-    package func query(_ query: PostgresQuery, file: String = #fileID, line: Int = #line) async throws -> Rows {
-        try await Rows.all(of: query, on: self.connection, logger: self.logger, file: file, line: line)
-    }
-
-    /// The transaction's own time (PostgreSQL's `now()`): one clock for every row it writes, whichever allotd runs.
-    func now() async throws -> Date {
-        if let clock { return clock }
-        let now = try await self.query("SELECT now()").decode(Date.self).first() ?? Date()
-        self.clock = now
-        return now
-    }
-}
-
-@available(*, unavailable)
-extension Transaction: Sendable {}
-
-/// A query's rows, every one read before the query returns. Why not PostgresNIO's streaming `PostgresRowSequence`:
-/// in 1.33.2 a connection that the server closes while a stream waits for its consumer's demand traps the whole
-/// process (RowStreamStateMachine.channelReadComplete, "How can we receive a body part, after a
-/// channelReadComplete…"), which a primary's immediate stop mid-load did; the collecting API asks for more rows at
-/// once on the event loop and never waits for a consumer. Every result Allot reads is decoded whole anyway.
-/// PostgresNIO's `decode` (on any sequence of rows) applies as before.
-package struct Rows: AsyncSequence, Sendable {
-    package let rows: [PostgresRow]
-
-    static func all(of query: PostgresQuery, on connection: PostgresConnection, logger: Logger, file: String, line: Int) async throws -> Rows {
-        // On the connection's event loop, the check then the write: a query written to a connection that has
-        // closed is dropped with its promise (PostgresNIO writes it without one), seen as a request that hung after
-        // the server ended a session; while the channel is active its handler is there to answer or fail it. And
-        // the collecting starts at once, before any row can arrive.
-        let result: EventLoopFuture<PostgresQueryResult> = connection.eventLoop.flatSubmit {
-            if connection.isClosed {
-                return connection.eventLoop.makeFailedFuture(
-                    StoreError.unreachable(url: "-", underlying: "the connection had closed before the query"))
-            }
-            return connection.query(query, logger: logger, file: file, line: line)
-        }
-        return Rows(rows: Array(try await result.get()))
-    }
-
-    package struct AsyncIterator: AsyncIteratorProtocol {
-        var rows: IndexingIterator<[PostgresRow]>
-        package mutating func next() async -> PostgresRow? { self.rows.next() }
-    }
-
-    package func makeAsyncIterator() -> AsyncIterator { AsyncIterator(rows: self.rows.makeIterator()) }
-}
-
 /// What the reachability probe last found; shared by every copy of a `Database`.
 /// The continuation of `Database.bounded`, resumed by whichever finishes first.
 final class Race<T: Sendable>: Sendable {
@@ -554,47 +471,4 @@ extension AsyncSequence {
 
     /// Every element, in order.
     func array() async throws -> [Element] { try await self.reduce(into: []) { $0.append($1) } }
-}
-
-/// What the stores throw, each case named for what went wrong and where.
-public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
-    case notFound(String)
-    case conflict(String)
-    case invalid(field: String, message: String)
-    case forbidden(String)
-    case unreachable(url: String, underlying: String)
-    /// The database could not finish this now for other work in its way (a deadlock, a serialization failure, a
-    /// lock not granted in time); nothing was changed, and the same request may succeed at once.
-    case busy(String)
-    case migration(String)
-    /// The database refused a scheduling write: another allotd holds the lease now, or this one's lapsed.
-    case fenced(String)
-    /// The database holds a value this version of Allot does not know (a newer allotd wrote it, or a hand edit).
-    case unknownValue(column: String, value: String)
-
-    public var description: String {
-        switch self {
-        case .notFound(let what): "\(what) not found"
-        case .conflict(let message): message
-        case .invalid(let field, let message): "\(field): \(message)"
-        case .forbidden(let message): message
-        case .unreachable(let url, let underlying):
-            // PostgresNIO reports a wrong password as a tripped circuit breaker: say what it usually means.
-            "cannot reach PostgreSQL at \(url) (check that it runs and that the user and password are right): \(underlying)"
-        case .busy(let why): "the database could not finish this now (\(why)); nothing was changed: try again"
-        case .migration(let message): message
-        case .fenced(let message): message
-        case .unknownValue(let column, let value): "the database holds '\(value)' in \(column), which this allotd does not know"
-        }
-    }
-
-    /// The SQLSTATE of a PostgreSQL error none of these cases covers, for an answer that names it (nil otherwise).
-    public static func sqlState(of error: any Error) -> String? { (error as? PSQLError)?.sqlState }
-}
-
-extension PSQLError {
-    /// The SQLSTATE of a server error, e.g. 23505 for a unique violation.
-    package var sqlState: String? { self.serverInfo?[.sqlState] }
-    package var constraint: String? { self.serverInfo?[.constraintName] }
-    package var serverMessage: String? { self.serverInfo?[.message] }
 }
