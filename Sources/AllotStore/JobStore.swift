@@ -29,6 +29,17 @@ public struct JobStore: Sendable {
     public func submit(
         _ batch: [Submission], shapes: NodeShapeCache? = nil, neverFits: @Sendable (JobSpec, [NodeShape]) -> WaitReason?
     ) async throws -> [Result<JobView, any Error>] {
+        do {
+            return try await self.stored(batch, shapes: shapes, neverFits: neverFits)
+        } catch  where batch.count == 1 {
+            // A batch of one is refused by rolling its transaction back: its answer, like any refused submission's.
+            return [.failure(error)]
+        }
+    }
+
+    private func stored(
+        _ batch: [Submission], shapes: NodeShapeCache?, neverFits: @Sendable (JobSpec, [NodeShape]) -> WaitReason?
+    ) async throws -> [Result<JobView, any Error>] {
         try await self.database.transaction { tx in
             let context = SubmissionContext(tx: tx, cache: shapes)
             var outcomes: [Result<Int64, any Error>] = []
