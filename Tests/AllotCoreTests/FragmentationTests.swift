@@ -118,6 +118,42 @@ struct FragmentationTests {
         #expect(abs((cluster.pressure(pool: 0)?.cpuShortage ?? 0) - 0.5) < 1e-9)
     }
 
+    @Test("ranks: a node rich in CPU is measured against the CPU-hungriest work, and kept for it")
+    func ranks() {
+        // Expected: 1-GPU tasks with 4 CPUs and 1-GPU tasks with 40, as many of each: 22 CPUs per GPU on average.
+        let mix = WorkloadMix([NodeRequest(gpus: 1, cpuMilli: 4000), NodeRequest(gpus: 1, cpuMilli: 40_000)])
+        let model = mix.model
+        // The work ranked by CPU thousandths per GPU thousandth: 4 for the first half of the GPU demand, 40 above.
+        #expect(model.cpuLadder?.ratio(at: 0.25) == 4 && model.cpuLadder?.ratio(at: 0.5) == 4 && model.cpuLadder?.ratio(at: 0.9) == 40)
+        #expect(model.memoryLadder == nil)
+        // Nodes a (8 free GPUs, 96 CPUs: 12 per GPU) and b (2 free GPUs, 100 CPUs: 50). Weighed by free GPUs, a
+        // holds the first 8000 of 10,000 thousandths (its middle: quantile 0.4), b the last 2000 (0.9).
+        let nodes = RatioLadder([(12, 8000), (50, 2000)])
+        #expect(abs(nodes.quantile(of: 12) - 0.4) < 1e-12 && abs(nodes.quantile(of: 50) - 0.9) < 1e-12)
+        // Between ranks: all of a below, none of b → 0.8.
+        #expect(abs(nodes.quantile(of: 30) - 0.8) < 1e-12)
+        // a is matched with the 4-CPU work, lighter than average: the average, 1/22. b with the 40-CPU work: 1/40.
+        #expect(abs((model.rates(cpuQuantile: 0.4, memoryQuantile: 0.4).gpuPerCPUMilli ?? 0) - 1.0 / 22) < 1e-12)
+        #expect(abs((model.rates(cpuQuantile: 0.9, memoryQuantile: 0.9).gpuPerCPUMilli ?? 0) - 1.0 / 40) < 1e-12)
+        // A 1-GPU job with 24 CPUs. On a: 96,000 / 22 = 4363.6 of 8000 free thousandths reachable, 3636.4 stranded;
+        // after it, 72,000 / 22 = 3272.7 of 7000, 3727.3 stranded: +90.9. On b against the average, the surplus
+        // 100,000 / 22 − 2000 = 2545.5 would become 76,000 / 22 − 1000 = 2454.5: −90.9 (the pool is short of CPU,
+        // weight 1), and b would win; against its rank, 100,000 / 40 − 2000 = 500 becomes 76,000 / 40 − 1000 = 900:
+        // +400, and a wins. Best fit takes b, the fuller.
+        // (Scored by the index, so the job's own shape does not join the mix as it would in a placement call.)
+        let snapshot: [NodeSnapshot] = [.node("a", gpus: 8, cpus: 96), .node("b", gpus: 2, cpus: 100)]
+        let cluster = Cluster(snapshot, book: ProfileBook(strategy: .fragmentationAware, mix: mix))
+        let job = PendingJob.job(1, gpus: 1, cpus: 24)
+        let best = cluster.best(for: job, shape: cluster.shape(of: job))
+        #expect(best?.position == 0 && best?.score.primary == 90_909)
+        #expect(Placer(strategy: .bestFit).place([job], on: snapshot).placements.first?.ranks.first?.node == "b")
+        // A 1-GPU job with 40 CPUs goes to b: on a, 66,000 / 22 = 3000 of 7000 reachable, +363.6; on b, the surplus
+        // 500 becomes 60,000 / 40 − 1000 = 500: +0.
+        let hungry = PendingJob.job(2, gpus: 1, cpus: 40)
+        let other = cluster.best(for: hungry, shape: cluster.shape(of: hungry))
+        #expect(other?.position == 1 && other?.score.primary == 0)
+    }
+
     @Test("with nothing to learn from, the fragmentation-aware strategy falls back to best fit")
     func fallsBackToBestFit() {
         let nodes: [NodeSnapshot] = [.node("a-empty"), .node("b-half").using([0, 1, 2, 3])]
@@ -132,8 +168,24 @@ struct FragmentationTests {
 @Suite("Capacity index against a scan of every node")
 struct CapacityIndexTests {
     /// The reference: score every node that passes every filter, the way the strategy defines it; best first.
-    static func scan(_ job: PendingJob, _ nodes: [NodeSnapshot], _ strategy: ScoringStrategy, _ mix: WorkloadMix) -> [(score: Score, position: Int)] {
+    /// `start` is the cluster as the placement call found it, where nodes were ranked.
+    static func scan(
+        _ job: PendingJob, _ nodes: [NodeSnapshot], _ strategy: ScoringStrategy, _ mix: WorkloadMix, start: [NodeSnapshot]
+    ) -> [(score: Score, position: Int)] {
         let model = mix.model
+        // The pool's nodes at the start, ranked by CPU and by memory per free usable GPU thousandth.
+        func free(_ n: NodeSnapshot) -> (gpu: Double, cpu: Double, memory: Double) {
+            let gpu = n.gpus.filter(\.health.isSchedulable).reduce(0) { $0 + $1.leftoverMilli }
+            return (Double(gpu), Double(n.cpuMilli - n.usedCPUMilli), Double(n.memoryMiB - n.usedMemoryMiB))
+        }
+        let ranked = start.filter { $0.pool == job.pool && $0.state.acceptsWork }.map(free).filter { $0.gpu > 0 }
+        let cpuRanks = RatioLadder(ranked.map { ($0.cpu / $0.gpu, $0.gpu) })
+        let memoryRanks = RatioLadder(ranked.map { ($0.memory / $0.gpu, $0.gpu) })
+        func rates(_ n: NodeSnapshot) -> Rates {
+            let f = free(n)
+            guard strategy == .fragmentationAware, f.gpu > 0, model.cpuLadder != nil || model.memoryLadder != nil else { return model.average }
+            return model.rates(cpuQuantile: cpuRanks.quantile(of: f.cpu / f.gpu), memoryQuantile: memoryRanks.quantile(of: f.memory / f.gpu))
+        }
         // The pool's pressure, worked out afresh from the nodes: its shortage of CPU and memory for the work
         // expected, and how scarce each model is for the shapes that name models.
         let members = nodes.filter { $0.pool == job.pool && $0.state.acceptsWork }
@@ -189,17 +241,21 @@ struct CapacityIndexTests {
             let accepts = { (t: Int, i: Int) in
                 model.terms[t].shape.models.isEmpty || model.terms[t].shape.models.contains(node.gpus[usable[i]].model.lowercased())
             }
+            // Before and after measured against the work the node is matched with now.
+            let matched = rates(node)
             let before = model.fragmentation(
-                leftovers: leftovers, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB, accepts: accepts)
+                leftovers: leftovers, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB, rates: matched,
+                accepts: accepts)
             let surplusBefore = model.surplus(
-                freeMilli: free, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB)
+                freeMilli: free, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB, rates: matched)
             let scores = outcomes.map { o -> Score in
                 switch strategy {
                 case .fragmentationAware:
-                    let growth = model.fragmentation(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter, accepts: accepts) - before
+                    let growth =
+                        model.fragmentation(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter, rates: matched, accepts: accepts) - before
                     // The pool's pressure: CPU and memory surplus grown, weighed by the pool's shortage; GPUs taken
                     // from a model others depend on, weighed by its scarcity.
-                    let surplus = model.surplus(freeMilli: o.freeAfter, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
+                    let surplus = model.surplus(freeMilli: o.freeAfter, cpuMilli: cpuAfter, memoryMiB: memoryAfter, rates: matched)
                     let extra =
                         cpuShortage * (surplus.cpu - surplusBefore.cpu) + memoryShortage * (surplus.memory - surplusBefore.memory)
                         + Double(o.takes) * (scarcity[o.model] ?? 0)
@@ -228,7 +284,7 @@ struct CapacityIndexTests {
                 var cluster = Cluster(snapshot, book: ProfileBook(strategy: strategy, mix: mix, slotLimit: seed % 2 == 0 ? 8 : 1 << 20))
                 for (step, job) in queue.enumerated() {
                     let shape = cluster.shape(of: job)
-                    let scanned = Self.scan(job, cluster.nodes, strategy, mix)
+                    let scanned = Self.scan(job, cluster.nodes, strategy, mix, start: snapshot)
                     let indexed = cluster.best(for: job, shape: shape)
                     let feasible = Set(cluster.nodes.indices.filter { Placer.reject(job, on: cluster.nodes[$0]) == nil })
                     let indexedFeasible = Set(cluster.gangCandidates(for: job, shape: shape, limit: .max).map(\.position))

@@ -61,6 +61,7 @@ struct Cluster {
             }
             self.index(p)
         }
+        for (pool, profiles) in self.live.enumerated() { book.rank(pool: pool, profiles.map { ($0, self.members[$0].count) }) }
     }
 
     /// The job's shape in this cluster's terms.

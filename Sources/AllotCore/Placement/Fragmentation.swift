@@ -105,9 +105,75 @@ public struct WorkloadMix: Hashable, Sendable {
             cpu += w * Double(shape.cpuMilli)
             memory += w * Double(shape.memoryMiB)
         }
+        // The GPU work ranked by the CPU and memory it brings per GPU thousandth; CPU-only work's CPU and memory
+        // spread over it in proportion, as if GPU work brought that too.
+        var (cpuOfGPUWork, memoryOfGPUWork) = (0.0, 0.0)
+        for (shape, w) in self.weights where shape.usesGPU {
+            cpuOfGPUWork += w * Double(shape.cpuMilli)
+            memoryOfGPUWork += w * Double(shape.memoryMiB)
+        }
+        func ladder(_ bringing: (TaskShape) -> Int, scale: Double) -> RatioLadder? {
+            guard scale.isFinite, scale > 0 else { return nil }
+            return RatioLadder(
+                self.weights.filter { $0.key.usesGPU }.map { shape, w in
+                    let milli = Double(shape.milli ?? shape.gpus * 1000)
+                    return (ratio: Double(bringing(shape)) / milli * scale, weight: w * milli)
+                })
+        }
         return FragmentationModel(
-            terms: top.map { ($0.key, $0.value / total) }, gpuPerCPUMilli: cpu > 0 ? gpu / cpu : nil, gpuPerMiB: memory > 0 ? gpu / memory : nil)
+            terms: top.map { ($0.key, $0.value / total) }, gpuPerCPUMilli: cpu > 0 ? gpu / cpu : nil, gpuPerMiB: memory > 0 ? gpu / memory : nil,
+            cpuLadder: ladder({ $0.cpuMilli }, scale: cpu / cpuOfGPUWork), memoryLadder: ladder({ $0.memoryMiB }, scale: memory / memoryOfGPUWork))
     }
+}
+
+/// Values ranked with weights: ascending ratios, each with the share of the total weight at or below it.
+/// Ranks expected work by the CPU or memory it brings per GPU, and nodes by the CPU or memory they have per free
+/// GPU, so that each node can be matched with the work of its own rank.
+struct RatioLadder {
+    private(set) var steps: [(ratio: Double, upTo: Double)] = []
+
+    init(_ items: [(ratio: Double, weight: Double)]) {
+        let total = items.reduce(0) { $0 + $1.weight }
+        guard total > 0 else { return }
+        var sum = 0.0
+        for item in items.sorted(by: { $0.ratio < $1.ratio }) where item.weight > 0 {
+            sum += item.weight
+            if let last = self.steps.last, last.ratio == item.ratio {
+                self.steps[self.steps.count - 1].upTo = sum / total
+            } else {
+                self.steps.append((item.ratio, sum / total))
+            }
+        }
+    }
+
+    /// The ratio at quantile `q`: the first whose share at or below reaches it.
+    func ratio(at q: Double) -> Double? {
+        var (low, high) = (0, self.steps.count)
+        while low < high {
+            let mid = (low + high) / 2
+            if self.steps[mid].upTo < q - 1e-12 { low = mid + 1 } else { high = mid }
+        }
+        return self.steps.isEmpty ? nil : self.steps[min(low, self.steps.count - 1)].ratio
+    }
+
+    /// Where `ratio` ranks: the middle of the share strictly below it and the share at or below it.
+    func quantile(of ratio: Double) -> Double {
+        var (low, high) = (0, self.steps.count)
+        while low < high {
+            let mid = (low + high) / 2
+            if self.steps[mid].ratio < ratio { low = mid + 1 } else { high = mid }
+        }
+        let below = low > 0 ? self.steps[low - 1].upTo : 0
+        let atOrBelow = low < self.steps.count && self.steps[low].ratio == ratio ? self.steps[low].upTo : below
+        return (below + atOrBelow) / 2
+    }
+}
+
+/// GPU thousandths the expected work takes per thousandth of a CPU and per MiB of memory: on average, or for
+/// the work a node of a given rank is matched with.
+struct Rates {
+    var gpuPerCPUMilli: Double?
+    var gpuPerMiB: Double?
 }
 
 /// Expected unusable GPU capacity of a node, for the job shapes expected.
@@ -118,12 +184,36 @@ struct FragmentationModel {
     /// GPU thousandths the expected work takes per thousandth of a CPU and per MiB of memory.
     var gpuPerCPUMilli: Double?
     var gpuPerMiB: Double?
+    /// The expected GPU work ranked by CPU and by memory per GPU thousandth (nil when it brings none).
+    var cpuLadder: RatioLadder?
+    var memoryLadder: RatioLadder?
+
+    var average: Rates { Rates(gpuPerCPUMilli: self.gpuPerCPUMilli, gpuPerMiB: self.gpuPerMiB) }
+
+    /// The rates of the work matched with a node whose CPU and memory per free GPU rank at these quantiles among
+    /// its pool's nodes — the nodes richest in CPU with the work that brings most, and so on down, which is how
+    /// two resources both fill — where that work brings more than the average, else the average. So a node rich
+    /// in CPU counts as wasted what the average work would leave it (and keeps room for the CPU-hungry work, which
+    /// would otherwise arrive later to strand GPUs on nodes poor in CPU), while a node poor in CPU is not told to
+    /// wait for work lighter than the average.
+    func rates(cpuQuantile: Double, memoryQuantile: Double) -> Rates {
+        func rate(_ ladder: RatioLadder?, _ q: Double, _ average: Double?) -> Double? {
+            guard let average, let r = ladder?.ratio(at: q), r > 0 else { return average }
+            return min(average, 1 / r)
+        }
+        return Rates(
+            gpuPerCPUMilli: rate(self.cpuLadder, cpuQuantile, self.gpuPerCPUMilli),
+            gpuPerMiB: rate(self.memoryLadder, memoryQuantile, self.gpuPerMiB))
+    }
 
     /// Thousandths of GPU capacity on a node with these free thousandths per usable GPU and this much free CPU
     /// and memory that the next task, drawn from the expected mix, could not use — plus what no run of such
     /// tasks could use because the CPU or memory they bring along would run out first. `accepts(term, gpu)`
     /// says whether the term's shape takes the GPU at that position (asked only of shapes that name models).
-    func fragmentation(leftovers: [Int], cpuMilli: Int, memoryMiB: Int, accepts: (Int, Int) -> Bool = { _, _ in true }) -> Double {
+    func fragmentation(
+        leftovers: [Int], cpuMilli: Int, memoryMiB: Int, rates: Rates? = nil, accepts: (Int, Int) -> Bool = { _, _ in true }
+    ) -> Double {
+        let rates = rates ?? self.average
         var next = 0.0
         for (t, term) in self.terms.enumerated() {
             let unusable =
@@ -134,8 +224,8 @@ struct FragmentationModel {
         }
         let free = Double(leftovers.reduce(0, +))
         var reachable = free
-        if let r = self.gpuPerCPUMilli { reachable = min(reachable, Double(max(0, cpuMilli)) * r) }
-        if let r = self.gpuPerMiB { reachable = min(reachable, Double(max(0, memoryMiB)) * r) }
+        if let r = rates.gpuPerCPUMilli { reachable = min(reachable, Double(max(0, cpuMilli)) * r) }
+        if let r = rates.gpuPerMiB { reachable = min(reachable, Double(max(0, memoryMiB)) * r) }
         return next + (free - reachable)
     }
 
@@ -143,11 +233,12 @@ struct FragmentationModel {
     /// along for its free GPUs, in GPU thousandths (what that CPU or memory could have served elsewhere).
     /// Where the pool is short of CPU or memory, it strands GPUs on other nodes; the placer weighs it by how
     /// short the pool is.
-    func surplus(freeMilli: Int, cpuMilli: Int, memoryMiB: Int) -> (cpu: Double, memory: Double) {
+    func surplus(freeMilli: Int, cpuMilli: Int, memoryMiB: Int, rates: Rates? = nil) -> (cpu: Double, memory: Double) {
         let free = Double(freeMilli)
+        let rates = rates ?? self.average
         return (
-            self.gpuPerCPUMilli.map { max(0, Double(max(0, cpuMilli)) * $0 - free) } ?? 0,
-            self.gpuPerMiB.map { max(0, Double(max(0, memoryMiB)) * $0 - free) } ?? 0
+            rates.gpuPerCPUMilli.map { max(0, Double(max(0, cpuMilli)) * $0 - free) } ?? 0,
+            rates.gpuPerMiB.map { max(0, Double(max(0, memoryMiB)) * $0 - free) } ?? 0
         )
     }
 }

@@ -56,6 +56,11 @@ final class ProfileBook {
     private var profileIDs: [Profile: Int] = [:]
     private var freeMilli: [Int] = []
     private var fragmentation: [Double?] = []
+    /// Per profile: the rates of the work its nodes are matched with (worked out when first needed).
+    private var rates: [Rates?] = []
+    /// Per pool: its nodes ranked by CPU and by memory per free GPU thousandth, weighed by their free GPUs, as
+    /// the placement call found them.
+    private var nodeLadders: [Int: (cpu: RatioLadder, memory: RatioLadder)] = [:]
     private var shapeIDs: [JobShape: Int] = [:]
     private var shapes: [JobShape] = []
     /// Model names by id (lowercased), as the cluster numbers them, so shapes that name models can be matched.
@@ -111,7 +116,38 @@ final class ProfileBook {
         self.profileIDs[profile] = id
         self.freeMilli.append(profile.gpus.reduce(0) { $0 + Profile.leftover($1) })
         self.fragmentation.append(nil)
+        self.rates.append(nil)
         return id
+    }
+
+    /// Ranks a pool's nodes, given as profiles with their node counts, for matching them with the expected work.
+    func rank(pool: Int, _ profiles: [(profile: Int, nodes: Int)]) {
+        guard self.mix.cpuLadder != nil || self.mix.memoryLadder != nil else { return }
+        let withGPUs = profiles.filter { self.freeMilli[$0.profile] > 0 }
+        func ladder(_ amount: (Profile) -> Int) -> RatioLadder {
+            RatioLadder(
+                withGPUs.map { p, n in
+                    let free = Double(self.freeMilli[p])
+                    return (Double(amount(self.profiles[p])) / free, free * Double(n))
+                })
+        }
+        self.nodeLadders[pool] = (ladder { $0.cpuMilli }, ladder { $0.memoryMiB })
+    }
+
+    /// The rates of the work that nodes of `profile` are matched with: by the rank of their CPU and memory per
+    /// free GPU among their pool's nodes; the expected work's average where the pool is not ranked.
+    private func rates(of profile: Int) -> Rates {
+        if let r = self.rates[profile] { return r }
+        let p = self.profiles[profile]
+        let free = Double(self.freeMilli[profile])
+        var r = self.mix.average
+        if free > 0, let ladders = self.nodeLadders[p.pool] {
+            r = self.mix.rates(
+                cpuQuantile: ladders.cpu.quantile(of: Double(p.cpuMilli) / free),
+                memoryQuantile: ladders.memory.quantile(of: Double(p.memoryMiB) / free))
+        }
+        self.rates[profile] = r
+        return r
     }
 
     func id(of shape: JobShape) -> Int {
@@ -145,15 +181,16 @@ final class ProfileBook {
     private func fragmentation(of profile: Int) -> Double {
         if let f = self.fragmentation[profile] { return f }
         let p = self.profiles[profile]
-        let f = self.fragmentation(p.gpus.map(Profile.leftover), models: p.gpus, cpuMilli: p.cpuMilli, memoryMiB: p.memoryMiB)
+        let f = self.fragmentation(
+            p.gpus.map(Profile.leftover), models: p.gpus, cpuMilli: p.cpuMilli, memoryMiB: p.memoryMiB, rates: self.rates(of: profile))
         self.fragmentation[profile] = f
         return f
     }
 
     /// The mix's expected fragmentation of GPUs with these leftovers, the models those of `entries`.
-    private func fragmentation(_ leftovers: [Int], models entries: [Int32], cpuMilli: Int, memoryMiB: Int) -> Double {
+    private func fragmentation(_ leftovers: [Int], models entries: [Int32], cpuMilli: Int, memoryMiB: Int, rates: Rates) -> Double {
         self.resolveModels()
-        return self.mix.fragmentation(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: memoryMiB) { t, g in
+        return self.mix.fragmentation(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: memoryMiB, rates: rates) { t, g in
             let model = Profile.model(entries[g])
             return model < self.termAccepts[t].count && self.termAccepts[t][model]
         }
@@ -167,6 +204,7 @@ final class ProfileBook {
         let cpuAfter = shape.exclusive ? 0 : profile.cpuMilli - shape.cpuMilli
         let memoryAfter = shape.exclusive || shape.allMemory ? 0 : profile.memoryMiB - shape.memoryMiB
         let free = self.freeMilli[id]
+        let rates = self.strategy == .fragmentationAware ? self.rates(of: id) : self.mix.average
         func accepts(_ e: Int32) -> Bool { shape.models.map { $0.contains(Profile.model(e)) } ?? true }
         // The thousandths left on each usable GPU once the rank is placed, and what it takes.
         var after = entries.map(Profile.leftover)
@@ -188,7 +226,7 @@ final class ProfileBook {
             for (i, e) in entries.enumerated() where accepts(e) && Profile.leftover(e) >= f && seen.insert(e).inserted {
                 var trial = after
                 trial[i] -= f
-                let expected = self.fragmentation(trial, models: entries, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
+                let expected = self.fragmentation(trial, models: entries, cpuMilli: cpuAfter, memoryMiB: memoryAfter, rates: rates)
                 let candidate = (score: expected, leftover: Profile.leftover(e), index: i)
                 if best.map({ (candidate.score, candidate.leftover) < ($0.score, $0.leftover) }) ?? true { best = candidate }
             }
@@ -209,11 +247,13 @@ final class ProfileBook {
         let score: Score
         switch self.strategy {
         case .fragmentationAware:
-            // Thousandths of a thousandth, so scores compare exactly and equal inputs tie.
-            let growth = self.fragmentation(after, models: entries, cpuMilli: cpuAfter, memoryMiB: memoryAfter) - self.fragmentation(of: id)
+            // Thousandths of a thousandth, so scores compare exactly and equal inputs tie. Before and after are
+            // measured against the work the node was matched with before.
+            let growth =
+                self.fragmentation(after, models: entries, cpuMilli: cpuAfter, memoryMiB: memoryAfter, rates: rates) - self.fragmentation(of: id)
             score = Score(primary: Int((growth * 1000).rounded()), tie: freeAfter)
-            let before = self.mix.surplus(freeMilli: free, cpuMilli: profile.cpuMilli, memoryMiB: profile.memoryMiB)
-            let now = self.mix.surplus(freeMilli: freeAfter, cpuMilli: cpuAfter, memoryMiB: memoryAfter)
+            let before = self.mix.surplus(freeMilli: free, cpuMilli: profile.cpuMilli, memoryMiB: profile.memoryMiB, rates: rates)
+            let now = self.mix.surplus(freeMilli: freeAfter, cpuMilli: cpuAfter, memoryMiB: memoryAfter, rates: rates)
             surplus = (now.cpu - before.cpu, now.memory - before.memory)
         case .bestFit: score = Score(primary: freeAfter, tie: 0)
         case .spread: score = Score(primary: -freeAfter, tie: 0)
