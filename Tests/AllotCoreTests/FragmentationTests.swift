@@ -252,7 +252,8 @@ struct CapacityIndexTests {
                 switch strategy {
                 case .fragmentationAware:
                     let growth =
-                        model.fragmentation(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter, rates: matched, accepts: accepts) - before
+                        model.fragmentation(leftovers: o.leftovers, cpuMilli: cpuAfter, memoryMiB: memoryAfter, rates: matched, accepts: accepts)
+                        - before
                     // The pool's pressure: CPU and memory surplus grown, weighed by the pool's shortage; GPUs taken
                     // from a model others depend on, weighed by its scarcity.
                     let surplus = model.surplus(freeMilli: o.freeAfter, cpuMilli: cpuAfter, memoryMiB: memoryAfter, rates: matched)
