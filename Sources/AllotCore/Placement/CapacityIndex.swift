@@ -232,7 +232,7 @@ struct Cluster {
     /// would take — the block that holds one most tightly, or for one that fits no block now, the block with the
     /// most nodes that can take a rank, where it will fit first — which single-node work leaves alone while it
     /// has somewhere else to go.
-    func gangBlocks(for queue: [PendingJob]) -> [String: Set<Int>] {
+    func gangBlocks(for queue: some Sequence<PendingJob>) -> [String: Set<Int>] {
         var out: [String: Set<Int>] = [:]
         var looked: [String: Int] = [:]
         for job in queue where job.nodes > 1 && self.poolsWithBlocks.contains(job.pool) && looked[job.pool, default: 0] < 16 {

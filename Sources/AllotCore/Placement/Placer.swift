@@ -73,14 +73,15 @@ public struct Placer: Sendable {
             plans[d.jobID] = d
             for n in d.nodes { if let p = cluster.positionByName[n] { setAside[d.pool, default: []].insert(p) } }
         }
-        let gangBlocks = cluster.gangBlocks(for: queue.filter { plans[$0.id] == nil })
+        let gangBlocks = cluster.gangBlocks(for: queue.lazy.filter { $0.nodes > 1 && plans[$0.id] == nil })
         var guardedFailed: Set<FailureKey> = []
 
         // Within one call capacity only shrinks: a shape that failed once fails again, for the same reason. A job
         // with a plan of its own sees nodes no other job does, so its answers are its own.
-        func attempt(_ job: PendingJob, excluding excluded: Set<Int>?, reserved: Bool) -> Result<[ChosenRank], Waiting> {
+        // (The cluster is passed, not captured: a captured variable is boxed and copied at every use.)
+        func attempt(_ job: PendingJob, in cluster: Cluster, excluding excluded: Set<Int>?, reserved: Bool) -> Result<[ChosenRank], Waiting> {
             if !plans.isEmpty && plans[job.id] != nil { return self.placeOne(job, in: cluster, excluding: excluded) }
-            let key = FailureKey(job, restricted: reserved, cluster: cluster)
+            let key = FailureKey(job, restricted: reserved, timeMatters: cluster.poolsWithMaintenance.contains(job.pool))
             if let known = failed[key] { return .failure(known) }
             let outcome = self.placeOne(job, in: cluster, excluding: excluded)
             if case .failure(let w) = outcome { failed[key] = w }
@@ -110,20 +111,18 @@ public struct Placer: Sendable {
                 excluded = (reservedPositions[job.pool] ?? []).union(base ?? [])
                 reserved = true
             }
-            var outcome: Result<[ChosenRank], Waiting>
-            // Off the empty nodes queued gangs would take first, while it fits elsewhere (a shape that did not
-            // fit so, within this call, never will: capacity only shrinks).
-            var guarded: Result<[ChosenRank], Waiting>?
-            if job.nodes == 1, !gangBlocks.isEmpty, let protected = gangBlocks[job.pool],
-                !guardedFailed.contains(FailureKey(job, restricted: reserved, cluster: cluster))
+            var outcome = attempt(job, in: cluster, excluding: excluded, reserved: reserved)
+            // Off the empty nodes queued gangs would take, while it fits elsewhere. Only asked when the best node
+            // is one of them: otherwise that node is the best of the others too. (A shape that did not fit so,
+            // within this call, never will: capacity only shrinks.)
+            if job.nodes == 1, !gangBlocks.isEmpty, let protected = gangBlocks[job.pool], case .success(let ranks) = outcome,
+                let first = ranks.first, protected.contains(first.position)
             {
-                guarded = self.placeOne(job, in: cluster, excluding: excluded.map { protected.union($0) } ?? protected, explain: false)
-                if case .failure = guarded { guardedFailed.insert(FailureKey(job, restricted: reserved, cluster: cluster)) }
-            }
-            if case .success(let ranks) = guarded {
-                outcome = .success(ranks)
-            } else {
-                outcome = attempt(job, excluding: excluded, reserved: reserved)
+                let key = FailureKey(job, restricted: reserved, timeMatters: cluster.poolsWithMaintenance.contains(job.pool))
+                if !guardedFailed.contains(key) {
+                    let guarded = self.placeOne(job, in: cluster, excluding: excluded.map { protected.union($0) } ?? protected, explain: false)
+                    if case .success = guarded { outcome = guarded } else { guardedFailed.insert(key) }
+                }
             }
             // Slurm's --time-min: where the full limit crosses the reservation but the shortest accepted one does not,
             // the job may run on the reserved nodes too, its limit cut to end as the reservation starts.
@@ -132,7 +131,7 @@ public struct Placer: Sendable {
             {
                 var cut = job
                 cut.timeLimitSeconds = min(job.timeLimitSeconds ?? Int64.max, r.startsAt - b.now)
-                if case .success(let ranks) = attempt(cut, excluding: base, reserved: false) {
+                if case .success(let ranks) = attempt(cut, in: cluster, excluding: base, reserved: false) {
                     outcome = .success(ranks)
                     cutLimit = cut.timeLimitSeconds
                 }
@@ -180,12 +179,13 @@ public struct Placer: Sendable {
                 if let r = reservation {
                     if reserved {
                         // Say what holds it back: the reservation, or the cluster itself.
-                        switch attempt(job, excluding: base, reserved: false) {
+                        switch attempt(job, in: cluster, excluding: base, reserved: false) {
                         case .success: plan.waiting[job.id] = .reserved(forJob: r.jobID)
                         case .failure(let unrestricted): plan.waiting[job.id] = unrestricted.reason
                         }
                     }
-                } else if case .capacity = waiting.reason, reserveTried.insert(FailureKey(job, restricted: false, cluster: cluster)).inserted,
+                } else if case .capacity = waiting.reason,
+                    reserveTried.insert(FailureKey(job, restricted: false, timeMatters: cluster.poolsWithMaintenance.contains(job.pool))).inserted,
                     let r = self.reserve(job, in: cluster, running: runningNow, now: b.now, excluding: base)
                 {
                     plan.reservations[job.pool] = r
@@ -206,12 +206,12 @@ public struct Placer: Sendable {
         var timeLimitSeconds: Int64?
         var restricted: Bool
 
-        init(_ job: PendingJob, restricted: Bool, cluster: Cluster) {
+        init(_ job: PendingJob, restricted: Bool, timeMatters: Bool) {
             self.pool = job.pool
             self.gpuModels = job.gpuModels
             self.nodes = job.nodes
             self.perNode = job.perNode
-            self.timeLimitSeconds = cluster.poolsWithMaintenance.contains(job.pool) ? job.timeLimitSeconds : nil
+            self.timeLimitSeconds = timeMatters ? job.timeLimitSeconds : nil
             self.restricted = restricted
         }
     }
@@ -303,18 +303,18 @@ public struct Placer: Sendable {
 
     /// Why no node of the pool could ever take the job, even empty, or nil when one could.
     /// Nodes whose agents have not reported GPUs yet are unknown and do not count against the job.
-    public static func neverFitsReason(_ job: PendingJob, nodes: [NodeSnapshot]) -> WaitReason? {
-        self.neverFitsReason(job, shapes: nodes.map { NodeShape(node: $0, count: 1) })
+    public static func neverFitsReason(_ job: PendingJob, nodes: some Sequence<NodeSnapshot>) -> WaitReason? {
+        self.neverFitsReason(job, shapes: nodes.lazy.map { NodeShape(node: $0, count: 1) })
     }
 
     /// The same, asked of the pool's nodes grouped by shape (`ClusterReader.nodeShapes`): a pool of 10,000 alike
-    /// nodes is one fit, not 10,000, for every submission.
-    public static func neverFitsReason(_ job: PendingJob, shapes: [NodeShape]) -> WaitReason? {
-        let pool = shapes.filter { $0.node.pool == job.pool && !($0.node.gpus.isEmpty && $0.node.cpuMilli == 0) }
-        if pool.isEmpty { return nil }
+    /// nodes is one fit, not 10,000, for every submission. It stops at the first nodes that could hold the job.
+    public static func neverFitsReason(_ job: PendingJob, shapes: some Sequence<NodeShape>) -> WaitReason? {
+        var inPool = false
         var couldFit = 0
         var rejection: Rejection?
-        for shape in pool {
+        for shape in shapes where shape.node.pool == job.pool && !(shape.node.gpus.isEmpty && shape.node.cpuMilli == 0) {
+            inPool = true
             var node = shape.node
             node.state = .ready
             node.maintenanceInSeconds = nil
@@ -328,8 +328,9 @@ public struct Placer: Sendable {
             case .fits: couldFit += shape.count
             case .rejected(let r): rejection = rejection ?? r
             }
+            if couldFit >= job.nodes { return nil }
         }
-        if couldFit >= job.nodes { return nil }
+        if !inPool { return nil }
         let shape = job.perNode.fractionMilli.map { "\($0) milli of a GPU per node" } ?? "\(job.perNode.gpus) GPUs per node"
         let models = job.gpuModels.isEmpty ? "" : " of model \(job.gpuModels.joined(separator: "|"))"
         let extra =
@@ -374,7 +375,7 @@ public struct Placer: Sendable {
         for position in candidates where excluded?.contains(position) != true {
             if let r = Self.reject(job, on: cluster.nodes[position]) { counts[r, default: 0] += 1 } else { found += 1 }
         }
-        if let never = Self.neverFitsReason(job, nodes: candidates.map { cluster.nodes[$0] }) {
+        if let never = Self.neverFitsReason(job, nodes: candidates.lazy.map { cluster.nodes[$0] }) {
             return .failure(Waiting(reason: never, rejections: counts))
         }
         let top = counts.max { a, b in a.value != b.value ? a.value < b.value : a.key.rawValue > b.key.rawValue }?.key
