@@ -37,22 +37,38 @@ struct Cluster {
         self.nodes = zip(snapshot, snapshot.dropFirst()).allSatisfy({ $0.name < $1.name }) ? snapshot : snapshot.sorted { $0.name < $1.name }
         self.book = book
         self.profileOf = Array(repeating: -1, count: self.nodes.count)
+        self.positionByName.reserveCapacity(self.nodes.count)
+        // Consecutive nodes mostly share a pool and a model: compared, not hashed again (a cycle builds this index
+        // afresh, and hashing names was most of that).
+        var lastPool: (name: String, id: Int)?
+        var lastModel: String?
+        var membersByPool: [[Int]] = []
         for (p, node) in self.nodes.enumerated() {
             self.positionByName[node.name] = p
-            self.poolMembers[node.pool, default: []].append(p)
-            if self.poolIDs[node.pool] == nil {
-                self.poolIDs[node.pool] = self.live.count
+            let pool: Int
+            if let last = lastPool, last.name == node.pool {
+                pool = last.id
+            } else if let id = self.poolIDs[node.pool] {
+                pool = id
+            } else {
+                pool = self.live.count
+                self.poolIDs[node.pool] = pool
                 self.live.append([])
                 self.freeByModel.append([])
                 self.freeCPU.append(0)
                 self.freeMemory.append(0)
+                membersByPool.append([])
             }
+            lastPool = (node.pool, pool)
+            membersByPool[pool].append(p)
             if node.maintenanceInSeconds != nil { self.poolsWithMaintenance.insert(node.pool) }
             if let block = node.block {
                 self.poolsWithBlocks.insert(node.pool)
-                self.blockMembers[BlockKey(pool: self.poolIDs[node.pool]!, block: block), default: []].append(p)
+                self.blockMembers[BlockKey(pool: pool, block: block), default: []].append(p)
             }
-            for gpu in node.gpus where self.modelIDs[gpu.model] == nil {
+            for gpu in node.gpus where gpu.model != lastModel {
+                lastModel = gpu.model
+                guard self.modelIDs[gpu.model] == nil else { continue }
                 let lower = gpu.model.lowercased()
                 let id = self.modelIDsByLowercase[lower] ?? self.modelIDsByLowercase.count
                 if id == self.modelIDsByLowercase.count { book.modelNames.append(lower) }
@@ -61,6 +77,7 @@ struct Cluster {
             }
             self.index(p)
         }
+        for (name, id) in self.poolIDs { self.poolMembers[name] = membersByPool[id] }
         for (pool, profiles) in self.live.enumerated() { book.rank(pool: pool, profiles.map { ($0, self.members[$0].count) }) }
     }
 
@@ -287,8 +304,10 @@ struct Cluster {
         guard node.state.acceptsWork, let pool = self.poolIDs[node.pool] else { return }
         var entries: [Int32] = []
         entries.reserveCapacity(node.gpus.count)
+        var model: (name: String, id: Int)?
         for gpu in node.gpus where gpu.health.isSchedulable {
-            entries.append(Profile.entry(model: self.modelIDs[gpu.model]!, leftover: gpu.leftoverMilli))
+            if model?.name != gpu.model { model = (gpu.model, self.modelIDs[gpu.model]!) }
+            entries.append(Profile.entry(model: model!.id, leftover: gpu.leftoverMilli))
         }
         entries.sort()
         let profile = Profile(
