@@ -60,12 +60,34 @@ public enum GPUDiscovery {
         return "nvidia-smi"
     }
 
-    /// Runs `nvidia-smi -q -x` and parses its XML.
+    /// Runs `nvidia-smi -q -x` and parses its XML; then `nvidia-smi topo -m` for the NVLink domains, where it
+    /// answers (without it, the fabric clique where the XML gives one).
     public static func nvidiaSMI(path: String) throws -> [GPUInfo] {
         guard FileManager.default.isExecutableFile(atPath: path) else { throw Failure.nvidiaSMIMissing(path) }
+        let (status, data, errors) = try self.run(path, ["-q", "-x"])
+        // nvidia-smi exits non-zero when one GPU is lost but still prints the others: parse what there is.
+        if data.isEmpty || (status != 0 && !String(decoding: data, as: UTF8.self).contains("<gpu")) {
+            throw Failure.nvidiaSMIFailed(status: status, output: String(decoding: errors + data, as: UTF8.self))
+        }
+        let gpus = try self.parse(xml: data)
+        let topology = try? self.run(path, ["topo", "-m"])
+        return self.withTopology(gpus, matrix: topology.flatMap { $0.status == 0 ? String(decoding: $0.out, as: UTF8.self) : nil })
+    }
+
+    /// Each GPU's NVLink domain from `nvidia-smi topo -m` where the matrix names it; the others as they were.
+    public static func withTopology(_ gpus: [GPUInfo], matrix: String?) -> [GPUInfo] {
+        guard let matrix, let domains = GPUTopology.nvlinkDomains(matrix: matrix) else { return gpus }
+        return gpus.map { gpu in
+            var gpu = gpu
+            if let d = domains[gpu.index] { gpu.nvlinkDomain = d }
+            return gpu
+        }
+    }
+
+    private static func run(_ path: String, _ arguments: [String]) throws -> (status: Int32, out: Data, err: Data) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["-q", "-x"]
+        process.arguments = arguments
         let out = Pipe()
         let err = Pipe()
         process.standardOutput = out
@@ -74,12 +96,7 @@ public enum GPUDiscovery {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         let errors = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        // nvidia-smi exits non-zero when one GPU is lost but still prints the others: parse what there is.
-        if data.isEmpty || (process.terminationStatus != 0 && !String(decoding: data, as: UTF8.self).contains("<gpu")) {
-            throw Failure.nvidiaSMIFailed(
-                status: process.terminationStatus, output: String(decoding: errors + data, as: UTF8.self))
-        }
-        return try self.parse(xml: data)
+        return (process.terminationStatus, data, errors)
     }
 
     /// Parses `nvidia-smi -q -x`. The index of a GPU is its position in the document: nvidia-smi lists GPUs

@@ -134,3 +134,98 @@ struct KernelLogTests {
         #expect(gpus.map(\.pciBusID) == ["00000000:18:00.0", "00000000:2A:00.0"])
     }
 }
+
+@Suite("NVLink domains from nvidia-smi topo -m")
+struct GPUTopologyTests {
+    static func matrix(_ name: String) throws -> String {
+        let url = try #require(Bundle.module.url(forResource: name, withExtension: "txt", subdirectory: "Fixtures"))
+        return try String(contentsOf: url, encoding: .utf8)
+    }
+
+    @Test(
+        "one domain per set of GPUs NVLink joins; a GPU reached only over PCIe is its own",
+        arguments: [
+            // DGX H100: eight SXM GPUs on NVSwitch, NV18 between every pair, four NICs, escapes around the header.
+            ("topo-dgx-h100", [0: 0, 1: 0, 2: 0, 3: 0, 4: 0, 5: 0, 6: 0, 7: 0]),
+            // Four PCIe boards, two per socket: NODE within a socket, SYS across; no NVLink.
+            ("topo-pcie-4gpu", [0: 0, 1: 1, 2: 2, 3: 3]),
+            // Four PCIe boards joined in pairs by NVLink bridges (NV4): two domains.
+            ("topo-bridged-4gpu", [0: 0, 1: 0, 2: 2, 3: 2]),
+            // Two boards and one bridge.
+            ("topo-bridged-2gpu", [0: 0, 1: 0]),
+        ])
+    func domains(fixture: String, expected: [Int: Int]) throws {
+        let text = try Self.matrix(fixture)
+        #expect(GPUTopology.nvlinkDomains(matrix: text) == expected)
+        // The same with CRLF line ends, and with spaces for tabs.
+        #expect(GPUTopology.nvlinkDomains(matrix: text.replacingOccurrences(of: "\n", with: "\r\n")) == expected)
+        #expect(GPUTopology.nvlinkDomains(matrix: text.replacingOccurrences(of: "\t", with: "   ")) == expected)
+    }
+
+    @Test("NVLink joins through other GPUs too; no matrix is no answer")
+    func chainsAndGarbage() {
+        // 0–1 and 1–2 bridged, 3 alone: 0, 1 and 2 are one domain.
+        let chain = """
+                    GPU0    GPU1    GPU2    GPU3    CPU Affinity
+            GPU0     X      NV2     SYS     SYS     0-7
+            GPU1    NV2      X      NV2     SYS     0-7
+            GPU2    SYS     NV2      X      SYS     0-7
+            GPU3    SYS     SYS     SYS      X      0-7
+            """
+        #expect(GPUTopology.nvlinkDomains(matrix: chain) == [0: 0, 1: 0, 2: 0, 3: 3])
+        // One GPU: its own domain.
+        #expect(GPUTopology.nvlinkDomains(matrix: "\tGPU0\tCPU Affinity\tNUMA Affinity\nGPU0\t X \t0-15\t0\n") == [0: 0])
+        #expect(GPUTopology.nvlinkDomains(matrix: "") == nil)
+        #expect(GPUTopology.nvlinkDomains(matrix: "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.") == nil)
+        #expect(GPUTopology.nvlinkDomains(matrix: "\tGPU0\tGPU1\n") == nil)  // a header without rows
+    }
+
+    @Test("a 2-GPU rank on a bridged box stays on one bridge: never split where one domain can hold it")
+    func placementKeepsToADomain() throws {
+        let discovered = GPUDiscovery.withTopology(
+            (0..<4).map { GPUInfo(index: $0, uuid: "GPU-\($0)", model: "A6000", memoryMiB: 49_140, nvlinkDomain: nil) },
+            matrix: try Self.matrix("topo-bridged-4gpu"))
+        #expect(discovered.map(\.nvlinkDomain) == [0, 0, 2, 2])
+        var node = NodeSnapshot(
+            name: "n1", pool: "p", cpuMilli: 64_000, memoryMiB: 256_000,
+            gpus: discovered.map { GPUSlot(index: $0.index, model: $0.model, nvlinkDomain: $0.nvlinkDomain) })
+        // GPU 0 busy: GPUs 1 and 2 are free and adjacent, but on two bridges; 2 and 3 share one.
+        node.gpus[0].usedMilli = 1000
+        let job = PendingJob(id: 1, org: "o", pool: "p", nodes: 1, perNode: NodeRequest(gpus: 2), priority: 0, submittedAt: 0)
+        guard case .fits(let positions) = Placer.fit(job, on: node) else {
+            Issue.record("a 2-GPU rank should fit")
+            return
+        }
+        #expect(positions.sorted() == [2, 3])
+    }
+
+    @Test("discovery asks nvidia-smi topo -m, and keeps the fabric clique where it does not answer")
+    func discoveryRunsTopo() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fake-smi-topo-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let xml = try #require(Bundle.module.url(forResource: "h100-sxm", withExtension: "xml", subdirectory: "Fixtures"))
+        // The XML gives both GPUs fabric clique 0; this matrix says they are joined only over PCIe.
+        let matrix = dir.appendingPathComponent("topo.txt")
+        try "\tGPU0\tGPU1\tCPU Affinity\nGPU0\t X \tSYS\t0-7\nGPU1\tSYS\t X \t0-7\n".write(to: matrix, atomically: true, encoding: .utf8)
+        let script = dir.appendingPathComponent("nvidia-smi")
+        try """
+        #!/bin/sh
+        case "$1 $2" in
+          "-q -x") cat '\(xml.path)' ;;
+          "topo -m") cat '\(matrix.path)' ;;
+          *) exit 9 ;;
+        esac
+
+        """.write(to: script, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
+        var found: [GPUInfo]?
+        for _ in 0..<40 where found == nil {
+            do {
+                found = try GPUDiscovery.nvidiaSMI(path: script.path)
+            } catch  where "\(error)".contains("Text file busy") {
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        #expect(found?.map(\.nvlinkDomain) == [0, 1])
+    }
+}

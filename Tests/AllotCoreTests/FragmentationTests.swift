@@ -147,11 +147,24 @@ struct FragmentationTests {
         let best = cluster.best(for: job, shape: cluster.shape(of: job))
         #expect(best?.position == 0 && best?.score.primary == 90_909)
         #expect(Placer(strategy: .bestFit).place([job], on: snapshot).placements.first?.ranks.first?.node == "b")
-        // A 1-GPU job with 40 CPUs goes to b: on a, 66,000 / 22 = 3000 of 7000 reachable, +363.6; on b, the surplus
-        // 500 becomes 60,000 / 40 − 1000 = 500: +0.
+        // A 1-GPU job with 40 CPUs goes to b: on a, 56,000 / 22 = 2545.5 of 7000 reachable, 4454.5 stranded: +818.2;
+        // on b, the surplus 500 becomes 60,000 / 40 − 1000 = 500: +0.
         let hungry = PendingJob.job(2, gpus: 1, cpus: 40)
         let other = cluster.best(for: hungry, shape: cluster.shape(of: hungry))
         #expect(other?.position == 1 && other?.score.primary == 0)
+    }
+
+    @Test("ladders at their edges: empty, the ends, ties, and work without a finite ratio")
+    func ladderEdges() {
+        #expect(RatioLadder([]).ratio(at: 0.5) == nil && RatioLadder([]).quantile(of: 3) == 0)
+        // Two steps of equal weight: 2 up to 0.5, 6 up to 1. q = 0 is the lowest, q = 1 (or more) the highest.
+        let ladder = RatioLadder([(6, 1), (2, 1)])
+        #expect(ladder.ratio(at: 0) == 2 && ladder.ratio(at: 1) == 6 && ladder.ratio(at: 1.5) == 6)
+        // Below every step: 0; above: 1; equal ratios merge into one step (3 of 4 at 2: its middle, 0.375).
+        #expect(ladder.quantile(of: 1) == 0 && ladder.quantile(of: 7) == 1)
+        #expect(RatioLadder([(2, 1), (2, 2), (6, 1)]).quantile(of: 2) == 0.375)
+        // A ratio that is not a number (a zero share) or has no weight is left out instead of misordering the rest.
+        #expect(RatioLadder([(.nan, 1), (6, 1), (2, 1), (9, 0)]).steps.map(\.ratio) == [2, 6])
     }
 
     @Test("with nothing to learn from, the fragmentation-aware strategy falls back to best fit")

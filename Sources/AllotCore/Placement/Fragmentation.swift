@@ -133,10 +133,12 @@ struct RatioLadder {
     private(set) var steps: [(ratio: Double, upTo: Double)] = []
 
     init(_ items: [(ratio: Double, weight: Double)]) {
+        // A ratio that is not a number (a share of 0) would misorder the sort: such items, like weightless ones, are left out.
+        let items = items.filter { $0.weight > 0 && $0.weight.isFinite && !$0.ratio.isNaN }
         let total = items.reduce(0) { $0 + $1.weight }
         guard total > 0 else { return }
         var sum = 0.0
-        for item in items.sorted(by: { $0.ratio < $1.ratio }) where item.weight > 0 {
+        for item in items.sorted(by: { $0.ratio < $1.ratio }) {
             sum += item.weight
             if let last = self.steps.last, last.ratio == item.ratio {
                 self.steps[self.steps.count - 1].upTo = sum / total
