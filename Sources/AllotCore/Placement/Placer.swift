@@ -118,10 +118,12 @@ public struct Placer: Sendable {
             if job.nodes == 1, !gangBlocks.isEmpty, let protected = gangBlocks[job.pool], case .success(let ranks) = outcome,
                 let first = ranks.first, protected.contains(first.position)
             {
+                // A job with a plan of its own sees its set-aside nodes too: its answers are not shared.
+                let own = !plans.isEmpty && plans[job.id] != nil
                 let key = FailureKey(job, restricted: reserved, timeMatters: cluster.poolsWithMaintenance.contains(job.pool))
-                if !guardedFailed.contains(key) {
+                if own || !guardedFailed.contains(key) {
                     let guarded = self.placeOne(job, in: cluster, excluding: excluded.map { protected.union($0) } ?? protected, explain: false)
-                    if case .success = guarded { outcome = guarded } else { guardedFailed.insert(key) }
+                    if case .success = guarded { outcome = guarded } else if !own { guardedFailed.insert(key) }
                 }
             }
             // Slurm's --time-min: where the full limit crosses the reservation but the shortest accepted one does not,
