@@ -100,18 +100,18 @@ public struct WorkloadMix: Hashable, Sendable {
         .prefix(Self.shapeLimit)
         let total = top.reduce(0) { $0 + $1.value }
         var (gpu, cpu, memory) = (0.0, 0.0, 0.0)
+        var (cpuOfGPUWork, memoryOfGPUWork) = (0.0, 0.0)
         for (shape, w) in self.weights {
             gpu += w * Double(shape.milli ?? shape.gpus * 1000)
             cpu += w * Double(shape.cpuMilli)
             memory += w * Double(shape.memoryMiB)
+            if shape.usesGPU {
+                cpuOfGPUWork += w * Double(shape.cpuMilli)
+                memoryOfGPUWork += w * Double(shape.memoryMiB)
+            }
         }
         // The GPU work ranked by the CPU and memory it brings per GPU thousandth; CPU-only work's CPU and memory
         // spread over it in proportion, as if GPU work brought that too.
-        var (cpuOfGPUWork, memoryOfGPUWork) = (0.0, 0.0)
-        for (shape, w) in self.weights where shape.usesGPU {
-            cpuOfGPUWork += w * Double(shape.cpuMilli)
-            memoryOfGPUWork += w * Double(shape.memoryMiB)
-        }
         func ladder(_ bringing: (TaskShape) -> Int, scale: Double) -> RatioLadder? {
             guard scale.isFinite, scale > 0 else { return nil }
             return RatioLadder(
