@@ -70,26 +70,36 @@ struct GPUDiscoveryTests {
         #expect(throws: (any Error).self) { try GPUDiscovery.parse(xml: Data("<other/>".utf8)) }
     }
 
-    @Test("runs the nvidia-smi that ALLOT_NVIDIA_SMI names")
-    func runsBinary() throws {
+    /// A folder with an executable `nvidia-smi` shell script of this body.
+    static func fakeNvidiaSMI(_ body: String) throws -> URL {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fake-smi-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let fixture = try #require(Bundle.module.url(forResource: "h100-sxm", withExtension: "xml", subdirectory: "Fixtures"))
         let script = dir.appendingPathComponent("nvidia-smi")
-        try "#!/bin/sh\n[ \"$1 $2\" = \"-q -x\" ] || exit 9\ncat '\(fixture.path)'\n".write(to: script, atomically: true, encoding: .utf8)
+        try "#!/bin/sh\n\(body)\n".write(to: script, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
-        let path = GPUDiscovery.nvidiaSMIPath(environment: ["ALLOT_NVIDIA_SMI": script.path])
-        // A process another test forks at that moment may hold the script open for writing a little longer, which
-        // makes exec fail with ETXTBSY ("Text file busy"): tried again, that passes.
-        var found: Int?
-        for _ in 0..<40 where found == nil {
+        return dir
+    }
+
+    /// Discovery through the nvidia-smi at `path`. A process another test forks at that moment may hold the script
+    /// open for writing a little longer, which makes exec fail with ETXTBSY ("Text file busy"): tried again, that
+    /// passes.
+    static func discover(path: String) throws -> [GPUInfo]? {
+        for _ in 0..<40 {
             do {
-                found = try GPUDiscovery.nvidiaSMI(path: path).count
+                return try GPUDiscovery.nvidiaSMI(path: path)
             } catch  where "\(error)".contains("Text file busy") {
                 Thread.sleep(forTimeInterval: 0.05)
             }
         }
-        #expect(found == 2)
+        return nil
+    }
+
+    @Test("runs the nvidia-smi that ALLOT_NVIDIA_SMI names")
+    func runsBinary() throws {
+        let fixture = try #require(Bundle.module.url(forResource: "h100-sxm", withExtension: "xml", subdirectory: "Fixtures"))
+        let dir = try Self.fakeNvidiaSMI("[ \"$1 $2\" = \"-q -x\" ] || exit 9\ncat '\(fixture.path)'")
+        let path = GPUDiscovery.nvidiaSMIPath(environment: ["ALLOT_NVIDIA_SMI": dir.appendingPathComponent("nvidia-smi").path])
+        #expect(try Self.discover(path: path)?.count == 2)
         #expect(throws: (any Error).self) { try GPUDiscovery.nvidiaSMI(path: dir.appendingPathComponent("missing").path) }
     }
 
@@ -201,31 +211,19 @@ struct GPUTopologyTests {
 
     @Test("discovery asks nvidia-smi topo -m, and keeps the fabric clique where it does not answer")
     func discoveryRunsTopo() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fake-smi-topo-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let xml = try #require(Bundle.module.url(forResource: "h100-sxm", withExtension: "xml", subdirectory: "Fixtures"))
         // The XML gives both GPUs fabric clique 0; this matrix says they are joined only over PCIe.
-        let matrix = dir.appendingPathComponent("topo.txt")
+        let matrix = FileManager.default.temporaryDirectory.appendingPathComponent("topo-\(UUID().uuidString).txt")
         try "\tGPU0\tGPU1\tCPU Affinity\nGPU0\t X \tSYS\t0-7\nGPU1\tSYS\t X \t0-7\n".write(to: matrix, atomically: true, encoding: .utf8)
-        let script = dir.appendingPathComponent("nvidia-smi")
-        try """
-        #!/bin/sh
-        case "$1 $2" in
-          "-q -x") cat '\(xml.path)' ;;
-          "topo -m") cat '\(matrix.path)' ;;
-          *) exit 9 ;;
-        esac
-
-        """.write(to: script, atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: script.path)
-        var found: [GPUInfo]?
-        for _ in 0..<40 where found == nil {
-            do {
-                found = try GPUDiscovery.nvidiaSMI(path: script.path)
-            } catch  where "\(error)".contains("Text file busy") {
-                Thread.sleep(forTimeInterval: 0.05)
-            }
-        }
+        let dir = try GPUDiscoveryTests.fakeNvidiaSMI(
+            """
+            case "$1 $2" in
+              "-q -x") cat '\(xml.path)' ;;
+              "topo -m") cat '\(matrix.path)' ;;
+              *) exit 9 ;;
+            esac
+            """)
+        let found = try GPUDiscoveryTests.discover(path: dir.appendingPathComponent("nvidia-smi").path)
         #expect(found?.map(\.nvlinkDomain) == [0, 1])
     }
 }
