@@ -28,6 +28,12 @@ public enum GPUDiscovery {
         "H200": 143_771, "H100": 81_559, "A100": 81_920, "L40S": 46_068, "B200": 183_359, "GH200": 97_871, "A10": 23_028,
     ]
 
+    /// The product name nvidia-smi gives the real part, by model.
+    static let simulatedProductNames: [String: String] = [
+        "H200": "NVIDIA H200", "H100": "NVIDIA H100 80GB HBM3", "A100": "NVIDIA A100-SXM4-80GB", "L40S": "NVIDIA L40S", "B200": "NVIDIA B200",
+        "GH200": "NVIDIA GH200 480GB", "A10": "NVIDIA A10",
+    ]
+
     /// `8xH200`, or `4xH100,4xA100`: indices in order, one NVLink domain per model group, PCI bus ids from
     /// `00000000:18:00.0` on (what a fault fixture's kernel log lines name).
     public static func simulated(_ spec: String, node: String) throws(Failure) -> [GPUInfo] {
@@ -44,6 +50,7 @@ public enum GPUDiscovery {
                     GPUInfo(
                         index: i, uuid: "GPU-sim-\(node)-\(i)", model: model, memoryMiB: self.simulatedMemoryMiB[model] ?? 81_920,
                         nvlinkDomain: domain, migMode: "Disabled", pciBusID: String(format: "00000000:%02X:00.0", 0x18 + i), minorNumber: i))
+                gpus[i].productName = self.simulatedProductNames[model]
             }
         }
         if gpus.isEmpty { throw .badSimulation(spec) }
@@ -69,9 +76,54 @@ public enum GPUDiscovery {
         if data.isEmpty || (status != 0 && !String(decoding: data, as: UTF8.self).contains("<gpu")) {
             throw Failure.nvidiaSMIFailed(status: status, output: String(decoding: errors + data, as: UTF8.self))
         }
-        let gpus = try self.parse(xml: data)
+        var gpus = try self.parse(xml: data)
         let topology = try? self.run(path, ["topo", "-m"])
-        return self.withTopology(gpus, matrix: topology.flatMap { $0.status == 0 ? String(decoding: $0.out, as: UTF8.self) : nil })
+        gpus = self.withTopology(gpus, matrix: topology.flatMap { $0.status == 0 ? String(decoding: $0.out, as: UTF8.self) : nil })
+        // MIG devices' UUIDs and profiles are only in `-L`'s listing.
+        if gpus.contains(where: { !($0.migDevices ?? []).isEmpty }), let listing = try? self.run(path, ["-L"]), listing.status == 0 {
+            gpus = self.withMIGListing(gpus, listing: String(decoding: listing.out, as: UTF8.self))
+        }
+        return gpus
+    }
+
+    /// The MIG devices of `nvidia-smi -L`, by their GPU's UUID and their device index: profile and UUID. Both the
+    /// current form (`MIG 1g.10gb     Device  0: (UUID: MIG-…)`) and the one before driver 470
+    /// (`MIG 1g.5gb Device 0: (UUID: MIG-GPU-…/7/0)`) are read; CRLF and stray spaces are tolerated.
+    public static func migListing(_ text: String) -> [String: [Int: (profile: String, uuid: String)]] {
+        var out: [String: [Int: (profile: String, uuid: String)]] = [:]
+        var gpu: String?
+        for raw in text.split(whereSeparator: \.isNewline) {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            guard let open = line.range(of: "(UUID: "), let close = line[open.upperBound...].firstIndex(of: ")") else { continue }
+            let uuid = String(line[open.upperBound..<close]).trimmingCharacters(in: .whitespaces)
+            let words = line[..<open.lowerBound].split(separator: " ")
+            if words.first == "GPU" {
+                gpu = uuid
+            } else if words.first == "MIG", words.count >= 4, let k = words.firstIndex(of: "Device"), k + 1 < words.count,
+                let index = Int(words[k + 1].trimmingCharacters(in: CharacterSet(charactersIn: ":"))), let gpu
+            {
+                out[gpu, default: [:]][index] = (String(words[1]).lowercased(), uuid)
+            }
+        }
+        return out
+    }
+
+    /// Each MIG device with the profile and UUID `-L` gives it (matched by its GPU's UUID and its index); a device
+    /// `-L` does not list keeps no UUID, and no work can be given it.
+    public static func withMIGListing(_ gpus: [GPUInfo], listing: String) -> [GPUInfo] {
+        let listed = self.migListing(listing)
+        return gpus.map { gpu in
+            var gpu = gpu
+            gpu.migDevices = gpu.migDevices?.map { d in
+                var d = d
+                if let found = listed[gpu.uuid]?[d.index] {
+                    d.profile = found.profile
+                    d.uuid = found.uuid
+                }
+                return d
+            }
+            return gpu
+        }
     }
 
     /// Each GPU's NVLink domain from `nvidia-smi topo -m` where the matrix names it; the others as they were.
@@ -126,9 +178,27 @@ public enum GPUDiscovery {
         let (health, detail) = self.health(gpu, productName: rawName)
         // The device node (/dev/nvidiaN) is by minor number, which need not be the index: containers get the GPU by it.
         let minor = self.text(gpu, "minor_number").flatMap { Int($0) }
-        return GPUInfo(
+        var info = GPUInfo(
             index: index, uuid: uuid, model: name == "unknown" ? name : self.model(from: name), memoryMiB: memory, nvlinkDomain: clique, migMode: mig,
             health: health, healthDetail: detail, pciBusID: busID == "unknown" ? nil : busID, minorNumber: minor)
+        info.productName = name == "unknown" ? nil : name
+        // A mode change waits for the GPU's reset: until then the GPU takes no new work.
+        if let pending = self.text(gpu, "mig_mode/pending_mig"), let mig, pending != mig { info.migPending = true }
+        if mig == "Enabled" { info.migDevices = self.migDevices(gpu) }
+        return info
+    }
+
+    /// `<mig_devices>`: each device's index, GPU and compute instance and memory; "None" when none is made.
+    static func migDevices(_ gpu: XMLElement) -> [MIGDevice] {
+        guard let list = gpu.elements(forName: "mig_devices").first else { return [] }
+        return list.elements(forName: "mig_device").compactMap { d in
+            guard let index = self.text(d, "index").flatMap({ Int($0) }), let gi = self.text(d, "gpu_instance_id").flatMap({ Int($0) }),
+                let ci = self.text(d, "compute_instance_id").flatMap({ Int($0) })
+            else { return nil }
+            return MIGDevice(
+                index: index, uuid: "", profile: nil, gpuInstance: gi, computeInstance: ci,
+                memoryMiB: self.text(d, "fb_memory_usage/total").flatMap(self.mebibytes) ?? 0)
+        }
     }
 
     /// Grades what nvidia-smi says of a GPU's memory and bus. Uncorrectable ECC errors since boot, pages

@@ -111,9 +111,10 @@ public struct Heartbeat: Service {
 
     func beat(_ inventory: NodeInventory, path: String, via server: APIClient) async throws {
         let sentAt = Date()
-        let report = AgentReport(
+        var report = AgentReport(
             node: self.node, agentURL: self.agentURL, cpuMilli: inventory.cpuMilli,
             memoryMiB: inventory.memoryMiB, gpus: inventory.gpus, ranks: await self.supervisor.statuses(), steps: await self.steps.statuses())
+        report.gpuSharing = self.supervisor.sharing.sharing
         let reply: HeartbeatReply = try await server.post(path, json: report)
         await self.supervisor.acknowledge(reply.acknowledged)
         let stopped = await self.supervisor.reconcile(live: Set(reply.live), heartbeatSentAt: sentAt)

@@ -90,6 +90,8 @@ public actor Supervisor {
         /// A batch job's launch (its steps' tasks run with its environment and account) and the folder it runs in.
         var batch: LaunchRequest?
         var workingDir: String?
+        /// The GPU (UUID) whose MPS daemon serves this shared rank.
+        var mpsGPU: String?
     }
 
     public let stateDir: URL
@@ -108,10 +110,15 @@ public actor Supervisor {
     /// The steps run here, by rank and step number.
     var stepRuns: [RankKey: [Int: StepRun]] = [:]
 
-    public init(stateDir: URL, node: String, isolation: Isolation = .none, outputDir: URL? = nil) throws {
+    /// MPS for shared GPUs (soft sharing where the node has none), and the shared ranks each GPU's daemon serves.
+    public let sharing: GPUSharingControl
+    var mpsClients: [String: Set<RankKey>] = [:]
+
+    public init(stateDir: URL, node: String, isolation: Isolation = .none, outputDir: URL? = nil, sharing: GPUSharingControl? = nil) throws {
         self.stateDir = stateDir
         self.node = node
         self.isolation = isolation
+        self.sharing = sharing ?? GPUSharingControl(control: nil, root: stateDir.appendingPathComponent("mps"))
         self.outputDir = outputDir ?? stateDir.appendingPathComponent("output")
         // The state folder holds the agent's records (and, by default, the ranks' output): the agent's alone.
         try FileManager.default.createDirectory(at: stateDir.appendingPathComponent("ranks"), withIntermediateDirectories: true)
@@ -130,6 +137,7 @@ public actor Supervisor {
                 try? JSONEncoder().encode(record).write(to: meta, options: .atomic)
             }
             self.records[record.key] = record
+            if record.state == .running, let gpu = record.mpsGPU { self.mpsClients[gpu, default: []].insert(record.key) }
         }
     }
 
@@ -168,6 +176,7 @@ public actor Supervisor {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         var request = request
         request.gpuIndices = try self.currentIndices(of: request)
+        let mps = try self.joinMPS(&request)
         if let slurm = request.slurm, slurm.options.batchStep {
             if request.key.rank > 0 {
                 // Slurm's batch step runs on the first node; the others host its steps until the script ends.
@@ -185,6 +194,7 @@ public actor Supervisor {
         case .container(let runtime): record = try self.launchContainer(request, folder: folder, runtime: runtime)
         }
         var launched = record
+        launched.mpsGPU = mps
         launched.launchID = request.launchID
         if request.slurm?.options.batchStep == true { launched.batch = request }
         // `B:` is for the batch script's shell alone: a rank that only hosts steps gets none.
@@ -200,14 +210,40 @@ public actor Supervisor {
     }
 
     /// Where nvidia-smi lists the launch's GPUs now, found by UUID (allotd's slots stay put when the numbering
-    /// shifts); the slots themselves when the launch names no UUIDs or the node knows none.
+    /// shifts); the slots themselves when the launch names no UUIDs or the node knows none. A MIG device is found
+    /// among its GPU's devices: its index is its GPU's.
     func currentIndices(of request: LaunchRequest) throws -> [Int] {
         guard let uuids = request.gpuUUIDs, uuids.count == request.gpuIndices.count, !self.gpus.isEmpty else { return request.gpuIndices }
         return try uuids.map { uuid in
-            guard let gpu = self.gpus.first(where: { $0.uuid == uuid }) else {
+            guard let gpu = self.gpus.first(where: { $0.uuid == uuid || ($0.migDevices ?? []).contains { $0.uuid == uuid } }) else {
                 throw SupervisorError.gpuMissing(uuid)
             }
             return gpu.index
+        }
+    }
+
+    /// A shared rank joins its GPU's MPS daemon (started for its first client) and is told its share; returns the
+    /// GPU's UUID. Nothing where the node shares softly or the rank holds whole GPUs.
+    private func joinMPS(_ request: inout LaunchRequest) throws -> String? {
+        guard let share = request.shareMilli, share < 1000, self.sharing.control != nil, request.gpuIndices.count == 1,
+            let gpu = self.gpus.first(where: { $0.index == request.gpuIndices[0] })
+        else { return nil }
+        if self.mpsClients[gpu.uuid, default: []].isEmpty { try self.sharing.start(gpu: gpu.uuid) }
+        self.mpsClients[gpu.uuid, default: []].insert(request.key)
+        let pipe = self.isContained ? Self.mpsPipeInContainer : self.sharing.pipeDirectory(gpu: gpu.uuid).path
+        request.env.merge(GPUSharingControl.clientEnvironment(shareMilli: share, gpuMemoryMiB: gpu.memoryMiB, pipe: pipe)) { _, ours in ours }
+        return gpu.uuid
+    }
+
+    /// Where a contained rank finds its GPU's MPS pipes.
+    static let mpsPipeInContainer = "/run/allot-mps"
+
+    /// A shared rank has ended: its GPU's daemon quits after its last client.
+    func leaveMPS(_ record: Record) {
+        guard let gpu = record.mpsGPU, self.mpsClients[gpu]?.remove(record.key) != nil else { return }
+        if self.mpsClients[gpu]?.isEmpty == true {
+            self.mpsClients[gpu] = nil
+            self.sharing.stop(gpu: gpu)
         }
     }
 
@@ -341,6 +377,13 @@ public actor Supervisor {
             slurmMounts = try SlurmEnvironment.mounts(
                 for: slurm, folder: folder, tools: self.toolsDir, outputFolders: outputFolders, stepChannel: channel)
         }
+        // A shared rank reaches its GPU's MPS daemon through the daemon's pipe folder.
+        if let uuid = self.gpus.first(where: { request.gpuIndices == [$0.index] })?.uuid, self.mpsClients[uuid]?.contains(request.key) == true {
+            slurmMounts.append(
+                .init(
+                    destination: Self.mpsPipeInContainer, type: "bind", source: self.sharing.pipeDirectory(gpu: uuid).path,
+                    options: ["rbind", "rw", "nosuid", "nodev", "noexec"]))
+        }
         let spec = runtime.spec(
             for: request, account: account, rootfs: rootfs, rootIsImage: request.tenant.image != nil, scratch: scratch.path, script: script,
             command: preamble + command,
@@ -376,8 +419,10 @@ public actor Supervisor {
         env.merge(request.env) { _, job in job }
         // A container's device cgroup opens only the rank's GPUs, and CUDA (like nvidia-smi) numbers what it can
         // open from 0, in PCI order — as Slurm does under ConstrainDevices. A plain process sees the node's numbering.
+        // MIG devices are named by UUID, as CUDA takes them.
         let visible = account == nil ? request.gpuIndices : Array(request.gpuIndices.indices)
-        let gpus = visible.map(String.init).joined(separator: ",")
+        let mig = (request.gpuUUIDs ?? []).filter { $0.hasPrefix("MIG-") }
+        let gpus = mig.isEmpty ? visible.map(String.init).joined(separator: ",") : mig.joined(separator: ",")
         let g = request.gang
         let set: [String: String] = [
             "CUDA_VISIBLE_DEVICES": gpus,
@@ -476,6 +521,7 @@ public actor Supervisor {
                 record.state = .vanished
             }
             self.stepRuns[record.key] = nil  // its steps' tasks ended with its container
+            self.leaveMPS(record)
             if record.contained == true, case .container(let runtime) = self.isolation {
                 if record.exitCode != 0 { record.detail = runtime.limitsHit(record.key, memoryMiB: record.memoryMiB ?? 0) }
                 record.awaitsDelete = !runtime.delete(record.key)
@@ -493,6 +539,7 @@ public actor Supervisor {
             if !self.children.contains(record.pid) && !Self.isAlive(pid: record.pid, startTicks: record.startTicks) {
                 record.state = .vanished
                 if record.contained == true, case .container(let runtime) = self.isolation { record.awaitsDelete = !runtime.delete(record.key) }
+                self.leaveMPS(record)
                 self.save(record)
                 continue
             }

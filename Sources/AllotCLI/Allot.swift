@@ -9,7 +9,7 @@ public struct Allot: AsyncParsableCommand {
         commandName: "allot", abstract: "Submit and follow jobs on an Allot GPU pool; operate its nodes and policy.",
         subcommands: [
             Submit.self, Jobs.self, Cancel.self, Hold.self, Release.self, Requeue.self, Update.self, History.self, Logs.self, QuotaCommand.self,
-            Nodes.self, Cordon.self, Uncordon.self, Drain.self,
+            Nodes.self, Pools.self, Cordon.self, Uncordon.self, Drain.self,
             Undrain.self, Maintenance.self, PolicyCommand.self, Tokens.self, Audit.self, Report.self, Simulate.self,
         ])
     public init() {}

@@ -151,7 +151,7 @@ func render(_ job: JobView) -> String {
                 ? "\n  estimated start: \(job.estimatedStart.map { "\(ISO8601DateFormatter().string(from: $0)) (\(ago($0)))" } ?? "not in sight (running jobs without time limits, or it never fits)")"
                 : ""),
         "  org:       \(job.org)\(job.project.map { " / \($0)" } ?? "")   owner: \(job.owner)",
-        "  pool:      \(job.pool)   shape: \(job.nodes) \(job.kind == .inference ? "replica(s), one node each" : "node(s)") × \(job.gpuMilli.map { "\(Double($0) / 1000) GPU" } ?? "\(job.gpusPerNode) GPUs")",
+        "  pool:      \(job.pool)   shape: \(job.nodes) \(job.kind == .inference ? "replica(s), one node each" : "node(s)") × \(job.gpuMilli.map { "\(Double($0) / 1000) GPU" } ?? job.migProfile.map { "\(job.gpusPerNode) MIG \($0)" } ?? "\(job.gpusPerNode) GPUs")\(job.gpuMemoryMiB.map { " of ≥ \(Double($0) / 1024) GiB" } ?? "")",
         "  priority:  \(job.priorityClass) (\(job.priority))   time limit: \(job.timeLimitSeconds.map { human(seconds: Int($0)) } ?? "none")"
             + (job.timeMinSeconds.map { "   time min: \(human(seconds: Int($0)))" } ?? "") + (job.signal.map { "   signal: \($0)" } ?? "")
             + (job.movable == true ? "   movable" : ""),

@@ -93,12 +93,19 @@ struct ShowNode: AsyncParsableCommand {
         print("Node \(n.name): \(n.state.rawValue)\(d.stateReason.map { " (\($0))" } ?? "")")
         print("  pool \(n.pool), block \(n.block ?? "-"), \(n.cpuMilli / 1000) CPUs, \(n.memoryMiB / 1024) GiB, heartbeat \(ago(n.lastHeartbeat))")
         print("  running jobs: \(d.runningJobs.isEmpty ? "none" : d.runningJobs.map(String.init).joined(separator: ", "))")
+        switch n.gpuSharing {
+        case .mps?: print("  GPU shares: enforced (NVIDIA MPS: each share held to its threads and memory)")
+        case .soft?: print("  GPU shares: soft (no MPS on this node: a share is bookkeeping, a rank may use more)")
+        case nil: print("  GPU shares: not reported")
+        }
         print(
             table(
-                ["GPU", "MODEL", "MEMORY", "HEALTH", "HELD", "UUID", "DETAIL"],
+                ["GPU", "MODEL", "PRODUCT", "MEMORY", "MIG", "HEALTH", "HELD", "UUID", "DETAIL"],
                 n.gpus.map { g in
                     [
-                        "\(g.index)", g.model, "\(g.memoryMiB) MiB",
+                        "\(g.index)", g.model, g.productName ?? "-", "\(g.memoryMiB) MiB",
+                        g.migProfile.map { "\($0) of GPU \(g.migParent.map(String.init) ?? "?") (charges \(g.chargeMilli ?? 1000)‰)" }
+                            ?? (g.migMode == "Enabled" ? "enabled" : "-") + (g.migPending == true ? " (change pending)" : ""),
                         g.health.rawValue + (g.missingSince == nil ? "" : ", missing since \(iso(g.missingSince))"),
                         "\(n.usedGPUMilli["\(g.index)"] ?? 0)", g.uuid,
                         g.healthDetail ?? "",

@@ -21,18 +21,90 @@ struct ListNodes: AsyncParsableCommand {
         if self.connection.output == .json { return try printJSON(nodes) }
         print(
             table(
-                ["NAME", "POOL", "BLOCK", "STATE", "GPUS", "USED", "CPUS", "MEMORY", "HEARTBEAT"],
+                ["NAME", "POOL", "BLOCK", "STATE", "GPUS", "MIG", "USED", "CPUS", "MEMORY", "SHARES", "HEARTBEAT"],
                 nodes.map { n in
                     let used = n.usedGPUMilli.values.reduce(0, +)
-                    let models = Set(n.gpus.map(\.model)).sorted().joined(separator: "|")
-                    let unhealthy = n.gpus.filter { $0.health != .healthy }.count
+                    let whole = n.gpus.filter { $0.migProfile == nil }
+                    // Each product once, with its memory: "8xH100 (NVIDIA H100 80GB HBM3, 80 GiB)".
+                    let kinds = Set(whole.map { "\($0.model) (\($0.productName ?? $0.model), \($0.memoryMiB / 1024) GiB)" }).sorted()
+                        .joined(separator: "|")
+                    let slices = Dictionary(grouping: n.gpus.compactMap(\.migProfile)) { $0 }.map { "\($0.value.count)x\($0.key)" }.sorted()
+                    let unhealthy = whole.filter { $0.health != .healthy }.count
                     return [
                         n.name, n.pool, n.block ?? "-", n.state.rawValue,
-                        n.gpus.isEmpty ? "-" : "\(n.gpus.count)x\(models)" + (unhealthy > 0 ? " (\(unhealthy) unhealthy)" : ""),
+                        whole.isEmpty ? "-" : "\(whole.count)x\(kinds)" + (unhealthy > 0 ? " (\(unhealthy) unhealthy)" : ""),
+                        slices.isEmpty ? "-" : slices.joined(separator: ","),
                         used % 1000 == 0 ? "\(used / 1000)" : String(format: "%.2f", Double(used) / 1000),
-                        "\(n.cpuMilli / 1000)", "\(n.memoryMiB / 1024)G", ago(n.lastHeartbeat),
+                        "\(n.cpuMilli / 1000)", "\(n.memoryMiB / 1024)G", n.gpuSharing?.rawValue ?? "-", ago(n.lastHeartbeat),
                     ]
                 }))
+    }
+}
+
+/// `allot pools`: what each pool has, by kind of GPU — short model, full product name, memory, MIG profile —
+/// with how many are free: what `gpuModel`, `gpuMemory` and `migProfile` can ask. Built from the node list.
+struct Pools: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "pools", abstract: "List pools with their GPUs by model, memory and MIG profile.")
+    @OptionGroup var connection: Connection
+
+    struct Row: Codable, Hashable {
+        var pool: String
+        var model: String
+        var productName: String?
+        var memoryMiB: Int
+        var migProfile: String?
+        var count: Int
+        var free: Int
+        var nodes: Int
+    }
+
+    func run() async throws {
+        let nodes: [NodeView] = try await self.connection.client().get("/v1/nodes")
+        let rows = Self.rows(nodes)
+        if self.connection.output == .json { return try printJSON(rows) }
+        print(
+            table(
+                ["POOL", "MODEL", "PRODUCT", "MEMORY", "MIG", "GPUS", "FREE", "NODES"],
+                rows.map { r in
+                    [
+                        r.pool, r.model, r.productName ?? "-", String(format: "%.0f GiB", Double(r.memoryMiB) / 1024), r.migProfile ?? "-",
+                        "\(r.count)", "\(r.free)", "\(r.nodes)",
+                    ]
+                }))
+    }
+
+    /// One row per pool and kind of GPU (a GPU with MIG on counts by its devices), free meaning unheld and healthy
+    /// on a node that takes work.
+    static func rows(_ nodes: [NodeView]) -> [Row] {
+        struct Kind: Hashable {
+            var pool: String
+            var model: String
+            var product: String?
+            var memory: Int
+            var profile: String?
+        }
+        var rows: [Kind: Row] = [:]
+        var nodesOf: [Kind: Set<String>] = [:]
+        for n in nodes {
+            for g in n.gpus where g.migMode != "Enabled" || g.migProfile != nil {
+                guard g.missingSince == nil else { continue }
+                let k = Kind(pool: n.pool, model: g.model, product: g.productName, memory: g.memoryMiB, profile: g.migProfile)
+                var row =
+                    rows[k]
+                    ?? Row(
+                        pool: n.pool, model: g.model, productName: g.productName, memoryMiB: g.memoryMiB, migProfile: g.migProfile, count: 0, free: 0,
+                        nodes: 0)
+                row.count += 1
+                if n.state == .ready && g.health != .quarantined && (n.usedGPUMilli["\(g.index)"] ?? 0) == 0 { row.free += 1 }
+                rows[k] = row
+                nodesOf[k, default: []].insert(n.name)
+            }
+        }
+        return rows.map { k, r in
+            var r = r
+            r.nodes = nodesOf[k]?.count ?? 0
+            return r
+        }.sorted { ($0.pool, $0.model, $0.memoryMiB, $0.migProfile ?? "") < ($1.pool, $1.model, $1.memoryMiB, $1.migProfile ?? "") }
     }
 }
 

@@ -13,6 +13,7 @@ public enum JobSpecParser {
         "cpuMilliPerNode", "memoryPerNode", "memoryMiBPerNode", "priorityClass", "timeLimit", "timeLimitSeconds",
         "command", "env", "workingDir", "maxAttempts", "replicas", "exclusive", "wholeNodeMemory", "image",
         "signal", "timeMin", "timeMinSeconds", "slurm", "batchStep", "array", "dependency", "hold", "beginAt", "movable",
+        "migProfile", "gpuMemory", "gpuMemoryMiB",
     ]
     static let slurmFields: Set<String> = ["submitDir", "tasksPerNode", "cpusPerTask", "output", "error", "appendOutput", "batchStep", "ntasks"]
 
@@ -61,6 +62,31 @@ public enum JobSpecParser {
             } else {
                 nodes = max(nodes, r)
             }
+        }
+        // A MIG profile: gpusPerNode counts MIG devices of it (one when not given), never a fraction.
+        var migProfile: String?
+        if let p = f.string("migProfile") {
+            if !MIGProfile.isProfile(p) {
+                reader.error(f.values["migProfile"], "migProfile", "must be a MIG profile like 1g.10gb, 3g.40gb or 1g.18gb, not '\(p.prefix(40))'")
+            } else if milli != nil {
+                reader.error(f.values["migProfile"], "migProfile", "asks MIG devices: leave gpuMilli out (a MIG device is not shared)")
+            } else {
+                migProfile = p.lowercased()
+                if !f.has("gpusPerNode") { gpus = 1 }
+                if gpus == 0 { reader.error(f.values["gpusPerNode"], "gpusPerNode", "counts MIG devices of \(p): at least 1") }
+            }
+        }
+        var gpuMemory: Int?
+        if f.has("gpuMemory") && f.has("gpuMemoryMiB") {
+            reader.error(f.node, "gpuMemory", "give either gpuMemory or gpuMemoryMiB, not both")
+        } else if let m = f.mebibytes("gpuMemory") {
+            gpuMemory = m
+        } else if let m = f.int("gpuMemoryMiB", in: 1...(1 << 24)) {
+            gpuMemory = m
+        }
+        if gpuMemory == 0 { reader.error(f.values["gpuMemory"], "gpuMemory", "must be more than 0") }
+        if gpuMemory != nil && gpus == 0 && milli == nil {
+            reader.error(f.values["gpuMemory"] ?? f.values["gpuMemoryMiB"], "gpuMemory", "is per GPU: the job asks no GPU (set gpusPerNode)")
         }
         var cpuMilli = 0
         if f.has("cpusPerNode") && f.has("cpuMilliPerNode") {
@@ -162,7 +188,7 @@ public enum JobSpecParser {
             timeLimitSeconds: timeLimit, command: command, env: env, workingDir: workingDir, maxAttempts: maxAttempts,
             exclusive: exclusive, wholeNodeMemory: wholeNodeMemory, image: image, signal: signal, timeMinSeconds: timeMin, slurm: slurm,
             array: array, dependency: dependency, hold: hold == true ? true : nil, beginAt: beginAt,
-            movable: movable == true ? true : nil)
+            movable: movable == true ? true : nil, migProfile: migProfile, gpuMemoryMiB: gpuMemory)
     }
 
     /// A job's name is kept as given (Slurm's are free text, spaces included): at most 200 characters, none of

@@ -116,7 +116,9 @@ public enum PolicyParser {
         guard let items = reader.sequence(f.node("pools"), "pools") else { return }
         for (i, item) in items.enumerated() {
             let path = "pools[\(i)]"
-            guard let p = reader.mapping(item, path, allowed: ["name", "gpuModel", "restrictedTo"]), let name = p.name("name", required: true) else {
+            guard let p = reader.mapping(item, path, allowed: ["name", "gpuModel", "restrictedTo", "isolateSharedGPUs"]),
+                let name = p.name("name", required: true)
+            else {
                 continue
             }
             if let first = located.pools[name] {
@@ -128,7 +130,8 @@ public enum PolicyParser {
             for (j, org) in restricted.enumerated() {
                 located.restrictions.append((reader.file ?? "", p.values["restrictedTo"]?.mark?.line, "\(path).restrictedTo[\(j)]", org))
             }
-            policy.pools.append(Pool(name: name, gpuModel: p.string("gpuModel"), restrictedTo: restricted))
+            policy.pools.append(
+                Pool(name: name, gpuModel: p.string("gpuModel"), restrictedTo: restricted, isolateSharedGPUs: p.bool("isolateSharedGPUs")))
         }
     }
 

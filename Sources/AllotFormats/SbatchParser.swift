@@ -291,6 +291,24 @@ public enum SbatchParser {
         }
         if gpus > 64 { issue(perNode.first!.0, "\(gpus) GPUs per node is more than any node has") }
         models = Array(NSOrderedSet(array: models)) as? [String] ?? models
+        // A MIG type: `1g.10gb`, or as Slurm's NVML autodetection names it, `a100_3g.20gb` (model, then profile).
+        var migProfiles: [String] = []
+        models = models.compactMap { m in
+            if MIGProfile.isProfile(m) {
+                migProfiles.append(m.lowercased())
+                return nil
+            }
+            if let cut = m.lastIndex(of: "_"), MIGProfile.isProfile(String(m[m.index(after: cut)...])) {
+                migProfiles.append(m[m.index(after: cut)...].lowercased())
+                return String(m[..<cut])
+            }
+            return m
+        }
+        migProfiles = Array(NSOrderedSet(array: migProfiles)) as? [String] ?? migProfiles
+        if migProfiles.count > 1 {
+            issue(perNode.first?.0 ?? "gres", "asks MIG devices of several profiles (\(migProfiles.joined(separator: ", "))): give one")
+        }
+        if !migProfiles.isEmpty && gpus == 0 { issue(perNode.first?.0 ?? "gres", "asks 0 MIG devices of \(migProfiles[0])") }
 
         // Time.
         func seconds(_ name: String) -> Int64? {
@@ -420,7 +438,7 @@ public enum SbatchParser {
             slurm: SlurmOptions(
                 submitDir: submitDir, tasksPerNode: tasksPerNode, cpusPerTask: cpusPerTask, output: output, error: error, appendOutput: append,
                 batchStep: true, ntasks: totalTasks),
-            array: array, dependency: dependency, hold: values["hold"] != nil ? true : nil, beginAt: beginAt)
+            array: array, dependency: dependency, hold: values["hold"] != nil ? true : nil, beginAt: beginAt, migProfile: migProfiles.first)
         return Parsed(spec: spec, warnings: warnings)
     }
 

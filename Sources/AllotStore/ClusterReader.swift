@@ -17,18 +17,30 @@ struct ClusterReader {
     func nodeShapes(pool: String) async throws -> [NodeShape] {
         let rows = try await self.tx.query(
             """
-            SELECT cpu_milli, memory_mib, models, domains, count(*)::int FROM (
+            SELECT cpu_milli, memory_mib, models, domains, products, memories, profiles, count(*)::int FROM (
               SELECT n.cpu_milli, n.memory_mib,
                      coalesce(array_agg(g.model ORDER BY g.idx) FILTER (WHERE g.idx IS NOT NULL), '{}') AS models,
-                     coalesce(array_agg(coalesce(g.nvlink_domain, -1) ORDER BY g.idx) FILTER (WHERE g.idx IS NOT NULL), '{}') AS domains
+                     coalesce(array_agg(coalesce(g.nvlink_domain, -1) ORDER BY g.idx) FILTER (WHERE g.idx IS NOT NULL), '{}') AS domains,
+                     coalesce(array_agg(coalesce(g.product_name, '') ORDER BY g.idx) FILTER (WHERE g.idx IS NOT NULL), '{}') AS products,
+                     coalesce(array_agg(g.memory_mib ORDER BY g.idx) FILTER (WHERE g.idx IS NOT NULL), '{}') AS memories,
+                     coalesce(array_agg(coalesce(g.mig_profile, '') ORDER BY g.idx) FILTER (WHERE g.idx IS NOT NULL), '{}') AS profiles
               FROM nodes n LEFT JOIN gpus g ON g.node = n.name AND g.present
+                AND (g.mig_profile IS NOT NULL OR g.mig_mode IS DISTINCT FROM 'Enabled')
               WHERE n.last_heartbeat IS NOT NULL AND n.pool = \(pool)
               GROUP BY n.name, n.cpu_milli, n.memory_mib) s
-            GROUP BY cpu_milli, memory_mib, models, domains
+            GROUP BY cpu_milli, memory_mib, models, domains, products, memories, profiles
             """)
         var shapes: [NodeShape] = []
-        for try await (cpu, memory, models, domains, count) in rows.decode((Int, Int, [String], [Int], Int).self) {
-            let gpus = zip(models, domains).enumerated().map { i, g in GPUSlot(index: i, model: g.0, nvlinkDomain: g.1 < 0 ? nil : g.1) }
+        for try await (cpu, memory, models, domains, products, memories, profiles, count) in rows.decode(
+            (Int, Int, [String], [Int], [String], [Int], [String], Int).self)
+        {
+            let gpus = models.indices.map { i in
+                let product = products[i].isEmpty ? nil : products[i]
+                let profile = profiles[i].isEmpty ? nil : profiles[i]
+                return GPUSlot(
+                    index: i, model: models[i], nvlinkDomain: domains[i] < 0 ? nil : domains[i], productName: product,
+                    memoryMiB: GPUMemory.forMatching(reportedMiB: memories[i], productName: product, migProfile: profile), migProfile: profile)
+            }
             shapes.append(
                 NodeShape(
                     node: NodeSnapshot(
@@ -36,6 +48,30 @@ struct ClusterReader {
                     count: count))
         }
         return shapes
+    }
+
+    /// A GPU slot as placement sees it: its columns (spliced unescaped: constants), where they come from, which
+    /// slots take work (a GPU with MIG on is its devices; one whose MIG mode changes at its next reset takes none),
+    /// and the decoding. A MIG device is as healthy as its GPU.
+    static let slotColumns = """
+        g.node, g.idx, g.model, g.nvlink_domain,
+        (CASE WHEN pg.health = 'quarantined' THEN 'quarantined' WHEN pg.health = 'suspect' AND g.health = 'healthy' THEN 'suspect'
+              ELSE g.health::text END),
+        g.claimed_milli, g.product_name, g.memory_mib, g.mig_profile, g.charge_milli
+        """
+    static let slotsFrom = "FROM gpus g JOIN nodes n ON n.name = g.node LEFT JOIN gpus pg ON pg.node = g.node AND pg.idx = g.mig_parent"
+    static let schedulableSlot = "NOT g.mig_pending AND (g.mig_profile IS NOT NULL OR g.mig_mode IS DISTINCT FROM 'Enabled')"
+
+    static func slot(_ row: PostgresRow) throws -> (node: String, slot: GPUSlot) {
+        let (node, idx, model, domain, health, claimed, product, memory, profile, charge) = try row.decode(
+            (String, Int, String, Int?, String, Int, String?, Int, String?, Int).self)
+        return (
+            node,
+            GPUSlot(
+                index: idx, model: model, nvlinkDomain: domain, health: try decoded(health, "gpus.health"), usedMilli: claimed,
+                productName: product, memoryMiB: GPUMemory.forMatching(reportedMiB: memory, productName: product, migProfile: profile),
+                migProfile: profile, chargeMilli: charge)
+        )
     }
 
     func nodeSnapshots(pool: String? = nil) async throws -> [NodeSnapshot] {
@@ -54,12 +90,21 @@ struct ClusterReader {
         }
         let gpus = try await self.tx.query(
             """
-            SELECT g.node, g.idx, g.model, g.nvlink_domain, g.health::text, g.claimed_milli FROM gpus g JOIN nodes n ON n.name = g.node
-            WHERE g.present AND n.last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR n.pool = \(pool)) ORDER BY g.node, g.idx
+            SELECT \(unescaped: Self.slotColumns),
+                   -- The organisation of a shared GPU's shares, in pools that keep organisations apart.
+                   CASE WHEN g.claimed_milli BETWEEN 1 AND 999 AND g.mig_profile IS NULL AND p.isolate_shared_gpus THEN
+                     (SELECT min(j.org) FROM gpu_claims c JOIN jobs j ON j.id = c.job_id
+                      WHERE c.node = g.node AND c.gpu_index = g.idx AND c.released_at IS NULL) END
+            \(unescaped: Self.slotsFrom)
+            JOIN pools p ON p.name = n.pool
+            WHERE g.present AND n.last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR n.pool = \(pool)) AND \(unescaped: Self.schedulableSlot)
+            ORDER BY g.node, g.idx
             """)
-        for try await (node, idx, model, domain, health, claimed) in gpus.decode((String, Int, String, Int?, String, Int).self) {
-            nodes[node]?.gpus.append(
-                GPUSlot(index: idx, model: model, nvlinkDomain: domain, health: try decoded(health, "gpus.health"), usedMilli: claimed))
+        for try await row in gpus {
+            let (node, slot) = try Self.slot(row)
+            var gpu = slot
+            gpu.shareOrg = try row.makeRandomAccess()[10].decode(String?.self)
+            nodes[node]?.gpus.append(gpu)
         }
         let used = try await self.tx.query(
             """
@@ -133,7 +178,7 @@ struct ClusterReader {
                    coalesce((SELECT pc.preemptible FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.priority,
                    coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.movable, j.gpu_models,
                    j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.exclusive, j.whole_node_memory,
-                   CASE WHEN j.max_attempts = 1 THEN 1 END
+                   CASE WHEN j.max_attempts = 1 THEN 1 END, j.mig_profile, j.gpu_memory_mib
             FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
             WHERE attempt_is_live(a.state) AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, r.rank
@@ -161,6 +206,8 @@ struct ClusterReader {
                     allMemory: try columns[23].decode(Bool.self))
                 // Only a --no-requeue job's attempt is its last: a move spends no attempt of any other (JobLifecycle).
                 running.maxAttempts = try columns[24].decode(Int?.self)
+                running.migProfile = try columns[25].decode(String?.self)
+                running.gpuMemoryMiB = try columns[26].decode(Int?.self)
                 out.append(running)
             }
         }
@@ -199,7 +246,8 @@ struct ClusterReader {
         j.id, j.org, j.pool, j.gpu_models, j.nodes, j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.priority,
         extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory,
         coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false),
-        (SELECT budget_time_s FROM policy_defaults), j.project, j.owner, j.time_min_s
+        (SELECT budget_time_s FROM policy_defaults), j.project, j.owner, j.time_min_s, j.mig_profile, j.gpu_memory_mib,
+        coalesce((SELECT p.isolate_shared_gpus FROM pools p WHERE p.name = j.pool), false)
         """
 
     private func pendingJobs(_ rows: Rows) async throws -> [PendingJob] {
@@ -219,6 +267,9 @@ struct ClusterReader {
             job.project = try c[16].decode(String?.self)
             job.owner = try c[17].decode(String.self)
             job.timeMinSeconds = try c[18].decode(Int64?.self)
+            job.migProfile = try c[19].decode(String?.self)
+            job.gpuMemoryMiB = try c[20].decode(Int?.self)
+            job.isolatedShares = try c[21].decode(Bool.self)
             jobs.append(job)
         }
         return jobs

@@ -17,6 +17,8 @@ public struct LaunchWork: Sendable, Hashable {
         public var cpuMilli: Int
         public var memoryMiB: Int
         public var dispatched: Bool
+        /// The thousandths of its one GPU a shared rank holds (nil for whole GPUs and MIG devices).
+        public var shareMilli: Int? = nil
     }
     public var jobID: Int64
     public var attempt: Int

@@ -90,7 +90,10 @@ public struct JobStore: Sendable {
         let (shapes, models) = try await context.shapes(pool: pool)
         spec.gpuModel = spec.gpuModel.map { PendingJob.model(named: $0, among: models) ?? $0 }
         if let reason = neverFits(spec, shapes) {
-            throw StoreError.invalid(field: spec.gpuMilli != nil ? "gpuMilli" : "gpusPerNode", message: reason.text)
+            let field =
+                spec.gpuMilli != nil
+                ? "gpuMilli" : spec.migProfile != nil ? "migProfile" : spec.gpuMemoryMiB != nil ? "gpuMemory" : "gpusPerNode"
+            throw StoreError.invalid(field: field, message: reason.text)
         }
         guard let restricted = try await context.restriction(pool: pool) else {
             throw StoreError.invalid(field: "pool", message: "unknown pool '\(pool.prefix(64))'")
@@ -329,7 +332,8 @@ public struct JobStore: Sendable {
     static let jobColumns = """
         id, name, org, project, owner, kind::text, pool, state::text, reason, exit_code, nodes, gpus_per_node, gpu_milli,
         priority_class, priority, time_limit_s, max_attempts, command, submitted_at, updated_at, estimated_start, reason_code,
-        array_job_id, array_task_id, array_limit, dependency, held_by, ended_at, time_min_s, warn_signal, begin_at, movable
+        array_job_id, array_task_id, array_limit, dependency, held_by, ended_at, time_min_s, warn_signal, begin_at, movable,
+        mig_profile, gpu_memory_mib
         """
 
     static func decodeJobs(_ rows: Rows) async throws -> [JobView] {
@@ -357,6 +361,8 @@ public struct JobStore: Sendable {
             job.signal = try columns[29].decode(String?.self)
             job.beginAt = try columns[30].decode(Date?.self)
             job.movable = try columns[31].decode(Bool.self) ? true : nil
+            job.migProfile = try columns[32].decode(String?.self)
+            job.gpuMemoryMiB = try columns[33].decode(Int?.self)
             jobs.append(job)
         }
         return jobs

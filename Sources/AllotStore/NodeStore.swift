@@ -32,33 +32,41 @@ public struct NodeStore: Sendable {
         var nodes: [NodeView] = []
         let rows = try await tx.query(
             """
-            SELECT name, pool, block, state::text, agent_url, cpu_milli, memory_mib, last_heartbeat FROM nodes
+            SELECT name, pool, block, state::text, agent_url, cpu_milli, memory_mib, last_heartbeat, gpu_sharing FROM nodes
             WHERE \(name)::text IS NULL OR name = \(name) ORDER BY name
             """)
-        for try await (name, pool, block, state, url, cpu, memory, heartbeat) in rows.decode(
-            (String, String, String?, String, String?, Int, Int, Date?).self)
+        for try await (name, pool, block, state, url, cpu, memory, heartbeat, sharing) in rows.decode(
+            (String, String, String?, String, String?, Int, Int, Date?, String?).self)
         {
             nodes.append(
                 NodeView(
                     name: name, pool: pool, block: block, state: try decoded(state, "nodes.state"), agentURL: url, cpuMilli: cpu,
                     memoryMiB: memory, lastHeartbeat: heartbeat, gpus: [], usedGPUMilli: [:]))
+            nodes[nodes.count - 1].gpuSharing = sharing.flatMap(GPUSharing.init(rawValue:))
         }
         var index: [String: Int] = [:]
         for (i, n) in nodes.enumerated() { index[n.name] = i }
         let gpus = try await tx.query(
             """
-            SELECT node, idx, uuid, model, memory_mib, nvlink_domain, mig_mode, health::text, health_detail, claimed_milli, missing_since
+            SELECT node, idx, uuid, model, memory_mib, nvlink_domain, mig_mode, health::text, health_detail, claimed_milli, missing_since,
+                   product_name, mig_profile, mig_parent, charge_milli, mig_pending
             FROM gpus WHERE (present OR missing_since IS NOT NULL) AND (\(name)::text IS NULL OR node = \(name)) ORDER BY node, idx
             """)
-        for try await (node, idx, uuid, model, memory, domain, mig, health, detail, claimed, missing) in gpus.decode(
-            (String, Int, String, String, Int, Int?, String?, String, String?, Int, Date?).self)
-        {
+        for try await row in gpus {
+            let (node, idx, uuid, model, memory, domain, mig, health, detail, claimed, missing) = try row.decode(
+                (String, Int, String, String, Int, Int?, String?, String, String?, Int, Date?).self)
             guard let i = index[node] else { continue }
-            nodes[i].gpus.append(
-                GPUInfo(
-                    index: idx, uuid: uuid, model: model, memoryMiB: memory, nvlinkDomain: domain, migMode: mig,
-                    health: try decoded(health, "gpus.health"), healthDetail: detail))
-            nodes[i].gpus[nodes[i].gpus.count - 1].missingSince = missing
+            var gpu = GPUInfo(
+                index: idx, uuid: uuid, model: model, memoryMiB: memory, nvlinkDomain: domain, migMode: mig,
+                health: try decoded(health, "gpus.health"), healthDetail: detail)
+            gpu.missingSince = missing
+            let c = row.makeRandomAccess()
+            gpu.productName = try c[11].decode(String?.self)
+            gpu.migProfile = try c[12].decode(String?.self)
+            gpu.migParent = try c[13].decode(Int?.self)
+            if gpu.migProfile != nil { gpu.chargeMilli = try c[14].decode(Int.self) }
+            if try c[15].decode(Bool.self) { gpu.migPending = true }
+            nodes[i].gpus.append(gpu)
             if claimed > 0 { nodes[i].usedGPUMilli["\(idx)"] = claimed }
         }
         return nodes

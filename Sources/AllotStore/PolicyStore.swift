@@ -29,9 +29,11 @@ public struct PolicyStore: Sendable {
 
         // Pools.
         var pools: [String: Pool] = [:]
-        for try await (name, model, restricted) in try await tx.query(
-            "SELECT name, gpu_model, restricted_to FROM pools"
-        ).decode((String, String?, [String]).self) { pools[name] = Pool(name: name, gpuModel: model, restrictedTo: restricted) }
+        for try await (name, model, restricted, isolate) in try await tx.query(
+            "SELECT name, gpu_model, restricted_to, isolate_shared_gpus FROM pools"
+        ).decode((String, String?, [String], Bool).self) {
+            pools[name] = Pool(name: name, gpuModel: model, restrictedTo: restricted, isolateSharedGPUs: isolate)
+        }
 
         // Organisations first: pools' restrictions name them.
         var orgs = Set<String>()
@@ -60,13 +62,18 @@ public struct PolicyStore: Sendable {
             if let old = pools[pool.name] {
                 if old != pool {
                     try await tx.query(
-                        "UPDATE pools SET gpu_model = \(pool.gpuModel), restricted_to = \(pool.restrictedTo), updated_at = now() WHERE name = \(pool.name)"
-                    )
+                        """
+                        UPDATE pools SET gpu_model = \(pool.gpuModel), restricted_to = \(pool.restrictedTo),
+                               isolate_shared_gpus = \(pool.isolateSharedGPUs), updated_at = now() WHERE name = \(pool.name)
+                        """)
                     changes.append(PolicyChange(kind: .changed, what: "pool \(pool.name)", detail: Self.describe(old, pool)))
                 }
             } else {
                 try await tx.query(
-                    "INSERT INTO pools (name, gpu_model, restricted_to) VALUES (\(pool.name), \(pool.gpuModel), \(pool.restrictedTo))")
+                    """
+                    INSERT INTO pools (name, gpu_model, restricted_to, isolate_shared_gpus)
+                    VALUES (\(pool.name), \(pool.gpuModel), \(pool.restrictedTo), \(pool.isolateSharedGPUs))
+                    """)
                 changes.append(PolicyChange(kind: .added, what: "pool \(pool.name)"))
             }
         }

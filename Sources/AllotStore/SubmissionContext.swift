@@ -127,7 +127,8 @@ final class SubmissionContext {
     func shapes(pool: String) async throws -> (shapes: [NodeShape], models: Set<String>) {
         if let known = self.shapesOf[pool] ?? self.cache?.shapes(pool: pool) { return known }
         let shapes = try await ClusterReader(tx: self.tx).nodeShapes(pool: pool)
-        let found = (shapes, Set(shapes.flatMap { $0.node.gpus.map(\.model) }))
+        // Short models and full product names: a job may name either (a full name is kept as given).
+        let found = (shapes, Set(shapes.flatMap { $0.node.gpus.flatMap { [$0.model] + ($0.productName.map { [$0] } ?? []) } }))
         self.shapesOf[pool] = found
         if !shapes.isEmpty { self.cache?.keep(found, pool: pool) }
         return found

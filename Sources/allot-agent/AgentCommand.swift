@@ -50,7 +50,12 @@ struct Inventory: AsyncParsableCommand {
                     + "\(g.memoryMiB) MiB".padding(toLength: 12, withPad: " ", startingAt: 0)
                     + (g.migMode ?? "-").padding(toLength: 10, withPad: " ", startingAt: 0)
                     + (g.nvlinkDomain.map(String.init) ?? "-").padding(toLength: 8, withPad: " ", startingAt: 0)
-                    + health.padding(toLength: 13, withPad: " ", startingAt: 0) + g.uuid)
+                    + health.padding(toLength: 13, withPad: " ", startingAt: 0) + g.uuid + (g.productName.map { "  \($0)" } ?? ""))
+            for d in g.migDevices ?? [] {
+                print(
+                    "  MIG \(d.index)  \(d.profile ?? "?")  GI \(d.gpuInstance) CI \(d.computeInstance)  \(d.memoryMiB) MiB  "
+                        + (d.uuid.isEmpty ? "(no UUID: nvidia-smi -L did not list it)" : d.uuid))
+            }
         }
     }
 }
@@ -136,7 +141,8 @@ struct Run: AsyncParsableCommand {
         let stateDir = self.stateDir ?? Self.defaultStateDir(node: self.node)
         let supervisor = try Supervisor(
             stateDir: URL(fileURLWithPath: stateDir), node: self.node, isolation: isolation,
-            outputDir: self.outputDir.map { URL(fileURLWithPath: $0) })
+            outputDir: self.outputDir.map { URL(fileURLWithPath: $0) },
+            sharing: GPUSharingControl.find(simulated: self.gpu.gpus != nil, root: URL(fileURLWithPath: stateDir).appendingPathComponent("mps")))
         let gpuOptions = self.gpu
         _ = try gpuOptions.discover(node: node)  // fail fast on a bad --gpus or a missing nvidia-smi
 

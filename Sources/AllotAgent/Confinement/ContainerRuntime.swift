@@ -169,6 +169,11 @@ public struct ContainerRuntime: Sendable {
         for d in devices where d.major != 195 || mine.contains(d.minor) || d.minor >= 254 {
             rules.append(.init(allow: true, type: "c", major: d.major, minor: d.minor, access: "rw"))
         }
+        // A MIG device is its GPU's device node plus the capability devices of its GPU and compute instance.
+        for d in MIGCapabilities.devices(for: request.gpuUUIDs ?? [], gpus: gpus) {
+            devices.append(d)
+            rules.append(.init(allow: true, type: "c", major: d.major, minor: d.minor, access: "r"))
+        }
         for d in cdi.devices where !devices.contains(d) {
             devices.append(d)
             rules.append(.init(allow: true, type: d.type, major: d.major, minor: d.minor, access: "rw"))
@@ -268,5 +273,40 @@ public struct ContainerRuntime: Sendable {
     static func belongs(_ pid: Int32, to key: RankKey) -> Bool {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8) else { return false }
         return text.contains("/\(self.containerID(key))")
+    }
+}
+
+/// The capability devices that open one MIG device to a process (NVIDIA's MIG user guide, "Device Nodes and
+/// Capabilities"): `/proc/driver/nvidia/capabilities/gpuN/mig/giG/access` and `…/giG/ciC/access` each name a
+/// `DeviceFileMinor` of `/dev/nvidia-caps/nvidia-capM`. Without them CUDA in the container cannot open the device.
+enum MIGCapabilities {
+    static func devices(
+        for uuids: [String], gpus: [GPUInfo], procRoot: String = "/proc/driver/nvidia/capabilities",
+        major: Int64? = ContainerRuntime.characterMajor("nvidia-caps")
+    ) -> [OCISpec.Linux.Device] {
+        guard let major else { return [] }
+        var out: [OCISpec.Linux.Device] = []
+        for uuid in uuids where uuid.hasPrefix("MIG-") {
+            guard let gpu = gpus.first(where: { ($0.migDevices ?? []).contains { $0.uuid == uuid } }),
+                let d = gpu.migDevices?.first(where: { $0.uuid == uuid })
+            else { continue }
+            let base = "\(procRoot)/gpu\(gpu.minorNumber ?? gpu.index)/mig/gi\(d.gpuInstance)"
+            for file in ["\(base)/access", "\(base)/ci\(d.computeInstance)/access"] {
+                guard let minor = self.minor(file) else { continue }
+                let device = OCISpec.Linux.Device(
+                    path: "/dev/nvidia-caps/nvidia-cap\(minor)", type: "c", major: major, minor: minor, fileMode: 0o444, uid: 0, gid: 0)
+                if !out.contains(device) { out.append(device) }
+            }
+        }
+        return out
+    }
+
+    /// `DeviceFileMinor: 12` → 12.
+    static func minor(_ file: String) -> Int64? {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
+        for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix("DeviceFileMinor:") {
+            return Int64(line.dropFirst("DeviceFileMinor:".count).trimmingCharacters(in: .whitespaces))
+        }
+        return nil
     }
 }

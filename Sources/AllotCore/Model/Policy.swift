@@ -6,10 +6,25 @@ public struct Pool: Hashable, Codable, Sendable {
     public var gpuModel: String?
     /// Organisations allowed to use the pool; empty means every organisation.
     public var restrictedTo: [String]
-    public init(name: String, gpuModel: String? = nil, restrictedTo: [String] = []) {
+    /// Shares of one GPU go only to jobs of one organisation (`isolateSharedGPUs`; on by default where the pool is
+    /// restricted, as a defence ministry's pool would be).
+    public var isolateSharedGPUs: Bool
+    public init(name: String, gpuModel: String? = nil, restrictedTo: [String] = [], isolateSharedGPUs: Bool? = nil) {
         self.name = name
         self.gpuModel = gpuModel
         self.restrictedTo = restrictedTo
+        self.isolateSharedGPUs = isolateSharedGPUs ?? !restrictedTo.isEmpty
+    }
+
+    enum CodingKeys: String, CodingKey { case name, gpuModel, restrictedTo, isolateSharedGPUs }
+
+    /// `isolateSharedGPUs` may be left out: its default follows `restrictedTo`.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            name: try c.decode(String.self, forKey: .name), gpuModel: try c.decodeIfPresent(String.self, forKey: .gpuModel),
+            restrictedTo: try c.decodeIfPresent([String].self, forKey: .restrictedTo) ?? [],
+            isolateSharedGPUs: try c.decodeIfPresent(Bool.self, forKey: .isolateSharedGPUs))
     }
 }
 

@@ -121,8 +121,9 @@ public enum Admission: Hashable, Sendable {
 }
 
 extension PendingJob {
-    /// GPU thousandths over all of the job's nodes (an exclusive job's least: it takes every GPU of its nodes).
-    public var totalGPUMilli: Int { self.nodes * self.perNode.gpuMilli }
+    /// GPU thousandths over all of the job's nodes (an exclusive job's least: it takes every GPU of its nodes; a
+    /// MIG job's least, an eighth of a GPU per device, until its devices are chosen).
+    public var totalGPUMilli: Int { self.nodes * (self.migProfile != nil ? self.perNode.gpus * 125 : self.perNode.gpuMilli) }
 
     /// The seconds the budget reserves for the job: its time limit, else the policy's budget time.
     public var budgetSeconds: Int64 { self.timeLimitSeconds ?? self.defaultBudgetSeconds }

@@ -8,9 +8,12 @@ struct Cluster {
     /// Every node of each pool in name order, for explanations that look at all of them.
     private(set) var poolMembers: [String: [Int]] = [:]
     private var poolIDs: [String: Int] = [:]
-    /// Model ids by name as agents report it, the same id for names that differ only in case.
-    private var modelIDs: [String: Int] = [:]
-    private var modelIDsByLowercase: [String: Int] = [:]
+    /// Ids of the kinds of GPU (model, product name, memory, MIG profile), the same for models that differ only
+    /// in case; and each kind by id.
+    private var kindIDs: [GPUKind: Int] = [:]
+    private var kinds: [GPUKind] = []
+    /// Whether some node has MIG devices: then even a job that names no model accepts only some kinds.
+    private var hasMIG = false
     /// Pools where some node has a maintenance window, so time limits matter to placement there.
     private(set) var poolsWithMaintenance: Set<String> = []
     /// Pools where some node names its block, so gangs look for one block that holds them.
@@ -41,7 +44,7 @@ struct Cluster {
         // Consecutive nodes mostly share a pool and a model: compared, not hashed again (a cycle builds this index
         // afresh, and hashing names was most of that).
         var lastPool: (name: String, id: Int)?
-        var lastModel: String?
+        var lastKind: GPUSlot?
         var membersByPool: [[Int]] = []
         for (p, node) in self.nodes.enumerated() {
             self.positionByName[node.name] = p
@@ -66,14 +69,14 @@ struct Cluster {
                 self.poolsWithBlocks.insert(node.pool)
                 self.blockMembers[BlockKey(pool: pool, block: block), default: []].append(p)
             }
-            for gpu in node.gpus where gpu.model != lastModel {
-                lastModel = gpu.model
-                guard self.modelIDs[gpu.model] == nil else { continue }
-                let lower = gpu.model.lowercased()
-                let id = self.modelIDsByLowercase[lower] ?? self.modelIDsByLowercase.count
-                if id == self.modelIDsByLowercase.count { book.modelNames.append(lower) }
-                self.modelIDsByLowercase[lower] = id
-                self.modelIDs[gpu.model] = id
+            for gpu in node.gpus where lastKind.map({ !GPUKind.alike($0, gpu) }) ?? true {
+                lastKind = gpu
+                let kind = GPUKind(gpu)
+                guard self.kindIDs[kind] == nil else { continue }
+                self.kindIDs[kind] = self.kinds.count
+                self.kinds.append(kind)
+                book.modelNames.append(kind.model)
+                if gpu.migProfile != nil { self.hasMIG = true }
             }
             self.index(p)
         }
@@ -84,7 +87,8 @@ struct Cluster {
     /// The job's shape in this cluster's terms.
     func shape(of job: PendingJob) -> Int {
         let models: [Int]? =
-            job.gpuModels.isEmpty ? nil : Array(Set(job.gpuModels.map { self.modelIDsByLowercase[$0.lowercased()] ?? -1 })).sorted()
+            job.gpuModels.isEmpty && job.migProfile == nil && job.gpuMemoryMiB == nil && !self.hasMIG
+            ? nil : self.kinds.indices.filter { job.accepts(self.kinds[$0].slot) }
         let r = job.perNode
         return self.book.id(
             of: JobShape(
@@ -281,7 +285,7 @@ struct Cluster {
     /// The GPUs (positions in the node's list) one rank of `job` takes on a node chosen for it.
     func gpus(for job: PendingJob, on candidate: Candidate) -> [Int] {
         let share = candidate.share.map { share in
-            { (gpu: GPUSlot) in gpu.leftoverMilli == share.leftover && self.modelIDs[gpu.model] == share.model }
+            { (gpu: GPUSlot) in gpu.leftoverMilli == share.leftover && self.kindIDs[GPUKind(gpu)] == share.model }
         }
         guard case .fits(let gpus) = Placer.fit(job, on: self.nodes[candidate.position], shareOn: share) else {
             preconditionFailure("the index chose a node that Placer.reject refuses")
@@ -292,10 +296,10 @@ struct Cluster {
     // MARK: Changing
 
     /// Marks a rank as held (or with `releasing`, as free again) and moves its node to its new profile.
-    mutating func hold(_ rank: RankAssignment, releasing: Bool = false) {
+    mutating func hold(_ rank: RankAssignment, releasing: Bool = false, org: String? = nil) {
         guard let p = self.positionByName[rank.node] else { return }
         self.unindex(p)
-        self.nodes.hold(rank, at: p, releasing: releasing)
+        self.nodes.hold(rank, at: p, releasing: releasing, org: org)
         self.index(p)
     }
 
@@ -304,10 +308,11 @@ struct Cluster {
         guard node.state.acceptsWork, let pool = self.poolIDs[node.pool] else { return }
         var entries: [Int32] = []
         entries.reserveCapacity(node.gpus.count)
-        var model: (name: String, id: Int)?
+        var kind: (gpu: GPUSlot, id: Int)?
         for gpu in node.gpus where gpu.health.isSchedulable {
-            if model?.name != gpu.model { model = (gpu.model, self.modelIDs[gpu.model]!) }
-            entries.append(Profile.entry(model: model!.id, leftover: gpu.leftoverMilli))
+            if kind.map({ !GPUKind.alike($0.gpu, gpu) }) ?? true { kind = (gpu, self.kindIDs[GPUKind(gpu)]!) }
+            // A MIG device is held whole, whatever share of its GPU it charges.
+            entries.append(Profile.entry(model: kind!.id, leftover: gpu.migProfile != nil && gpu.usedMilli > 0 ? 0 : gpu.leftoverMilli))
         }
         entries.sort()
         let profile = Profile(
@@ -346,6 +351,31 @@ struct Cluster {
         self.members[id].remove(at: self.members[id].insertionPoint(of: m))
         if self.members[id].isEmpty { self.live[self.book.profiles[id].pool].removeAll { $0 == id } }
         self.profileOf[p] = -1
+    }
+}
+
+/// What makes GPUs alike to placement, health and use aside: model (in any case), product name, memory, MIG profile.
+struct GPUKind: Hashable {
+    var model: String
+    var productName: String?
+    var memoryMiB: Int
+    var migProfile: String?
+
+    init(_ gpu: GPUSlot) {
+        self.model = gpu.model.lowercased()
+        self.productName = gpu.productName
+        self.memoryMiB = gpu.memoryMiB
+        self.migProfile = gpu.migProfile?.lowercased()
+    }
+
+    /// Compared, not hashed: consecutive GPUs are mostly alike.
+    static func alike(_ a: GPUSlot, _ b: GPUSlot) -> Bool {
+        a.model == b.model && a.memoryMiB == b.memoryMiB && a.productName == b.productName && a.migProfile == b.migProfile
+    }
+
+    /// A free GPU of this kind, for asking a job whether it takes the kind.
+    var slot: GPUSlot {
+        GPUSlot(index: 0, model: self.model, productName: self.productName, memoryMiB: self.memoryMiB, migProfile: self.migProfile)
     }
 }
 

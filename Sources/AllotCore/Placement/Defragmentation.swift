@@ -129,7 +129,7 @@ extension Placer {
     static func freeMilli(for job: PendingJob, in positions: [Int], of nodes: [NodeSnapshot]) -> Int {
         var free = 0
         for p in positions {
-            for gpu in nodes[p].gpus where gpu.health.isSchedulable && job.accepts(model: gpu.model) {
+            for gpu in nodes[p].gpus where gpu.health.isSchedulable && job.accepts(gpu) {
                 if job.perNode.fractionMilli != nil {
                     free += gpu.leftoverMilli
                 } else if gpu.isFree {
@@ -230,8 +230,11 @@ extension RunningAttempt {
                 gpus: first.map { $0.milliPerGPU == 1000 ? $0.gpuIndices.count : 0 } ?? 0,
                 fractionMilli: first.flatMap { $0.milliPerGPU < 1000 ? $0.milliPerGPU : nil }, cpuMilli: first?.cpuMilli ?? 0,
                 memoryMiB: first?.memoryMiB ?? 0)
-        return PendingJob(
+        var job = PendingJob(
             id: self.jobID, org: self.org, pool: self.pool, gpuModels: self.gpuModels, nodes: max(1, self.ranks.count), perNode: request,
             priority: self.priority, submittedAt: self.startedAt, timeLimitSeconds: self.endsAt.map { $0 - self.startedAt })
+        job.migProfile = self.migProfile
+        job.gpuMemoryMiB = self.gpuMemoryMiB
+        return job
     }
 }

@@ -78,7 +78,8 @@ public struct WorkloadMix: Hashable, Sendable {
     /// This mix with more jobs' shapes added, each as one more of its kind per node, with the models it accepts.
     public func adding(_ jobs: some Sequence<PendingJob>) -> WorkloadMix {
         var out = self
-        for j in jobs { out.add(TaskShape(j), weight: Double(j.nodes)) }
+        // MIG work takes devices cut already, never a GPU's free capacity: it is no target for fragmentation.
+        for j in jobs where j.migProfile == nil { out.add(TaskShape(j), weight: Double(j.nodes)) }
         return out
     }
 

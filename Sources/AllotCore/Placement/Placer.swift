@@ -141,9 +141,12 @@ public struct Placer: Sendable {
             let limit = cutLimit ?? job.timeLimitSeconds
             switch outcome {
             case .success(let ranks):
-                // An exclusive job holds every GPU of its nodes: admitted and charged for all of them.
-                let held = ranks.reduce(0) { $0 + $1.gpuPositions.count } * (job.perNode.fractionMilli ?? 1000)
-                if let q = book, job.perNode.exclusive, held > job.totalGPUMilli {
+                // An exclusive job holds every GPU of its nodes: admitted and charged for all of them. A MIG job is
+                // charged its devices' shares, known once they are chosen.
+                let held = ranks.reduce(0) { sum, r in
+                    sum + r.gpuPositions.count * Self.milliPerGPU(job, on: cluster.nodes[r.position], at: r.gpuPositions)
+                }
+                if let q = book, held > job.totalGPUMilli {
                     switch q.admit(job, gpuMilli: held) {
                     case .waits(let reason):
                         plan.waiting[job.id] = reason
@@ -157,12 +160,12 @@ public struct Placer: Sendable {
                     let (cpu, memory) = Self.reservation(job.perNode, on: node)
                     let assignment = RankAssignment(
                         rank: r.rank, node: node.name, gpuIndices: r.gpuPositions.map { node.gpus[$0].index },
-                        milliPerGPU: job.perNode.fractionMilli ?? 1000, cpuMilli: cpu, memoryMiB: memory)
+                        milliPerGPU: Self.milliPerGPU(job, on: node, at: r.gpuPositions), cpuMilli: cpu, memoryMiB: memory)
                     assignments.append(assignment)
-                    cluster.hold(assignment)
+                    cluster.hold(assignment, org: job.isolatedShares ? job.org : nil)
                 }
                 plan.placements.append(Placement(jobID: job.id, ranks: assignments, borrowing: borrowing, timeLimitSeconds: cutLimit))
-                book?.charge(job, gpuMilli: max(held, job.totalGPUMilli))
+                book?.charge(job, gpuMilli: job.migProfile != nil ? held : max(held, job.totalGPUMilli))
                 if let b = backfill {
                     runningNow.append(
                         RunningAttempt(
@@ -207,10 +210,17 @@ public struct Placer: Sendable {
         var perNode: NodeRequest
         var timeLimitSeconds: Int64?
         var restricted: Bool
+        var migProfile: String?
+        var gpuMemoryMiB: Int?
+        /// Where organisations keep off each other's GPUs, a share's organisation decides where it fits.
+        var shareOrg: String?
 
         init(_ job: PendingJob, restricted: Bool, timeMatters: Bool) {
             self.pool = job.pool
             self.gpuModels = job.gpuModels
+            self.migProfile = job.migProfile
+            self.gpuMemoryMiB = job.gpuMemoryMiB
+            self.shareOrg = job.isolatedShares && job.perNode.fractionMilli != nil ? job.org : nil
             self.nodes = job.nodes
             self.perNode = job.perNode
             self.timeLimitSeconds = timeMatters ? job.timeLimitSeconds : nil
@@ -260,12 +270,20 @@ public struct Placer: Sendable {
         let request = job.perNode
         if request.gpuMilli == 0 && !request.exclusive { return .fits(gpuPositions: []) }
         var healthy: [Int] = []
-        for (p, gpu) in node.gpus.enumerated() where job.accepts(model: gpu.model) && gpu.health.isSchedulable { healthy.append(p) }
+        for (p, gpu) in node.gpus.enumerated() where job.accepts(gpu) && gpu.health.isSchedulable { healthy.append(p) }
         if let fraction = request.fractionMilli {
+            healthy.removeAll { !job.mayShare(node.gpus[$0]) }
             let chosen = shareOn.flatMap { on in healthy.first { on(node.gpus[$0]) } } ?? Self.pickShare(fraction, among: healthy, of: node)
             return .fits(gpuPositions: [chosen!])
         }
-        let free = healthy.filter { node.gpus[$0].isFree }
+        var free = healthy.filter { node.gpus[$0].isFree }
+        if job.migProfile != nil {
+            // The devices of one rank charge alike (one claim size per rank): those of the charge most of them have.
+            let charges = Dictionary(grouping: free) { node.gpus[$0].chargeMilli }
+            if let most = charges.max(by: { a, b in a.value.count != b.value.count ? a.value.count < b.value.count : a.key > b.key }) {
+                free = most.value
+            }
+        }
         // An exclusive rank holds every usable GPU of the node, however many it asked for.
         return .fits(gpuPositions: request.exclusive ? free : Self.pickWhole(request.gpus, among: free, of: node))
     }
@@ -290,12 +308,12 @@ public struct Placer: Sendable {
         var healthy = 0
         var free = 0
         var shareFits = false
-        for gpu in node.gpus where job.accepts(model: gpu.model) {
+        for gpu in node.gpus where job.accepts(gpu) {
             acceptable += 1
             guard gpu.health.isSchedulable else { continue }
             healthy += 1
             if gpu.isFree { free += 1 }
-            if let f = request.fractionMilli, gpu.leftoverMilli >= f { shareFits = true }
+            if let f = request.fractionMilli, gpu.leftoverMilli >= f, job.mayShare(gpu) { shareFits = true }
         }
         if acceptable == 0 { return .gpuModel }
         if request.fractionMilli != nil { return shareFits ? nil : (healthy == 0 ? .gpuHealth : .gpuShare) }
@@ -333,8 +351,12 @@ public struct Placer: Sendable {
             if couldFit >= job.nodes { return nil }
         }
         if !inPool { return nil }
-        let shape = job.perNode.fractionMilli.map { "\($0) milli of a GPU per node" } ?? "\(job.perNode.gpus) GPUs per node"
-        let models = job.gpuModels.isEmpty ? "" : " of model \(job.gpuModels.joined(separator: "|"))"
+        let shape =
+            job.perNode.fractionMilli.map { "\($0) milli of a GPU per node" }
+            ?? job.migProfile.map { "\(job.perNode.gpus) MIG \($0) devices per node" } ?? "\(job.perNode.gpus) GPUs per node"
+        let models =
+            (job.gpuModels.isEmpty ? "" : " of model \(job.gpuModels.joined(separator: "|"))")
+            + (job.gpuMemoryMiB.map { " with at least \($0 / 1024) GiB each" } ?? "")
         let extra =
             job.perNode.cpuMilli > 0 || job.perNode.memoryMiB > 0
             ? " with \(job.perNode.cpuMilli / 1000) CPUs and \(job.perNode.memoryMiB) MiB" : ""
@@ -414,6 +436,13 @@ public struct Placer: Sendable {
                 let (la, lb) = (node.gpus[a].leftoverMilli, node.gpus[b].leftoverMilli)
                 return la != lb ? la < lb : a < b
             }
+    }
+
+    /// What a rank holds of each of its GPUs: a share, a MIG device's charge, or the whole GPU.
+    static func milliPerGPU(_ job: PendingJob, on node: NodeSnapshot, at positions: [Int]) -> Int {
+        if let f = job.perNode.fractionMilli { return f }
+        if job.migProfile != nil, let p = positions.first { return node.gpus[p].chargeMilli }
+        return 1000
     }
 
     /// The CPU and memory a rank reserves: what it asked, or the whole node's for exclusive and `allMemory` ranks.

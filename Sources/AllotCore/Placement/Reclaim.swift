@@ -23,6 +23,9 @@ public struct RunningAttempt: Hashable, Sendable {
     /// What its job asks per node and the models it accepts, to place it again when it is moved.
     public var perNode: NodeRequest?
     public var gpuModels: [String] = []
+    /// Its job's MIG profile and least GPU memory, to place it again as it asked.
+    public var migProfile: String?
+    public var gpuMemoryMiB: Int?
 
     public init(
         jobID: Int64, attempt: Int, org: String, pool: String, borrowing: Bool, startedAt: Int64, ranks: [RankAssignment], endsAt: Int64? = nil

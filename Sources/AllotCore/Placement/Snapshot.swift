@@ -7,19 +7,63 @@ public struct GPUSlot: Hashable, Sendable {
     /// GPUs sharing a domain talk over NVLink; nil when the node does not report one.
     public var nvlinkDomain: Int?
     public var health: GPUHealth
-    /// Thousandths of this GPU held by live attempts (0…1000).
+    /// Thousandths of this GPU held by live attempts (0…1000; a MIG device's share when held).
     public var usedMilli: Int
+    /// The product name nvidia-smi gives ("NVIDIA A100 80GB PCIe"): a job's `gpuModel` may name it in full.
+    public var productName: String?
+    /// Its memory for `gpuMemory` requests, MiB: what nvidia-smi reports, or the size its name states where that is
+    /// more (`GPUMemory.forMatching`); 0 when unknown.
+    public var memoryMiB: Int
+    /// Set for a MIG device: its profile (`1g.18gb`). Only jobs that ask that profile take it, always whole.
+    public var migProfile: String?
+    /// What holding it charges, in thousandths of a GPU: 1000 for a GPU, a MIG device's memory slices of its GPU's.
+    public var chargeMilli: Int
+    /// The organisation whose shares it holds, where the pool keeps organisations off each other's GPUs.
+    public var shareOrg: String?
 
-    public init(index: Int, model: String, nvlinkDomain: Int? = nil, health: GPUHealth = .healthy, usedMilli: Int = 0) {
+    public init(
+        index: Int, model: String, nvlinkDomain: Int? = nil, health: GPUHealth = .healthy, usedMilli: Int = 0, productName: String? = nil,
+        memoryMiB: Int = 0, migProfile: String? = nil, chargeMilli: Int = 1000, shareOrg: String? = nil
+    ) {
         self.index = index
         self.model = model
         self.nvlinkDomain = nvlinkDomain
         self.health = health
         self.usedMilli = usedMilli
+        self.productName = productName
+        self.memoryMiB = memoryMiB
+        self.migProfile = migProfile
+        self.chargeMilli = chargeMilli
+        self.shareOrg = shareOrg
     }
 
     public var isFree: Bool { self.usedMilli == 0 }
     public var leftoverMilli: Int { 1000 - self.usedMilli }
+}
+
+/// GPU memory as jobs ask for it (`gpuMemory: 80G`).
+public enum GPUMemory {
+    /// A GPU's memory for matching: the larger of what nvidia-smi reports and the size its product name or MIG
+    /// profile states (`80GB`, `1g.18gb`), in binary units as users type them: nvidia-smi reports 81,559 MiB
+    /// for an "H100 80GB", less than 80 GiB.
+    public static func forMatching(reportedMiB: Int, productName: String?, migProfile: String?) -> Int {
+        var stated = 0
+        if let profile = migProfile,
+            let gb = profile.lowercased().split(separator: ".").dropFirst().first.flatMap({
+                Int($0.prefix { $0.isNumber })
+            })
+        {
+            stated = gb * 1024
+        } else if let name = productName {
+            let words = name.uppercased().split { $0 == " " || $0 == "-" }
+            if let w = words.first(where: { $0.hasSuffix("GB") && Int($0.dropLast(2)) != nil }) { stated = Int(w.dropLast(2))! * 1024 }
+        }
+        return max(reportedMiB, stated)
+    }
+
+    /// Whether memory `have` satisfies a request of `asked` MiB. Two percent of slack: a part sold as "141GB"
+    /// (the H200) reports 143,771 MiB, a little under 141 GiB.
+    public static func satisfies(_ have: Int, asked: Int) -> Bool { Double(have) * 1.02 >= Double(asked) }
 }
 
 /// A node as the placement core sees it: capacity, what is in use, and whether it takes work.
@@ -78,6 +122,12 @@ public struct PendingJob: Hashable, Sendable {
     public var owner: String?
     /// What the budget reserves for a job without a time limit (Policies/ `budgetTime`, 24 hours by default).
     public var defaultBudgetSeconds: Int64 = 86_400
+    /// A MIG profile (`1g.18gb`): its ranks take MIG devices of that profile, `perNode.gpus` of them, and no GPU.
+    public var migProfile: String?
+    /// The least memory each GPU (or MIG device) must have, MiB.
+    public var gpuMemoryMiB: Int?
+    /// Its pool keeps organisations off each other's GPUs: a share goes only on a GPU no other organisation shares.
+    public var isolatedShares = false
 
     public init(
         id: Int64, org: String = "", pool: String, gpuModels: [String] = [], nodes: Int = 1, perNode: NodeRequest,
@@ -108,6 +158,59 @@ public struct PendingJob: Hashable, Sendable {
     public func accepts(model: String) -> Bool {
         self.gpuModels.isEmpty || self.gpuModels.contains { $0.caseInsensitiveCompare(model) == .orderedSame }
     }
+
+    /// Whether this GPU (or MIG device) is of a kind the job takes, whatever holds it now: a MIG device of the
+    /// profile it asks, else a GPU; its model by the short name or the product name; memory enough.
+    public func accepts(_ gpu: GPUSlot) -> Bool {
+        switch (self.migProfile, gpu.migProfile) {
+        case (nil, nil): break
+        case (let asked?, let profile?): guard MIGProfile.same(asked, profile) else { return false }
+        default: return false
+        }
+        if let asked = self.gpuMemoryMiB, !GPUMemory.satisfies(gpu.memoryMiB, asked: asked) { return false }
+        if self.gpuModels.isEmpty { return true }
+        return self.gpuModels.contains { asked in
+            asked.caseInsensitiveCompare(gpu.model) == .orderedSame || gpu.productName.map { Self.names(asked, product: $0) } == true
+        }
+    }
+
+    /// `NVIDIA A100 80GB PCIe`, or without its `NVIDIA `, in any case.
+    static func names(_ asked: String, product: String) -> Bool {
+        if asked.caseInsensitiveCompare(product) == .orderedSame { return true }
+        let bare = product.uppercased().hasPrefix("NVIDIA ") ? String(product.dropFirst(7)) : product
+        return asked.caseInsensitiveCompare(bare) == .orderedSame
+    }
+
+    /// Whether a share of this job may go on this GPU beside what holds it now.
+    public func mayShare(_ gpu: GPUSlot) -> Bool {
+        !self.isolatedShares || gpu.usedMilli == 0 || gpu.shareOrg == nil || gpu.shareOrg == self.org
+    }
+}
+
+/// MIG profiles as NVIDIA names them: `1g.10gb`, `3g.40gb`, `1g.10gb+me` (with the media extensions).
+public enum MIGProfile {
+    /// Whether a Slurm GRES type or a `migProfile` field names a MIG profile rather than a GPU model.
+    public static func isProfile(_ s: String) -> Bool {
+        let lower = s.lowercased()
+        let base = lower.split(separator: "+", maxSplits: 1).first.map(String.init) ?? lower
+        let parts = base.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0].hasSuffix("g"), Int(parts[0].dropLast()) != nil, parts[1].hasSuffix("gb"),
+            Int(parts[1].dropLast(2)) != nil
+        else { return false }
+        return true
+    }
+
+    public static func same(_ a: String, _ b: String) -> Bool { a.caseInsensitiveCompare(b) == .orderedSame }
+
+    /// A MIG device's share of its GPU in thousandths, by memory: its memory slices of the GPU's eight
+    /// (A100, H100, H200: a 1g device holds one, 2g two, 3g and 4g four, 7g all eight; `1g.20gb` on an 80 GB part
+    /// two). From the profile's stated size against the GPU's memory; eighths, at least one.
+    public static func shareMilli(profile: String, gpuMemoryMiB: Int) -> Int {
+        let stated = GPUMemory.forMatching(reportedMiB: 0, productName: nil, migProfile: profile)
+        guard stated > 0, gpuMemoryMiB > 0 else { return 125 }
+        let eighths = min(8, max(1, Int((Double(stated) * 8 / Double(gpuMemoryMiB)).rounded())))
+        return eighths * 125
+    }
 }
 
 extension NodeSnapshot {
@@ -123,14 +226,20 @@ extension Array where Element == NodeSnapshot {
         self.hold(rank, at: n, releasing: releasing)
     }
 
-    /// The same, for the node at position `n` (which must be the rank's node).
-    public mutating func hold(_ rank: RankAssignment, at n: Int, releasing: Bool = false) {
+    /// The same, for the node at position `n` (which must be the rank's node). A share held for `org` marks its
+    /// GPU as that organisation's (for pools that keep organisations apart).
+    public mutating func hold(_ rank: RankAssignment, at n: Int, releasing: Bool = false, org: String? = nil) {
         let sign = releasing ? -1 : 1
         self[n].usedCPUMilli = Swift.max(0, self[n].usedCPUMilli + sign * rank.cpuMilli)
         self[n].usedMemoryMiB = Swift.max(0, self[n].usedMemoryMiB + sign * rank.memoryMiB)
         for idx in rank.gpuIndices {
             if let g = self[n].gpus.firstIndex(where: { $0.index == idx }) {
                 self[n].gpus[g].usedMilli = Swift.max(0, self[n].gpus[g].usedMilli + sign * rank.milliPerGPU)
+                if self[n].gpus[g].usedMilli == 0 {
+                    self[n].gpus[g].shareOrg = nil
+                } else if !releasing, let org, rank.milliPerGPU < 1000 {
+                    self[n].gpus[g].shareOrg = org
+                }
             }
         }
     }

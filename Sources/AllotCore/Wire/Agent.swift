@@ -115,7 +115,10 @@ public struct LaunchRequest: Hashable, Codable, Sendable {
     public var gpuIndices: [Int]
     /// The same GPUs by UUID: the agent finds each where nvidia-smi lists it now, so a renumbering (a GPU fallen
     /// off the bus shifts those after it) gives the rank the GPUs it was placed on. Nil from an older allotd.
+    /// A MIG device is named by its `MIG-` UUID (its slot is the GPU it is cut from, once the agent finds it).
     public var gpuUUIDs: [String]?
+    /// A share of its one GPU, in thousandths: the agent runs it under MPS held to that share, where it can.
+    public var shareMilli: Int?
     public var gang: GangInfo
     public var gracePeriodSeconds: Int
     public var tenant: RankTenant
@@ -189,6 +192,8 @@ public struct AgentReport: Hashable, Codable, Sendable {
     public var ranks: [RankStatus]
     /// The srun steps of the batch jobs whose first node this is, running or ended lately.
     public var steps: [StepStatus]?
+    /// Whether the node enforces GPU shares (MPS) or only books them.
+    public var gpuSharing: GPUSharing?
     public init(
         node: String, agentURL: String, cpuMilli: Int, memoryMiB: Int, gpus: [GPUInfo], ranks: [RankStatus], steps: [StepStatus]? = nil
     ) {

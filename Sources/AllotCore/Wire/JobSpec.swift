@@ -16,6 +16,10 @@ public struct JobSpec: Hashable, Codable, Sendable {
     public var gpusPerNode: Int
     /// A fraction of one GPU (1…999 thousandths) for an inference replica; nil for whole GPUs.
     public var gpuMilli: Int?
+    /// A MIG profile (`1g.18gb`): each node's `gpusPerNode` are MIG devices of that profile.
+    public var migProfile: String?
+    /// The least memory of each GPU (or MIG device), MiB (`gpuMemory: 80G`).
+    public var gpuMemoryMiB: Int?
     public var cpuMilliPerNode: Int
     public var memoryMiBPerNode: Int
     public var priorityClass: String?
@@ -56,8 +60,11 @@ public struct JobSpec: Hashable, Codable, Sendable {
         timeLimitSeconds: Int64? = nil, command: String, env: [String: String] = [:], workingDir: String? = nil,
         maxAttempts: Int = 3, exclusive: Bool = false, wholeNodeMemory: Bool = false, image: String? = nil,
         signal: JobSignal? = nil, timeMinSeconds: Int64? = nil, slurm: SlurmOptions? = nil, array: JobArray? = nil,
-        dependency: JobDependency? = nil, hold: Bool? = nil, beginAt: Date? = nil, movable: Bool? = nil
+        dependency: JobDependency? = nil, hold: Bool? = nil, beginAt: Date? = nil, movable: Bool? = nil, migProfile: String? = nil,
+        gpuMemoryMiB: Int? = nil
     ) {
+        self.migProfile = migProfile
+        self.gpuMemoryMiB = gpuMemoryMiB
         self.movable = movable
         self.beginAt = beginAt
         self.array = array

@@ -107,6 +107,9 @@ public struct JobView: Codable, Hashable, Sendable {
     public var beginAt: Date?
     /// It may be moved by defragmentation (its `movable` flag); nil when not.
     public var movable: Bool?
+    /// Its GPUs are MIG devices of this profile; the least memory it asks of each GPU.
+    public var migProfile: String?
+    public var gpuMemoryMiB: Int?
 
     public init(
         id: Int64, name: String, org: String, project: String?, owner: String, kind: JobKind, pool: String, state: JobState,
@@ -160,6 +163,17 @@ public struct GPUInfo: Codable, Hashable, Sendable {
     public var xids: [XidEvent]
     /// Since when the agent no longer lists this GPU while it lists others (allotd's answers only).
     public var missingSince: Date?
+    /// The product name as nvidia-smi gives it ("NVIDIA H100 80GB HBM3"); `model` is its short form.
+    public var productName: String?
+    /// The MIG devices cut from it, where MIG is on (the agent's reports).
+    public var migDevices: [MIGDevice]?
+    /// Set on a MIG device as allotd lists it (a slot of its own): its profile, the slot of the GPU it is cut
+    /// from, and the thousandths of that GPU it charges.
+    public var migProfile: String?
+    public var migParent: Int?
+    public var chargeMilli: Int?
+    /// Its MIG mode is about to change (at the GPU's next reset): it takes no new work until then.
+    public var migPending: Bool?
     public init(
         index: Int, uuid: String, model: String, memoryMiB: Int, nvlinkDomain: Int? = nil, migMode: String? = nil,
         health: GPUHealth = .healthy, healthDetail: String? = nil, pciBusID: String? = nil, xids: [XidEvent] = [], minorNumber: Int? = nil
@@ -178,6 +192,36 @@ public struct GPUInfo: Codable, Hashable, Sendable {
     }
 }
 
+/// One MIG device of a GPU as the agent reads it: `nvidia-smi -q -x` gives its GPU and compute instance and
+/// memory, `nvidia-smi -L` its profile and UUID.
+public struct MIGDevice: Codable, Hashable, Sendable {
+    /// Its index among its GPU's MIG devices (`-L`'s "Device N", the XML's `<index>`).
+    public var index: Int
+    /// `MIG-…`, what CUDA_VISIBLE_DEVICES names it by; empty when `-L` did not list it.
+    public var uuid: String
+    /// `1g.18gb`; nil when `-L` did not list it.
+    public var profile: String?
+    public var gpuInstance: Int
+    public var computeInstance: Int
+    public var memoryMiB: Int
+    public init(index: Int, uuid: String, profile: String?, gpuInstance: Int, computeInstance: Int, memoryMiB: Int) {
+        self.index = index
+        self.uuid = uuid
+        self.profile = profile
+        self.gpuInstance = gpuInstance
+        self.computeInstance = computeInstance
+        self.memoryMiB = memoryMiB
+    }
+}
+
+/// How a node keeps fractional shares of a GPU to their size.
+public enum GPUSharing: String, Codable, Sendable {
+    /// NVIDIA MPS: one control daemon per shared GPU, each rank limited to its share of threads and memory.
+    case mps
+    /// Nothing enforces the share (no MPS on the node): a rank may use more than it was given.
+    case soft
+}
+
 /// A node as `allot nodes` prints it.
 public struct NodeView: Codable, Hashable, Sendable {
     public var name: String
@@ -191,6 +235,8 @@ public struct NodeView: Codable, Hashable, Sendable {
     public var gpus: [GPUInfo]
     /// GPU indices held by live attempts, with the thousandths held on each.
     public var usedGPUMilli: [String: Int]
+    /// How the node keeps shares of a GPU to their size: `mps` (enforced), `soft` (bookkeeping only); nil unknown.
+    public var gpuSharing: GPUSharing?
     public init(
         name: String, pool: String, block: String?, state: NodeState, agentURL: String?, cpuMilli: Int, memoryMiB: Int,
         lastHeartbeat: Date?, gpus: [GPUInfo], usedGPUMilli: [String: Int]

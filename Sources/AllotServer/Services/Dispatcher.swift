@@ -76,7 +76,7 @@ public struct Dispatcher: Service {
                     guard let url = rank.agentURL else {
                         return (rank, APIClient.Failure.unreachable(url: "-", underlying: "no agent has registered"))
                     }
-                    let request = LaunchRequest(
+                    var request = LaunchRequest(
                         key: RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank), command: work.command, env: work.env,
                         workingDir: work.workingDir, gpuIndices: rank.gpuIndices,
                         gang: GangInfo(
@@ -88,6 +88,7 @@ public struct Dispatcher: Service {
                             org: work.org, owner: work.owner, account: work.account, cpuMilli: rank.cpuMilli, memoryMiB: rank.memoryMiB,
                             image: work.image), launchID: work.launchID, timeLimitSeconds: work.timeLimitSeconds, signal: work.signal,
                         slurm: slurm, epoch: fence.epoch, gpuUUIDs: rank.gpuUUIDs.contains("") ? nil : rank.gpuUUIDs)
+                    request.shareMilli = rank.shareMilli
                     do {
                         let _: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
                             .post("/v1/attempts", json: request)

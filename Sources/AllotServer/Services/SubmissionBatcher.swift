@@ -25,7 +25,9 @@ struct SubmissionBatcher {
 
     /// Whether the job could run on none of the pool's nodes even were they empty (asked with the pool's nodes).
     @Sendable static func neverFits(_ spec: JobSpec, _ shapes: [NodeShape]) -> WaitReason? {
-        Placer.neverFitsReason(
-            PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), shapes: shapes)
+        var job = PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest)
+        job.migProfile = spec.migProfile
+        job.gpuMemoryMiB = spec.gpuMemoryMiB
+        return Placer.neverFitsReason(job, shapes: shapes)
     }
 }

@@ -264,7 +264,9 @@ struct AttemptsTable {
                    (SELECT min(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id),
                    (SELECT max(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id), l.rendezvous_port,
                    ARRAY(SELECT coalesce(g.uuid, '') FROM unnest(r.gpu_indices) WITH ORDINALITY AS u(slot, k)
-                         LEFT JOIN gpus g ON g.node = r.node AND g.idx = u.slot ORDER BY u.k)
+                         LEFT JOIN gpus g ON g.node = r.node AND g.idx = u.slot ORDER BY u.k),
+                   -- A share of a GPU (not a MIG device's charge): the agent holds the rank to it.
+                   CASE WHEN r.milli_per_gpu < 1000 AND j.gpu_milli IS NOT NULL THEN r.milli_per_gpu END
             FROM leased l
             JOIN attempt_ranks r ON r.job_id = l.job_id AND r.attempt = l.number
             JOIN nodes n ON n.name = r.node
@@ -280,7 +282,7 @@ struct AttemptsTable {
             let c = row.makeRandomAccess()
             let r = LaunchWork.Rank(
                 rank: rank, node: node, agentURL: url, enrolment: enrolment, gpuIndices: gpus, gpuUUIDs: try c[32].decode([String].self),
-                cpuMilli: cpu, memoryMiB: memory, dispatched: dispatched)
+                cpuMilli: cpu, memoryMiB: memory, dispatched: dispatched, shareMilli: try c[33].decode(Int?.self))
             if let last = work.last, last.jobID == job, last.attempt == attempt {
                 work[work.count - 1].ranks.append(r)
             } else {

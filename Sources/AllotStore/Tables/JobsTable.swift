@@ -18,7 +18,8 @@ struct JobsTable {
             INSERT INTO jobs (id, name, org, project, owner, kind, pool, gpu_models, nodes, gpus_per_node, gpu_milli,
                               cpu_milli_per_node, memory_mib_per_node, priority_class, priority, time_limit_s, command, env,
                               working_dir, max_attempts, exclusive, whole_node_memory, reason, warn_signal, time_min_s, slurm,
-                              array_job_id, array_task_id, array_limit, dependency, held_by, hold_kind, begin_at, movable)
+                              array_job_id, array_task_id, array_limit, dependency, held_by, hold_kind, begin_at, movable,
+                              mig_profile, gpu_memory_mib)
             SELECT n.id, \(spec.name), \(org), \(spec.project), \(owner), \(spec.kind.rawValue)::job_kind, \(spec.pool),
                     \(spec.gpuModel), \(spec.nodes), \(spec.gpusPerNode), \(spec.gpuMilli), \(spec.cpuMilliPerNode),
                     \(spec.memoryMiBPerNode), \(priorityClass), \(priority), \(timeLimitSeconds), \(spec.command), \(envJSON)::jsonb,
@@ -26,7 +27,8 @@ struct JobsTable {
                     \(spec.signal?.description), \(spec.timeMinSeconds), \(slurmJSON)::jsonb,
                     CASE WHEN \(array != nil) THEN coalesce(\(array?.jobID)::bigint, n.id) END, \(array?.task),
                     \(array != nil ? spec.array?.limit : nil), \(spec.dependency?.description),
-                    \(heldBy?.name), \(heldBy.map { $0.role == .operator ? "admin" : "user" }), \(spec.beginAt), \(spec.movable == true)
+                    \(heldBy?.name), \(heldBy.map { $0.role == .operator ? "admin" : "user" }), \(spec.beginAt), \(spec.movable == true),
+                    \(spec.migProfile), \(spec.gpuMemoryMiB)
             -- An array's first task names the array (Slurm's ArrayJobID is its first job id).
             FROM (SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id) n
             RETURNING id

@@ -50,7 +50,8 @@ struct NodesTable {
         try await self.tx.query(
             """
             UPDATE nodes SET last_heartbeat = now(), agent_url = coalesce(agent_url, \(report.agentURL)),
-                   cpu_milli = \(report.cpuMilli), memory_mib = \(report.memoryMiB)
+                   cpu_milli = \(report.cpuMilli), memory_mib = \(report.memoryMiB),
+                   gpu_sharing = coalesce(\(report.gpuSharing?.rawValue), gpu_sharing)
             WHERE name = \(report.node)
             """)
     }
@@ -157,16 +158,22 @@ struct NodesTable {
         var before: [Int: GPUHealth] = [:]
         var owner: [Int: String] = [:]  // slot → UUID ("" for a GPU that never had one)
         var wasPresent: Set<Int> = []
-        for try await (i, uuid, h, present) in try await self.tx.query(
-            "SELECT idx, uuid, health::text, present FROM gpus WHERE node = \(node) ORDER BY idx FOR UPDATE"
-        ).decode((Int, String, String, Bool).self) {
+        var wasMIGDevice: Set<Int> = []
+        for try await (i, uuid, h, present, profile) in try await self.tx.query(
+            "SELECT idx, uuid, health::text, present, mig_profile FROM gpus WHERE node = \(node) ORDER BY idx FOR UPDATE"
+        ).decode((Int, String, String, Bool, String?).self) {
             before[i] = try decoded(h, "gpus.health")
             owner[i] = uuid
             if present { wasPresent.insert(i) }
+            if profile != nil { wasMIGDevice.insert(i) }
         }
-        let slots = Self.slots(for: reported, owners: owner)
-        var gpus = reported
+        let devices = Self.withMIGDevices(reported)
+        let slots = Self.slots(for: devices.map(\.gpu), owners: owner)
+        var gpus = devices.map(\.gpu)
         for k in gpus.indices { gpus[k].index = slots[k] }
+        var slotOfUUID: [String: Int] = [:]
+        for g in gpus where !g.uuid.isEmpty { slotOfUUID[g.uuid] = g.index }
+        let parents = devices.map { $0.parent.flatMap { slotOfUUID[$0] } ?? -1 }
         var events: [(index: Int, from: GPUHealth, to: GPUHealth, cause: String, xid: Int?)] = []
         for (k, gpu) in gpus.enumerated() {
             var current = before[gpu.index] ?? .healthy
@@ -197,23 +204,45 @@ struct NodesTable {
         // Gone from a report that lists others: a GPU with a UUID has fallen off the bus (an empty report is the
         // agent failing to read any, handled below as before).
         let reportedSlots = Set(slots)
-        let gone = reported.isEmpty ? [] : wasPresent.subtracting(reportedSlots).filter { !(owner[$0] ?? "").isEmpty }.sorted()
+        // A MIG device that left the layout was repartitioned away by the operator, not lost: only the work on one
+        // is checked (it ended with the device, so it is requeued and credited).
+        let heldDevices = Set(
+            try await self.tx.query(
+                "SELECT DISTINCT gpu_index FROM gpu_claims WHERE node = \(node) AND released_at IS NULL AND gpu_index = ANY(\(Array(wasMIGDevice)))"
+            ).decode(Int.self).array())
+        let gone =
+            reported.isEmpty
+            ? []
+            : wasPresent.subtracting(reportedSlots).filter { !(owner[$0] ?? "").isEmpty && (!wasMIGDevice.contains($0) || heldDevices.contains($0)) }
+                .sorted()
         for slot in gone where before[slot] != .quarantined {
-            events.append(
-                (slot, before[slot] ?? .healthy, .quarantined, "missing from nvidia-smi's list (\(owner[slot] ?? "")): fallen off the bus?", nil))
+            let why =
+                wasMIGDevice.contains(slot)
+                ? "MIG device \(owner[slot] ?? "") is gone from the GPU's layout (repartitioned?)"
+                : "missing from nvidia-smi's list (\(owner[slot] ?? "")): fallen off the bus?"
+            events.append((slot, before[slot] ?? .healthy, .quarantined, why, nil))
         }
         try await self.tx.query(
             """
-            INSERT INTO gpus (node, idx, uuid, model, memory_mib, nvlink_domain, mig_mode, health, health_detail, present)
-            SELECT \(node), g.idx, g.uuid, g.model, g.memory, nullif(g.domain, -1), nullif(g.mig, ''), g.health::gpu_health, nullif(g.detail, ''), true
+            INSERT INTO gpus (node, idx, uuid, model, memory_mib, nvlink_domain, mig_mode, health, health_detail, present, product_name,
+                              mig_profile, mig_parent, mig_gpu_instance, mig_compute_instance, mig_pending, charge_milli)
+            SELECT \(node), g.idx, g.uuid, g.model, g.memory, nullif(g.domain, -1), nullif(g.mig, ''), g.health::gpu_health, nullif(g.detail, ''), true,
+                   nullif(g.product, ''), nullif(g.profile, ''), nullif(g.parent, -1), nullif(g.gi, -1), nullif(g.ci, -1), g.pending, g.charge
             FROM unnest(\(slots)::integer[], \(gpus.map(\.uuid))::text[], \(gpus.map(\.model))::text[], \(gpus.map(\.memoryMiB))::integer[],
                         \(gpus.map { $0.nvlinkDomain ?? -1 })::integer[], \(gpus.map { $0.migMode ?? "" })::text[],
-                        \(gpus.map(\.health.rawValue))::text[], \(gpus.map { $0.healthDetail ?? "" })::text[])
-                 AS g(idx, uuid, model, memory, domain, mig, health, detail)
+                        \(gpus.map(\.health.rawValue))::text[], \(gpus.map { $0.healthDetail ?? "" })::text[],
+                        \(gpus.map { $0.productName ?? "" })::text[], \(gpus.map { $0.migProfile ?? "" })::text[], \(parents)::integer[],
+                        \(devices.map { $0.instances?.gpu ?? -1 })::integer[], \(devices.map { $0.instances?.compute ?? -1 })::integer[],
+                        \(gpus.map { $0.migPending == true })::boolean[], \(gpus.map { $0.chargeMilli ?? 1000 })::integer[])
+                 AS g(idx, uuid, model, memory, domain, mig, health, detail, product, profile, parent, gi, ci, pending, charge)
             ON CONFLICT (node, idx) DO UPDATE SET
                 uuid = CASE WHEN gpus.uuid = '' THEN EXCLUDED.uuid ELSE gpus.uuid END, model = EXCLUDED.model,
                 memory_mib = EXCLUDED.memory_mib, nvlink_domain = EXCLUDED.nvlink_domain,
-                mig_mode = EXCLUDED.mig_mode, present = true, missing_since = NULL,
+                mig_mode = EXCLUDED.mig_mode, present = true, missing_since = NULL, product_name = EXCLUDED.product_name,
+                mig_profile = EXCLUDED.mig_profile, mig_parent = EXCLUDED.mig_parent, mig_gpu_instance = EXCLUDED.mig_gpu_instance,
+                mig_compute_instance = EXCLUDED.mig_compute_instance, mig_pending = EXCLUDED.mig_pending,
+                -- A held device's charge stays what its claim was made at (the layout check above requeues its work first).
+                charge_milli = CASE WHEN gpus.claimed_milli > 0 THEN gpus.charge_milli ELSE EXCLUDED.charge_milli END,
                 -- Health only worsens here: back to healthy is an operator's call (allot nodes restore-gpu).
                 health = CASE WHEN gpus.health = 'quarantined' OR (gpus.health = 'suspect' AND EXCLUDED.health = 'healthy')
                               THEN gpus.health ELSE EXCLUDED.health END,
@@ -263,7 +292,33 @@ struct NodesTable {
             UPDATE gpus SET present = false
             WHERE node = \(node) AND present AND NOT (idx = ANY(\(slots + gone)::integer[])) AND NOT (idx = ANY(\(held)::integer[]))
             """)
-        return (audit, events.filter { $0.to == .quarantined }.map { (index: $0.index, cause: $0.cause) })
+        // The MIG devices of a GPU quarantined now go with it.
+        var quarantined = events.filter { $0.to == .quarantined }.map { (index: $0.index, cause: $0.cause) }
+        for q in quarantined {
+            for (k, parent) in parents.enumerated() where parent == q.index { quarantined.append((gpus[k].index, "its GPU: \(q.cause)")) }
+        }
+        return (audit, quarantined)
+    }
+
+    /// The report's GPUs followed by their MIG devices as GPUs of their own — what a job takes — each with its
+    /// GPU's UUID and its instance ids. A device `-L` named no UUID or profile for cannot be given to CUDA: left
+    /// out. A device's slot hint is 100 + 10 × its GPU's index + its own, so devices keep clear of GPUs' slots.
+    static func withMIGDevices(_ reported: [GPUInfo]) -> [(gpu: GPUInfo, parent: String?, instances: (gpu: Int, compute: Int)?)] {
+        var out: [(gpu: GPUInfo, parent: String?, instances: (gpu: Int, compute: Int)?)] = reported.map { ($0, nil, nil) }
+        for gpu in reported where gpu.migMode == "Enabled" {
+            for d in gpu.migDevices ?? [] where !d.uuid.isEmpty {
+                guard let profile = d.profile else { continue }
+                var device = GPUInfo(
+                    index: 100 + gpu.index * 10 + d.index, uuid: d.uuid, model: gpu.model, memoryMiB: d.memoryMiB, nvlinkDomain: gpu.nvlinkDomain,
+                    health: gpu.health, healthDetail: gpu.healthDetail, pciBusID: gpu.pciBusID, minorNumber: gpu.minorNumber)
+                device.productName = gpu.productName
+                device.migProfile = profile
+                device.chargeMilli = MIGProfile.shareMilli(profile: profile, gpuMemoryMiB: gpu.memoryMiB)
+                device.migPending = gpu.migPending
+                out.append((device, gpu.uuid, (d.gpuInstance, d.computeInstance)))
+            }
+        }
+        return out
     }
 
     /// The slot of each reported GPU: its own when its UUID has one; else the position the agent lists it at when
