@@ -80,7 +80,8 @@ public enum GPUDiscovery {
         let topology = try? self.run(path, ["topo", "-m"])
         gpus = self.withTopology(gpus, matrix: topology.flatMap { $0.status == 0 ? String(decoding: $0.out, as: UTF8.self) : nil })
         // MIG devices' UUIDs and profiles are only in `-L`'s listing.
-        if gpus.contains(where: { !($0.migDevices ?? []).isEmpty }), let listing = try? self.run(path, ["-L"]), listing.status == 0 {
+        // Whatever it lists is taken even when it exits non-zero (one lost GPU): devices are matched by their GPU's UUID.
+        if gpus.contains(where: { !($0.migDevices ?? []).isEmpty }), let listing = try? self.run(path, ["-L"]) {
             gpus = self.withMIGListing(gpus, listing: String(decoding: listing.out, as: UTF8.self))
         }
         return gpus
@@ -94,7 +95,11 @@ public enum GPUDiscovery {
         var gpu: String?
         for raw in text.split(whereSeparator: \.isNewline) {
             let line = raw.trimmingCharacters(in: .whitespaces)
-            guard let open = line.range(of: "(UUID: "), let close = line[open.upperBound...].firstIndex(of: ")") else { continue }
+            guard let open = line.range(of: "(UUID: "), let close = line[open.upperBound...].firstIndex(of: ")") else {
+                // A GPU line without a UUID (a lost GPU's error): the MIG lines after it are not the previous GPU's.
+                if line.hasPrefix("GPU ") { gpu = nil }
+                continue
+            }
             let uuid = String(line[open.upperBound..<close]).trimmingCharacters(in: .whitespaces)
             let words = line[..<open.lowerBound].split(separator: " ")
             if words.first == "GPU" {
@@ -212,6 +217,8 @@ public enum GPUDiscovery {
         var problems: [String] = []
         let uncorrectable = [
             "ecc_errors/volatile/double_bit/total", "ecc_errors/volatile/dram_uncorrectable", "ecc_errors/volatile/sram_uncorrectable",
+            // Drivers from R550 split SRAM's uncorrectable errors in two.
+            "ecc_errors/volatile/sram_uncorrectable_parity", "ecc_errors/volatile/sram_uncorrectable_secded",
         ]
         .compactMap { self.text(gpu, $0).flatMap { Int($0) } }.reduce(0, +)
         if uncorrectable > 0 { problems.append("\(uncorrectable) uncorrectable ECC errors since boot") }

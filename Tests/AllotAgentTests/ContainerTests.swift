@@ -100,6 +100,52 @@ struct ContainerTests {
         #expect(log.contains("nvidia2: "))
     }
 
+    @Test(
+        "a MIG device: the rank opens its GPU's device node and its instance's two capability devices (read-only), no other GPU or capability; CUDA sees it by its MIG UUID"
+    )
+    func migDevice() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("allot-mig-\(UUID().uuidString.prefix(8))")
+        // The driver's capability files for GPU 2 (minor 2): GI 9 / CI 0 is the rank's device, GI 10 / CI 0 another's.
+        for (path, minor) in [
+            ("gpu2/mig/gi9/access", 84), ("gpu2/mig/gi9/ci0/access", 85), ("gpu2/mig/gi10/access", 93), ("gpu2/mig/gi10/ci0/access", 94),
+        ] {
+            let file = dir.appendingPathComponent(path)
+            try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try "DeviceFileMinor: \(minor)\nMode: 292\n".write(to: file, atomically: true, encoding: .utf8)
+        }
+        var runtime = ContainerRuntime(runc: ContainerRuntime.findRunc()!, pidsLimit: 64, offeredMemoryMiB: 2048, imageDir: Confined.imageDir)
+        runtime.migCapabilityRoot = dir.path
+        runtime.capsMajor = 238
+        let s = try Supervisor(stateDir: dir.appendingPathComponent("state"), node: "n1", isolation: .container(runtime))
+        var gpus = (0..<4).map { GPUInfo(index: $0, uuid: "GPU-\($0)", model: "H100", memoryMiB: 81_559, migMode: "Disabled", minorNumber: $0) }
+        gpus[2].migMode = "Enabled"
+        gpus[2].migDevices = [
+            MIGDevice(index: 0, uuid: "MIG-aaaa", profile: "1g.10gb", gpuInstance: 9, computeInstance: 0, memoryMiB: 9_856),
+            MIGDevice(index: 1, uuid: "MIG-bbbb", profile: "1g.10gb", gpuInstance: 10, computeInstance: 0, memoryMiB: 9_856),
+        ]
+        await s.setGPUs(gpus)
+        let key = RankKey(jobID: 40, attempt: 1, rank: 0)
+        let probe = """
+            echo "visible=$CUDA_VISIBLE_DEVICES"; ls /dev/nvidia-caps
+            for d in /dev/nvidia2 /dev/nvidia3 /dev/nvidia-caps/nvidia-cap84 /dev/nvidia-caps/nvidia-cap85; do
+              head -c1 $d >/dev/null 2>/tmp/e; echo "$d: $(cat /tmp/e)"; done
+            """
+        var request = Self.launch(key, probe, gpus: [102])
+        request.gpuUUIDs = ["MIG-aaaa"]
+        _ = try await s.launch(request)
+        #expect(try await SupervisorTests.waitForEnd(s, key).exitCode == 0)
+        let log = try await Self.log(s, key)
+        #expect(log.contains("visible=MIG-aaaa\n"), "\(log)")
+        #expect(log.contains("nvidia-cap84\nnvidia-cap85\n") && !log.contains("nvidia-cap93") && !log.contains("nvidia-cap94"), "\(log)")
+        for (device, error) in [
+            ("/dev/nvidia2", "No such device or address"), ("/dev/nvidia3", "Operation not permitted"),
+            ("/dev/nvidia-caps/nvidia-cap84", "No such device or address"), ("/dev/nvidia-caps/nvidia-cap85", "No such device or address"),
+        ] {
+            let line = log.split(separator: "\n").first { $0.hasPrefix("\(device):") }.map(String.init) ?? ""
+            #expect(line.contains(error), "\(line)")
+        }
+    }
+
     @Test("a rank past its memory limit ends out of memory, saying so; the agent and the node's other ranks carry on")
     func memoryLimit() async throws {
         let (s, _) = try Self.supervisor()

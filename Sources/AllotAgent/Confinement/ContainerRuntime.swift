@@ -55,6 +55,10 @@ public struct ContainerRuntime: Sendable {
     public var cgroupParent: String
     /// Host files and folders hidden in every container, though under a bound folder (the agent's credentials).
     public var masked: [String]
+    /// Where the driver lists MIG capabilities, and the character major of `/dev/nvidia-caps` (nil without the
+    /// driver): a MIG device's rank gets its capability devices from these.
+    public var migCapabilityRoot = "/proc/driver/nvidia/capabilities"
+    public var capsMajor: Int64? = ContainerRuntime.characterMajor("nvidia-caps")
 
     /// The node's system folders, read-only: what a program needs to run from the host's own installation.
     public static let systemBinds = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"].map { Bind(path: $0) }
@@ -117,7 +121,7 @@ public struct ContainerRuntime: Sendable {
     }
 
     /// The major number the kernel gave a character driver (`/proc/devices`), if it is loaded.
-    static func characterMajor(_ driver: String) -> Int64? {
+    public static func characterMajor(_ driver: String) -> Int64? {
         guard let text = try? String(contentsOfFile: "/proc/devices", encoding: .utf8) else { return nil }
         var inCharacter = false
         for line in text.split(separator: "\n") {
@@ -170,7 +174,7 @@ public struct ContainerRuntime: Sendable {
             rules.append(.init(allow: true, type: "c", major: d.major, minor: d.minor, access: "rw"))
         }
         // A MIG device is its GPU's device node plus the capability devices of its GPU and compute instance.
-        for d in MIGCapabilities.devices(for: request.gpuUUIDs ?? [], gpus: gpus) {
+        for d in MIGCapabilities.devices(for: request.gpuUUIDs ?? [], gpus: gpus, procRoot: self.migCapabilityRoot, major: self.capsMajor) {
             devices.append(d)
             rules.append(.init(allow: true, type: "c", major: d.major, minor: d.minor, access: "r"))
         }
@@ -280,10 +284,7 @@ public struct ContainerRuntime: Sendable {
 /// Capabilities"): `/proc/driver/nvidia/capabilities/gpuN/mig/giG/access` and `…/giG/ciC/access` each name a
 /// `DeviceFileMinor` of `/dev/nvidia-caps/nvidia-capM`. Without them CUDA in the container cannot open the device.
 enum MIGCapabilities {
-    static func devices(
-        for uuids: [String], gpus: [GPUInfo], procRoot: String = "/proc/driver/nvidia/capabilities",
-        major: Int64? = ContainerRuntime.characterMajor("nvidia-caps")
-    ) -> [OCISpec.Linux.Device] {
+    static func devices(for uuids: [String], gpus: [GPUInfo], procRoot: String, major: Int64?) -> [OCISpec.Linux.Device] {
         guard let major else { return [] }
         var out: [OCISpec.Linux.Device] = []
         for uuid in uuids where uuid.hasPrefix("MIG-") {

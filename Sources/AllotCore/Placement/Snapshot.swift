@@ -48,11 +48,7 @@ public enum GPUMemory {
     /// for an "H100 80GB", less than 80 GiB.
     public static func forMatching(reportedMiB: Int, productName: String?, migProfile: String?) -> Int {
         var stated = 0
-        if let profile = migProfile,
-            let gb = profile.lowercased().split(separator: ".").dropFirst().first.flatMap({
-                Int($0.prefix { $0.isNumber })
-            })
-        {
+        if let profile = migProfile, let gb = MIGProfile.parts(profile)?.gigabytes {
             stated = gb * 1024
         } else if let name = productName {
             let words = name.uppercased().split { $0 == " " || $0 == "-" }
@@ -190,14 +186,23 @@ public struct PendingJob: Hashable, Sendable {
 /// MIG profiles as NVIDIA names them: `1g.10gb`, `3g.40gb`, `1g.10gb+me` (with the media extensions).
 public enum MIGProfile {
     /// Whether a Slurm GRES type or a `migProfile` field names a MIG profile rather than a GPU model.
-    public static func isProfile(_ s: String) -> Bool {
+    public static func isProfile(_ s: String) -> Bool { self.parts(s) != nil }
+
+    /// `3g.40gb` → (nil, 3, 40); a compute instance of a GPU instance split further, `1c.3g.40gb` → (1, 3, 40).
+    static func parts(_ s: String) -> (computeSlices: Int?, gpuSlices: Int, gigabytes: Int)? {
         let lower = s.lowercased()
         let base = lower.split(separator: "+", maxSplits: 1).first.map(String.init) ?? lower
-        let parts = base.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, parts[0].hasSuffix("g"), Int(parts[0].dropLast()) != nil, parts[1].hasSuffix("gb"),
-            Int(parts[1].dropLast(2)) != nil
-        else { return false }
-        return true
+        var parts = base.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        var compute: Int?
+        if parts.count == 3 {
+            guard parts[0].hasSuffix("c"), let c = Int(parts[0].dropLast()), c > 0 else { return nil }
+            compute = c
+            parts.removeFirst()
+        }
+        guard parts.count == 2, parts[0].hasSuffix("g"), let g = Int(parts[0].dropLast()), g > 0, parts[1].hasSuffix("gb"),
+            let gb = Int(parts[1].dropLast(2))
+        else { return nil }
+        return (compute, g, gb)
     }
 
     public static func same(_ a: String, _ b: String) -> Bool { a.caseInsensitiveCompare(b) == .orderedSame }
@@ -205,11 +210,13 @@ public enum MIGProfile {
     /// A MIG device's share of its GPU in thousandths, by memory: its memory slices of the GPU's eight
     /// (A100, H100, H200: a 1g device holds one, 2g two, 3g and 4g four, 7g all eight; `1g.20gb` on an 80 GB part
     /// two). From the profile's stated size against the GPU's memory; eighths, at least one.
+    /// A compute instance that shares its GPU instance with others (`1c.3g.40gb`) charges its compute slices' part
+    /// of the instance's share, so the instance's devices together charge what the instance would.
     public static func shareMilli(profile: String, gpuMemoryMiB: Int) -> Int {
-        let stated = GPUMemory.forMatching(reportedMiB: 0, productName: nil, migProfile: profile)
-        guard stated > 0, gpuMemoryMiB > 0 else { return 125 }
-        let eighths = min(8, max(1, Int((Double(stated) * 8 / Double(gpuMemoryMiB)).rounded())))
-        return eighths * 125
+        guard let (compute, slices, gb) = self.parts(profile), gpuMemoryMiB > 0 else { return 125 }
+        let eighths = min(8, max(1, Int((Double(gb * 1024) * 8 / Double(gpuMemoryMiB)).rounded())))
+        guard let compute, compute < slices else { return eighths * 125 }
+        return max(1, eighths * 125 * compute / slices)
     }
 }
 
