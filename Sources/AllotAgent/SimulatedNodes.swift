@@ -106,12 +106,14 @@ public actor SimulatedNodes {
                     .conflict, code: "stale_epoch", message: "launched by leader epoch \(e), but epoch \(state.epoch) leads now", field: "epoch")
             }
         }
-        if let known = state.ranks[request.key] {
+        // The same launch again is a retried dispatch; a restarted replica's next launch starts it anew.
+        if let known = state.ranks[request.key], known.status.launch == request.launch {
             self.states[node] = state
             return known.status
         }
         let now = Date()
-        let status = RankStatus(key: request.key, state: .running, exitCode: nil, signal: nil, pid: nil, detail: nil)
+        var status = RankStatus(key: request.key, state: .running, exitCode: nil, signal: nil, pid: nil, detail: nil)
+        status.launch = request.launch
         state.ranks[request.key] = Rank(status: status, endsAt: now.addingTimeInterval(Self.runSeconds(of: request.command)), launchedAt: now)
         state.changes += 1
         self.states[node] = state

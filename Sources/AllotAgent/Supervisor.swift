@@ -92,6 +92,8 @@ public actor Supervisor {
         var workingDir: String?
         /// The GPU (UUID) whose MPS daemon serves this shared rank.
         var mpsGPU: String?
+        /// A restarted replica's launch, echoed in its reports.
+        var launch: Int?
     }
 
     public let stateDir: URL
@@ -195,6 +197,7 @@ public actor Supervisor {
         }
         var launched = record
         launched.mpsGPU = mps
+        launched.launch = request.launch
         launched.launchID = request.launchID
         if request.slurm?.options.batchStep == true { launched.batch = request }
         // `B:` is for the batch script's shell alone: a rank that only hosts steps gets none.
@@ -432,6 +435,8 @@ public actor Supervisor {
             "ALLOT_JOB_ID": "\(request.key.jobID)",
             "ALLOT_ATTEMPT": "\(request.key.attempt)",
             "ALLOT_NODE_RANK": "\(request.key.rank)",
+            // Which start of an inference replica this is: 0, then 1, 2, … as it is restarted (Kubernetes' restartCount).
+            "ALLOT_LAUNCH": "\(request.launch ?? 0)",
             "ALLOT_NODE": node,
             "ALLOT_USER": request.tenant.owner,
             "ALLOT_ORG": request.tenant.org,
@@ -612,7 +617,9 @@ public actor Supervisor {
     }
 
     private func status(_ r: Record) -> RankStatus {
-        RankStatus(key: r.key, state: r.state, exitCode: r.exitCode, signal: r.signal, pid: r.pid, detail: r.detail)
+        var status = RankStatus(key: r.key, state: r.state, exitCode: r.exitCode, signal: r.signal, pid: r.pid, detail: r.detail)
+        status.launch = r.launch
+        return status
     }
 
     /// Counts the changes to what the heartbeat reports (a rank launched, ended, stopped), so that a change is

@@ -83,7 +83,10 @@ struct ListJobs: AsyncParsableCommand {
                 table(
                     ["ID", "NAME", "ORG", "POOL", "GPUS", "STATE", "SUBMITTED", "REASON"],
                     Self.grouped(jobs).map { j, id in
-                        [id, shownName(j.name), j.org, j.pool, gpuText(j), j.state.rawValue, ago(j.submittedAt), reasonText(j)]
+                        [
+                            id, shownName(j.name), j.org, j.pool, gpuText(j), j.degraded == true ? "degraded" : j.state.rawValue, ago(j.submittedAt),
+                            reasonText(j),
+                        ]
                     }))
             if jobs.count == self.limit, let last = jobs.last {
                 FileHandle.standardError.write(Data("allot: \(self.limit) shown; older ones: allot jobs --before \(last.id)\n".utf8))
@@ -145,7 +148,7 @@ func shownName(_ name: String) -> String {
 func render(_ job: JobView) -> String {
     var lines = [
         "Job \(job.id): \(shownName(job.name))",
-        "  state:     \(job.state.rawValue)" + (job.exitCode.map { " (exit code \($0))" } ?? ""),
+        "  state:     \(shownState(job))" + (job.exitCode.map { " (exit code \($0))" } ?? ""),
         "  reason:    \(reasonText(job))"
             + (job.state == .queued
                 ? "\n  estimated start: \(job.estimatedStart.map { "\(ISO8601DateFormatter().string(from: $0)) (\(ago($0)))" } ?? "not in sight (running jobs without time limits, or it never fits)")"
@@ -174,7 +177,12 @@ func render(_ job: JobView) -> String {
             let gpus =
                 r.gpus.isEmpty
                 ? "no GPUs" : "GPUs " + r.gpus.map(String.init).joined(separator: ",") + (r.gpuMilli < 1000 ? " (\(r.gpuMilli) milli)" : "")
-            lines.append("       rank \(r.rank) on \(r.node): \(gpus), \(r.state)\(r.exitCode.map { " (exit code \($0))" } ?? "")")
+            // An inference service's ranks are its replicas, each with its restarts.
+            let what = job.kind == .inference ? "replica" : "rank"
+            var line = "       \(what) \(r.rank) on \(r.node): \(gpus), \(r.state)\(r.exitCode.map { " (exit code \($0))" } ?? "")"
+            if let n = r.restarts { line += ", restarted \(n) time\(n == 1 ? "" : "s")" }
+            if let at = r.restartAt { line += ", starts again \(ago(at))" }
+            lines.append(line)
         }
         for s in a.steps ?? [] {
             let how = s.state == .running ? "running" : "exited \(s.exitCode.map(String.init) ?? "?")"
@@ -354,4 +362,11 @@ private func attemptsNote(_ job: JobView) -> String {
     if job.maxAttempts <= 1 { return "   never requeued (--no-requeue)" }
     let interrupted = job.attempts.filter(\.state.requeuesJob).count
     return interrupted == 0 ? "" : "   (\(interrupted) ended by the infrastructure, requeued at no cost)"
+}
+
+/// A job's state as people read it: a running service short of replicas is `degraded` (N of M running).
+func shownState(_ job: JobView) -> String {
+    guard job.degraded == true else { return job.state.rawValue }
+    let running = job.attempts.last { $0.state == .running }?.nodes.filter { $0.state == .running }.count ?? 0
+    return "degraded (\(running) of \(job.nodes) replicas running)"
 }

@@ -167,6 +167,32 @@ struct ClusterReader {
                 """))
     }
 
+    /// Replicas of running, unstopped services whose node was lost, each with the nodes its service's other
+    /// active replicas hold.
+    func relocationsNeeded() async throws -> [Relocation] {
+        let rows = try await self.tx.query(
+            """
+            SELECT r.job_id, r.attempt, r.rank,
+                   coalesce((SELECT array_agg(o.node) FROM attempt_ranks o WHERE o.job_id = r.job_id AND o.attempt = r.attempt
+                             AND o.rank <> r.rank AND rank_is_active(o.state) AND NOT o.needs_node), '{}')
+            FROM attempt_ranks r JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
+            WHERE r.needs_node AND a.state = 'running' AND a.stop_requested_at IS NULL
+            ORDER BY r.job_id, r.attempt, r.rank
+            """)
+        var found: [(Int64, Int, Int, [String])] = []
+        for try await row in rows.decode((Int64, Int, Int, [String]).self) { found.append(row) }
+        guard !found.isEmpty else { return [] }
+        let jobs = try await self.pendingJobs(
+            try await self.tx.query(
+                "SELECT \(unescaped: Self.pendingColumns) FROM jobs j WHERE j.id = ANY(\(Array(Set(found.map(\.0)))))"))
+        let byID = Dictionary(jobs.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        return found.compactMap { job, attempt, rank, avoid in
+            guard var shape = byID[job] else { return nil }
+            shape.nodes = 1
+            return Relocation(job: shape, attempt: attempt, rank: rank, avoid: Set(avoid))
+        }
+    }
+
     /// Live attempts not being stopped, with where they run, for backfill, reclaim and estimates.
     func running() async throws -> [RunningAttempt] {
         var out: [RunningAttempt] = []

@@ -19,6 +19,8 @@ public struct LaunchWork: Sendable, Hashable {
         public var dispatched: Bool
         /// The thousandths of its one GPU a shared rank holds (nil for whole GPUs and MIG devices).
         public var shareMilli: Int? = nil
+        /// Which launch of a restarted replica this is (0: the first).
+        public var launch = 0
     }
     public var jobID: Int64
     public var attempt: Int

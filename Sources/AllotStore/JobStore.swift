@@ -374,14 +374,17 @@ public struct JobStore: Sendable {
         var ranks: [RankKey: [RankView]] = [:]
         let rankRows = try await tx.query(
             """
-            SELECT job_id, attempt, rank, node, gpu_indices, milli_per_gpu, state::text, exit_code
+            SELECT job_id, attempt, rank, node, gpu_indices, milli_per_gpu, state::text, exit_code, restarts,
+                   CASE WHEN dispatched_at IS NULL AND launch > 0 THEN next_dispatch_at END
             FROM attempt_ranks WHERE job_id = ANY(\(ids)) ORDER BY job_id, attempt, rank
             """)
-        for try await (job, attempt, rank, node, gpus, milli, state, exit) in rankRows.decode(
-            (Int64, Int, Int, String, [Int], Int, String, Int?).self)
+        for try await (job, attempt, rank, node, gpus, milli, state, exit, restarts, restartAt) in rankRows.decode(
+            (Int64, Int, Int, String, [Int], Int, String, Int?, Int, Date?).self)
         {
-            ranks[RankKey(jobID: job, attempt: attempt, rank: 0), default: []].append(
-                RankView(rank: rank, node: node, gpus: gpus, gpuMilli: milli, state: try decoded(state, "attempt_ranks.state"), exitCode: exit))
+            var view = RankView(rank: rank, node: node, gpus: gpus, gpuMilli: milli, state: try decoded(state, "attempt_ranks.state"), exitCode: exit)
+            view.restarts = restarts > 0 ? restarts : nil
+            view.restartAt = restartAt
+            ranks[RankKey(jobID: job, attempt: attempt, rank: 0), default: []].append(view)
         }
         var steps: [RankKey: [StepStatus]] = [:]
         let stepRows = try await tx.query(
@@ -412,6 +415,13 @@ public struct JobStore: Sendable {
                     startedAt: started, endedAt: ended, nodes: ranks[RankKey(jobID: job, attempt: number, rank: 0)] ?? [],
                     steps: steps[RankKey(jobID: job, attempt: number, rank: 0)]))
         }
-        for i in jobs.indices { jobs[i].attempts = attempts[jobs[i].id] ?? [] }
+        for i in jobs.indices {
+            jobs[i].attempts = attempts[jobs[i].id] ?? []
+            // A running service with fewer replicas running than it asked is degraded.
+            if jobs[i].kind == .inference, jobs[i].state == .running, let live = jobs[i].attempts.last(where: { $0.state == .running }) {
+                let running = live.nodes.filter { $0.state == .running }.count
+                if running < jobs[i].nodes { jobs[i].degraded = true }
+            }
+        }
     }
 }

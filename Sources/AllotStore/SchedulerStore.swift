@@ -10,6 +10,8 @@ public struct SchedulingSnapshot: Sendable {
     public var queue: [PendingJob]
     /// Inference jobs to start elsewhere before their draining node stops them.
     public var replacements: [PendingJob]
+    /// Replicas of running services whose node was lost: each needs a node of its own again.
+    public var relocations: [Relocation] = []
     public var nodes: [NodeSnapshot]
     public var quota: QuotaBook
     /// Live attempts not being stopped.
@@ -23,6 +25,15 @@ public struct SchedulingSnapshot: Sendable {
     /// Per pool, the attempts defragmentation may still move this hour; and how long one must have run first.
     public var defragmentMovesLeft: [String: Int] = [:]
     public var defragmentMinimumRuntimeSeconds: Int64 = 600
+}
+
+/// A replica of a running service that lost its node: its job's shape for one node, and the nodes its service's
+/// other replicas hold (each replica runs on a node of its own).
+public struct Relocation: Sendable, Hashable {
+    public var job: PendingJob
+    public var attempt: Int
+    public var rank: Int
+    public var avoid: Set<String>
 }
 
 /// What a committed plan placed.
@@ -121,17 +132,36 @@ public struct SchedulerStore: Sendable {
             let now = Int64(clock.timeIntervalSince1970)
             let queue = try await cluster.queue()
             let replacements = try await cluster.replacementsNeeded()
-            if queue.isEmpty && replacements.isEmpty {
+            let relocations = try await cluster.relocationsNeeded()
+            if queue.isEmpty && replacements.isEmpty && relocations.isEmpty {
                 return SchedulingSnapshot(queue: [], replacements: [], nodes: [], quota: QuotaBook(), running: [], poolsReclaiming: [], now: now)
             }
             var snapshot = SchedulingSnapshot(
                 queue: queue, replacements: replacements, nodes: try await cluster.nodeSnapshots(),
                 quota: QuotaBook(rows: try await QuotaStore.rows(in: tx, at: clock), now: clock),
                 running: try await cluster.running(), poolsReclaiming: try await cluster.poolsReclaiming(), now: now)
+            snapshot.relocations = relocations
             snapshot.defragmenting = try await tx.defragmentations.open()
             (snapshot.defragmentMovesLeft, snapshot.defragmentMinimumRuntimeSeconds) = try await tx.defragmentations.limits(
                 pools: Set(queue.map(\.pool)))
             return snapshot
+        }
+    }
+
+    /// Gives a moved replica its new node and GPUs; false when the database refuses them (a GPU claimed meanwhile).
+    public func relocate(_ r: Relocation, to rank: RankAssignment) async throws -> Bool {
+        do {
+            try await self.database.transaction { tx in
+                guard try await tx.jobs.lock(r.job.id) else { return }
+                try await tx.attempts.relocate(r.job.id, r.attempt, to: rank)
+                try await tx.audit.append(
+                    AuditEntry(
+                        actor: .scheduler, action: "replica.move", target: "job/\(r.job.id)/attempt/\(r.attempt)/rank/\(r.rank)",
+                        outcome: "to \(rank.node)", detail: ["gpus": rank.gpuIndices.map(String.init).joined(separator: ",")]))
+            }
+            return true
+        } catch let error as PSQLError where error.sqlState?.hasPrefix("23") == true {
+            return false
         }
     }
 

@@ -66,8 +66,19 @@ public final class SchedulingCycle: Sendable {
         try await store.resolveWaits()
         let snapshot = try await store.snapshot()
         let snapshotTook = ContinuousClock.now - began
-        // Inference replicas on draining nodes are started elsewhere first: they run already.
+        // Replicas that lost their node go first, each to a node its service's other replicas do not hold; then
+        // inference replicas on draining nodes are started elsewhere: they run already.
         var nodes = snapshot.nodes
+        var relocated: [Int64] = []
+        for r in snapshot.relocations {
+            let open = nodes.filter { !r.avoid.contains($0.name) }
+            guard var rank = self.placer.place([r.job], on: open).placements.first?.ranks.first else { continue }
+            rank.rank = r.rank
+            if try await store.relocate(r, to: rank) {
+                nodes.hold(rank)
+                relocated.append(r.job.id)
+            }
+        }
         let replacements = self.placer.place(snapshot.replacements, on: nodes, defragmenting: snapshot.defragmenting).placements
         for p in replacements { for r in p.ranks { nodes.hold(r) } }
 
@@ -110,8 +121,8 @@ public final class SchedulingCycle: Sendable {
         let defragmented = try await self.defragment(store, blocked: blocked, snapshot: snapshot, nodes: nodes, running: running, busy: busy)
         try await self.estimate(store, blocked: blocked, nodes: nodes, running: running, now: snapshot.now)
         var outcome = Outcome(
-            queued: snapshot.queue.count, placed: committed.placed, replaced: committed.replaced, preemptedFor: preempted, decision: decision,
-            rejections: plan.rejections)
+            queued: snapshot.queue.count, placed: committed.placed, replaced: committed.replaced + relocated, preemptedFor: preempted,
+            decision: decision, rejections: plan.rejections)
         outcome.defragmentedFor = defragmented
         outcome.deferred = deferred
         outcome.timings = (snapshotTook, commitTook, ContinuousClock.now - began)

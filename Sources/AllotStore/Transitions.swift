@@ -71,6 +71,21 @@ struct Transitions {
                 try await self.tx.usage.close(job, number, credit: credit)
             case .ended(let ending, let reason, let exitCode):
                 try await self.job(job, .attemptEnded(number, ending, reason: reason, exitCode: exitCode))
+            case .restartRank(let rank, let after, let moved, let reason, let faultAt):
+                try await self.tx.attempts.scheduleRestart(job, number, rank: rank, afterSeconds: after, moved: moved)
+                // Moved: its time on the lost node is closed, credited from the fault; it is charged anew where it runs next.
+                if moved { try await self.tx.usage.closeRank(job, number, rank: rank, credit: faultAt.map { .init(from: $0, cause: reason) }) }
+                try await self.tx.audit.append(
+                    AuditEntry(
+                        actor: .scheduler, action: "replica.restart", target: "job/\(job)/attempt/\(number)/rank/\(rank)",
+                        outcome: "\(moved ? "moving to another node" : "restarting") in \(Int(after.rounded(.up)))s", detail: ["reason": reason]))
+            case .rankGivenUp(let rank, let reason):
+                try await self.tx.audit.append(
+                    AuditEntry(
+                        actor: .scheduler, action: "replica.given-up", target: "job/\(job)/attempt/\(number)/rank/\(rank)", outcome: "left down",
+                        detail: ["reason": reason]))
+            case .rankRunning(let rank):
+                try await self.tx.usage.openRank(job, number, rank: rank)
             case .foreignReport(let rank, let node):
                 try await self.tx.audit.append(
                     AuditEntry(
@@ -104,7 +119,10 @@ struct Transitions {
                 // A lost node's fault began when it last answered: its attempts are credited from then.
                 let faultAt = try await self.tx.nodes.lastHeartbeat(name)
                 for live in try await self.tx.attempts.live(onNodes: [name]) {
-                    try await self.attempt(live.job, live.number, .stop(endAs: endAs, reason: reason, faultAt: faultAt))
+                    // A lost node's inference replicas move; every other attempt there stops.
+                    let event: AttemptLifecycle.Event =
+                        endAs == .lost ? .nodeLost(name, reason: reason, faultAt: faultAt) : .stop(endAs: endAs, reason: reason, faultAt: faultAt)
+                    try await self.attempt(live.job, live.number, event)
                 }
             case .audit(let entry):
                 try await self.tx.audit.append(entry)

@@ -210,6 +210,7 @@ struct EndToEndTests {
             try await self.cancel(c)
             try await self.simulatedNodes(c)
             try await self.drain(c)
+            try await self.replicaHealing(c)
             try await self.agentCrash(c)
             try await self.schedulerCrash(c)
             // SIGTERM ends the daemons (a LISTEN or a probe that ignored graceful shutdown once kept allotd up for ever).
@@ -441,6 +442,51 @@ struct EndToEndTests {
         #expect(try c.json(["nodes"], as: [NodeView].self).first { $0.name == node }?.state == .drained)
         try c.cli(["undrain", node])
         #expect(try c.json(["nodes"], as: [NodeView].self).first { $0.name == node }?.state == .ready)
+        try c.cli(["cancel", "\(id)"])
+        _ = try await c.waitForJob(id, seconds: 70) { $0.state.isTerminal }
+    }
+
+    /// One replica of an inference service ends: it alone starts again (after its back-off), the other runs on
+    /// in the same process; the service stays running and `allot jobs show` counts the restart.
+    func replicaHealing(_ c: Cluster) async throws {
+        let log = c.shared.appendingPathComponent("replicas.log").path
+        let stop = c.shared.appendingPathComponent("stop").path
+        let id = try c.submit(
+            """
+            name: chat
+            org: national-ai-lab
+            pool: h200
+            kind: inference
+            replicas: 2
+            gpusPerNode: 1
+            command: echo "start $ALLOT_NODE_RANK $ALLOT_LAUNCH $$" >> \(log); while [ ! -e \(stop)-$ALLOT_NODE_RANK-$ALLOT_LAUNCH ]; do sleep 0.2; done; exit 7
+            """)
+        let running = try await c.waitForJob(id) { $0.state == .running }
+        try await Cluster.waitFor("both replicas started", seconds: 20) {
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").count == 2
+        }
+        let other = try #require(running.attempts.last?.nodes.first { $0.rank == 1 }?.node)
+        let meta = c.work.appendingPathComponent("agent-\(other)/ranks/\(id).1.1/meta.json")
+        func pid() throws -> Int {
+            let record = try JSONSerialization.jsonObject(with: Data(contentsOf: meta)) as? [String: Any]
+            return try #require(record?["pid"] as? Int)
+        }
+        let otherPid = try pid()
+        // Replica 0 exits 7: it is started again, alone.
+        FileManager.default.createFile(atPath: "\(stop)-0-0", contents: nil)
+        let healed = try await c.waitForJob(id, seconds: 60) { job in
+            job.state == .running && job.degraded != true && job.attempts.last?.nodes.first { $0.rank == 0 }?.restarts == 1
+        }
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(lines.filter { $0.hasPrefix("start 0 1 ") }.count == 1, "\(lines)")
+        #expect(lines.filter { $0.hasPrefix("start 1 ") }.count == 1, "the other replica was restarted: \(lines)")
+        #expect(try pid() == otherPid, "the other replica's process changed")
+        #expect(healed.attempts.count == 1 && healed.attempts[0].state == .running)
+        let shown = try c.cli(["jobs", "show", "\(id)"])
+        #expect(shown.contains("replica 0 on") && shown.contains("restarted 1 time"), "\(shown)")
+        // The restart is audited with its reason.
+        let audit = try c.cli(["audit"])
+        #expect(audit.contains("replica.restart") && audit.contains("job/\(id)/attempt/1/rank/0"), "\(audit.suffix(2000))")
         try c.cli(["cancel", "\(id)"])
         _ = try await c.waitForJob(id, seconds: 70) { $0.state.isTerminal }
     }

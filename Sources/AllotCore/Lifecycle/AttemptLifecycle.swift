@@ -27,11 +27,20 @@ public struct AttemptLifecycle: Hashable, Sendable {
         public var endedAt: Date?
         /// What its agent said of its end beyond the status (a limit it ran into).
         public var detail: String?
+        /// An inference replica's restarts: when each was, and which launch of it runs now (0: the first).
+        public var restartedAt: [Date] = []
+        public var launch = 0
+        /// Its node was lost: it waits for the scheduler to give it another node.
+        public var needsNode = false
 
         public init(
             rank: Int, node: String, state: RankState = .pending, isDispatched: Bool = false, nodeIsLost: Bool = false, exitCode: Int? = nil,
-            signal: Int? = nil, startedAt: Date? = nil, endedAt: Date? = nil, detail: String? = nil
+            signal: Int? = nil, startedAt: Date? = nil, endedAt: Date? = nil, detail: String? = nil, restartedAt: [Date] = [], launch: Int = 0,
+            needsNode: Bool = false
         ) {
+            self.restartedAt = restartedAt
+            self.launch = launch
+            self.needsNode = needsNode
             self.detail = detail
             self.rank = rank
             self.node = node
@@ -68,6 +77,27 @@ public struct AttemptLifecycle: Hashable, Sendable {
         }
     }
 
+    /// How an inference service's replicas heal: one that ends (or whose node is lost) is started again, after a
+    /// back-off that doubles from `backoffSeconds` up to `maxBackoffSeconds`, at most `limit` times in any
+    /// `windowSeconds`; past that it stays down and the service runs degraded on the others.
+    public struct Healing: Hashable, Sendable {
+        public var limit: Int
+        public var windowSeconds: Double
+        public var backoffSeconds: Double
+        public var maxBackoffSeconds: Double
+        public init(limit: Int = 5, windowSeconds: Double = 600, backoffSeconds: Double = 1, maxBackoffSeconds: Double = 300) {
+            self.limit = limit
+            self.windowSeconds = windowSeconds
+            self.backoffSeconds = backoffSeconds
+            self.maxBackoffSeconds = maxBackoffSeconds
+        }
+
+        /// The wait before the `n`th restart in the window (1 s, 2 s, 4 s, … up to the most).
+        public func backoff(restartsInWindow n: Int) -> Double {
+            min(self.maxBackoffSeconds, self.backoffSeconds * pow(2, Double(max(0, n - 1))))
+        }
+    }
+
     public enum Event: Hashable, Sendable {
         /// The agent of `rank` accepted its launch.
         case dispatched(rank: Int)
@@ -77,6 +107,9 @@ public struct AttemptLifecycle: Hashable, Sendable {
         /// infrastructure caused is credited from `faultAt` (default: now) unless `credited` is false (a
         /// replaced inference attempt: its service went on elsewhere).
         case stop(endAs: AttemptState, reason: String, exitCode: Int? = nil, faultAt: Date? = nil, credited: Bool = true)
+        /// `node` is lost. A healing service's replicas there are started again elsewhere; any other attempt stops
+        /// as lost, credited from `faultAt`.
+        case nodeLost(String, reason: String, faultAt: Date?)
     }
 
     public enum Action: Hashable, Sendable {
@@ -94,6 +127,13 @@ public struct AttemptLifecycle: Hashable, Sendable {
         case ended(AttemptState, reason: String, exitCode: Int?)
         /// An agent reported on a rank that does not run on its node: ignored, and worth an audit record.
         case foreignReport(rank: Int, from: String)
+        /// A replica is started again after `afterSeconds`: on its node, or (`moved`) on another once the scheduler
+        /// finds one — its GPUs there are released and its time from `faultAt` credited.
+        case restartRank(Int, afterSeconds: Double, moved: Bool, reason: String, faultAt: Date?)
+        /// A replica given up on: it restarted as often as its window allows; the service runs on the others.
+        case rankGivenUp(Int, reason: String)
+        /// A restarted replica runs again: its GPU time is charged again (where it was stopped, on a new node).
+        case rankRunning(Int)
     }
 
     public let jobID: Int64
@@ -110,12 +150,15 @@ public struct AttemptLifecycle: Hashable, Sendable {
     /// Slurm's batch step: rank 0 runs the script and the other ranks only host its steps, so rank 0's end is
     /// the attempt's, and the others are stopped then.
     public let batchStep: Bool
+    /// Set for an inference service: its replicas heal one at a time (nil: the ranks are a gang, all or nothing).
+    public let healing: Healing?
     public private(set) var ranks: [Rank]
 
     public init(
         jobID: Int64, number: Int, state: AttemptState = .placed, stop: Stop? = nil, reason: String? = nil, exitCode: Int? = nil,
-        startedAt: Date? = nil, endedAt: Date? = nil, replaces: Int? = nil, batchStep: Bool = false, ranks: [Rank]
+        startedAt: Date? = nil, endedAt: Date? = nil, replaces: Int? = nil, batchStep: Bool = false, healing: Healing? = nil, ranks: [Rank]
     ) {
+        self.healing = healing
         self.batchStep = batchStep
         self.jobID = jobID
         self.number = number
@@ -143,21 +186,98 @@ public struct AttemptLifecycle: Hashable, Sendable {
         case .reported(let statuses, let node):
             var foreign: [Action] = []
             var touched = false
+            var healed: [Action] = []
             for status in statuses where status.key.jobID == self.jobID && status.key.attempt == self.number {
                 guard let i = self.ranks.firstIndex(where: { $0.rank == status.key.rank }), self.ranks[i].node == node else {
                     foreign.append(.foreignReport(rank: status.key.rank, from: node))
                     continue
                 }
                 guard self.state.isLive else { continue }
+                // A report of an earlier launch of a restarted replica, or of one not launched again yet, is history.
+                if (status.launch ?? 0) != self.ranks[i].launch || (self.ranks[i].launch > 0 && !self.ranks[i].isDispatched) { continue }
+                if let heal = self.heal(status, at: i, now: now) {
+                    healed += heal
+                    touched = true
+                    continue
+                }
+                let wasPending = self.ranks[i].state == .pending
                 self.record(status, at: i, now: now)
+                // A restarted replica runs again inside a running service: its time is charged again.
+                if wasPending && self.ranks[i].state == .running && self.ranks[i].launch > 0 && self.state == .running {
+                    healed.append(.rankRunning(self.ranks[i].rank))
+                }
                 touched = true
             }
-            return foreign + (touched ? self.advance(now: now) : [])
+            return foreign + healed + (touched ? self.advance(now: now) : [])
         case .stop(let endAs, let reason, let exitCode, let faultAt, let credited):
             return self.requestStop(
                 endAs: endAs, reason: reason, exitCode: exitCode, creditFrom: endAs.isCreditedToOrganization && credited ? (faultAt ?? now) : nil,
                 now: now)
+        case .nodeLost(let node, let reason, let faultAt):
+            guard self.healing != nil, self.state == .running, self.stop == nil,
+                self.ranks.contains(where: { $0.node != node && $0.state.isActive })
+            else {
+                return self.requestStop(endAs: .lost, reason: reason, exitCode: nil, creditFrom: faultAt ?? now, now: now)
+            }
+            var actions: [Action] = []
+            for i in self.ranks.indices where self.ranks[i].node == node && self.ranks[i].state.isActive {
+                let lost = RankStatus(key: RankKey(jobID: self.jobID, attempt: self.number, rank: self.ranks[i].rank), state: .vanished)
+                actions += self.heal(lost, at: i, now: now, moved: (reason, faultAt ?? now)) ?? []
+            }
+            return actions + self.advance(now: now)
         }
+    }
+
+    /// A healing service's replica that ended (or lost its node, `moved`) starts again — after its back-off, on
+    /// its node or on another — unless it restarted `limit` times within the window: then it stays ended. Nil
+    /// where the attempt does not heal (a gang, a stopping attempt, one not yet running, a replica still running).
+    private mutating func heal(_ status: RankStatus, at i: Int, now: Date, moved: (reason: String, faultAt: Date)? = nil) -> [Action]? {
+        guard let healing = self.healing, self.state == .running, self.stop == nil, status.state != .running, self.ranks[i].state.isActive
+        else { return nil }
+        let rank = self.ranks[i].rank
+        let how: String
+        if let moved {
+            how = moved.reason
+        } else {
+            let code = status.exitCode ?? -1
+            let signal = status.signal ?? 0
+            how =
+                (signal > 0 ? "was killed by signal \(signal)" : status.state == .vanished || code < 0 ? "vanished" : "exited with code \(code)")
+                + (status.detail.map { ": \($0)" } ?? "")
+        }
+        let recent = self.ranks[i].restartedAt.filter { now.timeIntervalSince($0) < healing.windowSeconds }
+        guard recent.count < healing.limit else {
+            self.record(status, at: i, now: now)
+            if moved != nil { self.ranks[i].state = .vanished }
+            let why =
+                "replica \(rank) on \(self.ranks[i].node): \(how); it restarted \(recent.count) times in \(Int(healing.windowSeconds))s, "
+                + "the limit: left down"
+            return [.rankGivenUp(rank, reason: why)]
+        }
+        let wait = healing.backoff(restartsInWindow: recent.count + 1)
+        self.ranks[i].restartedAt = recent + [now]
+        self.ranks[i].launch += 1
+        self.ranks[i].state = .pending
+        self.ranks[i].isDispatched = false
+        self.ranks[i].exitCode = status.exitCode
+        self.ranks[i].signal = status.signal
+        self.ranks[i].detail = status.detail
+        self.ranks[i].endedAt = now
+        self.ranks[i].needsNode = moved != nil
+        return [
+            .restartRank(
+                rank, afterSeconds: wait, moved: moved != nil,
+                reason: "replica \(rank) on \(self.ranks[i].node): \(how); \(moved != nil ? "moved to another node" : "restarted")",
+                faultAt: moved?.faultAt)
+        ]
+    }
+
+    /// The scheduler found a new node for a replica whose node was lost.
+    public mutating func moveRank(_ rank: Int, to node: String) {
+        guard let i = self.ranks.firstIndex(where: { $0.rank == rank }) else { return }
+        self.ranks[i].node = node
+        self.ranks[i].needsNode = false
+        self.ranks[i].nodeIsLost = false
     }
 
     /// Records one rank's report; a rank already ended, or reported running again, stays as it is.
@@ -195,6 +315,11 @@ public struct AttemptLifecycle: Hashable, Sendable {
     /// no rank left active ends it.
     private mutating func advance(now: Date) -> [Action] {
         guard self.state.isLive else { return [] }
+        // A healing service runs while any replica does; once none is left, it ends failed.
+        if self.healing != nil, self.state == .running, self.stop == nil {
+            if self.ranks.contains(where: { $0.state.isActive }) { return [] }
+            return self.requestStop(endAs: .failed, reason: "every replica ended and none may restart again", exitCode: nil, now: now)
+        }
         if self.stop == nil {
             // The first rank to fail (by when it ended) names the gang's ending.
             if let failed = self.ranks.filter({ $0.state == .exited && $0.exitCode != 0 }).min(by: { ($0.endedAt ?? now) < ($1.endedAt ?? now) }) {

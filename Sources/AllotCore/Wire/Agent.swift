@@ -119,6 +119,8 @@ public struct LaunchRequest: Hashable, Codable, Sendable {
     public var gpuUUIDs: [String]?
     /// A share of its one GPU, in thousandths: the agent runs it under MPS held to that share, where it can.
     public var shareMilli: Int?
+    /// A restarted inference replica's launch (1, 2, …; nil for the first): its reports carry it back.
+    public var launch: Int?
     public var gang: GangInfo
     public var gracePeriodSeconds: Int
     public var tenant: RankTenant
@@ -170,6 +172,8 @@ public struct RankStatus: Hashable, Codable, Sendable {
     public var pid: Int32?
     /// Why it ended, when its limits say more than the status: "out of memory (limit 4 GiB)".
     public var detail: String?
+    /// Which launch of a restarted replica this is (the launch request's `launch`); nil for the first.
+    public var launch: Int?
     public init(key: RankKey, state: State, exitCode: Int? = nil, signal: Int? = nil, pid: Int32? = nil, detail: String? = nil) {
         self.key = key
         self.state = state

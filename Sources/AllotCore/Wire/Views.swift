@@ -25,6 +25,9 @@ public struct RankView: Codable, Hashable, Sendable {
     public var gpuMilli: Int
     public var state: RankState
     public var exitCode: Int?
+    /// An inference replica's restarts so far (absent when none), and when it may next start when it waits to.
+    public var restarts: Int?
+    public var restartAt: Date?
     public init(rank: Int, node: String, gpus: [Int], gpuMilli: Int, state: RankState, exitCode: Int?) {
         self.rank = rank
         self.node = node
@@ -107,6 +110,9 @@ public struct JobView: Codable, Hashable, Sendable {
     public var beginAt: Date?
     /// It may be moved by defragmentation (its `movable` flag); nil when not.
     public var movable: Bool?
+    /// An inference service that runs with fewer replicas than it asked (some restarting, moving, or left down):
+    /// `allot jobs` shows it `degraded`. Its state stays `running` while any replica runs.
+    public var degraded: Bool?
     /// Its GPUs are MIG devices of this profile; the least memory it asks of each GPU.
     public var migProfile: String?
     public var gpuMemoryMiB: Int?

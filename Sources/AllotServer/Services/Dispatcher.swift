@@ -89,6 +89,11 @@ public struct Dispatcher: Service {
                             image: work.image), launchID: work.launchID, timeLimitSeconds: work.timeLimitSeconds, signal: work.signal,
                         slurm: slurm, epoch: fence.epoch, gpuUUIDs: rank.gpuUUIDs.contains("") ? nil : rank.gpuUUIDs)
                     request.shareMilli = rank.shareMilli
+                    // A restarted replica's launch is a new one to its agent (which sets the earlier one aside).
+                    if rank.launch > 0 {
+                        request.launch = rank.launch
+                        request.launchID = "\(work.launchID)-r\(rank.launch)"
+                    }
                     do {
                         let _: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
                             .post("/v1/attempts", json: request)

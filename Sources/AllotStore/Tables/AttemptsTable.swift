@@ -12,26 +12,30 @@ struct AttemptsTable {
         let row = try await self.tx.query(
             """
             SELECT a.state::text, a.stop_state::text, a.stop_requested_at, a.reason, a.exit_code, a.started_at, a.ended_at, a.replaces,
-                   a.stop_credit_from, coalesce((j.slurm ->> 'batchStep')::boolean, false)
+                   a.stop_credit_from, coalesce((j.slurm ->> 'batchStep')::boolean, false), j.kind = 'inference',
+                   (SELECT replica_restart_limit FROM policy_defaults), (SELECT replica_restart_window_s FROM policy_defaults)
             FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.job_id = \(job) AND a.number = \(number) FOR UPDATE OF a
             """
-        ).decode((String, String?, Date?, String?, Int?, Date?, Date?, Int?, Date?, Bool).self).first()
-        guard let (state, stopState, stopAt, reason, exit, started, ended, replaces, creditFrom, batchStep) = row else { return nil }
+        ).decode((String, String?, Date?, String?, Int?, Date?, Date?, Int?, Date?, Bool, Bool, Int?, Int?).self).first()
+        guard let (state, stopState, stopAt, reason, exit, started, ended, replaces, creditFrom, batchStep, inference, limit, window) = row
+        else { return nil }
         var ranks: [AttemptLifecycle.Rank] = []
         let rankRows = try await self.tx.query(
             """
             SELECT r.rank, r.node, r.state::text, r.dispatched_at IS NOT NULL, n.state = 'lost', r.exit_code, r.signal, r.started_at, r.ended_at,
-                   r.detail
+                   r.detail, r.restarted_at, r.launch, r.needs_node
             FROM attempt_ranks r JOIN nodes n ON n.name = r.node
             WHERE r.job_id = \(job) AND r.attempt = \(number) ORDER BY r.rank
             """)
-        for try await (rank, node, rankState, dispatched, lost, code, signal, rankStarted, rankEnded, detail) in rankRows.decode(
-            (Int, String, String, Bool, Bool, Int?, Int?, Date?, Date?, String?).self)
-        {
+        for try await row in rankRows {
+            let (rank, node, rankState, dispatched, lost, code, signal, rankStarted, rankEnded, detail) = try row.decode(
+                (Int, String, String, Bool, Bool, Int?, Int?, Date?, Date?, String?).self)
+            let c = row.makeRandomAccess()
             ranks.append(
                 AttemptLifecycle.Rank(
                     rank: rank, node: node, state: try decoded(rankState, "attempt_ranks.state"), isDispatched: dispatched, nodeIsLost: lost,
-                    exitCode: code, signal: signal, startedAt: rankStarted, endedAt: rankEnded, detail: detail))
+                    exitCode: code, signal: signal, startedAt: rankStarted, endedAt: rankEnded, detail: detail,
+                    restartedAt: try c[10].decode([Date].self), launch: try c[11].decode(Int.self), needsNode: try c[12].decode(Bool.self)))
         }
         var stop: AttemptLifecycle.Stop?
         if let stopState, let stopAt {
@@ -39,7 +43,8 @@ struct AttemptsTable {
         }
         return AttemptLifecycle(
             jobID: job, number: number, state: try decoded(state, "attempts.state"), stop: stop, reason: reason, exitCode: exit,
-            startedAt: started, endedAt: ended, replaces: replaces, batchStep: batchStep, ranks: ranks)
+            startedAt: started, endedAt: ended, replaces: replaces, batchStep: batchStep,
+            healing: inference ? AttemptLifecycle.Healing(limit: limit ?? 5, windowSeconds: Double(window ?? 600)) : nil, ranks: ranks)
     }
 
     /// Records the srun steps the agent of `node` reports, each only where that node runs the attempt's rank 0 (the
@@ -83,14 +88,59 @@ struct AttemptsTable {
             UPDATE attempt_ranks r SET state = u.state::rank_state,
                    dispatched_at = CASE WHEN u.dispatched THEN coalesce(r.dispatched_at, \(now)) END,
                    exit_code = nullif(u.code, -1), signal = nullif(u.signal, -1),
-                   started_at = nullif(u.started, 'epoch'), ended_at = nullif(u.ended, 'epoch'), detail = nullif(u.detail, '')
+                   started_at = nullif(u.started, 'epoch'), ended_at = nullif(u.ended, 'epoch'), detail = nullif(u.detail, ''),
+                   restarts = r.restarts + greatest(0, u.launch - r.launch), launch = u.launch, needs_node = u.needs_node
             FROM unnest(\(changed.map(\.rank))::integer[], \(changed.map(\.state.rawValue))::text[], \(changed.map(\.isDispatched))::boolean[],
                         \(changed.map { $0.exitCode ?? -1 })::integer[], \(changed.map { $0.signal ?? -1 })::integer[],
                         \(changed.map { $0.startedAt ?? epoch })::timestamptz[], \(changed.map { $0.endedAt ?? epoch })::timestamptz[],
-                        \(changed.map { $0.detail ?? "" })::text[])
-                 AS u(rank, state, dispatched, code, signal, started, ended, detail)
+                        \(changed.map { $0.detail ?? "" })::text[], \(changed.map(\.launch))::integer[], \(changed.map(\.needsNode))::boolean[])
+                 AS u(rank, state, dispatched, code, signal, started, ended, detail, launch, needs_node)
             WHERE r.job_id = \(attempt.jobID) AND r.attempt = \(attempt.number) AND r.rank = u.rank
             """)
+        // Restart times are arrays of their own (an array of arrays does not bind): one statement per replica restarted.
+        for (rank, old) in zip(attempt.ranks, before.ranks) where rank.restartedAt != old.restartedAt {
+            try await self.tx.query(
+                """
+                UPDATE attempt_ranks SET restarted_at = \(rank.restartedAt)::timestamptz[]
+                WHERE job_id = \(attempt.jobID) AND attempt = \(attempt.number) AND rank = \(rank.rank)
+                """)
+        }
+    }
+
+    /// A replica restarts: it is dispatched again once its back-off has passed; moved, its GPUs are given back
+    /// (the scheduler finds it a node and GPUs anew).
+    func scheduleRestart(_ job: Int64, _ number: Int, rank: Int, afterSeconds: Double, moved: Bool) async throws {
+        try await self.tx.query(
+            """
+            UPDATE attempt_ranks SET next_dispatch_at = \(try await self.tx.now()) + make_interval(secs => \(afterSeconds))
+            WHERE job_id = \(job) AND attempt = \(number) AND rank = \(rank)
+            """)
+        if moved {
+            try await self.tx.query(
+                """
+                UPDATE gpu_claims SET released_at = \(try await self.tx.now())
+                WHERE job_id = \(job) AND attempt = \(number) AND rank = \(rank) AND released_at IS NULL
+                """)
+        }
+    }
+
+    /// A moved replica's new node and GPUs (the scheduler's choice): claimed, and dispatched from now on.
+    func relocate(_ job: Int64, _ number: Int, to r: RankAssignment) async throws {
+        try await self.tx.query(
+            """
+            UPDATE attempt_ranks SET node = \(r.node), gpu_indices = \(r.gpuIndices)::integer[], milli_per_gpu = \(r.milliPerGPU),
+                   cpu_milli = \(r.cpuMilli), memory_mib = \(r.memoryMiB), needs_node = false, next_dispatch_at = now()
+            WHERE job_id = \(job) AND attempt = \(number) AND rank = \(r.rank) AND needs_node
+            """)
+        if !r.gpuIndices.isEmpty {
+            // Back on a GPU the attempt held before (its node returned): that claim is live again.
+            try await self.tx.query(
+                """
+                INSERT INTO gpu_claims (job_id, attempt, rank, node, gpu_index, milli)
+                SELECT \(job), \(number), \(r.rank), \(r.node), g, \(r.milliPerGPU) FROM unnest(\(r.gpuIndices)::integer[]) AS g
+                ON CONFLICT (job_id, attempt, node, gpu_index) DO UPDATE SET released_at = NULL, rank = EXCLUDED.rank, claimed_at = now()
+                """)
+        }
     }
 
     /// Inserts a placed attempt: its row with its rendezvous port, its ranks and their GPU claims (the schema refuses
@@ -252,10 +302,22 @@ struct AttemptsTable {
                 WHERE state = 'placed' AND stop_requested_at IS NULL AND next_dispatch_at <= now()
                 ORDER BY next_dispatch_at, job_id LIMIT 1000
                 FOR UPDATE SKIP LOCKED),
-            leased AS (
+            placed AS (
                 UPDATE attempts a SET next_dispatch_at = now() + make_interval(secs => \(Double(leaseSeconds)))
                 FROM due WHERE a.job_id = due.job_id AND a.number = due.number
-                RETURNING a.job_id, a.number, a.launch_id, a.rendezvous_port)
+                RETURNING a.job_id, a.number, a.launch_id, a.rendezvous_port),
+            -- Restarted replicas of running services whose back-off has passed, leased one by one.
+            relaunched AS (
+                UPDATE attempt_ranks r SET next_dispatch_at = now() + make_interval(secs => \(Double(leaseSeconds)))
+                WHERE r.dispatched_at IS NULL AND r.launch > 0 AND NOT r.needs_node AND r.next_dispatch_at <= now()
+                  AND EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = r.job_id AND a.number = r.attempt
+                              AND a.state IN ('starting', 'running') AND a.stop_requested_at IS NULL)
+                RETURNING r.job_id, r.attempt),
+            leased AS (
+                SELECT * FROM placed
+                UNION
+                SELECT a.job_id, a.number, a.launch_id, a.rendezvous_port FROM attempts a
+                WHERE (a.job_id, a.number) IN (SELECT job_id, attempt FROM relaunched))
             SELECT l.job_id, l.number, r.rank, r.node, n.agent_url, n.enrolment, r.gpu_indices, r.cpu_milli, r.memory_mib,
                    r.dispatched_at IS NOT NULL, j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s,
                    j.org, j.owner, coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org), j.image, l.launch_id::text,
@@ -266,7 +328,7 @@ struct AttemptsTable {
                    ARRAY(SELECT coalesce(g.uuid, '') FROM unnest(r.gpu_indices) WITH ORDINALITY AS u(slot, k)
                          LEFT JOIN gpus g ON g.node = r.node AND g.idx = u.slot ORDER BY u.k),
                    -- A share of a GPU (not a MIG device's charge): the agent holds the rank to it.
-                   CASE WHEN r.milli_per_gpu < 1000 AND j.gpu_milli IS NOT NULL THEN r.milli_per_gpu END
+                   CASE WHEN r.milli_per_gpu < 1000 AND j.gpu_milli IS NOT NULL THEN r.milli_per_gpu END, r.launch
             FROM leased l
             JOIN attempt_ranks r ON r.job_id = l.job_id AND r.attempt = l.number
             JOIN nodes n ON n.name = r.node
@@ -282,7 +344,7 @@ struct AttemptsTable {
             let c = row.makeRandomAccess()
             let r = LaunchWork.Rank(
                 rank: rank, node: node, agentURL: url, enrolment: enrolment, gpuIndices: gpus, gpuUUIDs: try c[32].decode([String].self),
-                cpuMilli: cpu, memoryMiB: memory, dispatched: dispatched, shareMilli: try c[33].decode(Int?.self))
+                cpuMilli: cpu, memoryMiB: memory, dispatched: dispatched, shareMilli: try c[33].decode(Int?.self), launch: try c[34].decode(Int.self))
             if let last = work.last, last.jobID == job, last.attempt == attempt {
                 work[work.count - 1].ranks.append(r)
             } else {

@@ -23,7 +23,46 @@ struct UsageLedger {
                     ORDER BY al.valid_from NULLS LAST LIMIT 1)
             FROM jobs j JOIN attempt_ranks r ON r.job_id = j.id AND r.attempt = \(attempt)
             WHERE j.id = \(job)
-            ON CONFLICT (job_id, attempt, rank) WHERE NOT credited DO NOTHING
+            ON CONFLICT (job_id, attempt, rank, launch) WHERE NOT credited DO NOTHING
+            """)
+    }
+
+    /// A restarted replica runs again: charged from now, for this launch, where it has no open charge (one that
+    /// restarted on its node kept its GPUs, and its charge, all along).
+    func openRank(_ job: Int64, _ attempt: Int, rank: Int) async throws {
+        let now = try await self.tx.now()
+        try await self.tx.query(
+            """
+            INSERT INTO usage (job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, started_at, checkpointed_at, allocation_id, launch)
+            SELECT j.id, r.attempt, r.rank, r.node, j.org, j.project, j.owner, j.pool,
+                   (SELECT coalesce(sum(c.milli), 0) FROM gpu_claims c
+                    WHERE c.job_id = j.id AND c.attempt = r.attempt AND c.rank = r.rank AND c.released_at IS NULL),
+                   \(now), \(now),
+                   (SELECT al.id FROM allocations al WHERE al.org = j.org AND al.pool = j.pool AND al.superseded_at IS NULL
+                      AND (al.valid_from IS NULL OR \(now)::timestamptz::date BETWEEN al.valid_from AND al.valid_until)
+                    ORDER BY al.valid_from NULLS LAST LIMIT 1), r.launch
+            FROM jobs j JOIN attempt_ranks r ON r.job_id = j.id AND r.attempt = \(attempt) AND r.rank = \(rank)
+            WHERE j.id = \(job) AND NOT EXISTS (
+                SELECT 1 FROM usage u WHERE u.job_id = j.id AND u.attempt = r.attempt AND u.rank = r.rank AND u.ended_at IS NULL AND NOT u.credited)
+            ON CONFLICT (job_id, attempt, rank, launch) WHERE NOT credited DO NOTHING
+            """)
+    }
+
+    /// Closes one replica's open charge (its node was lost): at the fault's moment, with a credit row for the rest.
+    func closeRank(_ job: Int64, _ attempt: Int, rank: Int, credit: AttemptLifecycle.Credit?) async throws {
+        let now = try await self.tx.now()
+        let from = credit?.from ?? now
+        try await self.tx.query(
+            """
+            WITH closed AS (
+                UPDATE usage SET ended_at = greatest(started_at, least(\(now), \(from)))
+                WHERE job_id = \(job) AND attempt = \(attempt) AND rank = \(rank) AND ended_at IS NULL AND NOT credited
+                RETURNING job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, ended_at, allocation_id, launch)
+            INSERT INTO usage (job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, started_at, ended_at, checkpointed_at,
+                               allocation_id, credited, cause, fault_at, launch)
+            SELECT job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, ended_at, \(now), \(now), allocation_id, true,
+                   left(\(credit?.cause ?? "replica moved"), 500), \(from), launch
+            FROM closed WHERE ended_at < \(now) AND \(credit != nil)
             """)
     }
 
@@ -41,11 +80,11 @@ struct UsageLedger {
             WITH closed AS (
                 UPDATE usage SET ended_at = greatest(started_at, least(\(now), \(credit.from)))
                 WHERE job_id = \(job) AND attempt = \(attempt) AND ended_at IS NULL AND NOT credited
-                RETURNING job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, ended_at, allocation_id)
+                RETURNING job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, ended_at, allocation_id, launch)
             INSERT INTO usage (job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, started_at, ended_at, checkpointed_at,
-                               allocation_id, credited, cause, fault_at)
+                               allocation_id, credited, cause, fault_at, launch)
             SELECT job_id, attempt, rank, node, org, project, owner, pool, gpu_milli, ended_at, \(now), \(now), allocation_id, true,
-                   left(\(credit.cause), 500), \(credit.from)
+                   left(\(credit.cause), 500), \(credit.from), launch
             FROM closed WHERE ended_at < \(now)
             """)
     }

@@ -1,0 +1,76 @@
+import AllotCore
+import AllotDatabaseTesting
+import AllotStore
+import AllotTesting
+import PostgresNIO
+import Testing
+
+/// Replica healing through the store: a replica that exits restarts on its node, keeping its GPU and its charge;
+/// one whose node is lost is given another node by the scheduler, charged anew there, its lost time credited.
+@Suite("Replica healing in the store", databaseTests)
+struct ReplicaHealingStoreTests {
+    static func running(_ key: RankKey, launch: Int = 0, state: RankStatus.State = .running, code: Int? = nil) -> RankStatus {
+        var s = RankStatus(key: key, state: state, exitCode: code)
+        s.launch = launch > 0 ? launch : nil
+        return s
+    }
+
+    @Test("exit → restart on its node after the back-off, the other replica untouched; node lost → moved by the scheduler; the ledger follows")
+    func heal() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: ["n1", "n2", "n3"])
+            let id = try await f.submit(
+                JobSpec(name: "svc", org: "lab", kind: .inference, pool: "h200", nodes: 2, gpusPerNode: 1, command: "serve"))
+            #expect(try await f.schedule() == [id])
+            let store = DispatchStore(database: db)
+            let work = try #require(try await store.claimLaunches().first { $0.jobID == id })
+            let nodeOf = Dictionary(uniqueKeysWithValues: work.ranks.map { ($0.rank, $0.node) })
+            for r in work.ranks { try await store.markDispatched(RankKey(jobID: id, attempt: 1, rank: r.rank)) }
+            for r in work.ranks { try await f.report(r.node, ranks: [Self.running(RankKey(jobID: id, attempt: 1, rank: r.rank))]) }
+            #expect(try await f.job(id).state == .running)
+            let k0 = RankKey(jobID: id, attempt: 1, rank: 0)
+            let k1 = RankKey(jobID: id, attempt: 1, rank: 1)
+
+            // Replica 0 exits 1: it restarts on its node (back-off first); replica 1 runs on.
+            try await f.report(nodeOf[0]!, ranks: [Self.running(k0, state: .exited, code: 1)])
+            var job = try await f.job(id)
+            #expect(job.state == .running && job.degraded == true)
+            #expect(job.attempts[0].nodes[0].state == .pending && job.attempts[0].nodes[0].restarts == 1 && job.attempts[0].nodes[0].restartAt != nil)
+            #expect(job.attempts[0].nodes[1].state == .running)
+            #expect(try await f.scalar("SELECT count(*)::int FROM gpu_claims WHERE job_id = \(id) AND released_at IS NULL", as: Int.self) == 2)
+            #expect(try await store.claimLaunches().isEmpty, "dispatched before its back-off")
+            try await db.query("UPDATE attempt_ranks SET next_dispatch_at = now() WHERE job_id = \(id) AND rank = 0")
+            let again = try #require(try await store.claimLaunches().first { $0.jobID == id })
+            let relaunch = try #require(again.ranks.first { $0.rank == 0 })
+            #expect(!relaunch.dispatched && relaunch.launch == 1 && relaunch.node == nodeOf[0])
+            try await store.markDispatched(k0)
+            try await f.report(nodeOf[0]!, ranks: [Self.running(k0, launch: 1)])
+            job = try await f.job(id)
+            #expect(job.degraded == nil && job.attempts.count == 1)
+            // It kept its GPU all along: one charge per replica, still open.
+            #expect(try await f.scalar("SELECT count(*)::int FROM usage WHERE job_id = \(id) AND ended_at IS NULL", as: Int.self) == 2)
+
+            // Replica 1's node is lost: it moves to the one node the service does not hold; its time is credited.
+            try await NodeStore(database: db).declareLost(nodeOf[1]!, by: f.op)
+            job = try await f.job(id)
+            #expect(job.state == .running && job.degraded == true && job.attempts[0].state == .running, "\(job.attempts)")
+            #expect(try await f.scalar("SELECT count(*)::int FROM usage WHERE job_id = \(id) AND rank = 1 AND credited", as: Int.self) == 1)
+            _ = try await f.schedule()
+            let third: String = try #require(["n1", "n2", "n3"].first { $0 != nodeOf[0] && $0 != nodeOf[1] })
+            job = try await f.job(id)
+            #expect(job.attempts[0].nodes[1].node == third, "\(job.attempts[0].nodes)")
+            let moved = try #require(try await store.claimLaunches().first { $0.jobID == id }?.ranks.first { $0.rank == 1 })
+            #expect(moved.node == third && moved.launch == 1 && moved.gpuIndices.count == 1)
+            try await store.markDispatched(k1)
+            try await f.report(third, ranks: [Self.running(k1, launch: 1)])
+            job = try await f.job(id)
+            #expect(job.degraded == nil && job.state == .running)
+            // Charged anew on its new node, for its new launch.
+            #expect(
+                try await f.scalar(
+                    "SELECT node FROM usage WHERE job_id = \(id) AND rank = 1 AND launch = 1 AND ended_at IS NULL AND NOT credited", as: String.self)
+                    == third)
+            #expect(try await f.scalar("SELECT count(*)::int FROM gpu_claims WHERE job_id = \(id) AND released_at IS NULL", as: Int.self) == 2)
+        }
+    }
+}
