@@ -32,6 +32,7 @@ ALTER TABLE nodes ADD COLUMN gpu_sharing text CONSTRAINT node_gpu_sharing_known 
 
 -- Shares of one GPU only among the jobs of one organisation (on by default in restricted pools: Policies/).
 ALTER TABLE pools ADD COLUMN isolate_shared_gpus boolean NOT NULL DEFAULT false;
+UPDATE pools SET isolate_shared_gpus = cardinality(restricted_to) > 0;
 
 ALTER TABLE jobs
     ADD COLUMN mig_profile text,

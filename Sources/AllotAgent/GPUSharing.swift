@@ -1,6 +1,10 @@
 public import AllotCore
 public import Foundation
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Holds shared GPUs' ranks to their shares with NVIDIA MPS: one control daemon per GPU with shares on it,
 /// started before its first shared rank and told to quit after its last, and each rank limited by the client
 /// variables MPS reads (`CUDA_MPS_ACTIVE_THREAD_PERCENTAGE`, `CUDA_MPS_PINNED_DEVICE_MEM_LIMIT`). A node without
@@ -51,14 +55,26 @@ public struct GPUSharingControl: Sendable {
 
     /// Starts the GPU's control daemon (`-d` forks it away and returns). Its folders are world-searchable: ranks
     /// run as their own accounts and must reach the pipes.
+    /// A daemon left running (by an agent that crashed, or one still quitting) is used as it is. A daemon that will
+    /// not start is the node's trouble, not the job's: the launch is answered 409 and allotd tries again.
     public func start(gpu uuid: String) throws {
         guard let control else { return }
+        if self.isRunning(gpu: uuid) { return }
         for dir in [self.pipeDirectory(gpu: uuid), self.logDirectory(gpu: uuid)] {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         }
         try? FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: self.root.path)
         let status = try Self.run(control, ["-d"], environment: self.daemonEnvironment(gpu: uuid), input: nil)
-        if status != 0 { throw SupervisorError.refused("\(control) -d exited with \(status) for GPU \(uuid): MPS could not start") }
+        if status != 0 { throw SupervisorError.spawnFailed("\(control) -d exited with \(status) for GPU \(uuid): MPS could not start") }
+    }
+
+    /// Whether the GPU's daemon runs: the pid file it keeps in its pipe folder names a live process.
+    func isRunning(gpu uuid: String) -> Bool {
+        let file = self.pipeDirectory(gpu: uuid).appendingPathComponent("nvidia-cuda-mps-control.pid")
+        guard let text = try? String(contentsOf: file, encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 0
+        else { return false }
+        return kill(pid, 0) == 0
     }
 
     /// Tells the GPU's daemon to quit (it does once its clients are gone).

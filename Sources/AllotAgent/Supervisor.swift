@@ -425,7 +425,14 @@ public actor Supervisor {
         // MIG devices are named by UUID, as CUDA takes them.
         let visible = account == nil ? request.gpuIndices : Array(request.gpuIndices.indices)
         let mig = (request.gpuUUIDs ?? []).filter { $0.hasPrefix("MIG-") }
-        let gpus = mig.isEmpty ? visible.map(String.init).joined(separator: ",") : mig.joined(separator: ",")
+        var gpus = mig.isEmpty ? visible.map(String.init).joined(separator: ",") : mig.joined(separator: ",")
+        // An MPS client names its GPU by UUID: the daemon was started seeing that GPU alone, and an index would be
+        // read against its numbering, not the node's (NVIDIA's MPS guide recommends UUIDs).
+        if request.shareMilli != nil, request.env["CUDA_MPS_PIPE_DIRECTORY"] != nil, let uuid = request.gpuUUIDs?.first,
+            request.gpuUUIDs?.count == 1
+        {
+            gpus = uuid
+        }
         let g = request.gang
         let set: [String: String] = [
             "CUDA_VISIBLE_DEVICES": gpus,

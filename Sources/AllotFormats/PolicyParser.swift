@@ -48,7 +48,8 @@ public enum PolicyParser {
                     f.node("defaults"), "defaults",
                     allowed: [
                         "priorityClass", "gracePeriod", "reclaimDeadline", "heartbeatTimeout", "tokenLifetime", "tokenMaxLifetime", "budgetTime",
-                        "fairShareHalfLife", "pool", "defragmentMovesPerHour", "defragmentMinimumRuntime",
+                        "fairShareHalfLife", "pool", "defragmentMovesPerHour", "defragmentMinimumRuntime", "replicaRestartLimit",
+                        "replicaRestartWindow",
                     ])
                 {
                     if sawDefaults { reader.error(f.values["defaults"], "defaults", "is declared in more than one file") }
@@ -64,6 +65,8 @@ public enum PolicyParser {
                         fairShareHalfLifeSeconds: d.duration("fairShareHalfLife", max: 366 * 86400) ?? 7 * 86400, pool: d.name("pool"),
                         defragmentMovesPerHour: d.int("defragmentMovesPerHour", in: 0...1000) ?? 4,
                         defragmentMinimumRuntimeSeconds: d.duration("defragmentMinimumRuntime", max: 366 * 86400) ?? 600)
+                    policy.defaults.replicaRestartLimit = d.int("replicaRestartLimit", in: 0...1000) ?? 5
+                    policy.defaults.replicaRestartWindowSeconds = Int(d.duration("replicaRestartWindow", max: 7 * 86400) ?? 600)
                     if policy.defaults.tokenLifetimeSeconds > policy.defaults.tokenMaxLifetimeSeconds {
                         reader.error(d.values["tokenLifetime"], "defaults.tokenLifetime", "is longer than defaults.tokenMaxLifetime")
                     }

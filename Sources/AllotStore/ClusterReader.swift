@@ -60,7 +60,13 @@ struct ClusterReader {
         g.claimed_milli, g.product_name, g.memory_mib, g.mig_profile, g.charge_milli
         """
     static let slotsFrom = "FROM gpus g JOIN nodes n ON n.name = g.node LEFT JOIN gpus pg ON pg.node = g.node AND pg.idx = g.mig_parent"
-    static let schedulableSlot = "NOT g.mig_pending AND (g.mig_profile IS NOT NULL OR g.mig_mode IS DISTINCT FROM 'Enabled')"
+    /// (A device of a GPU still held whole — MIG turned on under running work — waits until that work ends.)
+    static let schedulableSlot = """
+        NOT g.mig_pending AND (g.mig_profile IS NOT NULL OR g.mig_mode IS DISTINCT FROM 'Enabled')
+          AND (g.mig_parent IS NULL OR coalesce(pg.claimed_milli, 0) = 0)
+        """
+    /// The Unix account a job's ranks run as (the dispatcher's rule): of `j` and its organisation `o`.
+    static let accountOf = "coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org)"
 
     static func slot(_ row: PostgresRow) throws -> (node: String, slot: GPUSlot) {
         let (node, idx, model, domain, health, claimed, product, memory, profile, charge) = try row.decode(
@@ -81,29 +87,33 @@ struct ClusterReader {
             SELECT name, pool, block,
               CASE WHEN state = 'ready' AND EXISTS (SELECT 1 FROM pool_holds h WHERE nodes.name = ANY (h.silent_nodes))
                 THEN 'cordoned' ELSE state::text END,
-              cpu_milli, memory_mib FROM nodes
+              cpu_milli, memory_mib, gpu_sharing = 'mps' FROM nodes
             WHERE last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR pool = \(pool))
             """)
-        for try await (name, pool, block, state, cpu, memory) in rows.decode((String, String, String?, String, Int, Int).self) {
+        for try await (name, pool, block, state, cpu, memory, mps) in rows.decode((String, String, String?, String, Int, Int, Bool?).self) {
             nodes[name] = NodeSnapshot(
                 name: name, pool: pool, block: block, state: try decoded(state, "nodes.state"), cpuMilli: cpu, memoryMiB: memory, gpus: [])
+            nodes[name]?.enforcesShares = mps == true
         }
         let gpus = try await self.tx.query(
             """
-            SELECT \(unescaped: Self.slotColumns),
-                   -- The organisation of a shared GPU's shares, in pools that keep organisations apart.
-                   CASE WHEN g.claimed_milli BETWEEN 1 AND 999 AND g.mig_profile IS NULL AND p.isolate_shared_gpus THEN
-                     (SELECT min(j.org) FROM gpu_claims c JOIN jobs j ON j.id = c.job_id
-                      WHERE c.node = g.node AND c.gpu_index = g.idx AND c.released_at IS NULL) END
+            SELECT \(unescaped: Self.slotColumns), s.org, s.account
             \(unescaped: Self.slotsFrom)
-            JOIN pools p ON p.name = n.pool
+            -- The organisation and account of a shared GPU's shares (pools that keep organisations apart; MPS).
+            LEFT JOIN LATERAL (
+                SELECT min(j.org) AS org, min(\(unescaped: Self.accountOf)) AS account
+                FROM gpu_claims c JOIN jobs j ON j.id = c.job_id JOIN organizations o ON o.name = j.org
+                WHERE c.node = g.node AND c.gpu_index = g.idx AND c.released_at IS NULL
+            ) s ON g.claimed_milli BETWEEN 1 AND 999 AND g.mig_profile IS NULL
             WHERE g.present AND n.last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR n.pool = \(pool)) AND \(unescaped: Self.schedulableSlot)
             ORDER BY g.node, g.idx
             """)
         for try await row in gpus {
             let (node, slot) = try Self.slot(row)
             var gpu = slot
-            gpu.shareOrg = try row.makeRandomAccess()[10].decode(String?.self)
+            let c = row.makeRandomAccess()
+            gpu.shareOrg = try c[10].decode(String?.self)
+            gpu.shareAccount = try c[11].decode(String?.self)
             nodes[node]?.gpus.append(gpu)
         }
         let used = try await self.tx.query(
@@ -204,7 +214,9 @@ struct ClusterReader {
                    coalesce((SELECT pc.preemptible FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.priority,
                    coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false), j.movable, j.gpu_models,
                    j.gpus_per_node, j.gpu_milli, j.cpu_milli_per_node, j.memory_mib_per_node, j.exclusive, j.whole_node_memory,
-                   CASE WHEN j.max_attempts = 1 THEN 1 END, j.mig_profile, j.gpu_memory_mib
+                   CASE WHEN j.max_attempts = 1 THEN 1 END, j.mig_profile, j.gpu_memory_mib,
+                   coalesce((SELECT p.isolate_shared_gpus FROM pools p WHERE p.name = j.pool), false),
+                   (SELECT \(unescaped: Self.accountOf) FROM organizations o WHERE o.name = j.org)
             FROM attempts a JOIN jobs j ON j.id = a.job_id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
             WHERE attempt_is_live(a.state) AND a.stop_requested_at IS NULL
             ORDER BY a.job_id, a.number, r.rank
@@ -234,6 +246,8 @@ struct ClusterReader {
                 running.maxAttempts = try columns[24].decode(Int?.self)
                 running.migProfile = try columns[25].decode(String?.self)
                 running.gpuMemoryMiB = try columns[26].decode(Int?.self)
+                running.isolatedShares = try columns[27].decode(Bool.self)
+                running.account = try columns[28].decode(String?.self)
                 out.append(running)
             }
         }
@@ -273,7 +287,8 @@ struct ClusterReader {
         extract(epoch FROM j.submitted_at)::bigint, j.time_limit_s, j.exclusive, j.whole_node_memory,
         coalesce((SELECT pc.preempts FROM priority_classes pc WHERE pc.name = j.priority_class), false),
         (SELECT budget_time_s FROM policy_defaults), j.project, j.owner, j.time_min_s, j.mig_profile, j.gpu_memory_mib,
-        coalesce((SELECT p.isolate_shared_gpus FROM pools p WHERE p.name = j.pool), false)
+        coalesce((SELECT p.isolate_shared_gpus FROM pools p WHERE p.name = j.pool), false),
+        (SELECT \(accountOf) FROM organizations o WHERE o.name = j.org)
         """
 
     private func pendingJobs(_ rows: Rows) async throws -> [PendingJob] {
@@ -296,6 +311,7 @@ struct ClusterReader {
             job.migProfile = try c[19].decode(String?.self)
             job.gpuMemoryMiB = try c[20].decode(Int?.self)
             job.isolatedShares = try c[21].decode(Bool.self)
+            job.account = try c[22].decode(String?.self)
             jobs.append(job)
         }
         return jobs

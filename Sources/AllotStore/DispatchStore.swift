@@ -93,9 +93,20 @@ public struct DispatchStore: Sendable {
 
     /// The agent refused the launch for a reason that retrying cannot mend (its node lacks the job's account, say):
     /// the attempt ends failed with that reason, and the job with it.
-    public func launchRefused(jobID: Int64, attempt: Int, node: String, reason: String) async throws {
+    /// A restarted replica's launch that is refused counts as that replica ending (it heals again after its back-off,
+    /// or is left down): the rest of the service runs on.
+    public func launchRefused(jobID: Int64, attempt: Int, node: String, reason: String, rank: Int = 0, launch: Int = 0) async throws {
         try await self.database.transaction { tx in
-            try await tx.transitions.attempt(jobID, attempt, .stop(endAs: .failed, reason: "the agent on \(node) refused the launch: \(reason)"))
+            guard launch > 0 else {
+                try await tx.transitions.attempt(jobID, attempt, .stop(endAs: .failed, reason: "the agent on \(node) refused the launch: \(reason)"))
+                return
+            }
+            var ended = RankStatus(
+                key: RankKey(jobID: jobID, attempt: attempt, rank: rank), state: .exited, exitCode: 126,
+                detail: "the agent refused its launch: \(reason.prefix(300))")
+            ended.launch = launch
+            try await tx.transitions.attempt(jobID, attempt, .dispatched(rank: rank))
+            try await tx.transitions.attempt(jobID, attempt, .reported([ended], node: node))
         }
     }
 

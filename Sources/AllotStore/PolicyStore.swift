@@ -168,28 +168,34 @@ public struct PolicyStore: Sendable {
                 field: "defaults.defragmentMinimumRuntimeSeconds", message: "must be 0 to 31622400 seconds, not \(d.defragmentMinimumRuntimeSeconds)")
         }
         let old = try await tx.query(
-            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s, budget_time_s, fair_share_half_life_s, default_pool, defragment_moves_per_hour, defragment_min_runtime_s::bigint FROM policy_defaults"
-        ).decode((String?, Int, Int, Int, Int64, Int64, Int64, Int64, String?, Int, Int64).self).first { _ in true }
-        if let old,
+            "SELECT priority_class, grace_period_s, reclaim_deadline_s, heartbeat_timeout_s, token_lifetime_s, token_max_lifetime_s, budget_time_s, fair_share_half_life_s, default_pool, defragment_moves_per_hour, defragment_min_runtime_s::bigint, replica_restart_limit, replica_restart_window_s FROM policy_defaults"
+        ).decode((String?, Int, Int, Int, Int64, Int64, Int64, Int64, String?, Int, Int64, Int, Int).self).first { _ in true }
+        var found = old.map { old in
             PolicyDefaults(
                 priorityClass: old.0, gracePeriodSeconds: old.1, reclaimDeadlineSeconds: old.2, heartbeatTimeoutSeconds: old.3,
                 tokenLifetimeSeconds: old.4, tokenMaxLifetimeSeconds: old.5, budgetTimeSeconds: old.6, fairShareHalfLifeSeconds: old.7, pool: old.8,
                 defragmentMovesPerHour: old.9, defragmentMinimumRuntimeSeconds: old.10)
-                != d
-        {
+        }
+        if let old {
+            found?.replicaRestartLimit = old.11
+            found?.replicaRestartWindowSeconds = old.12
+        }
+        if let found, found != d {
             try await tx.query(
                 """
                 UPDATE policy_defaults SET priority_class = \(d.priorityClass), grace_period_s = \(d.gracePeriodSeconds),
                        reclaim_deadline_s = \(d.reclaimDeadlineSeconds), heartbeat_timeout_s = \(d.heartbeatTimeoutSeconds),
                        token_lifetime_s = \(d.tokenLifetimeSeconds), token_max_lifetime_s = \(d.tokenMaxLifetimeSeconds),
                        budget_time_s = \(d.budgetTimeSeconds), fair_share_half_life_s = \(d.fairShareHalfLifeSeconds), default_pool = \(d.pool),
-                       defragment_moves_per_hour = \(d.defragmentMovesPerHour), defragment_min_runtime_s = \(Int(d.defragmentMinimumRuntimeSeconds)), updated_by = \(actor.name), updated_at = now()
+                       defragment_moves_per_hour = \(d.defragmentMovesPerHour), defragment_min_runtime_s = \(Int(d.defragmentMinimumRuntimeSeconds)),
+                       replica_restart_limit = \(d.replicaRestartLimit), replica_restart_window_s = \(max(1, d.replicaRestartWindowSeconds)),
+                       updated_by = \(actor.name), updated_at = now()
                 """)
             changes.append(
                 PolicyChange(
                     kind: .changed, what: "defaults",
                     detail:
-                        "priorityClass \(d.priorityClass ?? "-"), pool \(d.pool ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s, budgetTime \(d.budgetTimeSeconds)s, fairShareHalfLife \(d.fairShareHalfLifeSeconds)s, defragmentMovesPerHour \(d.defragmentMovesPerHour), defragmentMinimumRuntime \(d.defragmentMinimumRuntimeSeconds)s"
+                        "priorityClass \(d.priorityClass ?? "-"), pool \(d.pool ?? "-"), gracePeriod \(d.gracePeriodSeconds)s, reclaimDeadline \(d.reclaimDeadlineSeconds)s, heartbeatTimeout \(d.heartbeatTimeoutSeconds)s, budgetTime \(d.budgetTimeSeconds)s, fairShareHalfLife \(d.fairShareHalfLifeSeconds)s, defragmentMovesPerHour \(d.defragmentMovesPerHour), defragmentMinimumRuntime \(d.defragmentMinimumRuntimeSeconds)s, replicaRestartLimit \(d.replicaRestartLimit) per \(d.replicaRestartWindowSeconds)s"
                 ))
         }
 

@@ -151,15 +151,14 @@ public struct SchedulerStore: Sendable {
     /// Gives a moved replica its new node and GPUs; false when the database refuses them (a GPU claimed meanwhile).
     public func relocate(_ r: Relocation, to rank: RankAssignment) async throws -> Bool {
         do {
-            try await self.database.transaction { tx in
-                guard try await tx.jobs.lock(r.job.id) else { return }
-                try await tx.attempts.relocate(r.job.id, r.attempt, to: rank)
+            return try await self.database.transaction { tx in
+                guard try await tx.jobs.lock(r.job.id), try await tx.attempts.relocate(r.job.id, r.attempt, to: rank) else { return false }
                 try await tx.audit.append(
                     AuditEntry(
                         actor: .scheduler, action: "replica.move", target: "job/\(r.job.id)/attempt/\(r.attempt)/rank/\(r.rank)",
                         outcome: "to \(rank.node)", detail: ["gpus": rank.gpuIndices.map(String.init).joined(separator: ",")]))
+                return true
             }
-            return true
         } catch let error as PSQLError where error.sqlState?.hasPrefix("23") == true {
             return false
         }

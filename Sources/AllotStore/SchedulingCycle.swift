@@ -70,17 +70,23 @@ public final class SchedulingCycle: Sendable {
         // inference replicas on draining nodes are started elsewhere: they run already.
         var nodes = snapshot.nodes
         var relocated: [Int64] = []
+        // Nodes given to a service's replicas in this cycle are its too: two moved replicas never share one.
+        var taken: [String: Set<String>] = [:]
         for r in snapshot.relocations {
-            let open = nodes.filter { !r.avoid.contains($0.name) }
+            let service = "\(r.job.id).\(r.attempt)"
+            let avoid = r.avoid.union(taken[service] ?? [])
+            let open = nodes.filter { !avoid.contains($0.name) }
             guard var rank = self.placer.place([r.job], on: open).placements.first?.ranks.first else { continue }
             rank.rank = r.rank
             if try await store.relocate(r, to: rank) {
-                nodes.hold(rank)
+                nodes.hold(rank, for: r.job)
+                taken[service, default: []].insert(rank.node)
                 relocated.append(r.job.id)
             }
         }
         let replacements = self.placer.place(snapshot.replacements, on: nodes, defragmenting: snapshot.defragmenting).placements
-        for p in replacements { for r in p.ranks { nodes.hold(r) } }
+        let replacing = Dictionary(snapshot.replacements.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for p in replacements { for r in p.ranks { nodes.hold(r, for: replacing[p.jobID]) } }
 
         var placer = self.placer
         if placer.strategy == .fragmentationAware { placer.expected = try await self.recentShapes() }
@@ -102,7 +108,7 @@ public final class SchedulingCycle: Sendable {
         let placedNow = Set(committed.placed)
         let byID = Dictionary(snapshot.queue.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         for p in plan.placements where placedNow.contains(p.jobID) {
-            for r in p.ranks { nodes.hold(r) }
+            for r in p.ranks { nodes.hold(r, for: byID[p.jobID]) }
             if let job = byID[p.jobID] {
                 var attempt = RunningAttempt(
                     jobID: job.id, attempt: 0, org: job.org, pool: job.pool, borrowing: p.borrowing, startedAt: snapshot.now, ranks: p.ranks,

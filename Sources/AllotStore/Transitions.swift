@@ -79,7 +79,9 @@ struct Transitions {
                     AuditEntry(
                         actor: .scheduler, action: "replica.restart", target: "job/\(job)/attempt/\(number)/rank/\(rank)",
                         outcome: "\(moved ? "moving to another node" : "restarting") in \(Int(after.rounded(.up)))s", detail: ["reason": reason]))
-            case .rankGivenUp(let rank, let reason):
+            case .rankGivenUp(let rank, let reason, let faultAt):
+                try await self.tx.attempts.releaseClaims(job, number, rank: rank)
+                try await self.tx.usage.closeRank(job, number, rank: rank, credit: faultAt.map { .init(from: $0, cause: reason) })
                 try await self.tx.audit.append(
                     AuditEntry(
                         actor: .scheduler, action: "replica.given-up", target: "job/\(job)/attempt/\(number)/rank/\(rank)", outcome: "left down",

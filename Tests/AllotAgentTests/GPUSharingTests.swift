@@ -63,6 +63,8 @@ struct GPUSharingTests {
         let log = try String(contentsOfFile: await s.logPath(for: a), encoding: .utf8)
         #expect(log.contains("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=25\n") && log.contains("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=20000M\n"), "\(log)")
         #expect(log.contains("CUDA_MPS_PIPE_DIRECTORY=\(sharing.pipeDirectory(gpu: "GPU-0").path)\n"))
+        // The daemon sees its GPU alone: the client names it by UUID, not by the node's index.
+        #expect(log.contains("CUDA_VISIBLE_DEVICES=GPU-0\n"), "\(log)")
         #expect(try String(contentsOfFile: await s.logPath(for: b), encoding: .utf8).contains("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=50\n"))
         #expect(!(try String(contentsOfFile: await s.logPath(for: RankKey(jobID: 3, attempt: 1, rank: 0)), encoding: .utf8)).contains("CUDA_MPS"))
         let all = try String(contentsOfFile: calls, encoding: .utf8)

@@ -119,6 +119,15 @@ struct GPUKindTests {
             let plan = Placer(strategy: .bestFit).place([job], on: [node])
             #expect(plan.placements.first?.ranks[0].gpuIndices == [expected], "isolated \(isolated), \(org)")
         }
+        // Under MPS (one Linux account per GPU at a time) a share goes only beside its own account's, whatever the pool.
+        var mps = node
+        mps.enforcesShares = true
+        mps.gpus[0].shareAccount = "allot-defense"
+        for (account, expected) in [("allot-startups", 1), ("allot-defense", 0)] {
+            var job = PendingJob.job(1, pool: "p", milli: 250, org: "defence")
+            job.account = account
+            #expect(Placer(strategy: .bestFit).place([job], on: [mps]).placements.first?.ranks[0].gpuIndices == [expected], "\(account)")
+        }
         // Two shares of two organisations placed in one call do not meet on one GPU either.
         var a = PendingJob.job(1, pool: "p", milli: 250, org: "defence")
         var b = PendingJob.job(2, pool: "p", milli: 250, org: "startup")

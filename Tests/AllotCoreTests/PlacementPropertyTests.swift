@@ -97,20 +97,23 @@ struct PlacementPropertyTests {
                     case 1:
                         slot.usedMilli = [250, 500].randomElement(using: &rng)!
                         slot.shareOrg = orgs.randomElement(using: &rng)!
+                        slot.shareAccount = "allot-\(slot.shareOrg!)" + (Bool.random(using: &rng) ? "-bob" : "")
                     default: break
                     }
                     gpus.append(slot)
                 }
             }
-            nodes.append(
-                NodeSnapshot(
-                    name: "n\(i)", pool: ["a", "b"].randomElement(using: &rng)!, cpuMilli: 64_000, memoryMiB: 512 * 1024, gpus: gpus))
+            var node = NodeSnapshot(name: "n\(i)", pool: ["a", "b"].randomElement(using: &rng)!, cpuMilli: 64_000, memoryMiB: 512 * 1024, gpus: gpus)
+            node.enforcesShares = Bool.random(using: &rng)
+            nodes.append(node)
         }
         var queue: [PendingJob] = []
         for id in 0..<Int.random(in: 1...40, using: &rng) {
             var job = PendingJob.job(
                 Int64(id), pool: ["a", "b"].randomElement(using: &rng)!, org: orgs.randomElement(using: &rng)!)
             job.isolatedShares = isolated[job.pool]!
+            // The organisation's account, or a user's own (Policies/ userAccounts).
+            job.account = "allot-\(job.org)" + (Bool.random(using: &rng) ? "-bob" : "")
             switch Int.random(in: 0..<4, using: &rng) {
             case 0: job.perNode.gpus = [1, 2, 4].randomElement(using: &rng)!
             case 1:
@@ -178,8 +181,15 @@ struct PlacementPropertyTests {
                     if job.perNode.fractionMilli != nil && job.isolatedShares && gpu.usedMilli > 0, let other = gpu.shareOrg, other != job.org {
                         return "job \(job.id) of \(job.org) shares \(node.name)/\(idx) with \(other)"
                     }
+                    // Under MPS, one account's shares per GPU.
+                    if job.perNode.fractionMilli != nil && node.enforcesShares && gpu.usedMilli > 0, let other = gpu.shareAccount,
+                        other != job.account
+                    {
+                        return "job \(job.id) of account \(job.account ?? "-") shares MPS GPU \(node.name)/\(idx) with \(other)"
+                    }
                     node.gpus[g].usedMilli += r.milliPerGPU
                     if job.perNode.fractionMilli != nil && node.gpus[g].shareOrg == nil { node.gpus[g].shareOrg = job.org }
+                    if job.perNode.fractionMilli != nil && node.gpus[g].shareAccount == nil { node.gpus[g].shareAccount = job.account }
                     if node.gpus[g].usedMilli > 1000 { return "GPU \(node.name)/\(idx) booked to \(node.gpus[g].usedMilli) milli" }
                 }
                 node.usedCPUMilli += r.cpuMilli

@@ -69,7 +69,7 @@ struct ReplicaHealingTests {
             _ = try a.apply(.dispatched(rank: 0), now: Self.t0)
         }
         let third = try Self.report(&a, Self.relaunched(0, launch: 2, state: .exited, code: 1), node: "n1", at: 3)
-        guard case .rankGivenUp(0, let why)? = third.first else {
+        guard case .rankGivenUp(0, let why, nil)? = third.first else {
             Issue.record("\(third)")
             return
         }

@@ -83,5 +83,7 @@ struct GPUKindParsingTests {
         let policy = try PolicyParser.parse(files: [("p.yaml", text)])
         let isolated = Dictionary(uniqueKeysWithValues: policy.pools.map { ($0.name, $0.isolateSharedGPUs) })
         #expect(isolated == ["open": false, "secure": true, "lab": false, "strict": true])
+        let defaults = try PolicyParser.parse(files: [("d.yaml", "defaults:\n  replicaRestartLimit: 3\n  replicaRestartWindow: 1h\n")])
+        #expect(defaults.defaults.replicaRestartLimit == 3 && defaults.defaults.replicaRestartWindowSeconds == 3600)
     }
 }

@@ -141,4 +141,27 @@ struct MIGStoreTests {
             #expect(Pool(name: "x").isolateSharedGPUs == false && Pool(name: "x", restrictedTo: ["a"]).isolateSharedGPUs)
         }
     }
+
+    @Test("a report that could not name a GPU's MIG devices (nvidia-smi -L failed) changes nothing of its layout: held devices and their work stay")
+    func unnamedLayout() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db, nodes: [])
+            _ = try await NodeStore(database: db).add(name: "m1", pool: "h200", block: nil, agentURL: "http://127.0.0.1:1", by: f.op)
+            try await Self.report(f, "m1")
+            try await ClaimConstraintTests.claim(f, node: "m1", gpus: [102], milli: 125)
+            var gpus = Self.inventory("m1")
+            gpus[0].migDevices = gpus[0].migDevices?.map { d in
+                var d = d
+                d.uuid = ""
+                d.profile = nil
+                return d
+            }
+            _ = try await AgentStore(database: db).report(
+                AgentReport(node: "m1", agentURL: "http://127.0.0.1:1", cpuMilli: 64000, memoryMiB: 1 << 20, gpus: gpus, ranks: []),
+                from: f.agent("m1"))
+            let rows = try await db.query("SELECT idx, present, health::text FROM gpus WHERE node = 'm1' AND mig_profile IS NOT NULL ORDER BY idx")
+                .decode((Int, Bool, String).self).collect()
+            #expect(rows.map(\.0) == [100, 101, 102, 103] && rows.allSatisfy { $0.1 && $0.2 == "healthy" }, "\(rows)")
+        }
+    }
 }

@@ -130,8 +130,9 @@ public struct AttemptLifecycle: Hashable, Sendable {
         /// A replica is started again after `afterSeconds`: on its node, or (`moved`) on another once the scheduler
         /// finds one — its GPUs there are released and its time from `faultAt` credited.
         case restartRank(Int, afterSeconds: Double, moved: Bool, reason: String, faultAt: Date?)
-        /// A replica given up on: it restarted as often as its window allows; the service runs on the others.
-        case rankGivenUp(Int, reason: String)
+        /// A replica given up on: it restarted as often as its window allows; the service runs on the others. Its
+        /// GPUs are released and its charge closed now (from `faultAt`, credited, where its node was lost).
+        case rankGivenUp(Int, reason: String, faultAt: Date?)
         /// A restarted replica runs again: its GPU time is charged again (where it was stopped, on a new node).
         case rankRunning(Int)
     }
@@ -252,7 +253,7 @@ public struct AttemptLifecycle: Hashable, Sendable {
             let why =
                 "replica \(rank) on \(self.ranks[i].node): \(how); it restarted \(recent.count) times in \(Int(healing.windowSeconds))s, "
                 + "the limit: left down"
-            return [.rankGivenUp(rank, reason: why)]
+            return [.rankGivenUp(rank, reason: why, faultAt: moved?.faultAt)]
         }
         let wait = healing.backoff(restartsInWindow: recent.count + 1)
         self.ranks[i].restartedAt = recent + [now]

@@ -192,6 +192,9 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
     public var defragmentMovesPerHour: Int
     /// How long an attempt must have run before defragmentation may move it.
     public var defragmentMinimumRuntimeSeconds: Int64
+    /// An inference replica restarts at most this many times within the window, then it is left down.
+    public var replicaRestartLimit: Int = 5
+    public var replicaRestartWindowSeconds: Int = 600
     public init(
         priorityClass: String? = nil, gracePeriodSeconds: Int = 60, reclaimDeadlineSeconds: Int = 300, heartbeatTimeoutSeconds: Int = 30,
         tokenLifetimeSeconds: Int64 = 90 * 86400, tokenMaxLifetimeSeconds: Int64 = 365 * 86400, budgetTimeSeconds: Int64 = 86400,
@@ -213,7 +216,8 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case priorityClass, pool, gracePeriodSeconds, reclaimDeadlineSeconds, heartbeatTimeoutSeconds, tokenLifetimeSeconds, tokenMaxLifetimeSeconds,
-            budgetTimeSeconds, fairShareHalfLifeSeconds, defragmentMovesPerHour, defragmentMinimumRuntimeSeconds
+            budgetTimeSeconds, fairShareHalfLifeSeconds, defragmentMovesPerHour, defragmentMinimumRuntimeSeconds, replicaRestartLimit,
+            replicaRestartWindowSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -230,6 +234,8 @@ public struct PolicyDefaults: Hashable, Codable, Sendable {
         self.defragmentMovesPerHour = try c.decodeIfPresent(Int.self, forKey: .defragmentMovesPerHour) ?? d.defragmentMovesPerHour
         self.defragmentMinimumRuntimeSeconds =
             try c.decodeIfPresent(Int64.self, forKey: .defragmentMinimumRuntimeSeconds) ?? d.defragmentMinimumRuntimeSeconds
+        self.replicaRestartLimit = try c.decodeIfPresent(Int.self, forKey: .replicaRestartLimit) ?? d.replicaRestartLimit
+        self.replicaRestartWindowSeconds = try c.decodeIfPresent(Int.self, forKey: .replicaRestartWindowSeconds) ?? d.replicaRestartWindowSeconds
     }
 }
 

@@ -296,10 +296,10 @@ struct Cluster {
     // MARK: Changing
 
     /// Marks a rank as held (or with `releasing`, as free again) and moves its node to its new profile.
-    mutating func hold(_ rank: RankAssignment, releasing: Bool = false, org: String? = nil) {
+    mutating func hold(_ rank: RankAssignment, releasing: Bool = false, for job: PendingJob? = nil) {
         guard let p = self.positionByName[rank.node] else { return }
         self.unindex(p)
-        self.nodes.hold(rank, at: p, releasing: releasing, org: org)
+        self.nodes.hold(rank, at: p, releasing: releasing, for: job)
         self.index(p)
     }
 

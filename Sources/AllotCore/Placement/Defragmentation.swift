@@ -235,6 +235,8 @@ extension RunningAttempt {
             priority: self.priority, submittedAt: self.startedAt, timeLimitSeconds: self.endsAt.map { $0 - self.startedAt })
         job.migProfile = self.migProfile
         job.gpuMemoryMiB = self.gpuMemoryMiB
+        job.isolatedShares = self.isolatedShares
+        job.account = self.account
         return job
     }
 }

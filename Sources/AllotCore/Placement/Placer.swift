@@ -162,7 +162,7 @@ public struct Placer: Sendable {
                         rank: r.rank, node: node.name, gpuIndices: r.gpuPositions.map { node.gpus[$0].index },
                         milliPerGPU: Self.milliPerGPU(job, on: node, at: r.gpuPositions), cpuMilli: cpu, memoryMiB: memory)
                     assignments.append(assignment)
-                    cluster.hold(assignment, org: job.isolatedShares ? job.org : nil)
+                    cluster.hold(assignment, for: job)
                 }
                 plan.placements.append(Placement(jobID: job.id, ranks: assignments, borrowing: borrowing, timeLimitSeconds: cutLimit))
                 book?.charge(job, gpuMilli: job.migProfile != nil ? held : max(held, job.totalGPUMilli))
@@ -212,15 +212,17 @@ public struct Placer: Sendable {
         var restricted: Bool
         var migProfile: String?
         var gpuMemoryMiB: Int?
-        /// Where organisations keep off each other's GPUs, a share's organisation decides where it fits.
+        /// A share's organisation and account decide where it fits (pools that keep organisations apart, MPS).
         var shareOrg: String?
+        var shareAccount: String?
 
         init(_ job: PendingJob, restricted: Bool, timeMatters: Bool) {
             self.pool = job.pool
             self.gpuModels = job.gpuModels
             self.migProfile = job.migProfile
             self.gpuMemoryMiB = job.gpuMemoryMiB
-            self.shareOrg = job.isolatedShares && job.perNode.fractionMilli != nil ? job.org : nil
+            self.shareOrg = job.perNode.fractionMilli != nil ? job.org : nil
+            self.shareAccount = job.perNode.fractionMilli != nil ? job.account : nil
             self.nodes = job.nodes
             self.perNode = job.perNode
             self.timeLimitSeconds = timeMatters ? job.timeLimitSeconds : nil
@@ -272,13 +274,14 @@ public struct Placer: Sendable {
         var healthy: [Int] = []
         for (p, gpu) in node.gpus.enumerated() where job.accepts(gpu) && gpu.health.isSchedulable { healthy.append(p) }
         if let fraction = request.fractionMilli {
-            healthy.removeAll { !job.mayShare(node.gpus[$0]) }
+            healthy.removeAll { !job.mayShare(node.gpus[$0], on: node) }
             let chosen = shareOn.flatMap { on in healthy.first { on(node.gpus[$0]) } } ?? Self.pickShare(fraction, among: healthy, of: node)
             return .fits(gpuPositions: [chosen!])
         }
         var free = healthy.filter { node.gpus[$0].isFree }
         if job.migProfile != nil {
-            // The devices of one rank charge alike (one claim size per rank): those of the charge most of them have.
+            // The devices of one rank charge alike (one claim size per rank): those of the charge most of them have
+            // (`reject` counted the same).
             let charges = Dictionary(grouping: free) { node.gpus[$0].chargeMilli }
             if let most = charges.max(by: { a, b in a.value.count != b.value.count ? a.value.count < b.value.count : a.key > b.key }) {
                 free = most.value
@@ -308,13 +311,19 @@ public struct Placer: Sendable {
         var healthy = 0
         var free = 0
         var shareFits = false
+        // A MIG rank's devices charge alike (one claim size per rank): counted per charge.
+        var freeByCharge: [Int: Int] = [:]
         for gpu in node.gpus where job.accepts(gpu) {
             acceptable += 1
             guard gpu.health.isSchedulable else { continue }
             healthy += 1
-            if gpu.isFree { free += 1 }
-            if let f = request.fractionMilli, gpu.leftoverMilli >= f, job.mayShare(gpu) { shareFits = true }
+            if gpu.isFree {
+                free += 1
+                if job.migProfile != nil { freeByCharge[gpu.chargeMilli, default: 0] += 1 }
+            }
+            if let f = request.fractionMilli, gpu.leftoverMilli >= f, job.mayShare(gpu, on: node) { shareFits = true }
         }
+        if job.migProfile != nil { free = freeByCharge.values.max() ?? 0 }
         if acceptable == 0 { return .gpuModel }
         if request.fractionMilli != nil { return shareFits ? nil : (healthy == 0 ? .gpuHealth : .gpuShare) }
         if request.exclusive || free >= request.gpus { return free >= request.gpus ? nil : .gpus }

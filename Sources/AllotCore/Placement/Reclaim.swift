@@ -23,9 +23,12 @@ public struct RunningAttempt: Hashable, Sendable {
     /// What its job asks per node and the models it accepts, to place it again when it is moved.
     public var perNode: NodeRequest?
     public var gpuModels: [String] = []
-    /// Its job's MIG profile and least GPU memory, to place it again as it asked.
+    /// Its job's MIG profile and least GPU memory, its pool's isolation of shares and its ranks' account, to place
+    /// it again as it asked.
     public var migProfile: String?
     public var gpuMemoryMiB: Int?
+    public var isolatedShares = false
+    public var account: String?
 
     public init(
         jobID: Int64, attempt: Int, org: String, pool: String, borrowing: Bool, startedAt: Int64, ranks: [RankAssignment], endsAt: Int64? = nil

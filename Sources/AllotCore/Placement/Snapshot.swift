@@ -18,8 +18,9 @@ public struct GPUSlot: Hashable, Sendable {
     public var migProfile: String?
     /// What holding it charges, in thousandths of a GPU: 1000 for a GPU, a MIG device's memory slices of its GPU's.
     public var chargeMilli: Int
-    /// The organisation whose shares it holds, where the pool keeps organisations off each other's GPUs.
+    /// The organisation and the Unix account whose shares it holds (nil when none).
     public var shareOrg: String?
+    public var shareAccount: String?
 
     public init(
         index: Int, model: String, nvlinkDomain: Int? = nil, health: GPUHealth = .healthy, usedMilli: Int = 0, productName: String? = nil,
@@ -74,6 +75,9 @@ public struct NodeSnapshot: Hashable, Sendable {
     public var usedCPUMilli: Int
     public var usedMemoryMiB: Int
     public var gpus: [GPUSlot]
+    /// Its agent runs shared GPUs under MPS, which serves one Linux account per GPU at a time: shares of one GPU
+    /// must be one account's there.
+    public var enforcesShares = false
     /// Seconds until the node's next maintenance window starts, if one is planned.
     public var maintenanceInSeconds: Int64?
 
@@ -124,6 +128,8 @@ public struct PendingJob: Hashable, Sendable {
     public var gpuMemoryMiB: Int?
     /// Its pool keeps organisations off each other's GPUs: a share goes only on a GPU no other organisation shares.
     public var isolatedShares = false
+    /// The Unix account its ranks run as (the owner's, else the organisation's): MPS shares one GPU among one.
+    public var account: String?
 
     public init(
         id: Int64, org: String = "", pool: String, gpuModels: [String] = [], nodes: Int = 1, perNode: NodeRequest,
@@ -177,9 +183,12 @@ public struct PendingJob: Hashable, Sendable {
         return asked.caseInsensitiveCompare(bare) == .orderedSame
     }
 
-    /// Whether a share of this job may go on this GPU beside what holds it now.
-    public func mayShare(_ gpu: GPUSlot) -> Bool {
-        !self.isolatedShares || gpu.usedMilli == 0 || gpu.shareOrg == nil || gpu.shareOrg == self.org
+    /// Whether a share of this job may go on this GPU of `node` beside what holds it now: under MPS only beside
+    /// its own account's shares; where the pool keeps organisations apart, only beside its organisation's.
+    public func mayShare(_ gpu: GPUSlot, on node: NodeSnapshot) -> Bool {
+        guard gpu.usedMilli > 0 else { return true }
+        if node.enforcesShares, let other = gpu.shareAccount, other != self.account { return false }
+        return !self.isolatedShares || gpu.shareOrg == nil || gpu.shareOrg == self.org
     }
 }
 
@@ -228,14 +237,14 @@ extension NodeSnapshot {
 extension Array where Element == NodeSnapshot {
     /// Marks what a rank holds (its GPUs' thousandths, CPU and memory) as in use on its node, or with
     /// `releasing` as free again: how replays, benchmarks and preemption planning move a snapshot on.
-    public mutating func hold(_ rank: RankAssignment, releasing: Bool = false) {
+    public mutating func hold(_ rank: RankAssignment, releasing: Bool = false, for job: PendingJob? = nil) {
         guard let n = self.firstIndex(where: { $0.name == rank.node }) else { return }
-        self.hold(rank, at: n, releasing: releasing)
+        self.hold(rank, at: n, releasing: releasing, for: job)
     }
 
-    /// The same, for the node at position `n` (which must be the rank's node). A share held for `org` marks its
-    /// GPU as that organisation's (for pools that keep organisations apart).
-    public mutating func hold(_ rank: RankAssignment, at n: Int, releasing: Bool = false, org: String? = nil) {
+    /// The same, for the node at position `n` (which must be the rank's node). A share held for a job marks its GPU
+    /// with the job's organisation and account (for pools that keep organisations apart, and MPS).
+    public mutating func hold(_ rank: RankAssignment, at n: Int, releasing: Bool = false, for job: PendingJob? = nil) {
         let sign = releasing ? -1 : 1
         self[n].usedCPUMilli = Swift.max(0, self[n].usedCPUMilli + sign * rank.cpuMilli)
         self[n].usedMemoryMiB = Swift.max(0, self[n].usedMemoryMiB + sign * rank.memoryMiB)
@@ -244,8 +253,10 @@ extension Array where Element == NodeSnapshot {
                 self[n].gpus[g].usedMilli = Swift.max(0, self[n].gpus[g].usedMilli + sign * rank.milliPerGPU)
                 if self[n].gpus[g].usedMilli == 0 {
                     self[n].gpus[g].shareOrg = nil
-                } else if !releasing, let org, rank.milliPerGPU < 1000 {
-                    self[n].gpus[g].shareOrg = org
+                    self[n].gpus[g].shareAccount = nil
+                } else if !releasing, let job, rank.milliPerGPU < 1000, self[n].gpus[g].migProfile == nil {
+                    self[n].gpus[g].shareOrg = self[n].gpus[g].shareOrg ?? job.org
+                    self[n].gpus[g].shareAccount = self[n].gpus[g].shareAccount ?? job.account
                 }
             }
         }

@@ -69,7 +69,7 @@ public struct Dispatcher: Service {
                 }, stepKey: options.batchStep ? NodeKey.hex(self.nodeKeys.stepKey(launchID: work.launchID)) : nil, array: work.array)
         }
         var failure: (node: String, error: String)?
-        var refusal: (node: String, reason: String)?
+        var refusal: (node: String, reason: String, rank: Int, launch: Int)?
         await withTaskGroup(of: (LaunchWork.Rank, (any Error)?).self) { group in
             for rank in work.ranks where !rank.dispatched {
                 group.addTask {
@@ -105,7 +105,7 @@ public struct Dispatcher: Service {
             }
             for await (rank, error) in group {
                 if case .api(422, let body)? = error as? APIClient.Failure {
-                    refusal = (rank.node, body.error.message)
+                    refusal = (rank.node, body.error.message, rank.rank, rank.launch)
                 } else if let error {
                     failure = (rank.node, "\(error)")
                 } else {
@@ -120,7 +120,9 @@ public struct Dispatcher: Service {
         if let refusal {
             self.logger.warning("launch refused", metadata: ["job": "\(work.jobID)", "node": "\(refusal.node)", "reason": "\(refusal.reason)"])
             do {
-                try await store.launchRefused(jobID: work.jobID, attempt: work.attempt, node: refusal.node, reason: refusal.reason)
+                try await store.launchRefused(
+                    jobID: work.jobID, attempt: work.attempt, node: refusal.node, reason: refusal.reason, rank: refusal.rank,
+                    launch: refusal.launch)
             } catch {
                 self.logger.warning("recording a refused launch failed", metadata: ["error": "\(error)"])
             }

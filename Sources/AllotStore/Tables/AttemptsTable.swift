@@ -124,14 +124,22 @@ struct AttemptsTable {
         }
     }
 
-    /// A moved replica's new node and GPUs (the scheduler's choice): claimed, and dispatched from now on.
-    func relocate(_ job: Int64, _ number: Int, to r: RankAssignment) async throws {
-        try await self.tx.query(
-            """
-            UPDATE attempt_ranks SET node = \(r.node), gpu_indices = \(r.gpuIndices)::integer[], milli_per_gpu = \(r.milliPerGPU),
-                   cpu_milli = \(r.cpuMilli), memory_mib = \(r.memoryMiB), needs_node = false, next_dispatch_at = now()
-            WHERE job_id = \(job) AND attempt = \(number) AND rank = \(r.rank) AND needs_node
-            """)
+    /// A moved replica's new node and GPUs (the scheduler's choice): claimed, and dispatched from now on. Only while
+    /// the replica still waits for a node in a running, unstopped attempt (the service may have been cancelled
+    /// since the snapshot); false otherwise, and nothing is claimed.
+    func relocate(_ job: Int64, _ number: Int, to r: RankAssignment) async throws -> Bool {
+        let moved =
+            try await self.tx.query(
+                """
+                UPDATE attempt_ranks SET node = \(r.node), gpu_indices = \(r.gpuIndices)::integer[], milli_per_gpu = \(r.milliPerGPU),
+                       cpu_milli = \(r.cpuMilli), memory_mib = \(r.memoryMiB), needs_node = false, next_dispatch_at = now(), dispatched_at = NULL
+                WHERE job_id = \(job) AND attempt = \(number) AND rank = \(r.rank) AND needs_node AND state = 'pending'
+                  AND EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = \(job) AND a.number = \(number) AND a.state = 'running'
+                              AND a.stop_requested_at IS NULL)
+                RETURNING 1
+                """
+            ).decode(Int.self).first() != nil
+        guard moved else { return false }
         if !r.gpuIndices.isEmpty {
             // Back on a GPU the attempt held before (its node returned): that claim is live again.
             try await self.tx.query(
@@ -141,6 +149,16 @@ struct AttemptsTable {
                 ON CONFLICT (job_id, attempt, node, gpu_index) DO UPDATE SET released_at = NULL, rank = EXCLUDED.rank, claimed_at = now()
                 """)
         }
+        return true
+    }
+
+    /// A replica left down: its GPUs are free for others.
+    func releaseClaims(_ job: Int64, _ number: Int, rank: Int) async throws {
+        try await self.tx.query(
+            """
+            UPDATE gpu_claims SET released_at = \(try await self.tx.now())
+            WHERE job_id = \(job) AND attempt = \(number) AND rank = \(rank) AND released_at IS NULL
+            """)
     }
 
     /// Inserts a placed attempt: its row with its rendezvous port, its ranks and their GPU claims (the schema refuses
@@ -312,15 +330,18 @@ struct AttemptsTable {
                 WHERE r.dispatched_at IS NULL AND r.launch > 0 AND NOT r.needs_node AND r.next_dispatch_at <= now()
                   AND EXISTS (SELECT 1 FROM attempts a WHERE a.job_id = r.job_id AND a.number = r.attempt
                               AND a.state IN ('starting', 'running') AND a.stop_requested_at IS NULL)
-                RETURNING r.job_id, r.attempt),
+                RETURNING r.job_id, r.attempt, r.rank),
             leased AS (
-                SELECT * FROM placed
+                SELECT *, false AS relaunch FROM placed
                 UNION
-                SELECT a.job_id, a.number, a.launch_id, a.rendezvous_port FROM attempts a
+                SELECT a.job_id, a.number, a.launch_id, a.rendezvous_port, true FROM attempts a
                 WHERE (a.job_id, a.number) IN (SELECT job_id, attempt FROM relaunched))
             SELECT l.job_id, l.number, r.rank, r.node, n.agent_url, n.enrolment, r.gpu_indices, r.cpu_milli, r.memory_mib,
-                   r.dispatched_at IS NOT NULL, j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s,
-                   j.org, j.owner, coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org), j.image, l.launch_id::text,
+                   -- Of a running service, only the replicas leased now are to be sent (not one still in its back-off,
+                   -- nor one waiting for a node).
+                   r.dispatched_at IS NOT NULL
+                     OR (l.relaunch AND (r.job_id, r.attempt, r.rank) NOT IN (SELECT job_id, attempt, rank FROM relaunched)), j.command, j.env::text, j.working_dir, j.gpus_per_node, d.grace_period_s,
+                   j.org, j.owner, \(unescaped: ClusterReader.accountOf), j.image, l.launch_id::text,
                    j.name, j.pool, j.project, j.time_limit_s, j.warn_signal, j.slurm::text, j.array_job_id, j.array_task_id,
                    (SELECT count(*)::int FROM jobs t WHERE t.array_job_id = j.array_job_id),
                    (SELECT min(array_task_id) FROM jobs t WHERE t.array_job_id = j.array_job_id),

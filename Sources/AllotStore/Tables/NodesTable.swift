@@ -159,14 +159,21 @@ struct NodesTable {
         var owner: [Int: String] = [:]  // slot → UUID ("" for a GPU that never had one)
         var wasPresent: Set<Int> = []
         var wasMIGDevice: Set<Int> = []
-        for try await (i, uuid, h, present, profile) in try await self.tx.query(
-            "SELECT idx, uuid, health::text, present, mig_profile FROM gpus WHERE node = \(node) ORDER BY idx FOR UPDATE"
-        ).decode((Int, String, String, Bool, String?).self) {
+        var parentOf: [Int: Int] = [:]
+        for try await (i, uuid, h, present, profile, parent) in try await self.tx.query(
+            "SELECT idx, uuid, health::text, present, mig_profile, mig_parent FROM gpus WHERE node = \(node) ORDER BY idx FOR UPDATE"
+        ).decode((Int, String, String, Bool, String?, Int?).self) {
             before[i] = try decoded(h, "gpus.health")
             owner[i] = uuid
             if present { wasPresent.insert(i) }
             if profile != nil { wasMIGDevice.insert(i) }
+            if let parent { parentOf[i] = parent }
         }
+        // A GPU with MIG on whose devices the report could not name (`nvidia-smi -L` failed) says nothing of its
+        // layout: the devices it had stay as they were, and their work runs on.
+        let unnamed = Set(
+            reported.filter { $0.migMode == "Enabled" && ($0.migDevices ?? []).contains { $0.uuid.isEmpty || $0.profile == nil } }.map(\.uuid))
+        let unknownLayout = Set(wasMIGDevice.filter { d in parentOf[d].flatMap { owner[$0] }.map { unnamed.contains($0) } ?? false })
         let devices = Self.withMIGDevices(reported)
         let slots = Self.slots(for: devices.map(\.gpu), owners: owner)
         var gpus = devices.map(\.gpu)
@@ -213,8 +220,10 @@ struct NodesTable {
         let gone =
             reported.isEmpty
             ? []
-            : wasPresent.subtracting(reportedSlots).filter { !(owner[$0] ?? "").isEmpty && (!wasMIGDevice.contains($0) || heldDevices.contains($0)) }
-                .sorted()
+            : wasPresent.subtracting(reportedSlots).subtracting(unknownLayout).filter {
+                !(owner[$0] ?? "").isEmpty && (!wasMIGDevice.contains($0) || heldDevices.contains($0))
+            }
+            .sorted()
         for slot in gone where before[slot] != .quarantined {
             let why =
                 wasMIGDevice.contains(slot)
@@ -278,7 +287,7 @@ struct NodesTable {
         let held = try await self.tx.query(
             """
             SELECT DISTINCT gpu_index FROM gpu_claims
-            WHERE node = \(node) AND released_at IS NULL AND NOT (gpu_index = ANY(\(slots + gone)::integer[])) ORDER BY 1
+            WHERE node = \(node) AND released_at IS NULL AND NOT (gpu_index = ANY(\(slots + gone + Array(unknownLayout))::integer[])) ORDER BY 1
             """
         ).decode(Int.self).array()
         for gpu in held {
@@ -290,7 +299,8 @@ struct NodesTable {
         try await self.tx.query(
             """
             UPDATE gpus SET present = false
-            WHERE node = \(node) AND present AND NOT (idx = ANY(\(slots + gone)::integer[])) AND NOT (idx = ANY(\(held)::integer[]))
+            WHERE node = \(node) AND present AND NOT (idx = ANY(\(slots + gone + Array(unknownLayout))::integer[]))
+              AND NOT (idx = ANY(\(held)::integer[]))
             """)
         // The MIG devices of a GPU quarantined now go with it.
         var quarantined = events.filter { $0.to == .quarantined }.map { (index: $0.index, cause: $0.cause) }
@@ -357,7 +367,9 @@ struct NodesTable {
         else { throw StoreError.notFound("GPU \(index) of node \(node)") }
         let from: GPUHealth = try decoded(raw, "gpus.health")
         guard from != .healthy else { return false }
-        try await self.tx.query("UPDATE gpus SET health = 'healthy', health_detail = NULL WHERE node = \(node) AND idx = \(index)")
+        // Its MIG devices share its health: they return with it.
+        try await self.tx.query(
+            "UPDATE gpus SET health = 'healthy', health_detail = NULL WHERE node = \(node) AND (idx = \(index) OR mig_parent = \(index))")
         try await self.tx.query(
             """
             INSERT INTO gpu_health_events (node, gpu_index, from_health, to_health, cause, actor)
