@@ -461,6 +461,9 @@ struct EndToEndTests {
             gpusPerNode: 1
             command: echo "start $ALLOT_NODE_RANK $ALLOT_LAUNCH $$" >> \(log); while [ ! -e \(stop)-$ALLOT_NODE_RANK-$ALLOT_LAUNCH ]; do sleep 0.2; done; exit 7
             """)
+        // The pool's GPUs by kind, with their full product name and memory.
+        let pools = try c.cli(["pools"])
+        #expect(pools.contains("h200") && pools.contains("NVIDIA H200") && pools.contains("140 GiB"), "\(pools)")
         let running = try await c.waitForJob(id) { $0.state == .running }
         try await Cluster.waitFor("both replicas started", seconds: 20) {
             ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").count == 2
