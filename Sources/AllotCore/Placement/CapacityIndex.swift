@@ -12,6 +12,8 @@ struct Cluster {
     /// in case; and each kind by id.
     private var kindIDs: [GPUKind: Int] = [:]
     private var kinds: [GPUKind] = []
+    /// The same ids by the fields as agents report them, so indexing a node hashes them without lowercasing.
+    private var kindIDsAsReported: [GPUKind: Int] = [:]
     /// Whether some node has MIG devices: then even a job that names no model accepts only some kinds.
     private var hasMIG = false
     /// Pools where some node has a maintenance window, so time limits matter to placement there.
@@ -71,9 +73,14 @@ struct Cluster {
             }
             for gpu in node.gpus where lastKind.map({ !GPUKind.alike($0, gpu) }) ?? true {
                 lastKind = gpu
+                guard self.kindIDsAsReported[GPUKind(reported: gpu)] == nil else { continue }
                 let kind = GPUKind(gpu)
-                guard self.kindIDs[kind] == nil else { continue }
+                if let id = self.kindIDs[kind] {
+                    self.kindIDsAsReported[GPUKind(reported: gpu)] = id
+                    continue
+                }
                 self.kindIDs[kind] = self.kinds.count
+                self.kindIDsAsReported[GPUKind(reported: gpu)] = self.kinds.count
                 self.kinds.append(kind)
                 book.modelNames.append(kind.model)
                 if gpu.migProfile != nil { self.hasMIG = true }
@@ -82,6 +89,13 @@ struct Cluster {
         }
         for (name, id) in self.poolIDs { self.poolMembers[name] = membersByPool[id] }
         for (pool, profiles) in self.live.enumerated() { book.rank(pool: pool, profiles.map { ($0, self.members[$0].count) }) }
+    }
+
+    /// Readies the cluster for another placement call expecting `mix`: the book forgets what it worked out from
+    /// the old mix, and each pool's nodes are ranked again as they are now.
+    func refresh(mix: WorkloadMix) {
+        self.book.reset(mix: mix)
+        for (pool, profiles) in self.live.enumerated() { self.book.rank(pool: pool, profiles.map { ($0, self.members[$0].count) }) }
     }
 
     /// The job's shape in this cluster's terms.
@@ -285,7 +299,7 @@ struct Cluster {
     /// The GPUs (positions in the node's list) one rank of `job` takes on a node chosen for it.
     func gpus(for job: PendingJob, on candidate: Candidate) -> [Int] {
         let share = candidate.share.map { share in
-            { (gpu: GPUSlot) in gpu.leftoverMilli == share.leftover && self.kindIDs[GPUKind(gpu)] == share.model }
+            { (gpu: GPUSlot) in gpu.leftoverMilli == share.leftover && self.kindIDsAsReported[GPUKind(reported: gpu)] == share.model }
         }
         guard case .fits(let gpus) = Placer.fit(job, on: self.nodes[candidate.position], shareOn: share) else {
             preconditionFailure("the index chose a node that Placer.reject refuses")
@@ -310,7 +324,7 @@ struct Cluster {
         entries.reserveCapacity(node.gpus.count)
         var kind: (gpu: GPUSlot, id: Int)?
         for gpu in node.gpus where gpu.health.isSchedulable {
-            if kind.map({ !GPUKind.alike($0.gpu, gpu) }) ?? true { kind = (gpu, self.kindIDs[GPUKind(gpu)]!) }
+            if kind.map({ !GPUKind.alike($0.gpu, gpu) }) ?? true { kind = (gpu, self.kindIDsAsReported[GPUKind(reported: gpu)]!) }
             // A MIG device is held whole, whatever share of its GPU it charges.
             entries.append(Profile.entry(model: kind!.id, leftover: gpu.migProfile != nil && gpu.usedMilli > 0 ? 0 : gpu.leftoverMilli))
         }
@@ -366,6 +380,14 @@ struct GPUKind: Hashable {
         self.productName = gpu.productName
         self.memoryMiB = gpu.memoryMiB
         self.migProfile = gpu.migProfile?.lowercased()
+    }
+
+    /// The fields as reported, unchanged: a key to find the id of the kind above without lowercasing.
+    init(reported gpu: GPUSlot) {
+        self.model = gpu.model
+        self.productName = gpu.productName
+        self.memoryMiB = gpu.memoryMiB
+        self.migProfile = gpu.migProfile
     }
 
     /// Compared, not hashed: consecutive GPUs are mostly alike.

@@ -60,8 +60,47 @@ public struct Placer: Sendable {
         _ queue: [PendingJob], on snapshot: [NodeSnapshot], quota: QuotaBook? = nil, backfill: Backfill? = nil,
         defragmenting: [DefragmentationPlan] = []
     ) -> Plan {
-        let mix = self.strategy == .fragmentationAware ? self.expected.adding(queue) : WorkloadMix()
-        var cluster = Cluster(snapshot, book: ProfileBook(strategy: self.strategy, mix: mix))
+        var cluster = Cluster(snapshot, book: ProfileBook(strategy: self.strategy, mix: self.mix(for: queue)))
+        return self.place(queue, in: &cluster, quota: quota, backfill: backfill, defragmenting: defragmenting)
+    }
+
+    /// The work the fragmentation-aware strategy expects: recent history and the queue.
+    func mix(for queue: [PendingJob]) -> WorkloadMix {
+        self.strategy == .fragmentationAware ? self.expected.adding(queue) : WorkloadMix()
+    }
+
+    /// A cluster kept from one placement call to the next, for a replay that runs one call per event: what each
+    /// call places is held in it, what ends is released, and its index of nodes by profile is kept — not built
+    /// afresh from every node per event (half of a replay's time on a cluster of many node types). Every call
+    /// decides exactly as `place(_:on:)` would on the same nodes.
+    public struct Session {
+        public let placer: Placer
+        private var cluster: Cluster
+
+        public init(placer: Placer, nodes: [NodeSnapshot]) {
+            self.placer = placer
+            self.cluster = Cluster(nodes, book: ProfileBook(strategy: placer.strategy, mix: placer.expected))
+        }
+
+        /// The nodes with what is held on them now, in name order.
+        public var nodes: [NodeSnapshot] { self.cluster.nodes }
+
+        /// Places what fits (as `Placer.place`), expecting `expected` besides the queue, and holds it.
+        public mutating func place(_ queue: [PendingJob], expected: WorkloadMix) -> Plan {
+            var placer = self.placer
+            placer.expected = expected
+            self.cluster.refresh(mix: placer.mix(for: queue))
+            return placer.place(queue, in: &self.cluster)
+        }
+
+        /// Frees what an ended rank held.
+        public mutating func release(_ rank: RankAssignment) { self.cluster.hold(rank, releasing: true) }
+    }
+
+    private func place(
+        _ queue: [PendingJob], in cluster: inout Cluster, quota: QuotaBook? = nil, backfill: Backfill? = nil,
+        defragmenting: [DefragmentationPlan] = []
+    ) -> Plan {
         var book = quota
         var runningNow = backfill?.running ?? []
         var failed: [FailureKey: Waiting] = [:]

@@ -51,7 +51,7 @@ struct Profile: Hashable {
 /// it makes to look ahead (backfill reservations), so each is worked out once per placement call.
 final class ProfileBook {
     let strategy: ScoringStrategy
-    let mix: FragmentationModel
+    private(set) var mix: FragmentationModel
     private(set) var profiles: [Profile] = []
     private var profileIDs: [Profile: Int] = [:]
     private var freeMilli: [Int] = []
@@ -71,7 +71,7 @@ final class ProfileBook {
     private var termAccepts: [[Bool]] = []
     /// The terms whose shapes accept only some models, with their share of the mix's GPU demand: the work that
     /// can go nowhere else, which scarcity weighs against the free capacity of its models.
-    let captive: [(term: Int, share: Double)]
+    private(set) var captive: [(term: Int, share: Double)]
 
     private func resolveModels() {
         guard self.termAccepts.isEmpty else { return }
@@ -102,11 +102,27 @@ final class ProfileBook {
     init(strategy: ScoringStrategy, mix: WorkloadMix, slotLimit: Int = 1 << 20) {
         self.slotLimit = slotLimit
         self.strategy = strategy
+        (self.mix, self.captive) = Self.model(of: mix, strategy: strategy)
+    }
+
+    private static func model(of mix: WorkloadMix, strategy: ScoringStrategy) -> (FragmentationModel, [(term: Int, share: Double)]) {
         let model = strategy == .fragmentationAware ? mix.model : FragmentationModel(terms: [])
-        self.mix = model
         let demand = model.terms.map { $0.weight * Double($0.shape.milli ?? $0.shape.gpus * 1000) }
         let total = demand.reduce(0, +)
-        self.captive = total > 0 ? model.terms.indices.filter { !model.terms[$0].shape.models.isEmpty }.map { ($0, demand[$0] / total) } : []
+        return (model, total > 0 ? model.terms.indices.filter { !model.terms[$0].shape.models.isEmpty }.map { ($0, demand[$0] / total) } : [])
+    }
+
+    /// Another placement call with the same cluster (a replay's next event): the mix is new, so everything worked
+    /// out from it goes; the profiles and shapes interned so far stay, and so do the cluster's index of its nodes.
+    func reset(mix: WorkloadMix) {
+        (self.mix, self.captive) = Self.model(of: mix, strategy: self.strategy)
+        self.termAccepts = []
+        self.fragmentation = Array(repeating: nil, count: self.profiles.count)
+        self.rates = Array(repeating: nil, count: self.profiles.count)
+        self.nodeLadders = [:]
+        self.transitions = Array(repeating: [], count: self.shapes.count)
+        self.overflow = [:]
+        self.slots = 0
     }
 
     func id(of profile: Profile) -> Int {

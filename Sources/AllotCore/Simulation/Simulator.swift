@@ -52,8 +52,9 @@ public struct Simulator: Sendable {
     public init(placer: Placer) { self.placer = placer }
 
     public func run(cluster: [NodeSnapshot], trace: [TraceJob], elapsed: (() -> Plan) -> (Plan, Double)) -> SimulationReport {
-        var nodes = cluster.sorted { $0.name < $1.name }
-        let capacity = nodes.reduce(0) { $0 + $1.gpus.count } * 1000
+        // One cluster for the whole replay: each event's call holds what it places and releases what ends.
+        var session = Placer.Session(placer: self.placer, nodes: cluster)
+        let capacity = cluster.reduce(0) { $0 + $1.gpus.count } * 1000
         let arrivals = trace.sorted { ($0.submitSeconds, $0.id) < ($1.submitSeconds, $1.id) }
         var next = 0
         var queue: [Int64: TraceJob] = [:]
@@ -80,7 +81,7 @@ public struct Simulator: Sendable {
             // Completions first: what ends now frees room for what arrives now.
             for e in ends where e.time == now {
                 for r in e.ranks {
-                    nodes.hold(r, releasing: true)
+                    session.release(r)
                     allocated -= r.gpuIndices.count * r.milliPerGPU
                 }
             }
@@ -91,24 +92,20 @@ public struct Simulator: Sendable {
             }
             guard !queue.isEmpty else { continue }
             let pending = queue.values.map(\.job)
-            var placer = self.placer
-            placer.expected = started
-            let (plan, seconds) = elapsed { placer.place(pending, on: nodes) }
+            let (plan, seconds) = elapsed { session.place(pending, expected: started) }
             decisions += pending.count
             decideSeconds += seconds
             for p in plan.placements {
                 guard let t = queue.removeValue(forKey: p.jobID) else { continue }
                 placedCount += 1
                 started.add(t.job.perNode, weight: Double(t.job.nodes))
-                for r in p.ranks {
-                    nodes.hold(r)
-                    allocated += r.gpuIndices.count * r.milliPerGPU
-                }
+                for r in p.ranks { allocated += r.gpuIndices.count * r.milliPerGPU }
                 peak = max(peak, allocated)
                 waits.append((t.job.org, t.job.priority, Double(now - t.submitSeconds)))
                 if let d = t.durationSeconds { ends.append((now + d, p.ranks)) }
             }
         }
+        let nodes = session.nodes
         let freeTotal = nodes.reduce(0) { $0 + $1.gpus.reduce(0) { $0 + $1.leftoverMilli } }
         let freeOnPartial = nodes.filter { $0.gpus.contains { $0.usedMilli > 0 } }.reduce(0) { $0 + $1.gpus.reduce(0) { $0 + $1.leftoverMilli } }
         func summary(_ xs: [Double]) -> SimulationReport.Waits {
