@@ -17,6 +17,14 @@ import Testing
         #expect(NodeRoutes.gpuListProblem([Self.gpu(3, "GPU-a"), Self.gpu(3, "GPU-b")]) == "index 3 is listed twice")
         #expect(NodeRoutes.gpuListProblem([Self.gpu(-1, "GPU-a")]) == "index -1 is outside 0...1023")
         #expect(NodeRoutes.gpuListProblem([Self.gpu(1024, "GPU-a")]) == "index 1024 is outside 0...1023")
+        // MIG devices: a UUID twice (here, the GPU's own), or more devices than a GPU can be cut into.
+        var cut = Self.gpu(0, "GPU-a")
+        cut.migDevices = [MIGDevice(index: 0, uuid: "GPU-a", profile: "1g.10gb", gpuInstance: 1, computeInstance: 0, memoryMiB: 1)]
+        #expect(NodeRoutes.gpuListProblem([cut]) == "MIG device GPU-a is listed twice")
+        cut.migDevices = (0..<57).map {
+            MIGDevice(index: $0, uuid: "MIG-\($0)", profile: "1g.10gb", gpuInstance: $0, computeInstance: 0, memoryMiB: 1)
+        }
+        #expect(NodeRoutes.gpuListProblem([cut]) == "GPU 0 lists 57 MIG devices (at most 56)")
         let long = String(repeating: "x", count: 5000)
         #expect(NodeRoutes.gpuListProblem([Self.gpu(0, long), Self.gpu(1, long)])!.utf8.count < 200)
     }

@@ -96,6 +96,12 @@ extension NodeRoutes {
             // nvidia-smi numbers from 0; no node holds a thousand GPUs, so a larger index is a broken report.
             guard (0...1023).contains(gpu.index) else { return "index \(gpu.index) is outside 0...1023" }
             if !indices.insert(gpu.index).inserted { return "index \(gpu.index) is listed twice" }
+            // No GPU is cut into more than 7 GPU instances of up to 8 compute instances each.
+            let devices = gpu.migDevices ?? []
+            if devices.count > 56 { return "GPU \(gpu.index) lists \(devices.count) MIG devices (at most 56)" }
+            for d in devices where !d.uuid.isEmpty {
+                if !uuids.insert(d.uuid).inserted { return "MIG device \(d.uuid.prefix(100)) is listed twice" }
+            }
         }
         return nil
     }

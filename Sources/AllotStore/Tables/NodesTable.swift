@@ -316,8 +316,9 @@ struct NodesTable {
     static func withMIGDevices(_ reported: [GPUInfo]) -> [(gpu: GPUInfo, parent: String?, instances: (gpu: Int, compute: Int)?)] {
         var out: [(gpu: GPUInfo, parent: String?, instances: (gpu: Int, compute: Int)?)] = reported.map { ($0, nil, nil) }
         for gpu in reported where gpu.migMode == "Enabled" {
-            for d in gpu.migDevices ?? [] where !d.uuid.isEmpty {
-                guard let profile = d.profile else { continue }
+            for d in gpu.migDevices ?? [] where !d.uuid.isEmpty && d.uuid.utf8.count <= 200 {
+                // A profile this version cannot read (a later driver's naming) is listed nowhere and given to no job.
+                guard let profile = d.profile, profile.utf8.count <= 40, MIGProfile.isProfile(profile) else { continue }
                 var device = GPUInfo(
                     index: 100 + gpu.index * 10 + d.index, uuid: d.uuid, model: gpu.model, memoryMiB: d.memoryMiB, nvlinkDomain: gpu.nvlinkDomain,
                     health: gpu.health, healthDetail: gpu.healthDetail, pciBusID: gpu.pciBusID, minorNumber: gpu.minorNumber)
