@@ -476,7 +476,7 @@ struct EndToEndTests {
         }
         let otherPid = try pid()
         // Replica 0 exits 7: it is started again, alone.
-        FileManager.default.createFile(atPath: "\(stop)-0-0", contents: nil)
+        _ = FileManager.default.createFile(atPath: "\(stop)-0-0", contents: nil)
         let healed = try await c.waitForJob(id, seconds: 60) { job in
             job.state == .running && job.degraded != true && job.attempts.last?.nodes.first { $0.rank == 0 }?.restarts == 1
         }
