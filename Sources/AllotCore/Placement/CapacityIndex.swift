@@ -16,8 +16,12 @@ struct Cluster {
     private var kindIDsAsReported: [GPUKind: Int] = [:]
     /// Whether some node has MIG devices: then even a job that names no model accepts only some kinds.
     private var hasMIG = false
+    /// The kind last indexed: consecutive nodes mostly have GPUs of one kind, found again without hashing.
+    private var lastKind: (gpu: GPUSlot, id: Int)?
     /// Pools where some node has a maintenance window, so time limits matter to placement there.
     private(set) var poolsWithMaintenance: Set<String> = []
+    /// Pools where some node runs shares under MPS, so a share's account matters to placement there.
+    private(set) var poolsWithMPS: Set<String> = []
     /// Pools where some node names its block, so gangs look for one block that holds them.
     private var poolsWithBlocks: Set<String> = []
     /// The profile of each node, or -1 for nodes that take no work.
@@ -67,6 +71,7 @@ struct Cluster {
             lastPool = (node.pool, pool)
             membersByPool[pool].append(p)
             if node.maintenanceInSeconds != nil { self.poolsWithMaintenance.insert(node.pool) }
+            if node.enforcesShares { self.poolsWithMPS.insert(node.pool) }
             if let block = node.block {
                 self.poolsWithBlocks.insert(node.pool)
                 self.blockMembers[BlockKey(pool: pool, block: block), default: []].append(p)
@@ -322,12 +327,13 @@ struct Cluster {
         guard node.state.acceptsWork, let pool = self.poolIDs[node.pool] else { return }
         var entries: [Int32] = []
         entries.reserveCapacity(node.gpus.count)
-        var kind: (gpu: GPUSlot, id: Int)?
+        var kind = self.lastKind
         for gpu in node.gpus where gpu.health.isSchedulable {
             if kind.map({ !GPUKind.alike($0.gpu, gpu) }) ?? true { kind = (gpu, self.kindIDsAsReported[GPUKind(reported: gpu)]!) }
             // A MIG device is held whole, whatever share of its GPU it charges.
-            entries.append(Profile.entry(model: kind!.id, leftover: gpu.migProfile != nil && gpu.usedMilli > 0 ? 0 : gpu.leftoverMilli))
+            entries.append(Profile.entry(model: kind!.id, leftover: gpu.isMIGDevice && gpu.usedMilli > 0 ? 0 : gpu.leftoverMilli))
         }
+        self.lastKind = kind
         entries.sort()
         let profile = Profile(
             pool: pool, gpus: entries, cpuMilli: node.cpuMilli - node.usedCPUMilli, memoryMiB: node.memoryMiB - node.usedMemoryMiB)
@@ -391,9 +397,7 @@ struct GPUKind: Hashable {
     }
 
     /// Compared, not hashed: consecutive GPUs are mostly alike.
-    static func alike(_ a: GPUSlot, _ b: GPUSlot) -> Bool {
-        a.model == b.model && a.memoryMiB == b.memoryMiB && a.productName == b.productName && a.migProfile == b.migProfile
-    }
+    static func alike(_ a: GPUSlot, _ b: GPUSlot) -> Bool { GPUSlot.alike(a, b) }
 
     /// A free GPU of this kind, for asking a job whether it takes the kind.
     var slot: GPUSlot {

@@ -120,7 +120,7 @@ public struct Placer: Sendable {
         // (The cluster is passed, not captured: a captured variable is boxed and copied at every use.)
         func attempt(_ job: PendingJob, in cluster: Cluster, excluding excluded: Set<Int>?, reserved: Bool) -> Result<[ChosenRank], Waiting> {
             if !plans.isEmpty && plans[job.id] != nil { return self.placeOne(job, in: cluster, excluding: excluded) }
-            let key = FailureKey(job, restricted: reserved, timeMatters: cluster.poolsWithMaintenance.contains(job.pool))
+            let key = FailureKey(job, restricted: reserved, in: cluster)
             if let known = failed[key] { return .failure(known) }
             let outcome = self.placeOne(job, in: cluster, excluding: excluded)
             if case .failure(let w) = outcome { failed[key] = w }
@@ -159,7 +159,7 @@ public struct Placer: Sendable {
             {
                 // A job with a plan of its own sees its set-aside nodes too: its answers are not shared.
                 let own = !plans.isEmpty && plans[job.id] != nil
-                let key = FailureKey(job, restricted: reserved, timeMatters: cluster.poolsWithMaintenance.contains(job.pool))
+                let key = FailureKey(job, restricted: reserved, in: cluster)
                 if own || !guardedFailed.contains(key) {
                     let guarded = self.placeOne(job, in: cluster, excluding: excluded.map { protected.union($0) } ?? protected, explain: false)
                     if case .success = guarded { outcome = guarded } else if !own { guardedFailed.insert(key) }
@@ -229,7 +229,7 @@ public struct Placer: Sendable {
                         }
                     }
                 } else if case .capacity = waiting.reason,
-                    reserveTried.insert(FailureKey(job, restricted: false, timeMatters: cluster.poolsWithMaintenance.contains(job.pool))).inserted,
+                    reserveTried.insert(FailureKey(job, restricted: false, in: cluster)).inserted,
                     let r = self.reserve(job, in: cluster, running: runningNow, now: b.now, excluding: base)
                 {
                     plan.reservations[job.pool] = r
@@ -255,13 +255,17 @@ public struct Placer: Sendable {
         var shareOrg: String?
         var shareAccount: String?
 
-        init(_ job: PendingJob, restricted: Bool, timeMatters: Bool) {
+        /// The time limit matters only in pools with maintenance windows; a share's organisation only where the pool
+        /// keeps organisations apart, its account only where the pool has MPS nodes: elsewhere alike jobs share answers.
+        init(_ job: PendingJob, restricted: Bool, in cluster: Cluster) {
+            let timeMatters = cluster.poolsWithMaintenance.contains(job.pool)
             self.pool = job.pool
             self.gpuModels = job.gpuModels
             self.migProfile = job.migProfile
             self.gpuMemoryMiB = job.gpuMemoryMiB
-            self.shareOrg = job.perNode.fractionMilli != nil ? job.org : nil
-            self.shareAccount = job.perNode.fractionMilli != nil ? job.account : nil
+            let share = job.perNode.fractionMilli != nil
+            self.shareOrg = share && job.isolatedShares ? job.org : nil
+            self.shareAccount = share && cluster.poolsWithMPS.contains(job.pool) ? job.account : nil
             self.nodes = job.nodes
             self.perNode = job.perNode
             self.timeLimitSeconds = timeMatters ? job.timeLimitSeconds : nil

@@ -9,18 +9,53 @@ public struct GPUSlot: Hashable, Sendable {
     public var health: GPUHealth
     /// Thousandths of this GPU held by live attempts (0…1000; a MIG device's share when held).
     public var usedMilli: Int
-    /// The product name nvidia-smi gives ("NVIDIA A100 80GB PCIe"): a job's `gpuModel` may name it in full.
-    public var productName: String?
     /// Its memory for `gpuMemory` requests, MiB: what nvidia-smi reports, or the size its name states where that is
     /// more (`GPUMemory.forMatching`); 0 when unknown.
     public var memoryMiB: Int
-    /// Set for a MIG device: its profile (`1g.18gb`). Only jobs that ask that profile take it, always whole.
-    public var migProfile: String?
     /// What holding it charges, in thousandths of a GPU: 1000 for a GPU, a MIG device's memory slices of its GPU's.
     public var chargeMilli: Int
+    /// The rarer names, each pair behind one reference (nil for none): placement copies slots in its inner loops,
+    /// and every string field is a retain and a release per copy.
+    private var names: Names?
+    private var sharers: Names?
+
+    /// Two optional strings, compared and hashed by value.
+    final class Names: Hashable, Sendable {
+        let first: String?
+        let second: String?
+        init?(_ first: String?, _ second: String?) {
+            guard first != nil || second != nil else { return nil }
+            self.first = first
+            self.second = second
+        }
+        static func == (a: Names, b: Names) -> Bool { a === b || (a.first == b.first && a.second == b.second) }
+        func hash(into h: inout Hasher) {
+            h.combine(self.first)
+            h.combine(self.second)
+        }
+    }
+
+    /// The product name nvidia-smi gives ("NVIDIA A100 80GB PCIe"): a job's `gpuModel` may name it in full.
+    public var productName: String? {
+        get { self.names?.first }
+        set { self.names = Names(newValue, self.names?.second) }
+    }
+    /// Set for a MIG device: its profile (`1g.18gb`). Only jobs that ask that profile take it, always whole.
+    public var migProfile: String? {
+        get { self.names?.second }
+        set { self.names = Names(self.names?.first, newValue) }
+    }
     /// The organisation and the Unix account whose shares it holds (nil when none).
-    public var shareOrg: String?
-    public var shareAccount: String?
+    public var shareOrg: String? {
+        get { self.sharers?.first }
+        set { self.sharers = Names(newValue, self.sharers?.second) }
+    }
+    public var shareAccount: String? {
+        get { self.sharers?.second }
+        set { self.sharers = Names(self.sharers?.first, newValue) }
+    }
+    /// Whether it is a MIG device, without reading (and retaining) the profile.
+    public var isMIGDevice: Bool { self.names?.second != nil }
 
     public init(
         index: Int, model: String, nvlinkDomain: Int? = nil, health: GPUHealth = .healthy, usedMilli: Int = 0, productName: String? = nil,
@@ -31,15 +66,17 @@ public struct GPUSlot: Hashable, Sendable {
         self.nvlinkDomain = nvlinkDomain
         self.health = health
         self.usedMilli = usedMilli
-        self.productName = productName
+        self.names = Names(productName, migProfile)
         self.memoryMiB = memoryMiB
-        self.migProfile = migProfile
         self.chargeMilli = chargeMilli
-        self.shareOrg = shareOrg
+        self.sharers = Names(shareOrg, nil)
     }
 
     public var isFree: Bool { self.usedMilli == 0 }
     public var leftoverMilli: Int { 1000 - self.usedMilli }
+
+    /// Same kind of GPU (model, product name, memory, MIG profile), health and use aside: compared, not hashed.
+    static func alike(_ a: GPUSlot, _ b: GPUSlot) -> Bool { a.model == b.model && a.memoryMiB == b.memoryMiB && a.names == b.names }
 }
 
 /// GPU memory as jobs ask for it (`gpuMemory: 80G`).
@@ -164,10 +201,10 @@ public struct PendingJob: Hashable, Sendable {
     /// Whether this GPU (or MIG device) is of a kind the job takes, whatever holds it now: a MIG device of the
     /// profile it asks, else a GPU; its model by the short name or the product name; memory enough.
     public func accepts(_ gpu: GPUSlot) -> Bool {
-        switch (self.migProfile, gpu.migProfile) {
-        case (nil, nil): break
-        case (let asked?, let profile?): guard MIGProfile.same(asked, profile) else { return false }
-        default: return false
+        if let asked = self.migProfile {
+            guard let profile = gpu.migProfile, MIGProfile.same(asked, profile) else { return false }
+        } else if gpu.isMIGDevice {
+            return false
         }
         if let asked = self.gpuMemoryMiB, !GPUMemory.satisfies(gpu.memoryMiB, asked: asked) { return false }
         if self.gpuModels.isEmpty { return true }
