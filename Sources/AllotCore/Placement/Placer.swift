@@ -60,8 +60,8 @@ public struct Placer: Sendable {
         _ queue: [PendingJob], on snapshot: [NodeSnapshot], quota: QuotaBook? = nil, backfill: Backfill? = nil,
         defragmenting: [DefragmentationPlan] = []
     ) -> Plan {
-        var cluster = Cluster(snapshot, book: ProfileBook(strategy: self.strategy, mix: self.mix(for: queue)))
-        return self.place(queue, in: &cluster, quota: quota, backfill: backfill, defragmenting: defragmenting)
+        let cluster = Cluster(snapshot, book: ProfileBook(strategy: self.strategy, mix: self.mix(for: queue)))
+        return self.place(queue, in: consume cluster, quota: quota, backfill: backfill, defragmenting: defragmenting).plan
     }
 
     /// The work the fragmentation-aware strategy expects: recent history and the queue.
@@ -90,17 +90,25 @@ public struct Placer: Sendable {
             var placer = self.placer
             placer.expected = expected
             self.cluster.refresh(mix: placer.mix(for: queue))
-            return placer.place(queue, in: &self.cluster)
+            // Moved out and back, not copied: a copy would share its arrays and copy them whole at the first change.
+            var owned = Cluster([], book: self.cluster.book)
+            swap(&owned, &self.cluster)
+            let (plan, after) = placer.place(queue, in: consume owned)
+            self.cluster = after
+            return plan
         }
 
         /// Frees what an ended rank held.
         public mutating func release(_ rank: RankAssignment) { self.cluster.hold(rank, releasing: true) }
     }
 
+    /// Places in `cluster`, owned here (an `inout` one would be copied each time it is lent to a check below), and
+    /// gives it back holding what was placed.
     private func place(
-        _ queue: [PendingJob], in cluster: inout Cluster, quota: QuotaBook? = nil, backfill: Backfill? = nil,
+        _ queue: [PendingJob], in owned: consuming Cluster, quota: QuotaBook? = nil, backfill: Backfill? = nil,
         defragmenting: [DefragmentationPlan] = []
-    ) -> Plan {
+    ) -> (plan: Plan, cluster: Cluster) {
+        var cluster = consume owned
         var book = quota
         var runningNow = backfill?.running ?? []
         var failed: [FailureKey: Waiting] = [:]
@@ -237,7 +245,7 @@ public struct Placer: Sendable {
                 }
             }
         }
-        return plan
+        return (plan, cluster)
     }
 
     /// What decides whether a job fits, so jobs alike share one failure within a placement call: the time
@@ -356,15 +364,19 @@ public struct Placer: Sendable {
         var shareFits = false
         // A MIG rank's devices charge alike (one claim size per rank): counted per charge.
         var freeByCharge: [Int: Int] = [:]
-        for gpu in node.gpus where job.accepts(gpu) {
+        // Most jobs ask any GPU that is not a MIG device: then a slot's fields are read where they lie, never copied
+        // (the per-node check of every candidate node).
+        let anyGPU = job.migProfile == nil && job.gpuMemoryMiB == nil && job.gpuModels.isEmpty
+        for i in node.gpus.indices {
+            if anyGPU ? node.gpus[i].isMIGDevice : !job.accepts(node.gpus[i]) { continue }
             acceptable += 1
-            guard gpu.health.isSchedulable else { continue }
+            guard node.gpus[i].health.isSchedulable else { continue }
             healthy += 1
-            if gpu.isFree {
+            if node.gpus[i].isFree {
                 free += 1
-                if job.migProfile != nil { freeByCharge[gpu.chargeMilli, default: 0] += 1 }
+                if job.migProfile != nil { freeByCharge[node.gpus[i].chargeMilli, default: 0] += 1 }
             }
-            if let f = request.fractionMilli, gpu.leftoverMilli >= f, job.mayShare(gpu, on: node) { shareFits = true }
+            if let f = request.fractionMilli, node.gpus[i].leftoverMilli >= f, job.mayShare(node.gpus[i], on: node) { shareFits = true }
         }
         if job.migProfile != nil { free = freeByCharge.values.max() ?? 0 }
         if acceptable == 0 { return .gpuModel }
