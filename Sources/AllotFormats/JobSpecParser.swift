@@ -76,14 +76,7 @@ public enum JobSpecParser {
                 if gpus == 0 { reader.error(f.values["gpusPerNode"], "gpusPerNode", "counts MIG devices of \(p): at least 1") }
             }
         }
-        var gpuMemory: Int?
-        if f.has("gpuMemory") && f.has("gpuMemoryMiB") {
-            reader.error(f.node, "gpuMemory", "give either gpuMemory or gpuMemoryMiB, not both")
-        } else if let m = f.mebibytes("gpuMemory") {
-            gpuMemory = m
-        } else if let m = f.int("gpuMemoryMiB", in: 1...(1 << 24)) {
-            gpuMemory = m
-        }
+        let gpuMemory = self.size(f, "gpuMemory", orMiB: "gpuMemoryMiB", in: 1...(1 << 24), reader: reader)
         if gpuMemory == 0 { reader.error(f.values["gpuMemory"], "gpuMemory", "must be more than 0") }
         if gpuMemory != nil && gpus == 0 && milli == nil {
             reader.error(f.values["gpuMemory"] ?? f.values["gpuMemoryMiB"], "gpuMemory", "is per GPU: the job asks no GPU (set gpusPerNode)")
@@ -96,14 +89,7 @@ public enum JobSpecParser {
         } else if let m = f.int("cpuMilliPerNode", in: 0...4_096_000) {
             cpuMilli = m
         }
-        var memory = 0
-        if f.has("memoryPerNode") && f.has("memoryMiBPerNode") {
-            reader.error(f.node, "memoryPerNode", "give either memoryPerNode or memoryMiBPerNode, not both")
-        } else if let m = f.mebibytes("memoryPerNode") {
-            memory = m
-        } else if let m = f.int("memoryMiBPerNode", in: 0...(1 << 40)) {
-            memory = m
-        }
+        let memory = self.size(f, "memoryPerNode", orMiB: "memoryMiBPerNode", in: 0...(1 << 40), reader: reader) ?? 0
         var timeLimit: Int64?
         if f.has("timeLimit") && f.has("timeLimitSeconds") {
             reader.error(f.node, "timeLimit", "give either timeLimit or timeLimitSeconds, not both")
@@ -250,6 +236,15 @@ public enum JobSpecParser {
     }
 
     /// The command: one shell line (or script), or a list of arguments that is quoted into one.
+    /// A size in people's units (`64G`) under `key`, or in MiB under `mibKey` (what a dry run prints): one, not both.
+    private static func size(_ f: Fields, _ key: String, orMiB mibKey: String, in range: ClosedRange<Int>, reader: FieldReader) -> Int? {
+        if f.has(key) && f.has(mibKey) {
+            reader.error(f.node, key, "give either \(key) or \(mibKey), not both")
+            return nil
+        }
+        return f.mebibytes(key) ?? f.int(mibKey, in: range)
+    }
+
     private static func command(_ f: Fields, reader: FieldReader) -> String? {
         guard let node = f.values["command"], !Fields.isNull(node) else {
             reader.error(f.node, "command", "is required")

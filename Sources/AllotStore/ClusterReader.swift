@@ -97,23 +97,24 @@ struct ClusterReader {
         }
         let gpus = try await self.tx.query(
             """
-            SELECT \(unescaped: Self.slotColumns), s.org, s.account
+            SELECT \(unescaped: Self.slotColumns),
+                   -- The organisation and account of a shared GPU's shares (pools that keep organisations apart; MPS),
+                   -- looked up for shared GPUs only: the snapshot reads every GPU of the cluster.
+                   CASE WHEN g.claimed_milli BETWEEN 1 AND 999 AND g.mig_profile IS NULL THEN
+                     (SELECT ARRAY[coalesce(min(j.org), ''), coalesce(min(\(unescaped: Self.accountOf)), '')]
+                      FROM gpu_claims c JOIN jobs j ON j.id = c.job_id JOIN organizations o ON o.name = j.org
+                      WHERE c.node = g.node AND c.gpu_index = g.idx AND c.released_at IS NULL) END
             \(unescaped: Self.slotsFrom)
-            -- The organisation and account of a shared GPU's shares (pools that keep organisations apart; MPS).
-            LEFT JOIN LATERAL (
-                SELECT min(j.org) AS org, min(\(unescaped: Self.accountOf)) AS account
-                FROM gpu_claims c JOIN jobs j ON j.id = c.job_id JOIN organizations o ON o.name = j.org
-                WHERE c.node = g.node AND c.gpu_index = g.idx AND c.released_at IS NULL
-            ) s ON g.claimed_milli BETWEEN 1 AND 999 AND g.mig_profile IS NULL
             WHERE g.present AND n.last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR n.pool = \(pool)) AND \(unescaped: Self.schedulableSlot)
             ORDER BY g.node, g.idx
             """)
         for try await row in gpus {
             let (node, slot) = try Self.slot(row)
             var gpu = slot
-            let c = row.makeRandomAccess()
-            gpu.shareOrg = try c[10].decode(String?.self)
-            gpu.shareAccount = try c[11].decode(String?.self)
+            if let sharers = try row.makeRandomAccess()[10].decode([String]?.self), sharers.count == 2 {
+                gpu.shareOrg = sharers[0].isEmpty ? nil : sharers[0]
+                gpu.shareAccount = sharers[1].isEmpty ? nil : sharers[1]
+            }
             nodes[node]?.gpus.append(gpu)
         }
         let used = try await self.tx.query(

@@ -231,7 +231,7 @@ struct CapacityIndexTests {
             // Every way the rank could land: each GPU it could share, or the whole GPUs it takes.
             var outcomes: [(leftovers: [Int], freeAfter: Int, takes: Int, model: String)] = []
             if let f = r.fractionMilli {
-                for (i, g) in usable.enumerated() where job.accepts(model: node.gpus[g].model) && leftovers[i] >= f {
+                for (i, g) in usable.enumerated() where job.accepts(node.gpus[g]) && leftovers[i] >= f {
                     var after = leftovers
                     after[i] -= f
                     outcomes.append((after, free - f, f, node.gpus[g].model.lowercased()))
@@ -240,7 +240,7 @@ struct CapacityIndexTests {
                 var after = leftovers
                 var taken = 0
                 var first = ""
-                for (i, g) in usable.enumerated() where job.accepts(model: node.gpus[g].model) && leftovers[i] == 1000 {
+                for (i, g) in usable.enumerated() where job.accepts(node.gpus[g]) && leftovers[i] == 1000 {
                     if r.exclusive || taken < r.gpus {
                         after[i] = 0
                         taken += 1

@@ -19,15 +19,8 @@ struct ReplicaHealingStoreTests {
     func heal() async throws {
         try await TestDatabase.with { db in
             let f = try await StoreFixture(db, nodes: ["n1", "n2", "n3"])
-            let id = try await f.submit(
-                JobSpec(name: "svc", org: "lab", kind: .inference, pool: "h200", nodes: 2, gpusPerNode: 1, command: "serve"))
-            #expect(try await f.schedule() == [id])
+            let (id, nodeOf) = try await Self.runningService(f, replicas: 2)
             let store = DispatchStore(database: db)
-            let work = try #require(try await store.claimLaunches().first { $0.jobID == id })
-            let nodeOf = Dictionary(uniqueKeysWithValues: work.ranks.map { ($0.rank, $0.node) })
-            for r in work.ranks { try await store.markDispatched(RankKey(jobID: id, attempt: 1, rank: r.rank)) }
-            for r in work.ranks { try await f.report(r.node, ranks: [Self.running(RankKey(jobID: id, attempt: 1, rank: r.rank))]) }
-            #expect(try await f.job(id).state == .running)
             let k0 = RankKey(jobID: id, attempt: 1, rank: 0)
             let k1 = RankKey(jobID: id, attempt: 1, rank: 1)
 

@@ -44,7 +44,7 @@ struct StoreFixture {
     func submit(_ spec: JobSpec, as principal: Principal? = nil) async throws -> Int64 {
         try await JobStore(database: self.db).submit(spec, by: principal ?? self.op) { spec, shapes in
             Placer.neverFitsReason(
-                PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), shapes: shapes)
+                spec.pendingShape, shapes: shapes)
         }
     }
 

@@ -10,7 +10,7 @@ import Testing
 struct SubmissionBatchTests {
     static func neverFits(_ spec: JobSpec, _ shapes: [NodeShape]) -> WaitReason? {
         Placer.neverFitsReason(
-            PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest), shapes: shapes)
+            spec.pendingShape, shapes: shapes)
     }
 
     @Test("a refused submission — by the checks or by the database's constraints — changes nothing and leaves the rest of its batch")

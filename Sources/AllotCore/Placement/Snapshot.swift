@@ -193,11 +193,6 @@ public struct PendingJob: Hashable, Sendable {
         return named.count == 1 ? named.first : nil
     }
 
-    /// Whether a GPU of this model is acceptable (case-insensitive, as operators type models loosely).
-    public func accepts(model: String) -> Bool {
-        self.gpuModels.isEmpty || self.gpuModels.contains { $0.caseInsensitiveCompare(model) == .orderedSame }
-    }
-
     /// Whether this GPU (or MIG device) is of a kind the job takes, whatever holds it now: a MIG device of the
     /// profile it asks, else a GPU; its model by the short name or the product name; memory enough.
     public func accepts(_ gpu: GPUSlot) -> Bool {

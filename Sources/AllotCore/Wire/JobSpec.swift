@@ -95,6 +95,15 @@ public struct JobSpec: Hashable, Codable, Sendable {
         self.wholeNodeMemory = wholeNodeMemory
     }
 
+    /// The job as placement asks whether it could ever fit (at submission): its pool, models, nodes, per-node request,
+    /// MIG profile and GPU memory.
+    public var pendingShape: PendingJob {
+        var job = PendingJob(id: 0, pool: self.pool ?? "", gpuModels: self.gpuModel, nodes: self.nodes, perNode: self.nodeRequest)
+        job.migProfile = self.migProfile
+        job.gpuMemoryMiB = self.gpuMemoryMiB
+        return job
+    }
+
     /// What one node of this job asks of the placement core.
     public var nodeRequest: NodeRequest {
         NodeRequest(

@@ -25,9 +25,6 @@ struct SubmissionBatcher {
 
     /// Whether the job could run on none of the pool's nodes even were they empty (asked with the pool's nodes).
     @Sendable static func neverFits(_ spec: JobSpec, _ shapes: [NodeShape]) -> WaitReason? {
-        var job = PendingJob(id: 0, pool: spec.pool ?? "", gpuModels: spec.gpuModel, nodes: spec.nodes, perNode: spec.nodeRequest)
-        job.migProfile = spec.migProfile
-        job.gpuMemoryMiB = spec.gpuMemoryMiB
-        return Placer.neverFitsReason(job, shapes: shapes)
+        Placer.neverFitsReason(spec.pendingShape, shapes: shapes)
     }
 }
