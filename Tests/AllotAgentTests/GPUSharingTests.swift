@@ -50,7 +50,9 @@ struct GPUSharingTests {
         }
         let a = RankKey(jobID: 1, attempt: 1, rank: 0)
         let b = RankKey(jobID: 2, attempt: 1, rank: 0)
-        _ = try await s.launch(share(1, gpu: 0, milli: 250, "env | grep CUDA_ | sort; sleep 1"))
+        // Share a runs until the test lets it go (a fixed sleep raced a loaded machine's launches).
+        let release = dir.appendingPathComponent("release-a").path
+        _ = try await s.launch(share(1, gpu: 0, milli: 250, "env | grep CUDA_ | sort; while [ ! -e '\(release)' ]; do sleep 0.05; done"))
         _ = try await s.launch(share(2, gpu: 0, milli: 500, "env | grep CUDA_ | sort"))
         _ = try await s.launch(share(3, gpu: 1, milli: nil, "env | grep CUDA_ | sort"))
         let started = try String(contentsOfFile: calls, encoding: .utf8)
@@ -58,6 +60,7 @@ struct GPUSharingTests {
         #expect(started.contains("args=[-d] gpu=GPU-0 pipe=\(sharing.pipeDirectory(gpu: "GPU-0").path)"))
         _ = try await SupervisorTests.waitForEnd(s, b)
         #expect(!(try String(contentsOfFile: calls, encoding: .utf8)).contains("input=quit"), "quit while a share still runs")
+        #expect(FileManager.default.createFile(atPath: release, contents: nil))
         _ = try await SupervisorTests.waitForEnd(s, a)
         _ = try await SupervisorTests.waitForEnd(s, RankKey(jobID: 3, attempt: 1, rank: 0))
         let log = try String(contentsOfFile: await s.logPath(for: a), encoding: .utf8)
