@@ -23,7 +23,7 @@ p.add_argument("--seconds", type=float, default=10.0, help="how long each concur
 p.add_argument("--clients", default="1,4,16")
 p.add_argument("--cli-jobs", type=int, default=400, help="jobs submitted through the CLI, one process each (0: skip)")
 p.add_argument("--nodes", type=int, default=10000, help="simulated nodes for the heartbeat and placement figures (below 10,000: skipped)")
-p.add_argument("--queued", type=int, default=100000, help="queued jobs for the placement figure")
+p.add_argument("--queued", type=int, default=100000, help="queued jobs for the placement figure (0: heartbeats only)")
 p.add_argument("--placement-seconds", type=float, default=120, help="how long to watch the queued jobs being placed")
 p.add_argument("--phases", default="simulate,submit,cli,list,control,latency,scale",
                help="which figures: simulate (allot simulate on a trace-shaped heterogeneous cluster), submit (API vs pgbench), cli, "
@@ -402,6 +402,7 @@ if "scale" in phases and args.nodes >= 1000:
     print(f"heartbeats of {args.nodes:,} nodes every 5 s ({beats:.0f}/s asked): {served:.0f}/s served, {alive:,} nodes ready, "
           f"allotd {share:.1%} of one core", flush=True)
 
+if "scale" in phases and args.nodes >= 1000 and args.queued > 0:
     # 100,000 queued jobs that all become eligible at one moment (beginAt), on 10,000 idle nodes.
     begin = time.time() + max(60, args.queued / 500)
     begin_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(begin))

@@ -48,6 +48,9 @@ public struct APIClient: Sendable {
     static let http: HTTPClient = {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
+        // Above the default 8 per host: one `allot-agent simulate` is thousands of nodes behind one address, and
+        // allotd reaches all of them there (a real agent is one host, far below this).
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
         configuration.timeout.connect = .seconds(3)
         configuration.redirectConfiguration = .disallow
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)

@@ -24,7 +24,8 @@ public struct AgentStore: Sendable {
     }
 
     /// Records that these nodes reported and nothing changed (`HeartbeatShortcut`), in one statement; returns the
-    /// nodes it applied to (not a lost one, which needs its full report to come back).
+    /// nodes it applied to: not a lost one (its full report brings it back), nor one the database holds live work on
+    /// (its full report is checked against that work).
     public func touch(_ nodes: [String]) async throws -> Set<String> {
         try await self.database.transaction { tx in try await tx.nodes.touch(nodes) }
     }

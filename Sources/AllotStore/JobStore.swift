@@ -45,7 +45,12 @@ public struct JobStore: Sendable {
             var outcomes: [Result<Int64, any Error>] = []
             // A batch of one needs no savepoint: its refusal rolls the transaction back.
             if batch.count == 1 { outcomes.append(.success(try await Self.store(batch[0], in: context, neverFits: neverFits))) }
-            for (n, submission) in batch.enumerated() where batch.count > 1 {
+            var oneByOne = batch.count > 1
+            if oneByOne, let together = try await Self.storedTogether(batch, in: context, neverFits: neverFits) {
+                outcomes = together
+                oneByOne = false
+            }
+            for (n, submission) in batch.enumerated() where oneByOne {
                 // At most `SubmissionBatcher`'s batch of savepoints, none released: each costs one round trip.
                 try await tx.savepoint("s\(n)")
                 do {
@@ -67,10 +72,77 @@ public struct JobStore: Sendable {
         }
     }
 
+    /// A batch checked job by job, then stored in one statement (`insert`), under one savepoint: the usual case,
+    /// two round trips fewer per job than a savepoint each. Nil when the database refused something (a constraint
+    /// the checks did not foresee): rolled back, for the batch to be stored again one savepoint per job.
+    private static func storedTogether(
+        _ batch: [Submission], in context: SubmissionContext, neverFits: (JobSpec, [NodeShape]) -> WaitReason?
+    ) async throws -> [Result<Int64, any Error>]? {
+        try await context.tx.savepoint("together")
+        do {
+            var checked: [Result<Checked, any Error>] = []
+            for submission in batch {
+                do {
+                    checked.append(.success(try await Self.check(submission, in: context, neverFits: neverFits)))
+                } catch let refused as StoreError {
+                    checked.append(.failure(refused))  // a check's own refusal: nothing was written
+                }
+            }
+            var ids = try await Self.insert(checked.compactMap { try? $0.get() }, in: context.tx).makeIterator()
+            return checked.map { outcome in outcome.map { _ in ids.next() ?? 0 } }
+        } catch is PSQLError {
+            try await context.tx.rollback(to: "together")
+            return nil
+        }
+    }
+
     /// One submission's checks, rows and audit record, inside the batch's transaction; returns its id.
     private static func store(
         _ submission: Submission, in context: SubmissionContext, neverFits: (JobSpec, [NodeShape]) -> WaitReason?
     ) async throws -> Int64 {
+        try await Self.insert([try await Self.check(submission, in: context, neverFits: neverFits)], in: context.tx)[0]
+    }
+
+    /// A submission that passed its checks: its first row (an array's first task) and what its audit record says.
+    private struct Checked {
+        var row: NewJob
+        var spec: JobSpec
+        var principal: Principal
+    }
+
+    /// Checked submissions' rows and audit records: every job that is not an array in one statement, an array in two
+    /// (its first task names it); returns each one's id (an array's first task's).
+    private static func insert(_ checked: [Checked], in tx: Transaction) async throws -> [Int64] {
+        var ids = [Int64?](repeating: nil, count: checked.count)
+        let single = checked.indices.filter { checked[$0].spec.array == nil }
+        for (i, id) in zip(single, try await tx.jobs.insert(single.map { checked[$0].row })) { ids[i] = id }
+        for i in checked.indices where checked[i].spec.array != nil {
+            let (first, indices) = (checked[i].row, checked[i].spec.array?.indices ?? [])
+            let id = try await tx.jobs.insert([first])[0]
+            _ = try await tx.jobs.insert(
+                indices.dropFirst().map { index in
+                    var task = first
+                    (task.arrayJobId, task.arrayTaskId) = (id, index)
+                    return task
+                })
+            ids[i] = id
+        }
+        for (c, id) in zip(checked, ids) {
+            try await tx.audit.append(
+                AuditEntry(
+                    actor: c.principal, action: "job.submit", target: "job/\(id ?? 0)", outcome: "queued",
+                    detail: [
+                        "org": c.row.org, "pool": c.row.pool ?? "-", "nodes": "\(c.spec.nodes)", "gpusPerNode": "\(c.spec.gpusPerNode)",
+                        "array": c.spec.array?.description ?? "-", "dependency": c.spec.dependency?.description ?? "-",
+                    ]))
+        }
+        return ids.map { $0 ?? 0 }
+    }
+
+    /// One submission's checks against the pools, organisations and classes of the database; what to store.
+    private static func check(
+        _ submission: Submission, in context: SubmissionContext, neverFits: (JobSpec, [NodeShape]) -> WaitReason?
+    ) async throws -> Checked {
         let (principal, tx) = (submission.principal, context.tx)
         var spec = submission.spec
         let org: String
@@ -140,7 +212,6 @@ public struct JobStore: Sendable {
             }
         }
         let held = spec.hold == true ? principal : nil
-        let id: Int64
         if let array = spec.array {
             // One job per index; the first one's id is the array's. Every task stores the spec, so an array's
             // spec is bounded in all (128 MiB), not only each task's.
@@ -150,28 +221,11 @@ public struct JobStore: Sendable {
                     field: "array",
                     message: "\(array.indices.count) tasks × \(each) bytes of command and env is more than 128 MiB: submit a shorter script")
             }
-            let first = try await tx.jobs.insert(
-                spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
-                timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: (nil, array.indices[0]), heldBy: held)
-            for index in array.indices.dropFirst() {
-                _ = try await tx.jobs.insert(
-                    spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
-                    timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: (first, index), heldBy: held)
-            }
-            id = first
-        } else {
-            id = try await tx.jobs.insert(
-                spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
-                timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, heldBy: held)
         }
-        try await tx.audit.append(
-            AuditEntry(
-                actor: principal, action: "job.submit", target: "job/\(id)", outcome: "queued",
-                detail: [
-                    "org": org, "pool": pool, "nodes": "\(spec.nodes)", "gpusPerNode": "\(spec.gpusPerNode)",
-                    "array": spec.array?.description ?? "-", "dependency": spec.dependency?.description ?? "-",
-                ]))
-        return id
+        let row = NewJob(
+            spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
+            timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: spec.array.map { (nil, $0.indices[0]) }, heldBy: held)
+        return Checked(row: row, spec: spec, principal: principal)
     }
 
     /// The named class, the policy's default class, or (when no classes are declared) `default` at 0.

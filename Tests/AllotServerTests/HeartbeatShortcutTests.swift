@@ -56,4 +56,33 @@ struct HeartbeatShortcutTests {
             }
         }
     }
+
+    static func reply(_ client: some TestClientProtocol, _ token: String) async throws -> HeartbeatReply {
+        try await client.execute(
+            uri: "/v1/agents/heartbeat", method: .post, headers: [.authorization: "Bearer \(token)"],
+            body: ByteBuffer(data: try WireJSON.encoder.encode(Self.report))
+        ) { try WireJSON.decoder.decode(HeartbeatReply.self, from: Data(buffer: $0.body)) }
+    }
+
+    @Test("work placed on an idle node ends its short path: the next unchanged report is answered with the rank live, and again once it ended")
+    func workPlaced() async throws {
+        try await TestDatabase.with { db in
+            let s = try await APITests.setUp(db)
+            try await s.app.test(.router) { client in
+                #expect(try await Self.reply(client, s.agentToken) == HeartbeatReply(live: [], acknowledged: []))
+                #expect(try await Self.reply(client, s.agentToken) == HeartbeatReply(live: [], acknowledged: []))  // the short path
+                let op = Principal(name: "op", role: .operator)
+                let id = try await JobStore(database: db).submit(
+                    JobSpec(name: "j", org: "lab", pool: "h200", gpusPerNode: 1, command: "sleep 600"), by: op
+                ) { _, _ in nil }
+                #expect(try await SchedulingCycle(store: SchedulerStore(database: db), placer: Placer(), logger: db.logger).run().placed == [id])
+                let rank = RankKey(jobID: id, attempt: 1, rank: 0)
+                // Unchanged report, but the database holds a rank on the node: the full path answers, naming it.
+                #expect(try await Self.reply(client, s.agentToken).live == [rank])
+                #expect(try await Self.reply(client, s.agentToken).live == [rank])
+                _ = try await JobStore(database: db).cancel(id, by: op, scope: .all)
+                #expect(try await Self.reply(client, s.agentToken).live == [])
+            }
+        }
+    }
 }

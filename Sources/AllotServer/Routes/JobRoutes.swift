@@ -21,7 +21,9 @@ struct JobRoutes {
             let (principal, scope) = try context.caller()
             let spec = try JobSpecParser.parse(String(buffer: try await request.collectBody(upTo: InputLimits.documentBytes)))
             let job = try await self.submissions.submit(Submission(spec, by: principal, scope: scope))
-            self.wake.signal()
+            // A held job, or one that may not begin yet, gives the scheduler nothing to do now (releasing it wakes it;
+            // a begin time is met by the periodic cycle).
+            if job.heldBy == nil && (job.beginAt ?? .distantPast) <= Date() { self.wake.signal() }
             return JSON.response(job, status: .created)
         }
         routes.on(.listJobs) { request, context in

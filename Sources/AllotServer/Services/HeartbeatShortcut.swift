@@ -4,18 +4,19 @@ import Crypto
 import Foundation
 
 /// The short path for heartbeats that change nothing: a node with no ranks that reports what it reported last —
-/// the same inventory, the same address — within `lifetime` of its last full report only has its time moved, and
-/// those of every node reporting meanwhile in one statement, answered with the last full report's reply. Idle
+/// the same inventory, the same address — and that the database holds no live work on, has only its time moved,
+/// with those of every node reporting meanwhile in one statement, and is answered with the last full report's reply
+/// (which was empty: nothing live, nothing to acknowledge — exactly what a full report would answer again). Idle
 /// nodes are most of a large pool's reports (10,000 nodes every 5 s is 2,000 a second); a full report is a
-/// transaction over the node, its GPUs and its attempts. Any change, any rank, a lost node, and every `lifetime`
-/// take the full path.
+/// transaction over the node, its GPUs and its attempts. Any change, any rank, work placed on the node, a lost
+/// node, and every `lifetime` (a resynchronisation the shortcut does not need, kept as a bound) take the full path.
 actor HeartbeatShortcut {
     let lifetime: Duration
     private var last: [String: (digest: Data, reply: HeartbeatReply, at: ContinuousClock.Instant)] = [:]
     /// Whether each node was touched (not lost), every node waiting meanwhile in one statement.
     private let touches: GroupCommit<String, Bool>
 
-    init(agents: AgentStore, lifetime: Duration = .seconds(20)) {
+    init(agents: AgentStore, lifetime: Duration = .seconds(300)) {
         self.lifetime = lifetime
         self.touches = GroupCommit { nodes in
             let touched = try await agents.touch(nodes)
@@ -40,8 +41,8 @@ actor HeartbeatShortcut {
         return known.reply
     }
 
-    /// Remembers a full report's answer.
+    /// Remembers a full report's answer, when it is one the short path may give again (nothing live on the node).
     func answered(_ node: String, digest: Data?, reply: HeartbeatReply) {
-        if let digest { self.last[node] = (digest, reply, .now) } else { self.last[node] = nil }
+        if let digest, reply.live.isEmpty, reply.acknowledged.isEmpty { self.last[node] = (digest, reply, .now) } else { self.last[node] = nil }
     }
 }

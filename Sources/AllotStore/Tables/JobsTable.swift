@@ -11,31 +11,47 @@ struct JobsTable {
         _ spec: JobSpec, org: String, owner: String, priorityClass: String, priority: Int, timeLimitSeconds: Int64?,
         array: (jobID: Int64?, task: Int)? = nil, heldBy: Principal? = nil
     ) async throws -> Int64 {
-        let envJSON = String(decoding: try JSONEncoder().encode(spec.env), as: UTF8.self)
-        let slurmJSON = try spec.slurm.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
-        let id = try await self.tx.query(
+        let row = NewJob(
+            spec, org: org, owner: owner, priorityClass: priorityClass, priority: priority, timeLimitSeconds: timeLimitSeconds,
+            array: array, heldBy: heldBy)
+        guard let id = try await self.insert([row]).first else { throw StoreError.conflict("the job was not stored") }
+        return id
+    }
+
+    /// Stores checked jobs as queued in one statement (a batch of submissions, or an array's tasks); returns their
+    /// ids in the rows' order. The rows travel as one JSON document: one bind for any number of jobs, nulls and all.
+    func insert(_ rows: [NewJob]) async throws -> [Int64] {
+        guard !rows.isEmpty else { return [] }
+        let document = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
+        let ids = try await self.tx.query(
             """
             INSERT INTO jobs (id, name, org, project, owner, kind, pool, gpu_models, nodes, gpus_per_node, gpu_milli,
                               cpu_milli_per_node, memory_mib_per_node, priority_class, priority, time_limit_s, command, env,
                               working_dir, max_attempts, exclusive, whole_node_memory, reason, warn_signal, time_min_s, slurm,
                               array_job_id, array_task_id, array_limit, dependency, held_by, hold_kind, begin_at, movable,
                               mig_profile, gpu_memory_mib)
-            SELECT n.id, \(spec.name), \(org), \(spec.project), \(owner), \(spec.kind.rawValue)::job_kind, \(spec.pool),
-                    \(spec.gpuModel), \(spec.nodes), \(spec.gpusPerNode), \(spec.gpuMilli), \(spec.cpuMilliPerNode),
-                    \(spec.memoryMiBPerNode), \(priorityClass), \(priority), \(timeLimitSeconds), \(spec.command), \(envJSON)::jsonb,
-                    \(spec.workingDir), \(spec.maxAttempts), \(spec.exclusive), \(spec.wholeNodeMemory), 'waiting for the scheduler',
-                    \(spec.signal?.description), \(spec.timeMinSeconds), \(slurmJSON)::jsonb,
-                    CASE WHEN \(array != nil) THEN coalesce(\(array?.jobID)::bigint, n.id) END, \(array?.task),
-                    \(array != nil ? spec.array?.limit : nil), \(spec.dependency?.description),
-                    \(heldBy?.name), \(heldBy.map { $0.role == .operator ? "admin" : "user" }), \(spec.beginAt), \(spec.movable == true),
-                    \(spec.migProfile), \(spec.gpuMemoryMiB)
-            -- An array's first task names the array (Slurm's ArrayJobID is its first job id).
-            FROM (SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id) n
+            SELECT x.id, x.name, x.org, x.project, x.owner, x.kind::job_kind, x.pool, x.gpu_models, x.nodes, x.gpus_per_node,
+                   x.gpu_milli, x.cpu_milli_per_node, x.memory_mib_per_node, x.priority_class, x.priority, x.time_limit_s,
+                   x.command, x.env::jsonb, x.working_dir, x.max_attempts, x.exclusive, x.whole_node_memory, 'waiting for the scheduler',
+                   x.warn_signal, x.time_min_s, x.slurm::jsonb,
+                   -- An array's first task names the array (Slurm's ArrayJobID is its first job id).
+                   CASE WHEN x.array_task_id IS NOT NULL THEN coalesce(x.array_job_id, x.id) END, x.array_task_id, x.array_limit,
+                   x.dependency, x.held_by, x.hold_kind, to_timestamp(x.begin_at), x.movable, x.mig_profile, x.gpu_memory_mib
+            -- Ids are taken as the rows are read, in their order, and a session's values of a sequence only grow:
+            -- the ids sorted are the rows' in order.
+            FROM (SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, r.*
+                  FROM jsonb_to_recordset(\(document)::jsonb) AS r(
+                     name text, org text, project text, owner text, kind text, pool text, gpu_models text[], nodes int,
+                     gpus_per_node int, gpu_milli int, cpu_milli_per_node int, memory_mib_per_node int, priority_class text,
+                     priority int, time_limit_s bigint, command text, env text, working_dir text, max_attempts int,
+                     exclusive boolean, whole_node_memory boolean, warn_signal text, time_min_s bigint, slurm text,
+                     array_job_id bigint, array_task_id int, array_limit int, dependency text, held_by text, hold_kind text,
+                     begin_at double precision, movable boolean, mig_profile text, gpu_memory_mib int)) x
             RETURNING id
             """
-        ).decode(Int64.self).first()
-        guard let id else { throw StoreError.conflict("the job was not stored") }
-        return id
+        ).decode(Int64.self).array()
+        guard ids.count == rows.count else { throw StoreError.conflict("\(rows.count - ids.count) of \(rows.count) jobs were not stored") }
+        return ids.sorted()
     }
 
     /// The job's lifecycle, locked for this transaction; nil when there is no such job.
@@ -175,6 +191,95 @@ struct JobsTable {
             FROM unnest(\(ids)::bigint[], \(seconds)::float8[]) AS e(id, t)
             WHERE j.id = e.id AND j.state = 'queued'
             """)
+    }
+}
+
+/// A checked job as `JobsTable.insert` stores it: the columns its submission decides, named as in `jobs`.
+struct NewJob: Encodable {
+    enum CodingKeys: String, CodingKey {
+        case name, org, project, owner, kind, pool, nodes, priority, command, env, exclusive, slurm, dependency, movable
+        case gpuModels = "gpu_models", gpusPerNode = "gpus_per_node", gpuMilli = "gpu_milli", cpuMilliPerNode = "cpu_milli_per_node"
+        case memoryMibPerNode = "memory_mib_per_node", priorityClass = "priority_class", timeLimitS = "time_limit_s"
+        case workingDir = "working_dir", maxAttempts = "max_attempts", wholeNodeMemory = "whole_node_memory"
+        case warnSignal = "warn_signal", timeMinS = "time_min_s", arrayJobId = "array_job_id", arrayTaskId = "array_task_id"
+        case arrayLimit = "array_limit", heldBy = "held_by", holdKind = "hold_kind", beginAt = "begin_at"
+        case migProfile = "mig_profile", gpuMemoryMib = "gpu_memory_mib"
+    }
+    var name: String
+    var org: String
+    var project: String?
+    var owner: String
+    var kind: String
+    var pool: String?
+    var gpuModels: [String]
+    var nodes: Int
+    var gpusPerNode: Int
+    var gpuMilli: Int?
+    var cpuMilliPerNode: Int
+    var memoryMibPerNode: Int
+    var priorityClass: String
+    var priority: Int
+    var timeLimitS: Int64?
+    var command: String
+    /// JSON text, as `jobs.env` and `jobs.slurm` are read back (a JSON string inside the document).
+    var env: String
+    var workingDir: String?
+    var maxAttempts: Int
+    var exclusive: Bool
+    var wholeNodeMemory: Bool
+    var warnSignal: String?
+    var timeMinS: Int64?
+    var slurm: String?
+    var arrayJobId: Int64?
+    var arrayTaskId: Int?
+    var arrayLimit: Int?
+    var dependency: String?
+    var heldBy: String?
+    var holdKind: String?
+    /// Seconds since 1970 (`to_timestamp`): a JSON date would lose the microseconds PostgreSQL keeps.
+    var beginAt: Double?
+    var movable: Bool
+    var migProfile: String?
+    var gpuMemoryMib: Int?
+
+    init(
+        _ spec: JobSpec, org: String, owner: String, priorityClass: String, priority: Int, timeLimitSeconds: Int64?,
+        array: (jobID: Int64?, task: Int)? = nil, heldBy: Principal? = nil
+    ) {
+        self.name = spec.name
+        self.org = org
+        self.project = spec.project
+        self.owner = owner
+        self.kind = spec.kind.rawValue
+        self.pool = spec.pool
+        self.gpuModels = spec.gpuModel
+        self.nodes = spec.nodes
+        self.gpusPerNode = spec.gpusPerNode
+        self.gpuMilli = spec.gpuMilli
+        self.cpuMilliPerNode = spec.cpuMilliPerNode
+        self.memoryMibPerNode = spec.memoryMiBPerNode
+        self.priorityClass = priorityClass
+        self.priority = priority
+        self.timeLimitS = timeLimitSeconds
+        self.command = spec.command
+        self.env = String(decoding: (try? JSONEncoder().encode(spec.env)) ?? Data("{}".utf8), as: UTF8.self)
+        self.workingDir = spec.workingDir
+        self.maxAttempts = spec.maxAttempts
+        self.exclusive = spec.exclusive
+        self.wholeNodeMemory = spec.wholeNodeMemory
+        self.warnSignal = spec.signal?.description
+        self.timeMinS = spec.timeMinSeconds
+        self.slurm = spec.slurm.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
+        self.arrayJobId = array?.jobID
+        self.arrayTaskId = array?.task
+        self.arrayLimit = array != nil ? spec.array?.limit : nil
+        self.dependency = spec.dependency?.description
+        self.heldBy = heldBy?.name
+        self.holdKind = heldBy.map { $0.role == .operator ? "admin" : "user" }
+        self.beginAt = spec.beginAt?.timeIntervalSince1970
+        self.movable = spec.movable == true
+        self.migProfile = spec.migProfile
+        self.gpuMemoryMib = spec.gpuMemoryMiB
     }
 }
 

@@ -56,11 +56,18 @@ struct NodesTable {
             """)
     }
 
-    /// Heartbeats that changed nothing, of several nodes at once: only their time moves. A node that is lost, or
-    /// has never reported, is left for the full report (which brings it back); the nodes touched are returned.
+    /// Heartbeats that changed nothing, of several nodes at once: only their time moves. A node that is lost, has
+    /// never reported, or has live work is left for the full report; the nodes touched are returned.
     func touch(_ names: [String]) async throws -> Set<String> {
+        // A node the database holds live work on takes the full path, whatever its last reply said: its report
+        // must be checked against that work (`attempt_ranks_by_node` holds exactly the active ranks).
         try await self.tx.query(
-            "UPDATE nodes SET last_heartbeat = now() WHERE name = ANY(\(names)) AND state <> 'lost' AND last_heartbeat IS NOT NULL RETURNING name"
+            """
+            UPDATE nodes n SET last_heartbeat = now() WHERE n.name = ANY(\(names)) AND n.state <> 'lost' AND n.last_heartbeat IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM attempt_ranks r JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
+                              WHERE r.node = n.name AND r.state IN ('pending', 'running') AND attempt_is_live(a.state))
+            RETURNING n.name
+            """
         ).decode(String.self).reduce(into: Set<String>()) { $0.insert($1) }
     }
 
