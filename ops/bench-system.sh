@@ -16,5 +16,6 @@ cleanup() {
 trap cleanup EXIT INT TERM
 swift build -c release --product allotd 2>&1 | grep -E "error|Build complete" || true
 swift build -c release --product allot 2>&1 | grep -E "error|Build complete" || true
+swift build -c release --product allot-agent 2>&1 | grep -E "error|Build complete" || true
 bin=$(swift build -c release --show-bin-path)
 python3 ops/system_bench.py --bin "$bin" --work "$work" "$@"

@@ -42,19 +42,15 @@ public struct JobStore: Sendable {
     ) async throws -> [Result<JobView, any Error>] {
         try await self.database.transaction { tx in
             let context = SubmissionContext(tx: tx, cache: shapes)
-            var outcomes: [Result<Int64, any Error>] = []
             // A batch of one needs no savepoint: its refusal rolls the transaction back.
-            if batch.count == 1 { outcomes.append(.success(try await Self.store(batch[0], in: context, neverFits: neverFits))) }
-            var oneByOne = batch.count > 1
-            if oneByOne, let together = try await Self.storedTogether(batch, in: context, neverFits: neverFits) {
-                outcomes = together
-                oneByOne = false
-            }
-            for (n, submission) in batch.enumerated() where oneByOne {
+            if batch.count == 1 { return [.success(try await Self.store(batch[0], in: context, neverFits: neverFits))] }
+            if let together = try await Self.storedTogether(batch, in: context, neverFits: neverFits) { return together }
+            var outcomes: [Result<Int64, any Error>] = []
+            for (n, submission) in batch.enumerated() {
                 // At most `SubmissionBatcher`'s batch of savepoints, none released: each costs one round trip.
                 try await tx.savepoint("s\(n)")
                 do {
-                    outcomes.append(.success(try await Self.store(submission, in: context, neverFits: neverFits)))
+                    outcomes.append(.success(try await Self.store(submission, in: context, neverFits: neverFits).id))
                 } catch {
                     // A refusal of the database's (a constraint) aborted the transaction up to the savepoint, which
                     // takes its audit record with it; a lost connection fails the batch.
@@ -77,7 +73,7 @@ public struct JobStore: Sendable {
     /// the checks did not foresee): rolled back, for the batch to be stored again one savepoint per job.
     private static func storedTogether(
         _ batch: [Submission], in context: SubmissionContext, neverFits: (JobSpec, [NodeShape]) -> WaitReason?
-    ) async throws -> [Result<Int64, any Error>]? {
+    ) async throws -> [Result<JobView, any Error>]? {
         try await context.tx.savepoint("together")
         do {
             var checked: [Result<Checked, any Error>] = []
@@ -88,18 +84,18 @@ public struct JobStore: Sendable {
                     checked.append(.failure(refused))  // a check's own refusal: nothing was written
                 }
             }
-            var ids = try await Self.insert(checked.compactMap { try? $0.get() }, in: context.tx).makeIterator()
-            return checked.map { outcome in outcome.map { _ in ids.next() ?? 0 } }
+            var jobs = try await Self.insert(checked.compactMap { try? $0.get() }, in: context.tx).makeIterator()
+            return checked.map { outcome in outcome.flatMap { _ in jobs.next().map { .success($0) } ?? .failure(StoreError.conflict("not stored")) } }
         } catch is PSQLError {
             try await context.tx.rollback(to: "together")
             return nil
         }
     }
 
-    /// One submission's checks, rows and audit record, inside the batch's transaction; returns its id.
+    /// One submission's checks, rows and audit record, inside the batch's transaction; returns its job as stored.
     private static func store(
         _ submission: Submission, in context: SubmissionContext, neverFits: (JobSpec, [NodeShape]) -> WaitReason?
-    ) async throws -> Int64 {
+    ) async throws -> JobView {
         try await Self.insert([try await Self.check(submission, in: context, neverFits: neverFits)], in: context.tx)[0]
     }
 
@@ -111,32 +107,36 @@ public struct JobStore: Sendable {
     }
 
     /// Checked submissions' rows and audit records: every job that is not an array in one statement, an array in two
-    /// (its first task names it); returns each one's id (an array's first task's).
-    private static func insert(_ checked: [Checked], in tx: Transaction) async throws -> [Int64] {
-        var ids = [Int64?](repeating: nil, count: checked.count)
+    /// (its first task names it); returns each one as stored (an array's first task).
+    private static func insert(_ checked: [Checked], in tx: Transaction) async throws -> [JobView] {
+        var jobs = [JobView?](repeating: nil, count: checked.count)
         let single = checked.indices.filter { checked[$0].spec.array == nil }
-        for (i, id) in zip(single, try await tx.jobs.insert(single.map { checked[$0].row })) { ids[i] = id }
+        for (i, job) in zip(single, try await tx.jobs.insert(single.map { checked[$0].row })) { jobs[i] = job }
         for i in checked.indices where checked[i].spec.array != nil {
             let (first, indices) = (checked[i].row, checked[i].spec.array?.indices ?? [])
-            let id = try await tx.jobs.insert([first])[0]
+            let job = try await tx.jobs.insert([first])[0]
             _ = try await tx.jobs.insert(
                 indices.dropFirst().map { index in
                     var task = first
-                    (task.arrayJobId, task.arrayTaskId) = (id, index)
+                    (task.arrayJobId, task.arrayTaskId) = (job.id, index)
                     return task
                 })
-            ids[i] = id
+            jobs[i] = job
         }
-        for (c, id) in zip(checked, ids) {
+        let stored = try jobs.map { job in
+            guard let job else { throw StoreError.conflict("a job of the batch was not stored") }
+            return job
+        }
+        for (c, id) in zip(checked, stored.map(\.id)) {
             try await tx.audit.append(
                 AuditEntry(
-                    actor: c.principal, action: "job.submit", target: "job/\(id ?? 0)", outcome: "queued",
+                    actor: c.principal, action: "job.submit", target: "job/\(id)", outcome: "queued",
                     detail: [
                         "org": c.row.org, "pool": c.row.pool ?? "-", "nodes": "\(c.spec.nodes)", "gpusPerNode": "\(c.spec.gpusPerNode)",
                         "array": c.spec.array?.description ?? "-", "dependency": c.spec.dependency?.description ?? "-",
                     ]))
         }
-        return ids.map { $0 ?? 0 }
+        return stored
     }
 
     /// One submission's checks against the pools, organisations and classes of the database; what to store.

@@ -3,7 +3,7 @@ import AllotStore
 import Crypto
 import Foundation
 
-/// The short path for heartbeats that change nothing: a node with no ranks that reports what it reported last —
+/// The short path for heartbeats that change nothing: a node with no ranks that sends the very bytes it sent last —
 /// the same inventory, the same address — and that the database holds no live work on, has only its time moved,
 /// with those of every node reporting meanwhile in one statement, and is answered with the last full report's reply
 /// (which was empty: nothing live, nothing to acknowledge — exactly what a full report would answer again). Idle
@@ -24,11 +24,8 @@ actor HeartbeatShortcut {
         }
     }
 
-    /// What identifies a report that changes nothing: its whole content, when it has no ranks and no steps.
-    nonisolated static func digest(_ report: AgentReport) -> Data? {
-        guard report.ranks.isEmpty, report.steps?.isEmpty ?? true, let encoded = try? WireJSON.encoder.encode(report) else { return nil }
-        return Data(SHA256.hash(data: encoded))
-    }
+    /// What identifies a report: its bytes as sent (an agent encodes an unchanged report the same way each time).
+    nonisolated static func digest(_ body: Data) -> Data { Data(SHA256.hash(data: body)) }
 
     /// The reply for a report the last full one already answered, once its time is recorded; nil when it must take
     /// the full path.

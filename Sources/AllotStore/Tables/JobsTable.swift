@@ -14,16 +14,17 @@ struct JobsTable {
         let row = NewJob(
             spec, org: org, owner: owner, priorityClass: priorityClass, priority: priority, timeLimitSeconds: timeLimitSeconds,
             array: array, heldBy: heldBy)
-        guard let id = try await self.insert([row]).first else { throw StoreError.conflict("the job was not stored") }
+        guard let id = try await self.insert([row]).first?.id else { throw StoreError.conflict("the job was not stored") }
         return id
     }
 
-    /// Stores checked jobs as queued in one statement (a batch of submissions, or an array's tasks); returns their
-    /// ids in the rows' order. The rows travel as one JSON document: one bind for any number of jobs, nulls and all.
-    func insert(_ rows: [NewJob]) async throws -> [Int64] {
+    /// Stores checked jobs as queued in one statement (a batch of submissions, or an array's tasks); returns them
+    /// as stored, in the rows' order. The rows travel as one JSON document: one bind for any number of jobs, nulls
+    /// and all.
+    func insert(_ rows: [NewJob]) async throws -> [JobView] {
         guard !rows.isEmpty else { return [] }
         let document = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
-        let ids = try await self.tx.query(
+        let stored = try await self.tx.query(
             """
             INSERT INTO jobs (id, name, org, project, owner, kind, pool, gpu_models, nodes, gpus_per_node, gpu_milli,
                               cpu_milli_per_node, memory_mib_per_node, priority_class, priority, time_limit_s, command, env,
@@ -47,11 +48,11 @@ struct JobsTable {
                      exclusive boolean, whole_node_memory boolean, warn_signal text, time_min_s bigint, slurm text,
                      array_job_id bigint, array_task_id int, array_limit int, dependency text, held_by text, hold_kind text,
                      begin_at double precision, movable boolean, mig_profile text, gpu_memory_mib int)) x
-            RETURNING id
-            """
-        ).decode(Int64.self).array()
-        guard ids.count == rows.count else { throw StoreError.conflict("\(rows.count - ids.count) of \(rows.count) jobs were not stored") }
-        return ids.sorted()
+            RETURNING \(unescaped: JobStore.jobColumns)
+            """)
+        let jobs = try await JobStore.decodeJobs(stored)
+        guard jobs.count == rows.count else { throw StoreError.conflict("\(rows.count - jobs.count) of \(rows.count) jobs were not stored") }
+        return jobs.sorted { $0.id < $1.id }
     }
 
     /// The job's lifecycle, locked for this transaction; nil when there is no such job.
