@@ -78,6 +78,42 @@ public struct DispatchStore: Sendable {
         try await self.database.transaction { tx in try await tx.transitions.attempt(key.jobID, key.attempt, .dispatched(rank: key.rank)) }
     }
 
+    /// A rank its agent accepted, and what the agent answered of it (its rank started: the report a heartbeat
+    /// would bring later, taken now so the job is `running` without waiting for it).
+    public struct Accepted: Sendable {
+        public var key: RankKey
+        public var node: String
+        public var status: RankStatus?
+        public init(key: RankKey, node: String, status: RankStatus?) {
+            self.key = key
+            self.node = node
+            self.status = status
+        }
+    }
+
+    /// Records accepted ranks, several at once, in one transaction and in job order (as every change to attempts
+    /// is, so that concurrent writers queue rather than deadlock). A transition the state found refuses (the attempt
+    /// was stopped meanwhile) is that rank's answer and leaves the others; a database error fails them all.
+    public func markDispatched(_ accepted: [Accepted]) async throws -> [Result<Void, any Error>] {
+        try await self.database.transaction { tx in
+            var results = [Result<Void, any Error>](repeating: .success(()), count: accepted.count)
+            for i in accepted.indices.sorted(by: {
+                (accepted[$0].key.jobID, accepted[$0].key.attempt) < (accepted[$1].key.jobID, accepted[$1].key.attempt)
+            }) {
+                let a = accepted[i]
+                do {
+                    try await tx.transitions.attempt(a.key.jobID, a.key.attempt, .dispatched(rank: a.key.rank))
+                    if let status = a.status, status.key == a.key {
+                        try await tx.transitions.attempt(a.key.jobID, a.key.attempt, .reported([status], node: a.node))
+                    }
+                } catch let refused as StoreError {
+                    results[i] = .failure(refused)
+                }
+            }
+            return results
+        }
+    }
+
     /// Counts a failed dispatch and backs off (0.5 s doubling, capped at 8 s); after `maxTries` the attempt ends
     /// `dispatch_failed` and the job is requeued. Returns true when the attempt was given up.
     @discardableResult

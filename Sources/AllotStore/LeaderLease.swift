@@ -28,11 +28,14 @@ public struct LeaderLease: Sendable {
     }
 
     /// Takes or renews the lease: the fence this process holds afterwards, or nil when another allotd holds it.
-    /// A renewal keeps the epoch; a takeover (or a lease of ours that had lapsed) takes the next one. Waits at most
-    /// two seconds for the lease row, which a fenced transaction holds until it ends.
+    /// A renewal keeps the epoch and never waits for fenced transactions (they hold the row FOR KEY SHARE, which an
+    /// update of the expiry does not conflict with). A takeover (or a lease of ours that had lapsed) takes the next
+    /// epoch, and first deletes the lapsed row: a delete waits until every fenced transaction of the old term has
+    /// ended, so none commits after the new term began. Waits at most two seconds for that.
     public func acquireOrRenew() async throws -> Fence? {
         try await self.database.transaction { tx in
             try await tx.query("SET LOCAL lock_timeout = '2s'")
+            try await tx.query("DELETE FROM leader WHERE expires_at < now()")
             let rows = try await tx.query(
                 """
                 INSERT INTO leader (holder, expires_at, epoch, acquired_at)

@@ -37,6 +37,36 @@ struct FencingTests {
         }
     }
 
+    @Test("a renewal passes an open fenced transaction at once; a takeover waits until it has ended")
+    func renewalNeverWaits() async throws {
+        try await TestDatabase.with { db in
+            let a = LeaderLease(database: db, holder: "a", ttlSeconds: 30)
+            let fence = try #require(try await a.acquireOrRenew())
+            let release = Mutex(false)
+            let opened = Mutex(false)
+            let open = Task {
+                try await db.fenced(by: fence).transaction { tx in
+                    try await tx.query("SELECT 1")
+                    opened.withLock { $0 = true }
+                    while !release.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+                }
+            }
+            while !opened.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
+            // Renewals while the transaction holds the lease row: each at once (it used to wait, and time out).
+            let t0 = ContinuousClock.now
+            for _ in 0..<3 { #expect(try await a.acquireOrRenew() == fence) }
+            #expect(ContinuousClock.now - t0 < .seconds(1.5))
+            // The lease lapses; b's takeover waits for the open transaction of a's term.
+            try await Self.lapse(db)
+            let takeover = Task { try await LeaderLease(database: db, holder: "b", ttlSeconds: 30).acquireOrRenew() }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await a.current()?.holder == "a", "the takeover did not wait for the old term's transaction")
+            release.withLock { $0 = true }
+            try await open.value
+            #expect(try #require(try await takeover.value).epoch > fence.epoch)
+        }
+    }
+
     @Test("a deposed leader's writes are refused by the database and change nothing: placements, preemptions, node loss, dispatch")
     func staleFenceChangesNothing() async throws {
         try await TestDatabase.with { db in

@@ -11,6 +11,41 @@ struct LifecycleTests {
     static func running(_ key: RankKey) -> RankStatus { RankStatus(key: key, state: .running) }
     static func exited(_ key: RankKey, _ code: Int) -> RankStatus { RankStatus(key: key, state: .exited, exitCode: code) }
 
+    @Test(
+        "accepted launches are recorded together with what their agents answered: running at once, no heartbeat needed; a refused one leaves the rest"
+    )
+    func acceptedTogether() async throws {
+        try await TestDatabase.with { db in
+            let f = try await StoreFixture(db)
+            let a = try await f.submit(JobSpec(name: "a", org: "lab", pool: "h200", gpusPerNode: 1, command: "true"))
+            let gang = try await f.submit(JobSpec(name: "g", org: "lab", pool: "h200", nodes: 2, gpusPerNode: 2, command: "true"))
+            let gone = try await f.submit(JobSpec(name: "c", org: "lab", pool: "h200", gpusPerNode: 1, command: "true"))
+            #expect(Set(try await f.schedule()) == [a, gang, gone])
+            let store = DispatchStore(database: db)
+            _ = try await store.claimLaunches()
+            _ = try await JobStore(database: db).cancel(gone, by: Principal(name: "op", role: .operator), scope: .all)
+            func accepted(_ job: Int64, rank: Int = 0) async throws -> DispatchStore.Accepted {
+                let node = try #require(try await f.job(job).attempts.first?.nodes.first { $0.rank == rank }?.node)
+                let key = RankKey(jobID: job, attempt: 1, rank: rank)
+                return DispatchStore.Accepted(key: key, node: node, status: Self.running(key))
+            }
+            // Rank 1 of the gang is accepted without an answer (an agent of an older version): the gang waits for its report.
+            var gangRank1 = try await accepted(gang, rank: 1)
+            gangRank1.status = nil
+            let unknown = DispatchStore.Accepted(key: RankKey(jobID: 987_654, attempt: 1, rank: 0), node: "n1", status: nil)
+            let results = try await store.markDispatched([
+                unknown, try await accepted(gone), try await accepted(a), try await accepted(gang), gangRank1,
+            ])
+            #expect(results.count == 5)
+            #expect((try? results[0].get()) == nil, "an attempt the database does not hold is refused on its own")
+            #expect(results[1...].allSatisfy { (try? $0.get()) != nil })
+            #expect(try await f.job(a).state == .running)
+            #expect(try await f.job(gone).state != .running, "a cancelled job's rank that started is stopped, not run")
+            #expect(try await f.job(gang).state == .starting)
+            #expect(try await store.claimLaunches().isEmpty)
+        }
+    }
+
     @Test("a gang goes queued → placed → starting → running → succeeded, holding its GPUs until it ends")
     func happyGang() async throws {
         try await TestDatabase.with { db in

@@ -17,6 +17,8 @@ public struct Dispatcher: Service {
     public let metrics: Metrics
     public let nodeKeys: NodeKeys
     public let logger: Logger
+    /// Accepted launches, recorded together: the ranks that agents accepted while one batch commits go in the next.
+    let accepted: GroupCommit<(DispatchStore, DispatchStore.Accepted), Void>
 
     public init(
         database: Database, leadership: Leadership, wake: Wakeup, interval: Duration, maxTries: Int, metrics: Metrics, nodeKeys: NodeKeys,
@@ -30,6 +32,26 @@ public struct Dispatcher: Service {
         self.maxTries = maxTries
         self.metrics = metrics
         self.logger = logger
+        self.accepted = GroupCommit(inFlightLimit: 2) { batch in
+            // One store (fence) per round; ranks of an older fence, should leadership have changed, on their own.
+            guard let store = batch.first?.0 else { return [] }
+            let mine = batch.map { $0.0.database.fence == store.database.fence }
+            var results = try await store.markDispatched(batch.enumerated().filter { mine[$0.offset] }.map { $0.element.1 }).makeIterator()
+            var out: [Result<Void, any Error>] = []
+            for (i, (other, item)) in batch.enumerated() {
+                if mine[i] {
+                    out.append(results.next() ?? .success(()))
+                } else {
+                    do {
+                        try await other.markDispatched(item.key)
+                        out.append(.success(()))
+                    } catch {
+                        out.append(.failure(error))
+                    }
+                }
+            }
+            return out
+        }
     }
 
     public func run() async throws {
@@ -70,11 +92,11 @@ public struct Dispatcher: Service {
         }
         var failure: (node: String, error: String)?
         var refusal: (node: String, reason: String, rank: Int, launch: Int)?
-        await withTaskGroup(of: (LaunchWork.Rank, (any Error)?).self) { group in
+        await withTaskGroup(of: (LaunchWork.Rank, RankStatus?, (any Error)?).self) { group in
             for rank in work.ranks where !rank.dispatched {
                 group.addTask {
                     guard let url = rank.agentURL else {
-                        return (rank, APIClient.Failure.unreachable(url: "-", underlying: "no agent has registered"))
+                        return (rank, nil, APIClient.Failure.unreachable(url: "-", underlying: "no agent has registered"))
                     }
                     var request = LaunchRequest(
                         key: RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank), command: work.command, env: work.env,
@@ -95,22 +117,23 @@ public struct Dispatcher: Service {
                         request.launchID = "\(work.launchID)-r\(rank.launch)"
                     }
                     do {
-                        let _: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
+                        let status: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
                             .post("/v1/attempts", json: request)
-                        return (rank, nil)
+                        return (rank, status, nil)
                     } catch {
-                        return (rank, error)
+                        return (rank, nil, error)
                     }
                 }
             }
-            for await (rank, error) in group {
+            for await (rank, status, error) in group {
                 if case .api(422, let body)? = error as? APIClient.Failure {
                     refusal = (rank.node, body.error.message, rank.rank, rank.launch)
                 } else if let error {
                     failure = (rank.node, "\(error)")
                 } else {
+                    let key = RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank)
                     do {
-                        try await store.markDispatched(RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank))
+                        try await self.accepted.submit((store, DispatchStore.Accepted(key: key, node: rank.node, status: status)))
                     } catch {
                         self.logger.warning("recording a dispatch failed", metadata: ["error": "\(error)"])
                     }
