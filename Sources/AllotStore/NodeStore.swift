@@ -140,8 +140,15 @@ public struct NodeStore: Sendable {
     /// Returns the nodes newly lost and the pools newly held.
     public func markLostNodes(timeoutSeconds: Int) async throws -> (lost: [String], held: [String]) {
         try await self.database.transaction { tx in
-            let (now, nodes) = try await tx.nodes.liveness()
-            let verdicts = Silence.judge(nodes.map { ($0.pool, $0.node, $0.lastHeartbeat) }, now: now, timeoutSeconds: Double(timeoutSeconds))
+            // Judged first without locks: every round, on every node, locking each row waited for every report in
+            // flight and held every report back meanwhile (seen under load: the whole control plane queued behind
+            // it). Only when there is something to act on is it judged again with the rows locked.
+            var (now, nodes) = try await tx.nodes.liveness(locked: false)
+            var verdicts = Silence.judge(nodes.map { ($0.pool, $0.node, $0.lastHeartbeat) }, now: now, timeoutSeconds: Double(timeoutSeconds))
+            if verdicts.contains(where: { $0.action != .none }) {
+                (now, nodes) = try await tx.nodes.liveness(locked: true)
+                verdicts = Silence.judge(nodes.map { ($0.pool, $0.node, $0.lastHeartbeat) }, now: now, timeoutSeconds: Double(timeoutSeconds))
+            }
             var lost: [String] = []
             var held: [String] = []
             for verdict in verdicts {

@@ -36,7 +36,21 @@ public struct Dispatcher: Service {
             // One store (fence) per round; ranks of an older fence, should leadership have changed, on their own.
             guard let store = batch.first?.0 else { return [] }
             let mine = batch.map { $0.0.database.fence == store.database.fence }
-            var results = try await store.markDispatched(batch.enumerated().filter { mine[$0.offset] }.map { $0.element.1 }).makeIterator()
+            let items = batch.enumerated().filter { mine[$0.offset] }.map { $0.element.1 }
+            var together: [Result<Void, any Error>] = []
+            do {
+                together = try await store.markDispatched(items)
+            } catch {
+                // A deadlock with a heartbeat's or the scheduler's transaction, say: each on its own, as before batching.
+                for item in items {
+                    do {
+                        together.append(try await store.markDispatched([item])[0])
+                    } catch {
+                        together.append(.failure(error))
+                    }
+                }
+            }
+            var results = together.makeIterator()
             var out: [Result<Void, any Error>] = []
             for (i, (other, item)) in batch.enumerated() {
                 if mine[i] {
@@ -172,3 +186,4 @@ public struct Dispatcher: Service {
         }
     }
 }
+

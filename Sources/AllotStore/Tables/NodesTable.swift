@@ -122,13 +122,14 @@ struct NodesTable {
         ).decode(String.self).array()
     }
 
-    /// Nodes that have reported and are not lost, by pool, each with whether it is silent past `timeoutSeconds`.
-    func liveness() async throws -> (now: Date, nodes: [(pool: String, node: String, lastHeartbeat: Date)]) {
+    /// Nodes that have reported and are not lost, by pool, with their last heartbeats; `locked`: each row locked
+    /// until the transaction ends, so no report lands between a verdict on them and its action.
+    func liveness(locked: Bool) async throws -> (now: Date, nodes: [(pool: String, node: String, lastHeartbeat: Date)]) {
         let now = try await self.tx.now()
         let nodes = try await self.tx.query(
             """
             SELECT n.pool, n.name, n.last_heartbeat
-            FROM nodes n WHERE n.last_heartbeat IS NOT NULL AND n.state <> 'lost' ORDER BY n.name FOR UPDATE
+            FROM nodes n WHERE n.last_heartbeat IS NOT NULL AND n.state <> 'lost' ORDER BY n.name \(unescaped: locked ? "FOR UPDATE" : "")
             """
         ).decode((String, String, Date).self).array().map { (pool: $0.0, node: $0.1, lastHeartbeat: $0.2) }
         return (now, nodes)
