@@ -78,34 +78,17 @@ public struct DispatchStore: Sendable {
         try await self.database.transaction { tx in try await tx.transitions.attempt(key.jobID, key.attempt, .dispatched(rank: key.rank)) }
     }
 
-    /// A rank its agent accepted, and what the agent answered of it (its rank started: the report a heartbeat
-    /// would bring later, taken now so the job is `running` without waiting for it).
-    public struct Accepted: Sendable {
-        public var key: RankKey
-        public var node: String
-        public var status: RankStatus?
-        public init(key: RankKey, node: String, status: RankStatus?) {
-            self.key = key
-            self.node = node
-            self.status = status
-        }
-    }
-
-    /// Records accepted ranks, several at once, in one transaction and in job order (as every change to attempts
-    /// is, so that concurrent writers queue rather than deadlock). A transition the state found refuses (the attempt
-    /// was stopped meanwhile) is that rank's answer and leaves the others; a database error fails them all.
-    public func markDispatched(_ accepted: [Accepted]) async throws -> [Result<Void, any Error>] {
+    /// Records ranks their agents accepted, several at once, in one transaction and in job order (as every change
+    /// to attempts is, so that concurrent writers queue rather than deadlock). A transition the state found refuses
+    /// is that rank's answer and leaves the others; a database error fails them all. (The agent's answer to a launch
+    /// is not taken as its report here: doing so locked the job before the node, against a heartbeat's order, and
+    /// deadlocked with the node's next report; `running` comes from that report.)
+    public func markDispatched(_ keys: [RankKey]) async throws -> [Result<Void, any Error>] {
         try await self.database.transaction { tx in
-            var results = [Result<Void, any Error>](repeating: .success(()), count: accepted.count)
-            for i in accepted.indices.sorted(by: {
-                (accepted[$0].key.jobID, accepted[$0].key.attempt) < (accepted[$1].key.jobID, accepted[$1].key.attempt)
-            }) {
-                let a = accepted[i]
+            var results = [Result<Void, any Error>](repeating: .success(()), count: keys.count)
+            for i in keys.indices.sorted(by: { (keys[$0].jobID, keys[$0].attempt) < (keys[$1].jobID, keys[$1].attempt) }) {
                 do {
-                    try await tx.transitions.attempt(a.key.jobID, a.key.attempt, .dispatched(rank: a.key.rank))
-                    if let status = a.status, status.key == a.key {
-                        try await tx.transitions.attempt(a.key.jobID, a.key.attempt, .reported([status], node: a.node))
-                    }
+                    try await tx.transitions.attempt(keys[i].jobID, keys[i].attempt, .dispatched(rank: keys[i].rank))
                 } catch let refused as StoreError {
                     results[i] = .failure(refused)
                 }

@@ -18,7 +18,7 @@ public struct Dispatcher: Service {
     public let nodeKeys: NodeKeys
     public let logger: Logger
     /// Accepted launches, recorded together: the ranks that agents accepted while one batch commits go in the next.
-    let accepted: GroupCommit<(DispatchStore, DispatchStore.Accepted), Void>
+    let accepted: GroupCommit<(DispatchStore, RankKey), Void>
 
     public init(
         database: Database, leadership: Leadership, wake: Wakeup, interval: Duration, maxTries: Int, metrics: Metrics, nodeKeys: NodeKeys,
@@ -57,7 +57,7 @@ public struct Dispatcher: Service {
                     out.append(results.next() ?? .success(()))
                 } else {
                     do {
-                        try await other.markDispatched(item.key)
+                        try await other.markDispatched(item)
                         out.append(.success(()))
                     } catch {
                         out.append(.failure(error))
@@ -106,11 +106,11 @@ public struct Dispatcher: Service {
         }
         var failure: (node: String, error: String)?
         var refusal: (node: String, reason: String, rank: Int, launch: Int)?
-        await withTaskGroup(of: (LaunchWork.Rank, RankStatus?, (any Error)?).self) { group in
+        await withTaskGroup(of: (LaunchWork.Rank, (any Error)?).self) { group in
             for rank in work.ranks where !rank.dispatched {
                 group.addTask {
                     guard let url = rank.agentURL else {
-                        return (rank, nil, APIClient.Failure.unreachable(url: "-", underlying: "no agent has registered"))
+                        return (rank, APIClient.Failure.unreachable(url: "-", underlying: "no agent has registered"))
                     }
                     var request = LaunchRequest(
                         key: RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank), command: work.command, env: work.env,
@@ -131,15 +131,15 @@ public struct Dispatcher: Service {
                         request.launchID = "\(work.launchID)-r\(rank.launch)"
                     }
                     do {
-                        let status: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
+                        let _: RankStatus = try await self.nodeKeys.agent(url, node: rank.node, enrolment: rank.enrolment, timeout: .seconds(10))
                             .post("/v1/attempts", json: request)
-                        return (rank, status, nil)
+                        return (rank, nil)
                     } catch {
-                        return (rank, nil, error)
+                        return (rank, error)
                     }
                 }
             }
-            for await (rank, status, error) in group {
+            for await (rank, error) in group {
                 if case .api(422, let body)? = error as? APIClient.Failure {
                     refusal = (rank.node, body.error.message, rank.rank, rank.launch)
                 } else if let error {
@@ -147,7 +147,7 @@ public struct Dispatcher: Service {
                 } else {
                     let key = RankKey(jobID: work.jobID, attempt: work.attempt, rank: rank.rank)
                     do {
-                        try await self.accepted.submit((store, DispatchStore.Accepted(key: key, node: rank.node, status: status)))
+                        try await self.accepted.submit((store, key))
                     } catch {
                         self.logger.warning("recording a dispatch failed", metadata: ["error": "\(error)"])
                     }
@@ -186,4 +186,3 @@ public struct Dispatcher: Service {
         }
     }
 }
-
