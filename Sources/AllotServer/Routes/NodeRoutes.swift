@@ -135,7 +135,9 @@ struct AgentRoutes {
                 let digest = report.ranks.isEmpty && (report.steps?.isEmpty ?? true) ? HeartbeatShortcut.digest(body) : nil
                 let reply = try await self.agents.report(report, from: principal)
                 await self.shortcut.answered(report.node, digest: endpoint == .heartbeat ? digest : nil, reply: reply)
-                if !report.ranks.isEmpty || endpoint == .register { self.wake.signal() }
+                // Capacity comes back when a rank ends (or a node registers); a report of ranks still running frees
+                // nothing, and at scale every busy node sends one every interval.
+                if endpoint == .register || report.ranks.contains(where: { $0.state != .running }) { self.wake.signal() }
                 return JSON.response(reply)
             }
         }
