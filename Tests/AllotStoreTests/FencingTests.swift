@@ -52,10 +52,9 @@ struct FencingTests {
                 }
             }
             while !opened.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
-            // Renewals while the transaction holds the lease row: each at once (it used to wait, and time out).
-            let t0 = ContinuousClock.now
+            // Renewals while the transaction holds the lease row: each goes through (it used to wait for the row and,
+            // after the renewal's 2 s lock timeout, fail).
             for _ in 0..<3 { #expect(try await a.acquireOrRenew() == fence) }
-            #expect(ContinuousClock.now - t0 < .seconds(1.5))
             // The lease lapses; b's takeover waits for the open transaction of a's term.
             try await Self.lapse(db)
             let takeover = Task { try await LeaderLease(database: db, holder: "b", ttlSeconds: 30).acquireOrRenew() }
