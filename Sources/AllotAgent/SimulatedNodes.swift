@@ -233,8 +233,9 @@ public actor SimulatedNodes {
                         failures: state.failures))
                 self.states[name] = state
             } else {
+                // Not due yet (a rank's end by one clock, not yet by the other, say): listed again for when it is.
                 self.states[name] = state
-                if state.changes != state.reported { self.lookAgain(name) }
+                self.lookAgain(name)
             }
         }
         self.ready = held

@@ -80,8 +80,10 @@ public struct JobStore: Sendable {
             for submission in batch {
                 do {
                     checked.append(.success(try await Self.check(submission, in: context, neverFits: neverFits)))
-                } catch let refused as StoreError {
-                    checked.append(.failure(refused))  // a check's own refusal: nothing was written
+                } catch let error as PSQLError {
+                    throw error  // the transaction is aborted: the batch goes one savepoint per job
+                } catch {
+                    checked.append(.failure(error))  // a check's own refusal: nothing was written
                 }
             }
             var jobs = try await Self.insert(checked.compactMap { try? $0.get() }, in: context.tx).makeIterator()
@@ -115,12 +117,15 @@ public struct JobStore: Sendable {
         for i in checked.indices where checked[i].spec.array != nil {
             let (first, indices) = (checked[i].row, checked[i].spec.array?.indices ?? [])
             let job = try await tx.jobs.insert([first])[0]
-            _ = try await tx.jobs.insert(
-                indices.dropFirst().map { index in
-                    var task = first
-                    (task.arrayJobId, task.arrayTaskId) = (job.id, index)
-                    return task
-                })
+            // In chunks: one JSON document stays far below PostgreSQL's 256 MB for a jsonb value.
+            for start in stride(from: 1, to: indices.count, by: 1000) {
+                _ = try await tx.jobs.insert(
+                    indices[start..<min(start + 1000, indices.count)].map { index in
+                        var task = first
+                        (task.arrayJobId, task.arrayTaskId) = (job.id, index)
+                        return task
+                    })
+            }
             jobs[i] = job
         }
         let stored = try jobs.map { job in
@@ -222,7 +227,7 @@ public struct JobStore: Sendable {
                     message: "\(array.indices.count) tasks × \(each) bytes of command and env is more than 128 MiB: submit a shorter script")
             }
         }
-        let row = NewJob(
+        let row = try NewJob(
             spec, org: org, owner: principal.name, priorityClass: className, priority: priority,
             timeLimitSeconds: spec.timeLimitSeconds ?? maxTime, array: spec.array.map { (nil, $0.indices[0]) }, heldBy: held)
         return Checked(row: row, spec: spec, principal: principal)

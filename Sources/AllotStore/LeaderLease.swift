@@ -45,11 +45,10 @@ public struct LeaderLease: Sendable {
                         THEN (SELECT epoch FROM leader) ELSE nextval('leader_epochs') END,
                     now()
                 WHERE NOT EXISTS (SELECT 1 FROM leader WHERE holder <> \(self.holder) AND expires_at >= now())
-                ON CONFLICT (only_row) DO UPDATE SET
-                    holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at,
-                    epoch = CASE WHEN leader.holder = EXCLUDED.holder AND leader.expires_at >= now() THEN leader.epoch ELSE EXCLUDED.epoch END,
-                    acquired_at = CASE WHEN leader.holder = EXCLUDED.holder AND leader.expires_at >= now() THEN leader.acquired_at ELSE now() END
-                WHERE leader.holder = EXCLUDED.holder OR leader.expires_at < now()
+                -- Only a renewal updates the row (its expiry): a change of term goes through the DELETE above, which
+                -- waits for the old term's fenced transactions, and an update would not (they hold FOR KEY SHARE).
+                ON CONFLICT (only_row) DO UPDATE SET expires_at = EXCLUDED.expires_at
+                WHERE leader.holder = EXCLUDED.holder AND leader.expires_at >= now()
                 RETURNING holder, epoch
                 """)
             for try await (holder, epoch) in rows.decode((String, Int64).self) where holder == self.holder {

@@ -130,8 +130,7 @@ final class SubmissionContext {
         // Short models and full product names: a job may name either (a full name is kept as given).
         let found = (shapes, Set(shapes.flatMap { $0.node.gpus.flatMap { [$0.model] + ($0.productName.map { [$0] } ?? []) } }))
         self.shapesOf[pool] = found
-        // A pool with no nodes yet is kept too: with no shapes nothing is refused as never fitting.
-        self.cache?.keep(found, pool: pool)
+        if !shapes.isEmpty { self.cache?.keep(found, pool: pool) }
         return found
     }
 

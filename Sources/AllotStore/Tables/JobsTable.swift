@@ -11,7 +11,7 @@ struct JobsTable {
         _ spec: JobSpec, org: String, owner: String, priorityClass: String, priority: Int, timeLimitSeconds: Int64?,
         array: (jobID: Int64?, task: Int)? = nil, heldBy: Principal? = nil
     ) async throws -> Int64 {
-        let row = NewJob(
+        let row = try NewJob(
             spec, org: org, owner: owner, priorityClass: priorityClass, priority: priority, timeLimitSeconds: timeLimitSeconds,
             array: array, heldBy: heldBy)
         guard let id = try await self.insert([row]).first?.id else { throw StoreError.conflict("the job was not stored") }
@@ -43,7 +43,7 @@ struct JobsTable {
             FROM (SELECT nextval(pg_get_serial_sequence('jobs', 'id')) AS id, r.*
                   FROM jsonb_to_recordset(\(document)::jsonb) AS r(
                      name text, org text, project text, owner text, kind text, pool text, gpu_models text[], nodes int,
-                     gpus_per_node int, gpu_milli int, cpu_milli_per_node int, memory_mib_per_node int, priority_class text,
+                     gpus_per_node int, gpu_milli int, cpu_milli_per_node int, memory_mib_per_node bigint, priority_class text,
                      priority int, time_limit_s bigint, command text, env text, working_dir text, max_attempts int,
                      exclusive boolean, whole_node_memory boolean, warn_signal text, time_min_s bigint, slurm text,
                      array_job_id bigint, array_task_id int, array_limit int, dependency text, held_by text, hold_kind text,
@@ -246,7 +246,7 @@ struct NewJob: Encodable {
     init(
         _ spec: JobSpec, org: String, owner: String, priorityClass: String, priority: Int, timeLimitSeconds: Int64?,
         array: (jobID: Int64?, task: Int)? = nil, heldBy: Principal? = nil
-    ) {
+    ) throws {
         self.name = spec.name
         self.org = org
         self.project = spec.project
@@ -263,14 +263,14 @@ struct NewJob: Encodable {
         self.priority = priority
         self.timeLimitS = timeLimitSeconds
         self.command = spec.command
-        self.env = String(decoding: (try? JSONEncoder().encode(spec.env)) ?? Data("{}".utf8), as: UTF8.self)
+        self.env = String(decoding: try JSONEncoder().encode(spec.env), as: UTF8.self)
         self.workingDir = spec.workingDir
         self.maxAttempts = spec.maxAttempts
         self.exclusive = spec.exclusive
         self.wholeNodeMemory = spec.wholeNodeMemory
         self.warnSignal = spec.signal?.description
         self.timeMinS = spec.timeMinSeconds
-        self.slurm = spec.slurm.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) }
+        self.slurm = try spec.slurm.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
         self.arrayJobId = array?.jobID
         self.arrayTaskId = array?.task
         self.arrayLimit = array != nil ? spec.array?.limit : nil
