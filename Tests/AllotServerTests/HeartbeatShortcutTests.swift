@@ -85,4 +85,27 @@ struct HeartbeatShortcutTests {
             }
         }
     }
+
+    @Test("a report naming a faulty GPU never takes the short path: an operator's restore meets the agent's report at once")
+    func faultyGPU() async throws {
+        try await TestDatabase.with { db in
+            let s = try await APITests.setUp(db)
+            var report = Self.report
+            report.gpus[3].health = .quarantined
+            report.gpus[3].healthDetail = "double-bit ECC errors"
+            let faulty = report
+            @Sendable func health() async throws -> String? {
+                try await db.query("SELECT health::text FROM gpus WHERE node = 'n1' AND idx = 3").decode(String.self).first { _ in true }
+            }
+            try await s.app.test(.router) { client in
+                #expect(try await Self.beat(client, s.agentToken, faulty) == .ok)
+                #expect(try await health() == "quarantined")
+                try await NodeLifecycleStore(database: db).restoreGPU(
+                    node: "n1", index: 3, reason: "reseated", by: Principal(name: "op", role: .operator))
+                #expect(try await health() == "healthy")
+                #expect(try await Self.beat(client, s.agentToken, faulty) == .ok)
+                #expect(try await health() == "quarantined", "the same report, answered unread, left the restored GPU healthy")
+            }
+        }
+    }
 }

@@ -132,7 +132,11 @@ struct AgentRoutes {
                 }
                 if let why = NodeRoutes.agentURLProblem(report.agentURL) { throw APIError.badRequest(why, field: "agentURL") }
                 if let why = NodeRoutes.gpuListProblem(report.gpus) { throw APIError.badRequest(why, field: "gpus") }
-                let digest = report.ranks.isEmpty && (report.steps?.isEmpty ?? true) ? HeartbeatShortcut.digest(body) : nil
+                // Only a report of healthy GPUs may be answered again unread: one naming a faulty GPU must meet the
+                // database's GPU each time (an operator may have restored it; the full path quarantines it again).
+                let digest =
+                    report.ranks.isEmpty && (report.steps?.isEmpty ?? true) && report.gpus.allSatisfy({ $0.health == .healthy })
+                    ? HeartbeatShortcut.digest(body) : nil
                 let reply = try await self.agents.report(report, from: principal)
                 await self.shortcut.answered(report.node, digest: endpoint == .heartbeat ? digest : nil, reply: reply)
                 // Capacity comes back when a rank ends (or a node registers); a report of ranks still running frees

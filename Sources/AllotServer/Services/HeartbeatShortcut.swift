@@ -9,15 +9,15 @@ import Foundation
 /// (which was empty: nothing live, nothing to acknowledge — exactly what a full report would answer again). Idle
 /// nodes are most of a large pool's reports (10,000 nodes every 5 s is 2,000 a second); a full report is a
 /// transaction over the node, its GPUs and its attempts. Any change, any rank, work placed on the node, a lost
-/// node, and every `lifetime` take the full path: what only the database changed (an operator's restore of a GPU the
-/// agent still reports as faulty) is checked against the agent's report within that.
+/// node, a report naming a faulty GPU (an operator may have restored it in the database: the full path quarantines it
+/// again), and every `lifetime` (a bound, not needed for correctness) take the full path.
 actor HeartbeatShortcut {
     let lifetime: Duration
     private var last: [String: (digest: Data, reply: HeartbeatReply, at: ContinuousClock.Instant)] = [:]
     /// Whether each node was touched (not lost), every node waiting meanwhile in one statement.
     private let touches: GroupCommit<String, Bool>
 
-    init(agents: AgentStore, lifetime: Duration = .seconds(60)) {
+    init(agents: AgentStore, lifetime: Duration = .seconds(300)) {
         self.lifetime = lifetime
         self.touches = GroupCommit { nodes in
             let touched = try await agents.touch(nodes)
