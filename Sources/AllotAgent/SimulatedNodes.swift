@@ -62,7 +62,6 @@ public actor SimulatedNodes {
     private var ready: [String] = []
     private let started: ContinuousClock.Instant
     static let tick = Duration.milliseconds(5)
-    private let names: [String]
     let servers: [String]
     let baseURL: String
     let cpuMilli: Int
@@ -84,7 +83,6 @@ public actor SimulatedNodes {
                 node: node, gpus: try GPUDiscovery.simulated(gpus, node: node.name), nextBeat: now + offset, lastBeat: now)
             self.wheel[max(1, Int64((offset / Self.tick).rounded(.up))), default: []].append(node.name)
         }
-        self.names = nodes.map(\.name)
         self.servers = servers
         self.baseURL = baseURL
         self.cpuMilli = cpuMilli

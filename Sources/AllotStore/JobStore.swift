@@ -45,12 +45,12 @@ public struct JobStore: Sendable {
             // A batch of one needs no savepoint: its refusal rolls the transaction back.
             if batch.count == 1 { return [.success(try await Self.store(batch[0], in: context, neverFits: neverFits))] }
             if let together = try await Self.storedTogether(batch, in: context, neverFits: neverFits) { return together }
-            var outcomes: [Result<Int64, any Error>] = []
+            var outcomes: [Result<JobView, any Error>] = []
             for (n, submission) in batch.enumerated() {
                 // At most `SubmissionBatcher`'s batch of savepoints, none released: each costs one round trip.
                 try await tx.savepoint("s\(n)")
                 do {
-                    outcomes.append(.success(try await Self.store(submission, in: context, neverFits: neverFits).id))
+                    outcomes.append(.success(try await Self.store(submission, in: context, neverFits: neverFits)))
                 } catch {
                     // A refusal of the database's (a constraint) aborted the transaction up to the savepoint, which
                     // takes its audit record with it; a lost connection fails the batch.
@@ -58,13 +58,7 @@ public struct JobStore: Sendable {
                     outcomes.append(.failure(self.database.translate(error)))
                 }
             }
-            let stored = outcomes.compactMap { try? $0.get() }
-            let views = try await Self.decodeJobs(
-                try await tx.query("SELECT \(unescaped: Self.jobColumns) FROM jobs WHERE id = ANY(\(stored))")
-            ).reduce(into: [Int64: JobView]()) { $0[$1.id] = $1 }
-            return outcomes.map { outcome in
-                outcome.flatMap { id in views[id].map { .success($0) } ?? .failure(StoreError.conflict("job \(id) was not stored")) }
-            }
+            return outcomes
         }
     }
 

@@ -143,12 +143,12 @@ public struct NodeStore: Sendable {
             // Judged first without locks: every round, on every node, locking each row waited for every report in
             // flight and held every report back meanwhile (seen under load: the whole control plane queued behind
             // it). Only when there is something to act on is it judged again with the rows locked.
-            var (now, nodes) = try await tx.nodes.liveness(locked: false)
-            var verdicts = Silence.judge(nodes.map { ($0.pool, $0.node, $0.lastHeartbeat) }, now: now, timeoutSeconds: Double(timeoutSeconds))
-            if verdicts.contains(where: { $0.action != .none }) {
-                (now, nodes) = try await tx.nodes.liveness(locked: true)
-                verdicts = Silence.judge(nodes.map { ($0.pool, $0.node, $0.lastHeartbeat) }, now: now, timeoutSeconds: Double(timeoutSeconds))
+            func judged(locked: Bool) async throws -> [Silence.Verdict] {
+                let (now, nodes) = try await tx.nodes.liveness(locked: locked)
+                return Silence.judge(nodes.map { ($0.pool, $0.node, $0.lastHeartbeat) }, now: now, timeoutSeconds: Double(timeoutSeconds))
             }
+            var verdicts = try await judged(locked: false)
+            if verdicts.contains(where: { $0.action != .none }) { verdicts = try await judged(locked: true) }
             var lost: [String] = []
             var held: [String] = []
             for verdict in verdicts {

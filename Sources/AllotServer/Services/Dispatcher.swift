@@ -33,39 +33,29 @@ public struct Dispatcher: Service {
         self.metrics = metrics
         self.logger = logger
         self.accepted = GroupCommit(inFlightLimit: 2) { batch in
-            // One store (fence) per round; ranks of an older fence, should leadership have changed, on their own.
-            guard let store = batch.first?.0 else { return [] }
-            let mine = batch.map { $0.0.database.fence == store.database.fence }
-            let items = batch.enumerated().filter { mine[$0.offset] }.map { $0.element.1 }
-            var together: [Result<Void, any Error>] = []
-            do {
-                together = try await store.markDispatched(items)
-            } catch {
-                // A deadlock with a heartbeat's or the scheduler's transaction, say: each on its own, as before batching.
-                for item in items {
-                    do {
-                        together.append(try await store.markDispatched([item])[0])
-                    } catch {
-                        together.append(.failure(error))
-                    }
-                }
-            }
-            var results = together.makeIterator()
-            var out: [Result<Void, any Error>] = []
-            for (i, (other, item)) in batch.enumerated() {
-                if mine[i] {
-                    out.append(results.next() ?? .success(()))
-                } else {
-                    do {
-                        try await other.markDispatched(item)
-                        out.append(.success(()))
-                    } catch {
-                        out.append(.failure(error))
-                    }
-                }
+            // By fence: should leadership have changed between rounds, each term's ranks go through its own store.
+            var out = [Result<Void, any Error>](repeating: .success(()), count: batch.count)
+            for indices in Dictionary(grouping: batch.indices, by: { batch[$0].0.database.fence }).values {
+                for (i, result) in zip(indices, await Self.record(indices.map { batch[$0].1 }, in: batch[indices[0]].0)) { out[i] = result }
             }
             return out
         }
+    }
+
+    /// Accepted ranks recorded in one transaction; should it fail (a deadlock with a heartbeat's or the scheduler's
+    /// transaction, say), each on its own, as before batching.
+    static func record(_ keys: [RankKey], in store: DispatchStore) async -> [Result<Void, any Error>] {
+        if let together = try? await store.markDispatched(keys) { return together }
+        var results: [Result<Void, any Error>] = []
+        for key in keys {
+            do {
+                try await store.markDispatched(key)
+                results.append(.success(()))
+            } catch {
+                results.append(.failure(error))
+            }
+        }
+        return results
     }
 
     public func run() async throws {

@@ -13,7 +13,7 @@ import Foundation
 /// again), and every `lifetime` (a bound, not needed for correctness) take the full path.
 actor HeartbeatShortcut {
     let lifetime: Duration
-    private var last: [String: (digest: Data, reply: HeartbeatReply, at: ContinuousClock.Instant)] = [:]
+    private var last: [String: (digest: Data, at: ContinuousClock.Instant)] = [:]
     /// Whether each node was touched (not lost), every node waiting meanwhile in one statement.
     private let touches: GroupCommit<String, Bool>
 
@@ -36,11 +36,11 @@ actor HeartbeatShortcut {
             self.last[node] = nil
             return nil
         }
-        return known.reply
+        return HeartbeatReply(live: [], acknowledged: [])
     }
 
     /// Remembers a full report's answer, when it is one the short path may give again (nothing live on the node).
     func answered(_ node: String, digest: Data?, reply: HeartbeatReply) {
-        if let digest, reply.live.isEmpty, reply.acknowledged.isEmpty { self.last[node] = (digest, reply, .now) } else { self.last[node] = nil }
+        if let digest, reply.live.isEmpty, reply.acknowledged.isEmpty { self.last[node] = (digest, .now) } else { self.last[node] = nil }
     }
 }

@@ -6,18 +6,6 @@ import PostgresNIO
 struct JobsTable {
     let tx: Transaction
 
-    /// Stores a checked job as queued; returns its id.
-    func insert(
-        _ spec: JobSpec, org: String, owner: String, priorityClass: String, priority: Int, timeLimitSeconds: Int64?,
-        array: (jobID: Int64?, task: Int)? = nil, heldBy: Principal? = nil
-    ) async throws -> Int64 {
-        let row = try NewJob(
-            spec, org: org, owner: owner, priorityClass: priorityClass, priority: priority, timeLimitSeconds: timeLimitSeconds,
-            array: array, heldBy: heldBy)
-        guard let id = try await self.insert([row]).first?.id else { throw StoreError.conflict("the job was not stored") }
-        return id
-    }
-
     /// Stores checked jobs as queued in one statement (a batch of submissions, or an array's tasks); returns them
     /// as stored, in the rows' order. The rows travel as one JSON document: one bind for any number of jobs, nulls
     /// and all.
