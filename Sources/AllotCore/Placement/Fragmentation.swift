@@ -225,11 +225,17 @@ struct FragmentationModel {
                 : term.shape.unusable(leftovers: leftovers, cpuMilli: cpuMilli, memoryMiB: memoryMiB) { accepts(t, $0) }
             next += term.weight * Double(unusable)
         }
-        let free = Double(leftovers.reduce(0, +))
+        return next + self.stranded(freeMilli: leftovers.reduce(0, +), cpuMilli: cpuMilli, memoryMiB: memoryMiB, rates: rates)
+    }
+
+    /// GPU thousandths of a node with this much free that no run of the expected tasks could use, because the CPU
+    /// or memory they bring along would run out first.
+    func stranded(freeMilli: Int, cpuMilli: Int, memoryMiB: Int, rates: Rates) -> Double {
+        let free = Double(freeMilli)
         var reachable = free
         if let r = rates.gpuPerCPUMilli { reachable = min(reachable, Double(max(0, cpuMilli)) * r) }
         if let r = rates.gpuPerMiB { reachable = min(reachable, Double(max(0, memoryMiB)) * r) }
-        return next + (free - reachable)
+        return free - reachable
     }
 
     /// The other side of the balance: CPU and memory a node keeps beyond what the expected work would bring

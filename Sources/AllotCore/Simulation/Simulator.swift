@@ -39,6 +39,9 @@ public struct SimulationReport: Codable, Hashable, Sendable {
     public var waitsByPriority: [String: Waits]
     public var decisions: Int
     public var decisionsPerSecond: Double
+    /// FNV-1a of every placement in the order made (job, node, GPUs, thousandths, CPU, memory): two replays with
+    /// equal digests placed every job on the same GPUs, so a faster core can be shown to decide the same.
+    public var placementDigest: String
     public var simulatedSeconds: Int64
 }
 
@@ -58,7 +61,9 @@ public struct Simulator: Sendable {
         let arrivals = trace.sorted { ($0.submitSeconds, $0.id) < ($1.submitSeconds, $1.id) }
         var next = 0
         var queue: [Int64: TraceJob] = [:]
-        var ends: [(time: Int64, ranks: [RankAssignment])] = []
+        // What ends when, and those times in order (a replay holds thousands: not scanned per event).
+        var ends: [Int64: [[RankAssignment]]] = [:]
+        var endTimes: [Int64] = []
         var waits: [(org: String, priority: Int, seconds: Double)] = []
         var allocated = 0
         var peak = 0
@@ -68,24 +73,27 @@ public struct Simulator: Sendable {
         var decisions = 0
         var decideSeconds = 0.0
         var placedCount = 0
+        var digest = PlacementDigest()
         // The shapes started so far: the history the fragmentation-aware strategy learns from.
         var started = self.placer.expected
 
-        while next < arrivals.count || !ends.isEmpty {
+        while next < arrivals.count || !endTimes.isEmpty {
             let nextArrival = next < arrivals.count ? arrivals[next].submitSeconds : Int64.max
-            let nextEnd = ends.map(\.time).min() ?? Int64.max
+            let nextEnd = endTimes.first ?? Int64.max
             let t = min(nextArrival, nextEnd)
             if t == Int64.max { break }
             area += Double(allocated) * Double(t - now)
             now = t
             // Completions first: what ends now frees room for what arrives now.
-            for e in ends where e.time == now {
-                for r in e.ranks {
-                    session.release(r)
-                    allocated -= r.gpuIndices.count * r.milliPerGPU
+            if nextEnd == now {
+                endTimes.removeFirst()
+                for ranks in ends.removeValue(forKey: now) ?? [] {
+                    for r in ranks {
+                        session.release(r)
+                        allocated -= r.gpuIndices.count * r.milliPerGPU
+                    }
                 }
             }
-            ends.removeAll { $0.time == now }
             while next < arrivals.count && arrivals[next].submitSeconds == now {
                 queue[arrivals[next].id] = arrivals[next]
                 next += 1
@@ -98,11 +106,23 @@ public struct Simulator: Sendable {
             for p in plan.placements {
                 guard let t = queue.removeValue(forKey: p.jobID) else { continue }
                 placedCount += 1
+                digest.add(p)
                 started.add(t.job.perNode, weight: Double(t.job.nodes))
                 for r in p.ranks { allocated += r.gpuIndices.count * r.milliPerGPU }
                 peak = max(peak, allocated)
                 waits.append((t.job.org, t.job.priority, Double(now - t.submitSeconds)))
-                if let d = t.durationSeconds { ends.append((now + d, p.ranks)) }
+                if let d = t.durationSeconds {
+                    let end = now + d
+                    if ends[end] == nil {
+                        var (low, high) = (0, endTimes.count)
+                        while low < high {
+                            let mid = (low + high) / 2
+                            if endTimes[mid] < end { low = mid + 1 } else { high = mid }
+                        }
+                        endTimes.insert(end, at: low)
+                    }
+                    ends[end, default: []].append(p.ranks)
+                }
             }
         }
         let nodes = session.nodes
@@ -121,6 +141,34 @@ public struct Simulator: Sendable {
             fragmentation: freeTotal > 0 ? Double(freeOnPartial) / Double(freeTotal) : 0,
             waitsByOrg: Dictionary(grouping: waits, by: \.org).mapValues { summary($0.map(\.seconds)) },
             waitsByPriority: Dictionary(grouping: waits, by: { String($0.priority) }).mapValues { summary($0.map(\.seconds)) },
-            decisions: decisions, decisionsPerSecond: decideSeconds > 0 ? Double(decisions) / decideSeconds : 0, simulatedSeconds: now - start)
+            decisions: decisions, decisionsPerSecond: decideSeconds > 0 ? Double(decisions) / decideSeconds : 0,
+            placementDigest: digest.hex, simulatedSeconds: now - start)
     }
+}
+
+/// FNV-1a, 64 bits, over placements: written out here because the standard library's hashes are seeded per process.
+struct PlacementDigest {
+    private var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    private mutating func add(_ x: Int) {
+        var v = UInt64(bitPattern: Int64(x))
+        for _ in 0..<8 {
+            self.value = (self.value ^ (v & 0xFF)) &* 0x100_0000_01b3
+            v >>= 8
+        }
+    }
+
+    mutating func add(_ p: Placement) {
+        self.add(Int(p.jobID))
+        for r in p.ranks {
+            for b in r.node.utf8 { self.value = (self.value ^ UInt64(b)) &* 0x100_0000_01b3 }
+            self.add(r.rank)
+            for g in r.gpuIndices { self.add(g) }
+            self.add(r.milliPerGPU)
+            self.add(r.cpuMilli)
+            self.add(r.memoryMiB)
+        }
+    }
+
+    var hex: String { String(self.value, radix: 16) }
 }
