@@ -83,6 +83,46 @@ struct ClusterReader {
     }
 
     func nodeSnapshots(pool: String? = nil) async throws -> [NodeSnapshot] {
+        try await self.withMaintenance(self.nodes(pool: pool, names: nil))
+    }
+
+    /// Every node as `nodeSnapshots()` reads it, through `cache`: only the nodes changed since the cache was read
+    /// (cluster_changes) are read again — all of them when the cache is empty, older than its limit, or a change
+    /// concerned every node. A change is new when the transaction that logged it was not visible in the snapshot
+    /// the cache was read in (PostgreSQL's own visibility test, `pg_visible_in_snapshot`): a transaction still
+    /// open then is read once it has committed, and nothing seen then is read again.
+    func nodeSnapshots(cache: ClusterCache) async throws -> [NodeSnapshot] {
+        let kept = cache.take()
+        var changed: Set<String>?
+        if let kept {
+            var names: Set<String> = []
+            var everywhere = false
+            let rows = try await self.tx.query(
+                """
+                SELECT DISTINCT node FROM cluster_changes
+                WHERE xid >= pg_snapshot_xmin(\(kept.horizon)::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, \(kept.horizon)::pg_snapshot)
+                """)
+            for try await node in rows.decode(String?.self) {
+                if let node { names.insert(node) } else { everywhere = true }
+            }
+            if !everywhere { changed = names }
+        }
+        let horizon = try await self.tx.query("SELECT pg_current_snapshot()::text").decode(String.self).first { _ in true }
+        var nodes: [String: NodeSnapshot]
+        if let kept, let changed {
+            nodes = kept.nodes
+            let fresh = changed.isEmpty ? [:] : try await self.nodes(pool: nil, names: Array(changed))
+            for name in changed { nodes[name] = fresh[name] }
+        } else {
+            nodes = try await self.nodes(pool: nil, names: nil)
+        }
+        if let horizon { cache.keep(nodes, horizon: horizon, reread: changed?.count) }
+        return try await self.withMaintenance(nodes)
+    }
+
+    /// Nodes whose agents have reported (of `pool`, of `names`), with their schedulable GPUs and what live ranks
+    /// hold of their CPU and memory; maintenance windows are not read here (the time to one changes by itself).
+    private func nodes(pool: String?, names: [String]?) async throws -> [String: NodeSnapshot] {
         var nodes: [String: NodeSnapshot] = [:]
         let rows = try await self.tx.query(
             """
@@ -90,7 +130,7 @@ struct ClusterReader {
               CASE WHEN state = 'ready' AND EXISTS (SELECT 1 FROM pool_holds h WHERE nodes.name = ANY (h.silent_nodes))
                 THEN 'cordoned' ELSE state::text END,
               cpu_milli, memory_mib, gpu_sharing = 'mps' FROM nodes
-            WHERE last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR pool = \(pool))
+            WHERE last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR pool = \(pool)) AND (\(names)::text[] IS NULL OR name = ANY(\(names)))
             """)
         for try await (name, pool, block, state, cpu, memory, mps) in rows.decode((String, String, String?, String, Int, Int, Bool?).self) {
             nodes[name] = NodeSnapshot(
@@ -107,7 +147,8 @@ struct ClusterReader {
                       FROM gpu_claims c JOIN jobs j ON j.id = c.job_id JOIN organizations o ON o.name = j.org
                       WHERE c.node = g.node AND c.gpu_index = g.idx AND c.released_at IS NULL) END
             \(unescaped: Self.slotsFrom)
-            WHERE g.present AND n.last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR n.pool = \(pool)) AND \(unescaped: Self.schedulableSlot)
+            WHERE g.present AND n.last_heartbeat IS NOT NULL AND (\(pool)::text IS NULL OR n.pool = \(pool))
+              AND (\(names)::text[] IS NULL OR g.node = ANY(\(names))) AND \(unescaped: Self.schedulableSlot)
             """)
         for try await row in gpus {
             let (node, slot) = try Self.slot(row)
@@ -123,25 +164,30 @@ struct ClusterReader {
             SELECT r.node, sum(r.cpu_milli)::bigint, sum(r.memory_mib)::bigint
             FROM attempt_ranks r
             JOIN attempts a ON a.job_id = r.job_id AND a.number = r.attempt
-            WHERE attempt_is_live(a.state) AND rank_is_active(r.state)
+            WHERE attempt_is_live(a.state) AND rank_is_active(r.state) AND (\(names)::text[] IS NULL OR r.node = ANY(\(names)))
             GROUP BY r.node
             """)
         for try await (node, cpu, memory) in used.decode((String, Int64, Int64).self) {
             nodes[node]?.usedCPUMilli = Int(cpu)
             nodes[node]?.usedMemoryMiB = Int(memory)
         }
+        // GPUs in index order, sorted here: an ORDER BY made PostgreSQL sort every GPU of the cluster by node name.
+        for (name, node) in nodes where zip(node.gpus, node.gpus.dropFirst()).contains(where: { $0.index > $1.index }) {
+            nodes[name]?.gpus.sort { $0.index < $1.index }
+        }
+        return nodes
+    }
+
+    /// The nodes in name order, each with the time to its next maintenance window.
+    private func withMaintenance(_ nodes: [String: NodeSnapshot]) async throws -> [NodeSnapshot] {
+        var nodes = nodes
         let windows = try await self.tx.query(
             """
             SELECT n, min(greatest(0, extract(epoch FROM starts_at - now())))::bigint
             FROM maintenance_windows, unnest(nodes) AS n WHERE ended_at IS NULL GROUP BY n
             """)
         for try await (node, seconds) in windows.decode((String, Int64).self) { nodes[node]?.maintenanceInSeconds = seconds }
-        // GPUs in index order, sorted here: an ORDER BY made PostgreSQL sort every GPU of the cluster by node name.
-        return nodes.values.sorted { $0.name < $1.name }.map { node in
-            var node = node
-            if zip(node.gpus, node.gpus.dropFirst()).contains(where: { $0.index > $1.index }) { node.gpus.sort { $0.index < $1.index } }
-            return node
-        }
+        return nodes.values.sorted { $0.name < $1.name }
     }
 
     /// Queued jobs, not being cancelled, in queue order, reduced to what placement needs.

@@ -125,7 +125,8 @@ public struct SchedulerStore: Sendable {
 
     /// One consistent snapshot of everything a cycle decides on. With nothing queued and nothing to replace
     /// there is nothing to decide: the cluster itself is not read.
-    public func snapshot() async throws -> SchedulingSnapshot {
+    /// With a `cache`, only the nodes changed since it was last read are read again.
+    public func snapshot(cache: ClusterCache? = nil) async throws -> SchedulingSnapshot {
         try await self.database.transaction(.repeatableRead) { tx in
             let cluster = ClusterReader(tx: tx)
             let clock = try await tx.now()
@@ -136,8 +137,9 @@ public struct SchedulerStore: Sendable {
             if queue.isEmpty && replacements.isEmpty && relocations.isEmpty {
                 return SchedulingSnapshot(queue: [], replacements: [], nodes: [], quota: QuotaBook(), running: [], poolsReclaiming: [], now: now)
             }
+            let nodes = if let cache { try await cluster.nodeSnapshots(cache: cache) } else { try await cluster.nodeSnapshots() }
             var snapshot = SchedulingSnapshot(
-                queue: queue, replacements: replacements, nodes: try await cluster.nodeSnapshots(),
+                queue: queue, replacements: replacements, nodes: nodes,
                 quota: QuotaBook(rows: try await QuotaStore.rows(in: tx, at: clock), now: clock),
                 running: try await cluster.running(), poolsReclaiming: try await cluster.poolsReclaiming(), now: now)
             snapshot.relocations = relocations
@@ -145,6 +147,16 @@ public struct SchedulerStore: Sendable {
             (snapshot.defragmentMovesLeft, snapshot.defragmentMinimumRuntimeSeconds) = try await tx.defragmentations.limits(
                 pools: Set(queue.map(\.pool)))
             return snapshot
+        }
+    }
+
+    /// Deletes the changes `cache` has read (those visible in the snapshot it was read in) and, whatever it has
+    /// read, those older than ten minutes (a cache is read whole again long before).
+    public func forgetChanges(readBy cache: ClusterCache) async throws {
+        let horizon = cache.horizon
+        try await self.database.transaction { tx in
+            try await tx.query(
+                "DELETE FROM cluster_changes WHERE pg_visible_in_snapshot(xid, \(horizon)::pg_snapshot) OR at < now() - interval '10 minutes'")
         }
     }
 
@@ -167,6 +179,11 @@ public struct SchedulerStore: Sendable {
     /// Nodes whose agents have reported, with what live attempts hold on them.
     public func nodeSnapshots(pool: String? = nil) async throws -> [NodeSnapshot] {
         try await self.database.read { tx in try await ClusterReader(tx: tx).nodeSnapshots(pool: pool) }
+    }
+
+    /// The same through `cache`: only the nodes changed since it was last read are read again.
+    public func nodeSnapshots(cache: ClusterCache) async throws -> [NodeSnapshot] {
+        try await self.database.transaction(.repeatableRead) { tx in try await ClusterReader(tx: tx).nodeSnapshots(cache: cache) }
     }
 
     /// Queued jobs in queue order.

@@ -19,10 +19,13 @@ public final class SchedulingCycle: Sendable {
     /// Estimates replay placement against the cluster: at most this often.
     let estimateEvery: Double
     private let state = Mutex(State())
+    /// The cluster as the last cycle read it: a cycle reads again only the nodes changed since.
+    public let cluster = ClusterCache()
 
     struct State {
         var lastEstimate: Date?
         var recentAt: Date?
+        var forgotAt: Date?
         var recent = WorkloadMix()
     }
 
@@ -64,7 +67,8 @@ public final class SchedulingCycle: Sendable {
         let store = fence.map { SchedulerStore(database: self.store.database.fenced(by: $0)) } ?? self.store
         let began = ContinuousClock.now
         try await store.resolveWaits()
-        let snapshot = try await store.snapshot()
+        let snapshot = try await store.snapshot(cache: self.cluster)
+        if self.due(.forgetChanges) { try await store.forgetChanges(readBy: self.cluster) }
         let snapshotTook = ContinuousClock.now - began
         // Replicas that lost their node go first, each to a node its service's other replicas do not hold; then
         // inference replicas on draining nodes are started elsewhere: they run already.
@@ -205,15 +209,26 @@ public final class SchedulingCycle: Sendable {
         return self.state.withLock { $0.recent }
     }
 
-    /// Periodic work inside the faster cycle: estimates every `estimateEvery` seconds, the recent shapes every minute.
-    private enum Periodic { case estimate, recentShapes }
+    /// Periodic work inside the faster cycle: estimates every `estimateEvery` seconds, the recent shapes every
+    /// minute, the change log the cluster cache has read every ten seconds.
+    private enum Periodic { case estimate, recentShapes, forgetChanges }
 
     private func due(_ work: Periodic) -> Bool {
         let now = Date()
         return self.state.withLock { s in
-            let (last, every) = work == .estimate ? (s.lastEstimate, self.estimateEvery) : (s.recentAt, 60)
+            let every: Double
+            let last: Date?
+            switch work {
+            case .estimate: (last, every) = (s.lastEstimate, self.estimateEvery)
+            case .recentShapes: (last, every) = (s.recentAt, 60)
+            case .forgetChanges: (last, every) = (s.forgotAt, 10)
+            }
             if let last, now.timeIntervalSince(last) < every { return false }
-            if work == .estimate { s.lastEstimate = now } else { s.recentAt = now }
+            switch work {
+            case .estimate: s.lastEstimate = now
+            case .recentShapes: s.recentAt = now
+            case .forgetChanges: s.forgotAt = now
+            }
             return true
         }
     }
