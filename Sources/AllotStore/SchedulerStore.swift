@@ -209,9 +209,10 @@ public struct SchedulerStore: Sendable {
         if plan.placements.isEmpty && plan.waiting.isEmpty && replacements.isEmpty { return CommittedPlan(placed: [], replaced: []) }
         return try await self.database.transaction { tx in
             let replaced = try await self.insertEach(replacements, replacing: true, in: tx)
-            let placed = try await self.insertEach(plan.placements, replacing: false, in: tx)
+            var placed = try await self.insertTogether(plan.placements, in: tx)
+            if placed == nil { placed = try await self.insertEach(plan.placements, replacing: false, in: tx) }
             try await tx.jobs.recordWaitReasons(plan.waiting)
-            return CommittedPlan(placed: placed, replaced: replaced)
+            return CommittedPlan(placed: placed ?? [], replaced: replaced)
         }
     }
 
@@ -252,15 +253,71 @@ public struct SchedulerStore: Sendable {
         guard try await tx.nodes.readyCount(Array(Set(placement.ranks.map(\.node)))) == Set(placement.ranks.map(\.node)).count else { return false }
         try await tx.attempts.insert(placement, number: job.attempts, replaces: replaces)
         if let cut = placement.timeLimitSeconds { try await tx.jobs.cutTimeLimit(id, to: cut) }
-        try await tx.reclaims.satisfy(job: id)
-        if let plan = try await tx.defragmentations.satisfy(job: id) {
-            try await tx.audit.append(
+        try await tx.reclaims.satisfy(jobs: [id])
+        let plan = try await tx.defragmentations.satisfy(jobs: [id])[id]
+        try await tx.audit.append(Self.placed(placement, attempt: job.attempts, plan: plan))
+        return true
+    }
+
+    /// The audit records of a placement: the defragmentation plan it ended, if any, and where its ranks went.
+    private static func placed(_ placement: Placement, attempt: Int, plan: Int64?) -> [AuditEntry] {
+        let id = placement.jobID
+        let detail = placement.ranks.map { "\($0.node):\($0.gpuIndices.map(String.init).joined(separator: ","))" }.joined(separator: " ")
+        var entries: [AuditEntry] = []
+        if let plan {
+            entries.append(
                 AuditEntry(actor: .scheduler, action: "job.defragment.placed", target: "job/\(id)", outcome: "plan \(plan) placed", detail: [:]))
         }
-        let detail = placement.ranks.map { "\($0.node):\($0.gpuIndices.map(String.init).joined(separator: ","))" }.joined(separator: " ")
-        try await tx.audit.append(
-            AuditEntry(actor: .scheduler, action: "job.place", target: "job/\(id)", outcome: "attempt \(job.attempts)", detail: ["ranks": detail]))
-        return true
+        entries.append(
+            AuditEntry(actor: .scheduler, action: "job.place", target: "job/\(id)", outcome: "attempt \(attempt)", detail: ["ranks": detail]))
+        return entries
+    }
+
+    /// Placements stored together — the same rows and audit records as `insertEach` would store, with one statement
+    /// per table for them all (only each attempt's own row goes alone: its rendezvous port looks at those before
+    /// it): a cycle's commit was about ten round trips per placement. Under one savepoint: a job no longer queued, a
+    /// node no longer ready, anything the database refuses (a GPU claimed meanwhile) undoes them all, and nil sends
+    /// them through `insertEach`, where only the refused one is skipped.
+    private func insertTogether(_ placements: [Placement], in tx: Transaction) async throws -> [Int64]? {
+        let ids = placements.map(\.jobID)
+        guard placements.count > 1, Set(ids).count == ids.count else { return nil }
+        try await tx.savepoint("together")
+        func apart() async throws -> [Int64]? {
+            try await tx.rollback(to: "together")
+            try await tx.release("together")
+            return nil
+        }
+        do {
+            var jobs = try await tx.jobs.lifecycles(ids)
+            let now = try await tx.now()
+            var audits: [Int64: [AuditEntry]] = [:]
+            for id in ids {
+                guard var job = jobs[id], let actions = try? job.apply(.placed, now: now) else { return try await apart() }
+                var entries: [AuditEntry] = []
+                for action in actions {
+                    guard case .audit(let entry) = action else { return try await apart() }
+                    entries.append(entry)
+                }
+                (jobs[id], audits[id]) = (job, entries)
+            }
+            let placed = ids.compactMap { jobs[$0] }
+            try await tx.jobs.save(placed)
+            let nodes = Array(Set(placements.flatMap { $0.ranks.map(\.node) }))
+            guard try await tx.nodes.readyCount(nodes) == nodes.count else { return try await apart() }
+            let numbered = placements.compactMap { p in jobs[p.jobID].map { (placement: p, number: $0.attempts) } }
+            for (p, number) in numbered { try await tx.attempts.insertAttempt(p, number: number, replaces: nil) }
+            try await tx.attempts.insertRanks(numbered)
+            for p in placements { if let cut = p.timeLimitSeconds { try await tx.jobs.cutTimeLimit(p.jobID, to: cut) } }
+            try await tx.reclaims.satisfy(jobs: ids)
+            let plans = try await tx.defragmentations.satisfy(jobs: ids)
+            for (p, number) in numbered { try await tx.audit.append((audits[p.jobID] ?? []) + Self.placed(p, attempt: number, plan: plans[p.jobID])) }
+            try await tx.release("together")
+            return ids
+        } catch is PSQLError {
+            return try await apart()
+        } catch StoreError.conflict {
+            return try await apart()
+        }
     }
 
     /// Preempts `victims` so that `job` gets its organisation's guarantee back (or, `byClass`, because its class

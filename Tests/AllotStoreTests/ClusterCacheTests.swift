@@ -6,11 +6,12 @@ import Foundation
 import PostgresNIO
 import Testing
 
-@Suite("The scheduler's cluster cache: only changed nodes read again, never a stale node", databaseTests)
+// Serialized: each case makes a database of its own, and together they crowded the shared server.
+@Suite("The scheduler's cluster cache: only changed nodes read again, never a stale node", databaseTests, .serialized)
 struct ClusterCacheTests {
     /// Random placements, rank ends, cordons, drains and GPUs that vanish and return, each followed by a read
     /// through the cache that must equal a fresh read of every node.
-    @Test("after every kind of change, the cached cluster equals a fresh read (seeded)", arguments: 0..<10)
+    @Test("after every kind of change, the cached cluster equals a fresh read (seeded)", arguments: 0..<8)
     func equalsFreshRead(seed: UInt64) async throws {
         try await TestDatabase.with { db in
             let names = ["n1", "n2", "n3", "n4"]

@@ -164,6 +164,12 @@ struct AttemptsTable {
     /// Inserts a placed attempt: its row with its rendezvous port, its ranks and their GPU claims (the schema refuses
     /// a GPU claimed twice, and a port two live attempts would share on one node).
     func insert(_ placement: Placement, number: Int, replaces: Int?) async throws {
+        try await self.insertAttempt(placement, number: number, replaces: replaces)
+        try await self.insertRanks([(placement, number)])
+    }
+
+    /// The attempt's own row, with its rendezvous port (its ranks and claims: `insertRanks`).
+    func insertAttempt(_ placement: Placement, number: Int, replaces: Int?) async throws {
         let job = placement.jobID
         let master = (placement.ranks.first { $0.rank == 0 } ?? placement.ranks.first)?.node
         // The first free port of the rank-0 node's range, from a point that differs per job and attempt (so a
@@ -181,20 +187,28 @@ struct AttemptsTable {
                 LIMIT 1)
             FROM (SELECT \(master)::text AS name) m LEFT JOIN nodes n ON n.name = m.name
             """)
-        for r in placement.ranks {
-            try await self.tx.query(
-                """
-                INSERT INTO attempt_ranks (job_id, attempt, rank, node, gpu_indices, milli_per_gpu, cpu_milli, memory_mib)
-                VALUES (\(job), \(number), \(r.rank), \(r.node), \(r.gpuIndices)::integer[], \(r.milliPerGPU), \(r.cpuMilli), \(r.memoryMiB))
-                """)
-            if !r.gpuIndices.isEmpty {
-                try await self.tx.query(
-                    """
-                    INSERT INTO gpu_claims (job_id, attempt, rank, node, gpu_index, milli)
-                    SELECT \(job), \(number), \(r.rank), \(r.node), g, \(r.milliPerGPU) FROM unnest(\(r.gpuIndices)::integer[]) AS g
-                    """)
-            }
-        }
+    }
+
+    /// The ranks and GPU claims of many attempts (each inserted already), one statement each.
+    func insertRanks(_ placements: [(placement: Placement, number: Int)]) async throws {
+        let ranks = placements.flatMap { p in p.placement.ranks.map { (p.placement.jobID, p.number, $0) } }
+        guard !ranks.isEmpty else { return }
+        try await self.tx.query(
+            """
+            INSERT INTO attempt_ranks (job_id, attempt, rank, node, gpu_indices, milli_per_gpu, cpu_milli, memory_mib)
+            SELECT r.job_id, r.attempt, r.rank, r.node, r.gpus::integer[], r.milli, r.cpu, r.memory FROM unnest(\(ranks.map(\.0))::bigint[], \(ranks.map(\.1))::integer[], \(ranks.map(\.2.rank))::integer[],
+                                 \(ranks.map(\.2.node))::text[], \(ranks.map { "{\($0.2.gpuIndices.map(String.init).joined(separator: ","))}" })::text[],
+                                 \(ranks.map(\.2.milliPerGPU))::integer[], \(ranks.map(\.2.cpuMilli))::integer[], \(ranks.map(\.2.memoryMiB))::bigint[])
+                     AS r(job_id, attempt, rank, node, gpus, milli, cpu, memory)
+            """)
+        let claims = ranks.flatMap { job, number, r in r.gpuIndices.map { (job, number, r.rank, r.node, $0, r.milliPerGPU) } }
+        guard !claims.isEmpty else { return }
+        try await self.tx.query(
+            """
+            INSERT INTO gpu_claims (job_id, attempt, rank, node, gpu_index, milli)
+            SELECT * FROM unnest(\(claims.map(\.0))::bigint[], \(claims.map(\.1))::integer[], \(claims.map(\.2))::integer[],
+                                 \(claims.map(\.3))::text[], \(claims.map(\.4))::integer[], \(claims.map(\.5))::integer[])
+            """)
     }
 
     /// Its stop gets at most `seconds` of grace (a reclaim's deadline bounds it).

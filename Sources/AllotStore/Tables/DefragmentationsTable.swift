@@ -22,11 +22,13 @@ struct DefragmentationsTable {
         ).decode(Int64.self).first { _ in true }
     }
 
-    /// The job was placed: its plan, if any, did its work (its id, so the end is audited).
-    func satisfy(job: Int64) async throws -> Int64? {
-        try await self.tx.query(
-            "UPDATE defragmentations SET ended_at = now(), outcome = 'placed' WHERE job_id = \(job) AND ended_at IS NULL RETURNING id"
-        ).decode(Int64.self).first { _ in true }
+    /// The jobs were placed: their plans, if any, did their work (by job, each plan's id, so the end is audited).
+    func satisfy(jobs: [Int64]) async throws -> [Int64: Int64] {
+        var plans: [Int64: Int64] = [:]
+        let rows = try await self.tx.query(
+            "UPDATE defragmentations SET ended_at = now(), outcome = 'placed' WHERE job_id = ANY(\(jobs)) AND ended_at IS NULL RETURNING job_id, id")
+        for try await (job, id) in rows.decode((Int64, Int64).self) { plans[job] = id }
+        return plans
     }
 
     /// Ends the plans that can no longer do their work: past their deadline (expired), or whose job is no

@@ -61,6 +61,28 @@ struct JobsTable {
             interrupted: interrupted, cancelRequested: cancel, endedAt: ended, liveAttempts: live)
     }
 
+    /// The lifecycles of `ids` (locked, in id order), for a batch of the same change.
+    func lifecycles(_ ids: [Int64]) async throws -> [Int64: JobLifecycle] {
+        let rows = try await self.tx.query(
+            """
+            SELECT j.id, j.state::text, j.reason, j.exit_code, j.attempts, j.max_attempts, j.cancel_requested, j.ended_at,
+                   coalesce((SELECT array_agg(a.number ORDER BY a.number) FROM attempts a
+                             WHERE a.job_id = j.id AND attempt_is_live(a.state)), '{}'),
+                   coalesce((SELECT array_agg(a.number ORDER BY a.number) FROM attempts a
+                             WHERE a.job_id = j.id AND a.state IN ('lost', 'preempted', 'drained', 'dispatch_failed')), '{}')
+            FROM jobs j WHERE j.id = ANY(\(ids)) ORDER BY j.id FOR UPDATE
+            """)
+        var out: [Int64: JobLifecycle] = [:]
+        for try await (id, state, reason, exit, attempts, maxAttempts, cancel, ended, live, interrupted) in rows.decode(
+            (Int64, String, String?, Int?, Int, Int, Bool, Date?, [Int], [Int]).self)
+        {
+            out[id] = JobLifecycle(
+                id: id, state: try decoded(state, "jobs.state"), reason: reason, exitCode: exit, attempts: attempts, maxAttempts: maxAttempts,
+                interrupted: interrupted, cancelRequested: cancel, endedAt: ended, liveAttempts: live)
+        }
+        return out
+    }
+
     /// Locks the job's row for this transaction; false when there is no such job.
     func lock(_ id: Int64) async throws -> Bool {
         try await self.tx.query("SELECT 1 FROM jobs WHERE id = \(id) FOR UPDATE").decode(Int.self).first() != nil
@@ -75,6 +97,35 @@ struct JobsTable {
                    attempts = \(job.attempts), cancel_requested = \(job.cancelRequested), ended_at = \(job.endedAt),
                    estimated_start = CASE WHEN \(job.state == .queued) THEN estimated_start END, updated_at = now()
             WHERE id = \(job.id)
+            """)
+    }
+
+    /// Writes lifecycles back, as `save` does each, in one statement (a JSON document: its values may be null).
+    func save(_ jobs: [JobLifecycle]) async throws {
+        struct Row: Encodable {
+            var id: Int64
+            var state: String
+            var reason: String?
+            var exit_code: Int?
+            var attempts: Int
+            var cancel: Bool
+            var ended_at: Double?
+        }
+        guard !jobs.isEmpty else { return }
+        let rows = jobs.map {
+            Row(
+                id: $0.id, state: $0.state.rawValue, reason: $0.reason, exit_code: $0.exitCode, attempts: $0.attempts, cancel: $0.cancelRequested,
+                ended_at: $0.endedAt?.timeIntervalSince1970)
+        }
+        let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
+        try await self.tx.query(
+            """
+            UPDATE jobs j SET state = u.state::job_state, reason = u.reason, reason_code = NULL, exit_code = u.exit_code,
+                   attempts = u.attempts, cancel_requested = u.cancel, ended_at = to_timestamp(u.ended_at),
+                   estimated_start = CASE WHEN u.state = 'queued' THEN j.estimated_start END, updated_at = now()
+            FROM jsonb_to_recordset(\(json)::jsonb)
+                 AS u(id bigint, state text, reason text, exit_code integer, attempts integer, cancel boolean, ended_at double precision)
+            WHERE j.id = u.id
             """)
     }
 

@@ -91,9 +91,9 @@ struct ReclaimsTable {
         ).decode(Int.self).first { _ in true } ?? 1
     }
 
-    /// The job was placed: its reclaim, if any, is satisfied now.
-    func satisfy(job: Int64) async throws {
-        try await self.tx.query("UPDATE reclaims SET satisfied_at = now() WHERE job_id = \(job) AND satisfied_at IS NULL")
+    /// The jobs were placed: their reclaims, if any, are satisfied now.
+    func satisfy(jobs: [Int64]) async throws {
+        try await self.tx.query("UPDATE reclaims SET satisfied_at = now() WHERE job_id = ANY(\(jobs)) AND satisfied_at IS NULL")
     }
 }
 
