@@ -71,3 +71,19 @@ CREATE TRIGGER pool_holds_change_cluster AFTER INSERT OR UPDATE OR DELETE ON poo
     FOR EACH STATEMENT EXECUTE FUNCTION cluster_changed_everywhere();
 CREATE TRIGGER organizations_change_cluster AFTER UPDATE OR DELETE ON organizations
     FOR EACH STATEMENT EXECUTE FUNCTION cluster_changed_everywhere();
+-- TRUNCATE fires no row trigger: it changes every node.
+CREATE TRIGGER nodes_truncate_change_cluster AFTER TRUNCATE ON nodes FOR EACH STATEMENT EXECUTE FUNCTION cluster_changed_everywhere();
+CREATE TRIGGER gpus_truncate_change_cluster AFTER TRUNCATE ON gpus FOR EACH STATEMENT EXECUTE FUNCTION cluster_changed_everywhere();
+CREATE TRIGGER attempt_ranks_truncate_change_cluster AFTER TRUNCATE ON attempt_ranks
+    FOR EACH STATEMENT EXECUTE FUNCTION cluster_changed_everywhere();
+CREATE TRIGGER attempts_truncate_change_cluster AFTER TRUNCATE ON attempts FOR EACH STATEMENT EXECUTE FUNCTION cluster_changed_everywhere();
+
+-- No JIT compilation in this database: allotd's statements are short, and the scheduler's read of every GPU crossed
+-- the JIT cost threshold and compiled for about 40 ms each time. A database setting rather than a connection
+-- parameter, so that connection poolers pass it through; only the database's owner may set it.
+DO $$
+BEGIN
+    EXECUTE format('ALTER DATABASE %I SET jit = off', current_database());
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'jit left as it is: only the owner of database % may turn it off', current_database();
+END $$;

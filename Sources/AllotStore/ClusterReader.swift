@@ -52,9 +52,8 @@ struct ClusterReader {
 
     /// A GPU slot as placement sees it: its columns (spliced unescaped: constants), where they come from, which
     /// slots take work (a GPU with MIG on is its devices; one whose MIG mode changes at its next reset takes none),
-    /// and the decoding. A MIG device is as healthy as its GPU.
-    // A MIG device's parent GPU is looked up for MIG devices only (a join of every GPU with its parent was a third
-    // of the snapshot's statement time at 1,000 nodes).
+    /// and the decoding. A MIG device is as healthy as its GPU, whose row is looked up for MIG devices only (a
+    /// join of every GPU with its parent made the whole-cluster read cross PostgreSQL's JIT threshold).
     static let slotColumns = """
         g.node, g.idx, g.model, g.nvlink_domain,
         CASE WHEN g.mig_parent IS NULL THEN g.health::text ELSE coalesce(
@@ -64,10 +63,12 @@ struct ClusterReader {
         g.claimed_milli, g.product_name, g.memory_mib, g.mig_profile, g.charge_milli
         """
     static let slotsFrom = "FROM gpus g JOIN nodes n ON n.name = g.node"
+    /// (A device of a GPU still held whole — MIG turned on under running work — waits until that work ends.)
     static let schedulableSlot = """
         NOT g.mig_pending AND (g.mig_profile IS NOT NULL OR g.mig_mode IS DISTINCT FROM 'Enabled')
           AND (g.mig_parent IS NULL OR NOT EXISTS (SELECT 1 FROM gpus pg WHERE pg.node = g.node AND pg.idx = g.mig_parent AND pg.claimed_milli <> 0))
         """
+    /// The Unix account a job's ranks run as (the dispatcher's rule): of `j` and its organisation `o`.
     static let accountOf = "coalesce(o.user_accounts ->> j.owner, o.account, 'allot-' || j.org)"
 
     static func slot(_ row: PostgresRow) throws -> (node: String, slot: GPUSlot) {
@@ -87,12 +88,12 @@ struct ClusterReader {
     }
 
     /// Every node as `nodeSnapshots()` reads it, through `cache`: only the nodes changed since the cache was read
-    /// (cluster_changes) are read again — all of them when the cache is empty, older than its limit, or a change
-    /// concerned every node. A change is new when the transaction that logged it was not visible in the snapshot
+    /// (cluster_changes) are read again — all of them when the cache is empty, read whole longer ago than its
+    /// limit, kept under another leader's term (`epoch`), or a change concerned every node. A change is new when the transaction that logged it was not visible in the snapshot
     /// the cache was read in (PostgreSQL's own visibility test, `pg_visible_in_snapshot`): a transaction still
     /// open then is read once it has committed, and nothing seen then is read again.
-    func nodeSnapshots(cache: ClusterCache) async throws -> [NodeSnapshot] {
-        let kept = cache.take()
+    func nodeSnapshots(cache: ClusterCache, epoch: Int64?) async throws -> [NodeSnapshot] {
+        let (kept, ticket) = cache.take(epoch: epoch)
         var changed: Set<String>?
         if let kept {
             var names: Set<String> = []
@@ -116,7 +117,9 @@ struct ClusterReader {
         } else {
             nodes = try await self.nodes(pool: nil, names: nil)
         }
-        if let horizon { cache.keep(nodes, horizon: horizon, reread: changed?.count) }
+        if let horizon {
+            cache.keep(nodes, horizon: horizon, epoch: epoch, wholeAt: changed == nil ? nil : kept?.wholeAt, reread: changed?.count, ticket: ticket)
+        }
         return try await self.withMaintenance(nodes)
     }
 

@@ -114,9 +114,6 @@ public struct DatabaseURL: Sendable, CustomStringConvertible {
             database: self.database, tls: tls)
         config.options.maximumConnections = 16
         config.options.connectTimeout = .seconds(5)
-        // No JIT compilation: the cycle's snapshot of every GPU crossed its cost threshold at 1,000 nodes and spent
-        // about 40 ms compiling per cycle (PostgreSQL's JIT pays off for long analytical queries, not these).
-        config.options.additionalStartupParameters = [("jit", "off")]
         return config
     }
 

@@ -137,7 +137,10 @@ public struct SchedulerStore: Sendable {
             if queue.isEmpty && replacements.isEmpty && relocations.isEmpty {
                 return SchedulingSnapshot(queue: [], replacements: [], nodes: [], quota: QuotaBook(), running: [], poolsReclaiming: [], now: now)
             }
-            let nodes = if let cache { try await cluster.nodeSnapshots(cache: cache) } else { try await cluster.nodeSnapshots() }
+            let nodes =
+                if let cache { try await cluster.nodeSnapshots(cache: cache, epoch: self.database.fence?.epoch) } else {
+                    try await cluster.nodeSnapshots()
+                }
             var snapshot = SchedulingSnapshot(
                 queue: queue, replacements: replacements, nodes: nodes,
                 quota: QuotaBook(rows: try await QuotaStore.rows(in: tx, at: clock), now: clock),
@@ -150,13 +153,18 @@ public struct SchedulerStore: Sendable {
         }
     }
 
-    /// Deletes the changes `cache` has read (those visible in the snapshot it was read in) and, whatever it has
-    /// read, those older than ten minutes (a cache is read whole again long before).
+    /// Deletes the changes `cache` has read (those visible in the snapshot it was last read in); when it holds
+    /// nothing it may use (the next read is whole), those older than ten minutes. Only the leader deletes (the
+    /// fence refuses others), and a cache kept under another term is read whole again.
     public func forgetChanges(readBy cache: ClusterCache) async throws {
         let horizon = cache.horizon
         try await self.database.transaction { tx in
             try await tx.query(
-                "DELETE FROM cluster_changes WHERE pg_visible_in_snapshot(xid, \(horizon)::pg_snapshot) OR at < now() - interval '10 minutes'")
+                """
+                DELETE FROM cluster_changes
+                WHERE CASE WHEN \(horizon)::pg_snapshot IS NULL THEN at < now() - interval '10 minutes'
+                           ELSE pg_visible_in_snapshot(xid, \(horizon)::pg_snapshot) END
+                """)
         }
     }
 
@@ -183,7 +191,9 @@ public struct SchedulerStore: Sendable {
 
     /// The same through `cache`: only the nodes changed since it was last read are read again.
     public func nodeSnapshots(cache: ClusterCache) async throws -> [NodeSnapshot] {
-        try await self.database.transaction(.repeatableRead) { tx in try await ClusterReader(tx: tx).nodeSnapshots(cache: cache) }
+        try await self.database.transaction(.repeatableRead) { tx in
+            try await ClusterReader(tx: tx).nodeSnapshots(cache: cache, epoch: self.database.fence?.epoch)
+        }
     }
 
     /// Queued jobs in queue order.
@@ -288,6 +298,9 @@ public struct SchedulerStore: Sendable {
             return nil
         }
         do {
+            // Nodes first, then jobs, as a report locks them.
+            let nodes = Array(Set(placements.flatMap { $0.ranks.map(\.node) }))
+            guard try await tx.nodes.readyCount(nodes) == nodes.count else { return try await apart() }
             var jobs = try await tx.jobs.lifecycles(ids)
             let now = try await tx.now()
             var audits: [Int64: [AuditEntry]] = [:]
@@ -302,8 +315,6 @@ public struct SchedulerStore: Sendable {
             }
             let placed = ids.compactMap { jobs[$0] }
             try await tx.jobs.save(placed)
-            let nodes = Array(Set(placements.flatMap { $0.ranks.map(\.node) }))
-            guard try await tx.nodes.readyCount(nodes) == nodes.count else { return try await apart() }
             let numbered = placements.compactMap { p in jobs[p.jobID].map { (placement: p, number: $0.attempts) } }
             for (p, number) in numbered { try await tx.attempts.insertAttempt(p, number: number, replaces: nil) }
             try await tx.attempts.insertRanks(numbered)

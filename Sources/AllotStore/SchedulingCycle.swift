@@ -68,7 +68,14 @@ public final class SchedulingCycle: Sendable {
         let began = ContinuousClock.now
         try await store.resolveWaits()
         let snapshot = try await store.snapshot(cache: self.cluster)
-        if self.due(.forgetChanges) { try await store.forgetChanges(readBy: self.cluster) }
+        if self.due(.forgetChanges) {
+            // Best effort: the log is only a cache's, and what is left is deleted next time.
+            do {
+                try await store.forgetChanges(readBy: self.cluster)
+            } catch {
+                self.logger.debug("cluster change log kept", metadata: ["error": "\(error)"])
+            }
+        }
         let snapshotTook = ContinuousClock.now - began
         // Replicas that lost their node go first, each to a node its service's other replicas do not hold; then
         // inference replicas on draining nodes are started elsewhere: they run already.

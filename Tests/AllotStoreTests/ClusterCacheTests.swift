@@ -104,4 +104,30 @@ struct ClusterCacheTests {
             #expect(try await store.nodeSnapshots(cache: cache) == (try await store.nodeSnapshots()))
         }
     }
+
+    @Test("read whole once its limit has passed, however often read in part; only the last read keeps; another term reads whole")
+    func wholeAgain() async throws {
+        try await TestDatabase.with { db in
+            _ = try await StoreFixture(db)
+            let store = SchedulerStore(database: db)
+            let cache = ClusterCache(limit: .milliseconds(400))
+            _ = try await store.nodeSnapshots(cache: cache)
+            var reads: [Int?] = []
+            for _ in 0..<8 {
+                try await Task.sleep(for: .milliseconds(100))
+                _ = try await store.nodeSnapshots(cache: cache)
+                reads.append(cache.lastReread)
+            }
+            #expect(reads.contains(0) && reads.contains(nil), "\(reads): read in part, and whole again once 400 ms had passed")
+
+            // A read given up on that finishes after a later one took the cache keeps nothing.
+            let (first, late) = cache.take(epoch: nil)
+            let (_, latest) = cache.take(epoch: nil)
+            cache.keep([:], horizon: first?.horizon ?? "", epoch: nil, wholeAt: first?.wholeAt, reread: 0, ticket: late)
+            #expect(cache.take(epoch: nil).0 == nil)
+            cache.keep(first?.nodes ?? [:], horizon: first?.horizon ?? "", epoch: 7, wholeAt: nil, reread: nil, ticket: latest + 1)
+            // Kept under term 7: another term does not use it.
+            #expect(cache.take(epoch: 8).0 == nil)
+        }
+    }
 }

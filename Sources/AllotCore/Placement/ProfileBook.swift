@@ -213,7 +213,7 @@ final class ProfileBook {
         self.expectedUnusable.append(0)
         self.stamps.append(0)
         self.stateIDs[state] = self.states.count - 1
-        self.slots += 1
+        self.slots += 1 + self.columns / 16  // its row weighs about as much as that many entries
         return Int32(self.states.count - 1)
     }
 
@@ -221,6 +221,7 @@ final class ProfileBook {
     private func forgetMoves() {
         (self.stateIDs, self.states, self.unusable, self.expectedUnusable, self.stamps) = ([:], [], [], [], [])
         (self.stateFree, self.stateCPU, self.stateMemory, self.moveStore) = ([], [], [], [])
+        (self.taskShapes, self.taskShapeIDs, self.columns) = ([], [:], 64)
         self.profileStates = Array(repeating: -1, count: self.profiles.count)
         self.rateStamps = Array(repeating: 0, count: self.profiles.count)
         self.entries = Array(repeating: [], count: self.shapes.count)

@@ -104,9 +104,11 @@ struct NodesTable {
         ).decode(String.self).array()
     }
 
-    /// How many of `names` are ready, locked against a state change until the transaction ends.
+    /// How many of `names` are ready, locked against a state change until the transaction ends (in name order, as
+    /// every lock on several nodes is taken).
     func readyCount(_ names: [String]) async throws -> Int {
-        try await self.tx.query("SELECT name FROM nodes WHERE name = ANY(\(names)) AND state = 'ready' FOR SHARE").decode(String.self).array().count
+        try await self.tx.query("SELECT name FROM nodes WHERE name = ANY(\(names)) AND state = 'ready' ORDER BY name FOR SHARE").decode(String.self)
+            .array().count
     }
 
     /// Draining nodes no live attempt holds a rank on.
