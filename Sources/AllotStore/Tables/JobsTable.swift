@@ -44,22 +44,7 @@ struct JobsTable {
     }
 
     /// The job's lifecycle, locked for this transaction; nil when there is no such job.
-    func lifecycle(_ id: Int64) async throws -> JobLifecycle? {
-        let row = try await self.tx.query(
-            """
-            SELECT j.state::text, j.reason, j.exit_code, j.attempts, j.max_attempts, j.cancel_requested, j.ended_at,
-                   coalesce((SELECT array_agg(a.number ORDER BY a.number) FROM attempts a
-                             WHERE a.job_id = j.id AND attempt_is_live(a.state)), '{}'),
-                   coalesce((SELECT array_agg(a.number ORDER BY a.number) FROM attempts a
-                             WHERE a.job_id = j.id AND a.state IN ('lost', 'preempted', 'drained', 'dispatch_failed')), '{}')
-            FROM jobs j WHERE j.id = \(id) FOR UPDATE
-            """
-        ).decode((String, String?, Int?, Int, Int, Bool, Date?, [Int], [Int]).self).first()
-        guard let (state, reason, exit, attempts, maxAttempts, cancel, ended, live, interrupted) = row else { return nil }
-        return JobLifecycle(
-            id: id, state: try decoded(state, "jobs.state"), reason: reason, exitCode: exit, attempts: attempts, maxAttempts: maxAttempts,
-            interrupted: interrupted, cancelRequested: cancel, endedAt: ended, liveAttempts: live)
-    }
+    func lifecycle(_ id: Int64) async throws -> JobLifecycle? { try await self.lifecycles([id])[id] }
 
     /// The lifecycles of `ids` (locked, in id order), for a batch of the same change.
     func lifecycles(_ ids: [Int64]) async throws -> [Int64: JobLifecycle] {
