@@ -2,19 +2,27 @@
 """Allot's system benchmark (issue 17): the whole path — HTTP API, durable PostgreSQL commits — measured against
 PostgreSQL's own ceiling on the same server in the same sitting.
 
-Run through ops/bench-system.sh, which builds allotd and allot in release mode and passes their folder. It starts its
+Run through ops/bench, which builds allotd and allot in release mode and passes their folder. It starts its
 own durable PostgreSQL (fsync and synchronous_commit on), allotd, applies Policies/, and measures:
   - submissions/s through POST /v1/jobs at 1, 4 and 16 concurrent clients (each a keep-alive HTTP connection, each
     submission acknowledged only after its commit), side by side with pgbench doing one single-row insert per
     transaction at the same concurrency, and the ratio;
   - the same with the CLI, one `allot submit` process per job (the way `sbatch` is used);
-  - GET /v1/jobs pages over the queue that built up (the list is paginated).
-It prints a table and writes JSON (--json-out). Everything it started is stopped at exit by the shell script.
+  - GET /v1/jobs pages over the queue that built up (the list is paginated);
+  - real agents: 16 allot-agent processes x 8 simulated GPUs running real ranks (in runc containers as root): one-GPU
+    jobs completed from 8 CLI submitters and from 8 API clients, two-node gangs, submit -> first rank started, and
+    where a rank's time goes;
+  - simulated agents (allot-agent simulate: real HTTP, no processes): jobs completed on 16 and 1,000 nodes; submit ->
+    running on 1,000 idle nodes; placements at 1,000 and 10,000 nodes with 100,000 queued; heartbeats of 10,000
+    nodes (allotd's share of a core); allotd's peak RSS;
+  - allot simulate on a heterogeneous cluster shaped like cluster-trace-gpu-v2023.
+It prints each figure and writes JSON (--json-out); ops/bench_record.py puts them in BENCHMARKS.md. Everything it
+started is stopped at exit by the shell script.
 
 Written in Python rather than bash: it drives concurrent clients and timers together; http.client keeps one
 connection per client, as an SDK would.
 """
-import argparse, http.client, json, os, socket, statistics, subprocess, sys, threading, time
+import argparse, http.client, json, os, shutil, socket, statistics, subprocess, sys, threading, time
 
 p = argparse.ArgumentParser()
 p.add_argument("--bin", required=True)
@@ -25,10 +33,13 @@ p.add_argument("--cli-jobs", type=int, default=400, help="jobs submitted through
 p.add_argument("--nodes", type=int, default=10000, help="simulated nodes for the heartbeat and placement figures (below 10,000: skipped)")
 p.add_argument("--queued", type=int, default=100000, help="queued jobs for the placement figure (0: heartbeats only)")
 p.add_argument("--placement-seconds", type=float, default=120, help="how long to watch the queued jobs being placed")
-p.add_argument("--phases", default="simulate,submit,cli,list,control,latency,scale",
+p.add_argument("--phases", default="simulate,submit,cli,list,agents,control,latency,scale",
                help="which figures: simulate (allot simulate on a trace-shaped heterogeneous cluster), submit (API vs pgbench), cli, "
-                    "list, control (jobs completed on 16 and 1,000 simulated nodes), latency (submit to running on 1,000 idle nodes), "
-                    "scale (10,000 nodes)")
+                    "list, agents (16 real allot-agent processes running real ranks: jobs and gangs completed, submit to start), "
+                    "control (jobs completed on 16 and 1,000 simulated nodes), latency (submit to running on 1,000 idle nodes), "
+                    "scale (placements at 1,000 and 10,000 nodes with 100,000 queued; heartbeats of 10,000 nodes)")
+p.add_argument("--agent-jobs", type=int, default=2000, help="one-GPU jobs for each real-agent figure (CLI and API)")
+p.add_argument("--gang-jobs", type=int, default=200, help="two-node gangs (2 x 8 GPUs) for the real-agent figure")
 p.add_argument("--json-out")
 args = p.parse_args()
 work, bin_ = args.work, args.bin
@@ -82,12 +93,14 @@ for _ in range(300):
     time.sleep(0.05)
 cli_env = {"ALLOT_SERVER": server, "ALLOT_TOKEN_FILE": f"{work}/operator.token"}
 # One pool and one organisation whose allocation no figure here runs into (quota is not what is measured).
+POOLS = ["h200", "real", "k1"]
 policy = f"{work}/policy"
 os.makedirs(policy, exist_ok=True)
 for name, text in {
-    "pools.yaml": "pools:\n  - name: h200\n    gpuModel: H200\n",
-    "organizations.yaml": "organizations:\n  - name: bench-lab\n    allocations:\n      - pool: h200\n        guaranteedGPUs: 0\n"
-                          "        limitGPUs: 1000000\n        gpuHours: 1000000000\n",
+    # h200: simulated nodes (and 16 without an agent); real: 16 real agents; k1: the 1,000-node placement figure.
+    "pools.yaml": "pools:\n" + "".join(f"  - name: {p}\n    gpuModel: H200\n" for p in POOLS),
+    "organizations.yaml": "organizations:\n  - name: bench-lab\n    allocations:\n" + "".join(
+        f"      - pool: {p}\n        guaranteedGPUs: 0\n        limitGPUs: 1000000\n        gpuHours: 1000000000\n" for p in POOLS),
     "priority-classes.yaml": "priorityClasses:\n  - name: standard\n    value: 100\n",
     "defaults.yaml": "defaults:\n  priorityClass: standard\n",
 }.items():
@@ -307,20 +320,30 @@ def start_simulator(interval):
     return time.monotonic() - t0
 
 
-def completed_per_s(label, count, clients=8, command="true"):
-    """Submits `count` one-GPU jobs through the API from `clients` submitters; returns jobs completed per second, from
-    the first submission to the last job's end."""
+def completed_per_s(label, count, clients=8, command="true", pool="h200", shape=None, cli=False):
+    """Submits `count` jobs (one GPU each unless `shape` says otherwise) from `clients` submitters, through the API or
+    (cli) one `allot submit` process per job as `sbatch` is used; returns jobs completed per second, from the first
+    submission to the last job's end."""
     psql("SELECT 1")
+    spec = {**SPEC, **(shape or {}), "pool": pool, "hold": False, "command": command}
     chunks = [list(range(k, count, clients)) for k in range(clients)]
-    t0 = time.monotonic()
-
     accepted = [0] * clients
+    spec_file = f"{work}/{label}.yaml"
+    with open(spec_file, "w") as f:  # a JSON scalar is a YAML scalar
+        f.write("".join(f"{k}: {json.dumps(v)}\n" for k, v in {**spec, "name": f"{label}-cli"}.items()))
+    member_env = {**os.environ, "ALLOT_SERVER": server, "ALLOT_TOKEN_FILE": f"{work}/member.token"}
+    t0 = time.monotonic()
 
     def worker(k, chunk):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for i in chunk:
             try:
-                call("POST", "/v1/jobs", {**SPEC, "hold": False, "name": f"{label}-{i}", "command": command}, token=member, conn=c)
+                if cli:
+                    r = subprocess.run([f"{bin_}/allot", "submit", spec_file, "--output", "json"], env=member_env, capture_output=True)
+                    if r.returncode != 0:
+                        raise RuntimeError(r.stderr.decode()[:300])
+                else:
+                    call("POST", "/v1/jobs", {**spec, "name": f"{label}-{i}"}, token=member, conn=c)
                 accepted[k] += 1
             except Exception as e:
                 print(f"bench: submission {label}-{i} refused: {e}", flush=True)
@@ -331,7 +354,7 @@ def completed_per_s(label, count, clients=8, command="true"):
     submitted = time.monotonic() - t0
     count = sum(accepted)
     done = 0
-    while time.monotonic() - t0 < 300:
+    while time.monotonic() - t0 < 600:
         done = int(psql(f"SELECT count(*) FROM jobs WHERE name LIKE '{label}-%' AND state IN ('succeeded', 'failed', 'cancelled')"))
         if done >= count:
             break
@@ -339,24 +362,85 @@ def completed_per_s(label, count, clients=8, command="true"):
     wall = time.monotonic() - t0
     failed = int(psql(f"SELECT count(*) FROM jobs WHERE name LIKE '{label}-%' AND state <> 'succeeded'"))
     return {"jobs": count, "clients": clients, "per_s": round(done / wall, 1), "submitted_per_s": round(count / submitted, 1),
-            "not_succeeded": failed, "wall_s": round(wall, 1), "retried_503": retried["503"]}
+            "not_succeeded": failed, "wall_s": round(wall, 1), "retried_503": retried["503"], "via": "cli" if cli else "api"}
 
 
-def latencies(label, count):
+def latencies(label, count, pool="h200", command="sleep 5", pause=0.05):
     """One submission at a time onto free capacity; the server's own timestamps give each stage."""
     for i in range(count):
-        call("POST", "/v1/jobs", {**SPEC, "hold": False, "name": f"{label}-{i}", "command": "sleep 5"}, token=member)
-        time.sleep(0.05)
+        call("POST", "/v1/jobs", {**SPEC, "pool": pool, "hold": False, "name": f"{label}-{i}", "command": command}, token=member)
+        time.sleep(pause)
     time.sleep(3)
-    rows = psql(f"""SELECT extract(epoch FROM a.placed_at - j.submitted_at), extract(epoch FROM (SELECT min(r.started_at) FROM attempt_ranks r
-                   WHERE r.job_id = a.job_id AND r.attempt = a.number) - j.submitted_at), extract(epoch FROM a.started_at - j.submitted_at)
+    rows = psql(f"""SELECT extract(epoch FROM a.placed_at - j.submitted_at),
+                   extract(epoch FROM (SELECT min(r.dispatched_at) FROM attempt_ranks r WHERE r.job_id = a.job_id AND r.attempt = a.number) - j.submitted_at),
+                   extract(epoch FROM (SELECT min(r.started_at) FROM attempt_ranks r WHERE r.job_id = a.job_id AND r.attempt = a.number) - j.submitted_at),
+                   extract(epoch FROM a.started_at - j.submitted_at)
                    FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.number = 1 WHERE j.name LIKE '{label}-%' AND a.started_at IS NOT NULL""")
     stages = list(zip(*[[float(x) * 1000 for x in r.split("|")] for r in rows.splitlines() if r and "|" in r and "" not in r.split("|")]))
     out = {"jobs": count, "measured": len(stages[0]) if stages else 0}
-    for name, values in zip(["placed", "first_rank_started", "running"], stages):
+    for name, values in zip(["placed", "dispatched", "first_rank_started", "running"], stages):
         v = sorted(values)
         out[name] = {"p50_ms": round(v[len(v) // 2], 1), "p99_ms": round(v[min(len(v) - 1, int(len(v) * 0.99))], 1)}
     return out
+
+
+def where_time_goes(label):
+    """Medians over the ranks of jobs named label-…: from submission to placement, placement to dispatch, dispatch to
+    the rank's start as its agent reports it (the agent's launch: the OCI runtime's create and start), the rank's run
+    (a trivial command: the runtime's own start and teardown around it), and the rank's end to the job's end."""
+    row = psql(f"""SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.placed_at - j.submitted_at)),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.dispatched_at - a.placed_at)),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.started_at - r.dispatched_at)),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM r.ended_at - r.started_at)),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM j.ended_at - r.ended_at))
+                   FROM jobs j JOIN attempts a ON a.job_id = j.id JOIN attempt_ranks r ON r.job_id = a.job_id AND r.attempt = a.number
+                   WHERE j.name LIKE '{label}-%' AND j.state = 'succeeded'""")
+    keys = ["submitted_to_placed", "placed_to_dispatched", "dispatched_to_rank_started", "rank_ran", "rank_ended_to_job_ended"]
+    return {k: (round(float(v) * 1000, 1) if v else None) for k, v in zip(keys, row.split("|"))}
+
+
+# --- real agents: 16 allot-agent processes x 8 simulated GPUs running real, confined ranks ---------------------------
+if "agents" in phases:
+    isolation = "container" if os.geteuid() == 0 and shutil.which("runc") else "none"
+    if isolation == "container":  # the organisation's ranks run as its own Unix account (Policies/: allot-NAME)
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "allot-bench-lab"],
+                       capture_output=True)
+    agents = []
+    for i in range(16):
+        n, aport = f"r{i:02d}", free_port()
+        sh(f"{bin_}/allot", "nodes", "add", n, "--pool", "real", "--block", "rack-r", "--agent-url", f"http://127.0.0.1:{aport}",
+           "--token-file", f"{work}/{n}.token", env=cli_env)
+        agents.append(subprocess.Popen([f"{bin_}/allot-agent", "--server", server, "--node", n, "--token-file", f"{work}/{n}.token",
+                                        "--listen", f"127.0.0.1:{aport}", "--gpus", "8xH200", "--cpus", "64", "--memory", "512G",
+                                        "--state-dir", f"{work}/agents/{n}", "--isolation", isolation, "--log-level", "warning"],
+                                       env={k: v for k, v in os.environ.items() if not k.startswith("ALLOT_DATABASE")},
+                                       stdout=open(f"{work}/logs/{n}.log", "w"), stderr=subprocess.STDOUT))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60 and int(psql("SELECT count(*) FROM nodes WHERE pool = 'real' AND state = 'ready'")) < 16:
+        time.sleep(0.2)
+    real = {"agents": 16, "gpus_per_node": 8, "isolation": isolation}
+    real["submit_to_start"] = latencies("ral", 20, pool="real", command="sleep 2", pause=0.5)
+    r = real["cli_1gpu"] = completed_per_s("rcl", args.agent_jobs, pool="real", cli=True)
+    print(f"real agents (16 x 8 GPUs, isolation {isolation}): {r['jobs']} one-GPU jobs, 8 CLI submitters: {r['per_s']}/s completed "
+          f"(submitted {r['submitted_per_s']}/s, {r['not_succeeded']} not succeeded)", flush=True)
+    r = real["api_1gpu"] = completed_per_s("rap", args.agent_jobs, pool="real")
+    print(f"real agents: {r['jobs']} one-GPU jobs, 8 API clients: {r['per_s']}/s completed (submitted {r['submitted_per_s']}/s, "
+          f"{r['not_succeeded']} not succeeded)", flush=True)
+    real["where_time_goes_ms"] = where_time_goes("rap")
+    if args.gang_jobs:
+        r = real["gang_2x8"] = completed_per_s("rgg", args.gang_jobs, pool="real", shape={"nodes": 2, "gpusPerNode": 8})
+        print(f"real agents: {r['jobs']} two-node gangs (2 x 8 GPUs), 8 API clients: {r['per_s']}/s completed "
+              f"({r['not_succeeded']} not succeeded)", flush=True)
+    print(f"real agents: submit -> started p50 {real['submit_to_start']['first_rank_started']['p50_ms']} ms; median per rank: "
+          + ", ".join(f"{k} {v} ms" for k, v in real["where_time_goes_ms"].items()), flush=True)
+    results["real_agents"] = real
+    for a in agents:
+        a.terminate()
+    for a in agents:
+        try:
+            a.wait(20)
+        except subprocess.TimeoutExpired:
+            a.kill()
 
 
 if phases & {"control", "latency", "scale"}:
@@ -386,6 +470,55 @@ if "latency" in phases:
         f"{k} p50 {r[k]['p50_ms']} ms p99 {r[k]['p99_ms']} ms" for k in ["placed", "first_rank_started", "running"] if k in r), flush=True)
 
 
+def placements(prefix, nodes, seconds):
+    """`args.queued` one-GPU jobs (arrays of 1,000) in pool h200 made eligible at one moment (beginAt) on `nodes` idle
+    nodes: placements committed and dispatched per second until every GPU is taken or `seconds` pass."""
+    begin = time.time() + max(30, args.queued / 1000 * 1.0)  # 100 arrays of 1,000 take about a minute to submit
+    begin_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(begin))
+    t0 = time.monotonic()
+    for a in range(args.queued // 1000):
+        call("POST", "/v1/jobs", {**SPEC, "hold": False, "name": f"{prefix}-{a}", "command": "sleep 900", "array": "0-999",
+                                  "beginAt": begin_at}, token=member)
+    queued_s = time.monotonic() - t0
+    if time.time() > begin:
+        print(f"bench: queueing took {queued_s:.0f} s, past the jobs' begin time: placements overlapped the last submissions", flush=True)
+    while time.time() < begin:
+        time.sleep(0.2)
+    samples = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        placed, dispatched = map(int, psql(f"""SELECT count(*), count(*) FILTER (WHERE r.dispatched_at IS NOT NULL)
+            FROM attempt_ranks r JOIN jobs j ON j.id = r.job_id WHERE j.name LIKE '{prefix}-%'""").split("|"))
+        samples.append((time.monotonic() - t0, placed, dispatched))
+        if dispatched >= min(args.queued, nodes * 8):
+            break
+        time.sleep(1)
+    end = samples[-1]
+    r = {"nodes": nodes, "queued": args.queued, "queue_build_s": round(queued_s), "placed": end[1], "dispatched": end[2],
+         "wall_s": round(end[0], 1), "placed_per_s": round(end[1] / end[0]), "dispatched_per_s": round(end[2] / end[0])}
+    print(f"placements at {nodes:,} nodes with {args.queued:,} queued: {end[1]:,} placed and {end[2]:,} dispatched in "
+          f"{end[0]:.1f} s: {r['placed_per_s']} placed/s, {r['dispatched_per_s']} dispatched/s", flush=True)
+    return r
+
+
+if "scale" in phases and args.nodes >= 1000 and args.queued > 0:
+    # First on 1,000 nodes; then the arrays are cancelled (as `scancel ARRAYID`) while the cluster grows to 10,000.
+    if len(sim_nodes) < 1000:
+        add_nodes(1000)
+        start_simulator(interval=5)
+    results["placements_1000_nodes"] = placements("p1k", 1000, args.placement_seconds / 2)
+    arrays = [int(x) for x in psql("SELECT id FROM jobs WHERE name LIKE 'p1k-%' AND array_job_id = id").split()]
+    t0 = time.monotonic()
+    cancels = [threading.Thread(target=lambda ids: [call("POST", f"/v1/jobs/{i}/cancel", token=member) for i in ids], args=(arrays[k::4],))
+               for k in range(4)]
+    for t in cancels: t.start()
+    for t in cancels: t.join()
+    while int(psql("SELECT count(*) FROM jobs WHERE name LIKE 'p1k-%' AND state NOT IN ('succeeded', 'failed', 'cancelled')")) > 0:
+        time.sleep(0.5)
+    results["placements_1000_nodes"]["cancel_s"] = round(time.monotonic() - t0, 1)
+    print(f"cancelled {args.queued:,} jobs ({len(arrays)} arrays) and saw them end in {time.monotonic() - t0:.0f} s", flush=True)
+
+
 if "scale" in phases and args.nodes >= 1000:
     took = add_nodes(args.nodes)
     ready = start_simulator(interval=5)
@@ -403,31 +536,7 @@ if "scale" in phases and args.nodes >= 1000:
           f"allotd {share:.1%} of one core", flush=True)
 
 if "scale" in phases and args.nodes >= 1000 and args.queued > 0:
-    # 100,000 queued jobs that all become eligible at one moment (beginAt), on 10,000 idle nodes.
-    begin = time.time() + max(60, args.queued / 500)
-    begin_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(begin))
-    t0 = time.monotonic()
-    for a in range(args.queued // 1000):
-        call("POST", "/v1/jobs", {**SPEC, "hold": False, "name": f"q{a}", "command": "sleep 900", "array": "0-999",
-                                  "beginAt": begin_at}, token=member)
-    queued_s = time.monotonic() - t0
-    while time.time() < begin:
-        time.sleep(0.2)
-    samples = []
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < args.placement_seconds:
-        placed, dispatched = map(int, psql("""SELECT count(*), count(*) FILTER (WHERE r.dispatched_at IS NOT NULL)
-            FROM attempt_ranks r JOIN jobs j ON j.id = r.job_id WHERE j.name LIKE 'q%'""").split("|"))
-        samples.append((time.monotonic() - t0, placed, dispatched))
-        if dispatched >= min(args.queued, args.nodes * 8):
-            break
-        time.sleep(1)
-    end = samples[-1]
-    results["placements"] = {"nodes": args.nodes, "queued": args.queued, "queue_build_s": round(queued_s),
-                             "placed": end[1], "dispatched": end[2], "wall_s": round(end[0], 1),
-                             "placed_per_s": round(end[1] / end[0]), "dispatched_per_s": round(end[2] / end[0])}
-    print(f"placements at {args.nodes:,} nodes with {args.queued:,} queued: {end[1]:,} placed and {end[2]:,} dispatched in "
-          f"{end[0]:.1f} s: {end[1] / end[0]:.0f} placed/s, {end[2] / end[0]:.0f} dispatched/s", flush=True)
+    results["placements"] = placements("p10k", args.nodes, args.placement_seconds)
 
 results["allotd_peak_rss_mib"] = round(rss_kib(allotd.pid) / 1024, 1)
 print(f"allotd peak RSS: {results['allotd_peak_rss_mib']} MiB", flush=True)

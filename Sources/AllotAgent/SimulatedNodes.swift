@@ -10,7 +10,7 @@ import NIOFoundationCompat
 import ServiceLifecycle
 
 /// Many simulated nodes in one process, to measure allotd at national-cluster scale (`allot-agent simulate`,
-/// ops/bench-system.sh). Each node is what a real agent is to allotd — its own name, bearer token and node key,
+/// ops/bench). Each node is what a real agent is to allotd — its own name, bearer token and node key,
 /// its own agent URL (`http://LISTEN/nodes/NAME`), heartbeats with its inventory and ranks, launches and stops
 /// signed with its key and checked like the real agent's, over real HTTP — but it runs no process: a rank "runs"
 /// for the seconds a leading `sleep N` of its command asks (none otherwise) and exits 0; a stopped one ends as
