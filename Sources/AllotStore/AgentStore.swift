@@ -32,8 +32,8 @@ public struct AgentStore: Sendable {
 
     private func apply(_ report: AgentReport, from principal: Principal) async throws -> HeartbeatReply {
         try await self.database.transaction { tx in
-            let before = try await tx.nodes.lifecycle(report.node)
-            if let enrolled = try await tx.nodes.agentURL(report.node), enrolled != report.agentURL {
+            let (before, enrolled) = try await tx.nodes.reportLock(report.node)
+            if let enrolled, enrolled != report.agentURL {
                 throw StoreError.forbidden(
                     "node \(report.node)'s agent is enrolled at \(enrolled), not \(report.agentURL): enrol the node again (allot nodes enrol) to move it"
                 )
@@ -44,6 +44,9 @@ public struct AgentStore: Sendable {
             // A GPU quarantined now is the infrastructure's fault: the work on it stops and is requeued, credited
             // from this report (before this report's rank statuses, so a rank the fault killed does not fail its job).
             var faulted: [[Int64]: String] = [:]
+            // The node locked FOR UPDATE first: a placement on it being committed now (FOR KEY SHARE) commits before
+            // the work on the quarantined GPU is looked up, so it is stopped too.
+            if !gpus.quarantined.isEmpty { _ = try await tx.nodes.lifecycle(report.node) }
             for q in gpus.quarantined {
                 for live in try await tx.attempts.live(onGPU: q.index, node: report.node) {
                     faulted[[live.job, Int64(live.number)]] =
@@ -58,8 +61,18 @@ public struct AgentStore: Sendable {
 
             // Each attempt reported on, in one order for every heartbeat (so concurrent ones queue, not deadlock).
             let attempts = Set(report.ranks.map { [$0.key.jobID, Int64($0.key.attempt)] }).sorted { ($0[0], $0[1]) < ($1[0], $1[1]) }
+            // Most of a busy node's report repeats what is stored (its ranks still run): an attempt the report would
+            // not change, read without a lock, is left alone instead of locking its job. A rank's state only moves
+            // forward (pending, running, ended), so a report that changes nothing in what was read changes nothing
+            // in what a later writer left either.
+            let stored = try await tx.attempts.lifecycles(attempts.map { ($0[0], Int($0[1])) }, locked: false)
+            let now = attempts.isEmpty ? Date() : try await tx.now()
             for pair in attempts {
                 let statuses = report.ranks.filter { $0.key.jobID == pair[0] && $0.key.attempt == Int(pair[1]) }
+                if let before = stored[.init(job: pair[0], number: Int(pair[1]))] {
+                    var after = before
+                    if (try? after.apply(.reported(statuses, node: report.node), now: now))?.isEmpty == true && after == before { continue }
+                }
                 do {
                     try await tx.transitions.attempt(pair[0], Int(pair[1]), .reported(statuses, node: report.node))
                 } catch StoreError.notFound {

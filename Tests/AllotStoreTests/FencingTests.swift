@@ -227,6 +227,38 @@ struct SilenceTests {
         #expect(Silence.judge(Self.nodes([2.5, 1, 0.5]), now: Self.now, timeoutSeconds: 30).first?.action == Silence.Action.none)
     }
 
+    @Test("the database's summary of each pool (count, newest, the nodes that lag) gives the verdicts of judging every node (seeded)")
+    func summaryEqualsEveryNode() async throws {
+        try await TestDatabase.with { db in
+            let names = (0..<12).map { "n\($0)" }
+            _ = try await StoreFixture(db, nodes: names)
+            var rng = SeededRandom(seed: 17)
+            for round in 0..<40 {
+                // Random pools (of one node too), ages around the timeout's half and whole, some nodes lost or silent.
+                for name in names {
+                    let pool = ["h200", "h200", "secure", "solo-\(name)"].randomElement(using: &rng)!
+                    let age = [0, 1, 14, 16, 29, 31, 45, 70].randomElement(using: &rng)! + Double.random(in: 0..<1, using: &rng)
+                    let state = Int.random(in: 0..<10, using: &rng) == 0 ? "lost" : "ready"
+                    try await db.query("INSERT INTO pools (name, gpu_model) VALUES (\(pool), 'H200') ON CONFLICT DO NOTHING")
+                    try await db.query(
+                        """
+                        UPDATE nodes SET pool = \(pool), state = \(state)::node_state, last_heartbeat = now() - make_interval(secs => \(age))
+                        WHERE name = \(name)
+                        """)
+                }
+                let (summed, every) = try await db.transaction { tx in
+                    let (now, pools) = try await tx.nodes.livenessByPool(timeoutSeconds: 30)
+                    let (_, nodes) = try await tx.nodes.liveness(locked: false)
+                    return (
+                        Silence.judge(pools: pools, now: now, timeoutSeconds: 30),
+                        Silence.judge(nodes.map { ($0.pool, $0.node, $0.lastHeartbeat) }, now: now, timeoutSeconds: 30)
+                    )
+                }
+                #expect(summed == every, "seed 17 round \(round): the per-pool summary judged otherwise than every node")
+            }
+        }
+    }
+
     @Test("one dead node of many is lost; a pool of one loses its node past the timeout; pools are judged apart")
     func oneDeadNode() {
         let nodes = Self.nodes([45, 1, 1, 1]) + Self.nodes([31], pool: "q") + Self.nodes([29], pool: "r")

@@ -9,42 +9,72 @@ struct AttemptsTable {
 
     /// The attempt with its ranks, locked for this transaction; nil when there is no such attempt.
     func lifecycle(_ job: Int64, _ number: Int) async throws -> AttemptLifecycle? {
-        let row = try await self.tx.query(
+        try await self.lifecycles([(job, number)], locked: true)[AttemptKey(job: job, number: number)]
+    }
+
+    struct AttemptKey: Hashable {
+        let job: Int64
+        let number: Int
+    }
+
+    /// These attempts with their ranks, as `lifecycle` reads one, in two statements; locked only when asked (an
+    /// unlocked read tells whether an event would change anything before its job is locked).
+    func lifecycles(_ keys: [(job: Int64, number: Int)], locked: Bool) async throws -> [AttemptKey: AttemptLifecycle] {
+        guard !keys.isEmpty else { return [:] }
+        let (jobs, numbers) = (keys.map(\.job), keys.map(\.number))
+        let rows = try await self.tx.query(
             """
-            SELECT a.state::text, a.stop_state::text, a.stop_requested_at, a.reason, a.exit_code, a.started_at, a.ended_at, a.replaces,
-                   a.stop_credit_from, coalesce((j.slurm ->> 'batchStep')::boolean, false), j.kind = 'inference',
+            SELECT a.job_id, a.number, a.state::text, a.stop_state::text, a.stop_requested_at, a.reason, a.exit_code, a.started_at, a.ended_at,
+                   a.replaces, a.stop_credit_from, coalesce((j.slurm ->> 'batchStep')::boolean, false), j.kind = 'inference',
                    (SELECT replica_restart_limit FROM policy_defaults), (SELECT replica_restart_window_s FROM policy_defaults)
-            FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE a.job_id = \(job) AND a.number = \(number) FOR UPDATE OF a
-            """
-        ).decode((String, String?, Date?, String?, Int?, Date?, Date?, Int?, Date?, Bool, Bool, Int?, Int?).self).first()
-        guard let (state, stopState, stopAt, reason, exit, started, ended, replaces, creditFrom, batchStep, inference, limit, window) = row
-        else { return nil }
-        var ranks: [AttemptLifecycle.Rank] = []
+            FROM attempts a JOIN jobs j ON j.id = a.job_id
+            WHERE (a.job_id, a.number) IN (SELECT * FROM unnest(\(jobs)::bigint[], \(numbers)::int[]))
+            ORDER BY a.job_id, a.number \(unescaped: locked ? "FOR UPDATE OF a" : "")
+            """)
+        // The attempts first (locked when asked), then their ranks, as one attempt was read.
+        var headers: [AttemptKey: ([AttemptLifecycle.Rank]) throws -> AttemptLifecycle] = [:]
+        for try await row in rows {
+            let (job, number, state, stopState, stopAt, reason, exit, started, ended) = try row.decode(
+                (Int64, Int, String, String?, Date?, String?, Int?, Date?, Date?).self)
+            let c = row.makeRandomAccess()
+            let (replaces, creditFrom, batchStep, inference) = (
+                try c[9].decode(Int?.self), try c[10].decode(Date?.self), try c[11].decode(Bool.self), try c[12].decode(Bool.self)
+            )
+            let (limit, window) = (try c[13].decode(Int?.self), try c[14].decode(Int?.self))
+            headers[AttemptKey(job: job, number: number)] = { ranks in
+                var stop: AttemptLifecycle.Stop?
+                if let stopState, let stopAt {
+                    stop = AttemptLifecycle.Stop(endAs: try decoded(stopState, "attempts.stop_state"), requestedAt: stopAt, creditFrom: creditFrom)
+                }
+                return AttemptLifecycle(
+                    jobID: job, number: number, state: try decoded(state, "attempts.state"), stop: stop, reason: reason, exitCode: exit,
+                    startedAt: started, endedAt: ended, replaces: replaces, batchStep: batchStep,
+                    healing: inference ? AttemptLifecycle.Healing(limit: limit ?? 5, windowSeconds: Double(window ?? 600)) : nil, ranks: ranks)
+            }
+        }
         let rankRows = try await self.tx.query(
             """
-            SELECT r.rank, r.node, r.state::text, r.dispatched_at IS NOT NULL, n.state = 'lost', r.exit_code, r.signal, r.started_at, r.ended_at,
-                   r.detail, r.restarted_at, r.launch, r.needs_node
+            SELECT r.job_id, r.attempt, r.rank, r.node, r.state::text, r.dispatched_at IS NOT NULL, n.state = 'lost', r.exit_code, r.signal,
+                   r.started_at, r.ended_at, r.detail, r.restarted_at, r.launch, r.needs_node
             FROM attempt_ranks r JOIN nodes n ON n.name = r.node
-            WHERE r.job_id = \(job) AND r.attempt = \(number) ORDER BY r.rank
+            WHERE (r.job_id, r.attempt) IN (SELECT * FROM unnest(\(jobs)::bigint[], \(numbers)::int[]))
+            ORDER BY r.job_id, r.attempt, r.rank
             """)
+        var ranks: [AttemptKey: [AttemptLifecycle.Rank]] = [:]
         for try await row in rankRows {
-            let (rank, node, rankState, dispatched, lost, code, signal, rankStarted, rankEnded, detail) = try row.decode(
-                (Int, String, String, Bool, Bool, Int?, Int?, Date?, Date?, String?).self)
+            let (job, number, rank, node, rankState, dispatched, lost, code, signal) = try row.decode(
+                (Int64, Int, Int, String, String, Bool, Bool, Int?, Int?).self)
             let c = row.makeRandomAccess()
-            ranks.append(
+            ranks[AttemptKey(job: job, number: number), default: []].append(
                 AttemptLifecycle.Rank(
                     rank: rank, node: node, state: try decoded(rankState, "attempt_ranks.state"), isDispatched: dispatched, nodeIsLost: lost,
-                    exitCode: code, signal: signal, startedAt: rankStarted, endedAt: rankEnded, detail: detail,
-                    restartedAt: try c[10].decode([Date].self), launch: try c[11].decode(Int.self), needsNode: try c[12].decode(Bool.self)))
+                    exitCode: code, signal: signal, startedAt: try c[9].decode(Date?.self), endedAt: try c[10].decode(Date?.self),
+                    detail: try c[11].decode(String?.self), restartedAt: try c[12].decode([Date].self), launch: try c[13].decode(Int.self),
+                    needsNode: try c[14].decode(Bool.self)))
         }
-        var stop: AttemptLifecycle.Stop?
-        if let stopState, let stopAt {
-            stop = AttemptLifecycle.Stop(endAs: try decoded(stopState, "attempts.stop_state"), requestedAt: stopAt, creditFrom: creditFrom)
-        }
-        return AttemptLifecycle(
-            jobID: job, number: number, state: try decoded(state, "attempts.state"), stop: stop, reason: reason, exitCode: exit,
-            startedAt: started, endedAt: ended, replaces: replaces, batchStep: batchStep,
-            healing: inference ? AttemptLifecycle.Healing(limit: limit ?? 5, windowSeconds: Double(window ?? 600)) : nil, ranks: ranks)
+        var out: [AttemptKey: AttemptLifecycle] = [:]
+        for (key, make) in headers { out[key] = try make(ranks[key] ?? []) }
+        return out
     }
 
     /// Records the srun steps the agent of `node` reports, each only where that node runs the attempt's rank 0 (the

@@ -27,6 +27,19 @@ struct NodesTable {
         return NodeLifecycle(name: name, state: try decoded(state, "nodes.state"), reason: reason, drainID: drain)
     }
 
+    /// The node's lifecycle and enrolled agent address, locked for an agent's report: FOR NO KEY UPDATE queues the
+    /// node's reports and state changes behind each other but lets placements (FOR KEY SHARE) through. A state change
+    /// in the same transaction locks it again FOR UPDATE (`lifecycle`); notFound when there is no such node.
+    func reportLock(_ name: String) async throws -> (NodeLifecycle, agentURL: String?) {
+        guard
+            let (state, reason, drain, url) = try await self.tx.query(
+                "SELECT state::text, state_reason, drain_id, agent_url FROM nodes WHERE name = \(name) FOR NO KEY UPDATE"
+            ).decode((String, String?, Int64?, String?).self).first()
+        else { throw StoreError.notFound("node \(name)") }
+        return (NodeLifecycle(name: name, state: try decoded(state, "nodes.state"), reason: reason, drainID: drain), url)
+    }
+
+    /// Writes a lifecycle read with `lifecycle` (locked FOR UPDATE: every change of state is).
     func save(_ node: NodeLifecycle) async throws {
         try await self.tx.query(
             """
@@ -35,14 +48,9 @@ struct NodesTable {
             """)
     }
 
-    /// Where a node's agent is reached (nil until it first registers), locked for this transaction.
     /// When the node's agent last reported (nil if it never did).
     func lastHeartbeat(_ node: String) async throws -> Date? {
         try await self.tx.query("SELECT last_heartbeat FROM nodes WHERE name = \(node)").decode(Date?.self).first() ?? nil
-    }
-
-    func agentURL(_ node: String) async throws -> String? {
-        try await self.tx.query("SELECT agent_url FROM nodes WHERE name = \(node) FOR UPDATE").decode(String?.self).first() ?? nil
     }
 
     /// Records an agent's report of liveness and resources. Its address is taken only when none is enrolled yet.
@@ -105,10 +113,11 @@ struct NodesTable {
     }
 
     /// How many of `names` are ready, locked against a state change until the transaction ends (in name order, as
-    /// every lock on several nodes is taken).
+    /// every lock on several nodes is taken). FOR KEY SHARE: a state change locks the node FOR UPDATE (`lifecycle`)
+    /// and waits for this; an agent's report (`reportLock`) does not, nor does it hold a placement up.
     func readyCount(_ names: [String]) async throws -> Int {
-        try await self.tx.query("SELECT name FROM nodes WHERE name = ANY(\(names)) AND state = 'ready' ORDER BY name FOR SHARE").decode(String.self)
-            .array().count
+        try await self.tx.query("SELECT name FROM nodes WHERE name = ANY(\(names)) AND state = 'ready' ORDER BY name FOR KEY SHARE")
+            .decode(String.self).array().count
     }
 
     /// Draining nodes no live attempt holds a rank on.
@@ -135,6 +144,28 @@ struct NodesTable {
             """
         ).decode((String, String, Date).self).array().map { (pool: $0.0, node: $0.1, lastHeartbeat: $0.2) }
         return (now, nodes)
+    }
+
+    /// The heartbeats of reporting nodes summed up per pool (`Silence.Pool`): the count, the newest, and only the
+    /// nodes the judgement needs (`Silence.Pool.matters`, the same test in SQL), read without locks.
+    func livenessByPool(timeoutSeconds: Int) async throws -> (now: Date, pools: [Silence.Pool]) {
+        let now = try await self.tx.now()
+        let rows = try await self.tx.query(
+            """
+            WITH live AS (SELECT pool, name, last_heartbeat FROM nodes WHERE last_heartbeat IS NOT NULL AND state <> 'lost'),
+                 p AS (SELECT pool, count(*)::int AS members, max(last_heartbeat) AS newest FROM live GROUP BY pool)
+            SELECT p.pool, p.members, p.newest, l.name, l.last_heartbeat
+            FROM p LEFT JOIN live l ON l.pool = p.pool
+                 AND (p.members = 1 OR extract(epoch FROM now() - p.newest) > \(timeoutSeconds)
+                      OR extract(epoch FROM p.newest - l.last_heartbeat) > \(timeoutSeconds) / 2.0)
+            ORDER BY p.pool, l.name
+            """)
+        var pools: [Silence.Pool] = []
+        for try await (pool, members, newest, node, last) in rows.decode((String, Int, Date, String?, Date?).self) {
+            if pools.last?.pool != pool { pools.append(Silence.Pool(pool: pool, members: members, newest: newest, lagging: [])) }
+            if let node, let last { pools[pools.count - 1].lagging.append((node, last)) }
+        }
+        return (now, pools)
     }
 
     /// Holds a pool whose nodes went silent together; true when the hold is new.
