@@ -15,13 +15,16 @@ public struct API: Sendable {
     public let oidc: OIDCVerifier?
     /// The file of the audit log's checkpoints, which `GET /v1/audit/verify` checks the log against.
     public let auditCheckpoints: String?
+    /// The principals of tokens looked up lately (nil: every request reads the tokens table); see `TokenCache`.
+    public let tokenCache: TokenCache?
     public let logger: Logger
 
     public init(
         database: Database, wake: Wakeup, metrics: Metrics = Metrics(), nodeKeys: NodeKeys = .ephemeral(), oidc: OIDCVerifier? = nil,
-        auditCheckpoints: String? = nil, logger: Logger
+        auditCheckpoints: String? = nil, tokenCache: TokenCache? = nil, logger: Logger
     ) {
         self.auditCheckpoints = auditCheckpoints
+        self.tokenCache = tokenCache
         self.database = database
         self.wake = wake
         self.metrics = metrics
@@ -33,7 +36,9 @@ public struct API: Sendable {
     /// Wakes this allotd's scheduler, and the leader's wherever it runs.
     var clusterWake: ClusterWake { ClusterWake(database: self.database, local: self.wake) }
 
-    var authenticator: Authenticator { Authenticator(tokens: TokenStore(database: self.database), oidc: self.oidc, nodeKeys: self.nodeKeys) }
+    var authenticator: Authenticator {
+        Authenticator(tokens: TokenStore(database: self.database, cache: self.tokenCache), oidc: self.oidc, nodeKeys: self.nodeKeys)
+    }
 
     public func router() -> Router<AllotRequestContext> {
         let wake = self.clusterWake
@@ -56,7 +61,7 @@ public struct API: Sendable {
             AgentRoutes(
                 agents: AgentStore(database: self.database), wake: wake, shortcut: HeartbeatShortcut(agents: AgentStore(database: self.database))
             ).routes)
-        router.addRoutes(ProgrammeRoutes(database: self.database, auditCheckpoints: self.auditCheckpoints).routes)
+        router.addRoutes(ProgrammeRoutes(database: self.database, auditCheckpoints: self.auditCheckpoints, tokenCache: self.tokenCache).routes)
         return router
     }
 }

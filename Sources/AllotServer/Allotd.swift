@@ -38,15 +38,17 @@ public func buildAllotd(database: Database, options: ServeOptions, logger: Logge
     let dispatch = Wakeup()
     let leadership = Leadership()
     let metrics = Metrics()
+    let tokens = TokenCache()
     let router = API(
         database: database, wake: wake, metrics: metrics, nodeKeys: options.nodeKeys, oidc: options.oidc.map(OIDCVerifier.init),
-        auditCheckpoints: options.auditCheckpoints, logger: logger
+        auditCheckpoints: options.auditCheckpoints, tokenCache: tokens, logger: logger
     ).router()
     let holder = "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UUID().uuidString.prefix(8))"
     var services: [any Service] = [
         database,
         LeaderElector(lease: LeaderLease(database: database, holder: holder), leadership: leadership, logger: logger),
-        WakeupListener(database: database, wake: wake, logger: logger),
+        NotificationListener.wakeups(database: database, wake: wake, logger: logger),
+        NotificationListener.tokens(database: database, cache: tokens, logger: logger),
         SchedulerLoop(
             database: database, placer: Placer(strategy: options.strategy), leadership: leadership, wake: wake, dispatch: dispatch,
             interval: options.schedulerInterval, metrics: metrics, logger: logger),

@@ -378,12 +378,13 @@ public struct Database: Sendable, Service {
         try await self.query("SELECT pg_notify(\(channel), \(payload))")
     }
 
-    /// Listens on `channel` on a connection of its own, calling `received` for each notification, until the
-    /// connection fails (it throws) or the task is cancelled.
-    public func listen(_ channel: String, received: @Sendable () -> Void) async throws {
+    /// Listens on `channel` on a connection of its own, calling `listening` once LISTEN took effect and `received`
+    /// for each notification, until the connection fails (it throws) or the task is cancelled.
+    public func listen(_ channel: String, listening: @Sendable () -> Void = {}, received: @Sendable () -> Void) async throws {
         do {
             try await self.client.withConnection { connection in
                 try await connection.listen(on: channel) { notifications in
+                    listening()
                     for try await _ in notifications { received() }
                 }
             }

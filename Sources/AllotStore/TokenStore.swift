@@ -39,12 +39,12 @@ struct TokensTable {
 
     /// The live token with this secret (or id), its last use recorded when it is over a minute old: a busy client
     /// costs one indexed read per request, and a write a minute.
-    func live(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal)? {
+    func live(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal, expiresAt: Date?)? {
         guard secret != nil || id != nil else { return nil }
         let rows = try await self.tx.query(
             """
             WITH t AS (
-                SELECT id, name, role, org, node, last_used_at FROM tokens
+                SELECT id, name, role, org, node, last_used_at, expires_at FROM tokens
                 WHERE (\(secret)::text IS NULL OR hash = encode(sha256(convert_to(\(secret), 'UTF8')), 'hex'))
                   AND (\(id)::bigint IS NULL OR id = \(id))
                   AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
@@ -52,10 +52,10 @@ struct TokensTable {
                 UPDATE tokens SET last_used_at = now() FROM t
                 WHERE tokens.id = t.id AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
             )
-            SELECT id, name, role::text, org, node FROM t
+            SELECT id, name, role::text, org, node, expires_at FROM t
             """)
-        for try await (id, name, role, org, node) in rows.decode((Int64, String, String, String?, String?).self) {
-            return (id, Principal(name: name, role: try decoded(role, "tokens.role"), org: org, node: node))
+        for try await (id, name, role, org, node, expires) in rows.decode((Int64, String, String, String?, String?, Date?).self) {
+            return (id, Principal(name: name, role: try decoded(role, "tokens.role"), org: org, node: node), expires)
         }
         return nil
     }
@@ -70,10 +70,15 @@ extension Transaction {
 }
 
 /// Bearer tokens: made by operators and org-admins, the first one by `allotd bootstrap`; a secret stands for
-/// the principal its row names until it is revoked or expires — checked on every request, never cached.
+/// the principal its row names until it is revoked or expires — checked on every request, in the database or, with
+/// a `TokenCache`, against what the database said within the last minute and has not since notified a change of.
 public struct TokenStore: Sendable {
     public let database: Database
-    public init(database: Database) { self.database = database }
+    public let cache: TokenCache?
+    public init(database: Database, cache: TokenCache? = nil) {
+        self.database = database
+        self.cache = cache
+    }
 
     /// A new secret: `allot_` and 32 random bytes in hex.
     public static func newSecret() -> String {
@@ -165,6 +170,8 @@ public struct TokenStore: Sendable {
             try await tx.audit.append(
                 AuditEntry(actor: actor, action: "token.revoke", target: "token/\(id)", outcome: "revoked", detail: ["name": name, "role": role]))
         }
+        // Here at once, before the revocation is answered; other allotds as its notice reaches them.
+        self.cache?.forget()
         guard let view = try await self.list(scope: scope, includeRevoked: true).first(where: { $0.id == id }) else {
             throw StoreError.notFound("token \(id)")
         }
@@ -188,17 +195,21 @@ public struct TokenStore: Sendable {
 
     /// The principal a secret stands for, or nil when unknown, revoked or expired. Its last use is recorded (at
     /// most once a minute, so a busy client does not write on every request).
-    public func authenticate(_ secret: String) async throws -> Principal? { try await self.lookUp(secret: secret, id: nil)?.principal }
+    public func authenticate(_ secret: String) async throws -> Principal? { try await self.authenticateWithID(secret)?.principal }
 
     /// The same, with the token's id (what the web page's session remembers instead of the secret).
     public func authenticateWithID(_ secret: String) async throws -> (id: Int64, principal: Principal)? {
-        try await self.lookUp(secret: secret, id: nil)
+        if let kept = self.cache?.principal(for: secret) { return kept }
+        let generation = self.cache?.begin()
+        guard let found = try await self.lookUp(secret: secret, id: nil) else { return nil }
+        if let generation { self.cache?.keep(secret, id: found.id, principal: found.principal, expiresAt: found.expiresAt, since: generation) }
+        return (found.id, found.principal)
     }
 
     /// The principal token `id` stands for while it is live.
     public func principal(tokenID id: Int64) async throws -> Principal? { try await self.lookUp(secret: nil, id: id)?.principal }
 
-    private func lookUp(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal)? {
+    private func lookUp(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal, expiresAt: Date?)? {
         // One statement, atomic on its own: no BEGIN and COMMIT round trips on every request.
         try await self.database.read { tx in try await tx.tokens.live(secret: secret, id: id) }
     }

@@ -59,7 +59,12 @@ struct World {
             try Self.spec("name: unisecret-train\norg: uni\ncommand: echo unisecret-command"),
             by: Principal(name: "bob-unisecret", role: .member, org: "uni")
         ) { _, _ in nil }
-        let router = API(database: db, wake: Wakeup(), oidc: oidc, logger: db.logger).router()
+        // Tokens are kept as allotd keeps them: while the database's notices of changes are heard (the listener
+        // ends with the test's database).
+        let cache = TokenCache()
+        Task { try await db.listen(TokenCache.channel, listening: { cache.listening(true) }, received: { cache.forget() }) }
+        for _ in 0..<100 where cache.begin() == nil { try await Task.sleep(for: .milliseconds(20)) }
+        let router = API(database: db, wake: Wakeup(), oidc: oidc, tokenCache: cache, logger: db.logger).router()
         return World(db: db, app: Application(router: router), tokens: tokens, labJob: lab, uniJob: uni)
     }
 

@@ -8,6 +8,8 @@ import Hummingbird
 struct ProgrammeRoutes {
     let database: Database
     let auditCheckpoints: String?
+    let tokenCache: TokenCache?
+    var tokens: TokenStore { TokenStore(database: self.database, cache: self.tokenCache) }
 
     var routes: RouteCollection<AllotRequestContext> {
         let routes = RouteCollection(context: AllotRequestContext.self)
@@ -25,18 +27,18 @@ struct ProgrammeRoutes {
             if let own = scope.organization, body.org != own || body.role != .member {
                 throw APIError.forbidden("an org-admin makes member tokens of its own organization only")
             }
-            let made = try await TokenStore(database: self.database).create(
+            let made = try await self.tokens.create(
                 name: body.name, role: body.role, org: body.org, expiresIn: body.expiresInSeconds, actor: principal)
             return JSON.response(made, status: .created)
         }
         routes.on(.listTokens) { request, context in
             let scope = try context.caller().scope
             return JSON.response(
-                try await TokenStore(database: self.database).list(scope: scope, includeRevoked: try request.query("all", as: Bool.self) ?? false))
+                try await self.tokens.list(scope: scope, includeRevoked: try request.query("all", as: Bool.self) ?? false))
         }
         routes.on(.revokeToken) { _, context in
             let (principal, scope) = try context.caller()
-            return JSON.response(try await TokenStore(database: self.database).revoke(try context.id(), scope: scope, actor: principal))
+            return JSON.response(try await self.tokens.revoke(try context.id(), scope: scope, actor: principal))
         }
         routes.on(.quota) { request, context in
             let (principal, scope) = try context.caller()

@@ -3,7 +3,7 @@ import Synchronization
 
 /// A level-triggered nudge between services: `signal()` from anywhere, `wait(upTo:)` in one loop. The waiter
 /// sleeps until signalled (no polling); every loop also runs on a fixed interval, so a nudge is only ever an
-/// optimisation. Submissions made through other allotds arrive as PostgreSQL notifications (`WakeupListener`).
+/// optimisation. Submissions made through other allotds arrive as PostgreSQL notifications (`NotificationListener.wakeups`).
 public final class Wakeup: Sendable {
     private struct State {
         var pending = false
