@@ -138,7 +138,7 @@ struct AgentRoutes {
                     report.ranks.isEmpty && (report.steps?.isEmpty ?? true) && report.gpus.allSatisfy({ $0.health == .healthy })
                     ? HeartbeatShortcut.digest(body) : nil
                 let reply = try await self.agents.report(report, from: principal)
-                await self.shortcut.answered(report.node, digest: endpoint == .heartbeat ? digest : nil, reply: reply)
+                self.shortcut.answered(report.node, digest: endpoint == .heartbeat ? digest : nil, reply: reply)
                 // Capacity comes back when a rank ends (or a node registers); a report of ranks still running frees
                 // nothing, and at scale every busy node sends one every interval.
                 if endpoint == .register || report.ranks.contains(where: { $0.state != .running }) { self.wake.signal() }

@@ -2,6 +2,7 @@ import AllotCore
 import AllotStore
 import Crypto
 import Foundation
+import Synchronization
 
 /// The short path for heartbeats that change nothing: a node with no ranks that sends the very bytes it sent last —
 /// the same inventory, the same address — and that the database holds no live work on, has only its time moved,
@@ -11,9 +12,9 @@ import Foundation
 /// transaction over the node, its GPUs and its attempts. Any change, any rank, work placed on the node, a lost
 /// node, a report naming a faulty GPU (an operator may have restored it in the database: the full path quarantines it
 /// again), and every `lifetime` (a bound, not needed for correctness) take the full path.
-actor HeartbeatShortcut {
+final class HeartbeatShortcut: Sendable {
     let lifetime: Duration
-    private var last: [String: (digest: Data, at: ContinuousClock.Instant)] = [:]
+    private let last = Mutex([String: (digest: Data, at: ContinuousClock.Instant)]())
     /// Whether each node was touched (not lost), every node waiting meanwhile in one statement.
     private let touches: GroupCommit<String, Bool>
 
@@ -26,14 +27,15 @@ actor HeartbeatShortcut {
     }
 
     /// What identifies a report: its bytes as sent (an agent encodes an unchanged report the same way each time).
-    nonisolated static func digest(_ body: Data) -> Data { Data(SHA256.hash(data: body)) }
+    static func digest(_ body: Data) -> Data { Data(SHA256.hash(data: body)) }
 
     /// The reply for a report the last full one already answered, once its time is recorded; nil when it must take
     /// the full path.
     func reply(to node: String, digest: Data) async throws -> HeartbeatReply? {
-        guard let known = self.last[node], known.digest == digest, ContinuousClock.now - known.at < self.lifetime else { return nil }
+        let known = self.last.withLock { $0[node] }
+        guard let known, known.digest == digest, ContinuousClock.now - known.at < self.lifetime else { return nil }
         guard try await self.touches.submit(node) else {
-            self.last[node] = nil
+            self.last.withLock { $0[node] = nil }
             return nil
         }
         return HeartbeatReply(live: [], acknowledged: [])
@@ -41,6 +43,7 @@ actor HeartbeatShortcut {
 
     /// Remembers a full report's answer, when it is one the short path may give again (nothing live on the node).
     func answered(_ node: String, digest: Data?, reply: HeartbeatReply) {
-        if let digest, reply.live.isEmpty, reply.acknowledged.isEmpty { self.last[node] = (digest, .now) } else { self.last[node] = nil }
+        let entry = digest.flatMap { reply.live.isEmpty && reply.acknowledged.isEmpty ? ($0, ContinuousClock.now) : nil }
+        self.last.withLock { $0[node] = entry }
     }
 }
