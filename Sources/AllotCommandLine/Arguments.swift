@@ -88,10 +88,39 @@ public enum LogLevel: String, ExpressibleByArgument, Sendable, CaseIterable {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
-            return handler
+            return DeferredMetadataLogHandler(inner: handler)
         }
         var logger = Logger(label: label)
         logger.logLevel = level
         return logger
+    }
+}
+
+/// StreamLogHandler renders its metadata as text each time a key is set (the HTTP server sets a request id on every
+/// request: a few percent of allotd's time under 2,000 heartbeats a second); this keeps what is set as it is and
+/// hands it to StreamLogHandler only with a message that is logged. Written by hand: swift-log has no such handler.
+struct DeferredMetadataLogHandler: LogHandler {
+    var inner: StreamLogHandler
+    var metadata: Logger.Metadata = [:]
+
+    var logLevel: Logger.Level {
+        get { self.inner.logLevel }
+        set { self.inner.logLevel = newValue }
+    }
+
+    var metadataProvider: Logger.MetadataProvider? {
+        get { self.inner.metadataProvider }
+        set { self.inner.metadataProvider = newValue }
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var event = event
+        if !self.metadata.isEmpty { event.metadata = self.metadata.merging(event.metadata ?? [:]) { _, logged in logged } }
+        self.inner.log(event: event)
     }
 }

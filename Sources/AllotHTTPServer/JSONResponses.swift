@@ -1,7 +1,7 @@
 public import AllotCore
 public import Foundation
 public import Hummingbird
-import NIOCore
+public import NIOCore
 import NIOFoundationCompat
 
 /// An error a handler throws to answer `{"error": {"code", "message", "field"}}` with the right status.
@@ -47,6 +47,13 @@ public enum JSON {
             status: status, headers: [.contentType: "application/json; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    /// A body encoded once, answered many times (the same reply to most heartbeats).
+    public static func response(encoded: ByteBuffer, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json; charset=utf-8"], body: ResponseBody(byteBuffer: encoded))
+    }
+
+    public static func encoded<T: Encodable>(_ value: T) -> ByteBuffer { ByteBuffer(bytes: (try? WireJSON.encoder.encode(value)) ?? Data("{}".utf8)) }
+
     public static func text(_ text: String, status: HTTPResponse.Status = .ok, contentType: String = "text/plain; charset=utf-8") -> Response {
         Response(status: status, headers: [.contentType: contentType], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
     }
@@ -91,8 +98,11 @@ extension Request {
 
     /// The token after `Bearer ` in the Authorization header.
     public var bearerToken: String? {
-        guard let header = self.headers[.authorization], header.lowercased().hasPrefix("bearer ") else { return nil }
-        let token = header.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        return token.isEmpty ? nil : token
+        // On every request: no lowercased copy of the whole header, no Foundation trimming.
+        guard let header = self.headers[.authorization], header.utf8.count > 7, header.prefix(7).lowercased() == "bearer " else { return nil }
+        var token = header.dropFirst(7)
+        while let c = token.first, c == " " || c == "\t" { token.removeFirst() }
+        while let c = token.last, c == " " || c == "\t" { token.removeLast() }
+        return token.isEmpty ? nil : String(token)
     }
 }

@@ -1,4 +1,5 @@
 import AllotCore
+import AllotHTTPServer
 import AllotStore
 import Crypto
 import Foundation
@@ -25,6 +26,9 @@ final class HeartbeatShortcut: Sendable {
             return nodes.map { .success(touched.contains($0)) }
         }
     }
+
+    /// The short path's one answer, encoded once.
+    static let nothingLive = JSON.encoded(HeartbeatReply(live: [], acknowledged: []))
 
     /// What identifies a report: its bytes as sent (an agent encodes an unchanged report the same way each time).
     static func digest(_ body: Data) -> Data { Data(SHA256.hash(data: body)) }
