@@ -32,7 +32,7 @@ p.add_argument("--clients", default="1,4,16")
 p.add_argument("--cli-jobs", type=int, default=400, help="jobs submitted through the CLI, one process each (0: skip)")
 p.add_argument("--nodes", type=int, default=10000, help="simulated nodes for the heartbeat and placement figures (below 10,000: skipped)")
 p.add_argument("--queued", type=int, default=100000, help="queued jobs for the placement figure (0: heartbeats only)")
-p.add_argument("--placement-seconds", type=float, default=120, help="how long to watch the queued jobs being placed")
+p.add_argument("--placement-seconds", type=float, default=60, help="how long to watch the queued jobs being placed")
 p.add_argument("--phases", default="simulate,submit,cli,list,agents,control,latency,scale",
                help="which figures: simulate (allot simulate on a trace-shaped heterogeneous cluster), submit (API vs pgbench), cli, "
                     "list, agents (16 real allot-agent processes running real ranks: jobs and gangs completed, submit to start), "
