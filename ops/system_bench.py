@@ -509,11 +509,19 @@ if "scale" in phases and args.nodes >= 1000 and args.queued > 0:
     results["placements_1000_nodes"] = placements("p1k", 1000, args.placement_seconds / 2)
     arrays = [int(x) for x in psql("SELECT id FROM jobs WHERE name LIKE 'p1k-%' AND array_job_id = id").split()]
     t0 = time.monotonic()
-    cancels = [threading.Thread(target=lambda ids: [call("POST", f"/v1/jobs/{i}/cancel", token=member) for i in ids], args=(arrays[k::4],))
-               for k in range(4)]
+    def cancel(ids):
+        for i in ids:
+            try:
+                call("POST", f"/v1/jobs/{i}/cancel", token=member)
+            except Exception as e:  # reported, and the figures go on
+                print(f"bench: cancelling array {i} failed: {e}", flush=True)
+    cancels = [threading.Thread(target=cancel, args=(arrays[k::4],)) for k in range(4)]
     for t in cancels: t.start()
     for t in cancels: t.join()
     while int(psql("SELECT count(*) FROM jobs WHERE name LIKE 'p1k-%' AND state NOT IN ('succeeded', 'failed', 'cancelled')")) > 0:
+        if time.monotonic() - t0 > 300:
+            print("bench: jobs of the 1,000-node figure still live after 300 s; going on", flush=True)
+            break
         time.sleep(0.5)
     results["placements_1000_nodes"]["cancel_s"] = round(time.monotonic() - t0, 1)
     print(f"cancelled {args.queued:,} jobs ({len(arrays)} arrays) and saw them end in {time.monotonic() - t0:.0f} s", flush=True)

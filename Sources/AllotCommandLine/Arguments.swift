@@ -102,15 +102,17 @@ public enum LogLevel: String, ExpressibleByArgument, Sendable, CaseIterable {
 struct DeferredMetadataLogHandler: LogHandler {
     var inner: StreamLogHandler
     var metadata: Logger.Metadata = [:]
+    var metadataProvider: Logger.MetadataProvider?
+
+    init(inner: StreamLogHandler) {
+        self.inner = inner
+        self.metadataProvider = inner.metadataProvider
+        self.inner.metadataProvider = nil
+    }
 
     var logLevel: Logger.Level {
         get { self.inner.logLevel }
         set { self.inner.logLevel = newValue }
-    }
-
-    var metadataProvider: Logger.MetadataProvider? {
-        get { self.inner.metadataProvider }
-        set { self.inner.metadataProvider = newValue }
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -118,9 +120,13 @@ struct DeferredMetadataLogHandler: LogHandler {
         set { self.metadata[key] = newValue }
     }
 
+    /// As StreamLogHandler merges them: the logger's metadata, then the provider's, then the message's.
     func log(event: LogEvent) {
         var event = event
-        if !self.metadata.isEmpty { event.metadata = self.metadata.merging(event.metadata ?? [:]) { _, logged in logged } }
+        var merged = self.metadata
+        if let provided = self.metadataProvider?.get() { merged.merge(provided) { _, later in later } }
+        if let logged = event.metadata { merged.merge(logged) { _, later in later } }
+        event.metadata = merged.isEmpty ? nil : merged
         self.inner.log(event: event)
     }
 }

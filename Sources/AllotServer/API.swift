@@ -55,7 +55,7 @@ public struct API: Sendable {
         router.addRoutes(
             NodeRoutes(
                 nodes: NodeStore(database: self.database), lifecycle: NodeLifecycleStore(database: self.database), nodeKeys: self.nodeKeys,
-                wake: wake
+                wake: wake, tokenCache: self.tokenCache
             ).routes)
         router.addRoutes(
             AgentRoutes(

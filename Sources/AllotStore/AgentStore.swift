@@ -39,13 +39,19 @@ public struct AgentStore: Sendable {
                 )
             }
             try await tx.nodes.heartbeat(report)
+            // A report that may quarantine a GPU (an XID, a GPU not healthy, or fewer GPUs than the node has) locks
+            // the node FOR UPDATE before any GPU row: a placement in flight holds the node (FOR KEY SHARE) and then
+            // needs the GPU rows, so taking the node only after them would deadlock with it.
+            var mayQuarantine = report.gpus.contains { !$0.xids.isEmpty || $0.health != .healthy }
+            if !mayQuarantine { mayQuarantine = try await tx.nodes.presentGPUs(report.node) != NodesTable.withMIGDevices(report.gpus).count }
+            if mayQuarantine { _ = try await tx.nodes.lifecycle(report.node) }
             let gpus = try await tx.nodes.upsertGPUs(report.gpus, node: report.node)
             try await tx.audit.append(gpus.audit)
             // A GPU quarantined now is the infrastructure's fault: the work on it stops and is requeued, credited
             // from this report (before this report's rank statuses, so a rank the fault killed does not fail its job).
             var faulted: [[Int64]: String] = [:]
-            // The node locked FOR UPDATE first: a placement on it being committed now (FOR KEY SHARE) commits before
-            // the work on the quarantined GPU is looked up, so it is stopped too.
+            // The node locked FOR UPDATE (above, or here if no sign foretold it): a placement on it being committed
+            // now commits before the work on the quarantined GPU is looked up, so it is stopped too.
             if !gpus.quarantined.isEmpty { _ = try await tx.nodes.lifecycle(report.node) }
             for q in gpus.quarantined {
                 for live in try await tx.attempts.live(onGPU: q.index, node: report.node) {

@@ -380,12 +380,38 @@ public struct Database: Sendable, Service {
 
     /// Listens on `channel` on a connection of its own, calling `listening` once LISTEN took effect and `received`
     /// for each notification, until the connection fails (it throws) or the task is cancelled.
-    public func listen(_ channel: String, listening: @Sendable () -> Void = {}, received: @Sendable () -> Void) async throws {
+    /// A connection gone silently (a link dropped without a reset, a server failed over) brings neither a notice nor
+    /// an error: it is asked `SELECT 1` every `probe` and must answer within it, or it is closed and this throws.
+    public func listen(
+        _ channel: String, probe: Duration = .seconds(5), listening: @escaping @Sendable () -> Void = {},
+        received: @escaping @Sendable () -> Void
+    ) async throws {
+        let (url, logger) = (self.url.description, self.logger)
         do {
             try await self.client.withConnection { connection in
-                try await connection.listen(on: channel) { notifications in
-                    listening()
-                    for try await _ in notifications { received() }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        try await connection.listen(on: channel) { notifications in
+                            listening()
+                            for try await _ in notifications { received() }
+                        }
+                    }
+                    group.addTask {
+                        while true {
+                            let answered = Mutex(false)
+                            let ping = Task {
+                                if (try? await connection.query("SELECT 1", logger: logger)) != nil { answered.withLock { $0 = true } }
+                            }
+                            try await Task.sleep(for: probe)
+                            guard answered.withLock({ $0 }) else {
+                                ping.cancel()
+                                try? await connection.close()
+                                throw StoreError.unreachable(url: url, underlying: "the listening connection did not answer within \(probe)")
+                            }
+                        }
+                    }
+                    try await group.next()
+                    group.cancelAll()
                 }
             }
         } catch {

@@ -1,6 +1,6 @@
 public import AllotCore
 import Crypto
-public import Foundation
+import Foundation
 import Synchronization
 
 /// The principals of bearer tokens looked up lately, so that a request does not cost a database round trip each
@@ -15,7 +15,8 @@ public final class TokenCache: Sendable {
     struct Entry {
         let id: Int64
         let principal: Principal
-        let expiresAt: Date?
+        /// The token's expiry on this process's monotonic clock, measured from the database's time (no skew).
+        let expiresBy: ContinuousClock.Instant?
         let keptAt: ContinuousClock.Instant
     }
 
@@ -38,11 +39,12 @@ public final class TokenCache: Sendable {
     static func key(_ secret: String) -> Data { Data(SHA256.hash(data: Data(secret.utf8))) }
 
     /// The principal kept for this secret, if any is still good now.
-    public func principal(for secret: String, now: Date = Date()) -> (id: Int64, principal: Principal)? {
+    public func principal(for secret: String) -> (id: Int64, principal: Principal)? {
         let key = Self.key(secret)
+        let now = ContinuousClock.now
         return self.state.withLock { state in
             guard state.listening, let e = state.entries[key] else { return nil }
-            guard ContinuousClock.now - e.keptAt < self.lifetime, e.expiresAt.map({ $0 > now }) ?? true else {
+            guard now - e.keptAt < self.lifetime, e.expiresBy.map({ now < $0 }) ?? true else {
                 state.entries[key] = nil
                 return nil
             }
@@ -53,13 +55,15 @@ public final class TokenCache: Sendable {
     /// Where a lookup starts: the generation it may keep its answer under; nil when nothing may be kept.
     public func begin() -> UInt64? { self.state.withLock { $0.listening ? $0.generation : nil } }
 
-    /// Keeps a lookup's answer, unless something was forgotten since it began.
-    public func keep(_ secret: String, id: Int64, principal: Principal, expiresAt: Date?, since generation: UInt64) {
+    /// Keeps a lookup's answer, unless something was forgotten since it began; `expiresIn` is the time the database
+    /// gave its token still to live.
+    public func keep(_ secret: String, id: Int64, principal: Principal, expiresIn: Duration?, since generation: UInt64) {
         let key = Self.key(secret)
+        let now = ContinuousClock.now
         self.state.withLock { state in
             guard state.listening, state.generation == generation else { return }
             if state.entries.count >= self.capacity { state.entries.removeAll() }
-            state.entries[key] = Entry(id: id, principal: principal, expiresAt: expiresAt, keptAt: .now)
+            state.entries[key] = Entry(id: id, principal: principal, expiresBy: expiresIn.map { now + $0 }, keptAt: now)
         }
     }
 

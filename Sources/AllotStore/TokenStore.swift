@@ -39,7 +39,7 @@ struct TokensTable {
 
     /// The live token with this secret (or id), its last use recorded when it is over a minute old: a busy client
     /// costs one indexed read per request, and a write a minute.
-    func live(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal, expiresAt: Date?)? {
+    func live(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal, expiresIn: Duration?)? {
         guard secret != nil || id != nil else { return nil }
         let rows = try await self.tx.query(
             """
@@ -52,10 +52,10 @@ struct TokensTable {
                 UPDATE tokens SET last_used_at = now() FROM t
                 WHERE tokens.id = t.id AND (t.last_used_at IS NULL OR t.last_used_at < now() - interval '1 minute')
             )
-            SELECT id, name, role::text, org, node, expires_at FROM t
+            SELECT id, name, role::text, org, node, extract(epoch FROM expires_at - now())::float8 FROM t
             """)
-        for try await (id, name, role, org, node, expires) in rows.decode((Int64, String, String, String?, String?, Date?).self) {
-            return (id, Principal(name: name, role: try decoded(role, "tokens.role"), org: org, node: node), expires)
+        for try await (id, name, role, org, node, left) in rows.decode((Int64, String, String, String?, String?, Double?).self) {
+            return (id, Principal(name: name, role: try decoded(role, "tokens.role"), org: org, node: node), left.map { .seconds($0) })
         }
         return nil
     }
@@ -202,14 +202,14 @@ public struct TokenStore: Sendable {
         if let kept = self.cache?.principal(for: secret) { return kept }
         let generation = self.cache?.begin()
         guard let found = try await self.lookUp(secret: secret, id: nil) else { return nil }
-        if let generation { self.cache?.keep(secret, id: found.id, principal: found.principal, expiresAt: found.expiresAt, since: generation) }
+        if let generation { self.cache?.keep(secret, id: found.id, principal: found.principal, expiresIn: found.expiresIn, since: generation) }
         return (found.id, found.principal)
     }
 
     /// The principal token `id` stands for while it is live.
     public func principal(tokenID id: Int64) async throws -> Principal? { try await self.lookUp(secret: nil, id: id)?.principal }
 
-    private func lookUp(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal, expiresAt: Date?)? {
+    private func lookUp(secret: String?, id: Int64?) async throws -> (id: Int64, principal: Principal, expiresIn: Duration?)? {
         // One statement, atomic on its own: no BEGIN and COMMIT round trips on every request.
         try await self.database.read { tx in try await tx.tokens.live(secret: secret, id: id) }
     }

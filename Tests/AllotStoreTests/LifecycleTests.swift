@@ -1,10 +1,11 @@
 import AllotCore
 import AllotDatabaseTesting
-import AllotStore
 import AllotTesting
 import Foundation
 import PostgresNIO
 import Testing
+
+@testable import AllotStore
 
 @Suite("Jobs and attempts through the store", databaseTests)
 struct LifecycleTests {
@@ -119,8 +120,17 @@ struct LifecycleTests {
             try await f.report("n1", ranks: [Self.running(key)])
             #expect(try await jobs.cancel(running, by: f.op, scope: .all).state == .running)
             #expect(try await DispatchStore(database: db).claimStops().map(\.key) == [key])
+            // Its start as recorded by a transaction that committed after the closing one began (that one's now()
+            // is earlier): the charge ends when it began, never before (seen cancelling arrays while ranks started).
+            // The ledger's own trigger forbids moving a start, so it is moved with triggers off.
+            try await db.transaction { tx in
+                try await tx.query("SET LOCAL session_replication_role = replica")
+                try await tx.query("UPDATE usage SET started_at = now() + interval '1 hour' WHERE job_id = \(running)")
+            }
             try await f.report("n1", ranks: [RankStatus(key: key, state: .exited, exitCode: 143, signal: 15)])
             #expect(try await f.job(running).state == .cancelled)
+            let ordered = try await db.query("SELECT bool_and(ended_at = started_at) FROM usage WHERE job_id = \(running)").decode(Bool.self)
+            #expect(try await ordered.first { _ in true } == true)
         }
     }
 

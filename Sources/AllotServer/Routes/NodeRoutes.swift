@@ -12,6 +12,8 @@ struct NodeRoutes {
     let lifecycle: NodeLifecycleStore
     let nodeKeys: NodeKeys
     let wake: ClusterWake
+    /// Forgotten when a node is enrolled again (its old agent token revoked), here before the answer.
+    let tokenCache: TokenCache?
 
     var routes: RouteCollection<AllotRequestContext> {
         let routes = RouteCollection(context: AllotRequestContext.self)
@@ -29,6 +31,7 @@ struct NodeRoutes {
             let body = try await JSON.body(EnrolRequest.self, from: request)
             if let url = body.agentURL, let why = Self.agentURLProblem(url) { throw APIError.badRequest(why, field: "agentURL") }
             let (token, enrolment) = try await self.nodes.enrol(node, agentURL: body.agentURL, by: try context.caller().principal)
+            self.tokenCache?.forget()
             return JSON.response(AddNodeResponse(node: node, token: token, nodeKey: NodeKey.hex(self.nodeKeys.key(node: node, enrolment: enrolment))))
         }
         routes.on(.showNode) { _, context in JSON.response(try await self.nodes.detail(try context.nodeName())) }

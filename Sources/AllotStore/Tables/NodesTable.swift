@@ -147,7 +147,8 @@ struct NodesTable {
     }
 
     /// The heartbeats of reporting nodes summed up per pool (`Silence.Pool`): the count, the newest, and only the
-    /// nodes the judgement needs (`Silence.Pool.matters`, the same test in SQL), read without locks.
+    /// nodes the judgement needs (`Silence.Pool.matters`, the same test in SQL with a millisecond's slack, so that
+    /// rounding never leaves one out; the judgement looks at each again), read without locks.
     func livenessByPool(timeoutSeconds: Int) async throws -> (now: Date, pools: [Silence.Pool]) {
         let now = try await self.tx.now()
         let rows = try await self.tx.query(
@@ -156,8 +157,8 @@ struct NodesTable {
                  p AS (SELECT pool, count(*)::int AS members, max(last_heartbeat) AS newest FROM live GROUP BY pool)
             SELECT p.pool, p.members, p.newest, l.name, l.last_heartbeat
             FROM p LEFT JOIN live l ON l.pool = p.pool
-                 AND (p.members = 1 OR extract(epoch FROM now() - p.newest) > \(timeoutSeconds)
-                      OR extract(epoch FROM p.newest - l.last_heartbeat) > \(timeoutSeconds) / 2.0)
+                 AND (p.members = 1 OR extract(epoch FROM now() - p.newest) > \(timeoutSeconds) - 0.001
+                      OR extract(epoch FROM p.newest - l.last_heartbeat) > \(timeoutSeconds) / 2.0 - 0.001)
             ORDER BY p.pool, l.name
             """)
         var pools: [Silence.Pool] = []
@@ -166,6 +167,11 @@ struct NodesTable {
             if let node, let last { pools[pools.count - 1].lagging.append((node, last)) }
         }
         return (now, pools)
+    }
+
+    /// How many GPUs (and MIG devices) of the node are present, read without a lock.
+    func presentGPUs(_ node: String) async throws -> Int {
+        try await self.tx.query("SELECT count(*)::int FROM gpus WHERE node = \(node) AND present").decode(Int.self).first() ?? 0
     }
 
     /// Holds a pool whose nodes went silent together; true when the hold is new.

@@ -72,7 +72,12 @@ struct UsageLedger {
         let now = try await self.tx.now()
         guard let credit else {
             try await self.tx.query(
-                "UPDATE usage SET ended_at = \(now) WHERE job_id = \(job) AND attempt = \(attempt) AND ended_at IS NULL AND NOT credited")
+                // Never before it began: a rank reported running by a transaction that committed after this one
+                // started (its now()) ends when it began (seen cancelling arrays of 1,000 while their ranks started).
+                """
+                UPDATE usage SET ended_at = greatest(started_at, \(now))
+                WHERE job_id = \(job) AND attempt = \(attempt) AND ended_at IS NULL AND NOT credited
+                """)
             return
         }
         try await self.tx.query(
