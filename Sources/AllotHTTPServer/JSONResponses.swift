@@ -42,9 +42,7 @@ public struct APIError: HTTPResponseError, CustomStringConvertible {
 /// JSON in and out of handlers, with the wire's one encoder configuration.
 public enum JSON {
     public static func response<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) -> Response {
-        let data = (try? WireJSON.encoder.encode(value)) ?? Data("{}".utf8)
-        return Response(
-            status: status, headers: [.contentType: "application/json; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+        self.response(encoded: self.encoded(value), status: status)
     }
 
     /// A body encoded once, answered many times (the same reply to most heartbeats).

@@ -52,7 +52,7 @@ public struct AgentStore: Sendable {
             var faulted: [[Int64]: String] = [:]
             // The node locked FOR UPDATE (above, or here if no sign foretold it): a placement on it being committed
             // now commits before the work on the quarantined GPU is looked up, so it is stopped too.
-            if !gpus.quarantined.isEmpty { _ = try await tx.nodes.lifecycle(report.node) }
+            if !gpus.quarantined.isEmpty && !mayQuarantine { _ = try await tx.nodes.lifecycle(report.node) }
             for q in gpus.quarantined {
                 for live in try await tx.attempts.live(onGPU: q.index, node: report.node) {
                     faulted[[live.job, Int64(live.number)]] =

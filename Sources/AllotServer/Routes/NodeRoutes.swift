@@ -125,9 +125,9 @@ struct AgentRoutes {
                 let body = Data(buffer: try await request.collectBody(upTo: 4 << 20))
                 // The same bytes as this node's last full report, checked then: nothing to decode or check again.
                 if endpoint == .heartbeat, case .node(let node) = scope,
-                    try await self.shortcut.reply(to: node, digest: HeartbeatShortcut.digest(body)) != nil
+                    let reply = try await self.shortcut.reply(to: node, digest: HeartbeatShortcut.digest(body))
                 {
-                    return JSON.response(encoded: HeartbeatShortcut.nothingLive)
+                    return JSON.response(encoded: reply)
                 }
                 let report = try JSON.decode(AgentReport.self, from: body)
                 guard scope == .node(report.node) else {

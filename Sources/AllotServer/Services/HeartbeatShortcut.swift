@@ -3,6 +3,7 @@ import AllotHTTPServer
 import AllotStore
 import Crypto
 import Foundation
+import NIOCore
 import Synchronization
 
 /// The short path for heartbeats that change nothing: a node with no ranks that sends the very bytes it sent last —
@@ -33,16 +34,16 @@ final class HeartbeatShortcut: Sendable {
     /// What identifies a report: its bytes as sent (an agent encodes an unchanged report the same way each time).
     static func digest(_ body: Data) -> Data { Data(SHA256.hash(data: body)) }
 
-    /// The reply for a report the last full one already answered, once its time is recorded; nil when it must take
-    /// the full path.
-    func reply(to node: String, digest: Data) async throws -> HeartbeatReply? {
+    /// The reply (encoded) for a report the last full one already answered, once its time is recorded; nil when it
+    /// must take the full path.
+    func reply(to node: String, digest: Data) async throws -> ByteBuffer? {
         let known = self.last.withLock { $0[node] }
         guard let known, known.digest == digest, ContinuousClock.now - known.at < self.lifetime else { return nil }
         guard try await self.touches.submit(node) else {
             self.last.withLock { $0[node] = nil }
             return nil
         }
-        return HeartbeatReply(live: [], acknowledged: [])
+        return Self.nothingLive
     }
 
     /// Remembers a full report's answer, when it is one the short path may give again (nothing live on the node).
